@@ -1,0 +1,1 @@
+//! cgroup layout discovery, memory file readers, id/path resolution, metadata.

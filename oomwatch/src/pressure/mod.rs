@@ -1,0 +1,1 @@
+//! PSI (pressure stall information): files and triggers.
