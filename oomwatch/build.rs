@@ -33,6 +33,9 @@ fn main() -> anyhow::Result<()> {
     paths.extend(env::split_paths(&path));
     // SAFETY: build scripts are single-threaded at this point.
     unsafe { env::set_var("PATH", env::join_paths(paths)?) };
+    // aya-build relays the nested cargo's progress as warnings on every
+    // build; keep only what matters (errors and real warnings).
+    unsafe { env::set_var("CARGO_TERM_QUIET", "true") };
 
     let ebpf_dir = workspace.join("oomwatch-ebpf");
     let ebpf_dir = ebpf_dir.to_str().context("non-UTF-8 workspace path")?;

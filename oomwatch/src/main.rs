@@ -1,2 +1,3 @@
-static EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomwatch"));
-fn main() { println!("{}", EBPF.len()); }
+fn main() -> std::process::ExitCode {
+    oomwatch::cli::main()
+}

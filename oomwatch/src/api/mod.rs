@@ -1,0 +1,4 @@
+//! What the daemon serves: HTTP (/metrics, /healthz) and the event socket.
+
+pub mod http;
+pub mod socket;

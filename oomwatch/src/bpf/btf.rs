@@ -1,0 +1,171 @@
+//! Kernel struct offsets from BTF (`/sys/kernel/btf/vmlinux`), computed once
+//! at start and handed to the kernel programs as globals. rustc cannot emit
+//! CO-RE relocations, so this is how the programs stay portable.
+
+use std::path::{Path, PathBuf};
+
+use btf_rs::{Btf, Type};
+use oomwatch_common::KernelOffsets;
+
+pub const DEFAULT_VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("{path}: cannot read BTF: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("{path}: {what} not found in BTF")]
+    Missing { path: PathBuf, what: String },
+}
+
+/// What the daemon learned from BTF.
+#[derive(Clone, Debug, Default)]
+pub struct KernelBtfInfo {
+    pub offsets: KernelOffsets,
+    /// The raw `mark_victim` tracepoint passes `struct task_struct *` (6.8+),
+    /// so the victim's memory cgroup can be read exactly.
+    pub mark_victim_has_task: bool,
+}
+
+pub fn load(path: &Path) -> Result<KernelBtfInfo, BtfError> {
+    let btf = Btf::from_file(path).map_err(|e| BtfError::Load { path: path.to_path_buf(), reason: e.to_string() })?;
+    let finder = Finder { btf: &btf, path };
+    let member = |s: &str, m: &str| finder.member_offset(s, m);
+    let offsets = KernelOffsets {
+        valid: 1,
+        memory_cgrp_id: finder.enum_value("cgroup_subsys_id", "memory_cgrp_id")?,
+        task_cgroups: member("task_struct", "cgroups")?,
+        task_pid: member("task_struct", "pid")?,
+        task_tgid: member("task_struct", "tgid")?,
+        task_comm: member("task_struct", "comm")?,
+        css_set_subsys: member("css_set", "subsys")?,
+        css_set_dfl_cgrp: member("css_set", "dfl_cgrp")?,
+        css_cgroup: member("cgroup_subsys_state", "cgroup")?,
+        cgroup_kn: member("cgroup", "kn")?,
+        kernfs_node_id: member("kernfs_node", "id")?,
+        _pad: 0,
+    };
+    Ok(KernelBtfInfo { offsets, mark_victim_has_task: finder.mark_victim_has_task() })
+}
+
+struct Finder<'a> {
+    btf: &'a Btf,
+    path: &'a Path,
+}
+
+impl Finder<'_> {
+    fn missing(&self, what: String) -> BtfError {
+        BtfError::Missing { path: self.path.to_path_buf(), what }
+    }
+
+    fn named_struct(&self, name: &str) -> Result<btf_rs::Struct, BtfError> {
+        self.btf
+            .resolve_types_by_name(name)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|t| match t {
+                Type::Struct(s) if !s.members.is_empty() => Some(s),
+                _ => None,
+            })
+            .ok_or_else(|| self.missing(format!("struct {name}")))
+    }
+
+    /// Byte offset of `member` in `struct name`, looking through anonymous
+    /// structs and unions (randstruct and `union { ... }` blocks hide members).
+    fn member_offset(&self, name: &str, member: &str) -> Result<u32, BtfError> {
+        let s = self.named_struct(name)?;
+        self.find_in(&s, member, 0, 0)
+            .map(|bits| bits / 8)
+            .ok_or_else(|| self.missing(format!("{name}.{member}")))
+    }
+
+    fn find_in(&self, s: &btf_rs::Struct, member: &str, base_bits: u32, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        for m in &s.members {
+            let name = self.btf.resolve_name(m).unwrap_or_default();
+            let at = base_bits + m.bit_offset();
+            if name == member {
+                return Some(at);
+            }
+            if name.is_empty()
+                && let Some(inner) = self.anonymous_aggregate(m)
+                && let Some(found) = self.find_in(&inner, member, at, depth + 1)
+            {
+                return Some(found);
+            }
+        }
+        None
+    }
+
+    fn anonymous_aggregate(&self, m: &btf_rs::Member) -> Option<btf_rs::Struct> {
+        let mut ty = self.btf.resolve_chained_type(m).ok()?;
+        for _ in 0..8 {
+            match ty {
+                Type::Struct(s) | Type::Union(s) => return Some(s),
+                Type::Typedef(ref t) => ty = self.btf.resolve_chained_type(t).ok()?,
+                Type::Const(ref t) | Type::Volatile(ref t) => ty = self.btf.resolve_chained_type(t).ok()?,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    fn enum_value(&self, enum_name: &str, variant: &str) -> Result<u32, BtfError> {
+        for t in self.btf.resolve_types_by_name(enum_name).unwrap_or_default() {
+            if let Type::Enum(e) = t {
+                for m in &e.members {
+                    if self.btf.resolve_name(m).is_ok_and(|n| n == variant) {
+                        return Ok(m.val());
+                    }
+                }
+            }
+        }
+        Err(self.missing(format!("enum {enum_name}::{variant}")))
+    }
+
+    /// Whether `btf_trace_mark_victim` (the raw tracepoint's prototype) takes
+    /// a `struct task_struct *` after the context argument.
+    fn mark_victim_has_task(&self) -> bool {
+        let Some(proto) = self.typedef_proto("btf_trace_mark_victim") else { return false };
+        let Some(param) = proto.parameters.get(1) else { return false };
+        let Ok(Type::Ptr(ptr)) = self.btf.resolve_chained_type(param) else { return false };
+        match self.btf.resolve_chained_type(&ptr) {
+            Ok(Type::Struct(s)) => self.btf.resolve_name(&s).is_ok_and(|n| n == "task_struct"),
+            _ => false,
+        }
+    }
+
+    fn typedef_proto(&self, name: &str) -> Option<btf_rs::FuncProto> {
+        let types = self.btf.resolve_types_by_name(name).ok()?;
+        let Some(Type::Typedef(td)) = types.into_iter().find(|t| matches!(t, Type::Typedef(_))) else {
+            return None;
+        };
+        let Ok(Type::Ptr(ptr)) = self.btf.resolve_chained_type(&td) else { return None };
+        match self.btf.resolve_chained_type(&ptr) {
+            Ok(Type::FuncProto(p)) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let err = load(Path::new("/nonexistent/vmlinux")).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/vmlinux"), "{err}");
+    }
+
+    #[test]
+    fn garbage_file_is_an_error_not_a_panic() {
+        let dir = std::env::temp_dir().join(format!("oomwatch-btf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("vmlinux");
+        std::fs::write(&path, b"\x9f\xeb\x01\x00garbage").unwrap();
+        assert!(load(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

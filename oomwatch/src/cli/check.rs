@@ -1,0 +1,163 @@
+//! `oomwatch check`: what this kernel offers, probe by probe, and whether the
+//! daemon can run here (non-zero exit with the reason when it cannot).
+
+use std::{path::Path, process::ExitCode};
+
+use serde::Serialize;
+
+use super::CheckArgs;
+use crate::{
+    bpf::{btf, loader::{Hook, PROBES}, privileges, tracefs},
+    cgroup::layout,
+};
+
+#[derive(Serialize)]
+struct Item {
+    name: String,
+    ok: bool,
+    /// Missing this stops the daemon (otherwise it degrades).
+    required: bool,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    kernel: String,
+    can_run: bool,
+    items: Vec<Item>,
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let mut items = Vec::new();
+    let mut push = |name: &str, ok: bool, required: bool, detail: String| {
+        items.push(Item { name: name.to_owned(), ok, required, detail });
+    };
+
+    let caps = privileges::effective_caps();
+    let missing = privileges::missing_for_bpf(caps);
+    push(
+        "privileges",
+        missing.is_empty(),
+        true,
+        if missing.is_empty() {
+            "can load eBPF programs (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)".into()
+        } else {
+            let names: Vec<_> = missing.iter().map(|&c| privileges::cap_name(c)).collect();
+            format!("missing {}: run as root", names.join(" and "))
+        },
+    );
+
+    let btf_info = btf::load(&args.btf);
+    push(
+        "btf",
+        btf_info.is_ok(),
+        false,
+        match &btf_info {
+            Ok(_) => format!("{}: struct offsets found; exact memory-cgroup attribution", args.btf.display()),
+            Err(e) => format!("{e}; attribution falls back to /proc (approximate)"),
+        },
+    );
+
+    let tracefs_root = match tracefs::find_tracefs(&args.tracefs) {
+        Some(root) => {
+            push("tracefs", true, true, format!("mounted at {}", root.display()));
+            Some(root)
+        }
+        None if privileges::has(caps, privileges::CAP_SYS_ADMIN) => match tracefs::ensure_tracefs(&args.tracefs) {
+            Ok((root, _)) => {
+                push("tracefs", true, true, format!("was not mounted; mounted it at {} (the daemon does the same)", root.display()));
+                Some(root)
+            }
+            Err(e) => {
+                push("tracefs", false, true, e.to_string());
+                None
+            }
+        },
+        None => {
+            push("tracefs", false, true, format!("not mounted at {} and mounting needs CAP_SYS_ADMIN", args.tracefs.display()));
+            None
+        }
+    };
+
+    for spec in PROBES {
+        let (ok, detail) = match (spec.hook, &tracefs_root) {
+            (Hook::TracePoint { category, name }, Some(root)) => {
+                if tracefs::tracepoint_exists(root, category, name) {
+                    (true, format!("{} available", spec.hook))
+                } else {
+                    (false, format!("{} missing; cost: {}", spec.hook, spec.cost))
+                }
+            }
+            (Hook::TracePoint { .. }, None) => (false, "unknown without tracefs".to_owned()),
+            (Hook::RawTracePoint { .. }, _) => match &btf_info {
+                Ok(info) if info.mark_victim_has_task => (true, format!("{} passes the victim task", spec.hook)),
+                Ok(_) => (false, format!("{} passes only a pid (needs 6.8+); cost: {}", spec.hook, spec.cost)),
+                Err(_) => (false, format!("needs BTF; cost: {}", spec.cost)),
+            },
+        };
+        push(&format!("probe {}", spec.name), ok, spec.required, detail);
+    }
+
+    if let Some(root) = &tracefs_root
+        && let Ok(format) = tracefs::read_format(root, "oom", "mark_victim")
+    {
+        let fields: Vec<_> = format.fields.iter().filter(|f| !f.name.starts_with("common_")).map(|f| f.name.as_str()).collect();
+        push("mark_victim fields", true, false, fields.join(", "));
+    }
+
+    let kprobes = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+    push(
+        "kprobes",
+        kprobes,
+        false,
+        if kprobes { "available".into() } else { "not available (no kprobe PMU): kprobe-based detail is skipped".into() },
+    );
+
+    match layout::detect(Path::new("/proc")) {
+        Some(l) => push(
+            "cgroups",
+            true,
+            false,
+            format!(
+                "{}: memory controller at {}{}",
+                l.mode,
+                l.memory_root.display(),
+                l.unified_root.as_ref().map(|u| format!(", unified at {}", u.display())).unwrap_or_default()
+            ),
+        ),
+        None => push("cgroups", false, false, "no memory cgroup hierarchy mounted: kills carry no cgroup".into()),
+    }
+
+    let psi = std::fs::read_to_string("/proc/pressure/memory").is_ok();
+    push(
+        "psi",
+        psi,
+        false,
+        if psi { "/proc/pressure/memory readable".into() } else { "no PSI (boot with psi=1): no pressure signals".into() },
+    );
+
+    let can_run = items.iter().all(|i| i.ok || !i.required);
+    let report = Report { kernel: kernel_release(), can_run, items };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("kernel {}", report.kernel);
+        for i in &report.items {
+            let mark = if i.ok { "ok  " } else if i.required { "FAIL" } else { "skip" };
+            println!("  [{mark}] {:<26} {}", i.name, i.detail);
+        }
+        if can_run {
+            println!("oomwatch can run here.");
+        }
+    }
+    if !can_run {
+        let reasons: Vec<_> = report.items.iter().filter(|i| i.required && !i.ok).map(|i| format!("{}: {}", i.name, i.detail)).collect();
+        eprintln!("oomwatch: the daemon cannot run here: {}", reasons.join("; "));
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,150 @@
+//! Wires the rooms together: kernel -> decode -> pipeline -> model/bus ->
+//! outputs. Outputs are bound first so a port or socket conflict fails fast,
+//! before any program is loaded.
+
+use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use tokio::io::unix::AsyncFd;
+
+use crate::{
+    api::{http, socket},
+    bpf::{self, loader::LoadOptions},
+    bus::EventBus,
+    cgroup::{layout, resolve::CgroupResolver},
+    cli::DaemonArgs,
+    clock::KernelClock,
+    metrics::{DaemonCounters, Metrics},
+    model::Model,
+    pipeline::Pipeline,
+};
+
+pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("oomwatch")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(level: log::LevelFilter) {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level).format_target(false);
+    // aya's loader narrates every relocation at debug level; that is only
+    // useful when debugging the loader itself (RUST_LOG=aya=debug).
+    builder.filter_module("aya", level.min(log::LevelFilter::Info));
+    builder.filter_module("aya_obj", level.min(log::LevelFilter::Info));
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&spec);
+    }
+    let _ = builder.try_init();
+}
+
+pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
+    let listener = http::bind(args.listen).await?;
+    let (socket_listener, _socket_guard) = socket::bind(&args.socket)?;
+
+    let load_opts = LoadOptions { tracefs: args.tracefs.clone(), btf: args.btf.clone(), ..LoadOptions::default() };
+    let mut probes = bpf::loader::load(&load_opts)?;
+    let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
+    let kernel_counters = probes.take_counters();
+    spawn_kernel_logger(&mut probes.ebpf);
+
+    let layout = layout::detect(Path::new("/proc"));
+    match &layout {
+        Some(l) => log::info!("cgroups: {} (memory controller at {})", l.mode, l.memory_root.display()),
+        None => log::warn!("no cgroup hierarchy with the memory controller found; kills are reported without cgroup paths"),
+    }
+    let resolver = Arc::new(CgroupResolver::new(
+        layout.as_ref().map(|l| l.memory_root.as_path()),
+        layout.as_ref().and_then(|l| l.unified_root.as_deref()),
+        CgroupResolver::DEFAULT_CAPACITY,
+    ));
+
+    let clock = Arc::new(KernelClock::default());
+    let bus = Arc::new(EventBus::new(args.backlog, 4096));
+    let model = Arc::new(Model::default());
+    let counters = Arc::new(DaemonCounters::default());
+    let metrics = Arc::new(Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone()));
+    let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model, counters.clone()));
+
+    let attached: Vec<&str> = probes.probes.iter().filter(|p| p.attached()).map(|p| p.spec.name).collect();
+    log::info!(
+        "oomwatch {} watching: probes [{}], metrics on http://{}/metrics, events on {}",
+        env!("CARGO_PKG_VERSION"),
+        attached.join(", "),
+        args.listen,
+        args.socket.display()
+    );
+
+    let reader = {
+        let pipeline = pipeline.clone();
+        let counters = counters.clone();
+        tokio::spawn(bpf::reader::run(
+            ring,
+            move |record| pipeline.handle(record),
+            move |e| {
+                counters.decode_errors.inc();
+                log::warn!("dropped a kernel record: {e}");
+            },
+        ))
+    };
+    tokio::spawn(http::serve(listener, metrics));
+    tokio::spawn(socket::serve(socket_listener, bus, counters));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            clock.refresh();
+        }
+    });
+
+    tokio::select! {
+        result = reader => {
+            let err = match result {
+                Ok(Ok(())) => anyhow::anyhow!("ring buffer reader stopped"),
+                Ok(Err(e)) => anyhow::Error::new(e).context("reading the ring buffer"),
+                Err(e) => anyhow::Error::new(e).context("ring buffer reader panicked"),
+            };
+            return Err(err);
+        }
+        signal = shutdown_signal() => log::info!("{signal}: shutting down"),
+    }
+    drop(probes);
+    Ok(())
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Forwards kernel-side aya-log records to our log. Programs only log on cold
+/// paths (an OOM kill), so this costs nothing in steady state.
+fn spawn_kernel_logger(ebpf: &mut aya::Ebpf) {
+    match aya_log::EbpfLogger::init(ebpf) {
+        Ok(logger) => {
+            tokio::spawn(async move {
+                // SAFETY: the logger owns its fd for as long as the AsyncFd lives.
+                let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) }) else {
+                    return;
+                };
+                loop {
+                    let Ok(mut guard) = fd.readable_mut().await else { return };
+                    guard.clear_ready();
+                    guard.get_inner_mut().flush();
+                }
+            });
+        }
+        Err(e) => log::debug!("kernel-side logging unavailable: {e}"),
+    }
+}

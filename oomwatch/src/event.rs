@@ -1,0 +1,179 @@
+//! The events users see: in `oomwatch tail`, as NDJSON on the event socket,
+//! and (through the model) behind the metrics. The JSON shape is a contract:
+//! every object has `kind`, `time` (RFC 3339) and `cgroup`; fields the kernel
+//! did not give are absent, never zero.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    #[serde(flatten)]
+    pub body: EventBody,
+    pub time: String,
+    /// Memory cgroup path ("/a/b"), "/" for host-wide events.
+    pub cgroup: String,
+    /// Kernel CLOCK_MONOTONIC timestamp of what happened, when the kernel
+    /// stamped it: lets a reader on the same host measure delivery latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ktime_ns: Option<u64>,
+    /// Position in the daemon's stream (gaps mean a client lagged).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    OomKill(OomKill),
+    VictimExit(VictimExit),
+    /// The client fell behind and `dropped` events were not sent to it.
+    Lagged { dropped: u64 },
+}
+
+impl EventBody {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::OomKill(_) => "oom_kill",
+            Self::VictimExit(_) => "victim_exit",
+            Self::Lagged { .. } => "lagged",
+        }
+    }
+}
+
+pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "lagged"];
+
+/// How the victim's cgroup was found.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// Read from the victim's task in the kernel at the moment of the kill.
+    Exact,
+    /// From /proc/PID/cgroup after the fact (no BTF, or an older kernel).
+    Approximate,
+    /// Nothing found (the victim was gone before we could look).
+    Unknown,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Victim {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tgid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_vm_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shmem_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgtables_bytes: Option<u64>,
+}
+
+impl Victim {
+    /// Resident memory, when the kernel reported its parts.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let anon = self.anon_rss_bytes?;
+        Some(anon + self.file_rss_bytes.unwrap_or(0) + self.shmem_rss_bytes.unwrap_or(0))
+    }
+}
+
+/// The task whose allocation made the kernel kill: it is often not the victim.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Trigger {
+    /// Process id (thread group id).
+    pub pid: u32,
+    /// Thread id of the allocating thread.
+    pub tid: u32,
+    pub comm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OomKill {
+    pub victim: Victim,
+    pub trigger: Trigger,
+    pub attribution: Attribution,
+    /// Kernel inode id of the victim's memory cgroup, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    /// Time from the kill to the victim's exit, once confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_latency_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VictimExit {
+    pub pid: u32,
+    pub comm: String,
+    pub exit_latency_ms: f64,
+}
+
+/// What a tail client asks the daemon for (one JSON line after connecting).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    pub op: RequestOp,
+    /// Replay buffered events younger than this many seconds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_secs: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestOp {
+    #[default]
+    Tail,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oom() -> Event {
+        Event {
+            body: EventBody::OomKill(OomKill {
+                victim: Victim { pid: 10, comm: Some("hog".into()), anon_rss_bytes: Some(1 << 20), ..Default::default() },
+                trigger: Trigger { pid: 10, tid: 11, comm: "hog".into(), cgroup: Some("/a".into()) },
+                attribution: Attribution::Exact,
+                cgroup_id: Some(77),
+                exit_latency_ms: None,
+            }),
+            time: "2026-11-22T05:40:01.123456Z".into(),
+            cgroup: "/a".into(),
+            ktime_ns: Some(5),
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn json_has_the_contract_fields_and_omits_unknowns() {
+        let v: serde_json::Value = serde_json::to_value(oom()).unwrap();
+        assert_eq!(v["kind"], "oom_kill");
+        assert_eq!(v["time"], "2026-11-22T05:40:01.123456Z");
+        assert_eq!(v["cgroup"], "/a");
+        assert_eq!(v["victim"]["pid"], 10);
+        assert_eq!(v["victim"]["anon_rss_bytes"], 1 << 20);
+        assert!(v["victim"].get("uid").is_none(), "absent fields must be omitted, not zero");
+        assert!(v.get("exit_latency_ms").is_none());
+        assert_eq!(v["attribution"], "exact");
+    }
+
+    #[test]
+    fn round_trips() {
+        let e = oom();
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+        let lagged = Event { body: EventBody::Lagged { dropped: 3 }, time: "t".into(), cgroup: "/".into(), ktime_ns: None, seq: 0 };
+        let line = serde_json::to_string(&lagged).unwrap();
+        assert!(line.contains(r#""kind":"lagged""#), "{line}");
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), lagged);
+    }
+}

@@ -1,0 +1,290 @@
+//! The Prometheus registry. Per-cgroup series are read from the model at
+//! scrape time (collectors), kernel counters from the per-CPU map; a read
+//! that fails skips its series instead of failing the scrape.
+//!
+//! prometheus-client encodes OpenMetrics. Prometheus asks for that and gets
+//! it; other clients (curl, promtool, older scrapers) get the classic text
+//! format 0.0.4, converted from the same bytes.
+
+use std::{
+    fmt::{self, Write as _},
+    sync::{Arc, Mutex},
+};
+
+use aya::maps::{MapData, PerCpuArray};
+use oomwatch_common::counter;
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeLabelValue, EncodeMetric as _, LabelValueEncoder},
+    metrics::{
+        MetricType,
+        counter::{ConstCounter, Counter},
+        gauge::ConstGauge,
+    },
+    registry::Registry,
+};
+
+use crate::{bpf::loader::ProbeReport, model::Model};
+
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A label value from outside (a cgroup path, a comm), escaped as the
+/// exposition formats require. prometheus-client 0.24 writes values verbatim,
+/// so one `"` in a cgroup name would otherwise break the whole scrape.
+#[derive(Clone, Copy, Debug)]
+pub struct LabelValue<'a>(pub &'a str);
+
+impl EncodeLabelValue for LabelValue<'_> {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> fmt::Result {
+        let s = self.0;
+        if !s.contains(['\\', '"', '\n']) {
+            return encoder.write_str(s);
+        }
+        for c in s.chars() {
+            match c {
+                '\\' => encoder.write_str("\\\\")?,
+                '"' => encoder.write_str("\\\"")?,
+                '\n' => encoder.write_str("\\n")?,
+                c => encoder.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Counters the daemon itself owns (not per cgroup).
+#[derive(Default)]
+pub struct DaemonCounters {
+    pub events_published: Counter,
+    pub decode_errors: Counter,
+    pub stream_events_dropped: Counter,
+}
+
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Metrics {
+    pub fn new(
+        model: Arc<Model>,
+        kernel: Option<PerCpuArray<MapData, u64>>,
+        probes: Vec<ProbeReport>,
+        daemon: Arc<DaemonCounters>,
+    ) -> Self {
+        let mut registry = Registry::with_prefix("oomwatch");
+        registry.register(
+            "events_published",
+            "Events the daemon published to its stream (tail clients, alerting)",
+            daemon.events_published.clone(),
+        );
+        registry.register(
+            "decode_errors",
+            "Ring-buffer records that failed length or version checks",
+            daemon.decode_errors.clone(),
+        );
+        registry.register(
+            "stream_dropped_events",
+            "Events not delivered to a tail client that fell behind",
+            daemon.stream_events_dropped.clone(),
+        );
+        registry.register_collector(Box::new(StaticCollector { probes }));
+        registry.register_collector(Box::new(KernelCounterCollector { map: kernel.map(Mutex::new) }));
+        registry.register_collector(Box::new(ModelCollector { model }));
+        Self { registry }
+    }
+
+    /// The body for a scrape, in OpenMetrics or text 0.0.4.
+    pub fn render(&self, openmetrics: bool) -> String {
+        let mut om = String::with_capacity(16 * 1024);
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut om, &self.registry) {
+            log::warn!("encoding metrics failed: {e}");
+        }
+        if openmetrics { om } else { openmetrics_to_text(&om) }
+    }
+}
+
+#[derive(Debug)]
+struct StaticCollector {
+    probes: Vec<ProbeReport>,
+}
+
+impl Collector for StaticCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut e = encoder.encode_descriptor(
+            "build_info",
+            "oomwatch build: version and record format; always 1",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("record_version", oomwatch_common::RECORD_VERSION.to_string()),
+        ];
+        ConstGauge::new(1i64).encode(e.encode_family(&labels)?)?;
+        let mut e = encoder.encode_descriptor(
+            "probe_attached",
+            "1 when the kernel probe is attached, 0 when it was skipped (see `oomwatch check`)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &self.probes {
+            ConstGauge::new(i64::from(p.attached())).encode(e.encode_family(&[("probe", p.spec.name)])?)?;
+        }
+        Ok(())
+    }
+}
+
+struct KernelCounterCollector {
+    map: Option<Mutex<PerCpuArray<MapData, u64>>>,
+}
+
+impl fmt::Debug for KernelCounterCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("KernelCounterCollector")
+    }
+}
+
+impl KernelCounterCollector {
+    fn sum(map: &PerCpuArray<MapData, u64>, index: u32) -> Option<u64> {
+        map.get(&index, 0).ok().map(|values| values.iter().sum())
+    }
+}
+
+impl Collector for KernelCounterCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let Some(map) = &self.map else { return Ok(()) };
+        let map = map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut e = encoder.encode_descriptor(
+            "events_lost",
+            "Records the kernel could not hand over because the ring buffer was full",
+            None,
+            MetricType::Counter,
+        )?;
+        for (kind, index) in [
+            ("oom_kill", counter::RINGBUF_FULL_OOM),
+            ("victim_exit", counter::RINGBUF_FULL_EXIT),
+            ("reclaim_stall", counter::RINGBUF_FULL_STALL),
+        ] {
+            if let Some(v) = Self::sum(&map, index) {
+                ConstCounter::new(v).encode(e.encode_family(&[("kind", kind)])?)?;
+            }
+        }
+        let mut e = encoder.encode_descriptor(
+            "kernel_map_full",
+            "Inserts refused by a full kernel map (pending_victims: an exit confirmation is lost)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (map_name, index) in [
+            ("pending_victims", counter::PENDING_VICTIMS_FULL),
+            ("reclaim_starts", counter::RECLAIM_STARTS_FULL),
+        ] {
+            if let Some(v) = Self::sum(&map, index) {
+                ConstCounter::new(v).encode(e.encode_family(&[("map", map_name)])?)?;
+            }
+        }
+        if let Some(v) = Self::sum(&map, counter::OOM_SEEN) {
+            let e = encoder.encode_descriptor(
+                "kernel_oom_kills_seen",
+                "OOM kills the kernel programs saw, before the ring buffer",
+                None,
+                MetricType::Counter,
+            )?;
+            ConstCounter::new(v).encode(e)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct ModelCollector {
+    model: Arc<Model>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Model")
+    }
+}
+
+impl Collector for ModelCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut e = encoder.encode_descriptor(
+            "oom_kills",
+            "OOM kills by the victim's memory cgroup",
+            None,
+            MetricType::Counter,
+        )?;
+        let mut result = Ok(());
+        self.model.for_each_kill_count(|cgroup, count| {
+            if result.is_ok() {
+                result = e.encode_family(&[("cgroup", LabelValue(cgroup))]).and_then(|f| ConstCounter::new(count).encode(f));
+            }
+        });
+        result
+    }
+}
+
+/// OpenMetrics text to Prometheus text format 0.0.4: counter families are
+/// named with their `_total` suffix, `# UNIT` and `# EOF` go.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut out = String::with_capacity(om.len() + 256);
+    let mut pending_help: Option<&str> = None;
+    for line in om.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            pending_help = Some(rest);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
+            let (name, ty) = match ty {
+                "counter" => (format!("{name}_total"), "counter"),
+                "info" => (format!("{name}_info"), "gauge"),
+                "unknown" => (name.to_owned(), "untyped"),
+                other => (name.to_owned(), other),
+            };
+            if let Some(help) = pending_help.take() {
+                let text = help.split_once(' ').map_or("", |(_, h)| h);
+                let _ = writeln!(out, "# HELP {name} {text}");
+            }
+            let _ = writeln!(out, "# TYPE {name} {ty}");
+            continue;
+        }
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_counters_to_text_format() {
+        let om = "# HELP oomwatch_oom_kills OOM kills.\n# TYPE oomwatch_oom_kills counter\noomwatch_oom_kills_total{cgroup=\"/a\"} 1\n# HELP oomwatch_x_bytes X.\n# TYPE oomwatch_x_bytes gauge\n# UNIT oomwatch_x_bytes bytes\noomwatch_x_bytes 5\n# EOF\n";
+        let text = openmetrics_to_text(om);
+        assert_eq!(
+            text,
+            "# HELP oomwatch_oom_kills_total OOM kills.\n# TYPE oomwatch_oom_kills_total counter\noomwatch_oom_kills_total{cgroup=\"/a\"} 1\n# HELP oomwatch_x_bytes X.\n# TYPE oomwatch_x_bytes gauge\noomwatch_x_bytes 5\n"
+        );
+    }
+
+    #[test]
+    fn renders_model_kills_in_both_formats() {
+        let model = Arc::new(Model::default());
+        model.record_kill("/a\"b\\c\nd", Some("hog"));
+        let m = Metrics::new(model, None, Vec::new(), Arc::default());
+        let om = m.render(true);
+        assert!(om.ends_with("# EOF\n"));
+        let text = m.render(false);
+        assert!(text.contains(r#"oomwatch_oom_kills_total{cgroup="/a\"b\\c\nd"} 1"#), "{text}");
+        assert!(text.contains("# TYPE oomwatch_oom_kills_total counter"));
+        assert!(text.contains("oomwatch_build_info{version="));
+        assert!(!text.contains("# EOF"));
+    }
+}

@@ -1,0 +1,157 @@
+//! Records from the kernel become events: resolve cgroup ids to paths, turn
+//! kernel time into wall time, update the model, publish on the bus.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use oomwatch_common::{OomKillRecord, VictimExitRecord, victim_field};
+
+use crate::{
+    bpf::decode::{Record, comm_str},
+    bus::EventBus,
+    cgroup::resolve::{CgroupResolver, Hierarchy, proc_cgroup},
+    clock::{KernelClock, rfc3339},
+    event::{Attribution, Event, EventBody, OomKill, Trigger, Victim, VictimExit},
+    metrics::DaemonCounters,
+    model::Model,
+};
+
+pub struct Pipeline {
+    pub resolver: Arc<CgroupResolver>,
+    pub clock: Arc<KernelClock>,
+    pub bus: Arc<EventBus>,
+    pub model: Arc<Model>,
+    pub counters: Arc<DaemonCounters>,
+    pub proc_root: PathBuf,
+    /// Victim pid -> its cgroup, until the exit is confirmed (bounded).
+    victims: Mutex<RecentVictims>,
+}
+
+#[derive(Default)]
+struct RecentVictims {
+    by_pid: HashMap<u32, String>,
+    order: VecDeque<u32>,
+}
+
+const RECENT_VICTIMS: usize = 4096;
+
+impl RecentVictims {
+    fn insert(&mut self, pid: u32, cgroup: String) {
+        if self.by_pid.insert(pid, cgroup).is_none() {
+            self.order.push_back(pid);
+            if self.order.len() > RECENT_VICTIMS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.by_pid.remove(&old);
+            }
+        }
+    }
+}
+
+const KIB: u64 = 1024;
+
+impl Pipeline {
+    pub fn new(
+        resolver: Arc<CgroupResolver>,
+        clock: Arc<KernelClock>,
+        bus: Arc<EventBus>,
+        model: Arc<Model>,
+        counters: Arc<DaemonCounters>,
+    ) -> Self {
+        Self { resolver, clock, bus, model, counters, proc_root: PathBuf::from("/proc"), victims: Mutex::default() }
+    }
+
+    pub fn handle(&self, record: Record) {
+        let event = match record {
+            Record::OomKill(r) => self.oom_kill(&r),
+            Record::VictimExit(r) => self.victim_exit(&r),
+            Record::ReclaimStall(_) => return,
+        };
+        self.counters.events_published.inc();
+        self.bus.publish(event);
+    }
+
+    fn oom_kill(&self, r: &OomKillRecord) -> Event {
+        let has = |bit| r.present & bit != 0;
+        let victim = Victim {
+            pid: r.victim_pid,
+            tgid: (has(victim_field::TASK) && r.victim_tgid != 0).then_some(r.victim_tgid),
+            comm: has(victim_field::COMM).then(|| comm_str(&r.victim_comm)),
+            uid: has(victim_field::UID).then_some(r.victim_uid),
+            oom_score_adj: has(victim_field::OOM_SCORE_ADJ).then_some(r.oom_score_adj),
+            total_vm_bytes: has(victim_field::TOTAL_VM).then_some(r.total_vm_kb * KIB),
+            anon_rss_bytes: has(victim_field::ANON_RSS).then_some(r.anon_rss_kb * KIB),
+            file_rss_bytes: has(victim_field::FILE_RSS).then_some(r.file_rss_kb * KIB),
+            shmem_rss_bytes: has(victim_field::SHMEM_RSS).then_some(r.shmem_rss_kb * KIB),
+            pgtables_bytes: has(victim_field::PGTABLES).then_some(r.pgtables_kb * KIB),
+        };
+        let trigger_cgroup = if has(victim_field::TRIGGER_MEMCG) {
+            self.resolver.resolve(Hierarchy::Memory, r.trigger_memcg_id)
+        } else {
+            self.resolver.resolve(Hierarchy::Unified, r.trigger_cgroup_id)
+        };
+        let trigger = Trigger {
+            pid: r.trigger_tgid,
+            tid: r.trigger_pid,
+            comm: comm_str(&r.trigger_comm),
+            cgroup: trigger_cgroup.clone(),
+        };
+
+        let (cgroup, cgroup_id, attribution) = self.victim_cgroup(r, trigger_cgroup.as_deref());
+        let cgroup = cgroup.unwrap_or_else(|| "unknown".to_owned());
+        self.model.record_kill(&cgroup, victim.comm.as_deref());
+        self.victims.lock().unwrap_or_else(|e| e.into_inner()).insert(r.victim_pid, cgroup.clone());
+        Event {
+            body: EventBody::OomKill(OomKill { victim, trigger, attribution, cgroup_id, exit_latency_ms: None }),
+            time: rfc3339(self.clock.wall_time(r.header.ktime_ns)),
+            cgroup,
+            ktime_ns: Some(r.header.ktime_ns),
+            seq: 0,
+        }
+    }
+
+    /// The victim's memory cgroup: exactly from the kernel when the victim's
+    /// task was read, else from /proc while the victim is still exiting.
+    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>) -> (Option<String>, Option<u64>, Attribution) {
+        if r.present & victim_field::TASK != 0 && r.victim_memcg_id != 0 {
+            if let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id) {
+                return (Some(path), Some(r.victim_memcg_id), Attribution::Exact);
+            }
+        }
+        // The victim is the trigger's own process: its memcg was read exactly.
+        if r.present & victim_field::TRIGGER_MEMCG != 0 && r.victim_pid == r.trigger_tgid && trigger_cgroup.is_some() {
+            return (trigger_cgroup.map(str::to_owned), Some(r.trigger_memcg_id), Attribution::Exact);
+        }
+        match proc_cgroup(&self.proc_root, r.victim_pid, Hierarchy::Memory) {
+            Some(path) => (Some(path), None, Attribution::Approximate),
+            None => (None, None, Attribution::Unknown),
+        }
+    }
+
+    fn victim_exit(&self, r: &VictimExitRecord) -> Event {
+        let latency_ms = r.header.ktime_ns.saturating_sub(r.marked_ktime_ns) as f64 / 1e6;
+        let remembered = self.victims.lock().unwrap_or_else(|e| e.into_inner()).by_pid.remove(&r.pid);
+        let cgroup = remembered
+            .or_else(|| self.resolver.resolve(Hierarchy::Memory, r.memcg_id))
+            .unwrap_or_else(|| "unknown".to_owned());
+        let pid = r.pid;
+        self.bus.amend(
+            |e| matches!(&e.body, EventBody::OomKill(k) if k.victim.pid == pid && k.exit_latency_ms.is_none()),
+            |e| {
+                if let EventBody::OomKill(k) = &mut e.body {
+                    k.exit_latency_ms = Some(latency_ms);
+                }
+            },
+        );
+        Event {
+            body: EventBody::VictimExit(VictimExit { pid, comm: comm_str(&r.comm), exit_latency_ms: latency_ms }),
+            time: rfc3339(self.clock.wall_time(r.header.ktime_ns)),
+            cgroup,
+            ktime_ns: Some(r.header.ktime_ns),
+            seq: 0,
+        }
+    }
+}
