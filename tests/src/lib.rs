@@ -1,1 +1,402 @@
+//! Harness for integration tests against the real kernel: cgroups, the
+//! daemon and tail as a user runs them, and cleanup that happens even when
+//! a test fails (every resource is a drop guard).
+//!
+//! Tests need root. Without it they fail with a message, unless
+//! OOMWATCH_SKIP_PRIVILEGED=1 is set, in which case they say they skipped.
 
+use std::{
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+/// Returns false (after saying so) when the test must be skipped; panics
+/// when root is missing and skipping was not asked for.
+pub fn require_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var("OOMWATCH_SKIP_PRIVILEGED").as_deref() == Ok("1") {
+        eprintln!("SKIPPED {test}: needs root (OOMWATCH_SKIP_PRIVILEGED=1 is set)");
+        return false;
+    }
+    panic!("{test} needs root (real eBPF, real cgroups); run as root or set OOMWATCH_SKIP_PRIVILEGED=1 to skip");
+}
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// The oomwatch binary under test: $OOMWATCH_BIN (set by `cargo xtask test`),
+/// else the workspace's release build.
+pub fn oomwatch_bin() -> PathBuf {
+    let bin = std::env::var_os("OOMWATCH_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target/release/oomwatch"));
+    assert!(bin.exists(), "{} not found: build it with `cargo build --release -p oomwatch` or run `cargo xtask test`", bin.display());
+    bin
+}
+
+pub fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn temp_dir(name: &str) -> TempDir {
+    let path = std::env::temp_dir().join(format!("oomwatch-test-{}", unique(name)));
+    fs::create_dir_all(&path).unwrap();
+    TempDir(path)
+}
+
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------- cgroups
+
+/// Where this process's memory cgroup lives: the v1 memory hierarchy on
+/// hybrid hosts, the unified one on pure v2 hosts.
+pub struct MemoryHierarchy {
+    pub mount: PathBuf,
+    pub v1: bool,
+    /// Our own memory cgroup, relative to the mount ("/a/b").
+    pub own: String,
+}
+
+pub fn memory_hierarchy() -> MemoryHierarchy {
+    let v1_mount = PathBuf::from("/sys/fs/cgroup/memory");
+    let cgroups = fs::read_to_string("/proc/self/cgroup").unwrap();
+    if v1_mount.join("memory.usage_in_bytes").exists() {
+        let own = cgroups
+            .lines()
+            .find_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, ctrl, path) = (p.next()?, p.next()?, p.next()?);
+                ctrl.split(',').any(|c| c == "memory").then(|| path.to_owned())
+            })
+            .expect("memory line in /proc/self/cgroup");
+        MemoryHierarchy { mount: v1_mount, v1: true, own }
+    } else {
+        let own = cgroups.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_owned();
+        MemoryHierarchy { mount: PathBuf::from("/sys/fs/cgroup"), v1: false, own }
+    }
+}
+
+/// A memory cgroup named `oomwatch-test-*`, created under our own memory
+/// cgroup (or under `parent`). Dropping it kills what runs inside (pids we
+/// started there) and removes it.
+pub struct TestCgroup {
+    pub dir: PathBuf,
+    /// Path as oomwatch reports it ("/own/oomwatch-test-x").
+    pub path: String,
+    v1: bool,
+}
+
+impl TestCgroup {
+    pub fn new(name: &str, limit_bytes: Option<u64>) -> Self {
+        let h = memory_hierarchy();
+        let parent_dir = h.mount.join(h.own.trim_start_matches('/'));
+        Self::create(&parent_dir, &h.own, name, limit_bytes, h.v1)
+    }
+
+    pub fn child(&self, name: &str, limit_bytes: Option<u64>) -> Self {
+        Self::create(&self.dir, &self.path, name, limit_bytes, self.v1)
+    }
+
+    fn create(parent_dir: &Path, parent_path: &str, name: &str, limit: Option<u64>, v1: bool) -> Self {
+        let leaf = format!("oomwatch-test-{}", unique(name));
+        let dir = parent_dir.join(&leaf);
+        fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let path = format!("{}/{leaf}", parent_path.trim_end_matches('/'));
+        let cg = Self { dir, path, v1 };
+        if let Some(limit) = limit {
+            cg.set_limit(limit);
+        }
+        cg
+    }
+
+    pub fn set_limit(&self, bytes: u64) {
+        let file = if self.v1 { "memory.limit_in_bytes" } else { "memory.max" };
+        fs::write(self.dir.join(file), bytes.to_string()).unwrap_or_else(|e| panic!("{}/{file}: {e}", self.dir.display()));
+    }
+
+    pub fn read(&self, file: &str) -> String {
+        fs::read_to_string(self.dir.join(file)).unwrap_or_default()
+    }
+
+    /// The kernel's own count of OOM kills in this cgroup.
+    pub fn oom_kills(&self) -> u64 {
+        let text = if self.v1 { self.read("memory.oom_control") } else { self.read("memory.events") };
+        text.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    }
+
+    /// Starts `cmd` inside this cgroup (it moves itself in before exec).
+    pub fn spawn(&self, cmd: &mut Command) -> Child {
+        let procs = std::ffi::CString::new(self.dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: only async-signal-safe calls (open, write, close) between
+        // fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+            });
+        }
+        cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?} in {}: {e}", self.dir.display()))
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        self.read("cgroup.procs").lines().filter_map(|l| l.trim().parse().ok()).collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        // Only processes this test started can be in its own cgroup.
+        for _ in 0..50 {
+            for pid in self.pids() {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("warning: could not remove {}", self.dir.display());
+    }
+}
+
+/// A child process that is killed (by its pid) and reaped on drop.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The workload binary of this crate, next to the test executable's deps/.
+pub fn memhog_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
+    let bin = profile_dir.join("memhog");
+    assert!(bin.exists(), "{} missing: cargo builds it with the tests of oomwatch-tests", bin.display());
+    bin
+}
+
+pub fn memhog() -> Command {
+    Command::new(memhog_bin())
+}
+
+// ---------------------------------------------------------------- daemon
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `oomwatch daemon` started as a user would, on a free loopback port and a
+/// temporary socket. Stopped with SIGTERM on drop; its log is printed when
+/// the test failed.
+pub struct Daemon {
+    child: Option<Child>,
+    pub port: u16,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Daemon {
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = temp_dir("daemon");
+        let socket = dir.0.join("events.sock");
+        let log = dir.0.join("daemon.log");
+        let port = free_port();
+        let child = Command::new(oomwatch_bin())
+            .arg("daemon")
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--socket")
+            .arg(&socket)
+            .args(extra)
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::options().append(true).open(&log).unwrap())
+            .spawn()
+            .expect("start oomwatch daemon");
+        let mut d = Self { child: Some(child), port, socket, log, _dir: dir };
+        d.wait_ready(Duration::from_secs(30));
+        d
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("daemon exited during start ({status}):\n{}", self.log_text());
+            }
+            if self.socket.exists() && http_get(self.port, "/healthz").is_ok_and(|b| b.starts_with("ok")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon not ready after {timeout:?}:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn metrics(&self) -> String {
+        http_get(self.port, "/metrics").unwrap_or_else(|e| panic!("GET /metrics: {e}\n{}", self.log_text()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Stops the daemon; returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: plain kill(2) of the pid we started.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("---- oomwatch daemon log ----\n{}\n----", self.log_text());
+        }
+    }
+}
+
+/// A minimal HTTP/1.0 GET (no client dependency needed for tests).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    Ok(resp.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
+/// Value of one sample in a text exposition, by its full series text
+/// (`name{labels}`), or None when the series is absent.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+// ---------------------------------------------------------------- tail
+
+/// `oomwatch tail --json` as a user runs it; lines arrive with the monotonic
+/// time at which this process read them.
+pub struct Tail {
+    child: ChildGuard,
+    lines: mpsc::Receiver<(String, u64)>,
+    pub seen: Vec<(Value, u64)>,
+}
+
+impl Tail {
+    pub fn start(daemon: &Daemon, extra: &[&str]) -> Self {
+        let mut child = Command::new(oomwatch_bin())
+            .args(["tail", "--json", "--socket"])
+            .arg(&daemon.socket)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start oomwatch tail");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send((line, monotonic_ns())).is_err() {
+                    break;
+                }
+            }
+        });
+        // Give the client time to connect and subscribe.
+        std::thread::sleep(Duration::from_millis(200));
+        Self { child: ChildGuard(child), lines: rx, seen: Vec::new() }
+    }
+
+    /// The first event (seen before or arriving within `timeout`) for which
+    /// `pred` holds, with the time it was read.
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<(Value, u64)> {
+        if let Some(hit) = self.seen.iter().find(|(v, _)| pred(v)) {
+            return Some(hit.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let (line, at) = self.lines.recv_timeout(left).ok()?;
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("tail printed non-JSON {line:?}: {e}"));
+            self.seen.push((v.clone(), at));
+            if pred(&v) {
+                return Some((v, at));
+            }
+        }
+    }
+
+    pub fn stderr(mut self) -> String {
+        let _ = self.child.0.kill();
+        let mut s = String::new();
+        if let Some(mut e) = self.child.0.stderr.take() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    }
+}

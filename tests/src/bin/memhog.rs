@@ -1,0 +1,87 @@
+//! Memory workloads for tests and scenarios, run inside `oomwatch-test-*`
+//! cgroups. Every mode touches each page it allocates so the memory is
+//! really charged to the cgroup.
+//!
+//!   memhog hog MB                     allocate MB at once, then sleep
+//!   memhog leak START_MB RATE_MB_S [MAX_MB]   grow steadily (stop at MAX_MB and hold)
+//!   memhog cache FILE FILE_MB SECS [ANON_MB]   hold ANON_MB, re-read FILE for SECS
+//!   memhog hold MB SECS               allocate MB, sleep SECS, exit 0
+
+use std::{
+    fs::File,
+    io::{Read as _, Write as _},
+    time::{Duration, Instant},
+};
+
+const MIB: usize = 1 << 20;
+const PAGE: usize = 4096;
+
+fn touch(mb: usize) -> Vec<u8> {
+    let mut v = vec![0u8; mb * MIB];
+    for i in (0..v.len()).step_by(PAGE) {
+        v[i] = 1;
+    }
+    v
+}
+
+fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
+    args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        eprintln!("memhog: missing or bad {what}");
+        std::process::exit(2)
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("hog") => {
+            let _m = touch(arg(&args, 2, "MB"));
+            std::thread::sleep(Duration::from_secs(600));
+        }
+        Some("hold") => {
+            let _m = touch(arg(&args, 2, "MB"));
+            std::thread::sleep(Duration::from_secs_f64(arg(&args, 3, "SECS")));
+        }
+        Some("leak") => {
+            let start: usize = arg(&args, 2, "START_MB");
+            let rate: f64 = arg(&args, 3, "RATE_MB_S");
+            let max: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
+            let mut chunks = vec![touch(start)];
+            let mut have = start;
+            let t0 = Instant::now();
+            loop {
+                let want = ((start as f64 + rate * t0.elapsed().as_secs_f64()) as usize).min(max);
+                while have < want {
+                    chunks.push(touch(1));
+                    have += 1;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Some("cache") => {
+            let path: String = arg(&args, 2, "FILE");
+            let file_mb: usize = arg(&args, 3, "FILE_MB");
+            let secs: f64 = arg(&args, 4, "SECS");
+            let anon: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(0);
+            let _m = touch(anon);
+            if std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) < (file_mb * MIB) as u64 {
+                let mut f = File::create(&path).expect("create cache file");
+                let block = vec![7u8; MIB];
+                for _ in 0..file_mb {
+                    f.write_all(&block).expect("write cache file");
+                }
+                f.sync_all().ok();
+            }
+            let t0 = Instant::now();
+            let mut buf = vec![0u8; MIB];
+            while t0.elapsed().as_secs_f64() < secs {
+                let mut f = File::open(&path).expect("open cache file");
+                while f.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
+            }
+        }
+        _ => {
+            eprintln!("usage: memhog hog MB | hold MB SECS | leak START_MB RATE_MB_S [MAX_MB] | cache FILE FILE_MB SECS [ANON_MB]");
+            std::process::exit(2);
+        }
+    }
+}
