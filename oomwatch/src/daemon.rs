@@ -54,11 +54,16 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let kernel_counters = probes.take_counters();
     spawn_kernel_logger(&mut probes.ebpf);
 
-    let layout = layout::detect(Path::new("/proc"));
-    match &layout {
-        Some(l) => log::info!("cgroups: {} (memory controller at {})", l.mode, l.memory_root.display()),
-        None => log::warn!("no cgroup hierarchy with the memory controller found; kills are reported without cgroup paths"),
-    }
+    let layout = match layout::detect(Path::new("/proc")) {
+        Ok(l) => {
+            log::info!("cgroups: {} (memory controller at {})", l.mode, l.memory_root.display());
+            Some(l)
+        }
+        Err(e) => {
+            log::warn!("{e}; kills are reported without cgroup paths");
+            None
+        }
+    };
     let resolver = Arc::new(CgroupResolver::new(
         layout.as_ref().map(|l| l.memory_root.as_path()),
         layout.as_ref().and_then(|l| l.unified_root.as_deref()),

@@ -118,7 +118,7 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
     );
 
     match layout::detect(Path::new("/proc")) {
-        Some(l) => push(
+        Ok(l) => push(
             "cgroups",
             true,
             false,
@@ -129,7 +129,7 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 l.unified_root.as_ref().map(|u| format!(", unified at {}", u.display())).unwrap_or_default()
             ),
         ),
-        None => push("cgroups", false, false, "no memory cgroup hierarchy mounted: kills carry no cgroup".into()),
+        Err(e) => push("cgroups", false, false, format!("{e}; kills carry no cgroup")),
     }
 
     let psi = std::fs::read_to_string("/proc/pressure/memory").is_ok();
