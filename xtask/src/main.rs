@@ -1,6 +1,12 @@
+//! Developer tasks. `cargo xtask test` is what CI runs; `cargo xtask run`
+//! starts the daemon with embedded defaults.
+
+mod apt;
 mod setup;
+mod test;
 
 use std::{
+    os::unix::process::CommandExt as _,
     path::PathBuf,
     process::Command,
 };
@@ -19,12 +25,38 @@ struct Cli {
 enum Task {
     /// Install what the eBPF build needs (rust-src, bpf-linker) into .tools/.
     Setup,
+    /// Build the daemon (release), with its embedded eBPF programs.
+    Build,
+    /// Build and run the daemon as root with embedded defaults; extra args go to `oomwatch daemon`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Every test: unit, integration (root, real kernel), and the rest of the suite.
+    Test(test::TestArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::setup(),
+        Task::Build => build(),
+        Task::Run { args } => {
+            build()?;
+            let bin = workspace_root().join("target/release/oomwatch");
+            // SAFETY: geteuid has no preconditions.
+            if unsafe { libc::geteuid() } != 0 {
+                bail!("the daemon loads eBPF programs and needs root: run `sudo -E cargo xtask run`");
+            }
+            let err = Command::new(&bin).arg("daemon").args(args).exec();
+            Err(err).with_context(|| format!("exec {}", bin.display()))
+        }
+        Task::Test(args) => test::run(args),
     }
+}
+
+pub fn build() -> Result<()> {
+    setup::setup()?;
+    run(Command::new("cargo").current_dir(workspace_root()).args(["build", "--release", "-p", "oomwatch"]))
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -45,4 +77,9 @@ pub fn cmd_output(cmd: &mut Command) -> Result<String> {
         bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8(out.stdout)?)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
 }
