@@ -1,1 +1,14 @@
 //! PSI (pressure stall information): files and triggers.
+
+pub mod psi;
+pub mod trigger;
+
+#[cfg(test)]
+mod privileged_tests;
+
+pub use psi::{
+    LineKind, Pressure, PressureError, PsiLine, PsiParseError, parse_pressure, read_pressure,
+};
+pub use trigger::{
+    PsiTrigger, SpecError, StallKind, TriggerError, TriggerFired, TriggerSpec, trigger_supported,
+};
