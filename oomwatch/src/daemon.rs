@@ -11,11 +11,15 @@ use crate::{
     api::{http, socket},
     bpf::{self, loader::LoadOptions},
     bus::EventBus,
-    cgroup::{layout, resolve::CgroupResolver},
+    cgroup::{
+        layout,
+        resolve::CgroupResolver,
+        watch::{Sampler, SamplerConfig},
+    },
     cli::DaemonArgs,
     clock::KernelClock,
     metrics::{DaemonCounters, Metrics},
-    model::Model,
+    model::{Model, ModelConfig},
     pipeline::Pipeline,
 };
 
@@ -53,6 +57,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     let kernel_counters = probes.take_counters();
     spawn_kernel_logger(&mut probes.ebpf);
+    release_startup_memory();
 
     let layout = match layout::detect(Path::new("/proc")) {
         Ok(l) => {
@@ -72,10 +77,15 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
 
     let clock = Arc::new(KernelClock::default());
     let bus = Arc::new(EventBus::new(args.backlog, 4096));
-    let model = Arc::new(Model::default());
+    let model = Arc::new(Model::new(args.model_config()?));
     let counters = Arc::new(DaemonCounters::default());
     let metrics = Arc::new(Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone()));
-    let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model, counters.clone()));
+    let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone()));
+    if let Some(layout) = layout {
+        raise_nofile_limit();
+        let sampler = Sampler::new(layout, model.clone(), SamplerConfig::default());
+        std::thread::Builder::new().name("oomwatch-sampler".into()).spawn(move || sampler.run()).context("starting the cgroup sampler")?;
+    }
 
     let attached: Vec<&str> = probes.probes.iter().filter(|p| p.attached()).map(|p| p.spec.name).collect();
     log::info!(
@@ -99,7 +109,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         ))
     };
     tokio::spawn(http::serve(listener, metrics));
-    tokio::spawn(socket::serve(socket_listener, bus, counters));
+    tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model, counters })));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -121,6 +131,47 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     drop(probes);
     Ok(())
+}
+
+/// Parsing kernel BTF peaks at tens of MB and is done once; glibc keeps the
+/// freed heap unless asked to give it back.
+fn release_startup_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The sampler keeps a few files open per tracked cgroup; the soft limit
+/// (often 1024) is too low for thousands of cgroups. Raising it to the hard
+/// limit needs no privilege.
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid pointers to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+impl DaemonArgs {
+    pub fn model_config(&self) -> anyhow::Result<ModelConfig> {
+        let globs = |flag: &str, v: &[String]| -> anyhow::Result<Vec<glob::Pattern>> {
+            v.iter().map(|g| glob::Pattern::new(g).with_context(|| format!("{flag} '{g}': invalid glob"))).collect()
+        };
+        if self.max_cgroups == 0 {
+            anyhow::bail!("--max-cgroups must be at least 1");
+        }
+        Ok(ModelConfig {
+            max_cgroups: self.max_cgroups,
+            include: globs("--include", &self.include)?,
+            exclude: globs("--exclude", &self.exclude)?,
+            ..ModelConfig::default()
+        })
+    }
 }
 
 async fn shutdown_signal() -> &'static str {

@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{Constraint, Ramp};
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Event {
     #[serde(flatten)]
@@ -97,11 +99,59 @@ pub struct Trigger {
     pub cgroup: Option<String>,
 }
 
+/// Names people recognize, derived from the cgroup path.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Workload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+}
+
+impl Workload {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl From<crate::cgroup::CgroupLabels> for Workload {
+    fn from(l: crate::cgroup::CgroupLabels) -> Self {
+        Self {
+            unit: l.unit,
+            container_id: l.container_id,
+            runtime: l.runtime.map(str::to_owned),
+            pod_uid: l.pod_uid,
+            qos: l.qos.map(str::to_owned),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct OomKill {
     pub victim: Victim,
     pub trigger: Trigger,
     pub attribution: Attribution,
+    /// `memcg` when a memory cgroup's limit was hit, `global` when the host ran out.
+    pub constraint: Constraint,
+    /// The cgroup whose limit was hit: the victim's own or an ancestor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_cgroup: Option<String>,
+    /// That cgroup's usage and limit when the kill was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_cgroup_usage_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Workload::is_empty")]
+    pub workload: Workload,
+    /// The victim cgroup's last 60 s: the ramp that led here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Ramp>,
     /// Kernel inode id of the victim's memory cgroup, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
@@ -131,6 +181,18 @@ pub struct Request {
 pub enum RequestOp {
     #[default]
     Tail,
+    /// One [`StatusReport`], then the connection closes.
+    Status,
+}
+
+/// The answer to `{"op":"status"}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct StatusReport {
+    pub time: String,
+    pub cgroups: crate::model::CgroupCounts,
+    pub kills_total: u64,
+    /// Riskiest first.
+    pub rows: Vec<crate::model::StatusRow>,
 }
 
 #[cfg(test)]
@@ -143,6 +205,12 @@ mod tests {
                 victim: Victim { pid: 10, comm: Some("hog".into()), anon_rss_bytes: Some(1 << 20), ..Default::default() },
                 trigger: Trigger { pid: 10, tid: 11, comm: "hog".into(), cgroup: Some("/a".into()) },
                 attribution: Attribution::Exact,
+                constraint: Constraint::Memcg,
+                limit_cgroup: Some("/".into()),
+                limit_cgroup_usage_bytes: None,
+                limit_bytes: None,
+                workload: Workload::default(),
+                history: None,
                 cgroup_id: Some(77),
                 exit_latency_ms: None,
             }),
@@ -164,6 +232,8 @@ mod tests {
         assert!(v["victim"].get("uid").is_none(), "absent fields must be omitted, not zero");
         assert!(v.get("exit_latency_ms").is_none());
         assert_eq!(v["attribution"], "exact");
+        assert_eq!(v["constraint"], "memcg");
+        assert!(v.get("workload").is_none() && v.get("history").is_none());
     }
 
     #[test]

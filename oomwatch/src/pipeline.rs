@@ -5,6 +5,7 @@ use std::{
     collections::{HashMap, VecDeque},
     path::PathBuf,
     sync::{Arc, Mutex},
+    time::Instant,
 };
 
 use oomwatch_common::{OomKillRecord, VictimExitRecord, victim_field};
@@ -12,12 +13,22 @@ use oomwatch_common::{OomKillRecord, VictimExitRecord, victim_field};
 use crate::{
     bpf::decode::{Record, comm_str},
     bus::EventBus,
-    cgroup::resolve::{CgroupResolver, Hierarchy, proc_cgroup},
+    cgroup::{
+        CgroupLayout, parse_limit, read_usage,
+        resolve::{CgroupResolver, Hierarchy, proc_cgroup},
+        watch::read_limit_hits,
+    },
     clock::{KernelClock, rfc3339},
     event::{Attribution, Event, EventBody, OomKill, Trigger, Victim, VictimExit},
     metrics::DaemonCounters,
-    model::Model,
+    model::{
+        Model,
+        limit::{ChainLink, Verdict, ancestry, find_limit},
+    },
 };
+
+/// How much of the victim cgroup's history goes into each kill event.
+const RAMP_SECONDS: u32 = 60;
 
 pub struct Pipeline {
     pub resolver: Arc<CgroupResolver>,
@@ -26,6 +37,7 @@ pub struct Pipeline {
     pub model: Arc<Model>,
     pub counters: Arc<DaemonCounters>,
     pub proc_root: PathBuf,
+    pub layout: Option<CgroupLayout>,
     /// Victim pid -> its cgroup, until the exit is confirmed (bounded).
     victims: Mutex<RecentVictims>,
 }
@@ -60,8 +72,9 @@ impl Pipeline {
         bus: Arc<EventBus>,
         model: Arc<Model>,
         counters: Arc<DaemonCounters>,
+        layout: Option<CgroupLayout>,
     ) -> Self {
-        Self { resolver, clock, bus, model, counters, proc_root: PathBuf::from("/proc"), victims: Mutex::default() }
+        Self { resolver, clock, bus, model, counters, proc_root: PathBuf::from("/proc"), layout, victims: Mutex::default() }
     }
 
     pub fn handle(&self, record: Record) {
@@ -102,10 +115,25 @@ impl Pipeline {
 
         let (cgroup, cgroup_id, attribution) = self.victim_cgroup(r, trigger_cgroup.as_deref());
         let cgroup = cgroup.unwrap_or_else(|| "unknown".to_owned());
-        self.model.record_kill(&cgroup, victim.comm.as_deref());
+        let now = Instant::now();
+        let history = self.model.ramp(&cgroup, RAMP_SECONDS, now);
+        let verdict = self.limit_verdict(&cgroup, now);
+        self.model.record_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), now);
         self.victims.lock().unwrap_or_else(|e| e.into_inner()).insert(r.victim_pid, cgroup.clone());
         Event {
-            body: EventBody::OomKill(OomKill { victim, trigger, attribution, cgroup_id, exit_latency_ms: None }),
+            body: EventBody::OomKill(OomKill {
+                victim,
+                trigger,
+                attribution,
+                constraint: verdict.constraint,
+                limit_cgroup: verdict.limit_cgroup,
+                limit_cgroup_usage_bytes: verdict.usage_bytes,
+                limit_bytes: verdict.limit_bytes,
+                workload: self.model.labels(&cgroup).into(),
+                history,
+                cgroup_id,
+                exit_latency_ms: None,
+            }),
             time: rfc3339(self.clock.wall_time(r.header.ktime_ns)),
             cgroup,
             ktime_ns: Some(r.header.ktime_ns),
@@ -129,6 +157,38 @@ impl Pipeline {
             Some(path) => (Some(path), None, Attribution::Approximate),
             None => (None, None, Attribution::Unknown),
         }
+    }
+
+    /// Reads the limit-hit counters along the victim's ancestry now (a few
+    /// small files), compares them with what the model saw, and names the
+    /// cgroup whose limit was hit. The fresh readings go back to the model:
+    /// a kill is a reason to sample at once.
+    fn limit_verdict(&self, cgroup: &str, now: Instant) -> Verdict {
+        let Some(layout) = &self.layout else { return find_limit(&[]) };
+        let version = layout.memory_version;
+        let mut chain = Vec::new();
+        for path in ancestry(cgroup) {
+            let Some(dir) = layout.memory_dir(&path) else { continue };
+            let Ok(Some(usage)) = read_usage(&dir, version) else { continue };
+            let limit_file = match version {
+                crate::cgroup::CgroupVersion::V2 => "memory.max",
+                crate::cgroup::CgroupVersion::V1 => "memory.limit_in_bytes",
+            };
+            let limit = std::fs::read(dir.join(limit_file)).ok().and_then(|b| parse_limit(&b)).and_then(|l| l.bytes());
+            let hits_now = read_limit_hits(layout, &path);
+            let evidence = self.model.limit_evidence(&path, now);
+            self.model.observe_usage(&path, usage, None, hits_now, now);
+            self.model.observe_limit(&path, limit);
+            chain.push(ChainLink {
+                path,
+                limit_bytes: limit,
+                usage_bytes: usage,
+                hits_now,
+                hits_before: evidence.hits_before,
+                recently_hit: evidence.recently_hit,
+            });
+        }
+        find_limit(&chain)
     }
 
     fn victim_exit(&self, r: &VictimExitRecord) -> Event {

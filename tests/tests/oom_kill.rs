@@ -31,6 +31,9 @@ fn oom_kill_reaches_tail_and_metrics() {
     assert_eq!(kill["trigger"]["pid"], pid, "the hog's own allocation triggered the kill");
     assert_eq!(kill["trigger"]["comm"], "memhog");
     assert_eq!(kill["trigger"]["cgroup"], cg.path.as_str());
+    assert_eq!(kill["constraint"], "memcg");
+    assert_eq!(kill["limit_cgroup"], cg.path.as_str());
+    assert_eq!(kill["limit_bytes"], 64 * MIB);
     let anon = kill["victim"]["anon_rss_bytes"].as_u64().expect("anon_rss_bytes on this kernel");
     assert!(anon > 32 * MIB && anon <= 64 * MIB, "anon rss {anon} should be near the 64 MiB limit");
     assert!(kill["time"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('T')), "RFC 3339 time: {}", kill["time"]);
@@ -46,7 +49,7 @@ fn oom_kill_reaches_tail_and_metrics() {
     let latency_us = received.saturating_sub(ktime) as f64 / 1e3;
     println!("oom_kill delivery: kernel timestamp -> tail client {latency_us:.0} us; victim exit {exit_ms:.2} ms after the kill");
 
-    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\"}}", cg.path);
+    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", cg.path);
     let metrics = daemon.metrics();
     assert_eq!(metric_value(&metrics, &series), Some(1.0), "{series} in:\n{metrics}");
     assert_eq!(metric_value(&metrics, "oomwatch_events_lost_total{kind=\"oom_kill\"}"), Some(0.0));

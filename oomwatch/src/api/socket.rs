@@ -20,9 +20,17 @@ use tokio::{
 use crate::{
     bus::{EventBus, lagged_event},
     clock::{self, monotonic_ns},
-    event::{Request, RequestOp},
+    event::{Request, RequestOp, StatusReport},
     metrics::DaemonCounters,
+    model::Model,
 };
+
+/// What the socket serves from.
+pub struct Sources {
+    pub bus: Arc<EventBus>,
+    pub model: Arc<Model>,
+    pub counters: Arc<DaemonCounters>,
+}
 
 pub const DEFAULT_SOCKET: &str = "/run/oomwatch/events.sock";
 const MAX_CLIENTS: usize = 128;
@@ -75,7 +83,7 @@ pub fn bind(path: &Path) -> Result<(UnixListener, SocketGuard), SocketError> {
     Ok((listener, SocketGuard { path: path.to_path_buf(), ino }))
 }
 
-pub async fn serve(listener: UnixListener, bus: Arc<EventBus>, counters: Arc<DaemonCounters>) {
+pub async fn serve(listener: UnixListener, sources: Arc<Sources>) {
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let stream = match listener.accept().await {
@@ -90,9 +98,9 @@ pub async fn serve(listener: UnixListener, bus: Arc<EventBus>, counters: Arc<Dae
             tokio::spawn(refuse(stream));
             continue;
         };
-        let (bus, counters) = (bus.clone(), counters.clone());
+        let sources = sources.clone();
         tokio::spawn(async move {
-            if let Err(e) = client(stream, bus, counters).await {
+            if let Err(e) = client(stream, sources).await {
                 log::debug!("event client ended: {e}");
             }
             drop(permit);
@@ -120,12 +128,25 @@ async fn read_request(reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -
     }
 }
 
-async fn client(stream: UnixStream, bus: Arc<EventBus>, counters: Arc<DaemonCounters>) -> io::Result<()> {
+async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let request = read_request(&mut reader).await;
     let mut out = BufWriter::new(write);
+    let Sources { bus, model, counters } = &*sources;
     match request.op {
+        RequestOp::Status => {
+            let report = StatusReport {
+                time: clock::rfc3339(std::time::SystemTime::now()),
+                cgroups: model.counts(),
+                kills_total: model.total_kills(),
+                rows: model.status(),
+            };
+            let line = serde_json::to_string(&report).unwrap_or_default();
+            out.write_all(line.as_bytes()).await?;
+            out.write_all(b"\n").await?;
+            out.flush().await
+        }
         RequestOp::Tail => {
             let since_ns = request
                 .since_secs

@@ -19,6 +19,7 @@ pub mod layout;
 pub mod meta;
 pub mod readers;
 pub mod resolve;
+pub mod watch;
 
 pub use layout::{
     CgroupLayout, CgroupMode, CgroupVersion, detect, own_memory_cgroup, parse_mountinfo,

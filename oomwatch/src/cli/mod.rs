@@ -1,6 +1,7 @@
 //! Command-line interface: the daemon and the tools operators use with it.
 
 mod check;
+mod status;
 mod tail;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
@@ -30,8 +31,21 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// Follow events live from a running daemon.
     Tail(TailArgs),
+    /// Per-cgroup memory, riskiest first, from a running daemon.
+    Status(StatusArgs),
     /// Report what this kernel offers oomwatch and whether the daemon can run here.
     Check(CheckArgs),
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct StatusArgs {
+    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Show at most this many cgroups (0: all).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub top: usize,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -51,6 +65,16 @@ pub struct DaemonArgs {
     /// Events kept for clients that ask for the recent past (`tail --since`).
     #[arg(long, default_value_t = 1024, value_name = "N")]
     pub backlog: usize,
+    /// Track (sample and export) at most this many memory cgroups; the
+    /// shallowest are kept. Kills are counted for every cgroup regardless.
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub max_cgroups: usize,
+    /// Only track cgroups whose path matches one of these globs (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub include: Vec<String>,
+    /// Never track cgroups whose path matches one of these globs (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,
@@ -92,6 +116,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Daemon(args) => crate::daemon::main(args),
         Command::Tail(args) => tail::main(args),
+        Command::Status(args) => status::main(args),
         Command::Check(args) => check::main(args),
     };
     match result {

@@ -196,6 +196,12 @@ mod tests {
                     victim: Default::default(),
                     trigger: Default::default(),
                     attribution: crate::event::Attribution::Exact,
+                    constraint: crate::model::Constraint::Memcg,
+                    limit_cgroup: None,
+                    limit_cgroup_usage_bytes: None,
+                    limit_bytes: None,
+                    workload: Default::default(),
+                    history: None,
                     cgroup_id: None,
                     exit_latency_ms: None,
                 })

@@ -24,7 +24,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{bpf::loader::ProbeReport, model::Model};
+use crate::{
+    bpf::loader::ProbeReport,
+    model::{CgroupState, Model},
+};
 
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -208,21 +211,122 @@ impl fmt::Debug for Model {
     }
 }
 
+impl ModelCollector {
+    fn gauge_family(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        value: impl Fn(&CgroupState) -> Option<u64>,
+    ) -> fmt::Result {
+        let mut e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        let mut result = Ok(());
+        self.model.for_each_cgroup(|path, c| {
+            if result.is_ok()
+                && let Some(v) = value(c)
+            {
+                result = e.encode_family(&[("cgroup", LabelValue(path))]).and_then(|f| ConstGauge::new(v as i64).encode(f));
+            }
+        });
+        result
+    }
+}
+
 impl Collector for ModelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let mut e = encoder.encode_descriptor(
             "oom_kills",
-            "OOM kills by the victim's memory cgroup",
+            "OOM kills by the victim's memory cgroup and constraint (memcg: a cgroup limit was hit; global: the host ran out)",
             None,
             MetricType::Counter,
         )?;
         let mut result = Ok(());
-        self.model.for_each_kill_count(|cgroup, count| {
+        self.model.for_each_kill_count(|cgroup, constraint, count| {
             if result.is_ok() {
-                result = e.encode_family(&[("cgroup", LabelValue(cgroup))]).and_then(|f| ConstCounter::new(count).encode(f));
+                result = e
+                    .encode_family(&[("cgroup", LabelValue(cgroup)), ("constraint", LabelValue(constraint.as_str()))])
+                    .and_then(|f| ConstCounter::new(count).encode(f));
             }
         });
-        result
+        result?;
+
+        self.gauge_family(&mut encoder, "cgroup_memory_usage_bytes", "Memory charged to the cgroup (v2 memory.current, v1 usage_in_bytes)", |c| Some(c.usage_bytes))?;
+        self.gauge_family(
+            &mut encoder,
+            "cgroup_memory_working_set_bytes",
+            "Usage minus inactive file cache: what the kernel cannot easily reclaim (as cAdvisor and the kubelet define it)",
+            |c| Some(c.working_set_bytes),
+        )?;
+        self.gauge_family(&mut encoder, "cgroup_memory_limit_bytes", "Hard memory limit (v2 memory.max, v1 limit_in_bytes); absent when unlimited", |c| c.limit_bytes)?;
+        self.gauge_family(&mut encoder, "cgroup_memory_high_bytes", "v2 memory.high throttling threshold; absent when unset", |c| c.high_bytes)?;
+        self.gauge_family(&mut encoder, "cgroup_memory_swap_usage_bytes", "Swap used by the cgroup, where the kernel accounts it", |c| c.swap_usage_bytes)?;
+
+        let mut e = encoder.encode_descriptor(
+            "cgroup_memory_events",
+            "Memory events of the cgroup and its descendants (v2 memory.events; on v1 max is failcnt and oom_kill from oom_control)",
+            None,
+            MetricType::Counter,
+        )?;
+        let mut result = Ok(());
+        self.model.for_each_cgroup(|path, c| {
+            let ev = &c.events;
+            for (name, value) in [
+                ("low", ev.low),
+                ("high", ev.high),
+                ("max", ev.max),
+                ("oom", ev.oom),
+                ("oom_kill", ev.oom_kill),
+                ("oom_group_kill", ev.oom_group_kill),
+            ] {
+                if let (true, Some(v)) = (result.is_ok(), value) {
+                    result = e
+                        .encode_family(&[("cgroup", LabelValue(path)), ("event", LabelValue(name))])
+                        .and_then(|f| ConstCounter::new(v).encode(f));
+                }
+            }
+        });
+        result?;
+
+        let mut e = encoder.encode_descriptor(
+            "cgroup_info",
+            "Workload names derived from the cgroup path (systemd unit, container, pod); always 1. Join on cgroup.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut result = Ok(());
+        self.model.for_each_cgroup(|path, c| {
+            let l = &c.labels;
+            if result.is_err() || (l.unit.is_none() && l.container_id.is_none() && l.pod_uid.is_none()) {
+                return;
+            }
+            let labels = [
+                ("cgroup", LabelValue(path)),
+                ("unit", LabelValue(l.unit.as_deref().unwrap_or(""))),
+                ("container_id", LabelValue(l.container_id.as_deref().unwrap_or(""))),
+                ("runtime", LabelValue(l.runtime.unwrap_or(""))),
+                ("pod_uid", LabelValue(l.pod_uid.as_deref().unwrap_or(""))),
+                ("qos", LabelValue(l.qos.unwrap_or(""))),
+            ];
+            result = e.encode_family(&labels).and_then(|f| ConstGauge::new(1i64).encode(f));
+        });
+        result?;
+
+        let counts = self.model.counts();
+        let mut e = encoder.encode_descriptor(
+            "cgroups",
+            "Memory cgroups by state: tracked, removed (kept for the grace period), excluded by filter or by --max-cgroups",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in [
+            ("tracked", counts.tracked),
+            ("removed", counts.removed_in_grace),
+            ("excluded_filter", counts.excluded_filter),
+            ("excluded_cap", counts.excluded_cap),
+        ] {
+            ConstGauge::new(n as i64).encode(e.encode_family(&[("state", state)])?)?;
+        }
+        Ok(())
     }
 }
 
@@ -277,12 +381,12 @@ mod tests {
     #[test]
     fn renders_model_kills_in_both_formats() {
         let model = Arc::new(Model::default());
-        model.record_kill("/a\"b\\c\nd", Some("hog"));
+        model.record_kill("/a\"b\\c\nd", crate::model::Constraint::Memcg, Some("hog"), std::time::Instant::now());
         let m = Metrics::new(model, None, Vec::new(), Arc::default());
         let om = m.render(true);
         assert!(om.ends_with("# EOF\n"));
         let text = m.render(false);
-        assert!(text.contains(r#"oomwatch_oom_kills_total{cgroup="/a\"b\\c\nd"} 1"#), "{text}");
+        assert!(text.contains(r#"oomwatch_oom_kills_total{cgroup="/a\"b\\c\nd",constraint="memcg"} 1"#), "{text}");
         assert!(text.contains("# TYPE oomwatch_oom_kills_total counter"));
         assert!(text.contains("oomwatch_build_info{version="));
         assert!(!text.contains("# EOF"));

@@ -1,56 +1,503 @@
-//! The cgroup model: the single owner of per-cgroup state. Outputs (metrics,
-//! status, alerts) read from it; nothing else keeps its own copy.
+//! The cgroup model: the single owner of per-cgroup state. Inputs (the
+//! sampler, the kernel pipeline) write to it; outputs (metrics, status,
+//! alerts, event enrichment) read from it. Nothing else keeps its own copy.
+
+pub mod history;
+pub mod limit;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::RwLock,
+    time::{Duration, Instant},
 };
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct KillStats {
-    pub count: u64,
-    pub last_victim: Option<String>,
+use serde::Serialize;
+
+use crate::cgroup::{CgroupLabels, MemoryEvents, MemorySample, labels_for};
+pub use history::{History, Point, Ramp};
+pub use limit::Constraint;
+
+#[derive(Clone, Debug)]
+pub struct ModelConfig {
+    /// Cgroups tracked at most (sampled, exported per cgroup). Kills are
+    /// counted for every cgroup regardless.
+    pub max_cgroups: usize,
+    pub include: Vec<glob::Pattern>,
+    pub exclude: Vec<glob::Pattern>,
+    /// How long the series of a removed cgroup stay before they disappear.
+    pub removal_grace: Duration,
+    /// Points of history kept per cgroup (one per sampling interval).
+    pub history_len: usize,
 }
 
-#[derive(Default)]
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            max_cgroups: 4096,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            removal_grace: Duration::from_secs(600),
+            history_len: 120,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    Tracked,
+    Filtered,
+    OverCap,
+}
+
+/// What the model knows of one cgroup.
+#[derive(Clone, Debug)]
+pub struct CgroupState {
+    pub id: u64,
+    pub labels: CgroupLabels,
+    pub usage_bytes: u64,
+    pub working_set_bytes: u64,
+    pub inactive_file_bytes: Option<u64>,
+    pub limit_bytes: Option<u64>,
+    pub high_bytes: Option<u64>,
+    pub swap_usage_bytes: Option<u64>,
+    pub swap_limit_bytes: Option<u64>,
+    pub events: MemoryEvents,
+    /// Local limit-hit counter (v2 events.local oom, v1 failcnt) and when
+    /// the model last saw it move.
+    pub limit_hits: Option<u64>,
+    pub limit_hit_at: Option<Instant>,
+    pub history: History,
+    pub full_sample_at: Option<Instant>,
+    pub removed_at: Option<Instant>,
+}
+
+impl CgroupState {
+    fn new(id: u64, path: &str, history_len: usize) -> Self {
+        Self {
+            id,
+            labels: labels_for(path),
+            usage_bytes: 0,
+            working_set_bytes: 0,
+            inactive_file_bytes: None,
+            limit_bytes: None,
+            high_bytes: None,
+            swap_usage_bytes: None,
+            swap_limit_bytes: None,
+            events: MemoryEvents::default(),
+            limit_hits: None,
+            limit_hit_at: None,
+            history: History::new(history_len),
+            full_sample_at: None,
+            removed_at: None,
+        }
+    }
+
+    /// Free room under the limit, as a fraction of it (None: unlimited).
+    pub fn headroom(&self) -> Option<f64> {
+        let limit = self.limit_bytes? as f64;
+        Some(((limit - self.working_set_bytes as f64) / limit).clamp(0.0, 1.0))
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+struct KillSeries {
+    count: u64,
+    last_at: Option<Instant>,
+    last_victim: Option<String>,
+}
+
+struct State {
+    cgroups: HashMap<String, CgroupState>,
+    kills: BTreeMap<(String, Constraint), KillSeries>,
+    excluded_filter: usize,
+    excluded_cap: usize,
+}
+
 pub struct Model {
-    kills: RwLock<BTreeMap<String, KillStats>>,
+    config: ModelConfig,
+    started: Instant,
+    state: RwLock<State>,
+}
+
+/// Evidence the model has on a cgroup's limit hits, for `limit::find_limit`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LimitEvidence {
+    pub hits_before: Option<u64>,
+    pub recently_hit: bool,
+}
+
+const RECENT_HIT: Duration = Duration::from_secs(10);
+
+impl Default for Model {
+    fn default() -> Self {
+        Self::new(ModelConfig::default())
+    }
 }
 
 impl Model {
-    pub fn record_kill(&self, cgroup: &str, victim_comm: Option<&str>) {
-        let mut kills = self.kills.write().unwrap_or_else(|e| e.into_inner());
-        let stats = kills.entry(cgroup.to_owned()).or_default();
-        stats.count += 1;
-        stats.last_victim = victim_comm.map(str::to_owned);
+    pub fn new(config: ModelConfig) -> Self {
+        Self {
+            config,
+            started: Instant::now(),
+            state: RwLock::new(State { cgroups: HashMap::new(), kills: BTreeMap::new(), excluded_filter: 0, excluded_cap: 0 }),
+        }
     }
 
-    /// Kill counts per cgroup, for the metrics.
-    pub fn for_each_kill_count(&self, mut f: impl FnMut(&str, u64)) {
-        let kills = self.kills.read().unwrap_or_else(|e| e.into_inner());
-        for (cgroup, stats) in kills.iter() {
-            f(cgroup, stats.count);
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seconds since the model started, the time base of history points.
+    pub fn now_s(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.started).as_secs() as u32
+    }
+
+    pub fn passes_filters(&self, path: &str) -> bool {
+        let included = self.config.include.is_empty() || self.config.include.iter().any(|g| g.matches(path));
+        included && !self.config.exclude.iter().any(|g| g.matches(path))
+    }
+
+    /// Whether a newly found cgroup is tracked; starts tracking it if so.
+    pub fn admit(&self, path: &str, id: u64) -> Admission {
+        if !self.passes_filters(path) {
+            return Admission::Filtered;
+        }
+        let mut s = self.write();
+        if let Some(c) = s.cgroups.get_mut(path) {
+            // Same path again: a recreated cgroup continues its series.
+            c.removed_at = None;
+            c.id = id;
+            return Admission::Tracked;
+        }
+        let live = s.cgroups.values().filter(|c| c.removed_at.is_none()).count();
+        if live >= self.config.max_cgroups {
+            return Admission::OverCap;
+        }
+        s.cgroups.insert(path.to_owned(), CgroupState::new(id, path, self.config.history_len));
+        Admission::Tracked
+    }
+
+    pub fn set_excluded(&self, filtered: usize, over_cap: usize) {
+        let mut s = self.write();
+        s.excluded_filter = filtered;
+        s.excluded_cap = over_cap;
+    }
+
+    pub fn is_tracked(&self, path: &str) -> bool {
+        self.read().cgroups.get(path).is_some_and(|c| c.removed_at.is_none())
+    }
+
+    fn note_hits(c: &mut CgroupState, hits: Option<u64>, now: Instant) {
+        if let (Some(before), Some(after)) = (c.limit_hits, hits)
+            && after > before
+        {
+            c.limit_hit_at = Some(now);
+        }
+        if hits.is_some() {
+            c.limit_hits = hits;
+        }
+    }
+
+    fn push_point(&self, c: &mut CgroupState, now: Instant) {
+        c.history.push(Point {
+            at_s: self.now_s(now),
+            usage_kib: history::kib(c.usage_bytes),
+            working_set_kib: history::kib(c.working_set_bytes),
+        });
+    }
+
+    /// A full sample (memory.stat and limits were read).
+    pub fn observe_full(&self, path: &str, sample: &MemorySample, limit_hits: Option<u64>, now: Instant) {
+        let mut s = self.write();
+        let Some(c) = s.cgroups.get_mut(path) else { return };
+        c.usage_bytes = sample.usage_bytes;
+        c.working_set_bytes = sample.working_set_bytes;
+        c.inactive_file_bytes = sample.inactive_file_bytes;
+        c.limit_bytes = sample.limit_bytes;
+        c.high_bytes = sample.high_bytes;
+        c.swap_usage_bytes = sample.swap_usage_bytes;
+        c.swap_limit_bytes = sample.swap_limit_bytes;
+        c.events = sample.events;
+        c.full_sample_at = Some(now);
+        Self::note_hits(c, limit_hits, now);
+        self.push_point(c, now);
+    }
+
+    /// A cheap sample: usage (and event counters when they were read). The
+    /// working set is estimated with the last inactive_file seen, which
+    /// moves slowly compared to a leak.
+    pub fn observe_usage(&self, path: &str, usage: u64, events: Option<MemoryEvents>, limit_hits: Option<u64>, now: Instant) {
+        let mut s = self.write();
+        let Some(c) = s.cgroups.get_mut(path) else { return };
+        c.usage_bytes = usage;
+        c.working_set_bytes = usage.saturating_sub(c.inactive_file_bytes.unwrap_or(0));
+        if let Some(e) = events {
+            c.events = e;
+        }
+        Self::note_hits(c, limit_hits, now);
+        self.push_point(c, now);
+    }
+
+    /// A limit read outside the sampler's rotation (on the kill path).
+    pub fn observe_limit(&self, path: &str, limit: Option<u64>) {
+        if let Some(c) = self.write().cgroups.get_mut(path) {
+            c.limit_bytes = limit;
+        }
+    }
+
+    pub fn mark_removed(&self, path: &str, now: Instant) {
+        if let Some(c) = self.write().cgroups.get_mut(path) {
+            c.removed_at.get_or_insert(now);
+        }
+    }
+
+    /// Drops removed cgroups after the grace period, and kill series of
+    /// cgroups that no longer exist (`exists` asks the filesystem) and saw
+    /// no kill for as long.
+    pub fn expire(&self, now: Instant, exists: impl Fn(&str) -> bool) {
+        let grace = self.config.removal_grace;
+        let old = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) >= grace);
+        let mut s = self.write();
+        s.cgroups.retain(|_, c| !old(c.removed_at));
+        let State { cgroups, kills, .. } = &mut *s;
+        kills.retain(|(path, _), k| cgroups.contains_key(path) || !old(k.last_at) || exists(path));
+    }
+
+    pub fn limit_evidence(&self, path: &str, now: Instant) -> LimitEvidence {
+        let s = self.read();
+        match s.cgroups.get(path) {
+            Some(c) => LimitEvidence {
+                hits_before: c.limit_hits,
+                recently_hit: c.limit_hit_at.is_some_and(|t| now.saturating_duration_since(t) <= RECENT_HIT),
+            },
+            None => LimitEvidence::default(),
+        }
+    }
+
+    pub fn record_kill(&self, cgroup: &str, constraint: Constraint, victim_comm: Option<&str>, now: Instant) {
+        let mut s = self.write();
+        let k = s.kills.entry((cgroup.to_owned(), constraint)).or_default();
+        k.count += 1;
+        k.last_at = Some(now);
+        k.last_victim = victim_comm.map(str::to_owned);
+    }
+
+    pub fn for_each_kill_count(&self, mut f: impl FnMut(&str, Constraint, u64)) {
+        for ((cgroup, constraint), k) in &self.read().kills {
+            f(cgroup, *constraint, k.count);
         }
     }
 
     pub fn total_kills(&self) -> u64 {
-        self.kills.read().unwrap_or_else(|e| e.into_inner()).values().map(|s| s.count).sum()
+        self.read().kills.values().map(|k| k.count).sum()
     }
+
+    pub fn kills_of(&self, cgroup: &str) -> u64 {
+        self.read().kills.iter().filter(|((c, _), _)| c == cgroup).map(|(_, k)| k.count).sum()
+    }
+
+    /// The last `window_s` seconds of a cgroup's samples.
+    pub fn ramp(&self, path: &str, window_s: u32, now: Instant) -> Option<Ramp> {
+        let s = self.read();
+        let c = s.cgroups.get(path)?;
+        (!c.history.is_empty()).then(|| c.history.recent(self.now_s(now), window_s))
+    }
+
+    pub fn labels(&self, path: &str) -> CgroupLabels {
+        self.read().cgroups.get(path).map(|c| c.labels.clone()).unwrap_or_else(|| labels_for(path))
+    }
+
+    /// Visits every live tracked cgroup under one read lock (for metrics).
+    pub fn for_each_cgroup(&self, mut f: impl FnMut(&str, &CgroupState)) {
+        for (path, c) in &self.read().cgroups {
+            if c.removed_at.is_none() {
+                f(path, c);
+            }
+        }
+    }
+
+    pub fn counts(&self) -> CgroupCounts {
+        let s = self.read();
+        CgroupCounts {
+            tracked: s.cgroups.values().filter(|c| c.removed_at.is_none()).count(),
+            removed_in_grace: s.cgroups.values().filter(|c| c.removed_at.is_some()).count(),
+            excluded_filter: s.excluded_filter,
+            excluded_cap: s.excluded_cap,
+        }
+    }
+
+    /// Per-cgroup rows for `oomwatch status`, riskiest first.
+    pub fn status(&self) -> Vec<StatusRow> {
+        let s = self.read();
+        let mut rows: Vec<StatusRow> = s
+            .cgroups
+            .iter()
+            .filter(|(_, c)| c.removed_at.is_none())
+            .map(|(path, c)| StatusRow {
+                cgroup: path.clone(),
+                usage_bytes: c.usage_bytes,
+                working_set_bytes: c.working_set_bytes,
+                limit_bytes: c.limit_bytes,
+                headroom_percent: c.headroom().map(|h| (h * 1000.0).round() / 10.0),
+                swap_bytes: c.swap_usage_bytes,
+                pressure_some_avg10: None,
+                kills: s.kills.iter().filter(|((p, _), _)| p == path).map(|(_, k)| k.count).sum(),
+                unit: c.labels.unit.clone(),
+                container_id: c.labels.container_id.clone(),
+                pod_uid: c.labels.pod_uid.clone(),
+            })
+            .collect();
+        rows.sort_by(|a, b| risk_order(a).partial_cmp(&risk_order(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.cgroup.cmp(&b.cgroup)));
+        rows
+    }
+}
+
+/// Lower sorts first: recent killers and little headroom lead; unlimited
+/// cgroups follow, biggest first.
+fn risk_order(r: &StatusRow) -> (u8, f64) {
+    match r.headroom_percent {
+        Some(h) => (0, h - if r.kills > 0 { 1000.0 } else { 0.0 }),
+        None => (1, -(r.working_set_bytes as f64)),
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct CgroupCounts {
+    pub tracked: usize,
+    pub removed_in_grace: usize,
+    pub excluded_filter: usize,
+    pub excluded_cap: usize,
+}
+
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
+pub struct StatusRow {
+    pub cgroup: String,
+    pub usage_bytes: u64,
+    pub working_set_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headroom_percent: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pressure_some_avg10: Option<f64>,
+    pub kills: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MIB: u64 = 1 << 20;
+
+    fn sample(usage: u64, limit: Option<u64>, inactive: u64) -> MemorySample {
+        MemorySample {
+            usage_bytes: usage,
+            limit_bytes: limit,
+            inactive_file_bytes: Some(inactive),
+            working_set_bytes: usage - inactive,
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn counts_kills_per_cgroup() {
+    fn counts_kills_per_cgroup_and_constraint() {
         let m = Model::default();
-        m.record_kill("/a", Some("hog"));
-        m.record_kill("/a", Some("hog2"));
-        m.record_kill("/b", None);
+        let now = Instant::now();
+        m.record_kill("/a", Constraint::Memcg, Some("hog"), now);
+        m.record_kill("/a", Constraint::Memcg, Some("hog2"), now);
+        m.record_kill("/b", Constraint::Global, None, now);
         let mut seen = Vec::new();
-        m.for_each_kill_count(|c, n| seen.push((c.to_owned(), n)));
-        assert_eq!(seen, vec![("/a".to_owned(), 2), ("/b".to_owned(), 1)]);
+        m.for_each_kill_count(|c, k, n| seen.push((c.to_owned(), k, n)));
+        assert_eq!(seen, vec![("/a".to_owned(), Constraint::Memcg, 2), ("/b".to_owned(), Constraint::Global, 1)]);
         assert_eq!(m.total_kills(), 3);
+    }
+
+    #[test]
+    fn filters_and_cap_decide_admission() {
+        let m = Model::new(ModelConfig {
+            max_cgroups: 2,
+            include: vec![glob::Pattern::new("/kubepods*").unwrap()],
+            exclude: vec![glob::Pattern::new("*/besteffort*").unwrap()],
+            ..Default::default()
+        });
+        assert_eq!(m.admit("/system.slice/x", 1), Admission::Filtered);
+        assert_eq!(m.admit("/kubepods/besteffort/p", 2), Admission::Filtered);
+        assert_eq!(m.admit("/kubepods/a", 3), Admission::Tracked);
+        assert_eq!(m.admit("/kubepods/b", 4), Admission::Tracked);
+        assert_eq!(m.admit("/kubepods/c", 5), Admission::OverCap);
+        // A removed cgroup frees its slot.
+        m.mark_removed("/kubepods/a", Instant::now());
+        assert_eq!(m.admit("/kubepods/c", 5), Admission::Tracked);
+    }
+
+    #[test]
+    fn working_set_tracks_usage_between_full_samples() {
+        let m = Model::default();
+        let t0 = Instant::now();
+        m.admit("/c", 1);
+        m.observe_full("/c", &sample(100 * MIB, Some(200 * MIB), 30 * MIB), None, t0);
+        m.observe_usage("/c", 150 * MIB, None, None, t0 + Duration::from_secs(1));
+        let mut ws = 0;
+        m.for_each_cgroup(|_, c| ws = c.working_set_bytes);
+        assert_eq!(ws, 120 * MIB);
+        let ramp = m.ramp("/c", 60, t0 + Duration::from_secs(1)).unwrap();
+        assert_eq!(ramp.working_set_bytes, vec![70 * MIB, 120 * MIB]);
+    }
+
+    #[test]
+    fn limit_hits_are_remembered_for_a_while() {
+        let m = Model::default();
+        let t0 = Instant::now();
+        m.admit("/c", 1);
+        m.observe_usage("/c", 10, None, Some(3), t0);
+        assert!(!m.limit_evidence("/c", t0).recently_hit);
+        m.observe_usage("/c", 10, None, Some(4), t0 + Duration::from_secs(1));
+        let e = m.limit_evidence("/c", t0 + Duration::from_secs(2));
+        assert!(e.recently_hit);
+        assert_eq!(e.hits_before, Some(4));
+        assert!(!m.limit_evidence("/c", t0 + Duration::from_secs(30)).recently_hit);
+    }
+
+    #[test]
+    fn removed_cgroups_expire_after_grace_with_their_kills() {
+        let m = Model::new(ModelConfig { removal_grace: Duration::from_secs(10), ..Default::default() });
+        let t0 = Instant::now();
+        m.admit("/c", 1);
+        m.record_kill("/c", Constraint::Memcg, None, t0);
+        m.mark_removed("/c", t0);
+        m.expire(t0 + Duration::from_secs(5), |_| false);
+        assert_eq!(m.counts().removed_in_grace, 1);
+        assert_eq!(m.kills_of("/c"), 1);
+        m.expire(t0 + Duration::from_secs(11), |_| false);
+        assert_eq!(m.counts().removed_in_grace, 0);
+        assert_eq!(m.kills_of("/c"), 0);
+    }
+
+    #[test]
+    fn status_puts_the_riskiest_first() {
+        let m = Model::default();
+        let t = Instant::now();
+        for (p, usage, limit) in [("/roomy", 10 * MIB, Some(100 * MIB)), ("/tight", 95 * MIB, Some(100 * MIB)), ("/free", 500 * MIB, None)] {
+            m.admit(p, 1);
+            m.observe_full(p, &sample(usage, limit, 0), None, t);
+        }
+        let order: Vec<String> = m.status().into_iter().map(|r| r.cgroup).collect();
+        assert_eq!(order, vec!["/tight", "/roomy", "/free"]);
     }
 }

@@ -1,0 +1,61 @@
+//! `oomwatch status`: per-cgroup memory from a running daemon, riskiest first.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::net::UnixStream,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context as _;
+
+use super::{StatusArgs, tail::format_bytes};
+use crate::event::{Request, RequestOp, StatusReport};
+
+/// Sends one request line and reads one JSON answer.
+pub fn ask<T: serde::de::DeserializeOwned>(socket: &std::path::Path, op: RequestOp) -> anyhow::Result<T> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        anyhow::anyhow!("cannot connect to {}: {e}; is the daemon running? (start it with `oomwatch daemon`)", socket.display())
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    writeln!(stream, "{}", serde_json::to_string(&Request { op, since_secs: None })?)?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).with_context(|| format!("reading the answer from {}", socket.display()))?;
+    serde_json::from_str(&line).with_context(|| format!("{}: unexpected answer (daemon of another version?)", socket.display()))
+}
+
+pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let report: StatusReport = ask(&args.socket, RequestOp::Status)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let c = &report.cgroups;
+    println!(
+        "{} cgroups tracked ({} excluded by filter, {} over --max-cgroups), {} OOM kills seen",
+        c.tracked, c.excluded_filter, c.excluded_cap, report.kills_total
+    );
+    println!("{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>5}  CGROUP", "USAGE", "LIMIT", "HEADROOM", "WORKSET", "SWAP", "PSI10", "KILLS");
+    let rows = if args.top == 0 { &report.rows[..] } else { &report.rows[..report.rows.len().min(args.top)] };
+    for r in rows {
+        let name = match (&r.unit, &r.container_id) {
+            (_, Some(id)) => format!("{} [{}]", r.cgroup, &id[..id.len().min(12)]),
+            (Some(u), None) if !r.cgroup.ends_with(u.as_str()) => format!("{} [{u}]", r.cgroup),
+            _ => r.cgroup.clone(),
+        };
+        println!(
+            "{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>5}  {name}",
+            format_bytes(r.usage_bytes),
+            r.limit_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
+            r.headroom_percent.map(|h| format!("{h:.1}%")).unwrap_or_else(|| "-".into()),
+            format_bytes(r.working_set_bytes),
+            r.swap_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
+            r.pressure_some_avg10.map(|p| format!("{p:.1}")).unwrap_or_else(|| "-".into()),
+            r.kills,
+        );
+    }
+    if rows.len() < report.rows.len() {
+        println!("... {} more (use --top 0 for all)", report.rows.len() - rows.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,112 @@
+//! A fixed-size ring of recent samples per cgroup: what memory looked like
+//! in the minutes before a kill. Compact (12 bytes a point) because every
+//! tracked cgroup has one.
+
+use std::collections::VecDeque;
+
+use serde::Serialize;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Point {
+    /// Seconds on the daemon's monotonic clock.
+    pub at_s: u32,
+    pub usage_kib: u32,
+    pub working_set_kib: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct History {
+    points: VecDeque<Point>,
+    capacity: usize,
+}
+
+impl History {
+    pub fn new(capacity: usize) -> Self {
+        Self { points: VecDeque::with_capacity(capacity.min(8)), capacity }
+    }
+
+    pub fn push(&mut self, p: Point) {
+        if let Some(last) = self.points.back_mut()
+            && last.at_s == p.at_s
+        {
+            *last = p;
+            return;
+        }
+        if self.points.len() == self.capacity {
+            self.points.pop_front();
+        }
+        self.points.push_back(p);
+    }
+
+    pub fn points(&self) -> impl DoubleEndedIterator<Item = &Point> + ExactSizeIterator {
+        self.points.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+
+    /// The points of the last `window_s` seconds before `now_s`, as the
+    /// event JSON carries them.
+    pub fn recent(&self, now_s: u32, window_s: u32) -> Ramp {
+        let from = now_s.saturating_sub(window_s);
+        let pts: Vec<&Point> = self.points.iter().filter(|p| p.at_s >= from).collect();
+        Ramp {
+            seconds_ago: pts.iter().map(|p| now_s.saturating_sub(p.at_s)).collect(),
+            usage_bytes: pts.iter().map(|p| u64::from(p.usage_kib) * 1024).collect(),
+            working_set_bytes: pts.iter().map(|p| u64::from(p.working_set_kib) * 1024).collect(),
+            pressure_some_avg10: Vec::new(),
+        }
+    }
+}
+
+/// The ramp before a kill, column-wise so a reader can scan one series.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Ramp {
+    pub seconds_ago: Vec<u32>,
+    pub usage_bytes: Vec<u64>,
+    pub working_set_bytes: Vec<u64>,
+    /// PSI "some" avg10 (%) of the cgroup, where the kernel keeps it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pressure_some_avg10: Vec<f32>,
+}
+
+pub fn kib(bytes: u64) -> u32 {
+    (bytes / 1024).min(u64::from(u32::MAX)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(at_s: u32, mib: u32) -> Point {
+        Point { at_s, usage_kib: mib * 1024, working_set_kib: mib * 1024 }
+    }
+
+    #[test]
+    fn keeps_the_last_capacity_points_and_merges_same_second() {
+        let mut h = History::new(3);
+        for s in 0..5 {
+            h.push(p(s, s));
+        }
+        h.push(p(4, 40));
+        let at: Vec<u32> = h.points().map(|p| p.at_s).collect();
+        assert_eq!(at, vec![2, 3, 4]);
+        assert_eq!(h.points().last().unwrap().usage_kib, 40 * 1024);
+    }
+
+    #[test]
+    fn recent_window_is_relative_to_now() {
+        let mut h = History::new(100);
+        for s in 0..100 {
+            h.push(p(s, s));
+        }
+        let r = h.recent(99, 5);
+        assert_eq!(r.seconds_ago, vec![5, 4, 3, 2, 1, 0]);
+        assert_eq!(*r.usage_bytes.last().unwrap(), 99 << 20);
+    }
+}
