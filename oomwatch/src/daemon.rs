@@ -12,7 +12,7 @@ use crate::{
     bpf::{self, loader::LoadOptions},
     bus::EventBus,
     cgroup::{
-        layout,
+        CgroupVersion, layout,
         resolve::CgroupResolver,
         watch::{Sampler, SamplerConfig},
     },
@@ -21,6 +21,10 @@ use crate::{
     metrics::{DaemonCounters, Metrics},
     model::{Model, ModelConfig},
     pipeline::Pipeline,
+    pressure::{
+        StallKind, TriggerSpec,
+        triggers::{TriggerConfig, TriggerManager},
+    },
 };
 
 pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -81,6 +85,22 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let counters = Arc::new(DaemonCounters::default());
     let metrics = Arc::new(Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone()));
     let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone()));
+    let pressure_root = layout.as_ref().and_then(|l| match l.memory_version {
+        CgroupVersion::V2 => Some(l.memory_root.clone()),
+        CgroupVersion::V1 => l.unified_root.clone(),
+    });
+    let triggers = TriggerManager::new(
+        TriggerConfig {
+            spec: args.psi_trigger()?,
+            max_triggers: args.max_psi_triggers,
+            cgroup_root: pressure_root,
+            proc_root: "/proc".into(),
+            reconcile_every: Duration::from_secs(2),
+        },
+        model.clone(),
+        bus.clone(),
+        counters.clone(),
+    );
     if let Some(layout) = layout {
         raise_nofile_limit();
         let sampler = Sampler::new(layout, model.clone(), SamplerConfig::default());
@@ -109,6 +129,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         ))
     };
     tokio::spawn(http::serve(listener, metrics));
+    tokio::spawn(triggers.run());
     tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model, counters })));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -158,6 +179,11 @@ fn raise_nofile_limit() {
 }
 
 impl DaemonArgs {
+    pub fn psi_trigger(&self) -> anyhow::Result<TriggerSpec> {
+        TriggerSpec::new(StallKind::Some, self.psi_stall, self.psi_window)
+            .map_err(|e| anyhow::anyhow!("--psi-stall/--psi-window: {e}"))
+    }
+
     pub fn model_config(&self) -> anyhow::Result<ModelConfig> {
         let globs = |flag: &str, v: &[String]| -> anyhow::Result<Vec<glob::Pattern>> {
             v.iter().map(|g| glob::Pattern::new(g).with_context(|| format!("{flag} '{g}': invalid glob"))).collect()

@@ -28,6 +28,8 @@ pub struct Event {
 pub enum EventBody {
     OomKill(OomKill),
     VictimExit(VictimExit),
+    /// A PSI trigger fired: memory stalls crossed its threshold.
+    Pressure(PressureEvent),
     /// The client fell behind and `dropped` events were not sent to it.
     Lagged { dropped: u64 },
 }
@@ -37,12 +39,13 @@ impl EventBody {
         match self {
             Self::OomKill(_) => "oom_kill",
             Self::VictimExit(_) => "victim_exit",
+            Self::Pressure(_) => "pressure",
             Self::Lagged { .. } => "lagged",
         }
     }
 }
 
-pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "lagged"];
+pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "pressure", "lagged"];
 
 /// How the victim's cgroup was found.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -165,6 +168,21 @@ pub struct VictimExit {
     pub pid: u32,
     pub comm: String,
     pub exit_latency_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PressureEvent {
+    /// The trigger as the kernel holds it: "some 300000 2000000".
+    pub trigger: String,
+    /// PSI averages (%) and totals right after the notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub some_avg10: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_avg10: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub some_total_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_total_us: Option<u64>,
 }
 
 /// What a tail client asks the daemon for (one JSON line after connecting).

@@ -13,5 +13,6 @@ pub mod daemon;
 pub mod event;
 pub mod metrics;
 pub mod model;
+pub mod node;
 pub mod pipeline;
 pub mod pressure;

@@ -192,6 +192,81 @@ impl Drop for TestCgroup {
     }
 }
 
+/// A memory cgroup that also has PSI: on pure v2 the memcg itself; on
+/// hybrid hosts (memory on v1) a v2 twin `oomwatch-test-*` under the unified
+/// root, joined by the same processes, carries `memory.pressure`.
+pub struct PsiCgroup {
+    pub memcg: TestCgroup,
+    unified: Option<PathBuf>,
+    /// Path under which oomwatch reports this cgroup's pressure.
+    pub pressure_path: String,
+}
+
+impl PsiCgroup {
+    pub fn new(name: &str, limit_bytes: Option<u64>) -> Self {
+        let memcg = TestCgroup::new(name, limit_bytes);
+        let unified_root = Path::new("/sys/fs/cgroup/unified");
+        if memcg.v1 && unified_root.join("cgroup.procs").exists() {
+            let leaf = memcg.dir.file_name().unwrap().to_string_lossy().into_owned();
+            let dir = unified_root.join(&leaf);
+            fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            Self { memcg, unified: Some(dir), pressure_path: format!("/{leaf}") }
+        } else {
+            let pressure_path = memcg.path.clone();
+            Self { memcg, unified: None, pressure_path }
+        }
+    }
+
+    pub fn pressure_file(&self) -> PathBuf {
+        self.unified.clone().unwrap_or_else(|| self.memcg.dir.clone()).join("memory.pressure")
+    }
+
+    pub fn spawn(&self, cmd: &mut Command) -> Child {
+        if let Some(unified) = &self.unified {
+            let procs = std::ffi::CString::new(unified.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: only async-signal-safe calls between fork and exec; runs
+            // before the memcg hook added by TestCgroup::spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    libc::close(fd);
+                    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+                });
+            }
+        }
+        self.memcg.spawn(cmd)
+    }
+}
+
+impl Drop for PsiCgroup {
+    fn drop(&mut self) {
+        let Some(dir) = &self.unified else { return };
+        for _ in 0..50 {
+            let pids: Vec<i32> = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default().lines().filter_map(|l| l.trim().parse().ok()).collect();
+            for pid in pids {
+                // SAFETY: plain kill(2) of a process this test started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if fs::remove_dir(dir).is_ok() || !dir.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// A directory on a real disk (not tmpfs) for files that must go through
+/// the page cache: under the workspace's target/.
+pub fn disk_dir(name: &str) -> TempDir {
+    let path = workspace_root().join("target").join("test-data").join(unique(name));
+    fs::create_dir_all(&path).unwrap();
+    TempDir(path)
+}
+
 /// A child process that is killed (by its pid) and reaped on drop.
 pub struct ChildGuard(pub Child);
 

@@ -20,8 +20,12 @@ use std::{
 
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
-use super::{CgroupLayout, CgroupPoller, CgroupVersion, read_events_local, read_memory};
-use crate::model::{Admission, Model};
+use super::{CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, read_events_local, read_memory};
+use crate::{
+    model::{Admission, Model, NodeState},
+    node::read_meminfo,
+    pressure::{PressurePoller, read_pressure},
+};
 
 #[derive(Clone, Debug)]
 pub struct SamplerConfig {
@@ -57,18 +61,29 @@ pub struct Sampler {
     model: Arc<Model>,
     config: SamplerConfig,
     tracked: HashMap<String, Tracked>,
+    /// Open memory.pressure files, by path in the pressure tree.
+    pressure: HashMap<String, PressurePoller>,
     inotify: Option<Inotify>,
     watches: Option<Watches>,
     /// What each watch is on: a directory (new children) or a v2
     /// memory.events.local file (limit hits).
-    watched: HashMap<WatchDescriptor, (String, WatchKind)>,
+    watched: HashMap<WatchDescriptor, (Tree, String, WatchKind)>,
     spread: u64,
+    proc_root: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum WatchKind {
     Dir,
     LocalEvents,
+}
+
+/// The memory hierarchy, or (on hybrid hosts only) the unified one, which
+/// carries per-cgroup PSI without the memory controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Tree {
+    Memory,
+    Unified,
 }
 
 impl Sampler {
@@ -81,7 +96,29 @@ impl Sampler {
             }
         };
         let watches = inotify.as_ref().map(|i| i.watches());
-        Self { layout, model, config, tracked: HashMap::new(), inotify, watches, watched: HashMap::new(), spread: 0 }
+        Self {
+            layout,
+            model,
+            config,
+            tracked: HashMap::new(),
+            pressure: HashMap::new(),
+            inotify,
+            watches,
+            watched: HashMap::new(),
+            spread: 0,
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+
+    fn hybrid(&self) -> bool {
+        self.layout.mode == CgroupMode::Hybrid && self.layout.unified_root.is_some()
+    }
+
+    fn root_of(&self, tree: Tree) -> &Path {
+        match tree {
+            Tree::Memory => &self.layout.memory_root,
+            Tree::Unified => self.layout.unified_root.as_deref().unwrap_or(&self.layout.memory_root),
+        }
     }
 
     /// Runs forever on the calling thread.
@@ -130,16 +167,16 @@ impl Sampler {
                 self.scan(now);
                 continue;
             }
-            let Some((path, kind)) = self.watched.get(&wd).cloned() else { continue };
+            let Some((tree, path, kind)) = self.watched.get(&wd).cloned() else { continue };
             match kind {
                 WatchKind::Dir if mask.contains(inotify::EventMask::CREATE) && mask.contains(inotify::EventMask::ISDIR) => {
                     if let Some(name) = name {
                         let child = join(&path, &name.to_string_lossy());
-                        self.discover(child, now);
+                        self.discover_in(tree, child, now);
                     }
                 }
                 WatchKind::Dir if mask.intersects(inotify::EventMask::DELETE_SELF | inotify::EventMask::IGNORED) => {
-                    self.forget(&path, now);
+                    self.forget_in(tree, &path, now);
                 }
                 WatchKind::LocalEvents if mask.contains(inotify::EventMask::MODIFY) => {
                     // A limit was hit or a kill happened here: sample now.
@@ -151,12 +188,76 @@ impl Sampler {
     }
 
     fn dir_of(&self, path: &str) -> PathBuf {
-        self.layout.memory_root.join(path.trim_start_matches('/'))
+        self.dir_in(Tree::Memory, path)
+    }
+
+    fn dir_in(&self, tree: Tree, path: &str) -> PathBuf {
+        self.root_of(tree).join(path.trim_start_matches('/'))
+    }
+
+    fn discover_in(&mut self, tree: Tree, path: String, now: Instant) -> Admission {
+        match tree {
+            Tree::Memory => self.discover(path, now),
+            Tree::Unified => self.discover_unified(path, now),
+        }
+    }
+
+    fn forget_in(&mut self, tree: Tree, path: &str, now: Instant) {
+        match tree {
+            Tree::Memory => self.forget(path, now),
+            Tree::Unified => self.forget_unified(path, now),
+        }
+    }
+
+    /// Hybrid hosts: a cgroup of the unified hierarchy, tracked for PSI only.
+    fn discover_unified(&mut self, path: String, now: Instant) -> Admission {
+        if self.pressure.contains_key(&path) {
+            return Admission::Tracked;
+        }
+        let admission = self.model.admit_pressure(&path);
+        if admission != Admission::Tracked {
+            return admission;
+        }
+        let dir = self.dir_in(Tree::Unified, &path);
+        if let Ok(Some(poller)) = PressurePoller::open(&dir.join("memory.pressure")) {
+            if let Ok(Some(p)) = poller.read() {
+                self.model.observe_pressure(&path, p);
+            }
+            self.pressure.insert(path.clone(), poller);
+            self.add_watch(&dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Unified, &path, WatchKind::Dir);
+            for child in subdirs(&dir, &path) {
+                if child.matches('/').count() <= self.config.max_depth {
+                    self.discover_unified(child, now);
+                }
+            }
+        }
+        Admission::Tracked
+    }
+
+    fn forget_unified(&mut self, path: &str, now: Instant) {
+        if self.pressure.remove(path).is_some() {
+            self.model.mark_pressure_removed(path, now);
+        }
+        self.unwatch(Tree::Unified, path);
+    }
+
+    fn unwatch(&mut self, tree: Tree, path: &str) {
+        let wds: Vec<WatchDescriptor> =
+            self.watched.iter().filter(|(_, (t, p, _))| *t == tree && p == path).map(|(wd, _)| wd.clone()).collect();
+        for wd in wds {
+            self.watched.remove(&wd);
+            if let Some(w) = self.watches.as_mut() {
+                let _ = w.remove(wd);
+            }
+        }
     }
 
     /// Walks the hierarchy breadth-first (shallow cgroups are admitted
     /// first when the cap bites), tracking new cgroups and forgetting gone ones.
     pub fn scan(&mut self, now: Instant) {
+        if self.hybrid() {
+            self.scan_unified(now);
+        }
         let mut seen = std::collections::HashSet::new();
         let (mut filtered, mut over_cap) = (0usize, 0usize);
         let mut queue = VecDeque::from([("/".to_owned(), 0usize)]);
@@ -188,16 +289,36 @@ impl Sampler {
         self.model.expire(now, |p| root.join(p.trim_start_matches('/')).exists());
     }
 
-    fn watch_dir(&mut self, path: &str) {
-        let dir = self.dir_of(path);
-        self.add_watch(&dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, path, WatchKind::Dir);
+    fn scan_unified(&mut self, now: Instant) {
+        let root = self.dir_in(Tree::Unified, "/");
+        self.add_watch(&root, WatchMask::CREATE | WatchMask::ONLYDIR, Tree::Unified, "/", WatchKind::Dir);
+        let mut seen = std::collections::HashSet::new();
+        let mut queue = VecDeque::from([("/".to_owned(), 0usize)]);
+        while let Some((path, depth)) = queue.pop_front() {
+            for child in subdirs(&self.dir_in(Tree::Unified, &path), &path) {
+                if depth + 1 < self.config.max_depth {
+                    queue.push_back((child.clone(), depth + 1));
+                }
+                seen.insert(child.clone());
+                self.discover_unified(child, now);
+            }
+        }
+        let gone: Vec<String> = self.pressure.keys().filter(|p| !seen.contains(*p)).cloned().collect();
+        for p in gone {
+            self.forget_unified(&p, now);
+        }
     }
 
-    fn add_watch(&mut self, file: &Path, mask: WatchMask, path: &str, kind: WatchKind) {
+    fn watch_dir(&mut self, path: &str) {
+        let dir = self.dir_of(path);
+        self.add_watch(&dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Memory, path, WatchKind::Dir);
+    }
+
+    fn add_watch(&mut self, file: &Path, mask: WatchMask, tree: Tree, path: &str, kind: WatchKind) {
         let Some(watches) = self.watches.as_mut() else { return };
         match watches.add(file, mask) {
             Ok(wd) => {
-                self.watched.insert(wd, (path.to_owned(), kind));
+                self.watched.insert(wd, (tree, path.to_owned(), kind));
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 log::warn!(
@@ -225,21 +346,18 @@ impl Sampler {
             Ok(Some(poller)) => {
                 self.watch_dir(&path);
                 if version == CgroupVersion::V2 {
-                    self.add_watch(&dir.join("memory.events.local"), WatchMask::MODIFY, &path, WatchKind::LocalEvents);
+                    self.add_watch(&dir.join("memory.events.local"), WatchMask::MODIFY, Tree::Memory, &path, WatchKind::LocalEvents);
+                    // Pure v2: PSI lives next to the memory files.
+                    if let Ok(Some(poller)) = PressurePoller::open(&dir.join("memory.pressure")) {
+                        self.pressure.insert(path.clone(), poller);
+                    }
                 }
                 self.tracked.insert(path.clone(), Tracked { poller, limit: None, next_full: now });
                 self.sample_full(&path, now);
                 // Children made before the watch above existed raised no
                 // event: look for them now.
-                if path.matches('/').count() < self.config.max_depth
-                    && let Ok(entries) = fs::read_dir(&dir)
-                {
-                    let children: Vec<String> = entries
-                        .flatten()
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| join(&path, &e.file_name().to_string_lossy()))
-                        .collect();
-                    for child in children {
+                if path.matches('/').count() < self.config.max_depth {
+                    for child in subdirs(&dir, &path) {
                         self.discover(child, now);
                     }
                 }
@@ -266,13 +384,10 @@ impl Sampler {
         if self.tracked.remove(path).is_some() {
             self.model.mark_removed(path, now);
         }
-        let wds: Vec<WatchDescriptor> = self.watched.iter().filter(|(_, (p, _))| p == path).map(|(wd, _)| wd.clone()).collect();
-        for wd in wds {
-            self.watched.remove(&wd);
-            if let Some(w) = self.watches.as_mut() {
-                let _ = w.remove(wd);
-            }
+        if !self.hybrid() && self.pressure.remove(path).is_some() {
+            self.model.mark_pressure_removed(path, now);
         }
+        self.unwatch(Tree::Memory, path);
     }
 
     fn sample_full(&mut self, path: &str, now: Instant) {
@@ -334,7 +449,42 @@ impl Sampler {
         for p in full {
             self.sample_full(&p, now);
         }
+        self.sample_pressure(now);
     }
+
+    fn sample_pressure(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        for (path, poller) in &self.pressure {
+            match poller.read() {
+                Ok(Some(p)) => self.model.observe_pressure(path, p),
+                Ok(None) => gone.push(path.clone()),
+                Err(e) => log::debug!("{e}"),
+            }
+        }
+        for p in gone {
+            if self.hybrid() {
+                self.forget_unified(&p, now);
+            } else {
+                self.pressure.remove(&p);
+                self.model.mark_pressure_removed(&p, now);
+            }
+        }
+        let node = NodeState {
+            meminfo: read_meminfo(&self.proc_root),
+            pressure: read_pressure(&self.proc_root.join("pressure/memory")).ok().flatten(),
+        };
+        self.model.observe_node(node);
+    }
+}
+
+/// Subdirectories of `dir`, as cgroup paths under `path`.
+fn subdirs(dir: &Path, path: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| join(path, &e.file_name().to_string_lossy()))
+        .collect()
 }
 
 fn join(parent: &str, name: &str) -> String {
@@ -364,6 +514,7 @@ mod tests {
             fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").unwrap();
             fs::write(dir.join("memory.events.local"), "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").unwrap();
             fs::write(dir.join("memory.stat"), "anon 100\nfile 50\ninactive_file 1048576\nactive_file 0\n").unwrap();
+            fs::write(dir.join("memory.pressure"), "some avg10=1.50 avg60=0.00 avg300=0.00 total=1500\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=10\n").unwrap();
         }
     }
 
@@ -390,6 +541,8 @@ mod tests {
         let b = rows.iter().find(|r| r.cgroup == "/a/b").unwrap();
         assert_eq!(b.limit_bytes, Some(64 << 20));
         assert_eq!(b.working_set_bytes, (8 << 20) - (1 << 20));
+        s.sample_all(Instant::now());
+        assert_eq!(model.pressure_of("/a/b").map(|p| p.some.total_us), Some(1500), "v2: PSI next to the memory files");
 
         // Removal is noticed by the next sample or scan.
         fs::remove_dir_all(root.join("c")).unwrap();

@@ -75,6 +75,17 @@ pub struct DaemonArgs {
     /// Never track cgroups whose path matches one of these globs (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// PSI trigger: a pressure event when tasks wait on memory this long...
+    #[arg(long, default_value = "150ms", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub psi_stall: std::time::Duration,
+    /// ... within this window (windows that are not a multiple of 2 s need
+    /// CAP_SYS_RESOURCE; without it the nearest 2 s multiple is used).
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub psi_window: std::time::Duration,
+    /// PSI triggers held at most (host included); cgroups with a memory
+    /// limit get them first.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_psi_triggers: usize,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,

@@ -171,6 +171,13 @@ pub fn human(e: &Event) -> String {
             "{time} EXITED   {} pid={} ({}) {:.1}ms after the kill",
             e.cgroup, x.pid, x.comm, x.exit_latency_ms
         ),
+        EventBody::Pressure(p) => format!(
+            "{time} PRESSURE {} some avg10={}% full avg10={}% (trigger {})",
+            e.cgroup,
+            p.some_avg10.map(|v| format!("{v:.2}")).unwrap_or_else(|| "?".into()),
+            p.full_avg10.map(|v| format!("{v:.2}")).unwrap_or_else(|| "?".into()),
+            p.trigger
+        ),
         EventBody::Lagged { dropped } => {
             format!("{time} LAGGED   this client fell behind: {dropped} events dropped")
         }

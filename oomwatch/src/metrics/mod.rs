@@ -19,7 +19,7 @@ use prometheus_client::{
     metrics::{
         MetricType,
         counter::{ConstCounter, Counter},
-        gauge::ConstGauge,
+        gauge::{ConstGauge, Gauge},
     },
     registry::Registry,
 };
@@ -62,6 +62,8 @@ pub struct DaemonCounters {
     pub events_published: Counter,
     pub decode_errors: Counter,
     pub stream_events_dropped: Counter,
+    pub psi_triggers_active: Gauge,
+    pub psi_triggers_refused: Gauge,
 }
 
 pub struct Metrics {
@@ -90,6 +92,16 @@ impl Metrics {
             "stream_dropped_events",
             "Events not delivered to a tail client that fell behind",
             daemon.stream_events_dropped.clone(),
+        );
+        registry.register(
+            "psi_triggers_active",
+            "PSI triggers held (host and cgroups); pressure events come from these",
+            daemon.psi_triggers_active.clone(),
+        );
+        registry.register(
+            "psi_triggers_refused",
+            "PSI triggers the kernel refused (see the daemon log)",
+            daemon.psi_triggers_refused.clone(),
         );
         registry.register_collector(Box::new(StaticCollector { probes }));
         registry.register_collector(Box::new(KernelCounterCollector { map: kernel.map(Mutex::new) }));
@@ -232,6 +244,52 @@ impl ModelCollector {
     }
 }
 
+impl ModelCollector {
+    /// PSI "some" is time with at least one task waiting on memory, "full"
+    /// with all non-idle tasks stalled (as cAdvisor and node_exporter name them).
+    fn encode_pressure(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        if let Some(p) = self.model.node().pressure {
+            let full = p.full.unwrap_or(p.some);
+            for (name, help, value) in [
+                ("memory_pressure_waiting_seconds", "Host time with some tasks waiting on memory (PSI some total)", p.some.total_us),
+                ("memory_pressure_stalled_seconds", "Host time with all non-idle tasks stalled on memory (PSI full total)", full.total_us),
+            ] {
+                let e = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                ConstCounter::new(value as f64 / 1e6).encode(e)?;
+            }
+            for (name, help, value) in [
+                ("memory_pressure_waiting_avg10_ratio", "Host PSI some avg10 as a ratio (0-1)", p.some.avg10),
+                ("memory_pressure_stalled_avg10_ratio", "Host PSI full avg10 as a ratio (0-1)", full.avg10),
+            ] {
+                let e = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                ConstGauge::new(value / 100.0).encode(e)?;
+            }
+        }
+        type Pick = fn(&crate::pressure::Pressure) -> f64;
+        let families: [(&str, &str, MetricType, Pick); 4] = [
+            ("cgroup_memory_pressure_waiting_seconds", "Time with some tasks of the cgroup waiting on memory (PSI some total)", MetricType::Counter, |p| p.some.total_us as f64 / 1e6),
+            ("cgroup_memory_pressure_stalled_seconds", "Time with all non-idle tasks of the cgroup stalled on memory (PSI full total)", MetricType::Counter, |p| p.full.map_or(0.0, |f| f.total_us as f64 / 1e6)),
+            ("cgroup_memory_pressure_waiting_avg10_ratio", "PSI some avg10 of the cgroup as a ratio (0-1)", MetricType::Gauge, |p| p.some.avg10 / 100.0),
+            ("cgroup_memory_pressure_stalled_avg10_ratio", "PSI full avg10 of the cgroup as a ratio (0-1)", MetricType::Gauge, |p| p.full.map_or(0.0, |f| f.avg10 / 100.0)),
+        ];
+        for (name, help, ty, pick) in families {
+            let mut e = encoder.encode_descriptor(name, help, None, ty)?;
+            let mut result = Ok(());
+            self.model.for_each_pressure(|path, p| {
+                if result.is_ok() {
+                    let v = pick(p);
+                    result = e.encode_family(&[("cgroup", LabelValue(path))]).and_then(|f| match ty {
+                        MetricType::Counter => ConstCounter::new(v).encode(f),
+                        _ => ConstGauge::new(v).encode(f),
+                    });
+                }
+            });
+            result?;
+        }
+        Ok(())
+    }
+}
+
 impl Collector for ModelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let mut e = encoder.encode_descriptor(
@@ -310,6 +368,8 @@ impl Collector for ModelCollector {
             result = e.encode_family(&labels).and_then(|f| ConstGauge::new(1i64).encode(f));
         });
         result?;
+
+        self.encode_pressure(&mut encoder)?;
 
         let counts = self.model.counts();
         let mut e = encoder.encode_descriptor(

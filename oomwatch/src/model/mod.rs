@@ -13,7 +13,11 @@ use std::{
 
 use serde::Serialize;
 
-use crate::cgroup::{CgroupLabels, MemoryEvents, MemorySample, labels_for};
+use crate::{
+    cgroup::{CgroupLabels, MemoryEvents, MemorySample, labels_for},
+    node::MemInfo,
+    pressure::Pressure,
+};
 pub use history::{History, Point, Ramp};
 pub use limit::Constraint;
 
@@ -106,8 +110,26 @@ struct KillSeries {
     last_victim: Option<String>,
 }
 
+/// PSI of one cgroup, keyed by its path in the hierarchy that has
+/// `memory.pressure` (the memory hierarchy on v2; the unified one on hybrid
+/// hosts, where systemd mirrors the same paths).
+#[derive(Clone, Copy, Debug)]
+pub struct PressureState {
+    pub pressure: Pressure,
+    pub removed_at: Option<Instant>,
+}
+
+/// The host as a whole.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NodeState {
+    pub meminfo: Option<MemInfo>,
+    pub pressure: Option<Pressure>,
+}
+
 struct State {
     cgroups: HashMap<String, CgroupState>,
+    pressure: HashMap<String, PressureState>,
+    node: NodeState,
     kills: BTreeMap<(String, Constraint), KillSeries>,
     excluded_filter: usize,
     excluded_cap: usize,
@@ -139,7 +161,14 @@ impl Model {
         Self {
             config,
             started: Instant::now(),
-            state: RwLock::new(State { cgroups: HashMap::new(), kills: BTreeMap::new(), excluded_filter: 0, excluded_cap: 0 }),
+            state: RwLock::new(State {
+                cgroups: HashMap::new(),
+                pressure: HashMap::new(),
+                node: NodeState::default(),
+                kills: BTreeMap::new(),
+                excluded_filter: 0,
+                excluded_cap: 0,
+            }),
         }
     }
 
@@ -183,6 +212,67 @@ impl Model {
         }
         s.cgroups.insert(path.to_owned(), CgroupState::new(id, path, self.config.history_len));
         Admission::Tracked
+    }
+
+    /// Admission for a pressure-only cgroup (hybrid hosts): same filters,
+    /// same cap, counted separately.
+    pub fn admit_pressure(&self, path: &str) -> Admission {
+        if !self.passes_filters(path) {
+            return Admission::Filtered;
+        }
+        let s = self.read();
+        if s.pressure.get(path).is_some_and(|p| p.removed_at.is_none()) {
+            return Admission::Tracked;
+        }
+        let live = s.pressure.values().filter(|p| p.removed_at.is_none()).count();
+        if live >= self.config.max_cgroups { Admission::OverCap } else { Admission::Tracked }
+    }
+
+    pub fn observe_pressure(&self, path: &str, pressure: Pressure) {
+        self.write().pressure.insert(path.to_owned(), PressureState { pressure, removed_at: None });
+    }
+
+    pub fn mark_pressure_removed(&self, path: &str, now: Instant) {
+        if let Some(p) = self.write().pressure.get_mut(path) {
+            p.removed_at.get_or_insert(now);
+        }
+    }
+
+    pub fn pressure_of(&self, path: &str) -> Option<Pressure> {
+        self.read().pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure)
+    }
+
+    pub fn for_each_pressure(&self, mut f: impl FnMut(&str, &Pressure)) {
+        for (path, p) in &self.read().pressure {
+            if p.removed_at.is_none() {
+                f(path, &p.pressure);
+            }
+        }
+    }
+
+    /// Paths with PSI, for trigger placement: cgroups with a memory limit
+    /// first, then the shallowest.
+    pub fn pressure_paths_by_priority(&self) -> Vec<String> {
+        let s = self.read();
+        let mut paths: Vec<(bool, usize, &String)> = s
+            .pressure
+            .iter()
+            .filter(|(_, p)| p.removed_at.is_none())
+            .map(|(path, _)| {
+                let limited = s.cgroups.get(path).is_some_and(|c| c.limit_bytes.is_some());
+                (!limited, path.matches('/').count(), path)
+            })
+            .collect();
+        paths.sort();
+        paths.into_iter().map(|(_, _, p)| p.clone()).collect()
+    }
+
+    pub fn observe_node(&self, node: NodeState) {
+        self.write().node = node;
+    }
+
+    pub fn node(&self) -> NodeState {
+        self.read().node
     }
 
     pub fn set_excluded(&self, filtered: usize, over_cap: usize) {
@@ -267,6 +357,7 @@ impl Model {
         let old = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) >= grace);
         let mut s = self.write();
         s.cgroups.retain(|_, c| !old(c.removed_at));
+        s.pressure.retain(|_, p| !old(p.removed_at));
         let State { cgroups, kills, .. } = &mut *s;
         kills.retain(|(path, _), k| cgroups.contains_key(path) || !old(k.last_at) || exists(path));
     }
@@ -348,7 +439,7 @@ impl Model {
                 limit_bytes: c.limit_bytes,
                 headroom_percent: c.headroom().map(|h| (h * 1000.0).round() / 10.0),
                 swap_bytes: c.swap_usage_bytes,
-                pressure_some_avg10: None,
+                pressure_some_avg10: s.pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10),
                 kills: s.kills.iter().filter(|((p, _), _)| p == path).map(|(_, k)| k.count).sum(),
                 unit: c.labels.unit.clone(),
                 container_id: c.labels.container_id.clone(),

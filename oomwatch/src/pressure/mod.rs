@@ -2,12 +2,14 @@
 
 pub mod psi;
 pub mod trigger;
+pub mod triggers;
 
 #[cfg(test)]
 mod privileged_tests;
 
 pub use psi::{
-    LineKind, Pressure, PressureError, PsiLine, PsiParseError, parse_pressure, read_pressure,
+    LineKind, Pressure, PressureError, PressurePoller, PsiLine, PsiParseError, parse_pressure,
+    read_pressure,
 };
 pub use trigger::{
     PsiTrigger, SpecError, StallKind, TriggerError, TriggerFired, TriggerSpec, trigger_supported,

@@ -219,6 +219,46 @@ pub fn read_pressure(path: &Path) -> Result<Option<Pressure>, PressureError> {
         })
 }
 
+/// A pressure file kept open and re-read from offset 0 each time: opening
+/// is what costs on cgroupfs, and the sampler reads every tracked cgroup's
+/// file every interval.
+#[derive(Debug)]
+pub struct PressurePoller {
+    path: PathBuf,
+    file: File,
+}
+
+impl PressurePoller {
+    /// `Ok(None)` when the file does not exist (no PSI there, or the cgroup
+    /// is gone).
+    pub fn open(path: &Path) -> Result<Option<Self>, PressureError> {
+        match File::open(path) {
+            Ok(file) => Ok(Some(Self { path: path.to_path_buf(), file })),
+            Err(e) if is_vanished(&e) => Ok(None),
+            Err(source) => Err(PressureError::Io { path: path.to_path_buf(), source }),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `Ok(None)` once the cgroup is gone.
+    pub fn read(&self) -> Result<Option<Pressure>, PressureError> {
+        use std::os::unix::fs::FileExt as _;
+        let mut buf = [0u8; 512];
+        let n = match self.file.read_at(&mut buf, 0) {
+            Ok(n) => n,
+            Err(e) if is_vanished(&e) => return Ok(None),
+            Err(source) => return Err(PressureError::Io { path: self.path.clone(), source }),
+        };
+        if n == buf.len() {
+            return Err(PressureError::TooLarge { path: self.path.clone(), limit: buf.len() });
+        }
+        parse_pressure(&buf[..n]).map(Some).map_err(|source| PressureError::Parse { path: self.path.clone(), source })
+    }
+}
+
 /// ENOENT: the cgroup directory was already gone at open. ENODEV: kernfs
 /// returns it for reads on an open file whose cgroup was removed since.
 pub(crate) fn is_vanished(e: &io::Error) -> bool {
