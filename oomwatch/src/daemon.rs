@@ -53,10 +53,16 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
-    let listener = http::bind(args.listen).await?;
-    let (socket_listener, _socket_guard) = socket::bind(&args.socket)?;
+    let config = args.effective_config()?;
+    let listener = http::bind(config.daemon.listen).await?;
+    let (socket_listener, _socket_guard) = socket::bind(&config.daemon.socket)?;
 
-    let load_opts = LoadOptions { tracefs: args.tracefs.clone(), btf: args.btf.clone(), ..LoadOptions::default() };
+    let load_opts = LoadOptions {
+        tracefs: args.tracefs.clone(),
+        btf: args.btf.clone(),
+        stall_threshold_ns: config.reclaim.stall_threshold.as_nanos() as u64,
+        stall_min_interval_ns: config.reclaim.min_interval.as_nanos() as u64,
+    };
     let mut probes = bpf::loader::load(&load_opts)?;
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     let kernel_counters = probes.take_counters();
@@ -80,8 +86,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     ));
 
     let clock = Arc::new(KernelClock::default());
-    let bus = Arc::new(EventBus::new(args.backlog, 4096));
-    let model = Arc::new(Model::new(args.model_config()?));
+    let bus = Arc::new(EventBus::new(config.daemon.backlog, 4096));
+    let model = Arc::new(Model::new(model_config(&config)));
     let counters = Arc::new(DaemonCounters::default());
     let metrics = Arc::new(Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone()));
     let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone()));
@@ -91,8 +97,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     });
     let triggers = TriggerManager::new(
         TriggerConfig {
-            spec: args.psi_trigger()?,
-            max_triggers: args.max_psi_triggers,
+            spec: TriggerSpec::new(StallKind::Some, config.pressure.trigger_stall, config.pressure.trigger_window)
+                .map_err(|e| anyhow::anyhow!("pressure.trigger_window: {e}"))?,
+            max_triggers: config.pressure.max_triggers,
             cgroup_root: pressure_root,
             proc_root: "/proc".into(),
             reconcile_every: Duration::from_secs(2),
@@ -103,7 +110,15 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     );
     if let Some(layout) = layout {
         raise_nofile_limit();
-        let sampler = Sampler::new(layout, model.clone(), SamplerConfig::default());
+        let sampler = Sampler::new(
+            layout,
+            model.clone(),
+            SamplerConfig {
+                interval: config.cgroups.sample_interval,
+                full_every: config.cgroups.full_sample_every,
+                ..SamplerConfig::default()
+            },
+        );
         std::thread::Builder::new().name("oomwatch-sampler".into()).spawn(move || sampler.run()).context("starting the cgroup sampler")?;
     }
 
@@ -112,8 +127,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         "oomwatch {} watching: probes [{}], metrics on http://{}/metrics, events on {}",
         env!("CARGO_PKG_VERSION"),
         attached.join(", "),
-        args.listen,
-        args.socket.display()
+        config.daemon.listen,
+        config.daemon.socket.display()
     );
 
     let reader = {
@@ -178,25 +193,21 @@ fn raise_nofile_limit() {
     }
 }
 
-impl DaemonArgs {
-    pub fn psi_trigger(&self) -> anyhow::Result<TriggerSpec> {
-        TriggerSpec::new(StallKind::Some, self.psi_stall, self.psi_window)
-            .map_err(|e| anyhow::anyhow!("--psi-stall/--psi-window: {e}"))
-    }
-
-    pub fn model_config(&self) -> anyhow::Result<ModelConfig> {
-        let globs = |flag: &str, v: &[String]| -> anyhow::Result<Vec<glob::Pattern>> {
-            v.iter().map(|g| glob::Pattern::new(g).with_context(|| format!("{flag} '{g}': invalid glob"))).collect()
-        };
-        if self.max_cgroups == 0 {
-            anyhow::bail!("--max-cgroups must be at least 1");
-        }
-        Ok(ModelConfig {
-            max_cgroups: self.max_cgroups,
-            include: globs("--include", &self.include)?,
-            exclude: globs("--exclude", &self.exclude)?,
-            ..ModelConfig::default()
-        })
+fn model_config(config: &crate::config::Config) -> ModelConfig {
+    // Globs were validated with the config.
+    let globs = |v: &[String]| v.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
+    ModelConfig {
+        max_cgroups: config.cgroups.max_cgroups,
+        include: globs(&config.cgroups.include),
+        exclude: globs(&config.cgroups.exclude),
+        removal_grace: config.cgroups.removal_grace,
+        forecast: crate::model::ForecastParams {
+            window_s: config.forecast.window.as_secs().max(2) as u32,
+            min_points: config.forecast.min_points,
+            min_growth_fraction: config.forecast.min_growth_fraction,
+            horizon_s: config.forecast.horizon.as_secs_f64(),
+        },
+        ..ModelConfig::default()
     }
 }
 

@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod metrics;

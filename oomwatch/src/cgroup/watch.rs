@@ -450,6 +450,7 @@ impl Sampler {
             self.sample_full(&p, now);
         }
         self.sample_pressure(now);
+        self.model.update_forecasts(now);
     }
 
     fn sample_pressure(&mut self, now: Instant) {
@@ -472,8 +473,9 @@ impl Sampler {
         let node = NodeState {
             meminfo: read_meminfo(&self.proc_root),
             pressure: read_pressure(&self.proc_root.join("pressure/memory")).ok().flatten(),
+            forecast: None,
         };
-        self.model.observe_node(node);
+        self.model.observe_node(node, now);
     }
 }
 

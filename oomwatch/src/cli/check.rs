@@ -32,6 +32,23 @@ fn kernel_release() -> String {
 }
 
 pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.print_defaults {
+        print!("{}", crate::config::defaults_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(path) = &args.config {
+        let config = crate::config::Config::load(path)?;
+        if args.json {
+            println!("{}", serde_json::json!({"config": path, "valid": true, "sinks": {
+                "alertmanager": config.sinks.alertmanager.len(),
+                "webhook": config.sinks.webhook.len(),
+                "exec": config.sinks.exec.len(),
+            }}));
+        } else {
+            println!("{}: valid", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut items = Vec::new();
     let mut push = |name: &str, ok: bool, required: bool, detail: String| {
         items.push(Item { name: name.to_owned(), ok, required, detail });

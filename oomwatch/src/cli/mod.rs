@@ -9,8 +9,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    api::{http::DEFAULT_LISTEN, socket::DEFAULT_SOCKET},
+    api::socket::DEFAULT_SOCKET,
     bpf::{btf::DEFAULT_VMLINUX_BTF, tracefs::DEFAULT_TRACEFS},
+    config::Config,
 };
 
 #[derive(Parser)]
@@ -48,27 +49,33 @@ pub struct StatusArgs {
     pub top: usize,
 }
 
+/// Daemon flags. Each one overrides the same setting of `--config`; without
+/// either, the embedded defaults apply (`oomwatch check --print-defaults`).
 #[derive(clap::Args, Clone, Debug)]
 pub struct DaemonArgs {
-    /// Address for /metrics and /healthz.
-    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
-    pub listen: SocketAddr,
-    /// Unix socket for the event stream (`oomwatch tail`).
-    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
-    pub socket: PathBuf,
+    /// TOML configuration (thresholds, sinks); reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address for /metrics and /healthz [default: 127.0.0.1:8967].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Unix socket for the event stream [default: /run/oomwatch/events.sock].
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     /// Where tracefs is (mounted there when missing).
     #[arg(long, default_value = DEFAULT_TRACEFS, value_name = "PATH", hide = true)]
     pub tracefs: PathBuf,
     /// Kernel BTF; without it attribution falls back to /proc (approximate).
     #[arg(long, default_value = DEFAULT_VMLINUX_BTF, value_name = "PATH", hide = true)]
     pub btf: PathBuf,
-    /// Events kept for clients that ask for the recent past (`tail --since`).
-    #[arg(long, default_value_t = 1024, value_name = "N")]
-    pub backlog: usize,
+    /// Events kept for clients that ask for the recent past [default: 1024].
+    #[arg(long, value_name = "N")]
+    pub backlog: Option<usize>,
     /// Track (sample and export) at most this many memory cgroups; the
-    /// shallowest are kept. Kills are counted for every cgroup regardless.
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub max_cgroups: usize,
+    /// shallowest are kept. Kills are counted for every cgroup regardless
+    /// [default: 4096].
+    #[arg(long, value_name = "N")]
+    pub max_cgroups: Option<usize>,
     /// Only track cgroups whose path matches one of these globs (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub include: Vec<String>,
@@ -76,19 +83,64 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
     /// PSI trigger: a pressure event when tasks wait on memory this long...
-    #[arg(long, default_value = "150ms", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub psi_stall: std::time::Duration,
+    /// [default: 150ms]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub psi_stall: Option<std::time::Duration>,
     /// ... within this window (windows that are not a multiple of 2 s need
-    /// CAP_SYS_RESOURCE; without it the nearest 2 s multiple is used).
-    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
-    pub psi_window: std::time::Duration,
+    /// CAP_SYS_RESOURCE; without it the nearest 2 s multiple is used)
+    /// [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub psi_window: Option<std::time::Duration>,
     /// PSI triggers held at most (host included); cgroups with a memory
-    /// limit get them first.
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    pub max_psi_triggers: usize,
+    /// limit get them first [default: 64].
+    #[arg(long, value_name = "N")]
+    pub max_psi_triggers: Option<usize>,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,
+}
+
+impl DaemonArgs {
+    /// The file (or the defaults), then the flags on top, validated.
+    pub fn effective_config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        self.apply_flags(&mut c);
+        c.validate().map_err(|(key, reason)| anyhow::anyhow!("{key} (after command-line flags): {reason}"))?;
+        Ok(c)
+    }
+
+    pub fn apply_flags(&self, c: &mut Config) {
+        if let Some(v) = self.listen {
+            c.daemon.listen = v;
+        }
+        if let Some(v) = &self.socket {
+            c.daemon.socket = v.clone();
+        }
+        if let Some(v) = self.backlog {
+            c.daemon.backlog = v;
+        }
+        if let Some(v) = self.max_cgroups {
+            c.cgroups.max_cgroups = v;
+        }
+        if !self.include.is_empty() {
+            c.cgroups.include = self.include.clone();
+        }
+        if !self.exclude.is_empty() {
+            c.cgroups.exclude = self.exclude.clone();
+        }
+        if let Some(v) = self.psi_stall {
+            c.pressure.trigger_stall = v;
+        }
+        if let Some(v) = self.psi_window {
+            c.pressure.trigger_window = v;
+        }
+        if let Some(v) = self.max_psi_triggers {
+            c.pressure.max_triggers = v;
+        }
+    }
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -116,6 +168,12 @@ pub struct TailArgs {
 pub struct CheckArgs {
     #[arg(long)]
     pub json: bool,
+    /// Only validate this configuration file and exit (non-zero when invalid).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the embedded default configuration as TOML and exit.
+    #[arg(long)]
+    pub print_defaults: bool,
     #[arg(long, default_value = DEFAULT_TRACEFS, value_name = "PATH", hide = true)]
     pub tracefs: PathBuf,
     #[arg(long, default_value = DEFAULT_VMLINUX_BTF, value_name = "PATH", hide = true)]

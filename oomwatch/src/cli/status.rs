@@ -35,7 +35,7 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "{} cgroups tracked ({} excluded by filter, {} over --max-cgroups), {} OOM kills seen",
         c.tracked, c.excluded_filter, c.excluded_cap, report.kills_total
     );
-    println!("{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>5}  CGROUP", "USAGE", "LIMIT", "HEADROOM", "WORKSET", "SWAP", "PSI10", "KILLS");
+    println!("{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}  CGROUP", "USAGE", "LIMIT", "HEADROOM", "WORKSET", "SWAP", "PSI10", "OOM-ETA", "KILLS");
     let rows = if args.top == 0 { &report.rows[..] } else { &report.rows[..report.rows.len().min(args.top)] };
     for r in rows {
         let name = match (&r.unit, &r.container_id) {
@@ -44,13 +44,14 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
             _ => r.cgroup.clone(),
         };
         println!(
-            "{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>5}  {name}",
+            "{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}  {name}",
             format_bytes(r.usage_bytes),
             r.limit_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
             r.headroom_percent.map(|h| format!("{h:.1}%")).unwrap_or_else(|| "-".into()),
             format_bytes(r.working_set_bytes),
             r.swap_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
             r.pressure_some_avg10.map(|p| format!("{p:.1}")).unwrap_or_else(|| "-".into()),
+            r.oom_eta_seconds.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "-".into()),
             r.kills,
         );
     }

@@ -371,6 +371,29 @@ impl Collector for ModelCollector {
 
         self.encode_pressure(&mut encoder)?;
 
+        let mut e = encoder.encode_descriptor(
+            "cgroup_oom_eta_seconds",
+            "Seconds until the cgroup's working set reaches its limit at the current trend; absent when there is no risk",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut result = Ok(());
+        self.model.for_each_cgroup(|path, c| {
+            if let (true, Some(f)) = (result.is_ok(), c.forecast) {
+                result = e.encode_family(&[("cgroup", LabelValue(path))]).and_then(|x| ConstGauge::new(f.eta_s).encode(x));
+            }
+        });
+        result?;
+        if let Some(f) = self.model.node().forecast {
+            let e = encoder.encode_descriptor(
+                "memory_oom_eta_seconds",
+                "Seconds until the host's available memory runs out at the current trend; absent when there is no risk",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(f.eta_s).encode(e)?;
+        }
+
         let counts = self.model.counts();
         let mut e = encoder.encode_descriptor(
             "cgroups",

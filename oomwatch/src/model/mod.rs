@@ -2,6 +2,7 @@
 //! sampler, the kernel pipeline) write to it; outputs (metrics, status,
 //! alerts, event enrichment) read from it. Nothing else keeps its own copy.
 
+pub mod forecast;
 pub mod history;
 pub mod limit;
 
@@ -18,6 +19,7 @@ use crate::{
     node::MemInfo,
     pressure::Pressure,
 };
+pub use forecast::{Forecast, ForecastParams};
 pub use history::{History, Point, Ramp};
 pub use limit::Constraint;
 
@@ -32,6 +34,7 @@ pub struct ModelConfig {
     pub removal_grace: Duration,
     /// Points of history kept per cgroup (one per sampling interval).
     pub history_len: usize,
+    pub forecast: ForecastParams,
 }
 
 impl Default for ModelConfig {
@@ -42,6 +45,7 @@ impl Default for ModelConfig {
             exclude: Vec::new(),
             removal_grace: Duration::from_secs(600),
             history_len: 120,
+            forecast: ForecastParams::default(),
         }
     }
 }
@@ -73,9 +77,16 @@ pub struct CgroupState {
     pub history: History,
     pub full_sample_at: Option<Instant>,
     pub removed_at: Option<Instant>,
+    /// Time to OOM at the current trend; None when there is no risk.
+    pub forecast: Option<Forecast>,
 }
 
 impl CgroupState {
+    /// What the working set runs into: the hard limit, else memory.high.
+    pub fn ceiling(&self) -> Option<u64> {
+        self.limit_bytes.or(self.high_bytes)
+    }
+
     fn new(id: u64, path: &str, history_len: usize) -> Self {
         Self {
             id,
@@ -93,6 +104,7 @@ impl CgroupState {
             history: History::new(history_len),
             full_sample_at: None,
             removed_at: None,
+            forecast: None,
         }
     }
 
@@ -124,12 +136,15 @@ pub struct PressureState {
 pub struct NodeState {
     pub meminfo: Option<MemInfo>,
     pub pressure: Option<Pressure>,
+    /// Time until MemAvailable runs out at the current trend.
+    pub forecast: Option<Forecast>,
 }
 
 struct State {
     cgroups: HashMap<String, CgroupState>,
     pressure: HashMap<String, PressureState>,
     node: NodeState,
+    node_history: History,
     kills: BTreeMap<(String, Constraint), KillSeries>,
     excluded_filter: usize,
     excluded_cap: usize,
@@ -165,6 +180,7 @@ impl Model {
                 cgroups: HashMap::new(),
                 pressure: HashMap::new(),
                 node: NodeState::default(),
+                node_history: History::new(120),
                 kills: BTreeMap::new(),
                 excluded_filter: 0,
                 excluded_cap: 0,
@@ -267,8 +283,43 @@ impl Model {
         paths.into_iter().map(|(_, _, p)| p.clone()).collect()
     }
 
-    pub fn observe_node(&self, node: NodeState) {
-        self.write().node = node;
+    /// A host sample. The used side (total - available) feeds the host's
+    /// forecast like a cgroup's working set.
+    pub fn observe_node(&self, mut node: NodeState, now: Instant) {
+        let at_s = self.now_s(now);
+        let mut s = self.write();
+        node.forecast = s.node.forecast;
+        if let Some(m) = node.meminfo {
+            let used = m.total_bytes.saturating_sub(m.available_bytes);
+            s.node_history.push(Point { at_s, usage_kib: history::kib(used), working_set_kib: history::kib(used) });
+        }
+        s.node = node;
+    }
+
+    /// Host pressure seen outside the sampler (a PSI trigger fired).
+    pub fn observe_node_pressure(&self, pressure: Pressure) {
+        self.write().node.pressure = Some(pressure);
+    }
+
+    /// Recomputes every forecast (after each sampling tick).
+    pub fn update_forecasts(&self, now: Instant) {
+        let now_s = self.now_s(now);
+        let params = self.config.forecast;
+        let mut s = self.write();
+        for c in s.cgroups.values_mut() {
+            c.forecast = match (c.removed_at, c.ceiling()) {
+                (None, Some(limit)) => {
+                    let pts: Vec<Point> = c.history.points().copied().collect();
+                    forecast::forecast(&pts, limit, now_s, &params)
+                }
+                _ => None,
+            };
+        }
+        let State { node, node_history, .. } = &mut *s;
+        node.forecast = node.meminfo.and_then(|m| {
+            let pts: Vec<Point> = node_history.points().copied().collect();
+            forecast::forecast(&pts, m.total_bytes, now_s, &params)
+        });
     }
 
     pub fn node(&self) -> NodeState {
@@ -426,6 +477,10 @@ impl Model {
     }
 
     /// Per-cgroup rows for `oomwatch status`, riskiest first.
+    pub fn forecast_of(&self, path: &str) -> Option<Forecast> {
+        self.read().cgroups.get(path).and_then(|c| c.forecast)
+    }
+
     pub fn status(&self) -> Vec<StatusRow> {
         let s = self.read();
         let mut rows: Vec<StatusRow> = s
@@ -438,6 +493,7 @@ impl Model {
                 working_set_bytes: c.working_set_bytes,
                 limit_bytes: c.limit_bytes,
                 headroom_percent: c.headroom().map(|h| (h * 1000.0).round() / 10.0),
+                oom_eta_seconds: c.forecast.map(|f| f.eta_s.round()),
                 swap_bytes: c.swap_usage_bytes,
                 pressure_some_avg10: s.pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10),
                 kills: s.kills.iter().filter(|((p, _), _)| p == path).map(|(_, k)| k.count).sum(),
@@ -454,9 +510,10 @@ impl Model {
 /// Lower sorts first: recent killers and little headroom lead; unlimited
 /// cgroups follow, biggest first.
 fn risk_order(r: &StatusRow) -> (u8, f64) {
-    match r.headroom_percent {
-        Some(h) => (0, h - if r.kills > 0 { 1000.0 } else { 0.0 }),
-        None => (1, -(r.working_set_bytes as f64)),
+    match (r.oom_eta_seconds, r.headroom_percent) {
+        (Some(eta), _) => (0, eta),
+        (None, Some(h)) => (1, h - if r.kills > 0 { 1000.0 } else { 0.0 }),
+        (None, None) => (2, -(r.working_set_bytes as f64)),
     }
 }
 
@@ -477,6 +534,9 @@ pub struct StatusRow {
     pub limit_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headroom_percent: Option<f64>,
+    /// Seconds until the working set reaches the limit at its current trend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_eta_seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

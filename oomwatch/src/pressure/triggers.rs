@@ -122,9 +122,7 @@ async fn watch(mut trigger: PsiTrigger, path: String, model: Arc<Model>, bus: Ar
                 let pressure = read_pressure(trigger.path()).ok().flatten();
                 if let Some(p) = pressure {
                     if path == HOST {
-                        let mut node = model.node();
-                        node.pressure = Some(p);
-                        model.observe_node(node);
+                        model.observe_node_pressure(p);
                     } else {
                         model.observe_pressure(&path, p);
                     }

@@ -1,0 +1,89 @@
+use super::*;
+
+#[test]
+fn empty_file_is_the_defaults() {
+    assert_eq!(Config::parse("", "x.toml").unwrap(), Config::default());
+}
+
+#[test]
+fn defaults_round_trip_through_toml() {
+    let text = defaults_toml();
+    assert_eq!(Config::parse(&text, "defaults.toml").unwrap(), Config::default(), "{text}");
+}
+
+#[test]
+fn reads_thresholds_and_sinks() {
+    let text = r#"
+        [alerts.oom_forecast]
+        warning_eta = "90s"
+        critical_eta = "20s"
+        for = "3s"
+
+        [[sinks.alertmanager]]
+        url = "http://127.0.0.1:9093"
+        labels = { cluster = "eu-1" }
+
+        [[sinks.exec]]
+        command = ["/bin/true", "x"]
+        env = { TEAM = "infra" }
+        timeout = "2s"
+    "#;
+    let c = Config::parse(text, "x.toml").unwrap();
+    assert_eq!(c.alerts.oom_forecast.warning_eta, Duration::from_secs(90));
+    assert_eq!(c.alerts.oom_forecast.for_, Duration::from_secs(3));
+    assert_eq!(c.sinks.alertmanager[0].resend_interval, Duration::from_secs(30));
+    assert_eq!(c.sinks.alertmanager[0].labels["cluster"], "eu-1");
+    assert_eq!(c.sinks.exec[0].env["TEAM"], "infra");
+    assert_eq!(c.sinks.exec[0].max_concurrent, 4);
+}
+
+fn err(text: &str) -> String {
+    let e = Config::parse(text, "/etc/oomwatch.toml").unwrap_err().to_string();
+    assert_eq!(e.lines().count(), 1, "one line: {e}");
+    assert!(e.starts_with("/etc/oomwatch.toml: "), "names the file: {e}");
+    e
+}
+
+#[test]
+fn wrong_type_names_the_key_and_line() {
+    let e = err("[cgroups]\nmax_cgroups = \"lots\"\n");
+    assert!(e.contains("cgroups.max_cgroups") && e.contains("line 2"), "{e}");
+}
+
+#[test]
+fn unknown_key_names_it() {
+    let e = err("[alerts.oom_forecast]\nwarning = \"60s\"\n");
+    assert!(e.contains("alerts.oom_forecast") && e.contains("warning"), "{e}");
+}
+
+#[test]
+fn bad_duration_names_the_key() {
+    let e = err("[alerts.oom_forecast]\nwarning_eta = \"soon\"\n");
+    assert!(e.contains("alerts.oom_forecast.warning_eta") && e.contains("soon"), "{e}");
+}
+
+#[test]
+fn impossible_thresholds_are_refused() {
+    let e = err("[alerts.oom_forecast]\nwarning_eta = \"10s\"\ncritical_eta = \"15s\"\n");
+    assert!(e.contains("alerts.oom_forecast.critical_eta") && e.contains("shorter"), "{e}");
+    let e = err("[alerts.memory_pressure]\nsome_avg10_percent = 150.0\n");
+    assert!(e.contains("some_avg10_percent"), "{e}");
+    let e = err("[pressure]\ntrigger_window = \"30s\"\n");
+    assert!(e.contains("pressure.trigger_window"), "{e}");
+    let e = err("[[sinks.webhook]]\nurl = \"ftp://x\"\n");
+    assert!(e.contains("sinks.webhook.url"), "{e}");
+    let e = err("[[sinks.exec]]\ncommand = []\n");
+    assert!(e.contains("sinks.exec.command"), "{e}");
+}
+
+#[test]
+fn syntax_errors_are_one_line_too() {
+    let e = err("[alerts\n");
+    assert!(e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn missing_file_names_it() {
+    let e = Config::load(Path::new("/nonexistent/oomwatch.toml")).unwrap_err().to_string();
+    assert!(e.starts_with("/nonexistent/oomwatch.toml: "), "{e}");
+}
