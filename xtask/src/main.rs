@@ -4,6 +4,7 @@
 mod apt;
 mod setup;
 mod test;
+mod vm;
 
 use std::{
     os::unix::process::CommandExt as _,
@@ -34,6 +35,8 @@ enum Task {
     },
     /// Every test: unit, integration (root, real kernel), and the rest of the suite.
     Test(test::TestArgs),
+    /// The integration scenarios inside a Debian 6.1 VM (QEMU, TCG): the second kernel of the matrix.
+    VmTest(vm::VmTestArgs),
 }
 
 fn main() -> Result<()> {
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
             Err(err).with_context(|| format!("exec {}", bin.display()))
         }
         Task::Test(args) => test::run(args),
+        Task::VmTest(args) => vm::run(&args),
     }
 }
 

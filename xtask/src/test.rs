@@ -32,6 +32,9 @@ pub fn run_suite(args: &TestArgs) -> Result<()> {
         .current_dir(&root)
         .args(["test", "--release", "-p", "oomwatch-tests", "--", "--nocapture", "--test-threads=2"])
         .env("OOMWATCH_BIN", &bin))?;
+
+    section("kernel matrix: the scenarios in a Debian 6.1 VM (cargo xtask vm-test)");
+    crate::vm::run(&crate::vm::VmTestArgs::default())?;
     Ok(())
 }
 
