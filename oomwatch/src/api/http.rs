@@ -47,6 +47,9 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(req, metrics.clone()));
             let conn = http1::Builder::new()
+                // Simple clients (nc, some scrapers) shut down their write
+                // side after the request and still expect the response.
+                .half_close(true)
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);

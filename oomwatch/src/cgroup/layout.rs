@@ -135,7 +135,8 @@ pub fn parse_mountinfo(content: &str) -> Result<CgroupLayout, CgroupError> {
     let covered = |id: &str, mount_point: &str, from: &str| {
         lines
             .iter()
-            .any(|m| m.parent == id && m.mount_point == mount_point && m.id != from)
+            // A mount listed as its own parent (the initramfs rootfs) covers nothing.
+            .any(|m| m.parent == id && m.mount_point == mount_point && m.id != from && m.id != id)
     };
     let hidden = |line: &MountinfoLine<'_>| {
         let mut cur = (line.id, line.mount_point, line.parent);
@@ -577,5 +578,16 @@ mod tests {
         // Whatever the layout, this host must have a memory hierarchy.
         let l = detect(Path::new("/proc")).expect("this machine has a memory cgroup hierarchy");
         assert!(l.memory_root.is_dir(), "{}", l.memory_root.display());
+    }
+
+    #[test]
+    fn rootfs_that_is_its_own_parent_hides_nothing() {
+        // Booted straight from an initramfs: the root mount's parent is itself.
+        let text = "1 1 0:2 / / rw - rootfs rootfs rw\n\
+                    20 1 0:19 / /proc rw - proc proc rw\n\
+                    21 1 0:20 / /sys rw - sysfs sysfs rw\n\
+                    25 21 0:24 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let layout = parse_mountinfo(text).unwrap();
+        assert_eq!(layout.memory_root, PathBuf::from("/sys/fs/cgroup"));
     }
 }

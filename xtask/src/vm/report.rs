@@ -299,6 +299,10 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
             );
             v.expect(e["attribution"] == "exact", format!("{s}: attribution exact (got {})", e["attribution"]));
             v.expect(
+                e["limit_cgroup"] == spec.limit_cgroup && e["constraint"] == "memcg",
+                format!("{s}: limit_cgroup {} with constraint memcg (got {} / {})", spec.limit_cgroup, e["limit_cgroup"], e["constraint"]),
+            );
+            v.expect(
                 e["trigger"]["cgroup"] == spec.victim_cgroup,
                 format!("{s}: trigger cgroup is {} (got {})", spec.victim_cgroup, e["trigger"]["cgroup"]),
             );
@@ -342,7 +346,7 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
         if let Some(e) = exit {
             v.expect(e["cgroup"] == spec.victim_cgroup, format!("{s}: victim_exit cgroup is {} (got {})", spec.victim_cgroup, e["cgroup"]));
         }
-        let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\"}}", spec.victim_cgroup);
+        let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", spec.victim_cgroup);
         let kills = r.metric(s, &series);
         v.expect(kills == Some(1.0), format!("{s}: /metrics has {series} 1 (got {kills:?})"));
         let decode_errors = r.metric(s, "oomwatch_decode_errors_total");
@@ -458,11 +462,11 @@ mod tests {
         c += &line(
             "oom_kill",
             "event",
-            &format!(r#"{{"kind":"oom_kill","victim":{victim},"trigger":{{"pid":77,"tid":77,"comm":"memhog","cgroup":"{cg}"}},"attribution":"exact","time":"t","cgroup":"{cg}","seq":1}}"#),
+            &format!(r#"{{"kind":"oom_kill","victim":{victim},"trigger":{{"pid":77,"tid":77,"comm":"memhog","cgroup":"{cg}"}},"attribution":"exact","constraint":"memcg","limit_cgroup":"{cg}","time":"t","cgroup":"{cg}","seq":1}}"#),
         );
         c += &line("oom_kill", "event", &format!(r#"{{"kind":"victim_exit","pid":77,"comm":"memhog","exit_latency_ms":1.5,"time":"t","cgroup":"{cg}","seq":2}}"#));
         for m in [
-            format!("oomwatch_oom_kills_total{{cgroup=\"{cg}\"}} 1"),
+            format!("oomwatch_oom_kills_total{{cgroup=\"{cg}\",constraint=\"memcg\"}} 1"),
             "oomwatch_decode_errors_total 0".into(),
             "oomwatch_events_lost_total{kind=\"oom_kill\"} 0".into(),
             "oomwatch_probe_attached{probe=\"oom_mark_victim\"} 1".into(),
