@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
+    alert::Alerts,
     api::{http, socket},
     bpf::{self, loader::LoadOptions},
     bus::EventBus,
@@ -89,7 +90,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let bus = Arc::new(EventBus::new(config.daemon.backlog, 4096));
     let model = Arc::new(Model::new(model_config(&config)));
     let counters = Arc::new(DaemonCounters::default());
-    let metrics = Arc::new(Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone()));
+    let alerts = Alerts::new(config.alerts.clone(), &config.sinks);
+    let metrics = Arc::new(Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone(), Some(alerts.clone())));
     let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone()));
     let pressure_root = layout.as_ref().and_then(|l| match l.memory_version {
         CgroupVersion::V2 => Some(l.memory_root.clone()),
@@ -145,7 +147,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(http::serve(listener, metrics));
     tokio::spawn(triggers.run());
-    tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model, counters })));
+    tokio::spawn(crate::alert::run(alerts.clone(), model.clone(), bus.clone()));
+    tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model, counters, alerts: alerts.clone() })));
+    let mut running = config;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
@@ -154,19 +158,67 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         }
     });
 
-    tokio::select! {
-        result = reader => {
-            let err = match result {
-                Ok(Ok(())) => anyhow::anyhow!("ring buffer reader stopped"),
-                Ok(Err(e)) => anyhow::Error::new(e).context("reading the ring buffer"),
-                Err(e) => anyhow::Error::new(e).context("ring buffer reader panicked"),
-            };
-            return Err(err);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+    tokio::pin!(reader);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            result = &mut reader => {
+                let err = match result {
+                    Ok(Ok(())) => anyhow::anyhow!("ring buffer reader stopped"),
+                    Ok(Err(e)) => anyhow::Error::new(e).context("reading the ring buffer"),
+                    Err(e) => anyhow::Error::new(e).context("ring buffer reader panicked"),
+                };
+                return Err(err);
+            }
+            _ = hup.recv() => reload(&args, &mut running, &alerts),
+            signal = &mut shutdown => {
+                log::info!("{signal}: shutting down");
+                break;
+            }
         }
-        signal = shutdown_signal() => log::info!("{signal}: shutting down"),
     }
     drop(probes);
     Ok(())
+}
+
+/// SIGHUP: re-read the file; apply it only when it is valid as a whole.
+fn reload(args: &DaemonArgs, running: &mut crate::config::Config, alerts: &Alerts) {
+    let Some(path) = &args.config else {
+        log::info!("SIGHUP: no --config file to reload; the embedded defaults stay");
+        return;
+    };
+    let new = match args.effective_config() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: {e:#}; keeping the running configuration");
+            return;
+        }
+    };
+    alerts.reconfigure(new.alerts.clone(), &new.sinks);
+    let mut needs_restart = Vec::new();
+    if new.daemon != running.daemon {
+        needs_restart.push("[daemon]");
+    }
+    if new.cgroups != running.cgroups {
+        needs_restart.push("[cgroups]");
+    }
+    if new.pressure != running.pressure {
+        needs_restart.push("[pressure]");
+    }
+    if new.reclaim != running.reclaim {
+        needs_restart.push("[reclaim]");
+    }
+    if new.forecast != running.forecast {
+        needs_restart.push("[forecast]");
+    }
+    log::info!(
+        "SIGHUP: reloaded {} (alerts and sinks applied{})",
+        path.display(),
+        if needs_restart.is_empty() { String::new() } else { format!("; changes to {} take effect after a restart", needs_restart.join(", ")) }
+    );
+    *running = new;
 }
 
 /// Parsing kernel BTF peaks at tens of MB and is done once; glibc keeps the

@@ -30,6 +30,8 @@ pub enum EventBody {
     VictimExit(VictimExit),
     /// A PSI trigger fired: memory stalls crossed its threshold.
     Pressure(PressureEvent),
+    /// An alert changed state (pending, firing, resolved, cancelled).
+    Alert(AlertEvent),
     /// The client fell behind and `dropped` events were not sent to it.
     Lagged { dropped: u64 },
 }
@@ -40,12 +42,13 @@ impl EventBody {
             Self::OomKill(_) => "oom_kill",
             Self::VictimExit(_) => "victim_exit",
             Self::Pressure(_) => "pressure",
+            Self::Alert(_) => "alert",
             Self::Lagged { .. } => "lagged",
         }
     }
 }
 
-pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "pressure", "lagged"];
+pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "pressure", "alert", "lagged"];
 
 /// How the victim's cgroup was found.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -185,6 +188,18 @@ pub struct PressureEvent {
     pub full_total_us: Option<u64>,
 }
 
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertEvent {
+    pub alert: crate::alert::AlertName,
+    pub severity: crate::alert::Severity,
+    pub state: crate::alert::AlertState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firing_since: Option<String>,
+}
+
 /// What a tail client asks the daemon for (one JSON line after connecting).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Request {
@@ -201,6 +216,8 @@ pub enum RequestOp {
     Tail,
     /// One [`StatusReport`], then the connection closes.
     Status,
+    /// One [`crate::alert::AlertsReport`], then the connection closes.
+    Alerts,
 }
 
 /// The answer to `{"op":"status"}`.

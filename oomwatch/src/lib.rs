@@ -3,6 +3,7 @@
 //! Data flows one way: kernel (`bpf`) -> `pipeline` -> `model` and `bus` ->
 //! outputs (`metrics`, `api`, `cli`).
 
+pub mod alert;
 pub mod api;
 pub mod bpf;
 pub mod bus;

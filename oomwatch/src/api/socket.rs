@@ -30,6 +30,7 @@ pub struct Sources {
     pub bus: Arc<EventBus>,
     pub model: Arc<Model>,
     pub counters: Arc<DaemonCounters>,
+    pub alerts: Arc<crate::alert::Alerts>,
 }
 
 pub const DEFAULT_SOCKET: &str = "/run/oomwatch/events.sock";
@@ -133,8 +134,14 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
     let mut reader = BufReader::new(read);
     let request = read_request(&mut reader).await;
     let mut out = BufWriter::new(write);
-    let Sources { bus, model, counters } = &*sources;
+    let Sources { bus, model, counters, alerts } = &*sources;
     match request.op {
+        RequestOp::Alerts => {
+            let line = serde_json::to_string(&alerts.report()).unwrap_or_default();
+            out.write_all(line.as_bytes()).await?;
+            out.write_all(b"\n").await?;
+            out.flush().await
+        }
         RequestOp::Status => {
             let report = StatusReport {
                 time: clock::rfc3339(std::time::SystemTime::now()),

@@ -63,6 +63,9 @@ pub struct MemorySample {
     pub active_file_bytes: Option<u64>,
     /// Anonymous memory: v2 `anon`, v1 `total_rss`/`rss`.
     pub anon_bytes: Option<u64>,
+    /// tmpfs and shared memory: counted as page cache, but not reclaimable
+    /// without swap. v2 `shmem`, v1 `total_shmem`/`shmem`.
+    pub shmem_bytes: Option<u64>,
     /// Page cache, shmem included: v2 `file`, v1 `total_cache`/`cache`.
     pub file_bytes: Option<u64>,
     /// `usage - inactive_file`, saturating at 0: the number cAdvisor and the
@@ -83,6 +86,13 @@ pub struct MemorySample {
     /// v1 `memory.failcnt`: how often a charge hit the limit; `None` on v2
     /// (where `events.max` counts the same thing).
     pub failcnt: Option<u64>,
+}
+
+impl MemorySample {
+    /// Page cache the kernel can reclaim without swap: file minus shmem.
+    pub fn reclaimable_file_bytes(&self) -> Option<u64> {
+        Some(self.file_bytes?.saturating_sub(self.shmem_bytes.unwrap_or(0)))
+    }
 }
 
 /// Memory event counters, named after the v2 `memory.events` keys. A key the
@@ -476,10 +486,10 @@ fn read_memory_v2(r: &mut DirReader<'_>) -> Partial<MemorySample> {
     let events_local = r.optional("memory.events.local", v2_events)?;
     let stat = r
         .optional("memory.stat", |c| {
-            parse_flat_keyed(c, ["inactive_file", "active_file", "anon", "file"])
+            parse_flat_keyed(c, ["inactive_file", "active_file", "anon", "file", "shmem"])
         })?
         .unwrap_or_default();
-    let [inactive_file, active_file, anon, file] = stat;
+    let [inactive_file, active_file, anon, file, shmem] = stat;
     Ok(Some(MemorySample {
         usage_bytes: usage,
         limit_bytes: limit,
@@ -491,6 +501,7 @@ fn read_memory_v2(r: &mut DirReader<'_>) -> Partial<MemorySample> {
         active_file_bytes: active_file,
         anon_bytes: anon,
         file_bytes: file,
+        shmem_bytes: shmem,
         working_set_bytes: usage.saturating_sub(inactive_file.unwrap_or(0)),
         events,
         events_local,
@@ -522,6 +533,8 @@ fn read_memory_v1(r: &mut DirReader<'_>) -> Partial<MemorySample> {
                     "rss",
                     "total_cache",
                     "cache",
+                    "total_shmem",
+                    "shmem",
                 ],
             )
         })?
@@ -537,6 +550,8 @@ fn read_memory_v1(r: &mut DirReader<'_>) -> Partial<MemorySample> {
         rss,
         t_cache,
         cache,
+        t_shmem,
+        shmem,
     ] = stat;
     let inactive_file = t_inactive.or(inactive);
     let Some(oc) = r.v1_oom_control()? else {
@@ -561,6 +576,7 @@ fn read_memory_v1(r: &mut DirReader<'_>) -> Partial<MemorySample> {
         active_file_bytes: t_active.or(active),
         anon_bytes: t_rss.or(rss),
         file_bytes: t_cache.or(cache),
+        shmem_bytes: t_shmem.or(shmem),
         working_set_bytes: usage.saturating_sub(inactive_file.unwrap_or(0)),
         events,
         events_local: Some(events),

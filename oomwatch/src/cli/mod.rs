@@ -1,5 +1,6 @@
 //! Command-line interface: the daemon and the tools operators use with it.
 
+mod alerts;
 mod check;
 mod status;
 mod tail;
@@ -34,8 +35,21 @@ pub enum Command {
     Tail(TailArgs),
     /// Per-cgroup memory, riskiest first, from a running daemon.
     Status(StatusArgs),
+    /// Alerts pending and firing now, and recent transitions.
+    Alerts(AlertsArgs),
     /// Report what this kernel offers oomwatch and whether the daemon can run here.
     Check(CheckArgs),
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct AlertsArgs {
+    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Show at most this many past transitions (0: all kept).
+    #[arg(long, default_value_t = 20, value_name = "N")]
+    pub history: usize,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -186,6 +200,7 @@ pub fn main() -> ExitCode {
         Command::Daemon(args) => crate::daemon::main(args),
         Command::Tail(args) => tail::main(args),
         Command::Status(args) => status::main(args),
+        Command::Alerts(args) => alerts::main(args),
         Command::Check(args) => check::main(args),
     };
     match result {

@@ -178,6 +178,14 @@ pub fn human(e: &Event) -> String {
             p.full_avg10.map(|v| format!("{v:.2}")).unwrap_or_else(|| "?".into()),
             p.trigger
         ),
+        EventBody::Alert(a) => format!(
+            "{time} ALERT    {} {} {} {}: {}",
+            e.cgroup,
+            a.alert.as_str(),
+            a.severity.as_str(),
+            a.state.as_str().to_uppercase(),
+            a.summary
+        ),
         EventBody::Lagged { dropped } => {
             format!("{time} LAGGED   this client fell behind: {dropped} events dropped")
         }

@@ -76,6 +76,7 @@ impl Metrics {
         kernel: Option<PerCpuArray<MapData, u64>>,
         probes: Vec<ProbeReport>,
         daemon: Arc<DaemonCounters>,
+        alerts: Option<Arc<crate::alert::Alerts>>,
     ) -> Self {
         let mut registry = Registry::with_prefix("oomwatch");
         registry.register(
@@ -104,6 +105,14 @@ impl Metrics {
             daemon.psi_triggers_refused.clone(),
         );
         registry.register_collector(Box::new(StaticCollector { probes }));
+        if let Some(alerts) = alerts {
+            registry.register(
+                "alert_notifications",
+                "Alert notifications by sink and result (sent, failed, dropped: the sink's queue was full)",
+                alerts.notifications.clone(),
+            );
+            registry.register_collector(Box::new(AlertCollector { alerts }));
+        }
         registry.register_collector(Box::new(KernelCounterCollector { map: kernel.map(Mutex::new) }));
         registry.register_collector(Box::new(ModelCollector { model }));
         Self { registry }
@@ -147,6 +156,39 @@ impl Collector for StaticCollector {
             ConstGauge::new(i64::from(p.attached())).encode(e.encode_family(&[("probe", p.spec.name)])?)?;
         }
         Ok(())
+    }
+}
+
+struct AlertCollector {
+    alerts: Arc<crate::alert::Alerts>,
+}
+
+impl fmt::Debug for AlertCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AlertCollector")
+    }
+}
+
+impl Collector for AlertCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let mut e = encoder.encode_descriptor(
+            "alerts_firing",
+            "1 for each alert the daemon has firing (absent otherwise), like Prometheus' ALERTS",
+            None,
+            MetricType::Gauge,
+        )?;
+        let mut result = Ok(());
+        self.alerts.for_each_firing(|k| {
+            if result.is_ok() {
+                let labels = [
+                    ("alert", LabelValue(k.alert.as_str())),
+                    ("severity", LabelValue(k.severity.as_str())),
+                    ("cgroup", LabelValue(&k.cgroup)),
+                ];
+                result = e.encode_family(&labels).and_then(|f| ConstGauge::new(1i64).encode(f));
+            }
+        });
+        result
     }
 }
 
@@ -465,7 +507,7 @@ mod tests {
     fn renders_model_kills_in_both_formats() {
         let model = Arc::new(Model::default());
         model.record_kill("/a\"b\\c\nd", crate::model::Constraint::Memcg, Some("hog"), std::time::Instant::now());
-        let m = Metrics::new(model, None, Vec::new(), Arc::default());
+        let m = Metrics::new(model, None, Vec::new(), Arc::default(), None);
         let om = m.render(true);
         assert!(om.ends_with("# EOF\n"));
         let text = m.render(false);

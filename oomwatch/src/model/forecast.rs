@@ -1,14 +1,19 @@
 //! Time to OOM: when will the working set reach the limit at its recent
 //! rate of growth?
 //!
-//! The level is the working set (usage minus inactive file cache), so page
-//! cache the kernel can drop is not mistaken for a leak, and a cgroup that
-//! sits full of cache without growing has no ETA at all. The trend is a
+//! The level is the part of the working set the kernel cannot reclaim
+//! without swap: usage minus file cache (shmem and tmpfs stay counted). The
+//! cAdvisor working set (usage minus inactive file) still holds active page
+//! cache, which swings hard in a cgroup that streams files at its limit;
+//! extrapolating it would cry OOM all day for a cache-heavy workload. A
+//! cgroup full of cache without growing anonymous memory has no ETA. The trend is a
 //! least-squares slope over a few windows (the shortest reacts within
 //! seconds of a leak starting, the longest rides out noise); a window only
-//! counts when its fit is good (r >= 0.8) and the growth over it is real
-//! (at least `min_growth_fraction` of the limit). The smallest qualifying
-//! ETA wins.
+//! counts when its fit is good (r >= 0.8), the slope stands far out of the
+//! noise around it (t-statistic >= 6: a real leak scores in the hundreds,
+//! a handful of jittery samples almost never), and the growth over it is
+//! real (at least `min_growth_fraction` of the limit). The smallest
+//! qualifying ETA wins.
 
 use super::history::Point;
 
@@ -35,11 +40,12 @@ pub struct Forecast {
 }
 
 const MIN_R: f64 = 0.8;
+const MIN_T: f64 = 6.0;
 
 /// `points` oldest first; `limit` in bytes; `now_s` on the points' clock.
 pub fn forecast(points: &[Point], limit: u64, now_s: u32, p: &ForecastParams) -> Option<Forecast> {
     let last = points.last()?;
-    let level = f64::from(last.working_set_kib) * 1024.0;
+    let level = f64::from(last.unreclaimable_kib) * 1024.0;
     let limit = limit as f64;
     if level >= limit {
         return Some(Forecast { eta_s: 0.0, slope_bytes_per_s: 0.0 });
@@ -52,9 +58,9 @@ pub fn forecast(points: &[Point], limit: u64, now_s: u32, p: &ForecastParams) ->
         if w.len() < p.min_points {
             continue;
         }
-        let Some((slope, r)) = fit(w) else { continue };
-        let growth = (f64::from(last.working_set_kib) - f64::from(w[0].working_set_kib)) * 1024.0;
-        if slope <= 0.0 || r < MIN_R || growth < p.min_growth_fraction * limit {
+        let Some((slope, r, t)) = fit(w) else { continue };
+        let growth = (f64::from(last.unreclaimable_kib) - f64::from(w[0].unreclaimable_kib)) * 1024.0;
+        if slope <= 0.0 || r < MIN_R || t < MIN_T || growth < p.min_growth_fraction * limit {
             continue;
         }
         let eta = (limit - level) / slope;
@@ -65,15 +71,16 @@ pub fn forecast(points: &[Point], limit: u64, now_s: u32, p: &ForecastParams) ->
     best
 }
 
-/// Least-squares slope (bytes/s) of working set over time, and the
-/// correlation coefficient r.
-fn fit(w: &[Point]) -> Option<(f64, f64)> {
+/// Least-squares slope (bytes/s) of the level over time, the correlation
+/// coefficient r, and the slope's t-statistic (slope over its standard
+/// error; infinite for a perfect line).
+fn fit(w: &[Point]) -> Option<(f64, f64, f64)> {
     let n = w.len() as f64;
     let (mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
     let t0 = f64::from(w[0].at_s);
     for q in w {
         let x = f64::from(q.at_s) - t0;
-        let y = f64::from(q.working_set_kib) * 1024.0;
+        let y = f64::from(q.unreclaimable_kib) * 1024.0;
         sx += x;
         sy += y;
         sxx += x * x;
@@ -87,8 +94,9 @@ fn fit(w: &[Point]) -> Option<(f64, f64)> {
     }
     let slope = (n * sxy - sx * sy) / vx;
     // A perfectly flat series has no variance: no correlation, no trend.
-    let r = if vy <= 0.0 { 0.0 } else { (n * sxy - sx * sy) / (vx * vy).sqrt() };
-    Some((slope, r))
+    let r = if vy <= 0.0 { 0.0 } else { ((n * sxy - sx * sy) / (vx * vy).sqrt()).clamp(-1.0, 1.0) };
+    let t = if n <= 2.0 || r.abs() >= 1.0 { f64::INFINITY } else { r * ((n - 2.0) / (1.0 - r * r)).sqrt() };
+    Some((slope, r, t))
 }
 
 #[cfg(test)]
@@ -101,7 +109,7 @@ mod tests {
         (from..=to)
             .map(|t| {
                 let kib = (f(t) / 1024.0) as u32;
-                Point { at_s: t, usage_kib: kib, working_set_kib: kib }
+                Point { at_s: t, usage_kib: kib, working_set_kib: kib, unreclaimable_kib: kib }
             })
             .collect()
     }
@@ -148,6 +156,27 @@ mod tests {
     fn at_or_over_the_limit_is_zero() {
         let pts = series(|_| 300.0 * MIB, 0, 3);
         assert_eq!(eta(&pts, 256.0), Some(0.0));
+    }
+
+    #[test]
+    fn swinging_page_cache_is_not_a_leak() {
+        // Streaming a file at the limit: usage pinned, active cache swinging,
+        // anonymous memory flat at 20 MiB.
+        let pts: Vec<Point> = (0..30)
+            .map(|t| {
+                let swing = if t % 3 == 0 { 60 } else { 20 };
+                Point { at_s: t, usage_kib: 96 * 1024, working_set_kib: (20 + swing) * 1024, unreclaimable_kib: 20 * 1024 }
+            })
+            .collect();
+        assert_eq!(forecast(&pts, 100 << 20, 29, &ForecastParams::default()), None);
+    }
+
+    #[test]
+    fn jitter_that_happens_to_rise_is_not_a_trend() {
+        // Five samples of +-3 MiB jitter around 70 MiB that end up higher.
+        let jitter = [0.0, 3.0, -2.0, 3.0, 2.5];
+        let pts = series(|t| (70.0 + jitter[t as usize]) * MIB, 0, 4);
+        assert_eq!(eta(&pts, 96.0), None);
     }
 
     #[test]

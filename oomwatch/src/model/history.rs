@@ -12,6 +12,9 @@ pub struct Point {
     pub at_s: u32,
     pub usage_kib: u32,
     pub working_set_kib: u32,
+    /// What the kernel cannot reclaim without swap (usage minus file cache
+    /// plus shmem): the level the forecast extrapolates.
+    pub unreclaimable_kib: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -84,7 +87,7 @@ mod tests {
     use super::*;
 
     fn p(at_s: u32, mib: u32) -> Point {
-        Point { at_s, usage_kib: mib * 1024, working_set_kib: mib * 1024 }
+        Point { at_s, usage_kib: mib * 1024, working_set_kib: mib * 1024, unreclaimable_kib: mib * 1024 }
     }
 
     #[test]

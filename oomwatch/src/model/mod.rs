@@ -64,7 +64,11 @@ pub struct CgroupState {
     pub labels: CgroupLabels,
     pub usage_bytes: u64,
     pub working_set_bytes: u64,
+    /// Usage the kernel cannot reclaim without swap (see forecast.rs).
+    pub unreclaimable_bytes: u64,
     pub inactive_file_bytes: Option<u64>,
+    /// File cache minus shmem at the last full sample.
+    pub reclaimable_file_bytes: Option<u64>,
     pub limit_bytes: Option<u64>,
     pub high_bytes: Option<u64>,
     pub swap_usage_bytes: Option<u64>,
@@ -79,6 +83,10 @@ pub struct CgroupState {
     pub removed_at: Option<Instant>,
     /// Time to OOM at the current trend; None when there is no risk.
     pub forecast: Option<Forecast>,
+    /// Share of wall time the cgroup's tasks spent in reclaim stalls over
+    /// the last interval (from the kernel's stall totals).
+    pub reclaim_ratio: Option<f64>,
+    reclaim_total: Option<(Instant, u64)>,
 }
 
 impl CgroupState {
@@ -93,7 +101,9 @@ impl CgroupState {
             labels: labels_for(path),
             usage_bytes: 0,
             working_set_bytes: 0,
+            unreclaimable_bytes: 0,
             inactive_file_bytes: None,
+            reclaimable_file_bytes: None,
             limit_bytes: None,
             high_bytes: None,
             swap_usage_bytes: None,
@@ -105,6 +115,8 @@ impl CgroupState {
             full_sample_at: None,
             removed_at: None,
             forecast: None,
+            reclaim_ratio: None,
+            reclaim_total: None,
         }
     }
 
@@ -291,7 +303,8 @@ impl Model {
         node.forecast = s.node.forecast;
         if let Some(m) = node.meminfo {
             let used = m.total_bytes.saturating_sub(m.available_bytes);
-            s.node_history.push(Point { at_s, usage_kib: history::kib(used), working_set_kib: history::kib(used) });
+            let used = history::kib(used);
+            s.node_history.push(Point { at_s, usage_kib: used, working_set_kib: used, unreclaimable_kib: used });
         }
         s.node = node;
     }
@@ -352,6 +365,7 @@ impl Model {
             at_s: self.now_s(now),
             usage_kib: history::kib(c.usage_bytes),
             working_set_kib: history::kib(c.working_set_bytes),
+            unreclaimable_kib: history::kib(c.unreclaimable_bytes),
         });
     }
 
@@ -362,6 +376,8 @@ impl Model {
         c.usage_bytes = sample.usage_bytes;
         c.working_set_bytes = sample.working_set_bytes;
         c.inactive_file_bytes = sample.inactive_file_bytes;
+        c.reclaimable_file_bytes = sample.reclaimable_file_bytes();
+        c.unreclaimable_bytes = sample.usage_bytes.saturating_sub(c.reclaimable_file_bytes.unwrap_or(0));
         c.limit_bytes = sample.limit_bytes;
         c.high_bytes = sample.high_bytes;
         c.swap_usage_bytes = sample.swap_usage_bytes;
@@ -380,11 +396,26 @@ impl Model {
         let Some(c) = s.cgroups.get_mut(path) else { return };
         c.usage_bytes = usage;
         c.working_set_bytes = usage.saturating_sub(c.inactive_file_bytes.unwrap_or(0));
+        c.unreclaimable_bytes = usage.saturating_sub(c.reclaimable_file_bytes.unwrap_or(0));
         if let Some(e) = events {
             c.events = e;
         }
         Self::note_hits(c, limit_hits, now);
         self.push_point(c, now);
+    }
+
+    /// The cumulative reclaim-stall time of a cgroup (nanoseconds, summed
+    /// over its tasks); the ratio is the growth per wall-clock time.
+    pub fn observe_reclaim_total(&self, path: &str, total_ns: u64, now: Instant) {
+        let mut s = self.write();
+        let Some(c) = s.cgroups.get_mut(path) else { return };
+        if let Some((at, before)) = c.reclaim_total {
+            let dt = now.saturating_duration_since(at).as_nanos() as f64;
+            if dt > 0.0 {
+                c.reclaim_ratio = Some(total_ns.saturating_sub(before) as f64 / dt);
+            }
+        }
+        c.reclaim_total = Some((now, total_ns));
     }
 
     /// A limit read outside the sampler's rotation (on the kill path).

@@ -1,0 +1,182 @@
+//! Early warning: rules over the model's signals (forecast, PSI, reclaim
+//! stalls) and over the event stream (kills), an alert lifecycle, and the
+//! sinks that carry transitions out. Reads the model and the bus; writes
+//! only alert state, which lives here.
+
+pub mod engine;
+pub mod sinks;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::{
+    bus::EventBus,
+    config::{AlertsConfig, SinksConfig},
+    event::{AlertEvent, Event, EventBody},
+    model::Model,
+};
+pub use engine::{ActiveAlert, AlertKey, AlertName, AlertState, Engine, Severity, Signals, Transition};
+use sinks::{NotificationCounters, SinkSet};
+
+/// The answer to `{"op":"alerts"}`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertsReport {
+    pub time: String,
+    /// Pending and firing now.
+    pub active: Vec<ActiveAlert>,
+    /// Transitions, oldest first (bounded).
+    pub history: Vec<Transition>,
+}
+
+/// Shared between the evaluation task and the readers (metrics, socket).
+pub struct Alerts {
+    engine: Mutex<Engine>,
+    sinks: Mutex<SinkSet>,
+    log: Mutex<bool>,
+    pub notifications: NotificationCounters,
+}
+
+impl Alerts {
+    pub fn new(alerts: AlertsConfig, sinks: &SinksConfig) -> Arc<Self> {
+        let notifications = NotificationCounters::default();
+        Arc::new(Self {
+            engine: Mutex::new(Engine::new(alerts)),
+            sinks: Mutex::new(SinkSet::start(sinks, notifications.clone(), &[])),
+            log: Mutex::new(sinks.log),
+            notifications,
+        })
+    }
+
+    fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a reloaded configuration: thresholds now, sinks rebuilt (the
+    /// alerts firing now are handed to the new Alertmanager sinks).
+    pub fn reconfigure(&self, alerts: AlertsConfig, sinks: &SinksConfig) {
+        let firing: Vec<Transition> = {
+            let mut e = self.engine();
+            e.reconfigure(alerts);
+            let keys: Vec<AlertKey> = e.firing().cloned().collect();
+            e.history().filter(|t| t.state == AlertState::Firing && keys.contains(&t.key)).cloned().collect()
+        };
+        *self.sinks.lock().unwrap_or_else(|e| e.into_inner()) = SinkSet::start(sinks, self.notifications.clone(), &firing);
+        *self.log.lock().unwrap_or_else(|e| e.into_inner()) = sinks.log;
+    }
+
+    pub fn report(&self) -> AlertsReport {
+        let e = self.engine();
+        AlertsReport { time: crate::clock::rfc3339(SystemTime::now()), active: e.active(), history: e.history().cloned().collect() }
+    }
+
+    pub fn for_each_firing(&self, mut f: impl FnMut(&AlertKey)) {
+        for k in self.engine().firing() {
+            f(k);
+        }
+    }
+
+    fn publish(&self, bus: &EventBus, transitions: Vec<Transition>) {
+        if transitions.is_empty() {
+            return;
+        }
+        let log = *self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
+        for t in transitions {
+            if log {
+                match t.state {
+                    AlertState::Firing => log::warn!("ALERT {} {} {}: {}", t.key.alert.as_str(), t.key.severity.as_str(), t.key.cgroup, t.summary),
+                    AlertState::Resolved => log::info!("RESOLVED {} {} {}", t.key.alert.as_str(), t.key.severity.as_str(), t.key.cgroup),
+                    _ => log::debug!("alert {} {} {} is {}", t.key.alert.as_str(), t.key.severity.as_str(), t.key.cgroup, t.state.as_str()),
+                }
+            }
+            sinks.dispatch(&t);
+            bus.publish(Event {
+                body: EventBody::Alert(AlertEvent {
+                    alert: t.key.alert,
+                    severity: t.key.severity,
+                    state: t.state,
+                    value: t.value,
+                    summary: t.summary.clone(),
+                    firing_since: t.firing_since.clone(),
+                }),
+                time: t.at.clone(),
+                cgroup: t.key.cgroup.clone(),
+                ktime_ns: Some(crate::clock::monotonic_ns()),
+                seq: 0,
+            });
+        }
+    }
+}
+
+fn slot<'a>(all: &'a mut HashMap<String, Signals>, path: &str) -> &'a mut Signals {
+    all.entry(path.to_owned()).or_insert_with(|| Signals { cgroup: path.to_owned(), ..Default::default() })
+}
+
+/// What the rules see now, per cgroup and for the host ("/").
+fn gather(model: &Model) -> HashMap<String, Signals> {
+    let mut all: HashMap<String, Signals> = HashMap::new();
+    model.for_each_cgroup(|path, c| {
+        let s = slot(&mut all, path);
+        s.eta_s = c.forecast.map(|f| f.eta_s);
+        s.reclaim_ratio = c.reclaim_ratio;
+    });
+    model.for_each_pressure(|path, p| slot(&mut all, path).psi_some_avg10 = Some(p.some.avg10));
+    let node = model.node();
+    let host = slot(&mut all, "/");
+    host.eta_s = node.forecast.map(|f| f.eta_s);
+    host.psi_some_avg10 = node.pressure.map(|p| p.some.avg10);
+    all
+}
+
+/// Evaluates every interval, and at once on kills and PSI notifications.
+pub async fn run(alerts: Arc<Alerts>, model: Arc<Model>, bus: Arc<EventBus>) {
+    let (_, mut rx) = bus.subscribe(|_| false);
+    let every = alerts.engine().config().evaluate_every;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let signals = gather(&model);
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                let mut out = Vec::new();
+                {
+                    let mut e = alerts.engine();
+                    for s in signals.values() {
+                        out.extend(e.evaluate(s, now, wall));
+                    }
+                    out.extend(e.tick(&|p| signals.contains_key(p), now, wall));
+                }
+                alerts.publish(&bus, out);
+            }
+            ev = rx.recv() => {
+                let p = match ev {
+                    Ok(p) => p,
+                    Err(RecvError::Lagged(_)) => continue,
+                    Err(RecvError::Closed) => return,
+                };
+                let (now, wall) = (Instant::now(), SystemTime::now());
+                let out = match &p.event.body {
+                    EventBody::OomKill(k) => {
+                        let victim = format!("{} (pid {})", k.victim.comm.as_deref().unwrap_or("?"), k.victim.pid);
+                        alerts.engine().on_kill(&p.event.cgroup, &victim, now, wall)
+                    }
+                    EventBody::Pressure(pe) => {
+                        let mut s = gather(&model).remove(&p.event.cgroup).unwrap_or_else(|| Signals { cgroup: p.event.cgroup.clone(), ..Default::default() });
+                        if pe.some_avg10.is_some() {
+                            s.psi_some_avg10 = pe.some_avg10;
+                        }
+                        alerts.engine().evaluate(&s, now, wall)
+                    }
+                    _ => Vec::new(),
+                };
+                alerts.publish(&bus, out);
+            }
+        }
+    }
+}
