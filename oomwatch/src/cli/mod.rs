@@ -2,6 +2,7 @@
 
 mod alerts;
 mod check;
+mod selftest;
 mod status;
 mod tail;
 
@@ -39,6 +40,25 @@ pub enum Command {
     Alerts(AlertsArgs),
     /// Report what this kernel offers oomwatch and whether the daemon can run here.
     Check(CheckArgs),
+    /// Prove the whole chain on this host: a sandboxed leak, warned about, then killed.
+    Selftest(SelftestArgs),
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct SelftestArgs {
+    #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
+    pub socket: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+    /// Sandbox memory limit (capped at a quarter of the available memory).
+    #[arg(long, default_value_t = 256, value_name = "MIB")]
+    pub limit_mib: u64,
+    /// How long the leak takes to reach the limit.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub duration: std::time::Duration,
+    /// Internal: run the leak (bytes per second) in the sandbox.
+    #[arg(long, hide = true, value_name = "BYTES_PER_S")]
+    pub leak_worker: Option<u64>,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -202,6 +222,7 @@ pub fn main() -> ExitCode {
         Command::Status(args) => status::main(args),
         Command::Alerts(args) => alerts::main(args),
         Command::Check(args) => check::main(args),
+        Command::Selftest(args) => selftest::main(args),
     };
     match result {
         Ok(code) => code,
