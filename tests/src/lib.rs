@@ -413,6 +413,80 @@ pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
     exposition.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// Writes `text` to a config file in `dir` and returns its path.
+pub fn write_config(dir: &TempDir, text: &str) -> PathBuf {
+    let path = dir.0.join("oomwatch.toml");
+    fs::write(&path, text).unwrap();
+    path
+}
+
+/// Sends a signal to a process this test started.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
+/// A minimal HTTP server on loopback that answers 200 to everything and
+/// hands each request body to the test: a stand-in webhook receiver.
+pub struct HttpCapture {
+    pub port: u16,
+    bodies: mpsc::Receiver<(String, String)>,
+}
+
+impl HttpCapture {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut reader = BufReader::new(stream.try_clone().unwrap());
+                    let mut request_line = String::new();
+                    let _ = reader.read_line(&mut request_line);
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    let _ = reader.read_exact(&mut body);
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                    let _ = tx.send((request_line.trim().to_owned(), String::from_utf8_lossy(&body).into_owned()));
+                });
+            }
+        });
+        Self { port, bodies: rx }
+    }
+
+    /// The first request body (JSON) for which `pred` holds.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let (_, body) = self.bodies.recv_timeout(left).ok()?;
+            if let Ok(v) = serde_json::from_str::<Value>(&body)
+                && pred(&v)
+            {
+                return Some(v);
+            }
+        }
+    }
+}
+
+/// A loopback port nobody listens on: a sink that is down.
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
 // ---------------------------------------------------------------- tail
 
 /// `oomwatch tail --json` as a user runs it; lines arrive with the monotonic
