@@ -296,6 +296,9 @@ impl Drop for ChildGuard {
 
 /// The workload binary of this crate, next to the test executable's deps/.
 pub fn memhog_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("OOMWATCH_MEMHOG") {
+        return PathBuf::from(bin);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let bin = profile_dir.join("memhog");

@@ -2,6 +2,7 @@
 //! starts the daemon with embedded defaults.
 
 mod apt;
+mod scenarios;
 mod setup;
 mod test;
 mod vm;
@@ -35,6 +36,8 @@ enum Task {
     },
     /// Every test: unit, integration (root, real kernel), and the rest of the suite.
     Test(test::TestArgs),
+    /// Real workloads against the daemon, measured: lead time before kills, false alerts.
+    Scenarios(scenarios::ScenarioArgs),
     /// The integration scenarios inside a Debian 6.1 VM (QEMU, TCG): the second kernel of the matrix.
     VmTest(vm::VmTestArgs),
 }
@@ -54,6 +57,7 @@ fn main() -> Result<()> {
             Err(err).with_context(|| format!("exec {}", bin.display()))
         }
         Task::Test(args) => test::run(args),
+        Task::Scenarios(args) => scenarios::run_scenarios(args),
         Task::VmTest(args) => vm::run(&args),
     }
 }

@@ -217,7 +217,7 @@ impl Default for PressureAlert {
     fn default() -> Self {
         Self {
             enabled: true,
-            some_avg10_percent: 20.0,
+            some_avg10_percent: 10.0,
             for_: Duration::from_secs(2),
             resolve_for: Duration::from_secs(15),
             host: true,
