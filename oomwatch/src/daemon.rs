@@ -13,7 +13,7 @@ use crate::{
     bus::EventBus,
     cgroup::{
         layout,
-        resolve::CgroupResolver,
+        resolve::{CgroupResolver, Hierarchy},
         watch::{Sampler, SamplerConfig},
     },
     cli::DaemonArgs,
@@ -21,6 +21,7 @@ use crate::{
     metrics::{DaemonCounters, Metrics},
     model::{Model, ModelConfig},
     pipeline::Pipeline,
+    stall,
 };
 
 pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -52,10 +53,16 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let listener = http::bind(args.listen).await?;
     let (socket_listener, _socket_guard) = socket::bind(&args.socket)?;
 
-    let load_opts = LoadOptions { tracefs: args.tracefs.clone(), btf: args.btf.clone(), ..LoadOptions::default() };
+    let load_opts = LoadOptions {
+        tracefs: args.tracefs.clone(),
+        btf: args.btf.clone(),
+        stall_threshold_ns: args.stall_threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
+        stall_min_interval_ns: args.stall_min_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
+    };
     let mut probes = bpf::loader::load(&load_opts)?;
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     let kernel_counters = probes.take_counters();
+    let stall_maps = probes.take_stall_maps();
     spawn_kernel_logger(&mut probes.ebpf);
     release_startup_memory();
 
@@ -79,7 +86,18 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let bus = Arc::new(EventBus::new(args.backlog, 4096));
     let model = Arc::new(Model::new(args.model_config()?));
     let counters = Arc::new(DaemonCounters::default());
-    let metrics = Arc::new(Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone()));
+    let mut metrics = Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone());
+    let stalls = stall_maps.map(|maps| {
+        let reader = Arc::new(stall::StallReader::new(
+            maps,
+            resolver.clone(),
+            if probes.facts.btf.is_ok() { Hierarchy::Memory } else { Hierarchy::Unified },
+            probes.attached("memstall_leave_fentry") || probes.attached("memstall_leave_kprobe"),
+        ));
+        metrics.register_collector(Box::new(stall::metrics::StallCollector { reader: reader.clone(), model: model.clone() }));
+        reader
+    });
+    let metrics = Arc::new(metrics);
     let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone()));
     if let Some(layout) = layout {
         raise_nofile_limit();
@@ -109,7 +127,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         ))
     };
     tokio::spawn(http::serve(listener, metrics));
-    tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model, counters })));
+    tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model, counters, stalls })));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {

@@ -15,3 +15,4 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod pressure;
+pub mod stall;

@@ -30,7 +30,12 @@ pub struct Sources {
     pub bus: Arc<EventBus>,
     pub model: Arc<Model>,
     pub counters: Arc<DaemonCounters>,
+    /// Reclaim stall maps, when the reclaim probes are attached.
+    pub stalls: Option<Arc<crate::stall::StallReader>>,
 }
+
+/// Top stallers in a status answer.
+const TOP_STALLERS: usize = 10;
 
 pub const DEFAULT_SOCKET: &str = "/run/oomwatch/events.sock";
 const MAX_CLIENTS: usize = 128;
@@ -133,7 +138,7 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
     let mut reader = BufReader::new(read);
     let request = read_request(&mut reader).await;
     let mut out = BufWriter::new(write);
-    let Sources { bus, model, counters } = &*sources;
+    let Sources { bus, model, counters, stalls } = &*sources;
     match request.op {
         RequestOp::Status => {
             let report = StatusReport {
@@ -141,6 +146,7 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
                 cgroups: model.counts(),
                 kills_total: model.total_kills(),
                 rows: model.status(),
+                top_stallers: stalls.as_ref().map(|s| s.top(TOP_STALLERS)).unwrap_or_default(),
             };
             let line = serde_json::to_string(&report).unwrap_or_default();
             out.write_all(line.as_bytes()).await?;

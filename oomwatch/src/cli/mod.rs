@@ -75,6 +75,14 @@ pub struct DaemonArgs {
     /// Never track cgroups whose path matches one of these globs (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
+    /// Reclaim stalls at least this long become `reclaim_stall` events, e.g.
+    /// 100ms, 1s (0 turns the events off; stalls are still counted).
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stall_threshold: std::time::Duration,
+    /// At most one `reclaim_stall` event per cgroup per this interval (the
+    /// next one says how many were held back).
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stall_min_interval: std::time::Duration,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,
