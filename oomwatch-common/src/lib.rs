@@ -167,8 +167,10 @@ pub struct ReclaimStallRecord {
     pub memcg_id: u64,
     pub cgroup_id: u64,
     pub duration_ns: u64,
+    /// Pages freed; `u64::MAX` when the tracepoint has no such field.
     pub nr_reclaimed: u64,
     pub reclaim_kind: u32,
+    /// Allocation order; negative when the tracepoint has no such field.
     pub order: i32,
     /// Stalls of this cgroup that the in-kernel rate limit held back since
     /// the previous record.
@@ -189,6 +191,10 @@ pub mod counter {
     pub const RECLAIM_STARTS_FULL: u32 = 4;
     /// OOM kills seen by the kernel programs (for reconciliation).
     pub const OOM_SEEN: u32 = 5;
+    /// The per-cgroup reclaim stall map refused an insert (stall not counted).
+    pub const STALL_CGROUPS_FULL: u32 = 6;
+    /// The per-process reclaim stall map refused an insert.
+    pub const STALL_PROCS_FULL: u32 = 7;
     pub const COUNT: u32 = 8;
 }
 
@@ -273,6 +279,93 @@ pub struct Settings {
 }
 const _: () = assert!(size_of::<Settings>() == 24);
 
+/// Buckets of [`CgroupStallStats::buckets`]: bucket 0 holds stalls under
+/// 2 µs, bucket `i` (1..=22) holds `[2^i, 2^(i+1))` µs, and the last one
+/// everything from 2^23 µs (8.4 s) up.
+pub const STALL_BUCKETS: usize = 24;
+
+/// Histogram bucket of a stall duration: floor(log2(µs)), clamped to
+/// `[0, STALL_BUCKETS - 1]`. Branch-light and loop-free, so the kernel
+/// programs and the daemon share it.
+#[inline(always)]
+pub const fn stall_bucket(duration_ns: u64) -> usize {
+    let mut v = duration_ns / 1000;
+    let mut r = 0usize;
+    if v >> 32 != 0 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >> 16 != 0 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >> 8 != 0 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >> 4 != 0 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >> 2 != 0 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >> 1 != 0 {
+        r += 1;
+    }
+    if r >= STALL_BUCKETS { STALL_BUCKETS - 1 } else { r }
+}
+
+/// Upper bound (exclusive) of stall bucket `i` in µs; `u64::MAX` for the last.
+pub const fn stall_bucket_upper_us(i: usize) -> u64 {
+    if i + 1 >= STALL_BUCKETS { u64::MAX } else { 1 << (i + 1) }
+}
+
+/// Reclaim stalls of one memory cgroup, one slot per CPU in the
+/// `RECLAIM_CGROUPS` map (key: memcg id). The daemon sums the slots.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct CgroupStallStats {
+    pub count: u64,
+    pub total_ns: u64,
+    /// Time in psi memstall sections (where fentry/kprobe work), else 0.
+    pub memstall_ns: u64,
+    /// Log2 histogram of stall durations, see [`stall_bucket`].
+    pub buckets: [u32; STALL_BUCKETS],
+}
+const _: () = assert!(size_of::<CgroupStallStats>() == 120);
+
+/// Reclaim stalls of one process (tgid), one slot per CPU in the
+/// `RECLAIM_PROCS` map. `memcg_id` and `comm` are those of the latest stall
+/// on that CPU (`last_ns` tells which CPU saw the latest).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct ProcStallStats {
+    pub count: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub memstall_ns: u64,
+    pub last_ns: u64,
+    pub memcg_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+const _: () = assert!(size_of::<ProcStallStats>() == 64);
+
+/// Field layout of the vmscan reclaim tracepoints, from their format files
+/// (global `RECLAIM_LAYOUT`). Absent fields read as -1 / 0 in records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct ReclaimLayout {
+    /// `order` of `mm_vmscan_direct_reclaim_begin`.
+    pub direct_order: TpField,
+    /// `nr_reclaimed` of `mm_vmscan_direct_reclaim_end`.
+    pub direct_nr_reclaimed: TpField,
+    pub memcg_order: TpField,
+    pub memcg_nr_reclaimed: TpField,
+}
+const _: () = assert!(size_of::<ReclaimLayout>() == 16);
+
 #[cfg(feature = "user")]
 mod user {
     use super::*;
@@ -282,4 +375,7 @@ mod user {
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for TpField {}
+    unsafe impl aya::Pod for ReclaimLayout {}
+    unsafe impl aya::Pod for CgroupStallStats {}
+    unsafe impl aya::Pod for ProcStallStats {}
 }

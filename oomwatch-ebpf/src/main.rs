@@ -6,7 +6,9 @@
 
 mod exit;
 mod maps;
+mod memstall;
 mod oom;
+mod reclaim;
 mod task;
 
 #[cfg(not(test))]

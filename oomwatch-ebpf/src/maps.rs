@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
-use oomwatch_common::{KernelOffsets, MarkVictimLayout, OomKillRecord, Settings, counter};
+use oomwatch_common::{KernelOffsets, MarkVictimLayout, OomKillRecord, ReclaimLayout, Settings, counter};
 
 /// Everything a person needs to see. Sized for bursts of OOM kills and
 /// rate-limited stall records; the loader may resize it.
@@ -40,6 +40,8 @@ pub static OOM_SCRATCH: PerCpuArray<OomScratch> = PerCpuArray::with_max_entries(
 pub static MARK_VICTIM_LAYOUT: MarkVictimLayout = unsafe { core::mem::zeroed() };
 #[unsafe(no_mangle)]
 pub static KERNEL_OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
+#[unsafe(no_mangle)]
+pub static RECLAIM_LAYOUT: ReclaimLayout = unsafe { core::mem::zeroed() };
 
 #[inline(always)]
 pub fn global<T: Copy>(field: &T) -> T {

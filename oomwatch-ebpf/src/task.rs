@@ -23,12 +23,25 @@ pub fn offsets_valid() -> bool {
 /// of the task's memory cgroup, on v1 and v2 alike.
 #[inline(always)]
 pub fn memcg_id(task: u64) -> Option<u64> {
+    css_memcg_id(memcg_css(task)?)
+}
+
+/// `task->cgroups->subsys[memory_cgrp_id]`: the task's memory css. Two
+/// reads of memory the kernel's charge path keeps hot; callers that cache
+/// the id per css skip the cold rest of the walk ([`css_memcg_id`]).
+#[inline(always)]
+pub fn memcg_css(task: u64) -> Option<u64> {
     if !offsets_valid() {
         return None;
     }
     let css_set: u64 = read(task, global(&KERNEL_OFFSETS.task_cgroups))?;
     let subsys = global(&KERNEL_OFFSETS.css_set_subsys) + 8 * global(&KERNEL_OFFSETS.memory_cgrp_id);
-    let css: u64 = read(css_set, subsys)?;
+    read(css_set, subsys)
+}
+
+/// `css->cgroup->kn->id`.
+#[inline(always)]
+pub fn css_memcg_id(css: u64) -> Option<u64> {
     let cgroup: u64 = read(css, global(&KERNEL_OFFSETS.css_cgroup))?;
     cgroup_kn_id(cgroup)
 }

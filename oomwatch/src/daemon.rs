@@ -14,7 +14,7 @@ use crate::{
     bus::EventBus,
     cgroup::{
         CgroupVersion, layout,
-        resolve::CgroupResolver,
+        resolve::{CgroupResolver, Hierarchy},
         watch::{Sampler, SamplerConfig},
     },
     cli::DaemonArgs,
@@ -26,6 +26,7 @@ use crate::{
         StallKind, TriggerSpec,
         triggers::{TriggerConfig, TriggerManager},
     },
+    stall,
 };
 
 pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -61,12 +62,13 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let load_opts = LoadOptions {
         tracefs: args.tracefs.clone(),
         btf: args.btf.clone(),
-        stall_threshold_ns: config.reclaim.stall_threshold.as_nanos() as u64,
-        stall_min_interval_ns: config.reclaim.min_interval.as_nanos() as u64,
+        stall_threshold_ns: config.reclaim.stall_threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
+        stall_min_interval_ns: config.reclaim.min_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
     };
     let mut probes = bpf::loader::load(&load_opts)?;
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     let kernel_counters = probes.take_counters();
+    let stall_maps = probes.take_stall_maps();
     spawn_kernel_logger(&mut probes.ebpf);
     release_startup_memory();
 
@@ -91,7 +93,18 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let model = Arc::new(Model::new(model_config(&config)));
     let counters = Arc::new(DaemonCounters::default());
     let alerts = Alerts::new(config.alerts.clone(), &config.sinks);
-    let metrics = Arc::new(Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone(), Some(alerts.clone())));
+    let mut metrics = Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone(), Some(alerts.clone()));
+    let stalls = stall_maps.map(|maps| {
+        let reader = Arc::new(stall::StallReader::new(
+            maps,
+            resolver.clone(),
+            if probes.facts.btf.is_ok() { Hierarchy::Memory } else { Hierarchy::Unified },
+            probes.attached("memstall_leave_fentry") || probes.attached("memstall_leave_kprobe"),
+        ));
+        metrics.register_collector(Box::new(stall::metrics::StallCollector { reader: reader.clone(), model: model.clone() }));
+        reader
+    });
+    let metrics = Arc::new(metrics);
     let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone()));
     let pressure_root = layout.as_ref().and_then(|l| match l.memory_version {
         CgroupVersion::V2 => Some(l.memory_root.clone()),
@@ -148,7 +161,25 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     tokio::spawn(http::serve(listener, metrics));
     tokio::spawn(triggers.run());
     tokio::spawn(crate::alert::run(alerts.clone(), model.clone(), bus.clone()));
-    tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model, counters, alerts: alerts.clone() })));
+    tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model: model.clone(), counters, alerts: alerts.clone(), stalls: stalls.clone() })));
+    if let Some(reader) = stalls.clone() {
+        // Reclaim stall totals feed the model's per-cgroup stall ratio
+        // (the reclaim_storm alert); the maps are read once a second.
+        let model = model.clone();
+        let every = running_interval(&config);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let reader = reader.clone();
+                let Ok(totals) = tokio::task::spawn_blocking(move || reader.per_cgroup(|_| true)).await else { continue };
+                let now = std::time::Instant::now();
+                for (path, s) in totals {
+                    model.observe_reclaim_total(&path, s.total_ns, now);
+                }
+            }
+        });
+    }
     let mut running = config;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -181,6 +212,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     drop(probes);
     Ok(())
+}
+
+fn running_interval(config: &crate::config::Config) -> Duration {
+    config.cgroups.sample_interval
 }
 
 /// SIGHUP: re-read the file; apply it only when it is valid as a whole.

@@ -32,6 +32,7 @@ pub enum EventBody {
     Pressure(PressureEvent),
     /// An alert changed state (pending, firing, resolved, cancelled).
     Alert(AlertEvent),
+    ReclaimStall(ReclaimStall),
     /// The client fell behind and `dropped` events were not sent to it.
     Lagged { dropped: u64 },
 }
@@ -43,12 +44,13 @@ impl EventBody {
             Self::VictimExit(_) => "victim_exit",
             Self::Pressure(_) => "pressure",
             Self::Alert(_) => "alert",
+            Self::ReclaimStall(_) => "reclaim_stall",
             Self::Lagged { .. } => "lagged",
         }
     }
 }
 
-pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "pressure", "alert", "lagged"];
+pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "reclaim_stall", "pressure", "alert", "lagged"];
 
 /// How the victim's cgroup was found.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -200,6 +202,46 @@ pub struct AlertEvent {
     pub firing_since: Option<String>,
 }
 
+/// A task stalled in reclaim for at least the daemon's `--stall-threshold`.
+/// At most one per cgroup per `--stall-min-interval`; `suppressed` says how
+/// many more this cgroup had since the previous one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReclaimStall {
+    /// Process id (thread group id).
+    pub pid: u32,
+    /// Thread id of the stalled thread.
+    pub tid: u32,
+    pub comm: String,
+    pub duration_ms: f64,
+    /// `direct` (the host or a zone ran low) or `memcg` (a cgroup limit).
+    pub reclaim_kind: ReclaimKindName,
+    /// Pages this reclaim freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nr_reclaimed: Option<u64>,
+    /// Allocation order that started it (0: one page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<i32>,
+    pub suppressed: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReclaimKindName {
+    Direct,
+    Memcg,
+    Compaction,
+}
+
+impl ReclaimKindName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Memcg => "memcg",
+            Self::Compaction => "compaction",
+        }
+    }
+}
+
 /// What a tail client asks the daemon for (one JSON line after connecting).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Request {
@@ -228,6 +270,10 @@ pub struct StatusReport {
     pub kills_total: u64,
     /// Riskiest first.
     pub rows: Vec<crate::model::StatusRow>,
+    /// Processes that stalled longest in reclaim (empty when the reclaim
+    /// probes are not attached).
+    #[serde(default)]
+    pub top_stallers: Vec<crate::stall::TopStaller>,
 }
 
 #[cfg(test)]
@@ -269,6 +315,43 @@ mod tests {
         assert_eq!(v["attribution"], "exact");
         assert_eq!(v["constraint"], "memcg");
         assert!(v.get("workload").is_none() && v.get("history").is_none());
+    }
+
+    #[test]
+    fn reclaim_stall_json_shape() {
+        let e = Event {
+            body: EventBody::ReclaimStall(ReclaimStall {
+                pid: 10,
+                tid: 11,
+                comm: "hog".into(),
+                duration_ms: 120.5,
+                reclaim_kind: ReclaimKindName::Memcg,
+                nr_reclaimed: Some(32),
+                order: None,
+                suppressed: 3,
+            }),
+            time: "2026-11-22T05:40:01.123456Z".into(),
+            cgroup: "/a".into(),
+            ktime_ns: Some(5),
+            seq: 2,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["kind"], "reclaim_stall");
+        assert_eq!(v["reclaim_kind"], "memcg");
+        assert_eq!((v["pid"].as_u64(), v["tid"].as_u64(), v["suppressed"].as_u64()), (Some(10), Some(11), Some(3)));
+        assert_eq!(v["nr_reclaimed"], 32);
+        assert!(v.get("order").is_none(), "absent, not zero");
+        assert_eq!((v["cgroup"].as_str(), v["time"].is_string()), (Some("/a"), true));
+        assert!(KINDS.contains(&e.body.kind()));
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
+    }
+
+    #[test]
+    fn status_report_reads_without_top_stallers() {
+        // From a daemon that predates them.
+        let old = r#"{"time":"t","cgroups":{"tracked":1,"removed_in_grace":0,"excluded_filter":0,"excluded_cap":0},"kills_total":0,"rows":[]}"#;
+        let r: StatusReport = serde_json::from_str(old).unwrap();
+        assert!(r.top_stallers.is_empty());
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod model;
 pub mod node;
 pub mod pipeline;
 pub mod pressure;
+pub mod stall;

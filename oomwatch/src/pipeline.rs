@@ -8,7 +8,7 @@ use std::{
     time::Instant,
 };
 
-use oomwatch_common::{OomKillRecord, VictimExitRecord, victim_field};
+use oomwatch_common::{OomKillRecord, ReclaimKind, ReclaimStallRecord, VictimExitRecord, victim_field};
 
 use crate::{
     bpf::decode::{Record, comm_str},
@@ -19,7 +19,7 @@ use crate::{
         watch::read_limit_hits,
     },
     clock::{KernelClock, rfc3339},
-    event::{Attribution, Event, EventBody, OomKill, Trigger, Victim, VictimExit},
+    event::{Attribution, Event, EventBody, OomKill, ReclaimKindName, ReclaimStall, Trigger, Victim, VictimExit},
     metrics::DaemonCounters,
     model::{
         Model,
@@ -81,7 +81,7 @@ impl Pipeline {
         let event = match record {
             Record::OomKill(r) => self.oom_kill(&r),
             Record::VictimExit(r) => self.victim_exit(&r),
-            Record::ReclaimStall(_) => return,
+            Record::ReclaimStall(r) => self.reclaim_stall(&r),
         };
         self.counters.events_published.inc();
         self.bus.publish(event);
@@ -189,6 +189,35 @@ impl Pipeline {
             });
         }
         find_limit(&chain)
+    }
+
+    fn reclaim_stall(&self, r: &ReclaimStallRecord) -> Event {
+        let cgroup = if r.memcg_id != 0 {
+            self.resolver.resolve(Hierarchy::Memory, r.memcg_id)
+        } else {
+            self.resolver.resolve(Hierarchy::Unified, r.cgroup_id)
+        };
+        let reclaim_kind = match ReclaimKind::try_from(r.reclaim_kind) {
+            Ok(ReclaimKind::Memcg) => ReclaimKindName::Memcg,
+            Ok(ReclaimKind::Compaction) => ReclaimKindName::Compaction,
+            _ => ReclaimKindName::Direct,
+        };
+        Event {
+            body: EventBody::ReclaimStall(ReclaimStall {
+                pid: r.tgid,
+                tid: r.pid,
+                comm: comm_str(&r.comm),
+                duration_ms: (r.duration_ns as f64 / 1e3).round() / 1e3,
+                reclaim_kind,
+                nr_reclaimed: (r.nr_reclaimed != u64::MAX).then_some(r.nr_reclaimed),
+                order: (r.order >= 0).then_some(r.order),
+                suppressed: r.suppressed,
+            }),
+            time: rfc3339(self.clock.wall_time(r.header.ktime_ns)),
+            cgroup: cgroup.unwrap_or_else(|| "unknown".to_owned()),
+            ktime_ns: Some(r.header.ktime_ns),
+            seq: 0,
+        }
     }
 
     fn victim_exit(&self, r: &VictimExitRecord) -> Event {

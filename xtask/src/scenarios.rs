@@ -218,6 +218,15 @@ fn thrash(daemon: &Daemon, threshold: f64) -> Row {
     }
 }
 
+/// The daemon's own default, from `oomwatch check --print-defaults` (xtask
+/// cannot link the daemon crate: its build needs what `setup` installs).
+fn default_pressure_threshold(root: &std::path::Path) -> Result<f64> {
+    let text = crate::cmd_output(Command::new(root.join("target/release/oomwatch")).args(["check", "--print-defaults"]))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("some_avg10_percent = ")?.parse().ok())
+        .context("some_avg10_percent missing from `oomwatch check --print-defaults`")
+}
+
 pub fn run_scenarios(args: ScenarioArgs) -> Result<()> {
     crate::build()?;
     let root = workspace_root();
@@ -232,7 +241,7 @@ pub fn run_scenarios(args: ScenarioArgs) -> Result<()> {
     }
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let daemon = Daemon::start(&[]);
-    let threshold = oomwatch::config::AlertsConfig::default().memory_pressure.some_avg10_percent;
+    let threshold = default_pressure_threshold(&root)?;
     let mut rows = Vec::new();
     if want("a") {
         for i in 1..=(if args.quick { 1 } else { 5 }) {

@@ -31,7 +31,12 @@ pub struct Sources {
     pub model: Arc<Model>,
     pub counters: Arc<DaemonCounters>,
     pub alerts: Arc<crate::alert::Alerts>,
+    /// Reclaim stall maps, when the reclaim probes are attached.
+    pub stalls: Option<Arc<crate::stall::StallReader>>,
 }
+
+/// Top stallers in a status answer.
+const TOP_STALLERS: usize = 10;
 
 pub const DEFAULT_SOCKET: &str = "/run/oomwatch/events.sock";
 const MAX_CLIENTS: usize = 128;
@@ -134,7 +139,7 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
     let mut reader = BufReader::new(read);
     let request = read_request(&mut reader).await;
     let mut out = BufWriter::new(write);
-    let Sources { bus, model, counters, alerts } = &*sources;
+    let Sources { bus, model, counters, alerts, stalls } = &*sources;
     match request.op {
         RequestOp::Alerts => {
             let line = serde_json::to_string(&alerts.report()).unwrap_or_default();
@@ -148,6 +153,7 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
                 cgroups: model.counts(),
                 kills_total: model.total_kills(),
                 rows: model.status(),
+                top_stallers: stalls.as_ref().map(|s| s.top(TOP_STALLERS)).unwrap_or_default(),
             };
             let line = serde_json::to_string(&report).unwrap_or_default();
             out.write_all(line.as_bytes()).await?;

@@ -197,6 +197,23 @@ pub fn mark_victim_layout(format: &TracepointFormat) -> Result<MarkVictimLayout,
     })
 }
 
+/// Offsets for the reclaim programs: `order` of a `*_reclaim_begin` record
+/// and `nr_reclaimed` of a `*_reclaim_end` one; absent when a format is
+/// missing or gives a size the program cannot read.
+pub fn reclaim_fields(begin: Option<&TracepointFormat>, end: Option<&TracepointFormat>) -> (TpField, TpField) {
+    let order = begin
+        .and_then(|f| f.field("order"))
+        .filter(|f| !f.data_loc && f.size == 4)
+        .map(tp_field)
+        .unwrap_or(TpField::ABSENT);
+    let nr_reclaimed = end
+        .and_then(|f| f.field("nr_reclaimed"))
+        .filter(|f| !f.data_loc && matches!(f.size, 4 | 8))
+        .map(tp_field)
+        .unwrap_or(TpField::ABSENT);
+    (order, nr_reclaimed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +269,17 @@ mod tests {
         let layout = mark_victim_layout(&parse_format(text).unwrap()).unwrap();
         assert_eq!(layout.comm_encoding, comm_encoding::INLINE);
         assert_eq!(layout.comm, TpField { offset: 12, size: 16 });
+    }
+
+    #[test]
+    fn reclaim_fields_from_6_18_formats() {
+        let begin = parse_format(include_str!("../../testdata/tracefs/mm_vmscan_memcg_reclaim_begin-6.18.format")).unwrap();
+        let end = parse_format(include_str!("../../testdata/tracefs/mm_vmscan_memcg_reclaim_end-6.18.format")).unwrap();
+        assert_eq!(
+            reclaim_fields(Some(&begin), Some(&end)),
+            (TpField { offset: 8, size: 4 }, TpField { offset: 8, size: 8 })
+        );
+        assert_eq!(reclaim_fields(None, Some(&begin)), (TpField::ABSENT, TpField::ABSENT));
     }
 
     #[test]

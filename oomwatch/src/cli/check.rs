@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::CheckArgs;
 use crate::{
-    bpf::{btf, loader::{Hook, PROBES}, privileges, tracefs},
+    bpf::{btf, loader::{self, Hook, PROBES}, privileges, tracefs},
     cgroup::layout,
 };
 
@@ -100,6 +100,7 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
+    let mut tried = Vec::new();
     for spec in PROBES {
         let (ok, detail) = match (spec.hook, &tracefs_root) {
             (Hook::TracePoint { category, name }, Some(root)) => {
@@ -115,6 +116,11 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
                 Ok(_) => (false, format!("{} passes only a pid (needs 6.8+); cost: {}", spec.hook, spec.cost)),
                 Err(_) => (false, format!("needs BTF; cost: {}", spec.cost)),
             },
+            // Asked of the kernel below, all at once.
+            (Hook::KProbe { .. } | Hook::FEntry { .. }, _) => {
+                tried.push(spec);
+                (false, String::new())
+            }
         };
         push(&format!("probe {}", spec.name), ok, spec.required, detail);
     }
@@ -157,6 +163,21 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         if psi { "/proc/pressure/memory readable".into() } else { "no PSI (boot with psi=1): no pressure signals".into() },
     );
 
+    if !tried.is_empty() {
+        let results = if missing.is_empty() {
+            loader::try_attach(&tried, &args.btf)
+        } else {
+            tried.iter().map(|_| Err("unknown without privileges".to_owned())).collect()
+        };
+        for (spec, result) in tried.iter().zip(results) {
+            let Some(item) = items.iter_mut().find(|i| i.name == format!("probe {}", spec.name)) else { continue };
+            (item.ok, item.detail) = match result {
+                Ok(()) => (true, format!("{} attaches", spec.hook)),
+                Err(reason) => (false, format!("{}: {reason}; cost: {}", spec.hook, spec.cost)),
+            };
+        }
+    }
+
     let can_run = items.iter().all(|i| i.ok || !i.required);
     let report = Report { kernel: kernel_release(), can_run, items };
     if args.json {
@@ -165,7 +186,7 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         println!("kernel {}", report.kernel);
         for i in &report.items {
             let mark = if i.ok { "ok  " } else if i.required { "FAIL" } else { "skip" };
-            println!("  [{mark}] {:<26} {}", i.name, i.detail);
+            println!("  [{mark}] {:<28} {}", i.name, i.detail);
         }
         if can_run {
             println!("oomwatch can run here.");

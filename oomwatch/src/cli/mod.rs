@@ -129,6 +129,15 @@ pub struct DaemonArgs {
     /// limit get them first [default: 64].
     #[arg(long, value_name = "N")]
     pub max_psi_triggers: Option<usize>,
+    /// Reclaim stalls at least this long become `reclaim_stall` events, e.g.
+    /// 100ms, 1s (0 turns the events off; stalls are still counted)
+    /// [default: 100ms].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stall_threshold: Option<std::time::Duration>,
+    /// At most one `reclaim_stall` event per cgroup per this interval (the
+    /// next one says how many were held back) [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub stall_min_interval: Option<std::time::Duration>,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,
@@ -173,6 +182,12 @@ impl DaemonArgs {
         }
         if let Some(v) = self.max_psi_triggers {
             c.pressure.max_triggers = v;
+        }
+        if let Some(v) = self.stall_threshold {
+            c.reclaim.stall_threshold = v;
+        }
+        if let Some(v) = self.stall_min_interval {
+            c.reclaim.min_interval = v;
         }
     }
 }

@@ -24,6 +24,37 @@ pub fn ask<T: serde::de::DeserializeOwned>(socket: &std::path::Path, op: Request
     serde_json::from_str(&line).with_context(|| format!("{}: unexpected answer (daemon of another version?)", socket.display()))
 }
 
+/// Processes that stalled longest in reclaim, after the cgroup table.
+fn print_top_stallers(top: &[crate::stall::TopStaller]) {
+    if top.is_empty() {
+        return;
+    }
+    let memstall = top.iter().any(|t| t.memstall_ms.is_some());
+    println!();
+    println!("Top reclaim stallers:");
+    println!(
+        "{:>8} {:<16} {:>7} {:>10} {:>9}{}  CGROUP",
+        "PID",
+        "COMM",
+        "STALLS",
+        "TOTAL",
+        "MAX",
+        if memstall { format!(" {:>10}", "MEMSTALL") } else { String::new() }
+    );
+    for t in top {
+        println!(
+            "{:>8} {:<16} {:>7} {:>8.1}ms {:>7.1}ms{}  {}",
+            t.pid,
+            t.comm,
+            t.count,
+            t.total_ms,
+            t.max_ms,
+            t.memstall_ms.map(|m| format!(" {m:>8.1}ms")).unwrap_or_default(),
+            t.cgroup
+        );
+    }
+}
+
 pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let report: StatusReport = ask(&args.socket, RequestOp::Status)?;
     if args.json {
@@ -58,5 +89,6 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if rows.len() < report.rows.len() {
         println!("... {} more (use --top 0 for all)", report.rows.len() - rows.len());
     }
+    print_top_stallers(&report.top_stallers);
     Ok(ExitCode::SUCCESS)
 }

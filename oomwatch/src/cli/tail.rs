@@ -186,6 +186,26 @@ pub fn human(e: &Event) -> String {
             a.state.as_str().to_uppercase(),
             a.summary
         ),
+        EventBody::ReclaimStall(s) => {
+            let mut line = format!(
+                "{time} STALL    {} pid={} ({}) {:.1}ms in {} reclaim",
+                e.cgroup,
+                s.pid,
+                s.comm,
+                s.duration_ms,
+                s.reclaim_kind.as_str()
+            );
+            if let Some(n) = s.nr_reclaimed {
+                line.push_str(&format!(", {n} pages reclaimed"));
+            }
+            if let Some(o) = s.order.filter(|&o| o > 0) {
+                line.push_str(&format!(", order {o}"));
+            }
+            if s.suppressed > 0 {
+                line.push_str(&format!(" (+{} more in this cgroup not shown)", s.suppressed));
+            }
+            line
+        }
         EventBody::Lagged { dropped } => {
             format!("{time} LAGGED   this client fell behind: {dropped} events dropped")
         }
@@ -201,6 +221,30 @@ mod tests {
         assert_eq!(format_bytes(512), "512B");
         assert_eq!(format_bytes(64 << 20), "64.0MiB");
         assert_eq!(format_bytes(3 << 30 | 512 << 20), "3.5GiB");
+    }
+
+    #[test]
+    fn reclaim_stall_line() {
+        let e = Event {
+            body: EventBody::ReclaimStall(crate::event::ReclaimStall {
+                pid: 7,
+                tid: 8,
+                comm: "java".into(),
+                duration_ms: 153.25,
+                reclaim_kind: crate::event::ReclaimKindName::Direct,
+                nr_reclaimed: Some(64),
+                order: Some(3),
+                suppressed: 2,
+            }),
+            time: "2026-11-22T05:46:54.250123Z".into(),
+            cgroup: "/kubepods/pod1".into(),
+            ktime_ns: None,
+            seq: 0,
+        };
+        assert_eq!(
+            human(&e),
+            "2026-11-22T05:46:54.250 STALL    /kubepods/pod1 pid=7 (java) 153.2ms in direct reclaim, 64 pages reclaimed, order 3 (+2 more in this cgroup not shown)"
+        );
     }
 
     #[test]

@@ -118,6 +118,11 @@ impl Metrics {
         Self { registry }
     }
 
+    /// Series that another room reads at scrape time (e.g. `stall`).
+    pub fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        self.registry.register_collector(collector);
+    }
+
     /// The body for a scrape, in OpenMetrics or text 0.0.4.
     pub fn render(&self, openmetrics: bool) -> String {
         let mut om = String::with_capacity(16 * 1024);
@@ -236,6 +241,8 @@ impl Collector for KernelCounterCollector {
         for (map_name, index) in [
             ("pending_victims", counter::PENDING_VICTIMS_FULL),
             ("reclaim_starts", counter::RECLAIM_STARTS_FULL),
+            ("reclaim_cgroups", counter::STALL_CGROUPS_FULL),
+            ("reclaim_procs", counter::STALL_PROCS_FULL),
         ] {
             if let Some(v) = Self::sum(&map, index) {
                 ConstCounter::new(v).encode(e.encode_family(&[("map", map_name)])?)?;
