@@ -123,6 +123,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         bus.clone(),
         counters.clone(),
     );
+    let sampled = Arc::new(tokio::sync::Notify::new());
     if let Some(layout) = layout {
         raise_nofile_limit();
         let sampler = Sampler::new(
@@ -133,7 +134,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
                 full_every: config.cgroups.full_sample_every,
                 ..SamplerConfig::default()
             },
-        );
+        )
+        .notify_after_each_pass(sampled.clone());
         std::thread::Builder::new().name("oomwatch-sampler".into()).spawn(move || sampler.run()).context("starting the cgroup sampler")?;
     }
 
@@ -160,7 +162,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(http::serve(listener, metrics));
     tokio::spawn(triggers.run());
-    tokio::spawn(crate::alert::run(alerts.clone(), model.clone(), bus.clone()));
+    tokio::spawn(crate::alert::run(alerts.clone(), model.clone(), bus.clone(), sampled));
     tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model: model.clone(), counters, alerts: alerts.clone(), stalls: stalls.clone() })));
     if let Some(reader) = stalls.clone() {
         // Reclaim stall totals feed the model's per-cgroup stall ratio

@@ -134,14 +134,16 @@ fn gather(model: &Model) -> HashMap<String, Signals> {
     all
 }
 
-/// Evaluates every interval, and at once on kills and PSI notifications.
-pub async fn run(alerts: Arc<Alerts>, model: Arc<Model>, bus: Arc<EventBus>) {
+/// Evaluates after every sampling pass (`sampled`), at the configured
+/// interval when no sampler runs, and at once on kills and PSI notifications.
+pub async fn run(alerts: Arc<Alerts>, model: Arc<Model>, bus: Arc<EventBus>, sampled: Arc<tokio::sync::Notify>) {
     let (_, mut rx) = bus.subscribe(|_| false);
     let every = alerts.engine().config().evaluate_every;
-    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
-            _ = tick.tick() => {
+            _ = async {
+                let _ = tokio::time::timeout(every * 2, sampled.notified()).await;
+            } => {
                 let signals = gather(&model);
                 let (now, wall) = (Instant::now(), SystemTime::now());
                 let mut out = Vec::new();

@@ -70,6 +70,8 @@ pub struct Sampler {
     watched: HashMap<WatchDescriptor, (Tree, String, WatchKind)>,
     spread: u64,
     proc_root: PathBuf,
+    /// Woken after every sampling pass: the alert rules evaluate fresh data.
+    sampled: Option<Arc<tokio::sync::Notify>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -107,7 +109,13 @@ impl Sampler {
             watched: HashMap::new(),
             spread: 0,
             proc_root: PathBuf::from("/proc"),
+            sampled: None,
         }
+    }
+
+    pub fn notify_after_each_pass(mut self, n: Arc<tokio::sync::Notify>) -> Self {
+        self.sampled = Some(n);
+        self
     }
 
     fn hybrid(&self) -> bool {
@@ -451,6 +459,9 @@ impl Sampler {
         }
         self.sample_pressure(now);
         self.model.update_forecasts(now);
+        if let Some(n) = &self.sampled {
+            n.notify_one();
+        }
     }
 
     fn sample_pressure(&mut self, now: Instant) {

@@ -218,7 +218,8 @@ impl Default for PressureAlert {
         Self {
             enabled: true,
             some_avg10_percent: 10.0,
-            for_: Duration::from_secs(2),
+            // avg10 is itself a 10 s average: a short hold is enough.
+            for_: Duration::from_secs(1),
             resolve_for: Duration::from_secs(15),
             host: true,
         }
