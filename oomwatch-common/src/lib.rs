@@ -264,6 +264,54 @@ pub struct KernelOffsets {
 }
 const _: () = assert!(size_of::<KernelOffsets>() == 48);
 
+/// Offsets into `struct oom_control` (and `struct mem_cgroup`), from BTF,
+/// for the optional kprobe on `oom_kill_process`. `valid == 0`: not usable.
+/// A field the kernel lacks has offset `u32::MAX`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct OomControlOffsets {
+    pub valid: u32,
+    pub memcg: u32,
+    pub totalpages: u32,
+    pub chosen: u32,
+    pub chosen_points: u32,
+    pub constraint: u32,
+    pub gfp_mask: u32,
+    pub order: u32,
+    /// Offset of `css` (struct cgroup_subsys_state) inside struct mem_cgroup.
+    pub memcg_css: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<OomControlOffsets>() == 40);
+
+pub const OFFSET_ABSENT: u32 = u32::MAX;
+
+/// What the kprobe on `oom_kill_process` saw, parked for `mark_victim`
+/// (same task, moments later) to merge into the OOM record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct OomControlInfo {
+    pub victim_pid: u32,
+    pub victim_tgid: u32,
+    pub victim_memcg_id: u64,
+    pub victim_cgroup_id: u64,
+    pub memcg_id: u64,
+    pub totalpages: u64,
+    pub points: i64,
+    pub gfp_mask: u32,
+    pub order: i32,
+    pub constraint: u32,
+    /// Bit 0: constraint read; bit 1: victim task read.
+    pub flags: u32,
+    pub victim_comm: [u8; COMM_LEN],
+}
+const _: () = assert!(size_of::<OomControlInfo>() == 80);
+
+pub mod oom_control_flag {
+    pub const CONSTRAINT: u32 = 1 << 0;
+    pub const VICTIM: u32 = 1 << 1;
+}
+
 /// Settings the daemon may change while programs run (array map `SETTINGS`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
@@ -373,6 +421,7 @@ mod user {
     // which is what bytemuck's `Pod` derive has already checked.
     unsafe impl aya::Pod for MarkVictimLayout {}
     unsafe impl aya::Pod for KernelOffsets {}
+    unsafe impl aya::Pod for OomControlOffsets {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for TpField {}
     unsafe impl aya::Pod for ReclaimLayout {}

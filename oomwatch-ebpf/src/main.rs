@@ -8,6 +8,7 @@ mod exit;
 mod maps;
 mod memstall;
 mod oom;
+mod oom_control;
 mod reclaim;
 mod task;
 

@@ -19,12 +19,13 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use oomwatch_common::{
-    OomKillRecord, RecordHeader, RecordKind, TpField, comm_encoding, counter, oom_part,
+    OomKillRecord, RecordHeader, RecordKind, TpField, comm_encoding, counter, oom_control_flag, oom_part,
     victim_field,
 };
 
 use crate::{
     maps::{EVENTS, MARK_VICTIM_LAYOUT, OOM_SCRATCH, OomScratch, PENDING_VICTIMS, count, global, settings},
+    oom_control::OOM_CONTROL,
     task,
 };
 
@@ -87,9 +88,39 @@ fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
         rec.trigger_memcg_id = id;
         present |= victim_field::TRIGGER_MEMCG;
     }
+    merge_oom_control(pid_tgid, victim_pid, rec);
     rec.present |= present;
     finish_part(slot, oom_part::TRACEPOINT);
     Some(())
+}
+
+/// What the kprobe on oom_kill_process parked for this thread, if it ran.
+#[inline(always)]
+fn merge_oom_control(pid_tgid: u64, victim_pid: u32, rec: &mut OomKillRecord) {
+    let Some(info) = (unsafe { OOM_CONTROL.get(&pid_tgid) }).copied() else { return };
+    let _ = OOM_CONTROL.remove(&pid_tgid);
+    if info.flags & oom_control_flag::VICTIM != 0 && info.victim_pid != victim_pid {
+        // A different kill by the same thread: not ours.
+        return;
+    }
+    rec.oc_memcg_id = info.memcg_id;
+    rec.oc_totalpages = info.totalpages;
+    rec.oc_points = info.points;
+    rec.oc_gfp_mask = info.gfp_mask;
+    rec.oc_order = info.order;
+    rec.oc_constraint = if info.flags & oom_control_flag::CONSTRAINT != 0 { info.constraint } else { u32::MAX };
+    rec.present |= victim_field::OOM_CONTROL;
+    // Kernels whose mark_victim passes only a pid: the victim task comes from oc->chosen.
+    if info.flags & oom_control_flag::VICTIM != 0 && rec.present & victim_field::TASK == 0 {
+        rec.victim_tgid = info.victim_tgid;
+        rec.victim_memcg_id = info.victim_memcg_id;
+        rec.victim_cgroup_id = info.victim_cgroup_id;
+        rec.present |= victim_field::TASK;
+        if rec.present & victim_field::COMM == 0 {
+            rec.victim_comm = info.victim_comm;
+            rec.present |= victim_field::COMM;
+        }
+    }
 }
 
 fn try_mark_victim_task(ctx: &RawTracePointContext) -> Option<()> {

@@ -57,6 +57,16 @@ pub fn dfl_cgroup_id(task: u64) -> Option<u64> {
     cgroup_kn_id(cgroup)
 }
 
+/// `css->cgroup->kn->id` for a `struct cgroup_subsys_state *`.
+#[inline(always)]
+pub fn css_cgroup_id(css: u64) -> Option<u64> {
+    if !offsets_valid() {
+        return None;
+    }
+    let cgroup: u64 = read(css, global(&KERNEL_OFFSETS.css_cgroup))?;
+    cgroup_kn_id(cgroup)
+}
+
 #[inline(always)]
 fn cgroup_kn_id(cgroup: u64) -> Option<u64> {
     let kn: u64 = read(cgroup, global(&KERNEL_OFFSETS.cgroup_kn))?;

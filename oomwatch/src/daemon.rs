@@ -105,7 +105,9 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         reader
     });
     let metrics = Arc::new(metrics);
-    let pipeline = Arc::new(Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone()));
+    let mut pipeline = Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone());
+    pipeline.oom_constraints = probes.facts.btf.as_ref().map(|b| b.oom_constraints.clone()).unwrap_or_default();
+    let pipeline = Arc::new(pipeline);
     let pressure_root = layout.as_ref().and_then(|l| match l.memory_version {
         CgroupVersion::V2 => Some(l.memory_root.clone()),
         CgroupVersion::V1 => l.unified_root.clone(),

@@ -160,12 +160,37 @@ pub struct OomKill {
     /// The victim cgroup's last 60 s: the ramp that led here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Ramp>,
+    /// The OOM killer's own view, where the kernel lets us read it (a
+    /// kprobe on oom_kill_process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_control: Option<OomControl>,
+    /// Groups of fields this kernel (or this host's setup) could not give
+    /// for this event: they are absent on purpose, not zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
     /// Kernel inode id of the victim's memory cgroup, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
     /// Time from the kill to the victim's exit, once confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_latency_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OomControl {
+    /// The memory cgroup the OOM killer worked on (`oc->memcg`), when a limit was hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memcg: Option<String>,
+    /// Pages the OOM killer could choose from (the limit, or all RAM + swap).
+    pub totalpages: u64,
+    /// The victim's badness score.
+    pub points: i64,
+    /// `enum oom_constraint` as the kernel names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// The failed allocation: gfp flags (hex) and order (0 = one page).
+    pub gfp_mask: String,
+    pub order: i32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -292,6 +317,8 @@ mod tests {
                 limit_bytes: None,
                 workload: Workload::default(),
                 history: None,
+                oom_control: None,
+                unavailable: Vec::new(),
                 cgroup_id: Some(77),
                 exit_latency_ms: None,
             }),

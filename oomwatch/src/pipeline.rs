@@ -19,7 +19,7 @@ use crate::{
         watch::read_limit_hits,
     },
     clock::{KernelClock, rfc3339},
-    event::{Attribution, Event, EventBody, OomKill, ReclaimKindName, ReclaimStall, Trigger, Victim, VictimExit},
+    event::{Attribution, Event, EventBody, OomControl, OomKill, ReclaimKindName, ReclaimStall, Trigger, Victim, VictimExit},
     metrics::DaemonCounters,
     model::{
         Model,
@@ -38,6 +38,8 @@ pub struct Pipeline {
     pub counters: Arc<DaemonCounters>,
     pub proc_root: PathBuf,
     pub layout: Option<CgroupLayout>,
+    /// `enum oom_constraint` from BTF: value -> name.
+    pub oom_constraints: Vec<(u32, String)>,
     /// Victim pid -> its cgroup, until the exit is confirmed (bounded).
     victims: Mutex<RecentVictims>,
 }
@@ -74,7 +76,17 @@ impl Pipeline {
         counters: Arc<DaemonCounters>,
         layout: Option<CgroupLayout>,
     ) -> Self {
-        Self { resolver, clock, bus, model, counters, proc_root: PathBuf::from("/proc"), layout, victims: Mutex::default() }
+        Self {
+            resolver,
+            clock,
+            bus,
+            model,
+            counters,
+            proc_root: PathBuf::from("/proc"),
+            layout,
+            oom_constraints: Vec::new(),
+            victims: Mutex::default(),
+        }
     }
 
     pub fn handle(&self, record: Record) {
@@ -117,7 +129,25 @@ impl Pipeline {
         let cgroup = cgroup.unwrap_or_else(|| "unknown".to_owned());
         let now = Instant::now();
         let history = self.model.ramp(&cgroup, RAMP_SECONDS, now);
-        let verdict = self.limit_verdict(&cgroup, now);
+        let oom_control = has(victim_field::OOM_CONTROL).then(|| self.oom_control(r));
+        // The kernel's own answer, where readable; else inferred from counters.
+        let verdict = match &oom_control {
+            Some(oc) => self.kernel_verdict(oc),
+            None => self.limit_verdict(&cgroup, now),
+        };
+        let mut unavailable = Vec::new();
+        for (bit, group) in [
+            (victim_field::COMM, "victim.comm"),
+            (victim_field::ANON_RSS, "victim memory (total_vm, rss, pgtables)"),
+            (victim_field::UID, "victim.uid"),
+            (victim_field::OOM_SCORE_ADJ, "victim.oom_score_adj"),
+            (victim_field::TASK, "victim task (exact cgroup)"),
+            (victim_field::OOM_CONTROL, "oom_control"),
+        ] {
+            if !has(bit) {
+                unavailable.push(group.to_owned());
+            }
+        }
         self.model.record_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), now);
         self.victims.lock().unwrap_or_else(|e| e.into_inner()).insert(r.victim_pid, cgroup.clone());
         Event {
@@ -131,6 +161,8 @@ impl Pipeline {
                 limit_bytes: verdict.limit_bytes,
                 workload: self.model.labels(&cgroup).into(),
                 history,
+                oom_control,
+                unavailable,
                 cgroup_id,
                 exit_latency_ms: None,
             }),
@@ -157,6 +189,42 @@ impl Pipeline {
             Some(path) => (Some(path), None, Attribution::Approximate),
             None => (None, None, Attribution::Unknown),
         }
+    }
+
+    fn oom_control(&self, r: &OomKillRecord) -> OomControl {
+        OomControl {
+            memcg: (r.oc_memcg_id != 0).then(|| self.resolver.resolve(Hierarchy::Memory, r.oc_memcg_id)).flatten(),
+            totalpages: r.oc_totalpages,
+            points: r.oc_points,
+            constraint: (r.oc_constraint != u32::MAX)
+                .then(|| self.oom_constraints.iter().find(|(v, _)| *v == r.oc_constraint).map(|(_, n)| n.clone()))
+                .flatten(),
+            gfp_mask: format!("{:#x}", r.oc_gfp_mask),
+            order: r.oc_order,
+        }
+    }
+
+    /// The OOM killer said which memcg it worked on: no inference needed.
+    fn kernel_verdict(&self, oc: &OomControl) -> Verdict {
+        let Some(path) = &oc.memcg else {
+            let constraint = oc.constraint.as_deref().map_or(crate::model::Constraint::Global, crate::model::Constraint::from_kernel_name);
+            let constraint = if constraint == crate::model::Constraint::Memcg { crate::model::Constraint::Global } else { constraint };
+            return Verdict { constraint, limit_cgroup: None, usage_bytes: None, limit_bytes: None };
+        };
+        let (usage, limit) = match self.layout.as_ref().and_then(|l| Some((l.memory_version, l.memory_dir(path)?))) {
+            Some((version, dir)) => {
+                let limit_file = match version {
+                    crate::cgroup::CgroupVersion::V2 => "memory.max",
+                    crate::cgroup::CgroupVersion::V1 => "memory.limit_in_bytes",
+                };
+                (
+                    read_usage(&dir, version).ok().flatten(),
+                    std::fs::read(dir.join(limit_file)).ok().and_then(|b| parse_limit(&b)).and_then(|l| l.bytes()),
+                )
+            }
+            None => (None, None),
+        };
+        Verdict { constraint: crate::model::Constraint::Memcg, limit_cgroup: Some(path.to_string()), usage_bytes: usage, limit_bytes: limit }
     }
 
     /// Reads the limit-hit counters along the victim's ancestry now (a few

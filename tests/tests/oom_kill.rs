@@ -49,6 +49,17 @@ fn oom_kill_reaches_tail_and_metrics() {
     let latency_us = received.saturating_sub(ktime) as f64 / 1e3;
     println!("oom_kill delivery: kernel timestamp -> tail client {latency_us:.0} us; victim exit {exit_ms:.2} ms after the kill");
 
+    // The OOM killer's own view where kprobes work; said to be missing where not.
+    if metric_value(&daemon.metrics(), "oomwatch_probe_attached{probe=\"oom_kill_process\"}") == Some(1.0) {
+        assert_eq!(kill["oom_control"]["memcg"], cg.path.as_str(), "{kill}");
+        assert_eq!(kill["oom_control"]["totalpages"], 64 * MIB / 4096);
+        assert_eq!(kill["oom_control"]["constraint"], "memcg");
+    } else {
+        assert!(kill.get("oom_control").is_none(), "{kill}");
+        let unavailable = kill["unavailable"].as_array().expect("unavailable fields are listed");
+        assert!(unavailable.iter().any(|u| u == "oom_control"), "{kill}");
+    }
+
     let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", cg.path);
     let metrics = daemon.metrics();
     assert_eq!(metric_value(&metrics, &series), Some(1.0), "{series} in:\n{metrics}");

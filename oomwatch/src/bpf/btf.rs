@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use oomwatch_common::KernelOffsets;
+use oomwatch_common::{KernelOffsets, OFFSET_ABSENT, OomControlOffsets};
 
 pub const DEFAULT_VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -21,9 +21,15 @@ pub enum BtfError {
 #[derive(Clone, Debug, Default)]
 pub struct KernelBtfInfo {
     pub offsets: KernelOffsets,
-    /// The raw `mark_victim` tracepoint passes `struct task_struct *` (6.8+),
-    /// so the victim's memory cgroup can be read exactly.
+    /// The raw `mark_victim` tracepoint passes `struct task_struct *` (6.8+,
+    /// and backported to some stable kernels), so the victim's memory cgroup
+    /// can be read exactly.
     pub mark_victim_has_task: bool,
+    /// For the kprobe on oom_kill_process; `valid == 0` when the kernel's
+    /// struct oom_control is not as expected.
+    pub oom_control: OomControlOffsets,
+    /// `enum oom_constraint` values and names ("memcg", "cpuset", ...).
+    pub oom_constraints: Vec<(u32, String)>,
 }
 
 pub fn load(path: &Path) -> Result<KernelBtfInfo, BtfError> {
@@ -44,7 +50,9 @@ pub fn load(path: &Path) -> Result<KernelBtfInfo, BtfError> {
         kernfs_node_id: member("kernfs_node", "id")?,
         _pad: 0,
     };
-    Ok(KernelBtfInfo { offsets, mark_victim_has_task: finder.mark_victim_has_task() })
+    let oom_control = finder.oom_control().unwrap_or_default();
+    let oom_constraints = finder.enum_values("oom_constraint", "CONSTRAINT_");
+    Ok(KernelBtfInfo { offsets, mark_victim_has_task: finder.mark_victim_has_task(), oom_control, oom_constraints })
 }
 
 struct Finder<'a> {
@@ -109,6 +117,38 @@ impl Finder<'_> {
             }
         }
         None
+    }
+
+    fn oom_control(&self) -> Result<OomControlOffsets, BtfError> {
+        let m = |s: &str, f: &str| self.member_offset(s, f);
+        let optional = |f: &str| self.member_offset("oom_control", f).unwrap_or(OFFSET_ABSENT);
+        Ok(OomControlOffsets {
+            valid: 1,
+            memcg: m("oom_control", "memcg")?,
+            totalpages: m("oom_control", "totalpages")?,
+            chosen: m("oom_control", "chosen")?,
+            chosen_points: optional("chosen_points"),
+            constraint: optional("constraint"),
+            gfp_mask: m("oom_control", "gfp_mask")?,
+            order: m("oom_control", "order")?,
+            memcg_css: m("mem_cgroup", "css")?,
+            _pad: 0,
+        })
+    }
+
+    /// All values of an enum, names lowercased without `prefix`.
+    fn enum_values(&self, enum_name: &str, prefix: &str) -> Vec<(u32, String)> {
+        let mut out = Vec::new();
+        for t in self.btf.resolve_types_by_name(enum_name).unwrap_or_default() {
+            if let Type::Enum(e) = t {
+                for m in &e.members {
+                    if let Ok(n) = self.btf.resolve_name(m) {
+                        out.push((m.val(), n.trim_start_matches(prefix).to_ascii_lowercase()));
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn enum_value(&self, enum_name: &str, variant: &str) -> Result<u32, BtfError> {

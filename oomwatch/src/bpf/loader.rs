@@ -104,6 +104,13 @@ pub const PROBES: &[ProbeSpec] = &[
         cost: "the victim's memory cgroup is looked up in /proc (approximate attribution)",
     },
     ProbeSpec {
+        name: "oom_kill_process",
+        program: "oom_kill_process",
+        hook: Hook::KProbe { function: "oom_kill_process" },
+        required: false,
+        cost: "no oom_control detail on kills (limit memcg from the kernel, totalpages, badness points, constraint, gfp_mask, order); the limit cgroup is inferred from cgroup counters",
+    },
+    ProbeSpec {
         name: "victim_exit",
         program: "sched_process_exit",
         hook: Hook::TracePoint { category: "sched", name: "sched_process_exit" },
@@ -288,9 +295,11 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
     };
 
     let reclaim_layout = reclaim_layout(&tracefs_root);
+    let oom_control_offsets = btf.as_ref().map(|b| b.oom_control).unwrap_or_default();
     let mut ebpf = EbpfLoader::new()
         .override_global("MARK_VICTIM_LAYOUT", &layout, true)
         .override_global("KERNEL_OFFSETS", &offsets, true)
+        .override_global("OOM_CONTROL_OFFSETS", &oom_control_offsets, true)
         .override_global("RECLAIM_LAYOUT", &reclaim_layout, true)
         .load(EBPF_OBJECT)
         .map_err(LoadError::Load)?;
@@ -442,6 +451,11 @@ fn gate(spec: &ProbeSpec, btf: &Result<KernelBtfInfo, String>, tracefs_root: &Pa
             Ok(_) => None,
         },
         Hook::FEntry { .. } => btf.as_ref().err().map(|e| format!("fentry needs BTF ({e})")),
+        Hook::KProbe { function: "oom_kill_process" } => match btf {
+            Err(e) => Some(format!("no BTF for struct oom_control ({e})")),
+            Ok(info) if info.oom_control.valid == 0 => Some("struct oom_control is not as expected in this kernel's BTF".into()),
+            Ok(_) => None,
+        },
         _ => None,
     }
 }

@@ -261,6 +261,8 @@ mod tests {
                     limit_bytes: None,
                     workload: Default::default(),
                     history: None,
+                    oom_control: None,
+                    unavailable: Vec::new(),
                     cgroup_id: None,
                     exit_latency_ms: None,
                 })

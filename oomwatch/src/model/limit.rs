@@ -13,6 +13,11 @@ pub enum Constraint {
     Memcg,
     /// The whole host ran out.
     Global,
+    /// The allocation was confined to a cpuset's memory nodes, which ran out
+    /// (only known where the kernel's oom_control is readable).
+    Cpuset,
+    /// Confined by a NUMA memory policy (mbind/set_mempolicy).
+    MemoryPolicy,
 }
 
 impl Constraint {
@@ -20,6 +25,18 @@ impl Constraint {
         match self {
             Self::Memcg => "memcg",
             Self::Global => "global",
+            Self::Cpuset => "cpuset",
+            Self::MemoryPolicy => "memory_policy",
+        }
+    }
+
+    /// From the kernel's `enum oom_constraint` name (BTF, prefix stripped).
+    pub fn from_kernel_name(name: &str) -> Self {
+        match name {
+            "memcg" => Self::Memcg,
+            "cpuset" => Self::Cpuset,
+            "memory_policy" => Self::MemoryPolicy,
+            _ => Self::Global,
         }
     }
 }

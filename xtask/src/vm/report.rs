@@ -298,6 +298,19 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
                 format!("{s}: trigger pid is the hog's own (got {})", e["trigger"]["pid"]),
             );
             v.expect(e["attribution"] == "exact", format!("{s}: attribution exact (got {})", e["attribution"]));
+            // Kprobes work on this kernel: the OOM killer's own view must be there.
+            if item_ok("probe oom_kill_process") == Some(true) {
+                let oc = &e["oom_control"];
+                v.expect(
+                    oc["memcg"] == spec.limit_cgroup && oc["constraint"] == "memcg" && oc["totalpages"].as_u64().is_some_and(|p| p > 0),
+                    format!("{s}: oom_control from the kprobe names {} with constraint memcg (got {oc})", spec.limit_cgroup),
+                );
+            } else {
+                v.expect(
+                    e["unavailable"].as_array().is_some_and(|u| u.iter().any(|x| x == "oom_control")),
+                    format!("{s}: without the kprobe the event lists oom_control as unavailable (got {})", e["unavailable"]),
+                );
+            }
             v.expect(
                 e["limit_cgroup"] == spec.limit_cgroup && e["constraint"] == "memcg",
                 format!("{s}: limit_cgroup {} with constraint memcg (got {} / {})", spec.limit_cgroup, e["limit_cgroup"], e["constraint"]),
