@@ -15,7 +15,7 @@
 # OOMWATCH_SCENARIOS=a,b on the kernel command line (which the kernel hands
 # to init as environment) narrows the list: `cargo xtask vm-test --scenario`.
 
-SCENARIOS="oom_kill nested_limit"
+SCENARIOS="oom_kill nested_limit pressure"
 LISTEN=127.0.0.1:8967
 SOCK=/run/oomwatch/events.sock
 CGROOT=/sys/fs/cgroup
@@ -182,6 +182,41 @@ scenario_nested_limit() {
     emit_events_file "$s" memory_events "$child/memory.events"
     emit_events_file "$s" limit_memory_events "$parent/memory.events"
     emit_events_file "$s" limit_memory_events_local "$parent/memory.events.local"
+}
+
+# Pressure without a disk: memory.high below what the workload holds makes
+# the kernel reclaim and throttle it (penalty sleeps count as memory stalls),
+# so PSI rises, the daemon's trigger fires, and memcg reclaim stalls are
+# traced. memory.max stays far above: nothing is killed.
+scenario_pressure() {
+    s=pressure
+    cg=$CGROOT/oomwatch-test-vm3
+    { mkdir "$cg" && echo 200M > "$cg/memory.max" && echo 24M > "$cg/memory.high"; } ||
+        { emit_str "$s" setup_failed "$cg"; return; }
+    emit_str "$s" cgroup "${cg#$CGROOT}"
+    tail_out=/tmp/$s.tail
+    oomwatch tail --json --since 10m --socket "$SOCK" > "$tail_out" 2> "$tail_out.err" &
+    tail_pid=$!
+    # Let the daemon find the cgroup and place a PSI trigger on it.
+    sleep 4
+    say "$s: memhog hold 64 10 under memory.high=24M"
+    sh -c 'echo $$ > "$1/cgroup.procs" && exec memhog hold 64 10' memhog "$cg" &
+    hog=$!
+    emit_json "$s" hog_pid "$hog"
+    if wait_for_line "$tail_out" '"kind":"pressure"' "\"cgroup\":\"${cg#$CGROOT}\"" 40; then
+        emit_json "$s" pressure_event_seen true
+    else
+        emit_json "$s" pressure_event_seen false
+    fi
+    wait_child "$hog" 60
+    emit_json "$s" hog_status "$STATUS"
+    kill "$tail_pid" 2>/dev/null
+    wait "$tail_pid" 2>/dev/null
+    emit_lines "$s" event "$tail_out"
+    emit_events_file "$s" memory_events "$cg/memory.events"
+    emit_str "$s" memory_pressure "$(head -1 "$cg/memory.pressure")"
+    http_get /metrics | grep '^oomwatch_' > "/tmp/$s.metrics"
+    emit_lines "$s" metric "/tmp/$s.metrics"
 }
 
 main() {

@@ -22,7 +22,7 @@ use super::image::Kernel;
 const MARK: &str = "OOMWATCH-VM-RESULT ";
 
 /// Kill scenarios the driver runs, in its order.
-pub const SCENARIO_NAMES: &[&str] = &["oom_kill", "nested_limit"];
+pub const SCENARIO_NAMES: &[&str] = &["oom_kill", "nested_limit", "pressure"];
 
 struct KillScenario {
     name: &'static str,
@@ -384,6 +384,31 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
         extra_rows[0].push(exit.map_or("not seen".into(), |e| format!("{} ms after", short(&e["exit_latency_ms"], 8))));
         extra_rows[1].push(kernel_kills.map_or("?".into(), |k| format!("{k} in {}", spec.limit_cgroup)));
         extra_rows[2].push(kills.map_or("absent".into(), |k| format!("{k} for {}", spec.victim_cgroup)));
+    }
+
+    if scenarios.contains(&"pressure") {
+        let s = "pressure";
+        let cg = "/oomwatch-test-vm3";
+        v.expect(r.get(s, "pressure_event_seen") == Some(&Value::from(true)), format!("{s}: a PSI trigger `pressure` event for {cg} in `oomwatch tail --json`"));
+        let events: Vec<&Value> = r.all(s, "event").collect();
+        let pressure = events.iter().find(|e| e["kind"] == "pressure" && e["cgroup"] == cg);
+        v.expect(
+            pressure.is_some_and(|e| e["some_total_us"].as_u64().is_some_and(|t| t > 0)),
+            format!("{s}: the pressure event carries the cgroup's PSI totals (got {})", pressure.map_or("none".into(), |e| e.to_string())),
+        );
+        let waiting = r.metric(s, &format!("oomwatch_cgroup_memory_pressure_waiting_seconds_total{{cgroup=\"{cg}\"}}"));
+        v.expect(waiting.is_some_and(|w| w > 0.0), format!("{s}: PSI waiting seconds for {cg} grew (got {waiting:?})"));
+        let stalls = r.metric(s, &format!("oomwatch_cgroup_reclaim_stalls_total{{cgroup=\"{cg}\"}}"));
+        v.expect(stalls.is_some_and(|n| n > 0.0), format!("{s}: memcg reclaim stalls traced for {cg} (got {stalls:?})"));
+        v.expect(
+            r.get(s, "memory_events").and_then(|e| e["oom_kill"].as_u64()) == Some(0),
+            format!("{s}: nothing was killed (memory.events: {:?})", r.get(s, "memory_events")),
+        );
+        let memstall = r.metric(s, &format!("oomwatch_cgroup_memstall_seconds_total{{cgroup=\"{cg}\"}}"));
+        v.table.push(format!(
+            "  pressure scenario: PSI waiting {waiting:?} s, reclaim stalls {stalls:?}, memstall (fentry) {memstall:?} s; kernel: {}",
+            r.str(s, "memory_pressure").unwrap_or("?")
+        ));
     }
 
     // The table: probe by probe, then fields per scenario.
