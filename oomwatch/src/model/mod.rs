@@ -86,6 +86,11 @@ pub struct CgroupState {
     /// Share of wall time the cgroup's tasks spent in reclaim stalls over
     /// the last interval (from the kernel's stall totals).
     pub reclaim_ratio: Option<f64>,
+    /// The kernel's local oom_kill counter when first seen, and how many
+    /// kills oomwatch had reported for the path by then: the reconciler
+    /// compares later counts against these.
+    pub kernel_kills_baseline: Option<u64>,
+    pub seen_kills_baseline: u64,
     reclaim_total: Option<(Instant, u64)>,
 }
 
@@ -117,6 +122,8 @@ impl CgroupState {
             forecast: None,
             reclaim_ratio: None,
             reclaim_total: None,
+            kernel_kills_baseline: None,
+            seen_kills_baseline: 0,
         }
     }
 
@@ -383,6 +390,11 @@ impl Model {
         c.swap_usage_bytes = sample.swap_usage_bytes;
         c.swap_limit_bytes = sample.swap_limit_bytes;
         c.events = sample.events;
+        if c.kernel_kills_baseline.is_none() {
+            // v2 memory.events counts descendants too; the local file does not.
+            c.kernel_kills_baseline = sample.events_local.unwrap_or(sample.events).oom_kill;
+            c.seen_kills_baseline = kills_of(&s.kills, path);
+        }
         c.full_sample_at = Some(now);
         Self::note_hits(c, limit_hits, now);
         self.push_point(c, now);
@@ -474,7 +486,18 @@ impl Model {
     }
 
     pub fn kills_of(&self, cgroup: &str) -> u64 {
-        self.read().kills.iter().filter(|((c, _), _)| c == cgroup).map(|(_, k)| k.count).sum()
+        kills_of(&self.read().kills, cgroup)
+    }
+
+    /// Tracked cgroups with their kill baselines: (path, kernel baseline,
+    /// kills reported since the baseline).
+    pub fn kill_baselines(&self) -> Vec<(String, u64, u64)> {
+        let s = self.read();
+        s.cgroups
+            .iter()
+            .filter(|(_, c)| c.removed_at.is_none())
+            .filter_map(|(p, c)| Some((p.clone(), c.kernel_kills_baseline?, kills_of(&s.kills, p).saturating_sub(c.seen_kills_baseline))))
+            .collect()
     }
 
     /// The last `window_s` seconds of a cgroup's samples.
@@ -536,6 +559,10 @@ impl Model {
         rows.sort_by(|a, b| risk_order(a).partial_cmp(&risk_order(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.cgroup.cmp(&b.cgroup)));
         rows
     }
+}
+
+fn kills_of(kills: &BTreeMap<(String, Constraint), KillSeries>, cgroup: &str) -> u64 {
+    kills.range((cgroup.to_owned(), Constraint::Memcg)..).take_while(|((c, _), _)| c == cgroup).map(|(_, k)| k.count).sum()
 }
 
 /// Lower sorts first: recent killers and little headroom lead; unlimited
