@@ -2,6 +2,7 @@
 //! starts the daemon with embedded defaults.
 
 mod apt;
+mod bench;
 mod setup;
 mod test;
 
@@ -34,6 +35,8 @@ enum Task {
     },
     /// Every test: unit, integration (root, real kernel), and the rest of the suite.
     Test(test::TestArgs),
+    /// Performance figures against their targets (prints a table, writes target/bench/results.json).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -51,6 +54,7 @@ fn main() -> Result<()> {
             Err(err).with_context(|| format!("exec {}", bin.display()))
         }
         Task::Test(args) => test::run(args),
+        Task::Bench(args) => bench::run(args),
     }
 }
 
