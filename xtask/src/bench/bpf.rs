@@ -8,7 +8,12 @@
 //! measured without any change here. Names come from `bpftool prog show`
 //! when it is installed.
 
-use std::{collections::BTreeMap, fs, process::Command};
+use std::{
+    collections::BTreeMap,
+    fs,
+    process::Command,
+    sync::atomic::{AtomicU8, Ordering},
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -20,12 +25,39 @@ pub struct StatsEnabled {
     previous: String,
 }
 
+/// The value to put back if a signal ends the process while statistics are
+/// on (Ctrl-C during the window): a drop guard does not run then.
+static PREVIOUS: AtomicU8 = AtomicU8::new(b'0');
+const SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+extern "C" fn restore_and_die(sig: libc::c_int) {
+    let byte = [PREVIOUS.load(Ordering::SeqCst)];
+    // SAFETY: open, write, close, signal and raise are async-signal-safe.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/sys/kernel/bpf_stats_enabled".as_ptr(),
+            libc::O_WRONLY,
+        );
+        if fd >= 0 {
+            libc::write(fd, byte.as_ptr().cast(), 1);
+            libc::close(fd);
+        }
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
 impl StatsEnabled {
     pub fn enable() -> Result<Self> {
         let previous = fs::read_to_string(SYSCTL)
             .with_context(|| format!("reading {SYSCTL}"))?
             .trim()
             .to_owned();
+        PREVIOUS.store(previous.bytes().next().unwrap_or(b'0'), Ordering::SeqCst);
+        for sig in SIGNALS {
+            // SAFETY: installs a handler that only makes async-signal-safe calls.
+            unsafe { libc::signal(sig, restore_and_die as *const () as libc::sighandler_t) };
+        }
         fs::write(SYSCTL, "1")
             .with_context(|| format!("writing 1 to {SYSCTL} (needs CAP_SYS_ADMIN)"))?;
         Ok(Self { previous })
@@ -43,6 +75,10 @@ impl Drop for StatsEnabled {
                 "warning: could not restore {SYSCTL} to {}: {e}",
                 self.previous
             );
+        }
+        for sig in SIGNALS {
+            // SAFETY: back to the default disposition.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
         }
     }
 }

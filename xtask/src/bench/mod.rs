@@ -409,6 +409,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     // SAFETY: still single-threaded; nothing reads the environment concurrently.
     unsafe { std::env::set_var("OOMWATCH_BIN", &ctx.oomwatch) };
 
+    remove_stale_cgroups();
     let started = humantime_now();
     let t0 = Instant::now();
     let mut report = Report::default();
@@ -614,4 +615,30 @@ pub fn series_count(exposition: &str) -> usize {
 
 pub fn ensure_dir(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
+}
+
+/// Empty `oomwatch-test-bench-*` cgroups left under our own memory cgroup by
+/// an earlier run that was killed before its drop guards ran. rmdir only
+/// succeeds on a cgroup without tasks; nothing is killed here.
+fn remove_stale_cgroups() {
+    let h = oomwatch_tests::memory_hierarchy();
+    let own = h.mount.join(h.own.trim_start_matches('/'));
+    let Ok(entries) = std::fs::read_dir(&own) else {
+        return;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with("oomwatch-test-bench-")
+            && std::fs::remove_dir(e.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        println!(
+            "bench: removed {removed} empty oomwatch-test-bench-* cgroups left by an earlier run"
+        );
+    }
 }
