@@ -20,7 +20,7 @@ use super::{Ctx, Report, Row, Target, percentile, procfs, ratio};
 
 const MIB: u64 = 1 << 20;
 const SPACING: Duration = Duration::from_millis(50);
-const BPFTRACE_PROGRAM: &str =
+pub const BPFTRACE_PROGRAM: &str =
     r#"tracepoint:oom:mark_victim { printf("%d %llu\n", args->pid, nsecs); }"#;
 
 /// Starts a memory hog in `cg` and waits for the OOM killer; its pid.

@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result};
 use oomwatch_tests::{ChildGuard, Daemon, Tail, TestCgroup};
 use serde_json::json;
 
-use super::{Ctx, Report, Row, Target, metric_samples, metric_sum, procfs};
+use super::{Ctx, Report, Row, Target, bpf, metric_samples, metric_sum, procfs};
 
 const MIB: u64 = 1 << 20;
 
@@ -36,6 +36,25 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let mut tail = Tail::start(&daemon, &["--kind", "oom_kill"]);
     // Let the sampler find the new cgroups (inotify) before the storm.
     std::thread::sleep(Duration::from_secs(2));
+    // What the OOM programs cost per kill (kernel.bpf_stats_enabled, restored
+    // after), next to bpftrace printing each kill (perf buffer + wakeup).
+    let peer = std::process::Command::new("bpftrace")
+        .args(["-e", super::latency::BPFTRACE_PROGRAM])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map(ChildGuard);
+    if let Ok(p) = &peer {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline && bpf::progs_of(p.pid()).is_err() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let stats = bpf::StatsEnabled::enable();
+    let p0 = bpf::progs_of(daemon.pid()).ok();
+    let peer0 = peer.as_ref().ok().and_then(|p| bpf::progs_of(p.pid()).ok());
     let m0 = daemon.metrics();
     let seen0 = metric_sum(&m0, "oomwatch_kernel_oom_kills_seen_total");
     let lost0 = metric_sum(&m0, "oomwatch_events_lost_total");
@@ -95,6 +114,24 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         .count() as u64;
     let vm1 = procfs::vmstat("oom_kill").unwrap_or(vm0);
     let m1 = daemon.metrics();
+    let p1 = bpf::progs_of(daemon.pid()).ok();
+    let peer1 = peer.as_ref().ok().and_then(|p| bpf::progs_of(p.pid()).ok());
+    drop(stats);
+    if let Ok(p) = &peer {
+        // SAFETY: plain kill(2) of the pid we started.
+        unsafe { libc::kill(p.pid() as i32, libc::SIGINT) };
+    }
+    drop(peer);
+    let peer_prog = match (&peer0, &peer1) {
+        (Some(a), Some(b)) => bpf::delta(a, b)
+            .into_iter()
+            .find(|d| d.prog_type == 5 && d.runs > 0),
+        _ => None,
+    };
+    let progs = match (&p0, &p1) {
+        (Some(a), Some(b)) => bpf::delta(a, b),
+        _ => Vec::new(),
+    };
     let seen1 = metric_sum(&m1, "oomwatch_kernel_oom_kills_seen_total");
     let lost1 = metric_sum(&m1, "oomwatch_events_lost_total");
     let metric_ours: f64 = metric_samples(&m1, "oomwatch_oom_kills_total")
@@ -154,6 +191,25 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
         Row::new(g, "events lost (ring buffer full)", lost1 - lost0, "")
             .target(Target::Exactly(0.0)),
     );
+    for d in &progs {
+        if let Some(ns) = d.ns_per_run() {
+            let mut row = Row::new(
+                g,
+                format!("prog {} per run during the storm ({} runs)", d.name, d.runs),
+                ns,
+                "ns",
+            );
+            if let Some(p) = peer_prog.as_ref().and_then(|p| p.ns_per_run())
+                && d.name.starts_with("mark_victim")
+            {
+                row = row.peer(format!(
+                    "bpftrace printf at mark_victim: {p:.0} ns ({})",
+                    super::ratio(ns, p)
+                ));
+            }
+            rep.row(row);
+        }
+    }
     if not_killed > 0 {
         rep.row(Row::new(
             g,
@@ -173,6 +229,8 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             "kernel_per_cgroup": kernel_cg, "tail_ours": tail_ours, "metric_ours": metric_ours,
             "vmstat_delta": vm_delta, "daemon_seen_delta": seen_delta, "tail_all": tail_all,
             "events_lost_delta": lost1 - lost0,
+            "bpftrace_printf_ns_per_run": peer_prog.as_ref().and_then(|p| p.ns_per_run()),
+            "programs": progs.iter().map(|d| json!({"name": d.name, "runs": d.runs, "run_time_ns": d.run_time_ns, "ns_per_run": d.ns_per_run()})).collect::<Vec<_>>(),
             "per_cgroup": cgroups.iter().zip(&cg0).map(|(c, b)| json!({"cgroup": c.path, "kernel": c.oom_kills() - b,
                 "tail": tail.seen.iter().filter(|(v, _)| v["kind"] == "oom_kill" && v["cgroup"] == c.path.as_str()).count()})).collect::<Vec<_>>(),
         }),
