@@ -525,6 +525,11 @@ impl Tail {
         Self { child: ChildGuard(child), lines: rx, seen: Vec::new() }
     }
 
+    /// The pid of the `oomwatch tail` process.
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     /// The first event (seen before or arriving within `timeout`) for which
     /// `pred` holds, with the time it was read.
     pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<(Value, u64)> {

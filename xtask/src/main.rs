@@ -3,6 +3,7 @@
 
 mod apt;
 mod scenarios;
+mod bench;
 mod setup;
 mod test;
 mod vm;
@@ -40,6 +41,8 @@ enum Task {
     Scenarios(scenarios::ScenarioArgs),
     /// The integration scenarios inside a Debian 6.1 VM (QEMU, TCG): the second kernel of the matrix.
     VmTest(vm::VmTestArgs),
+    /// Performance figures against their targets (prints a table, writes target/bench/results.json).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -59,6 +62,7 @@ fn main() -> Result<()> {
         Task::Test(args) => test::run(args),
         Task::Scenarios(args) => scenarios::run_scenarios(args),
         Task::VmTest(args) => vm::run(&args),
+        Task::Bench(args) => bench::run(args),
     }
 }
 

@@ -13,8 +13,9 @@
 //!
 //! Cost: the daemon polls up to 1,000 cgroups every second within 0.5% of a
 //! core, about 5 µs per cgroup. Measured on this machine (release build,
-//! the ignored test `cgroup_read_cost`): opening a cgroup file costs far
-//! more than reading it (kernfs path walk and seq_file setup), so
+//! `cargo xtask bench --only read-cost`, which runs `benches/cgroup_read.rs`):
+//! opening a cgroup file costs far more than reading it (kernfs path walk
+//! and seq_file setup), so
 //! - [`CgroupPoller`] keeps the usage and event files open and re-reads them
 //!   with `pread` at offset 0, which makes kernfs render them afresh: about
 //!   0.5 µs per file. This is the per-second path.
@@ -1391,45 +1392,5 @@ total_active_file 3145728
             // Counters only grow; this cgroup has seen no kill meanwhile.
             assert!(ev.oom_kill >= s.events.oom_kill, "{ev:?} vs {:?}", s.events);
         }
-    }
-
-    /// Cost per cgroup against the budget (1,000 cgroups a second within
-    /// 0.5% of a core: 5 µs each). Prints numbers, asserts nothing:
-    /// `cargo test -p oomwatch --lib --release cgroup_read_cost -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "measurement, not a check"]
-    fn cgroup_read_cost() {
-        let layout = detect(Path::new("/proc")).expect("detect layout");
-        let proc_cgroup = std::fs::read_to_string("/proc/self/cgroup").expect("read");
-        let path = own_memory_cgroup(&proc_cgroup, &layout).expect("memory line");
-        let dir = layout.memory_dir(&path).expect("visible");
-        let v = layout.memory_version;
-        let n = 20_000u32;
-        let time = |name: &str, f: &dyn Fn()| {
-            let start = std::time::Instant::now();
-            for _ in 0..n {
-                f();
-            }
-            println!(
-                "{name}: {:.2} µs/call",
-                start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-            );
-        };
-        time("read_usage", &|| {
-            let _ = std::hint::black_box(read_usage(&dir, v));
-        });
-        time("read_events", &|| {
-            let _ = std::hint::black_box(read_events(&dir, v));
-        });
-        time("read_memory", &|| {
-            let _ = std::hint::black_box(read_memory(&dir, v));
-        });
-        let p = CgroupPoller::open(&dir, v).expect("open").expect("exists");
-        time("CgroupPoller::usage", &|| {
-            let _ = std::hint::black_box(p.usage());
-        });
-        time("CgroupPoller::events", &|| {
-            let _ = std::hint::black_box(p.events());
-        });
     }
 }
