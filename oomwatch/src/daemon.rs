@@ -29,16 +29,52 @@ use crate::{
     stall,
 };
 
+/// What needs privileges, done before any thread starts.
+pub struct Started {
+    listener: std::net::TcpListener,
+    socket_listener: std::os::unix::net::UnixListener,
+    socket_guard: socket::SocketGuard,
+    probes: bpf::loader::KernelProbes,
+}
+
 pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_level);
+    let config = args.effective_config()?;
+    // Outputs first: a port or socket conflict fails before anything loads.
+    let listener = http::bind(config.daemon.listen)?;
+    let (socket_listener, socket_guard) = socket::bind(&config.daemon.socket)?;
+    let load_opts = LoadOptions {
+        tracefs: args.tracefs.clone(),
+        btf: args.btf.clone(),
+        stall_threshold_ns: config.reclaim.stall_threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
+        stall_min_interval_ns: config.reclaim.min_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
+    };
+    let probes = bpf::loader::load(&load_opts)?;
+    protect_self(config.daemon.oom_score_adj);
+    // Still the only thread: the runtime and the sampler inherit what is left.
+    if config.daemon.drop_capabilities {
+        match bpf::privileges::drop_after_start() {
+            Ok(kept) => log::info!("dropped capabilities after loading; kept: {}", if kept.is_empty() { "none".into() } else { kept.join(", ") }),
+            Err(e) => log::warn!("could not drop capabilities: {e}; running with the full set"),
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("oomwatch")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(args))?;
+    runtime.block_on(run(args, config, Started { listener, socket_listener, socket_guard, probes }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The OOM watcher must not be what the OOM killer picks.
+fn protect_self(oom_score_adj: i32) {
+    if let Err(e) = std::fs::write("/proc/self/oom_score_adj", oom_score_adj.to_string()) {
+        log::warn!(
+            "/proc/self/oom_score_adj: cannot set {oom_score_adj}: {e} (lowering it needs CAP_SYS_RESOURCE; under systemd use OOMScoreAdjust={oom_score_adj}); the kernel may pick oomwatch as an OOM victim"
+        );
+    }
 }
 
 fn init_logging(level: log::LevelFilter) {
@@ -54,18 +90,8 @@ fn init_logging(level: log::LevelFilter) {
     let _ = builder.try_init();
 }
 
-pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
-    let config = args.effective_config()?;
-    let listener = http::bind(config.daemon.listen).await?;
-    let (socket_listener, _socket_guard) = socket::bind(&config.daemon.socket)?;
-
-    let load_opts = LoadOptions {
-        tracefs: args.tracefs.clone(),
-        btf: args.btf.clone(),
-        stall_threshold_ns: config.reclaim.stall_threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
-        stall_min_interval_ns: config.reclaim.min_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
-    };
-    let mut probes = bpf::loader::load(&load_opts)?;
+pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Started) -> anyhow::Result<()> {
+    let Started { listener, socket_listener, socket_guard: _socket_guard, mut probes } = started;
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     let kernel_counters = probes.take_counters();
     let stall_maps = probes.take_stall_maps();
@@ -107,6 +133,8 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(metrics);
     let mut pipeline = Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone());
     pipeline.oom_constraints = probes.facts.btf.as_ref().map(|b| b.oom_constraints.clone()).unwrap_or_default();
+    pipeline.drop_kill_records.store(args.inject_drop_kills, std::sync::atomic::Ordering::Relaxed);
+    let reconciler = crate::reconcile::Reconciler::new(layout.clone(), model.clone(), bus.clone(), counters.oom_kills_unobserved.clone());
     let pipeline = Arc::new(pipeline);
     let pressure_root = layout.as_ref().and_then(|l| match l.memory_version {
         CgroupVersion::V2 => Some(l.memory_root.clone()),
@@ -164,6 +192,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(http::serve(listener, metrics));
     tokio::spawn(triggers.run());
+    tokio::spawn(reconciler.run());
     tokio::spawn(crate::alert::run(alerts.clone(), model.clone(), bus.clone(), sampled));
     tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model: model.clone(), counters, alerts: alerts.clone(), stalls: stalls.clone() })));
     if let Some(reader) = stalls.clone() {

@@ -32,6 +32,8 @@ pub enum EventBody {
     Pressure(PressureEvent),
     /// An alert changed state (pending, firing, resolved, cancelled).
     Alert(AlertEvent),
+    /// The kernel counted OOM kills oomwatch did not see (reconciliation).
+    UnobservedKills(UnobservedKills),
     ReclaimStall(ReclaimStall),
     /// The client fell behind and `dropped` events were not sent to it.
     Lagged { dropped: u64 },
@@ -44,13 +46,14 @@ impl EventBody {
             Self::VictimExit(_) => "victim_exit",
             Self::Pressure(_) => "pressure",
             Self::Alert(_) => "alert",
+            Self::UnobservedKills(_) => "unobserved_kills",
             Self::ReclaimStall(_) => "reclaim_stall",
             Self::Lagged { .. } => "lagged",
         }
     }
 }
 
-pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "reclaim_stall", "pressure", "alert", "lagged"];
+pub const KINDS: &[&str] = &["oom_kill", "victim_exit", "reclaim_stall", "pressure", "alert", "unobserved_kills", "lagged"];
 
 /// How the victim's cgroup was found.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -213,6 +216,17 @@ pub struct PressureEvent {
     pub some_total_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_total_us: Option<u64>,
+}
+
+/// Kills the kernel counted that never reached oomwatch: a lost ring-buffer
+/// record, or a kill while the programs were not attached.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UnobservedKills {
+    pub count: u64,
+    /// Kills the kernel counted since the daemon started.
+    pub kernel_total: u64,
+    /// Kills oomwatch reported in that time.
+    pub observed_total: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

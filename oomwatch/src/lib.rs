@@ -18,4 +18,5 @@ pub mod model;
 pub mod node;
 pub mod pipeline;
 pub mod pressure;
+pub mod reconcile;
 pub mod stall;

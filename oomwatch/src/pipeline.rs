@@ -40,6 +40,8 @@ pub struct Pipeline {
     pub layout: Option<CgroupLayout>,
     /// `enum oom_constraint` from BTF: value -> name.
     pub oom_constraints: Vec<(u32, String)>,
+    /// Test-only: kill records to drop (`--inject-drop-kills`).
+    pub drop_kill_records: std::sync::atomic::AtomicU64,
     /// Victim pid -> its cgroup, until the exit is confirmed (bounded).
     victims: Mutex<RecentVictims>,
 }
@@ -85,11 +87,19 @@ impl Pipeline {
             proc_root: PathBuf::from("/proc"),
             layout,
             oom_constraints: Vec::new(),
+            drop_kill_records: std::sync::atomic::AtomicU64::new(0),
             victims: Mutex::default(),
         }
     }
 
     pub fn handle(&self, record: Record) {
+        // Fault injection for the reconciliation test: lose kill records as
+        // a full ring buffer would.
+        if matches!(record, Record::OomKill(_)) && self.drop_kill_records.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            self.drop_kill_records.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            log::warn!("fault injection: dropped a kill record");
+            return;
+        }
         let event = match record {
             Record::OomKill(r) => self.oom_kill(&r),
             Record::VictimExit(r) => self.victim_exit(&r),

@@ -21,14 +21,25 @@ pub enum HttpError {
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
-    TcpListener::bind(addr).await.map_err(|source| match source.kind() {
+/// Binds before the daemon drops privileges (and before the runtime
+/// exists), so a port conflict fails the start with one clear line.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, HttpError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| match source.kind() {
         std::io::ErrorKind::AddrInUse => HttpError::InUse { addr },
         _ => HttpError::Bind { addr, source },
-    })
+    })?;
+    listener.set_nonblocking(true).map_err(|source| HttpError::Bind { addr, source })?;
+    Ok(listener)
 }
 
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("http: {e}");
+            return;
+        }
+    };
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let (stream, _) = match listener.accept().await {

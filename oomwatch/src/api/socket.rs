@@ -66,7 +66,7 @@ impl Drop for SocketGuard {
     }
 }
 
-pub fn bind(path: &Path) -> Result<(UnixListener, SocketGuard), SocketError> {
+pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketGuard), SocketError> {
     let io_err = |source| SocketError::Io { path: path.to_path_buf(), source };
     if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
@@ -83,13 +83,21 @@ pub fn bind(path: &Path) -> Result<(UnixListener, SocketGuard), SocketError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_err(e)),
     }
-    let listener = UnixListener::bind(path).map_err(io_err)?;
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(io_err)?;
+    listener.set_nonblocking(true).map_err(io_err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(io_err)?;
     let ino = std::fs::metadata(path).map_err(io_err)?.ino();
     Ok((listener, SocketGuard { path: path.to_path_buf(), ino }))
 }
 
-pub async fn serve(listener: UnixListener, sources: Arc<Sources>) {
+pub async fn serve(listener: std::os::unix::net::UnixListener, sources: Arc<Sources>) {
+    let listener = match UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("event socket: {e}");
+            return;
+        }
+    };
     let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let stream = match listener.accept().await {

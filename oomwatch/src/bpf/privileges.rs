@@ -44,6 +44,37 @@ pub fn missing_for_bpf(caps: u64) -> Vec<u32> {
     [CAP_BPF, CAP_PERFMON].into_iter().filter(|&c| !has(caps, c)).collect()
 }
 
+pub const CAP_DAC_READ_SEARCH: u32 = 2;
+
+/// Why each capability stays after start; everything else goes.
+pub const KEPT_AFTER_START: &[(caps::Capability, &str)] = &[
+    (caps::Capability::CAP_DAC_READ_SEARCH, "open_by_handle_at: cgroup id to path for every kill"),
+    (caps::Capability::CAP_SYS_RESOURCE, "PSI triggers with windows under 2 s on cgroups found later"),
+];
+
+/// Drops every capability but [`KEPT_AFTER_START`] from this thread's
+/// effective, permitted, inheritable and bounding sets. Must run before any
+/// other thread exists: capabilities are per thread, and threads started
+/// later inherit the reduced set. Returns the names kept.
+pub fn drop_after_start() -> Result<Vec<&'static str>, String> {
+    use caps::{CapSet, Capability};
+    let permitted = caps::read(None, CapSet::Permitted).map_err(|e| e.to_string())?;
+    let keep: caps::CapsHashSet = KEPT_AFTER_START.iter().map(|(c, _)| *c).filter(|c| permitted.contains(c)).collect();
+    // The bounding set first: shrinking it needs CAP_SETPCAP, about to go.
+    if permitted.contains(&Capability::CAP_SETPCAP) {
+        for cap in caps::all() {
+            if !keep.contains(&cap) {
+                let _ = caps::drop(None, CapSet::Bounding, cap);
+            }
+        }
+    }
+    caps::clear(None, CapSet::Ambient).map_err(|e| e.to_string())?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| e.to_string())?;
+    caps::set(None, CapSet::Effective, &keep).map_err(|e| e.to_string())?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(|e| e.to_string())?;
+    Ok(KEPT_AFTER_START.iter().filter(|(c, _)| keep.contains(c)).map(|(c, _)| c.to_string().leak() as &'static str).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

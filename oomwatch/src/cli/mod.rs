@@ -141,6 +141,10 @@ pub struct DaemonArgs {
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,
+    /// Test-only fault injection: drop the next N kill records as a full
+    /// ring buffer would (proves the reconciliation).
+    #[arg(long, hide = true, default_value_t = 0, value_name = "N")]
+    pub inject_drop_kills: u64,
 }
 
 impl DaemonArgs {

@@ -206,6 +206,10 @@ pub fn human(e: &Event) -> String {
             }
             line
         }
+        EventBody::UnobservedKills(u) => format!(
+            "{time} UNSEEN   {} {} OOM kill(s) the kernel counted were not observed (kernel {} since start, oomwatch {})",
+            e.cgroup, u.count, u.kernel_total, u.observed_total
+        ),
         EventBody::Lagged { dropped } => {
             format!("{time} LAGGED   this client fell behind: {dropped} events dropped")
         }

@@ -45,6 +45,12 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// Events kept for `tail --since`.
     pub backlog: usize,
+    /// The daemon's own /proc/self/oom_score_adj: -1000 makes the kernel
+    /// never pick the OOM watcher as a victim.
+    pub oom_score_adj: i32,
+    /// After loading its programs, keep only the capabilities still needed
+    /// (CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE).
+    pub drop_capabilities: bool,
 }
 
 impl Default for DaemonConfig {
@@ -53,6 +59,8 @@ impl Default for DaemonConfig {
             listen: crate::api::http::DEFAULT_LISTEN.parse().expect("valid default address"),
             socket: PathBuf::from(crate::api::socket::DEFAULT_SOCKET),
             backlog: 1024,
+            oom_score_adj: -1000,
+            drop_capabilities: true,
         }
     }
 }
@@ -408,6 +416,9 @@ impl Config {
         }
         if self.forecast.window < 2 * c.sample_interval {
             return Err(("forecast.window", "must span at least two samples".into()));
+        }
+        if !(-1000..=1000).contains(&self.daemon.oom_score_adj) {
+            return Err(("daemon.oom_score_adj", format!("{} is outside -1000..=1000", self.daemon.oom_score_adj)));
         }
         if self.daemon.backlog > 1_000_000 {
             return Err(("daemon.backlog", "more than 1,000,000 events would not stay small".into()));

@@ -63,6 +63,7 @@ pub struct DaemonCounters {
     pub decode_errors: Counter,
     pub stream_events_dropped: Counter,
     pub psi_triggers_active: Gauge,
+    pub oom_kills_unobserved: Counter,
     pub psi_triggers_refused: Gauge,
 }
 
@@ -93,6 +94,11 @@ impl Metrics {
             "stream_dropped_events",
             "Events not delivered to a tail client that fell behind",
             daemon.stream_events_dropped.clone(),
+        );
+        registry.register(
+            "oom_kills_unobserved",
+            "OOM kills the kernel counted (/proc/vmstat, cgroup counters) that oomwatch did not observe",
+            daemon.oom_kills_unobserved.clone(),
         );
         registry.register(
             "psi_triggers_active",

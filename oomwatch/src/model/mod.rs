@@ -379,7 +379,8 @@ impl Model {
     /// A full sample (memory.stat and limits were read).
     pub fn observe_full(&self, path: &str, sample: &MemorySample, limit_hits: Option<u64>, now: Instant) {
         let mut s = self.write();
-        let Some(c) = s.cgroups.get_mut(path) else { return };
+        let State { cgroups, kills, .. } = &mut *s;
+        let Some(c) = cgroups.get_mut(path) else { return };
         c.usage_bytes = sample.usage_bytes;
         c.working_set_bytes = sample.working_set_bytes;
         c.inactive_file_bytes = sample.inactive_file_bytes;
@@ -393,7 +394,7 @@ impl Model {
         if c.kernel_kills_baseline.is_none() {
             // v2 memory.events counts descendants too; the local file does not.
             c.kernel_kills_baseline = sample.events_local.unwrap_or(sample.events).oom_kill;
-            c.seen_kills_baseline = kills_of(&s.kills, path);
+            c.seen_kills_baseline = kills_of(kills, path);
         }
         c.full_sample_at = Some(now);
         Self::note_hits(c, limit_hits, now);
