@@ -38,6 +38,7 @@ pub struct Started {
 }
 
 pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
+    one_malloc_arena();
     init_logging(args.log_level);
     let config = args.effective_config()?;
     // Outputs first: a port or socket conflict fails before anything loads.
@@ -66,6 +67,17 @@ pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .context("starting the async runtime")?;
     runtime.block_on(run(args, config, Started { listener, socket_listener, socket_guard, probes }))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The daemon allocates little, from a handful of threads: one glibc arena
+/// costs no contention, and unlike per-thread arenas it can hand freed
+/// memory back after cgroup churn.
+fn one_malloc_arena() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }
 
 /// The OOM watcher must not be what the OOM killer picks.
@@ -115,7 +127,7 @@ pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Start
     ));
 
     let clock = Arc::new(KernelClock::default());
-    let bus = Arc::new(EventBus::new(config.daemon.backlog, 4096));
+    let bus = Arc::new(EventBus::new(config.daemon.backlog, config.daemon.stream_buffer));
     let model = Arc::new(Model::new(model_config(&config)));
     let counters = Arc::new(DaemonCounters::default());
     let alerts = Alerts::new(config.alerts.clone(), &config.sinks);
@@ -291,7 +303,7 @@ fn reload(args: &DaemonArgs, running: &mut crate::config::Config, alerts: &Alert
 
 /// Parsing kernel BTF peaks at tens of MB and is done once; glibc keeps the
 /// freed heap unless asked to give it back.
-fn release_startup_memory() {
+pub fn release_startup_memory() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
     unsafe {

@@ -331,8 +331,16 @@ impl Daemon {
     pub fn start(extra: &[&str]) -> Self {
         let dir = temp_dir("daemon");
         let socket = dir.0.join("events.sock");
+        Self::start_in(dir, socket, free_port(), extra)
+    }
+
+    /// A daemon on a given socket and port (a restart of another one).
+    pub fn start_at(socket: &Path, port: &str, extra: &[&str]) -> Self {
+        Self::start_in(temp_dir("daemon"), socket.to_path_buf(), port.parse().unwrap(), extra)
+    }
+
+    fn start_in(dir: TempDir, socket: PathBuf, port: u16, extra: &[&str]) -> Self {
         let log = dir.0.join("daemon.log");
-        let port = free_port();
         let child = Command::new(oomwatch_bin())
             .arg("daemon")
             .args(["--listen", &format!("127.0.0.1:{port}")])

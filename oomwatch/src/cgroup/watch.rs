@@ -50,6 +50,10 @@ impl Default for SamplerConfig {
     }
 }
 
+/// Removed cgroups leave the model after their grace period; this is how
+/// often that is checked between full rescans.
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+
 struct Tracked {
     poller: CgroupPoller,
     limit: Option<u64>,
@@ -134,6 +138,7 @@ impl Sampler {
         self.scan(Instant::now());
         let mut next_tick = Instant::now();
         let mut next_scan = Instant::now() + self.config.rescan_every;
+        let mut next_expire = Instant::now() + EXPIRE_EVERY;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             let now = Instant::now();
@@ -147,6 +152,13 @@ impl Sampler {
             if now >= next_scan {
                 self.scan(now);
                 next_scan = now + self.config.rescan_every;
+            } else if now >= next_expire {
+                let root = self.layout.memory_root.clone();
+                crate::model::shrink(&mut self.tracked);
+                crate::model::shrink(&mut self.pressure);
+                crate::model::shrink(&mut self.watched);
+                self.model.expire(now, |p| root.join(p.trim_start_matches('/')).exists());
+                next_expire = now + EXPIRE_EVERY;
             }
             let wait = next_tick.saturating_duration_since(Instant::now());
             self.wait_inotify(wait, &mut buf);
@@ -293,6 +305,9 @@ impl Sampler {
             self.forget(&p, now);
         }
         self.model.set_excluded(filtered, over_cap);
+        crate::model::shrink(&mut self.tracked);
+        crate::model::shrink(&mut self.pressure);
+        crate::model::shrink(&mut self.watched);
         let root = self.layout.memory_root.clone();
         self.model.expire(now, |p| root.join(p.trim_start_matches('/')).exists());
     }

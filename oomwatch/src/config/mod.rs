@@ -45,6 +45,9 @@ pub struct DaemonConfig {
     pub socket: PathBuf,
     /// Events kept for `tail --since`.
     pub backlog: usize,
+    /// Events a tail client may fall behind by before it loses the oldest
+    /// (it is then told how many: a `lagged` record).
+    pub stream_buffer: usize,
     /// The daemon's own /proc/self/oom_score_adj: -1000 makes the kernel
     /// never pick the OOM watcher as a victim.
     pub oom_score_adj: i32,
@@ -59,6 +62,7 @@ impl Default for DaemonConfig {
             listen: crate::api::http::DEFAULT_LISTEN.parse().expect("valid default address"),
             socket: PathBuf::from(crate::api::socket::DEFAULT_SOCKET),
             backlog: 1024,
+            stream_buffer: 4096,
             oom_score_adj: -1000,
             drop_capabilities: true,
         }
@@ -416,6 +420,9 @@ impl Config {
         }
         if self.forecast.window < 2 * c.sample_interval {
             return Err(("forecast.window", "must span at least two samples".into()));
+        }
+        if !(1..=1_000_000).contains(&self.daemon.stream_buffer) {
+            return Err(("daemon.stream_buffer", "must be between 1 and 1,000,000 events".into()));
         }
         if !(-1000..=1000).contains(&self.daemon.oom_score_adj) {
             return Err(("daemon.oom_score_adj", format!("{} is outside -1000..=1000", self.daemon.oom_score_adj)));

@@ -24,8 +24,11 @@ pub struct History {
 }
 
 impl History {
+    /// Allocated at full size once: growing by doubling as samples arrive
+    /// leaves freed chunks scattered through the heap, which after cgroup
+    /// churn the allocator cannot give back.
     pub fn new(capacity: usize) -> Self {
-        Self { points: VecDeque::with_capacity(capacity.min(8)), capacity }
+        Self { points: VecDeque::with_capacity(capacity), capacity }
     }
 
     pub fn push(&mut self, p: Point) {

@@ -451,10 +451,20 @@ impl Model {
         let grace = self.config.removal_grace;
         let old = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) >= grace);
         let mut s = self.write();
+        let before = s.cgroups.len() + s.pressure.len();
         s.cgroups.retain(|_, c| !old(c.removed_at));
         s.pressure.retain(|_, p| !old(p.removed_at));
-        let State { cgroups, kills, .. } = &mut *s;
+        let State { cgroups, kills, pressure, .. } = &mut *s;
         kills.retain(|(path, _), k| cgroups.contains_key(path) || !old(k.last_at) || exists(path));
+        // After churn, give the tables back: a host that had 5,000 cgroups
+        // an hour ago should not pay for them now.
+        shrink(cgroups);
+        shrink(pressure);
+        let freed = before - (cgroups.len() + pressure.len());
+        drop(s);
+        if freed >= 256 {
+            crate::daemon::release_startup_memory();
+        }
     }
 
     pub fn limit_evidence(&self, path: &str, now: Instant) -> LimitEvidence {
@@ -559,6 +569,12 @@ impl Model {
             .collect();
         rows.sort_by(|a, b| risk_order(a).partial_cmp(&risk_order(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.cgroup.cmp(&b.cgroup)));
         rows
+    }
+}
+
+pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
+    if m.capacity() > 64 && m.len() < m.capacity() / 4 {
+        m.shrink_to_fit();
     }
 }
 

@@ -1,0 +1,215 @@
+//! Faults and bad input: what oomwatch does, through its real outputs.
+//! Each test here backs a row of the README's "Failure modes" table.
+
+use std::time::{Duration, Instant};
+
+use oomwatch_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn wait_log(daemon: &Daemon, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if daemon.log_text().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters() {
+    if !require_root("kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters") {
+        return;
+    }
+    // Lose the next kill record, as a full ring buffer would.
+    let daemon = Daemon::start(&["--inject-drop-kills", "1"]);
+    let mut tail = Tail::start(&daemon, &[]);
+    let cg = TestCgroup::new("unseen", Some(48 * MIB));
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("killed");
+    assert_eq!(cg.oom_kills(), 1);
+    let (event, _) = tail
+        .wait_for(Duration::from_secs(20), |v| v["kind"] == "unobserved_kills" && v["cgroup"] == cg.path.as_str())
+        .unwrap_or_else(|| panic!("no unobserved_kills for {}; saw {:?}\n{}", cg.path, tail.seen, daemon.log_text()));
+    assert_eq!(event["count"], 1);
+    assert!(tail.seen.iter().all(|(v, _)| !(v["kind"] == "oom_kill" && v["victim"]["pid"] == hog.pid())), "the kill itself was dropped");
+    assert!(metric_value(&daemon.metrics(), "oomwatch_oom_kills_unobserved_total").is_some_and(|n| n >= 1.0));
+    assert!(daemon.log_text().contains(&format!("did not observe (kernel counts")) && daemon.log_text().contains(&cg.path), "logged with the cgroup");
+}
+
+#[test]
+fn without_btf_the_daemon_runs_and_says_attribution_is_approximate() {
+    if !require_root("without_btf_the_daemon_runs_and_says_attribution_is_approximate") {
+        return;
+    }
+    let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux"]);
+    let log = daemon.log_text();
+    assert!(log.contains("/nonexistent/vmlinux") && log.contains("approximately"), "{log}");
+    let mut tail = Tail::start(&daemon, &[]);
+    let cg = TestCgroup::new("nobtf", Some(48 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("killed");
+    let (kill, _) = tail.wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == hog.pid()).expect("kill event");
+    assert_eq!(kill["attribution"], "approximate", "{kill}");
+    assert_eq!(kill["cgroup"], cg.path.as_str(), "still the right cgroup, from /proc");
+    assert!(kill["unavailable"].as_array().unwrap().iter().any(|u| u.as_str().is_some_and(|s| s.starts_with("victim task"))), "{kill}");
+    assert_eq!(metric_value(&daemon.metrics(), "oomwatch_probe_attached{probe=\"oom_victim_task\"}"), Some(0.0));
+    let check = std::process::Command::new(oomwatch_bin()).args(["check", "--btf", "/nonexistent/vmlinux"]).output().unwrap();
+    assert!(check.status.success(), "missing BTF is not fatal");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("approximate"));
+}
+
+#[test]
+fn tracefs_is_mounted_when_missing_or_the_error_is_one_line() {
+    if !require_root("tracefs_is_mounted_when_missing_or_the_error_is_one_line") {
+        return;
+    }
+    let dir = temp_dir("tracefs");
+    let mountpoint = dir.0.join("tracing");
+    std::fs::create_dir(&mountpoint).unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: unmounts only the mount this test made.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+    let _unmount = Unmount(mountpoint.clone());
+    let mut daemon = Daemon::start(&["--tracefs", mountpoint.to_str().unwrap()]);
+    assert!(daemon.log_text().contains(&format!("mounted tracefs at {}", mountpoint.display())), "{}", daemon.log_text());
+    assert!(mountpoint.join("events/oom/mark_victim/format").exists());
+    daemon.stop();
+
+    let out = std::process::Command::new(oomwatch_bin())
+        .args(["daemon", "--listen", "127.0.0.1:0", "--tracefs", "/nonexistent/tracing", "--socket"])
+        .arg(dir.0.join("e.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("oomwatch: ") && last.contains("/nonexistent/tracing") && last.contains("mount -t tracefs"), "{err}");
+}
+
+#[test]
+fn without_root_the_daemon_names_the_missing_capability() {
+    if !require_root("without_root_the_daemon_names_the_missing_capability") {
+        return;
+    }
+    let dir = temp_dir("noroot");
+    // SAFETY: chmod of our own temp dir so uid 65534 may bind its socket there.
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
+        .arg(oomwatch_bin())
+        .args(["daemon", "--listen", "127.0.0.1:0", "--socket"])
+        .arg(dir.0.join("e.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("CAP_BPF") && err.contains("root"), "{err}");
+}
+
+#[test]
+fn tail_reconnects_when_the_daemon_restarts() {
+    if !require_root("tail_reconnects_when_the_daemon_restarts") {
+        return;
+    }
+    let mut first = Daemon::start(&[]);
+    let socket = first.socket.clone();
+    let port = first.port.to_string();
+    let mut tail = Tail::start(&first, &["--kind", "oom_kill"]);
+    first.stop();
+    // A new daemon on the same socket, as systemd would restart it.
+    let second = Daemon::start_at(&socket, &port, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    let cg = TestCgroup::new("restart", Some(48 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("killed");
+    tail.wait_for(Duration::from_secs(15), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == hog.pid())
+        .unwrap_or_else(|| panic!("tail did not follow the restarted daemon\n{}", second.log_text()));
+    let err = tail.stderr();
+    assert!(err.contains("daemon went away; reconnecting") && err.contains("reconnected"), "{err}");
+}
+
+#[test]
+fn a_slow_tail_client_is_told_it_lagged_and_never_slows_the_daemon() {
+    if !require_root("a_slow_tail_client_is_told_it_lagged_and_never_slows_the_daemon") {
+        return;
+    }
+    let dir = temp_dir("lag");
+    let config = write_config(&dir, "[daemon]\nstream_buffer = 8\n[reclaim]\nstall_threshold = \"1us\"\nmin_interval = \"1ms\"\n");
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    // A client that asks for the stream and then does not read it.
+    let mut stalled = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    std::io::Write::write_all(&mut stalled, b"{\"op\":\"tail\"}\n").unwrap();
+    let mut healthy = Tail::start(&daemon, &[]);
+    let cg = TestCgroup::new("lag", Some(64 * MIB));
+    let data = disk_dir("lag");
+    let file = data.0.join("f.bin");
+    let _work = ChildGuard(cg.spawn(memhog().args(["cache", file.to_str().unwrap(), "256", "20", "40"])));
+    // Events keep flowing to the healthy client while the other one stalls.
+    let flowing = healthy.wait_for(Duration::from_secs(20), |v| v["kind"] == "reclaim_stall").is_some();
+    assert!(flowing, "the daemon kept publishing");
+    // Let the stalled client fall far behind while events keep coming.
+    std::thread::sleep(Duration::from_secs(8));
+    // Now read: the daemon learns what this client missed when it catches
+    // up, and says so in the stream.
+    stalled.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let reader = std::io::BufReader::new(stalled);
+    let lagged = std::io::BufRead::lines(reader)
+        .take(100_000)
+        .map_while(Result::ok)
+        .find(|l| l.contains("\"kind\":\"lagged\""))
+        .expect("a lagged record");
+    let v: Value = serde_json::from_str(&lagged).unwrap();
+    assert!(metric_value(&daemon.metrics(), "oomwatch_stream_dropped_events_total").is_some_and(|n| n >= 1.0), "drops are counted");
+    assert!(v["dropped"].as_u64().is_some_and(|n| n >= 1), "{v}");
+}
+
+#[test]
+fn memory_comes_back_after_5000_cgroups_come_and_go() {
+    if !require_root("memory_comes_back_after_5000_cgroups_come_and_go") {
+        return;
+    }
+    let dir = temp_dir("churn");
+    let config = write_config(&dir, "[cgroups]\nmax_cgroups = 10000\nremoval_grace = \"2s\"\n");
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_secs(4));
+    let start = rss_kib(daemon.pid());
+    let mut peak = start;
+    for round in 0..10 {
+        let batch: Vec<TestCgroup> = (0..500).map(|i| TestCgroup::new(&format!("churn{round}-{i}"), Some(256 * MIB))).collect();
+        std::thread::sleep(Duration::from_secs(3));
+        peak = peak.max(rss_kib(daemon.pid()));
+        drop(batch);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let tracked_at_peak = peak;
+    // Removed cgroups stay for the grace period, then leave the model.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut end = rss_kib(daemon.pid());
+    while Instant::now() < deadline && end > start + start / 10 {
+        std::thread::sleep(Duration::from_secs(2));
+        end = rss_kib(daemon.pid());
+    }
+    println!("cgroup churn: RSS {start} KiB at start, {tracked_at_peak} KiB at the peak with 500 cgroups, {end} KiB after 5,000 came and went");
+    assert!(peak > start, "the churn was visible to the daemon");
+    assert!(end <= start + start / 10, "RSS back within 10%: start {start} KiB, end {end} KiB");
+    let m = daemon.metrics();
+    assert!(metric_value(&m, "oomwatch_cgroups{state=\"removed\"}").is_some_and(|n| n < 10.0), "removed cgroups expired");
+}
