@@ -22,6 +22,27 @@ pub static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 #[map]
 pub static PENDING_VICTIMS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(4096, 0);
 
+/// When the last victim was marked (bpf_ktime_get_ns). In .bss: the exit
+/// program's common case (no kill in minutes) is a clock read and one plain
+/// load instead of a hash lookup on every process exit. A plain store is
+/// enough: concurrent writers all write "just now".
+#[unsafe(no_mangle)]
+pub static mut LAST_KILL_NS: u64 = 0;
+
+/// Exits this long after the last kill cannot be a pending victim's worth
+/// waiting for (victims normally exit within milliseconds).
+pub const VICTIM_EXIT_WINDOW_NS: u64 = 300_000_000_000;
+
+#[inline(always)]
+pub fn last_kill_ns() -> u64 {
+    unsafe { core::ptr::read_volatile(&raw const LAST_KILL_NS) }
+}
+
+#[inline(always)]
+pub fn note_kill(now: u64) {
+    unsafe { core::ptr::write_volatile(&raw mut LAST_KILL_NS, now) };
+}
+
 /// Where the parts of one OOM record meet (see `oom.rs`).
 #[repr(C)]
 pub struct OomScratch {

@@ -24,7 +24,7 @@ use oomwatch_common::{
 };
 
 use crate::{
-    maps::{EVENTS, MARK_VICTIM_LAYOUT, OOM_SCRATCH, OomScratch, PENDING_VICTIMS, count, global, settings},
+    maps::{EVENTS, MARK_VICTIM_LAYOUT, OOM_SCRATCH, OomScratch, PENDING_VICTIMS, count, global, note_kill, settings},
     oom_control::OOM_CONTROL,
     task,
 };
@@ -178,6 +178,8 @@ fn finish_part(slot: &mut OomScratch, part: u32) {
     }
     if PENDING_VICTIMS.insert(&slot.victim_pid, &slot.started_ns, 0).is_err() {
         count(counter::PENDING_VICTIMS_FULL);
+    } else {
+        note_kill(slot.started_ns);
     }
     slot.parts = 0;
 }

@@ -246,6 +246,11 @@ impl Pipeline {
         let version = layout.memory_version;
         let mut chain = Vec::new();
         for path in ancestry(cgroup) {
+            // Each file open costs on the kill path; an ancestor known to
+            // have no limit cannot be the one that was hit.
+            if self.model.known_unlimited(&path, now) {
+                continue;
+            }
             let Some(dir) = layout.memory_dir(&path) else { continue };
             let Ok(Some(usage)) = read_usage(&dir, version) else { continue };
             let limit_file = match version {

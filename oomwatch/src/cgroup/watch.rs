@@ -58,7 +58,24 @@ struct Tracked {
     poller: CgroupPoller,
     limit: Option<u64>,
     next_full: Instant,
+    /// Usage at the last full read: a cgroup whose usage has not moved
+    /// since needs no new memory.stat.
+    full_usage: u64,
+    last_usage: u64,
+    /// Ticks in a row with unchanged usage; idle cgroups are read less often.
+    idle_ticks: u32,
+    next_usage: Instant,
 }
+
+/// Idle cgroups (usage unchanged for this many ticks) are read every
+/// `IDLE_STRIDE` ticks instead of every tick; any change resets them.
+const IDLE_AFTER: u32 = 10;
+const IDLE_STRIDE: u32 = 3;
+/// The longest an unchanged cgroup goes without a full read.
+const FULL_MAX_STALE: Duration = Duration::from_secs(300);
+/// Limit hits cannot happen far from the limit: v1 counters are polled
+/// only above this share of it.
+const FAILCNT_POLL_FRACTION: f64 = 0.5;
 
 pub struct Sampler {
     layout: CgroupLayout,
@@ -375,7 +392,10 @@ impl Sampler {
                         self.pressure.insert(path.clone(), poller);
                     }
                 }
-                self.tracked.insert(path.clone(), Tracked { poller, limit: None, next_full: now });
+                self.tracked.insert(
+                    path.clone(),
+                    Tracked { poller, limit: None, next_full: now, full_usage: 0, last_usage: 0, idle_ticks: 0, next_usage: now },
+                );
                 self.sample_full(&path, now);
                 // Children made before the watch above existed raised no
                 // event: look for them now.
@@ -423,6 +443,8 @@ impl Sampler {
                     CgroupVersion::V1 => sample.failcnt,
                 };
                 t.limit = sample.limit_bytes;
+                t.full_usage = sample.usage_bytes;
+                t.last_usage = sample.usage_bytes;
                 // Spread full reads over the rotation so they do not bunch.
                 self.spread = self.spread.wrapping_add(7919);
                 let jitter = self.spread % (self.config.full_every.as_millis().max(1) as u64 / 4).max(1);
@@ -436,9 +458,15 @@ impl Sampler {
 
     fn sample_all(&mut self, now: Instant) {
         let hot = self.config.hot_fraction;
+        let interval = self.config.interval;
+        let full_every = self.config.full_every;
         let mut full = Vec::new();
         let mut gone = Vec::new();
-        for (path, t) in &self.tracked {
+        let mut updates = Vec::with_capacity(self.tracked.len());
+        for (path, t) in &mut self.tracked {
+            if now < t.next_usage {
+                continue;
+            }
             let usage = match t.poller.usage() {
                 Ok(Some(u)) => u,
                 Ok(None) => {
@@ -450,13 +478,32 @@ impl Sampler {
                     continue;
                 }
             };
+            if usage == t.last_usage {
+                t.idle_ticks = t.idle_ticks.saturating_add(1);
+            } else {
+                t.idle_ticks = 0;
+            }
+            t.last_usage = usage;
+            t.next_usage = now + if t.idle_ticks >= IDLE_AFTER { interval * IDLE_STRIDE } else { interval } - interval / 4;
             let near_limit = t.limit.is_some_and(|l| usage as f64 >= l as f64 * hot);
-            if now >= t.next_full || near_limit {
+            if near_limit {
                 full.push(path.clone());
                 continue;
             }
-            // v1 has no limit-hit notification: poll failcnt where a limit is set.
-            let (events, hits) = if t.limit.is_some() && t.poller.version() == CgroupVersion::V1 {
+            if now >= t.next_full {
+                // Nothing moved since the last full read: memory.stat would
+                // say the same. Look again later, but not never.
+                let moved = usage.abs_diff(t.full_usage) > t.full_usage / 100 + 4096;
+                if moved || now >= t.next_full + (FULL_MAX_STALE - full_every) {
+                    full.push(path.clone());
+                    continue;
+                }
+            }
+            // v1 has no limit-hit notification: poll failcnt where a limit is
+            // set and usage is close enough to it for hits to happen.
+            let polls = t.poller.version() == CgroupVersion::V1
+                && t.limit.is_some_and(|l| usage as f64 >= l as f64 * FAILCNT_POLL_FRACTION);
+            let (events, hits) = if polls {
                 match t.poller.events() {
                     Ok(Some(e)) => (Some(e), e.max),
                     _ => (None, None),
@@ -464,8 +511,9 @@ impl Sampler {
             } else {
                 (None, None)
             };
-            self.model.observe_usage(path, usage, events, hits, now);
+            updates.push((path.clone(), usage, events, hits));
         }
+        self.model.observe_usage_batch(&updates, now);
         for p in gone {
             self.forget(&p, now);
         }

@@ -404,9 +404,23 @@ impl Model {
     /// A cheap sample: usage (and event counters when they were read). The
     /// working set is estimated with the last inactive_file seen, which
     /// moves slowly compared to a leak.
+    /// Many cheap samples under one lock (the sampler's tick).
+    pub fn observe_usage_batch(&self, updates: &[(String, u64, Option<MemoryEvents>, Option<u64>)], now: Instant) {
+        let mut s = self.write();
+        for (path, usage, events, hits) in updates {
+            if let Some(c) = s.cgroups.get_mut(path.as_str()) {
+                self.apply_usage(c, *usage, *events, *hits, now);
+            }
+        }
+    }
+
     pub fn observe_usage(&self, path: &str, usage: u64, events: Option<MemoryEvents>, limit_hits: Option<u64>, now: Instant) {
         let mut s = self.write();
         let Some(c) = s.cgroups.get_mut(path) else { return };
+        self.apply_usage(c, usage, events, limit_hits, now);
+    }
+
+    fn apply_usage(&self, c: &mut CgroupState, usage: u64, events: Option<MemoryEvents>, limit_hits: Option<u64>, now: Instant) {
         c.usage_bytes = usage;
         c.working_set_bytes = usage.saturating_sub(c.inactive_file_bytes.unwrap_or(0));
         c.unreclaimable_bytes = usage.saturating_sub(c.reclaimable_file_bytes.unwrap_or(0));
@@ -465,6 +479,16 @@ impl Model {
         if freed >= 256 {
             crate::daemon::release_startup_memory();
         }
+    }
+
+    /// Tracked, and unlimited as of a full read in the last minute: no
+    /// limit of its own to have been hit (the kill path skips its files).
+    pub fn known_unlimited(&self, path: &str, now: Instant) -> bool {
+        self.read().cgroups.get(path).is_some_and(|c| {
+            c.limit_bytes.is_none()
+                && c.high_bytes.is_none()
+                && c.full_sample_at.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60))
+        })
     }
 
     pub fn limit_evidence(&self, path: &str, now: Instant) -> LimitEvidence {
