@@ -31,7 +31,7 @@ pub static mut LAST_KILL_NS: u64 = 0;
 
 /// Exits this long after the last kill cannot be a pending victim's worth
 /// waiting for (victims normally exit within milliseconds).
-pub const VICTIM_EXIT_WINDOW_NS: u64 = 300_000_000_000;
+pub const VICTIM_EXIT_WINDOW_NS: u64 = 30_000_000_000;
 
 #[inline(always)]
 pub fn last_kill_ns() -> u64 {

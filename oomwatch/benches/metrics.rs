@@ -166,7 +166,7 @@ fn main() {
     let model = model(n);
     let build_ms = t.elapsed().as_secs_f64() * 1e3;
     let tracked = model.counts().tracked;
-    let metrics = Metrics::new(model, None, Vec::new(), Arc::default());
+    let metrics = Metrics::new(model, None, Vec::new(), Arc::default(), None);
     let text = time_render(&metrics, false, runs);
     let om = time_render(&metrics, true, runs);
     let out = serde_json::json!({

@@ -20,6 +20,8 @@ pub fn run_suite(args: &TestArgs) -> Result<()> {
 
     section("unit tests");
     run_cmd(Command::new("cargo").current_dir(&root).args(["test", "--release", "--workspace", "--exclude", "oomwatch-ebpf", "--exclude", "oomwatch-tests"]))?;
+    // Benches are not built by `cargo test`: keep them compiling.
+    run_cmd(Command::new("cargo").current_dir(&root).args(["build", "--release", "--benches", "-p", "oomwatch"]))?;
     if args.unit {
         return Ok(());
     }
