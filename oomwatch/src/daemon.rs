@@ -32,6 +32,7 @@ use crate::{
 /// What needs privileges, done before any thread starts.
 pub struct Started {
     listener: std::net::TcpListener,
+    web: Option<Arc<crate::api::web_config::WebConfig>>,
     socket_listener: std::os::unix::net::UnixListener,
     socket_guard: socket::SocketGuard,
     probes: bpf::loader::KernelProbes,
@@ -41,6 +42,8 @@ pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     one_malloc_arena();
     init_logging(args.log_level);
     let config = args.effective_config()?;
+    // Read before dropping privileges: the key file is usually root-only.
+    let web = config.daemon.web_config.as_deref().map(crate::api::web_config::WebConfig::load).transpose()?.map(Arc::new);
     // Outputs first: a port or socket conflict fails before anything loads.
     let listener = http::bind(config.daemon.listen)?;
     let (socket_listener, socket_guard) = socket::bind(&config.daemon.socket)?;
@@ -65,7 +68,7 @@ pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         .thread_name("oomwatch")
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(run(args, config, Started { listener, socket_listener, socket_guard, probes }))?;
+    runtime.block_on(run(args, config, Started { listener, web, socket_listener, socket_guard, probes }))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -103,7 +106,7 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Started) -> anyhow::Result<()> {
-    let Started { listener, socket_listener, socket_guard: _socket_guard, mut probes } = started;
+    let Started { listener, web, socket_listener, socket_guard: _socket_guard, mut probes } = started;
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     let kernel_counters = probes.take_counters();
     let stall_maps = probes.take_stall_maps();
@@ -182,8 +185,9 @@ pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Start
     }
 
     let attached: Vec<&str> = probes.probes.iter().filter(|p| p.attached()).map(|p| p.spec.name).collect();
+    let scheme = if web.as_ref().is_some_and(|w| w.tls.is_some()) { "https" } else { "http" };
     log::info!(
-        "oomwatch {} watching: probes [{}], metrics on http://{}/metrics, events on {}",
+        "oomwatch {} watching: probes [{}], metrics on {scheme}://{}/metrics, events on {}",
         env!("CARGO_PKG_VERSION"),
         attached.join(", "),
         config.daemon.listen,
@@ -202,7 +206,7 @@ pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Start
             },
         ))
     };
-    tokio::spawn(http::serve(listener, metrics));
+    tokio::spawn(http::serve(listener, metrics, web));
     tokio::spawn(triggers.run());
     tokio::spawn(reconciler.run());
     tokio::spawn(crate::alert::run(alerts.clone(), model.clone(), bus.clone(), sampled));

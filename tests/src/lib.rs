@@ -365,6 +365,10 @@ impl Daemon {
             if self.socket.exists() && http_get(self.port, "/healthz").is_ok_and(|b| b.starts_with("ok")) {
                 return;
             }
+            // Behind TLS, plain HTTP cannot ask: the daemon says when it serves.
+            if self.socket.exists() && self.log_text().contains("metrics on https://") {
+                return;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("daemon not ready after {timeout:?}:\n{}", self.log_text());

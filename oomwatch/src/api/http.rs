@@ -8,6 +8,7 @@ use hyper::{Method, Request, Response, StatusCode, body::Bytes, header, server::
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
+use super::web_config::WebConfig;
 use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, TEXT_CONTENT_TYPE};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8967";
@@ -32,7 +33,7 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, HttpError> {
     Ok(listener)
 }
 
-pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>, web: Option<Arc<WebConfig>>) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -55,16 +56,32 @@ pub async fn serve(listener: std::net::TcpListener, metrics: Arc<Metrics>) {
             continue;
         };
         let metrics = metrics.clone();
+        let web = web.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| handle(req, metrics.clone()));
-            let conn = http1::Builder::new()
-                // Simple clients (nc, some scrapers) shut down their write
-                // side after the request and still expect the response.
-                .half_close(true)
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = conn.await;
+            let tls = web.as_ref().and_then(|w| w.tls.clone());
+            let service = {
+                let web = web.clone();
+                service_fn(move |req| handle(req, metrics.clone(), web.clone()))
+            };
+            let mut builder = http1::Builder::new();
+            // Simple clients (nc, some scrapers) shut down their write side
+            // after the request and still expect the response.
+            builder.half_close(true).timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+            match tls {
+                Some(config) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(Duration::from_secs(10), accept).await {
+                        Ok(Ok(stream)) => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Ok(Err(e)) => log::debug!("TLS handshake: {e}"),
+                        Err(_) => log::debug!("TLS handshake timed out"),
+                    }
+                }
+                None => {
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                }
+            }
             drop(permit);
         });
     }
@@ -77,7 +94,25 @@ fn wants_openmetrics(req: &Request<hyper::body::Incoming>) -> bool {
         .is_some_and(|v| v.contains("application/openmetrics-text"))
 }
 
-async fn handle(req: Request<hyper::body::Incoming>, metrics: Arc<Metrics>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    metrics: Arc<Metrics>,
+    web: Option<Arc<WebConfig>>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() != "/healthz"
+        && let Some(web) = &web
+        && web.auth_required()
+    {
+        let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let web = web.clone();
+        // bcrypt is slow on purpose: off the async workers.
+        let ok = tokio::task::spawn_blocking(move || web.authorized(header.as_deref())).await.unwrap_or(false);
+        if !ok {
+            let mut r = reply(StatusCode::UNAUTHORIZED, "text/plain", "unauthorized\n".into());
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Basic realm=\"oomwatch\""));
+            return Ok(r);
+        }
+    }
     let response = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => {
             let openmetrics = wants_openmetrics(&req);

@@ -2,3 +2,4 @@
 
 pub mod http;
 pub mod socket;
+pub mod web_config;

@@ -96,6 +96,9 @@ pub struct DaemonArgs {
     /// Unix socket for the event stream [default: /run/oomwatch/events.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// TLS and basic auth for /metrics (exporter-toolkit web config YAML).
+    #[arg(long, value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
     /// Where tracefs is (mounted there when missing).
     #[arg(long, default_value = DEFAULT_TRACEFS, value_name = "PATH", hide = true)]
     pub tracefs: PathBuf,
@@ -165,6 +168,9 @@ impl DaemonArgs {
         }
         if let Some(v) = &self.socket {
             c.daemon.socket = v.clone();
+        }
+        if let Some(v) = &self.web_config {
+            c.daemon.web_config = Some(v.clone());
         }
         if let Some(v) = self.backlog {
             c.daemon.backlog = v;

@@ -54,6 +54,10 @@ pub struct DaemonConfig {
     /// After loading its programs, keep only the capabilities still needed
     /// (CAP_DAC_READ_SEARCH, CAP_SYS_RESOURCE).
     pub drop_capabilities: bool,
+    /// TLS and basic auth for /metrics: a web config file in the format
+    /// Prometheus exporters use (tls_server_config, basic_auth_users).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_config: Option<PathBuf>,
 }
 
 impl Default for DaemonConfig {
@@ -65,6 +69,7 @@ impl Default for DaemonConfig {
             stream_buffer: 4096,
             oom_score_adj: -1000,
             drop_capabilities: true,
+            web_config: None,
         }
     }
 }
