@@ -480,6 +480,7 @@ mod tests {
             {{"name":"probe oom_mark_victim","ok":true,"required":true,"detail":"tracepoint oom/mark_victim available"}},
             {task},
             {{"name":"mark_victim fields","ok":true,"required":false,"detail":"{fields}"}},
+            {{"name":"probe oom_kill_process","ok":true,"required":false,"detail":"kprobe oom_kill_process attaches"}},
             {{"name":"kprobes","ok":true,"required":false,"detail":"available"}},
             {{"name":"cgroups","ok":true,"required":false,"detail":"v2: memory controller at /sys/fs/cgroup"}}]}}"#
         )
@@ -500,7 +501,7 @@ mod tests {
         c += &line(
             "oom_kill",
             "event",
-            &format!(r#"{{"kind":"oom_kill","victim":{victim},"trigger":{{"pid":77,"tid":77,"comm":"memhog","cgroup":"{cg}"}},"attribution":"exact","constraint":"memcg","limit_cgroup":"{cg}","time":"t","cgroup":"{cg}","seq":1}}"#),
+            &format!(r#"{{"kind":"oom_kill","victim":{victim},"trigger":{{"pid":77,"tid":77,"comm":"memhog","cgroup":"{cg}"}},"attribution":"exact","constraint":"memcg","limit_cgroup":"{cg}","oom_control":{{"memcg":"{cg}","constraint":"memcg","totalpages":16384,"points":16000,"gfp_mask":"0xcc0","order":0}},"time":"t","cgroup":"{cg}","seq":1}}"#),
         );
         c += &line("oom_kill", "event", &format!(r#"{{"kind":"victim_exit","pid":77,"comm":"memhog","exit_latency_ms":1.5,"time":"t","cgroup":"{cg}","seq":2}}"#));
         for m in [
