@@ -247,8 +247,9 @@ impl Pipeline {
         let mut chain = Vec::new();
         for path in ancestry(cgroup) {
             // Each file open costs on the kill path; an ancestor known to
-            // have no limit cannot be the one that was hit.
-            if self.model.known_unlimited(&path, now) {
+            // have no limit cannot be the one that was hit. The victim's own
+            // cgroup is always read.
+            if path != cgroup && self.model.known_unlimited(&path, now) {
                 continue;
             }
             let Some(dir) = layout.memory_dir(&path) else { continue };

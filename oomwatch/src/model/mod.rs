@@ -80,6 +80,9 @@ pub struct CgroupState {
     pub limit_hit_at: Option<Instant>,
     pub history: History,
     pub full_sample_at: Option<Instant>,
+    /// Full reads so far: the first happens at mkdir, before whoever
+    /// created the cgroup has written its limit.
+    pub full_samples: u32,
     pub removed_at: Option<Instant>,
     /// Time to OOM at the current trend; None when there is no risk.
     pub forecast: Option<Forecast>,
@@ -118,6 +121,7 @@ impl CgroupState {
             limit_hit_at: None,
             history: History::new(history_len),
             full_sample_at: None,
+            full_samples: 0,
             removed_at: None,
             forecast: None,
             reclaim_ratio: None,
@@ -397,6 +401,7 @@ impl Model {
             c.seen_kills_baseline = kills_of(kills, path);
         }
         c.full_sample_at = Some(now);
+        c.full_samples = c.full_samples.saturating_add(1);
         Self::note_hits(c, limit_hits, now);
         self.push_point(c, now);
     }
@@ -481,12 +486,14 @@ impl Model {
         }
     }
 
-    /// Tracked, and unlimited as of a full read in the last minute: no
-    /// limit of its own to have been hit (the kill path skips its files).
+    /// Tracked, and unlimited as of a full read in the last minute that
+    /// was not the one at creation (limits are written right after mkdir):
+    /// no limit of its own to have been hit (the kill path skips its files).
     pub fn known_unlimited(&self, path: &str, now: Instant) -> bool {
         self.read().cgroups.get(path).is_some_and(|c| {
             c.limit_bytes.is_none()
                 && c.high_bytes.is_none()
+                && c.full_samples >= 2
                 && c.full_sample_at.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(60))
         })
     }
@@ -708,6 +715,19 @@ mod tests {
         assert_eq!(ws, 120 * MIB);
         let ramp = m.ramp("/c", 60, t0 + Duration::from_secs(1)).unwrap();
         assert_eq!(ramp.working_set_bytes, vec![70 * MIB, 120 * MIB]);
+    }
+
+    #[test]
+    fn unlimited_is_trusted_only_after_the_read_at_creation() {
+        let m = Model::default();
+        let t = Instant::now();
+        m.admit("/c", 1);
+        // Read at mkdir: no limit yet (it is written right after).
+        m.observe_full("/c", &sample(10, None, 0), None, t);
+        assert!(!m.known_unlimited("/c", t), "one read at creation proves nothing");
+        m.observe_full("/c", &sample(10, None, 0), None, t + Duration::from_secs(1));
+        assert!(m.known_unlimited("/c", t + Duration::from_secs(1)));
+        assert!(!m.known_unlimited("/c", t + Duration::from_secs(120)), "an old read proves nothing");
     }
 
     #[test]
