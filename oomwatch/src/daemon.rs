@@ -40,6 +40,10 @@ pub struct Started {
 
 pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     one_malloc_arena();
+    // A reload request (SIGHUP) during start must not end the process; the
+    // configuration is being read now anyway. `run` installs the handler.
+    // SAFETY: sets a signal disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     init_logging(args.log_level);
     let config = args.effective_config()?;
     // Read before dropping privileges: the key file is usually root-only.
@@ -106,6 +110,11 @@ fn init_logging(level: log::LevelFilter) {
 }
 
 pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Started) -> anyhow::Result<()> {
+    // Signal handlers before anything is served: a SIGHUP (systemctl reload)
+    // or SIGTERM sent as soon as /healthz answers must not meet the default
+    // action, which ends the process.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+    let shutdown = shutdown_signal()?;
     let Started { listener, web, socket_listener, socket_guard: _socket_guard, mut probes } = started;
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     let kernel_counters = probes.take_counters();
@@ -144,6 +153,11 @@ pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Start
         ));
         metrics.register_collector(Box::new(stall::metrics::StallCollector { reader: reader.clone(), model: model.clone() }));
         reader
+    });
+    let pusher = config.daemon.push_gateway.as_deref().map(|base| {
+        let failures = prometheus_client::metrics::counter::Counter::default();
+        metrics.register("push_failures", "Pushes to the Pushgateway (--push-gateway) that failed; the daemon log says why", failures.clone());
+        crate::metrics::push::Pusher::new(base, &crate::api::client::hostname(), config.daemon.push_interval, failures)
     });
     let metrics = Arc::new(metrics);
     let mut pipeline = Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone());
@@ -206,6 +220,11 @@ pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Start
             },
         ))
     };
+    let pushing = pusher.clone().map(|p| {
+        log::info!("pushing metrics to {} every {}", p.url, humantime::format_duration(p.interval));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        (stop, tokio::spawn(p.run(metrics.clone(), stopped)))
+    });
     tokio::spawn(http::serve(listener, metrics, web));
     tokio::spawn(triggers.run());
     tokio::spawn(reconciler.run());
@@ -238,9 +257,7 @@ pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Start
         }
     });
 
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
     tokio::pin!(reader);
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -258,6 +275,16 @@ pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Start
                 break;
             }
         }
+    }
+    if let (Some(pusher), Some((stop, mut task))) = (&pusher, pushing) {
+        // A clean stop removes this host's group: absent, not frozen at its
+        // last values (see metrics::push).
+        let _ = stop.send(());
+        if tokio::time::timeout(Duration::from_secs(3), &mut task).await.is_err() {
+            task.abort();
+            log::debug!("push: the push in flight did not finish; deleting anyway");
+        }
+        pusher.delete(Duration::from_secs(2)).await;
     }
     drop(probes);
     Ok(())
@@ -347,14 +374,17 @@ fn model_config(config: &crate::config::Config) -> ModelConfig {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
+/// Registers the handlers now; the future resolves on the first signal.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    }
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
 }
 
 /// Forwards kernel-side aya-log records to our log. Programs only log on cold

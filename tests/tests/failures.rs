@@ -15,17 +15,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn wait_log(daemon: &Daemon, needle: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if daemon.log_text().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[test]
 fn kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters() {
     if !require_root("kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters") {

@@ -30,6 +30,9 @@ pub fn run_suite(args: &TestArgs) -> Result<()> {
     if !crate::is_root() && std::env::var("OOMWATCH_SKIP_PRIVILEGED").as_deref() != Ok("1") {
         println!("note: not root: the privileged tests will fail (set OOMWATCH_SKIP_PRIVILEGED=1 to skip them)");
     }
+    // The real servers and tools tests/tests/ecosystem.rs runs (the tests
+    // themselves never install anything).
+    crate::apt::ensure(ECOSYSTEM_PACKAGES)?;
     run_cmd(Command::new("cargo")
         .current_dir(&root)
         .args(["test", "--release", "-p", "oomwatch-tests", "--", "--nocapture", "--test-threads=2"])
@@ -39,6 +42,10 @@ pub fn run_suite(args: &TestArgs) -> Result<()> {
     crate::vm::run(&crate::vm::VmTestArgs::default())?;
     Ok(())
 }
+
+/// prometheus (with promtool), prometheus-alertmanager (with amtool),
+/// prometheus-pushgateway, and systemd for `systemd-analyze verify`.
+pub const ECOSYSTEM_PACKAGES: &[&str] = &["prometheus", "prometheus-alertmanager", "prometheus-pushgateway", "systemd"];
 
 pub fn run(args: TestArgs) -> Result<()> {
     run_suite(&args)?;

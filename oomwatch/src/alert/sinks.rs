@@ -7,17 +7,17 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::{Duration, SystemTime},
+    time::SystemTime,
 };
 
-use http_body_util::{BodyExt as _, Full};
-use hyper::{Request, body::Bytes, header};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use prometheus_client::metrics::{counter::Counter, family::Family};
 use tokio::{io::AsyncWriteExt as _, sync::mpsc, task::JoinHandle};
 
 use super::engine::{AlertKey, AlertState, Transition};
-use crate::config::{AlertmanagerSink, ExecSink, SinksConfig, WebhookSink};
+use crate::{
+    api::client::{HttpClient, hostname},
+    config::{AlertmanagerSink, ExecSink, SinksConfig, WebhookSink},
+};
 
 pub type NotificationCounters = Family<[(&'static str, &'static str); 2], Counter>;
 
@@ -38,10 +38,6 @@ impl Drop for SinkSet {
             t.abort();
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
 impl SinkSet {
@@ -82,33 +78,6 @@ impl SinkSet {
     }
 }
 
-fn http_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-async fn post_json(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    url: &str,
-    body: String,
-    timeout: Duration,
-) -> Result<(), String> {
-    let req = Request::post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::USER_AGENT, concat!("oomwatch/", env!("CARGO_PKG_VERSION")))
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| format!("{url}: {e}"))?;
-    let resp = tokio::time::timeout(timeout, client.request(req))
-        .await
-        .map_err(|_| format!("{url}: no answer within {timeout:?}"))?
-        .map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    if status.is_success() {
-        return Ok(());
-    }
-    let body = tokio::time::timeout(timeout, resp.into_body().collect()).await.ok().and_then(|r| r.ok()).map(|b| b.to_bytes()).unwrap_or_default();
-    Err(format!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim().chars().take(200).collect::<String>()))
-}
-
 fn alertname(key: &AlertKey) -> &'static str {
     match key.alert {
         super::engine::AlertName::OomForecast => "OomwatchOomForecast",
@@ -142,7 +111,7 @@ fn am_alert(t: &Transition, extra: &BTreeMap<String, String>, host: &str, ends_a
 }
 
 async fn alertmanager(cfg: AlertmanagerSink, mut rx: mpsc::Receiver<Transition>, counters: NotificationCounters, firing: Vec<Transition>) {
-    let client = http_client();
+    let client = HttpClient::new();
     let url = format!("{}/api/v2/alerts", cfg.url.trim_end_matches('/'));
     let host = hostname();
     let mut active: HashMap<AlertKey, Transition> = firing.into_iter().map(|t| (t.key.clone(), t)).collect();
@@ -170,7 +139,7 @@ async fn alertmanager(cfg: AlertmanagerSink, mut rx: mpsc::Receiver<Transition>,
                 active.values().map(|t| am_alert(t, &cfg.labels, &host, ends)).collect()
             }
         };
-        match post_json(&client, &url, serde_json::Value::Array(batch).to_string(), cfg.timeout).await {
+        match client.post_json(&url, serde_json::Value::Array(batch).to_string(), cfg.timeout).await {
             Ok(()) => count(&counters, "alertmanager", "sent"),
             Err(e) => {
                 count(&counters, "alertmanager", "failed");
@@ -181,7 +150,7 @@ async fn alertmanager(cfg: AlertmanagerSink, mut rx: mpsc::Receiver<Transition>,
 }
 
 async fn webhook(cfg: WebhookSink, mut rx: mpsc::Receiver<Transition>, counters: NotificationCounters) {
-    let client = http_client();
+    let client = HttpClient::new();
     let host = hostname();
     while let Some(t) = rx.recv().await {
         let body = serde_json::json!({
@@ -195,7 +164,7 @@ async fn webhook(cfg: WebhookSink, mut rx: mpsc::Receiver<Transition>, counters:
             "firing_since": t.firing_since,
             "host": host,
         });
-        match post_json(&client, &cfg.url, body.to_string(), cfg.timeout).await {
+        match client.post_json(&cfg.url, body.to_string(), cfg.timeout).await {
             Ok(()) => count(&counters, "webhook", "sent"),
             Err(e) => {
                 count(&counters, "webhook", "failed");

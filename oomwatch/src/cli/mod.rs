@@ -2,6 +2,7 @@
 
 mod alerts;
 mod check;
+mod docs;
 mod selftest;
 mod status;
 mod tail;
@@ -42,6 +43,25 @@ pub enum Command {
     Check(CheckArgs),
     /// Prove the whole chain on this host: a sandboxed leak, warned about, then killed.
     Selftest(SelftestArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) to stdout: oomwatch(8), or one subcommand's.
+    Man(ManArgs),
+}
+
+#[derive(clap::Args, Clone, Debug)]
+#[command(after_help = "Install, e.g.:\n  oomwatch completions bash > /etc/bash_completion.d/oomwatch\n  oomwatch completions zsh > \"${fpath[1]}/_oomwatch\"\n  oomwatch completions fish > ~/.config/fish/completions/oomwatch.fish")]
+pub struct CompletionsArgs {
+    #[arg(value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+#[command(after_help = "Install, e.g.:\n  oomwatch man | gzip > /usr/local/share/man/man8/oomwatch.8.gz\n  oomwatch man daemon | gzip > /usr/local/share/man/man8/oomwatch-daemon.8.gz")]
+pub struct ManArgs {
+    /// A subcommand (e.g. daemon): its own page, oomwatch-SUBCOMMAND(8).
+    #[arg(value_name = "SUBCOMMAND")]
+    pub subcommand: Option<String>,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -141,6 +161,15 @@ pub struct DaemonArgs {
     /// next one says how many were held back) [default: 1s].
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub stall_min_interval: Option<std::time::Duration>,
+    /// Push mode, for hosts Prometheus cannot scrape: PUT /metrics to this
+    /// Pushgateway (e.g. http://pushgateway:9091) every --push-interval, as
+    /// job="oomwatch", instance=<hostname>; the group is deleted on a clean
+    /// stop. Same as `push_gateway` in [daemon].
+    #[arg(long, value_name = "URL", value_parser = parse_push_gateway)]
+    pub push_gateway: Option<String>,
+    /// How often to push (1s to 5m) [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_push_interval)]
+    pub push_interval: Option<std::time::Duration>,
     /// Log level: error, warn, info, debug, trace (RUST_LOG overrides).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: log::LevelFilter,
@@ -148,6 +177,17 @@ pub struct DaemonArgs {
     /// ring buffer would (proves the reconciliation).
     #[arg(long, hide = true, default_value_t = 0, value_name = "N")]
     pub inject_drop_kills: u64,
+}
+
+fn parse_push_gateway(s: &str) -> Result<String, String> {
+    crate::config::check_push_gateway(s)?;
+    Ok(s.to_owned())
+}
+
+fn parse_push_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("'{s}': {e}"))?;
+    crate::config::check_push_interval(d)?;
+    Ok(d)
 }
 
 impl DaemonArgs {
@@ -199,6 +239,12 @@ impl DaemonArgs {
         if let Some(v) = self.stall_min_interval {
             c.reclaim.min_interval = v;
         }
+        if let Some(v) = &self.push_gateway {
+            c.daemon.push_gateway = Some(v.clone());
+        }
+        if let Some(v) = self.push_interval {
+            c.daemon.push_interval = v;
+        }
     }
 }
 
@@ -248,6 +294,8 @@ pub fn main() -> ExitCode {
         Command::Alerts(args) => alerts::main(args),
         Command::Check(args) => check::main(args),
         Command::Selftest(args) => selftest::main(args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     };
     match result {
         Ok(code) => code,

@@ -58,6 +58,41 @@ pub struct DaemonConfig {
     /// Prometheus exporters use (tls_server_config, basic_auth_users).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web_config: Option<PathBuf>,
+    /// Push mode, for hosts Prometheus cannot scrape: every `push_interval`,
+    /// PUT /metrics to this Pushgateway (http://host:9091) as the group
+    /// job="oomwatch", instance=<hostname>. Unset: no pushing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push_gateway: Option<String>,
+    #[serde(with = "serde_duration")]
+    pub push_interval: Duration,
+}
+
+pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Push intervals allowed: at least 1 s (the Pushgateway keeps only the
+/// last push anyway), at most 5 min (beyond that the shipped
+/// OomwatchHostSilent rule would take a healthy host for a dead one).
+pub fn check_push_interval(d: Duration) -> Result<(), String> {
+    if d < Duration::from_secs(1) {
+        return Err(format!("{} is shorter than 1s", humantime::format_duration(d)));
+    }
+    if d > Duration::from_secs(300) {
+        return Err(format!("{} is longer than 5m (hosts that push less often look dead to the alert rules)", humantime::format_duration(d)));
+    }
+    Ok(())
+}
+
+/// A Pushgateway base URL: http://, a host, and no path of its own beyond
+/// an optional prefix (the daemon appends /metrics/job/...).
+pub fn check_push_gateway(url: &str) -> Result<(), String> {
+    check_url(url)?;
+    if url.contains(['?', '#']) {
+        return Err(format!("'{url}' must not have a query or fragment: give the Pushgateway's base URL, e.g. http://pushgateway:9091"));
+    }
+    if url.trim_end_matches('/').ends_with("/metrics") || url.contains("/metrics/job/") {
+        return Err(format!("'{url}': give the Pushgateway's base URL (e.g. http://pushgateway:9091); oomwatch appends /metrics/job/oomwatch/instance/<host>"));
+    }
+    Ok(())
 }
 
 impl Default for DaemonConfig {
@@ -70,6 +105,8 @@ impl Default for DaemonConfig {
             oom_score_adj: -1000,
             drop_capabilities: true,
             web_config: None,
+            push_gateway: None,
+            push_interval: DEFAULT_PUSH_INTERVAL,
         }
     }
 }
@@ -432,6 +469,10 @@ impl Config {
         if !(-1000..=1000).contains(&self.daemon.oom_score_adj) {
             return Err(("daemon.oom_score_adj", format!("{} is outside -1000..=1000", self.daemon.oom_score_adj)));
         }
+        if let Some(url) = &self.daemon.push_gateway {
+            check_push_gateway(url).map_err(|e| ("daemon.push_gateway", e))?;
+        }
+        check_push_interval(self.daemon.push_interval).map_err(|e| ("daemon.push_interval", e))?;
         if self.daemon.backlog > 1_000_000 {
             return Err(("daemon.backlog", "more than 1,000,000 events would not stay small".into()));
         }

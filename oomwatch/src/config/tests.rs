@@ -87,3 +87,24 @@ fn missing_file_names_it() {
     let e = Config::load(Path::new("/nonexistent/oomwatch.toml")).unwrap_err().to_string();
     assert!(e.starts_with("/nonexistent/oomwatch.toml: "), "{e}");
 }
+
+#[test]
+fn push_mode_keys() {
+    let c = Config::parse("[daemon]\npush_gateway = \"http://pgw:9091\"\npush_interval = \"30s\"\n", "x.toml").unwrap();
+    assert_eq!(c.daemon.push_gateway.as_deref(), Some("http://pgw:9091"));
+    assert_eq!(c.daemon.push_interval, Duration::from_secs(30));
+    assert_eq!(Config::default().daemon.push_gateway, None);
+    assert!(!defaults_toml().contains("push_gateway"), "unset by default");
+    assert!(defaults_toml().contains("push_interval = \"15s\""), "{}", defaults_toml());
+
+    let e = err("[daemon]\npush_gateway = \"pgw:9091\"\n");
+    assert!(e.contains("daemon.push_gateway") && e.contains("http://"), "{e}");
+    let e = err("[daemon]\npush_gateway = \"http://pgw:9091/metrics/job/x\"\n");
+    assert!(e.contains("daemon.push_gateway") && e.contains("base URL"), "{e}");
+    let e = err("[daemon]\npush_interval = \"100ms\"\n");
+    assert!(e.contains("daemon.push_interval") && e.contains("1s"), "{e}");
+    let e = err("[daemon]\npush_interval = \"1h\"\n");
+    assert!(e.contains("daemon.push_interval") && e.contains("5m"), "{e}");
+    let e = err("[daemon]\npush_interval = 15\n");
+    assert!(e.contains("daemon.push_interval"), "{e}");
+}

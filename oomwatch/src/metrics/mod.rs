@@ -6,6 +6,8 @@
 //! it; other clients (curl, promtool, older scrapers) get the classic text
 //! format 0.0.4, converted from the same bytes.
 
+pub mod push;
+
 use std::{
     fmt::{self, Write as _},
     sync::{Arc, Mutex},
@@ -124,6 +126,11 @@ impl Metrics {
         registry.register_collector(Box::new(KernelCounterCollector { map: kernel.map(Mutex::new) }));
         registry.register_collector(Box::new(ModelCollector { model }));
         Self { registry }
+    }
+
+    /// A metric that exists only with a feature turned on (e.g. push mode).
+    pub fn register(&mut self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry.register(name, help, metric);
     }
 
     /// Series that another room reads at scrape time (e.g. `stall`).

@@ -1,0 +1,143 @@
+//! The small HTTP client every outgoing request uses: alert sinks
+//! (Alertmanager, webhook) and the Pushgateway. Plain http:// (see
+//! `config::check_url`), one timeout over the whole exchange, and errors
+//! as one line naming the URL.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Method, Request, body::Bytes, header};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+
+pub const USER_AGENT: &str = concat!("oomwatch/", env!("CARGO_PKG_VERSION"));
+
+/// Cheap to clone (the connection pool is shared).
+#[derive(Clone)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        Self { inner: Client::builder(TokioExecutor::new()).build_http() }
+    }
+
+    /// Sends one request; Ok for any 2xx answer. A non-2xx answer is an
+    /// error carrying the status and the first 200 characters of the body.
+    pub async fn send(&self, method: Method, url: &str, content_type: Option<&str>, body: Bytes, timeout: Duration) -> Result<(), String> {
+        let mut req = Request::builder().method(method).uri(url).header(header::USER_AGENT, USER_AGENT);
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| format!("{url}: {e}"))?;
+        let exchange = async {
+            let resp = self.inner.request(req).await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+            let status = resp.status();
+            if status.is_success() {
+                return Ok(());
+            }
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            Err(format!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim().chars().take(200).collect::<String>()))
+        };
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("{url}: no answer within {timeout:?}"))?
+    }
+
+    pub async fn post_json(&self, url: &str, body: String, timeout: Duration) -> Result<(), String> {
+        self.send(Method::POST, url, Some("application/json"), Bytes::from(body), timeout).await
+    }
+}
+
+/// hyper's client error says only "client error (Connect)"; the cause
+/// ("Connection refused") is further down the chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+/// The host's name, as alerts and pushed metrics label it.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    /// One-shot server: answers `reply` and hands back the request it read.
+    fn serve_once(reply: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let handle = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let mut buf = vec![0u8; 8192];
+            let mut req = Vec::new();
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                req.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&req);
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break;
+                    }
+                }
+            }
+            s.write_all(reply.as_bytes()).unwrap();
+            String::from_utf8_lossy(&req).into_owned()
+        });
+        (port, handle)
+    }
+
+    #[tokio::test]
+    async fn sends_method_type_and_body() {
+        let (port, server) = serve_once("HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n");
+        let c = HttpClient::new();
+        c.send(Method::PUT, &format!("http://127.0.0.1:{port}/metrics/job/x"), Some("text/plain"), Bytes::from_static(b"a 1\n"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        let req = server.join().unwrap();
+        assert!(req.starts_with("PUT /metrics/job/x HTTP/1.1"), "{req}");
+        assert!(req.to_ascii_lowercase().contains("content-type: text/plain"), "{req}");
+        assert!(req.ends_with("a 1\n"), "{req}");
+    }
+
+    #[tokio::test]
+    async fn errors_are_one_line_with_status_and_cause() {
+        let (port, server) = serve_once("HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\nbad metrics\n");
+        let url = format!("http://127.0.0.1:{port}/");
+        let e = HttpClient::new().post_json(&url, "{}".into(), Duration::from_secs(5)).await.unwrap_err();
+        server.join().unwrap();
+        assert_eq!(e, format!("{url}: HTTP 400 Bad Request: bad metrics"));
+
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let e = HttpClient::new().post_json(&url, "{}".into(), Duration::from_secs(5)).await.unwrap_err();
+        assert!(e.starts_with(&url) && e.to_lowercase().contains("refused") && !e.contains('\n'), "{e}");
+    }
+}
