@@ -187,13 +187,14 @@ pub mod counter {
     pub const RINGBUF_FULL_STALL: u32 = 2;
     /// The pending-victims map refused an insert (exit confirmation lost).
     pub const PENDING_VICTIMS_FULL: u32 = 3;
-    /// A reclaim-begin had no slot in the start-time map.
+    /// A reclaim or memstall start had no entry in the per-thread map
+    /// (`RECLAIM_THREADS`): that stall is not counted.
     pub const RECLAIM_STARTS_FULL: u32 = 4;
     /// OOM kills seen by the kernel programs (for reconciliation).
     pub const OOM_SEEN: u32 = 5;
-    /// The per-cgroup reclaim stall map refused an insert (stall not counted).
+    /// Unused since per-cgroup and per-process stalls are aggregated by the
+    /// daemon from `RECLAIM_THREADS` (the indexes are kept stable).
     pub const STALL_CGROUPS_FULL: u32 = 6;
-    /// The per-process reclaim stall map refused an insert.
     pub const STALL_PROCS_FULL: u32 = 7;
     pub const COUNT: u32 = 8;
 }
@@ -320,14 +321,23 @@ pub struct Settings {
     /// 0 means only the tracepoint part.
     pub oom_parts_expected: u32,
     pub _pad: u32,
-    /// Reclaim stalls at least this long become records.
-    pub stall_threshold_ns: u64,
-    /// At most one stall record per cgroup per this interval.
-    pub stall_min_interval_ns: u64,
 }
-const _: () = assert!(size_of::<Settings>() == 24);
+const _: () = assert!(size_of::<Settings>() == 8);
 
-/// Buckets of [`CgroupStallStats::buckets`]: bucket 0 holds stalls under
+/// Reclaim stall settings, fixed for the programs' lifetime: the loader
+/// writes them into the read-only global `STALL_SETTINGS`, so the verifier
+/// sees constants and the hot path reads no map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct StallSettings {
+    /// Reclaim stalls at least this long become records; 0: none do.
+    pub threshold_ns: u64,
+    /// At most one stall record per cgroup per this interval.
+    pub min_interval_ns: u64,
+}
+const _: () = assert!(size_of::<StallSettings>() == 16);
+
+/// Buckets of [`ThreadStalls::buckets`]: bucket 0 holds stalls under
 /// 2 µs, bucket `i` (1..=22) holds `[2^i, 2^(i+1))` µs, and the last one
 /// everything from 2^23 µs (8.4 s) up.
 pub const STALL_BUCKETS: usize = 24;
@@ -370,35 +380,54 @@ pub const fn stall_bucket_upper_us(i: usize) -> u64 {
     if i + 1 >= STALL_BUCKETS { u64::MAX } else { 1 << (i + 1) }
 }
 
-/// Reclaim stalls of one memory cgroup, one slot per CPU in the
-/// `RECLAIM_CGROUPS` map (key: memcg id). The daemon sums the slots.
+/// One thread's reclaim state and stall totals: the value of the kernel's
+/// `RECLAIM_THREADS` map (key: thread id). The begin and end programs of a
+/// thread never run at the same time, so the kernel updates it in place
+/// without atomics; the daemon reads the whole map (once a second and at
+/// scrape/status time) and turns what changed since its previous read into
+/// per-cgroup counters and per-process top stallers.
+///
+/// The totals of one entry form a *lineage* named by `born_ns`: they only
+/// grow while `born_ns` stays the same. A new lineage starts when the entry
+/// is created (first stall of a thread, or after an LRU eviction) and when
+/// the thread id was reused by another process; the kernel zeroes the totals
+/// before it writes the new `born_ns` (which comes first in memory, so a
+/// reader copying forwards that sees the new one sees zeroed totals).
+///
+/// Field order: what begin and end touch on every call comes first.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
-pub struct CgroupStallStats {
-    pub count: u64,
-    pub total_ns: u64,
-    /// Time in psi memstall sections (where fentry/kprobe work), else 0.
-    pub memstall_ns: u64,
-    /// Log2 histogram of stall durations, see [`stall_bucket`].
-    pub buckets: [u32; STALL_BUCKETS],
-}
-const _: () = assert!(size_of::<CgroupStallStats>() == 120);
-
-/// Reclaim stalls of one process (tgid), one slot per CPU in the
-/// `RECLAIM_PROCS` map. `memcg_id` and `comm` are those of the latest stall
-/// on that CPU (`last_ns` tells which CPU saw the latest).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
-pub struct ProcStallStats {
+pub struct ThreadStalls {
+    /// `bpf_ktime_get_ns()` at the current reclaim's begin; 0: not in reclaim.
+    pub start_ns: u64,
+    /// [`ReclaimKind`] of the current reclaim.
+    pub kind: u32,
+    /// Allocation order of the current reclaim; negative when unknown.
+    pub order: i32,
+    /// Memory cgroup the totals below are attributed to (memcg inode id, or
+    /// the v2 cgroup id without BTF; 0: unknown).
+    pub memcg_id: u64,
+    /// When `memcg_id` was last checked against the task's cgroups.
+    pub memcg_checked_ns: u64,
+    /// Start of this lineage of totals (see above).
+    pub born_ns: u64,
+    pub tgid: u32,
+    pub _pad: u32,
     pub count: u64,
     pub total_ns: u64,
     pub max_ns: u64,
-    pub memstall_ns: u64,
+    /// End of the latest stall or memstall section.
     pub last_ns: u64,
-    pub memcg_id: u64,
+    /// Time in psi memstall sections (where fentry/kprobe work), else 0.
+    pub memstall_ns: u64,
+    /// Start of the current outermost memstall section; 0: none open.
+    pub memstall_start_ns: u64,
+    /// The thread's name when the lineage started.
     pub comm: [u8; COMM_LEN],
+    /// Log2 histogram of stall durations, see [`stall_bucket`].
+    pub buckets: [u32; STALL_BUCKETS],
 }
-const _: () = assert!(size_of::<ProcStallStats>() == 64);
+const _: () = assert!(size_of::<ThreadStalls>() == 208);
 
 /// Field layout of the vmscan reclaim tracepoints, from their format files
 /// (global `RECLAIM_LAYOUT`). Absent fields read as -1 / 0 in records.
@@ -425,6 +454,6 @@ mod user {
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for TpField {}
     unsafe impl aya::Pod for ReclaimLayout {}
-    unsafe impl aya::Pod for CgroupStallStats {}
-    unsafe impl aya::Pod for ProcStallStats {}
+    unsafe impl aya::Pod for StallSettings {}
+    unsafe impl aya::Pod for ThreadStalls {}
 }

@@ -1,6 +1,7 @@
 //! oomwatch kernel programs. One file per probe family; configuration comes
 //! in through globals set by the loader (tracepoint field offsets from tracefs
-//! format files, struct offsets from BTF) and the `SETTINGS` map.
+//! format files, struct offsets from BTF, stall settings) and the `SETTINGS`
+//! map (what is only known after attaching).
 #![no_std]
 #![no_main]
 

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
-use oomwatch_common::{KernelOffsets, MarkVictimLayout, OomKillRecord, ReclaimLayout, Settings, counter};
+use oomwatch_common::{KernelOffsets, MarkVictimLayout, OomKillRecord, ReclaimLayout, Settings, StallSettings, counter};
 
 /// Everything a person needs to see. Sized for bursts of OOM kills and
 /// rate-limited stall records; the loader may resize it.
@@ -63,6 +63,10 @@ pub static MARK_VICTIM_LAYOUT: MarkVictimLayout = unsafe { core::mem::zeroed() }
 pub static KERNEL_OFFSETS: KernelOffsets = unsafe { core::mem::zeroed() };
 #[unsafe(no_mangle)]
 pub static RECLAIM_LAYOUT: ReclaimLayout = unsafe { core::mem::zeroed() };
+/// Constants for the verifier (frozen .rodata): the threshold test on the
+/// reclaim end path costs no map lookup.
+#[unsafe(no_mangle)]
+pub static STALL_SETTINGS: StallSettings = unsafe { core::mem::zeroed() };
 
 #[inline(always)]
 pub fn global<T: Copy>(field: &T) -> T {
@@ -80,6 +84,6 @@ pub fn count(index: u32) {
 pub fn settings() -> Settings {
     match SETTINGS.get(0) {
         Some(s) => *s,
-        None => Settings { oom_parts_expected: 0, _pad: 0, stall_threshold_ns: 0, stall_min_interval_ns: 0 },
+        None => Settings { oom_parts_expected: 0, _pad: 0 },
     }
 }

@@ -3,20 +3,16 @@
 //! (reclaim, compaction, thrashing refaults, ...). Only where the kernel lets
 //! us attach: fentry (preferred) or kprobe. The loader probes both; on
 //! kernels with neither, reclaim stalls are still measured at the vmscan
-//! tracepoints (`reclaim.rs`).
+//! tracepoints (`reclaim.rs`). Sections are timed and summed in the
+//! thread's `RECLAIM_THREADS` entry, next to its reclaim stalls.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{fentry, kprobe, map},
-    maps::LruHashMap,
+    macros::{fentry, kprobe},
     programs::{FEntryContext, ProbeContext},
 };
 
-use crate::reclaim::{account, current_memcg};
-
-/// Thread id -> start of its outermost memstall section (0: none open).
-#[map]
-pub static MEMSTALL_STARTS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(10240, 0);
+use crate::reclaim::{RECLAIM_THREADS, attributed_memcg, own, with_thread};
 
 #[fentry(function = "psi_memstall_enter")]
 pub fn psi_enter_fe(_ctx: FEntryContext) -> u32 {
@@ -46,19 +42,14 @@ pub fn psi_leave_kp(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn enter() {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
     let now = unsafe { bpf_ktime_get_ns() };
-    match MEMSTALL_STARTS.get_ptr_mut(&tid) {
+    with_thread(pid_tgid, now, |t| {
         // Non-zero: a nested section; the outer one is what the task waits.
-        Some(start) => unsafe {
-            if *start == 0 {
-                *start = now;
-            }
-        },
-        None => {
-            let _ = MEMSTALL_STARTS.insert(&tid, &now, 0);
+        if t.memstall_start_ns == 0 {
+            t.memstall_start_ns = now;
         }
-    }
+    });
 }
 
 /// `flags` is the `unsigned long *` both functions take: enter stored the
@@ -69,12 +60,16 @@ fn leave(flags: *const u64) {
         return;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = MEMSTALL_STARTS.get_ptr_mut(&(pid_tgid as u32)) else { return };
-    let start = unsafe { *slot };
+    let Some(t) = RECLAIM_THREADS.get_ptr_mut(&(pid_tgid as u32)) else { return };
+    let t = unsafe { &mut *t };
+    let start = t.memstall_start_ns;
     if start == 0 {
         return;
     }
-    unsafe { *slot = 0 };
+    t.memstall_start_ns = 0;
     let now = unsafe { bpf_ktime_get_ns() };
-    account(current_memcg(), (pid_tgid >> 32) as u32, now.wrapping_sub(start), now, true);
+    own(t, pid_tgid, now);
+    attributed_memcg(t, now);
+    t.memstall_ns += now.wrapping_sub(start);
+    t.last_ns = now;
 }

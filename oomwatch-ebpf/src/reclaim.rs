@@ -1,17 +1,19 @@
 //! Reclaim stalls, at the vmscan tracepoints.
 //!
-//! `mm_vmscan_{direct,memcg}_reclaim_begin` stamp the task's start in
-//! `RECLAIM_STARTS` (keyed by thread id: begin and end run in the same task,
-//! possibly on different CPUs). `_end` takes the duration and adds it to
-//! per-CPU aggregates keyed by the task's memory cgroup and by its process,
-//! which the daemon reads at scrape time. Only stalls of at least
-//! `Settings::stall_threshold_ns`, at most one per cgroup per
-//! `stall_min_interval_ns`, become ring-buffer records.
+//! Everything a thread's stalls need lives in one entry of
+//! `RECLAIM_THREADS`, keyed by thread id: `mm_vmscan_{direct,memcg}_reclaim_begin`
+//! stamps the start there, `_end` takes the duration and adds it to the
+//! same entry's totals and histogram (begin and end of one thread never run
+//! at the same time: no atomics). The daemon reads the map and aggregates
+//! per memory cgroup and per process in user space ([`ThreadStalls`]).
+//! Only stalls of at least `StallSettings::threshold_ns`, at most one per
+//! cgroup per `min_interval_ns`, become ring-buffer records.
 //!
-//! Costs, per call: begin is one LRU lookup and an in-place write; end adds
-//! the memory cgroup (cached per task, see [`ReclaimStart`]) and one lookup
-//! in each per-CPU aggregate. No deletes, no atomics, no ring buffer for
-//! ordinary stalls.
+//! Costs, per call: begin and end are one LRU-hash lookup each, a clock
+//! read and in-place writes. The memory cgroup is cached in the entry and
+//! checked against the task's cgroups at most once a second per thread; the
+//! settings are read-only globals (constants for the verifier). No deletes,
+//! no second map, no ring buffer for ordinary stalls.
 //!
 //! Compaction is not timed: `compaction/mm_compaction_begin`/`_end` wrap
 //! `compact_zone()`, which kcompactd, proactive compaction and
@@ -22,57 +24,34 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
         bpf_get_current_task, bpf_ktime_get_ns,
     },
     macros::{map, tracepoint},
-    maps::{LruHashMap, LruPerCpuHashMap},
+    maps::LruHashMap,
     programs::TracePointContext,
 };
 use oomwatch_common::{
-    CgroupStallStats, ProcStallStats, ReclaimKind, ReclaimStallRecord, RecordHeader, RecordKind,
-    TpField, counter, stall_bucket,
+    ReclaimKind, ReclaimStallRecord, RecordHeader, RecordKind, STALL_BUCKETS, ThreadStalls, TpField,
+    counter, stall_bucket,
 };
 
 use crate::{
-    maps::{EVENTS, RECLAIM_LAYOUT, count, global, settings},
+    maps::{EVENTS, RECLAIM_LAYOUT, STALL_SETTINGS, count, global},
     task,
 };
 
-/// Where a task's reclaim began; `start_ns == 0` means "not in reclaim".
-/// Entries are reused in place rather than deleted (no bucket lock on the
-/// hot path); entries of exited tasks are left for the LRU to evict.
-///
-/// The entry also caches the task's memory cgroup id, keyed by its memory
-/// css pointer: reading `task->cgroups->subsys[memory]` touches memory the
-/// charge path keeps hot, while `css->cgroup->kn->id` is three cold loads.
-/// A task that moves gets a different css and a fresh walk.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct ReclaimStart {
-    pub start_ns: u64,
-    pub kind: u32,
-    pub order: i32,
-    pub css: u64,
-    pub memcg_id: u64,
-}
-
-/// Thread id -> start of its current reclaim. 10240 x 32 bytes.
+/// Thread id -> its reclaim state and stall totals. 10240 x 208 bytes.
+/// Entries are updated in place, never deleted by the programs: entries of
+/// exited threads stay readable until the LRU needs their room.
 #[map]
-pub static RECLAIM_STARTS: LruHashMap<u32, ReclaimStart> = LruHashMap::with_max_entries(10240, 0);
+pub static RECLAIM_THREADS: LruHashMap<u32, ThreadStalls> = LruHashMap::with_max_entries(10240, 0);
 
-/// Memory cgroup id -> stalls, one slot per CPU (no atomics, no shared
-/// cache lines when many tasks of one cgroup reclaim at once). LRU: cgroups
-/// that stopped stalling (or were removed) are evicted, nothing to clean up.
-/// 2048 x 120 bytes per CPU.
-#[map]
-pub static RECLAIM_CGROUPS: LruPerCpuHashMap<u64, CgroupStallStats> = LruPerCpuHashMap::with_max_entries(2048, 0);
-
-/// Process (tgid) -> stalls, for the top stallers. 2048 x 64 bytes per CPU.
-#[map]
-pub static RECLAIM_PROCS: LruPerCpuHashMap<u32, ProcStallStats> = LruPerCpuHashMap::with_max_entries(2048, 0);
+/// How long a thread's cached memory cgroup is trusted: a thread that moves
+/// has its stalls of at most this long after the move counted in its former
+/// cgroup. The daemon reads the totals about as often.
+const MEMCG_RECHECK_NS: u64 = 1_000_000_000;
 
 /// Per-cgroup rate limit of stall records (shared by all CPUs: the limit is
 /// per cgroup, not per CPU). Only touched by stalls over the threshold.
@@ -95,7 +74,7 @@ pub fn dir_rcl_begin(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "vmscan", name = "mm_vmscan_direct_reclaim_end")]
 pub fn dir_rcl_end(ctx: TracePointContext) -> u32 {
-    end(&ctx, ReclaimKind::Direct, global(&RECLAIM_LAYOUT.direct_nr_reclaimed));
+    end(&ctx, ReclaimKind::Direct, &RECLAIM_LAYOUT.direct_nr_reclaimed);
     0
 }
 
@@ -107,137 +86,145 @@ pub fn memcg_rcl_begin(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "vmscan", name = "mm_vmscan_memcg_reclaim_end")]
 pub fn memcg_rcl_end(ctx: TracePointContext) -> u32 {
-    end(&ctx, ReclaimKind::Memcg, global(&RECLAIM_LAYOUT.memcg_nr_reclaimed));
+    end(&ctx, ReclaimKind::Memcg, &RECLAIM_LAYOUT.memcg_nr_reclaimed);
     0
 }
 
 #[inline(always)]
 fn begin(ctx: &TracePointContext, kind: ReclaimKind, order: TpField) {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let pid_tgid = bpf_get_current_pid_tgid();
     let o = read_order(ctx, order);
-    let start_ns = unsafe { bpf_ktime_get_ns() };
-    if let Some(slot) = RECLAIM_STARTS.get_ptr_mut(&tid) {
-        // Keep the cached memcg: write only the fields of this reclaim.
-        let slot = unsafe { &mut *slot };
-        slot.start_ns = start_ns;
-        slot.kind = kind as u32;
-        slot.order = o;
+    let now = unsafe { bpf_ktime_get_ns() };
+    // The first 16 bytes of the value share a cache line with the hash
+    // element's key: begin touches nothing else. Whose entry it is (tgid)
+    // is checked by end.
+    if let Some(t) = RECLAIM_THREADS.get_ptr_mut(&(pid_tgid as u32)) {
+        let t = unsafe { &mut *t };
+        t.start_ns = now;
+        t.kind = kind as u32;
+        t.order = o;
     } else {
-        let start = ReclaimStart { start_ns, kind: kind as u32, order: o, css: 0, memcg_id: 0 };
-        if RECLAIM_STARTS.insert(&tid, &start, 0).is_err() {
-            count(counter::RECLAIM_STARTS_FULL);
-        }
+        insert_thread(pid_tgid, now, |t| {
+            t.start_ns = now;
+            t.kind = kind as u32;
+            t.order = o;
+        });
     }
 }
 
+/// `nr_reclaimed` is read only for a record (the layout global is volatile:
+/// a load at entry would be paid on every call).
 #[inline(always)]
-fn end(ctx: &TracePointContext, kind: ReclaimKind, nr_reclaimed: TpField) {
+fn end(ctx: &TracePointContext, kind: ReclaimKind, nr_reclaimed: &'static TpField) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(slot) = RECLAIM_STARTS.get_ptr_mut(&(pid_tgid as u32)) else { return };
-    let slot = unsafe { &mut *slot };
+    let Some(t) = RECLAIM_THREADS.get_ptr_mut(&(pid_tgid as u32)) else { return };
+    let t = unsafe { &mut *t };
     // No begin seen (attached mid-reclaim) or a begin of the other kind.
-    if slot.start_ns == 0 || slot.kind != kind as u32 {
+    let start_ns = t.start_ns;
+    if start_ns == 0 || t.kind != kind as u32 {
         return;
     }
-    let start = *slot;
-    slot.start_ns = 0;
+    t.start_ns = 0;
     let now = unsafe { bpf_ktime_get_ns() };
-    let duration = now.wrapping_sub(start.start_ns);
-    let memcg = cached_memcg(slot);
-    account(memcg, (pid_tgid >> 32) as u32, duration, now, false);
+    let duration = now.wrapping_sub(start_ns);
+    own(t, pid_tgid, now);
+    let memcg = attributed_memcg(t, now);
+    t.count += 1;
+    t.total_ns += duration;
+    if duration > t.max_ns {
+        t.max_ns = duration;
+    }
+    t.last_ns = now;
+    if let Some(b) = t.buckets.get_mut(stall_bucket(duration)) {
+        *b += 1;
+    }
 
-    let s = settings();
-    if s.stall_threshold_ns != 0 && duration >= s.stall_threshold_ns {
-        report(ctx, pid_tgid, memcg, &start, duration, now, nr_reclaimed, s.stall_min_interval_ns);
+    let s = global(&STALL_SETTINGS);
+    if s.threshold_ns != 0 && duration >= s.threshold_ns {
+        report(ctx, pid_tgid, memcg, t.kind, t.order, duration, now, global(nr_reclaimed), s.min_interval_ns);
     }
 }
 
-/// [`current_memcg`], through the per-task cache of `slot`.
+/// Runs `f` on the current thread's entry, creating it on the thread's
+/// first stall. Callers that go on to count a stall call [`own`] first.
 #[inline(always)]
-fn cached_memcg(slot: &mut ReclaimStart) -> u64 {
-    let task = unsafe { bpf_get_current_task() };
-    let Some(css) = task::memcg_css(task) else { return current_memcg() };
-    if css == slot.css && slot.memcg_id != 0 {
-        return slot.memcg_id;
+pub fn with_thread(pid_tgid: u64, now: u64, f: impl FnOnce(&mut ThreadStalls)) {
+    match RECLAIM_THREADS.get_ptr_mut(&(pid_tgid as u32)) {
+        Some(t) => f(unsafe { &mut *t }),
+        None => insert_thread(pid_tgid, now, f),
     }
-    let id = task::css_memcg_id(css).unwrap_or(0);
-    slot.css = css;
-    slot.memcg_id = id;
+}
+
+/// A new entry (a new lineage, with the thread's name), set up by `f`.
+#[inline(never)]
+fn insert_thread(pid_tgid: u64, now: u64, f: impl FnOnce(&mut ThreadStalls)) {
+    let mut t: ThreadStalls = unsafe { core::mem::zeroed() };
+    t.born_ns = now;
+    t.tgid = (pid_tgid >> 32) as u32;
+    t.comm = bpf_get_current_comm().unwrap_or_default();
+    f(&mut t);
+    if RECLAIM_THREADS.insert(&(pid_tgid as u32), &t, 0).is_err() {
+        count(counter::RECLAIM_STARTS_FULL);
+    }
+}
+
+/// An entry left by an exited thread of another process under the same
+/// thread id starts a new lineage before the current thread counts in it.
+#[inline(always)]
+pub fn own(t: &mut ThreadStalls, pid_tgid: u64, now: u64) {
+    let tgid = (pid_tgid >> 32) as u32;
+    if t.tgid != tgid {
+        restart(t, tgid, now);
+    }
+}
+
+/// A new lineage in place: totals zeroed first, `born_ns` written last
+/// (see [`ThreadStalls`] for why the order matters to the reader).
+#[cold]
+#[inline(never)]
+fn restart(t: &mut ThreadStalls, tgid: u32, now: u64) {
+    let comm = bpf_get_current_comm().unwrap_or_default();
+    // Volatile stores stay in program order (no fences in BPF); x86 and
+    // arm64 JITs keep it for the reader where it matters (store -> store
+    // on x86; the reader tolerates the rest, see the daemon's ledger).
+    // The current stall or memstall section (start_ns, memstall_start_ns)
+    // is the new thread's: kept.
+    unsafe {
+        core::ptr::write_volatile(&raw mut t.memcg_checked_ns, 0);
+        core::ptr::write_volatile(&raw mut t.count, 0);
+        core::ptr::write_volatile(&raw mut t.total_ns, 0);
+        core::ptr::write_volatile(&raw mut t.max_ns, 0);
+        core::ptr::write_volatile(&raw mut t.last_ns, 0);
+        core::ptr::write_volatile(&raw mut t.memstall_ns, 0);
+        core::ptr::write_volatile(&raw mut t.buckets, [0; STALL_BUCKETS]);
+        core::ptr::write_volatile(&raw mut t.comm, comm);
+        core::ptr::write_volatile(&raw mut t.tgid, tgid);
+        core::ptr::write_volatile(&raw mut t.born_ns, now);
+    }
+}
+
+/// The memory cgroup to count this thread's stall in: the cached one,
+/// checked against the task at most every [`MEMCG_RECHECK_NS`].
+#[inline(always)]
+pub fn attributed_memcg(t: &mut ThreadStalls, now: u64) -> u64 {
+    if t.memcg_checked_ns != 0 && now.wrapping_sub(t.memcg_checked_ns) < MEMCG_RECHECK_NS {
+        return t.memcg_id;
+    }
+    let id = current_memcg();
+    t.memcg_id = id;
+    t.memcg_checked_ns = now;
     id
 }
 
 /// The current task's memory cgroup (BTF walk); the v2 cgroup id when the
 /// loader had no BTF offsets; 0 when the walk failed.
-#[inline(always)]
-pub fn current_memcg() -> u64 {
+#[inline(never)]
+fn current_memcg() -> u64 {
     let task = unsafe { bpf_get_current_task() };
     match task::memcg_id(task) {
         Some(id) => id,
         None if task::offsets_valid() => 0,
         None => unsafe { bpf_get_current_cgroup_id() },
-    }
-}
-
-/// Adds one stall (`memstall == false`) or one psi memstall section to the
-/// per-CPU aggregates of `memcg` and `tgid`.
-#[inline(always)]
-pub fn account(memcg: u64, tgid: u32, ns: u64, now: u64, memstall: bool) {
-    let bucket = stall_bucket(ns);
-    let add_cgroup = |c: &mut CgroupStallStats| {
-        if memstall {
-            c.memstall_ns += ns;
-        } else {
-            c.count += 1;
-            c.total_ns += ns;
-            if let Some(b) = c.buckets.get_mut(bucket) {
-                *b += 1;
-            }
-        }
-    };
-    match RECLAIM_CGROUPS.get_ptr_mut(&memcg) {
-        Some(c) => add_cgroup(unsafe { &mut *c }),
-        None => {
-            let mut c = CgroupStallStats::default();
-            add_cgroup(&mut c);
-            if RECLAIM_CGROUPS.insert(&memcg, &c, BPF_NOEXIST as u64).is_err() {
-                // Another CPU created it meanwhile, or the map had no room.
-                match RECLAIM_CGROUPS.get_ptr_mut(&memcg) {
-                    Some(c) => add_cgroup(unsafe { &mut *c }),
-                    None => count(counter::STALL_CGROUPS_FULL),
-                }
-            }
-        }
-    }
-
-    let add_proc = |p: &mut ProcStallStats| {
-        if p.last_ns == 0 {
-            // First use of this CPU's slot.
-            p.comm = bpf_get_current_comm().unwrap_or_default();
-        }
-        if memstall {
-            p.memstall_ns += ns;
-        } else {
-            p.count += 1;
-            p.total_ns += ns;
-            if ns > p.max_ns {
-                p.max_ns = ns;
-            }
-        }
-        p.last_ns = now;
-        p.memcg_id = memcg;
-    };
-    match RECLAIM_PROCS.get_ptr_mut(&tgid) {
-        Some(p) => add_proc(unsafe { &mut *p }),
-        None => {
-            let mut p = ProcStallStats::default();
-            add_proc(&mut p);
-            if RECLAIM_PROCS.insert(&tgid, &p, BPF_NOEXIST as u64).is_err() {
-                match RECLAIM_PROCS.get_ptr_mut(&tgid) {
-                    Some(p) => add_proc(unsafe { &mut *p }),
-                    None => count(counter::STALL_PROCS_FULL),
-                }
-            }
-        }
     }
 }
 
@@ -249,7 +236,8 @@ fn report(
     ctx: &TracePointContext,
     pid_tgid: u64,
     memcg: u64,
-    start: &ReclaimStart,
+    kind: u32,
+    order: i32,
     duration_ns: u64,
     now: u64,
     nr_reclaimed: TpField,
@@ -285,8 +273,8 @@ fn report(
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         duration_ns,
         nr_reclaimed: read_nr_reclaimed(ctx, nr_reclaimed),
-        reclaim_kind: start.kind,
-        order: start.order,
+        reclaim_kind: kind,
+        order,
         suppressed,
         _pad: 0,
     };

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, KProbe, RawTracePoint, TracePoint},
 };
 use oomwatch_common::{
-    CgroupStallStats, KernelOffsets, MarkVictimLayout, ProcStallStats, ReclaimLayout, Settings, oom_part,
+    KernelOffsets, MarkVictimLayout, ReclaimLayout, Settings, StallSettings, ThreadStalls, oom_part,
 };
 
 use super::{
@@ -215,10 +215,9 @@ pub struct KernelFacts {
     pub mark_victim_layout: MarkVictimLayout,
 }
 
-/// The kernel's per-CPU reclaim stall aggregates.
+/// The kernel's per-thread reclaim stall totals (`RECLAIM_THREADS`).
 pub struct StallMaps {
-    pub cgroups: PerCpuHashMap<MapData, u64, CgroupStallStats>,
-    pub procs: PerCpuHashMap<MapData, u32, ProcStallStats>,
+    pub threads: HashMap<MapData, u32, ThreadStalls>,
 }
 
 /// The loaded programs. Dropping this detaches everything.
@@ -237,15 +236,14 @@ impl KernelProbes {
         PerCpuArray::try_from(self.ebpf.take_map("COUNTERS")?).ok()
     }
 
-    /// The per-CPU reclaim stall aggregates (per memcg, per tgid), when the
-    /// reclaim probes are attached.
+    /// The per-thread reclaim stall totals, when the reclaim probes are
+    /// attached.
     pub fn take_stall_maps(&mut self) -> Option<StallMaps> {
         if !PROBES.iter().any(|p| p.name.starts_with("reclaim_") && self.attached(p.name)) {
             return None;
         }
-        let cgroups = PerCpuHashMap::try_from(self.ebpf.take_map("RECLAIM_CGROUPS")?).ok()?;
-        let procs = PerCpuHashMap::try_from(self.ebpf.take_map("RECLAIM_PROCS")?).ok()?;
-        Some(StallMaps { cgroups, procs })
+        let threads = HashMap::try_from(self.ebpf.take_map("RECLAIM_THREADS")?).ok()?;
+        Some(StallMaps { threads })
     }
 
     pub fn attached(&self, probe: &str) -> bool {
@@ -296,11 +294,13 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
 
     let reclaim_layout = reclaim_layout(&tracefs_root);
     let oom_control_offsets = btf.as_ref().map(|b| b.oom_control).unwrap_or_default();
+    let stall_settings = StallSettings { threshold_ns: opts.stall_threshold_ns, min_interval_ns: opts.stall_min_interval_ns };
     let mut ebpf = EbpfLoader::new()
         .override_global("MARK_VICTIM_LAYOUT", &layout, true)
         .override_global("KERNEL_OFFSETS", &offsets, true)
         .override_global("OOM_CONTROL_OFFSETS", &oom_control_offsets, true)
         .override_global("RECLAIM_LAYOUT", &reclaim_layout, true)
+        .override_global("STALL_SETTINGS", &stall_settings, true)
         .load(EBPF_OBJECT)
         .map_err(LoadError::Load)?;
 
@@ -343,7 +343,7 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
         probes,
         facts: KernelFacts { tracefs: tracefs_root, mounted_tracefs: mounted, btf, mark_victim_layout: layout },
     };
-    write_settings(&mut kp, opts);
+    write_settings(&mut kp);
     Ok(kp)
 }
 
@@ -525,17 +525,12 @@ fn fentry_error(e: &str) -> String {
     }
 }
 
-fn write_settings(kp: &mut KernelProbes, opts: &LoadOptions) {
+fn write_settings(kp: &mut KernelProbes) {
     let mut parts = oom_part::TRACEPOINT;
     if kp.attached("oom_victim_task") {
         parts |= oom_part::VICTIM_TASK;
     }
-    let settings = Settings {
-        oom_parts_expected: parts,
-        _pad: 0,
-        stall_threshold_ns: opts.stall_threshold_ns,
-        stall_min_interval_ns: opts.stall_min_interval_ns,
-    };
+    let settings = Settings { oom_parts_expected: parts, _pad: 0 };
     let result = kp
         .ebpf
         .map_mut("SETTINGS")

@@ -256,8 +256,6 @@ impl Collector for KernelCounterCollector {
         for (map_name, index) in [
             ("pending_victims", counter::PENDING_VICTIMS_FULL),
             ("reclaim_starts", counter::RECLAIM_STARTS_FULL),
-            ("reclaim_cgroups", counter::STALL_CGROUPS_FULL),
-            ("reclaim_procs", counter::STALL_PROCS_FULL),
         ] {
             if let Some(v) = Self::sum(&map, index) {
                 ConstCounter::new(v).encode(e.encode_family(&[("map", map_name)])?)?;

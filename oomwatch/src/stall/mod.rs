@@ -1,16 +1,29 @@
-//! Reclaim stalls per memory cgroup and per process, read from the kernel's
-//! per-CPU maps when someone asks (a scrape, `oomwatch status`), summed over
-//! CPUs. The kernel maps are bounded LRU maps and nothing here grows beyond
-//! them: a scrape walks the cgroup map once into a map of at most its size,
-//! the top stallers keep N entries while walking the process map.
+//! Reclaim stalls per memory cgroup and per process, from the kernel's
+//! per-thread totals (`RECLAIM_THREADS`, see [`ThreadStalls`]).
 //!
-//! This room keeps no state of its own: the kernel owns the counters.
+//! The kernel keeps one entry per thread that stalled, so its hot path
+//! touches one map entry per call. Aggregation happens here:
+//! - per cgroup, in a [`Ledger`]: each read (once a second for the model,
+//!   and at every scrape) adds what each thread's totals grew since the
+//!   previous read to the cgroup the thread is in. The exported counters
+//!   are these sums, so they never go backwards, whatever the kernel's LRU
+//!   evicts or a reused thread id restarts.
+//! - per process, at `oomwatch status` only: the live entries grouped by
+//!   tgid.
+//!
+//! Memory: the ledger remembers the totals it last saw per thread (bounded
+//! by the kernel map's size) and one sum per cgroup path (bounded by
+//! [`MAX_CGROUPS`]); reads go through a fixed-size chunk.
 
 pub mod metrics;
+pub mod threads;
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Mutex,
+};
 
-use oomwatch_common::{CgroupStallStats, ProcStallStats, STALL_BUCKETS, stall_bucket_upper_us};
+use oomwatch_common::{STALL_BUCKETS, ThreadStalls, stall_bucket_upper_us};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -18,12 +31,16 @@ use crate::{
     cgroup::resolve::{CgroupResolver, Hierarchy},
 };
 
-/// At most this many map entries are visited per walk, even if the kernel
-/// restarts the iteration (a key evicted under us sends `get_next_key` back
-/// to the first key).
-const MAX_WALK: usize = 16_384;
+/// Cgroup paths with stall sums kept at most; beyond, the ones that stalled
+/// least recently are forgotten (their series disappear).
+pub const MAX_CGROUPS: usize = 8192;
 
-/// One cgroup's stalls, summed over CPUs.
+/// A thread's remembered totals are dropped after this many reads without
+/// it (the kernel evicted it); a thread that comes back later is a new
+/// lineage anyway (its `born_ns` differs).
+const FORGET_AFTER_READS: u64 = 16;
+
+/// One cgroup's stalls.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CgroupStalls {
     pub count: u64,
@@ -33,15 +50,6 @@ pub struct CgroupStalls {
 }
 
 impl CgroupStalls {
-    pub fn add(&mut self, s: &CgroupStallStats) {
-        self.count += s.count;
-        self.total_ns += s.total_ns;
-        self.memstall_ns += s.memstall_ns;
-        for (sum, &b) in self.buckets.iter_mut().zip(&s.buckets) {
-            *sum += u64::from(b);
-        }
-    }
-
     pub fn merge(&mut self, o: &CgroupStalls) {
         self.count += o.count;
         self.total_ns += o.total_ns;
@@ -51,12 +59,8 @@ impl CgroupStalls {
         }
     }
 
-    pub fn sum<'a>(slots: impl IntoIterator<Item = &'a CgroupStallStats>) -> Self {
-        let mut total = Self::default();
-        for s in slots {
-            total.add(s);
-        }
-        total
+    fn is_empty(&self) -> bool {
+        self.count == 0 && self.memstall_ns == 0
     }
 
     /// The Prometheus histogram: `(le in seconds, count in that le bucket
@@ -79,8 +83,129 @@ impl CgroupStalls {
 /// Exact edges of the kernel's buckets, so no bucket is split or guessed.
 pub const PROM_BUCKETS: [usize; 7] = [6, 9, 12, 14, 16, 18, 20];
 
-/// One process's stalls, summed over CPUs; `memcg_id` and `comm` come from
-/// the CPU that saw its latest stall.
+/// What the ledger last counted of one thread's lineage.
+#[derive(Clone, Debug)]
+struct Seen {
+    born_ns: u64,
+    /// The read that last saw the thread.
+    read: u64,
+    count: u64,
+    total_ns: u64,
+    memstall_ns: u64,
+    buckets: [u32; STALL_BUCKETS],
+}
+
+impl Seen {
+    fn of(t: &ThreadStalls, read: u64) -> Self {
+        Self { born_ns: t.born_ns, read, count: t.count, total_ns: t.total_ns, memstall_ns: t.memstall_ns, buckets: t.buckets }
+    }
+}
+
+/// What a thread's totals grew since `seen`: everything for a new lineage,
+/// `None` when a total went down within one lineage (a read that raced the
+/// kernel starting a new lineage: counted at the next read instead).
+fn growth(seen: Option<&Seen>, t: &ThreadStalls) -> Option<CgroupStalls> {
+    let mut d = CgroupStalls::default();
+    match seen.filter(|s| s.born_ns == t.born_ns) {
+        None => {
+            d.count = t.count;
+            d.total_ns = t.total_ns;
+            d.memstall_ns = t.memstall_ns;
+            for (o, &b) in d.buckets.iter_mut().zip(&t.buckets) {
+                *o = u64::from(b);
+            }
+        }
+        Some(s) => {
+            d.count = t.count.checked_sub(s.count)?;
+            d.total_ns = t.total_ns.checked_sub(s.total_ns)?;
+            d.memstall_ns = t.memstall_ns.checked_sub(s.memstall_ns)?;
+            for ((o, &b), &was) in d.buckets.iter_mut().zip(&t.buckets).zip(&s.buckets) {
+                *o = u64::from(b.checked_sub(was)?);
+            }
+        }
+    }
+    Some(d)
+}
+
+/// Per-cgroup stall counters built from the kernel's per-thread totals.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    seen: HashMap<u32, Seen>,
+    /// Path -> (sums, the read that last added to them).
+    totals: BTreeMap<String, (CgroupStalls, u64)>,
+    reads: u64,
+}
+
+impl Ledger {
+    /// Starts one read of the kernel map: [`Ledger::observe`] each entry,
+    /// then [`Ledger::end_read`].
+    pub fn begin_read(&mut self) {
+        self.reads += 1;
+    }
+
+    /// Adds what thread `tid`'s totals grew since the previous read to the
+    /// cgroup it is in; `path` names a cgroup id (None: not resolvable, that
+    /// growth is not counted).
+    pub fn observe(&mut self, tid: u32, t: &ThreadStalls, path: impl FnOnce(u64) -> Option<String>) {
+        let read = self.reads;
+        let seen = self.seen.get(&tid);
+        if seen.is_some_and(|s| s.read == read && s.born_ns == t.born_ns) {
+            // A key-by-key walk that restarted: already counted.
+            return;
+        }
+        let Some(grew) = growth(seen, t) else {
+            if let Some(s) = self.seen.get_mut(&tid) {
+                s.read = read;
+            }
+            return;
+        };
+        self.seen.insert(tid, Seen::of(t, read));
+        if grew.is_empty() {
+            return;
+        }
+        let Some(p) = path(t.memcg_id) else { return };
+        let entry = self.totals.entry(p).or_default();
+        entry.0.merge(&grew);
+        entry.1 = read;
+    }
+
+    /// `complete`: the read saw the whole map (threads it did not see were
+    /// evicted).
+    pub fn end_read(&mut self, complete: bool) {
+        let read = self.reads;
+        if complete {
+            self.seen.retain(|_, s| read - s.read < FORGET_AFTER_READS);
+        }
+        if self.totals.len() > MAX_CGROUPS {
+            let mut by_age: Vec<u64> = self.totals.values().map(|(_, r)| *r).collect();
+            by_age.sort_unstable();
+            let cut = by_age[self.totals.len() - MAX_CGROUPS];
+            self.totals.retain(|_, (_, r)| *r >= cut);
+            // Ties at the cut may leave a few over: drop the rest by name.
+            while self.totals.len() > MAX_CGROUPS {
+                self.totals.pop_first();
+            }
+        }
+    }
+
+    /// One read: `threads` is the whole map.
+    #[cfg(test)]
+    fn update<'a>(&mut self, threads: impl IntoIterator<Item = (u32, &'a ThreadStalls)>, mut path: impl FnMut(u64) -> Option<String>) {
+        self.begin_read();
+        for (tid, t) in threads {
+            self.observe(tid, t, &mut path);
+        }
+        self.end_read(true);
+    }
+
+    /// The cgroups that stalled and pass `keep`.
+    pub fn totals(&self, keep: impl Fn(&str) -> bool) -> BTreeMap<String, CgroupStalls> {
+        self.totals.iter().filter(|(p, (s, _))| !s.is_empty() && keep(p)).map(|(p, (s, _))| (p.clone(), s.clone())).collect()
+    }
+}
+
+/// One process's stalls, summed over its threads; `memcg_id` and `comm`
+/// come from the thread that stalled latest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcStalls {
     pub count: u64,
@@ -93,20 +218,16 @@ pub struct ProcStalls {
 }
 
 impl ProcStalls {
-    pub fn sum<'a>(slots: impl IntoIterator<Item = &'a ProcStallStats>) -> Self {
-        let mut p = Self::default();
-        for s in slots {
-            p.count += s.count;
-            p.total_ns += s.total_ns;
-            p.memstall_ns += s.memstall_ns;
-            p.max_ns = p.max_ns.max(s.max_ns);
-            if s.last_ns > p.last_ns {
-                p.last_ns = s.last_ns;
-                p.memcg_id = s.memcg_id;
-                p.comm = s.comm;
-            }
+    pub fn add(&mut self, t: &ThreadStalls) {
+        self.count += t.count;
+        self.total_ns += t.total_ns;
+        self.memstall_ns += t.memstall_ns;
+        self.max_ns = self.max_ns.max(t.max_ns);
+        if t.last_ns >= self.last_ns {
+            self.last_ns = t.last_ns;
+            self.memcg_id = t.memcg_id;
+            self.comm = t.comm;
         }
-        p
     }
 
     fn rank(&self) -> (u64, u64, u64) {
@@ -163,12 +284,17 @@ pub struct TopStaller {
     pub memstall_ms: Option<f64>,
 }
 
-/// Reads the kernel's stall maps on demand.
+struct Inner {
+    maps: StallMaps,
+    ledger: Ledger,
+}
+
+/// Reads the kernel's stall map on demand.
 pub struct StallReader {
-    maps: Mutex<StallMaps>,
+    inner: Mutex<Inner>,
     resolver: std::sync::Arc<CgroupResolver>,
-    /// What the map keys are: memory cgroup ids (BTF walk) or, without BTF,
-    /// v2 cgroup ids.
+    /// What the memcg ids are: memory cgroup ids (BTF walk) or, without
+    /// BTF, v2 cgroup ids.
     hierarchy: Hierarchy,
     /// The psi_memstall probes are attached: memstall times mean something.
     memstall: bool,
@@ -182,15 +308,15 @@ impl std::fmt::Debug for StallReader {
 
 impl StallReader {
     pub fn new(maps: StallMaps, resolver: std::sync::Arc<CgroupResolver>, hierarchy: Hierarchy, memstall: bool) -> Self {
-        Self { maps: Mutex::new(maps), resolver, hierarchy, memstall }
+        Self { inner: Mutex::new(Inner { maps, ledger: Ledger::default() }), resolver, hierarchy, memstall }
     }
 
     pub fn memstall(&self) -> bool {
         self.memstall
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, StallMaps> {
-        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn path(&self, id: u64) -> Option<String> {
@@ -200,43 +326,33 @@ impl StallReader {
         self.resolver.resolve(self.hierarchy, id)
     }
 
-    /// Stalls per cgroup path, for cgroups that stalled and pass `keep`.
-    /// Ids that no longer resolve are left out; ids that resolve to the same
-    /// path (a cgroup removed and created again) are merged, so no series
-    /// is duplicated.
+    /// Stalls per cgroup path since the daemon started, for cgroups that
+    /// stalled and pass `keep`. Reads the kernel map first (what stalled
+    /// since the previous call is added). Growth of a cgroup id that no
+    /// longer resolves is not counted; a cgroup removed and created again
+    /// under the same path continues its series.
     pub fn per_cgroup(&self, keep: impl Fn(&str) -> bool) -> BTreeMap<String, CgroupStalls> {
-        let maps = self.lock();
-        let mut by_id: BTreeMap<u64, CgroupStalls> = BTreeMap::new();
-        for item in maps.cgroups.iter().take(MAX_WALK) {
-            let Ok((id, slots)) = item else { continue };
-            let sum = CgroupStalls::sum(slots.iter());
-            if sum.count > 0 || sum.memstall_ns > 0 {
-                by_id.insert(id, sum);
-            }
-        }
-        drop(maps);
-        let mut out: BTreeMap<String, CgroupStalls> = BTreeMap::new();
-        for (id, s) in by_id {
-            let Some(path) = self.path(id) else { continue };
-            if keep(&path) {
-                out.entry(path).or_default().merge(&s);
-            }
-        }
-        out
+        let mut inner = self.lock();
+        let Inner { maps, ledger } = &mut *inner;
+        ledger.begin_read();
+        let complete = threads::for_each(&maps.threads, |tid, t| ledger.observe(tid, t, |id| self.path(id)));
+        ledger.end_read(complete);
+        ledger.totals(keep)
     }
 
-    /// The `n` processes that stalled longest since the kernel has known them.
+    /// The `n` processes that stalled longest, over the threads the kernel
+    /// still holds.
     pub fn top(&self, n: usize) -> Vec<TopStaller> {
-        let maps = self.lock();
-        let walk = maps
-            .procs
-            .iter()
-            .take(MAX_WALK)
-            .filter_map(Result::ok)
-            .map(|(pid, slots)| (pid, ProcStalls::sum(slots.iter())));
-        let top = top_n(walk, n);
-        drop(maps);
-        top.into_iter()
+        let inner = self.lock();
+        let mut procs: HashMap<u32, ProcStalls> = HashMap::new();
+        threads::for_each(&inner.maps.threads, |_, t| {
+            if t.count > 0 || t.memstall_ns > 0 {
+                procs.entry(t.tgid).or_default().add(t);
+            }
+        });
+        drop(inner);
+        top_n(procs, n)
+            .into_iter()
             .map(|(pid, p)| TopStaller {
                 pid,
                 comm: comm_str(&p.comm),
@@ -289,23 +405,41 @@ mod tests {
         assert_eq!(stall_bucket_upper_us(STALL_BUCKETS - 1), u64::MAX);
     }
 
-    fn cpu(stalls_ns: &[u64]) -> CgroupStallStats {
-        let mut c = CgroupStallStats::default();
+    /// A thread entry as the kernel leaves it after these stalls.
+    fn thread(born_ns: u64, memcg: u64, stalls_ns: &[u64]) -> ThreadStalls {
+        let mut t = ThreadStalls { born_ns, memcg_id: memcg, tgid: 1, ..Default::default() };
+        stall(&mut t, stalls_ns);
+        t
+    }
+
+    fn stall(t: &mut ThreadStalls, stalls_ns: &[u64]) {
         for &ns in stalls_ns {
-            c.count += 1;
-            c.total_ns += ns;
-            c.buckets[stall_bucket(ns)] += 1;
+            t.count += 1;
+            t.total_ns += ns;
+            t.max_ns = t.max_ns.max(ns);
+            t.buckets[stall_bucket(ns)] += 1;
         }
-        c
+    }
+
+    fn paths(id: u64) -> Option<String> {
+        match id {
+            0 => Some("unknown".into()),
+            1..=99 => Some(format!("/cg{id}")),
+            _ => None,
+        }
     }
 
     #[test]
-    fn sums_per_cpu_cgroup_slots() {
-        let mut a = cpu(&[5 * US, 2_000 * US]);
+    fn sums_threads_per_cgroup_path() {
+        let mut a = thread(1, 7, &[5 * US, 2_000 * US]);
         a.memstall_ns = 7;
-        let b = cpu(&[5 * US, 300_000 * US, 20_000_000 * US]);
-        let empty = CgroupStallStats::default();
-        let s = CgroupStalls::sum([&a, &empty, &b]);
+        let b = thread(2, 7, &[5 * US, 300_000 * US, 20_000_000 * US]);
+        let idle = thread(3, 8, &[]);
+        let mut l = Ledger::default();
+        l.update([(10, &a), (11, &b), (12, &idle)], paths);
+        let totals = l.totals(|_| true);
+        assert_eq!(totals.keys().collect::<Vec<_>>(), ["/cg7"], "only cgroups that stalled");
+        let s = &totals["/cg7"];
         assert_eq!(s.count, 5);
         assert_eq!(s.total_ns, (5 + 2_000 + 5 + 300_000 + 20_000_000) * US);
         assert_eq!(s.memstall_ns, 7);
@@ -320,36 +454,132 @@ mod tests {
         // 5 µs x2 -> le 128 µs; 2 ms -> le 8.192 ms; 300 ms -> le 524 ms; 20 s -> +Inf.
         assert_eq!(counts, [2, 0, 1, 0, 0, 1, 0, 1]);
         assert_eq!(counts.iter().sum::<u64>(), count, "every stall lands in exactly one le bucket");
+        assert!(l.totals(|p| p != "/cg7").is_empty(), "filters apply");
     }
 
     #[test]
-    fn u32_slots_sum_without_overflow() {
-        let mut a = CgroupStallStats::default();
-        a.buckets[3] = u32::MAX;
-        let s = CgroupStalls::sum([&a, &a]);
-        assert_eq!(s.buckets[3], 2 * u64::from(u32::MAX));
+    fn counts_only_growth_between_reads() {
+        let mut l = Ledger::default();
+        let mut t = thread(1, 7, &[10 * US, 20 * US]);
+        l.update([(10, &t)], paths);
+        l.update([(10, &t)], paths);
+        assert_eq!(l.totals(|_| true)["/cg7"].count, 2, "an unchanged thread adds nothing");
+        stall(&mut t, &[3_000 * US]);
+        l.update([(10, &t)], paths);
+        let s = &l.totals(|_| true)["/cg7"];
+        assert_eq!((s.count, s.total_ns, s.buckets.iter().sum::<u64>()), (3, 3_030 * US, 3));
     }
 
-    fn proc(count: u64, total_ms: u64, max_ms: u64, last_ns: u64, memcg: u64, comm: &[u8]) -> ProcStallStats {
+    #[test]
+    fn counters_never_go_backwards() {
+        let mut l = Ledger::default();
+        let t = thread(1, 7, &[10 * US, 20 * US, 30 * US]);
+        l.update([(10, &t)], paths);
+        // The kernel evicted the entry (LRU) and the thread stalled again: a
+        // new lineage with smaller totals.
+        let again = thread(2, 7, &[40 * US]);
+        l.update([(10, &again)], paths);
+        let s = &l.totals(|_| true)["/cg7"];
+        assert_eq!((s.count, s.total_ns), (4, 100 * US), "old totals kept, new lineage added");
+        // Thread id reused by another process in another cgroup.
+        let reused = thread(3, 8, &[50 * US]);
+        l.update([(10, &reused)], paths);
+        let totals = l.totals(|_| true);
+        assert_eq!(totals["/cg7"].count, 4);
+        assert_eq!(totals["/cg8"].count, 1);
+        // The thread left the map (evicted, or exited long ago): its sums stay.
+        l.update([], paths);
+        assert_eq!(l.totals(|_| true)["/cg7"].count, 4);
+    }
+
+    #[test]
+    fn a_read_racing_a_restart_counts_nothing_until_consistent() {
+        let mut l = Ledger::default();
+        let mut t = thread(1, 7, &[10 * US, 20 * US]);
+        l.update([(10, &t)], paths);
+        // Totals zeroed, the new born_ns not yet written: same lineage, less.
+        let torn = ThreadStalls { count: 0, total_ns: 0, buckets: [0; STALL_BUCKETS], ..t };
+        l.update([(10, &torn)], paths);
+        assert_eq!(l.totals(|_| true)["/cg7"].count, 2);
+        // Then the restart completes.
+        t = thread(2, 7, &[5 * US]);
+        l.update([(10, &t)], paths);
+        assert_eq!(l.totals(|_| true)["/cg7"].count, 3);
+    }
+
+    #[test]
+    fn repeated_keys_in_one_read_count_once() {
+        let mut l = Ledger::default();
+        let t = thread(1, 7, &[10 * US]);
+        l.update([(10, &t), (10, &t)], paths);
+        assert_eq!(l.totals(|_| true)["/cg7"].count, 1);
+    }
+
+    #[test]
+    fn same_path_from_two_ids_is_one_series_and_unresolvable_ids_are_skipped() {
+        let mut l = Ledger::default();
+        let a = thread(1, 7, &[10 * US]);
+        let gone = thread(1, 500, &[10 * US]);
+        l.update([(10, &a), (11, &gone)], |id| if id == 7 || id == 9 { Some("/same".into()) } else { paths(id) });
+        let b = thread(2, 9, &[10 * US]);
+        l.update([(10, &a), (12, &b)], |id| if id == 7 || id == 9 { Some("/same".into()) } else { paths(id) });
+        let totals = l.totals(|_| true);
+        assert_eq!(totals.len(), 1, "{totals:?}");
+        assert_eq!(totals["/same"].count, 2);
+    }
+
+    #[test]
+    fn u32_buckets_sum_without_overflow() {
+        let mut l = Ledger::default();
+        let mut a = ThreadStalls { born_ns: 1, memcg_id: 7, count: 1, ..Default::default() };
+        a.buckets[3] = u32::MAX;
+        let b = ThreadStalls { born_ns: 2, ..a };
+        l.update([(10, &a), (11, &b)], paths);
+        assert_eq!(l.totals(|_| true)["/cg7"].buckets[3], 2 * u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn ledger_is_bounded() {
+        let mut l = Ledger::default();
+        let threads: Vec<ThreadStalls> = (0..MAX_CGROUPS as u64 + 10).map(|i| thread(1, 1_000 + i, &[10 * US])).collect();
+        l.update(threads.iter().enumerate().map(|(i, t)| (i as u32, t)), |id| Some(format!("/c{id}")));
+        assert_eq!(l.totals(|_| true).len(), MAX_CGROUPS);
+        // Threads that left the map are forgotten after a while.
+        for _ in 0..FORGET_AFTER_READS {
+            l.update([], paths);
+        }
+        assert!(l.seen.is_empty());
+    }
+
+    fn proc_thread(tgid: u32, count: u64, total_ms: u64, max_ms: u64, last_ns: u64, memcg: u64, comm: &[u8]) -> ThreadStalls {
         let mut c = [0u8; 16];
         c[..comm.len()].copy_from_slice(comm);
-        ProcStallStats {
+        ThreadStalls {
+            tgid,
             count,
             total_ns: total_ms * 1_000_000,
             max_ns: max_ms * 1_000_000,
-            memstall_ns: 0,
             last_ns,
             memcg_id: memcg,
             comm: c,
+            ..Default::default()
         }
     }
 
+    fn proc_of(threads: &[ThreadStalls]) -> ProcStalls {
+        let mut p = ProcStalls::default();
+        for t in threads {
+            p.add(t);
+        }
+        p
+    }
+
     #[test]
-    fn sums_per_cpu_process_slots_and_keeps_the_latest_identity() {
-        let s = ProcStalls::sum([
-            &proc(2, 10, 8, 100, 11, b"old"),
-            &ProcStallStats::default(),
-            &proc(1, 30, 30, 200, 22, b"new"),
+    fn sums_threads_of_a_process_and_keeps_the_latest_identity() {
+        let s = proc_of(&[
+            proc_thread(1, 2, 10, 8, 100, 11, b"old"),
+            ThreadStalls::default(),
+            proc_thread(1, 1, 30, 30, 200, 22, b"new"),
         ]);
         assert_eq!((s.count, s.total_ns, s.max_ns), (3, 40_000_000, 30_000_000), "sum, sum, max");
         assert_eq!(s.memcg_id, 22, "cgroup of the latest stall");
@@ -358,7 +588,7 @@ mod tests {
 
     #[test]
     fn top_n_keeps_the_longest_and_is_bounded() {
-        let p = |total_ms: u64| ProcStalls::sum([&proc(1, total_ms, total_ms, 1, 1, b"x")]);
+        let p = |total_ms: u64| proc_of(&[proc_thread(1, 1, total_ms, total_ms, 1, 1, b"x")]);
         let input = (1..=1000u32).map(|pid| (pid, p(u64::from(pid) * 7 % 1000)));
         let top = top_n(input, 3);
         let pids: Vec<u32> = top.iter().map(|(pid, _)| *pid).collect();
@@ -371,7 +601,7 @@ mod tests {
 
     #[test]
     fn top_n_dedupes_a_repeated_walk() {
-        let p = |total_ms: u64| ProcStalls::sum([&proc(1, total_ms, total_ms, 1, 1, b"x")]);
+        let p = |total_ms: u64| proc_of(&[proc_thread(1, 1, total_ms, total_ms, 1, 1, b"x")]);
         let top = top_n([(1, p(10)), (2, p(5)), (1, p(12)), (3, p(1))], 2);
         assert_eq!(top.iter().map(|(pid, s)| (*pid, s.total_ns)).collect::<Vec<_>>(), [(1, 12_000_000), (2, 5_000_000)]);
     }
