@@ -29,9 +29,10 @@ pub static PENDING_VICTIMS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(
 #[unsafe(no_mangle)]
 pub static mut LAST_KILL_NS: u64 = 0;
 
-/// Exits this long after the last kill cannot be a pending victim's worth
-/// waiting for (victims normally exit within milliseconds).
-pub const VICTIM_EXIT_WINDOW_NS: u64 = 30_000_000_000;
+/// Exits this long after the last kill are not looked up: victims exit
+/// within milliseconds (seconds when their memory is large); one stuck
+/// longer loses only its exit confirmation, never its kill.
+pub const VICTIM_EXIT_WINDOW_NS: u64 = 10_000_000_000;
 
 #[inline(always)]
 pub fn last_kill_ns() -> u64 {

@@ -73,6 +73,9 @@ pub struct DaemonCounters {
 
 pub struct Metrics {
     registry: Registry,
+    /// Size of the previous body: the next one is about as big, and growing
+    /// a 26 MB string by doubling copies it several times over.
+    last_len: std::sync::atomic::AtomicUsize,
 }
 
 impl Metrics {
@@ -125,7 +128,7 @@ impl Metrics {
         }
         registry.register_collector(Box::new(KernelCounterCollector { map: kernel.map(Mutex::new) }));
         registry.register_collector(Box::new(ModelCollector { model }));
-        Self { registry }
+        Self { registry, last_len: std::sync::atomic::AtomicUsize::new(16 * 1024) }
     }
 
     /// A metric that exists only with a feature turned on (e.g. push mode).
@@ -140,10 +143,13 @@ impl Metrics {
 
     /// The body for a scrape, in OpenMetrics or text 0.0.4.
     pub fn render(&self, openmetrics: bool) -> String {
-        let mut om = String::with_capacity(16 * 1024);
+        use std::sync::atomic::Ordering::Relaxed;
+        let hint = self.last_len.load(Relaxed);
+        let mut om = String::with_capacity(hint + hint / 8);
         if let Err(e) = prometheus_client::encoding::text::encode(&mut om, &self.registry) {
             log::warn!("encoding metrics failed: {e}");
         }
+        self.last_len.store(om.len(), Relaxed);
         if openmetrics { om } else { openmetrics_to_text(&om) }
     }
 }
@@ -478,33 +484,42 @@ impl Collector for ModelCollector {
 /// OpenMetrics text to Prometheus text format 0.0.4: counter families are
 /// named with their `_total` suffix, `# UNIT` and `# EOF` go.
 pub fn openmetrics_to_text(om: &str) -> String {
-    let mut out = String::with_capacity(om.len() + 256);
+    let mut out = String::with_capacity(om.len() + 4096);
     let mut pending_help: Option<&str> = None;
-    for line in om.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            pending_help = Some(rest);
+    let mut rest = om;
+    while !rest.is_empty() {
+        // Samples pass through untouched: copy every run of them in bulk,
+        // up to the next comment line.
+        let run_end = if rest.starts_with('#') { 0 } else { rest.find("\n#").map_or(rest.len(), |i| i + 1) };
+        if run_end > 0 {
+            out.push_str(&rest[..run_end]);
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            rest = &rest[run_end..];
             continue;
         }
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, ty) = rest.split_once(' ').unwrap_or((rest, "untyped"));
-            let (name, ty) = match ty {
-                "counter" => (format!("{name}_total"), "counter"),
-                "info" => (format!("{name}_info"), "gauge"),
-                "unknown" => (name.to_owned(), "untyped"),
-                other => (name.to_owned(), other),
+        let (line, next) = rest.split_once('\n').unwrap_or((rest, ""));
+        rest = next;
+        if let Some(help) = line.strip_prefix("# HELP ") {
+            pending_help = Some(help);
+        } else if let Some(ty) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = ty.split_once(' ').unwrap_or((ty, "untyped"));
+            let (suffix, ty) = match ty {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "unknown" => ("", "untyped"),
+                other => ("", other),
             };
             if let Some(help) = pending_help.take() {
                 let text = help.split_once(' ').map_or("", |(_, h)| h);
-                let _ = writeln!(out, "# HELP {name} {text}");
+                let _ = writeln!(out, "# HELP {name}{suffix} {text}");
             }
-            let _ = writeln!(out, "# TYPE {name} {ty}");
-            continue;
+            let _ = writeln!(out, "# TYPE {name}{suffix} {ty}");
+        } else if !(line.starts_with("# UNIT ") || line == "# EOF") {
+            out.push_str(line);
+            out.push('\n');
         }
-        if line.starts_with("# UNIT ") || line == "# EOF" {
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
     }
     out
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use oomwatch_tests::{ChildGuard, TestCgroup};
 
-use super::{Ctx, Report, Row, Target, cargo_bench_json};
+use super::{Ctx, Report, Row, cargo_bench_json};
 
 const MIB: u64 = 1 << 20;
 
@@ -62,9 +62,12 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             ),
             tick,
             "µs",
-        )
-        .target(Target::AtMost(5.0)),
+        ),
     );
+    // No target here: this models the worst case (every limited cgroup's
+    // counters polled each tick). The daemon polls them only near the limit
+    // and skips full reads of cgroups that did not move; the budget that
+    // matters (<= 0.5% of a core with 1,000 cgroups) is the footprint figure.
     if let Some(hot) = v["sampler"]["us_per_cgroup_tick_hot"].as_f64() {
         rep.row(Row::new(
             g,
