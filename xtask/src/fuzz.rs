@@ -238,9 +238,15 @@ fn run_target(target: &str, seconds: u64) -> Result<Outcome> {
             let p = Path::new(&p);
             if p.is_absolute() { p.to_path_buf() } else { root.join(p) }
         });
-    println!("---- fuzz {target}: end of {} ----", log_path.display());
+    // What went wrong (the panic, or libFuzzer's timeout/OOM report), not
+    // the sanitizer's stack dump: that stays in the log.
+    println!("---- fuzz {target} (full log: {}) ----", log_path.display());
     let lines: Vec<&str> = text.lines().collect();
-    for line in &lines[lines.len().saturating_sub(60)..] {
+    let first = lines
+        .iter()
+        .position(|l| l.contains("panicked at") || l.contains("ERROR: libFuzzer") || l.contains("ERROR: AddressSanitizer"))
+        .unwrap_or(lines.len().saturating_sub(20));
+    for line in lines.iter().skip(first).take(12) {
         println!("{line}");
     }
     println!("----");
