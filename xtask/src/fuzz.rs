@@ -113,8 +113,9 @@ struct Outcome {
     target: String,
     seconds: f64,
     summary: String,
-    /// The reproducer when the run failed.
+    /// Why the run failed: the reproducer's path, or where the log is.
     failure: Option<String>,
+    reproducer: Option<String>,
 }
 
 pub fn run(args: &FuzzArgs) -> Result<()> {
@@ -156,12 +157,13 @@ pub fn run(args: &FuzzArgs) -> Result<()> {
     println!("fuzz: {} target(s), {:.0}s in all", outcomes.len(), started.elapsed().as_secs_f64());
     if !failed.is_empty() {
         for o in &failed {
-            println!(
-                "fuzz: {} FAILED; reproduce with `PATH=.tools/bin:$PATH cargo +nightly fuzz run --fuzz-dir tests/fuzz {} {}`",
-                o.target,
-                o.target,
-                o.failure.as_deref().unwrap_or("")
-            );
+            match &o.reproducer {
+                Some(r) => println!(
+                    "fuzz: {} FAILED on {r}; replay with `PATH=.tools/bin:$PATH cargo +nightly fuzz run --fuzz-dir tests/fuzz {} {r}`",
+                    o.target, o.target
+                ),
+                None => println!("fuzz: {} FAILED: {}", o.target, o.failure.as_deref().unwrap_or("")),
+            }
         }
         bail!(
             "{} fuzz target(s) failed: {}",
@@ -227,7 +229,7 @@ fn run_target(target: &str, seconds: u64) -> Result<Outcome> {
         _ => "no libFuzzer statistics".to_owned(),
     };
     if status.success() {
-        return Ok(Outcome { target: target.to_owned(), seconds: elapsed, summary, failure: None });
+        return Ok(Outcome { target: target.to_owned(), seconds: elapsed, summary, failure: None, reproducer: None });
     }
 
     // "Test unit written to tests/fuzz/artifacts/<target>/crash-..."
@@ -250,11 +252,12 @@ fn run_target(target: &str, seconds: u64) -> Result<Outcome> {
         println!("{line}");
     }
     println!("----");
-    let failure = match reproducer {
-        Some(p) => p.strip_prefix(&root).unwrap_or(&p).display().to_string(),
+    let reproducer = reproducer.map(|p| p.strip_prefix(&root).unwrap_or(&p).display().to_string());
+    let failure = match &reproducer {
+        Some(p) => p.clone(),
         None => format!("no reproducer written ({status}); see {}", log_path.display()),
     };
-    Ok(Outcome { target: target.to_owned(), seconds: elapsed, summary, failure: Some(failure) })
+    Ok(Outcome { target: target.to_owned(), seconds: elapsed, summary, failure: Some(failure), reproducer })
 }
 
 /// Used by `cargo xtask test`.
