@@ -14,7 +14,7 @@ pub struct MemInfo {
 }
 
 /// Parses /proc/meminfo ("MemTotal:  16318412 kB" lines). None when the
-/// essential keys are missing.
+/// essential keys are missing, or a value is too large to be bytes in a u64.
 pub fn parse_meminfo(content: &[u8]) -> Option<MemInfo> {
     // parse_flat_keyed reads "key value" pairs; meminfo has "Key:" and a
     // "kB" suffix, so normalise the few lines we need first.
@@ -31,11 +31,12 @@ pub fn parse_meminfo(content: &[u8]) -> Option<MemInfo> {
         }
     }
     let [total, available, swap_total, swap_free] = parse_flat_keyed(&norm, ["MemTotal", "MemAvailable", "SwapTotal", "SwapFree"]);
+    let bytes = |kib: u64| kib.checked_mul(1024);
     Some(MemInfo {
-        total_bytes: total? * 1024,
-        available_bytes: available? * 1024,
-        swap_total_bytes: swap_total.unwrap_or(0) * 1024,
-        swap_free_bytes: swap_free.unwrap_or(0) * 1024,
+        total_bytes: bytes(total?)?,
+        available_bytes: bytes(available?)?,
+        swap_total_bytes: bytes(swap_total.unwrap_or(0))?,
+        swap_free_bytes: bytes(swap_free.unwrap_or(0))?,
     })
 }
 
@@ -56,5 +57,16 @@ mod tests {
         assert_eq!(m.swap_total_bytes, 0);
         assert_eq!(parse_meminfo(b"garbage"), None);
         assert!(read_meminfo(Path::new("/proc")).is_some_and(|m| m.total_bytes > 0));
+    }
+
+    #[test]
+    fn kib_values_that_overflow_bytes_are_refused() {
+        // Found by the `meminfo` fuzz target: `* 1024` overflowed (a panic in
+        // debug builds, a wrapped, wrong total in release builds).
+        assert_eq!(parse_meminfo(b"MemTotal:84467440661251658\n"), None);
+        assert_eq!(parse_meminfo(b"MemTotal: 1 kB\nMemAvailable: 1 kB\nSwapFree: 18014398509481984 kB\n"), None);
+        let max = u64::MAX / 1024;
+        let m = parse_meminfo(format!("MemTotal: {max} kB\nMemAvailable: {max} kB\n").as_bytes()).unwrap();
+        assert_eq!(m.total_bytes, max * 1024);
     }
 }

@@ -4,6 +4,7 @@
 mod apt;
 mod scenarios;
 mod bench;
+mod fuzz;
 mod setup;
 mod test;
 mod vm;
@@ -43,6 +44,8 @@ enum Task {
     VmTest(vm::VmTestArgs),
     /// Performance figures against their targets (prints a table, writes target/bench/results.json).
     Bench(bench::BenchArgs),
+    /// Fuzz the parsers of kernel and untrusted input (cargo-fuzz, nightly) for --seconds each.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> Result<()> {
@@ -63,6 +66,7 @@ fn main() -> Result<()> {
         Task::Scenarios(args) => scenarios::run_scenarios(args),
         Task::VmTest(args) => vm::run(&args),
         Task::Bench(args) => bench::run(args),
+        Task::Fuzz(args) => fuzz::run(&args),
     }
 }
 

@@ -26,6 +26,9 @@ pub fn run_suite(args: &TestArgs) -> Result<()> {
         return Ok(());
     }
 
+    section("fuzz smoke (cargo xtask fuzz --smoke)");
+    crate::fuzz::smoke()?;
+
     section("integration tests (root, real kernel, real OOM kills)");
     if !crate::is_root() && std::env::var("OOMWATCH_SKIP_PRIVILEGED").as_deref() != Ok("1") {
         println!("note: not root: the privileged tests will fail (set OOMWATCH_SKIP_PRIVILEGED=1 to skip them)");

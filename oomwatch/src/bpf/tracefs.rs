@@ -140,7 +140,11 @@ fn parse_field_line(line: &str) -> Result<FormatField, String> {
         None => (decl, ""),
     };
     let head = head.trim_end();
-    let split = head.rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map_or(0, |i| i + 1);
+    // Past the whole character: a non-ASCII one before the name is several bytes.
+    let split = head
+        .char_indices()
+        .rfind(|&(_, c)| !(c.is_ascii_alphanumeric() || c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8());
     let name = &head[split..];
     if name.is_empty() || name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
         return Err(bad("no field name"));
@@ -301,5 +305,16 @@ mod tests {
         assert!(mark_victim_layout(&parse_format(no_pid).unwrap()).is_err());
         let odd_pid = "name: mark_victim\n\tfield:char pid;\toffset:8;\tsize:1;\tsigned:1;";
         assert!(mark_victim_layout(&parse_format(odd_pid).unwrap()).is_err());
+    }
+
+    #[test]
+    fn non_ascii_before_the_name_is_not_cut_inside_a_character() {
+        // Found by the `tracefs` fuzz target: the split index landed inside a
+        // two-byte character and slicing panicked.
+        assert!(parse_format("name: x\nfield:\u{61c};\toffset:4;\tsize:4;").is_err());
+        let f = parse_format("name: x\nfield:unsigned\u{e9} pid;\toffset:8;\tsize:4;").unwrap();
+        assert_eq!((f.fields[0].name.as_str(), f.fields[0].decl.as_str()), ("pid", "unsigned\u{e9}"));
+        let f = parse_format("name: x\nfield:int \u{e9}pid;\toffset:8;\tsize:4;").unwrap();
+        assert_eq!((f.fields[0].name.as_str(), f.fields[0].decl.as_str()), ("pid", "int \u{e9}"));
     }
 }

@@ -394,7 +394,14 @@ impl Config {
 
     /// Parses and validates; `file` names the source in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let invalid = |key: String, reason: String, at: String| ConfigError::Invalid { file: file.to_owned(), key, reason, at };
+        // Keys and values from the file may hold control characters ("a\nb"):
+        // escaped, so that the error stays one line.
+        let invalid = |key: String, reason: String, at: String| ConfigError::Invalid {
+            file: one_line(file),
+            key: one_line(&key),
+            reason: one_line(&reason),
+            at,
+        };
         let de = toml::de::Deserializer::parse(text).map_err(|e| {
             invalid("(syntax)".into(), first_line(e.message()), line_of(text, e.span()))
         })?;
@@ -516,11 +523,29 @@ pub fn check_url(url: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err(format!("'{url}' has no host"));
     }
-    Ok(())
+    // The sinks' HTTP client parses it on every send: refuse here what it would refuse there.
+    match url.parse::<hyper::Uri>() {
+        Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) => Err(format!("'{url}' has no host")),
+        Err(e) => Err(format!("'{url}' is not a valid URL: {e}")),
+    }
 }
 
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or(s).trim().to_owned()
+}
+
+/// Control characters written as escapes (`\n`, `\u{1b}`).
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {

@@ -83,6 +83,32 @@ fn syntax_errors_are_one_line_too() {
 }
 
 #[test]
+fn control_characters_from_the_file_do_not_break_the_line() {
+    // Found by the `config` fuzz target: a "\n" escape in a key or in a
+    // value that validation quotes made the error two lines.
+    let e = err("[[sinks.alertmanager]]\nurl = \"http:/?127.0.\\u000a0.1:900/hook\"\n");
+    assert!(e.contains(r"'http:/?127.0.\n0.1:900/hook'"), "{e}");
+    let e = err("[cgroups]\ninclude = [\"a\\nb[\"]\n");
+    assert!(e.contains(r"'a\nb['"), "{e}");
+    let e = err("[sinks]\n\"a\\nb\" = 1\n");
+    assert!(e.contains(r"sinks.a\nb"), "{e}");
+    err("[[sinks.exec]]\ncommand = [\"x\"]\nenv = { \"A\\rB\" = 1 }\n");
+}
+
+#[test]
+fn urls_the_http_client_would_refuse_are_refused_here() {
+    // These passed validation, then every alert sent to them failed. The
+    // `config` fuzz target now checks that accepted sink URLs parse.
+    for url in ["http://127.0.0.1:9093/a b", "http://?x", "http://h\\u0000/", "http://[::1/"] {
+        let e = err(&format!("[[sinks.webhook]]\nurl = \"{url}\"\n"));
+        assert!(e.contains("sinks.webhook.url"), "{e}");
+    }
+    for url in ["http://127.0.0.1:9093", "http://[::1]:8080/hook?team=infra", "http://alerts.example:80/"] {
+        assert!(check_url(url).is_ok(), "{url}");
+    }
+}
+
+#[test]
 fn missing_file_names_it() {
     let e = Config::load(Path::new("/nonexistent/oomwatch.toml")).unwrap_err().to_string();
     assert!(e.starts_with("/nonexistent/oomwatch.toml: "), "{e}");

@@ -1,0 +1,45 @@
+//! The event socket's JSON: `Request` (what a client sends the daemon,
+//! untrusted, at most 4 KiB) and `Event`, `StatusReport`, `AlertsReport`
+//! (what `oomwatch tail`, `status` and `alerts` read). Never panic; a value
+//! that parses serializes, and that text parses back to the same value and
+//! serializes to the same text.
+#![no_main]
+
+use std::fmt::Debug;
+
+use libfuzzer_sys::fuzz_target;
+use oomwatch::alert::AlertsReport;
+use oomwatch::event::{Event, KINDS, Request, StatusReport};
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The daemon reads at most this much of a request line (api/socket.rs).
+const MAX_REQUEST: usize = 4096;
+/// Event lines are well under 4 KiB; a status report with 1,000 rows is larger.
+const MAX_INPUT: usize = 256 * 1024;
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() > MAX_INPUT {
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if text.len() <= MAX_REQUEST {
+        round_trip::<Request>(text.trim());
+    }
+    if let Some(e) = round_trip::<Event>(text) {
+        assert!(KINDS.contains(&e.body.kind()));
+    }
+    round_trip::<StatusReport>(text);
+    round_trip::<AlertsReport>(text);
+});
+
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(text: &str) -> Option<T> {
+    let value: T = serde_json::from_str(text).ok()?;
+    let line = serde_json::to_string(&value).expect("a parsed value serializes");
+    assert!(!line.contains('\n'), "NDJSON needs one line: {line}");
+    let again: T = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line} does not parse back: {e}"));
+    assert_eq!(again, value, "{line}");
+    assert_eq!(serde_json::to_string(&again).unwrap(), line);
+    Some(value)
+}
