@@ -200,7 +200,25 @@ pub fn parse_flat_keyed<const N: usize>(content: &[u8], keys: [&str; N]) -> [Opt
 }
 
 /// The v2 `memory.events` keys, in [`MemoryEvents`] field order.
-const V2_EVENT_KEYS: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "oom_group_kill"];
+/// Keys read from v2 `memory.events`, in the order of [`MemoryEvents`].
+pub const V2_EVENT_KEYS: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "oom_group_kill"];
+/// Keys read from v2 `memory.stat`.
+pub const V2_STAT_KEYS: [&str; 5] = ["inactive_file", "active_file", "anon", "file", "shmem"];
+/// Keys read from v1 `memory.oom_control`, in the order of [`OomControl`].
+pub const V1_OOM_CONTROL_KEYS: [&str; 3] = ["oom_kill_disable", "under_oom", "oom_kill"];
+/// Keys read from v1 `memory.stat`: hierarchical totals and the cgroup's own.
+pub const V1_STAT_KEYS: [&str; 10] = [
+    "total_inactive_file",
+    "inactive_file",
+    "total_active_file",
+    "active_file",
+    "total_rss",
+    "rss",
+    "total_cache",
+    "cache",
+    "total_shmem",
+    "shmem",
+];
 
 fn v2_events(content: &[u8]) -> MemoryEvents {
     let [low, high, max, oom, oom_kill, oom_group_kill] = parse_flat_keyed(content, V2_EVENT_KEYS);
@@ -487,7 +505,7 @@ fn read_memory_v2(r: &mut DirReader<'_>) -> Partial<MemorySample> {
     let events_local = r.optional("memory.events.local", v2_events)?;
     let stat = r
         .optional("memory.stat", |c| {
-            parse_flat_keyed(c, ["inactive_file", "active_file", "anon", "file", "shmem"])
+            parse_flat_keyed(c, V2_STAT_KEYS)
         })?
         .unwrap_or_default();
     let [inactive_file, active_file, anon, file, shmem] = stat;
@@ -523,21 +541,7 @@ fn read_memory_v1(r: &mut DirReader<'_>) -> Partial<MemorySample> {
     let memsw_limit = r.optional_limit_raw("memory.memsw.limit_in_bytes")?;
     let stat = r
         .optional("memory.stat", |c| {
-            parse_flat_keyed(
-                c,
-                [
-                    "total_inactive_file",
-                    "inactive_file",
-                    "total_active_file",
-                    "active_file",
-                    "total_rss",
-                    "rss",
-                    "total_cache",
-                    "cache",
-                    "total_shmem",
-                    "shmem",
-                ],
-            )
+            parse_flat_keyed(c, V1_STAT_KEYS)
         })?
         .unwrap_or_default();
     // total_* include descendants, which is what usage_in_bytes counts too
@@ -721,7 +725,7 @@ impl<'a> DirReader<'a> {
     fn v1_oom_control(&mut self) -> Result<Option<OomControl>, CgroupError> {
         let oc = self.required_keyed("memory.oom_control", |c| {
             let [oom_kill_disable, under_oom, oom_kill] =
-                parse_flat_keyed(c, ["oom_kill_disable", "under_oom", "oom_kill"]);
+                parse_flat_keyed(c, V1_OOM_CONTROL_KEYS);
             OomControl {
                 oom_kill_disable,
                 under_oom,

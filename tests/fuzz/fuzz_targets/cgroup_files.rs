@@ -5,26 +5,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use oomwatch::cgroup::{Limit, parse_flat_keyed, parse_limit, parse_u64};
-use oomwatch::cgroup::readers::V1_UNLIMITED_THRESHOLD;
+use oomwatch::cgroup::readers::{V1_OOM_CONTROL_KEYS, V1_STAT_KEYS, V1_UNLIMITED_THRESHOLD, V2_EVENT_KEYS, V2_STAT_KEYS};
 
 /// memory.stat is the largest of these files, about 1.5 KiB.
 const MAX_INPUT: usize = 64 * 1024;
 
-const V2_STAT: [&str; 5] = ["inactive_file", "active_file", "anon", "file", "shmem"];
-const V1_STAT: [&str; 10] = [
-    "total_inactive_file",
-    "inactive_file",
-    "total_active_file",
-    "active_file",
-    "total_rss",
-    "rss",
-    "total_cache",
-    "cache",
-    "total_shmem",
-    "shmem",
-];
-const V2_EVENTS: [&str; 6] = ["low", "high", "max", "oom", "oom_kill", "oom_group_kill"];
-const V1_OOM_CONTROL: [&str; 3] = ["oom_kill_disable", "under_oom", "oom_kill"];
 /// Odd key lists: an empty key and a repeated one.
 const ODD: [&str; 3] = ["", "max", "max"];
 
@@ -41,10 +26,10 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(limit, expected);
 
-    assert_eq!(parse_flat_keyed(data, V2_STAT), reference_keyed(data, V2_STAT));
-    assert_eq!(parse_flat_keyed(data, V1_STAT), reference_keyed(data, V1_STAT));
-    assert_eq!(parse_flat_keyed(data, V2_EVENTS), reference_keyed(data, V2_EVENTS));
-    assert_eq!(parse_flat_keyed(data, V1_OOM_CONTROL), reference_keyed(data, V1_OOM_CONTROL));
+    assert_eq!(parse_flat_keyed(data, V2_STAT_KEYS), reference_keyed(data, V2_STAT_KEYS));
+    assert_eq!(parse_flat_keyed(data, V1_STAT_KEYS), reference_keyed(data, V1_STAT_KEYS));
+    assert_eq!(parse_flat_keyed(data, V2_EVENT_KEYS), reference_keyed(data, V2_EVENT_KEYS));
+    assert_eq!(parse_flat_keyed(data, V1_OOM_CONTROL_KEYS), reference_keyed(data, V1_OOM_CONTROL_KEYS));
     assert_eq!(parse_flat_keyed(data, ODD), reference_keyed(data, ODD));
     assert_eq!(parse_flat_keyed(data, []), []);
 });
