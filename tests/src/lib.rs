@@ -53,6 +53,8 @@ pub fn oomwatch_bin() -> PathBuf {
     bin
 }
 
+/// `<name>-<pid>-<n>`: the pid lets a later run find what a killed test
+/// process left behind ([`sweep_stale_test_cgroups`]).
 pub fn unique(name: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -113,10 +115,58 @@ pub struct TestCgroup {
     v1: bool,
 }
 
+/// Removes `oomwatch-test-*` cgroups under `parent_dir` left by a test
+/// process that died before its drop guards ran (SIGKILL, a timeout): the
+/// name carries the creating pid (see [`unique`]), and only cgroups whose
+/// creator is gone and that hold no process are removed, children first.
+/// Runs once per directory per test process.
+pub fn sweep_stale_test_cgroups(parent_dir: &Path) {
+    use std::{collections::HashSet, sync::Mutex};
+    static SWEPT: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+    if !SWEPT.lock().unwrap().get_or_insert_with(HashSet::new).insert(parent_dir.to_path_buf()) {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(parent_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = creator_pid(&name) else { continue };
+        // SAFETY: kill(pid, 0) only checks whether the process exists.
+        let alive = pid == std::process::id() || unsafe { libc::kill(pid as i32, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if !alive {
+            remove_stale_tree(&entry.path());
+        }
+    }
+}
+
+/// "oomwatch-test-<name>-<pid>-<n>" -> pid.
+fn creator_pid(leaf: &str) -> Option<u32> {
+    let rest = leaf.strip_prefix("oomwatch-test-")?;
+    let mut parts = rest.rsplitn(3, '-');
+    let (_n, pid) = (parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?);
+    parts.next()?;
+    Some(pid)
+}
+
+fn remove_stale_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for child in entries.flatten() {
+            if child.file_name().to_string_lossy().starts_with("oomwatch-test-") && child.path().is_dir() {
+                remove_stale_tree(&child.path());
+            }
+        }
+    }
+    let empty = fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|p| p.trim().is_empty());
+    if empty && fs::remove_dir(dir).is_ok() {
+        eprintln!("removed {} (left by a test process that no longer exists)", dir.display());
+    }
+}
+
 impl TestCgroup {
     pub fn new(name: &str, limit_bytes: Option<u64>) -> Self {
         let h = memory_hierarchy();
         let parent_dir = h.mount.join(h.own.trim_start_matches('/'));
+        sweep_stale_test_cgroups(&parent_dir);
         Self::create(&parent_dir, &h.own, name, limit_bytes, h.v1)
     }
 
@@ -207,6 +257,7 @@ impl PsiCgroup {
         let memcg = TestCgroup::new(name, limit_bytes);
         let unified_root = Path::new("/sys/fs/cgroup/unified");
         if memcg.v1 && unified_root.join("cgroup.procs").exists() {
+            sweep_stale_test_cgroups(unified_root);
             let leaf = memcg.dir.file_name().unwrap().to_string_lossy().into_owned();
             let dir = unified_root.join(&leaf);
             fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
@@ -567,5 +618,19 @@ impl Tail {
             let _ = e.read_to_string(&mut s);
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    #[test]
+    fn creator_pid_comes_from_the_name_unique_makes() {
+        assert_eq!(creator_pid("oomwatch-test-e2e-kill-32102-10"), Some(32102));
+        assert_eq!(creator_pid(&format!("oomwatch-test-{}", unique("x"))), Some(std::process::id()));
+        assert_eq!(creator_pid("oomwatch-test-32102-10"), None, "no name part");
+        assert_eq!(creator_pid("oomwatch-selftest-1-2"), None);
+        assert_eq!(creator_pid("oomwatch-test-a-b-c"), None);
     }
 }

@@ -619,28 +619,10 @@ pub fn ensure_dir(p: &Path) -> Result<()> {
     std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
 }
 
-/// Empty `oomwatch-test-bench-*` cgroups left under our own memory cgroup by
-/// an earlier run that was killed before its drop guards ran. rmdir only
-/// succeeds on a cgroup without tasks; nothing is killed here.
+/// Cgroups left under our own memory cgroup by an earlier run that was
+/// killed before its drop guards ran (the harness's sweep: only empty ones
+/// whose creating process is gone; nothing is killed here).
 fn remove_stale_cgroups() {
     let h = oomwatch_tests::memory_hierarchy();
-    let own = h.mount.join(h.own.trim_start_matches('/'));
-    let Ok(entries) = std::fs::read_dir(&own) else {
-        return;
-    };
-    let mut removed = 0;
-    for e in entries.flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with("oomwatch-test-bench-")
-            && std::fs::remove_dir(e.path()).is_ok()
-        {
-            removed += 1;
-        }
-    }
-    if removed > 0 {
-        println!(
-            "bench: removed {removed} empty oomwatch-test-bench-* cgroups left by an earlier run"
-        );
-    }
+    oomwatch_tests::sweep_stale_test_cgroups(&h.mount.join(h.own.trim_start_matches('/')));
 }
