@@ -269,7 +269,9 @@ fn drop_cache(path: &str) -> Result<()> {
 
 /// bpftrace programs on the same tracepoints as ours, measured in the same
 /// window: an empty program (the floor: dispatch plus the statistics' own
-/// clock reads) and a hash-map lookup that misses (what a pid filter costs).
+/// clock reads), a hash-map lookup that misses (what a pid filter costs),
+/// and the usual way to time reclaim stalls in bpftrace or BCC's drsnoop:
+/// a start time per thread in a hash at begin, a histogram at end.
 struct Baseline {
     child: ChildGuard,
 }
@@ -280,12 +282,16 @@ const BASELINE_PROGRAMS: &[&str] = &[
     "hash lookup (miss), sched_process_exit",
     "empty prog, vmscan memcg_reclaim_begin",
     "empty prog, vmscan memcg_reclaim_end",
+    "@start[tid] = nsecs, vmscan memcg_reclaim_begin",
+    "hist(nsecs - @start[tid]), vmscan memcg_reclaim_end",
 ];
 const BASELINE_SCRIPT: &str = r#"BEGIN { @pending[0] = 1; }
 tracepoint:sched:sched_process_exit { }
 tracepoint:sched:sched_process_exit { if (@pending[pid] == 1) { printf("victim %d\n", pid); } }
 tracepoint:vmscan:mm_vmscan_memcg_reclaim_begin { }
-tracepoint:vmscan:mm_vmscan_memcg_reclaim_end { }"#;
+tracepoint:vmscan:mm_vmscan_memcg_reclaim_end { }
+tracepoint:vmscan:mm_vmscan_memcg_reclaim_begin { @start[tid] = nsecs; }
+tracepoint:vmscan:mm_vmscan_memcg_reclaim_end { if (@start[tid]) { @stall = hist(nsecs - @start[tid]); delete(@start[tid]); } }"#;
 
 impl Baseline {
     fn start() -> Result<Self> {
@@ -328,6 +334,10 @@ impl Baseline {
     fn peer_of(name: &str, ns: f64, base: &[(&'static str, bpf::ProgDelta)]) -> String {
         let key = if name.contains("exit") {
             "hash lookup (miss), sched_process_exit"
+        } else if name.contains("rcl_begin") {
+            "@start[tid] = nsecs, vmscan memcg_reclaim_begin"
+        } else if name.contains("rcl_end") {
+            "hist(nsecs - @start[tid]), vmscan memcg_reclaim_end"
         } else if name.contains("rcl") || name.contains("reclaim") || name.contains("vmscan") {
             "empty prog, vmscan memcg_reclaim_begin"
         } else {
