@@ -555,12 +555,29 @@ pub fn closed_port() -> u16 {
 
 // ---------------------------------------------------------------- tail
 
-/// `oomwatch tail --json` as a user runs it; lines arrive with the monotonic
-/// time at which this process read them.
+/// A client of the event stream: `oomwatch tail --json` as a user runs it
+/// ([`Tail::start`]), or this process itself on the daemon's socket
+/// ([`Tail::connect`]). Lines arrive with the monotonic time at which this
+/// process read them.
 pub struct Tail {
-    child: ChildGuard,
+    child: Option<ChildGuard>,
     lines: mpsc::Receiver<(String, u64)>,
     pub seen: Vec<(Value, u64)>,
+}
+
+/// Reads `source` line by line on its own thread, stamping each line with
+/// the monotonic time its read returned.
+fn read_lines(source: impl std::io::Read + Send + 'static) -> mpsc::Receiver<(String, u64)> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(source).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((line, monotonic_ns())).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl Tail {
@@ -573,24 +590,26 @@ impl Tail {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start oomwatch tail");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((line, monotonic_ns())).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = read_lines(child.stdout.take().unwrap());
         // Give the client time to connect and subscribe.
         std::thread::sleep(Duration::from_millis(200));
-        Self { child: ChildGuard(child), lines: rx, seen: Vec::new() }
+        Self { child: Some(ChildGuard(child)), lines, seen: Vec::new() }
+    }
+
+    /// A tail client in this process: `{"op":"tail"}` on the daemon's socket,
+    /// the NDJSON stream read directly (no `oomwatch tail` process and no
+    /// pipe between it and this one).
+    pub fn connect(daemon: &Daemon) -> Self {
+        let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket)
+            .unwrap_or_else(|e| panic!("connect {}: {e}", daemon.socket.display()));
+        stream.write_all(b"{\"op\":\"tail\"}\n").expect("send the tail request");
+        let lines = read_lines(stream);
+        Self { child: None, lines, seen: Vec::new() }
     }
 
     /// The pid of the `oomwatch tail` process.
     pub fn pid(&self) -> u32 {
-        self.child.pid()
+        self.child.as_ref().expect("a Tail::start client").pid()
     }
 
     /// The first event (seen before or arriving within `timeout`) for which
@@ -611,10 +630,12 @@ impl Tail {
         }
     }
 
+    /// What `oomwatch tail` wrote to stderr (empty for [`Tail::connect`]).
     pub fn stderr(mut self) -> String {
-        let _ = self.child.0.kill();
         let mut s = String::new();
-        if let Some(mut e) = self.child.0.stderr.take() {
+        let Some(child) = self.child.as_mut() else { return s };
+        let _ = child.0.kill();
+        if let Some(mut e) = child.0.stderr.take() {
             let _ = e.read_to_string(&mut s);
         }
         s
