@@ -31,6 +31,29 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default()
 }
 
+/// The kernel writes "Killed process ..." (KERN_ERR, level 3) to every
+/// console whose level lets it through; a serial console does so with
+/// interrupts off, delaying whatever was woken on that CPU (oomwatch's
+/// reader among them) by milliseconds per kill.
+fn console_note(consoles: &str, printk: &str) -> String {
+    let level: u32 = printk.split_whitespace().next().and_then(|l| l.parse().ok()).unwrap_or(0);
+    let serial: Vec<&str> = consoles
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| name.starts_with("ttyS") || name.starts_with("ttyAMA"))
+        .collect();
+    if serial.is_empty() {
+        return "no serial console".into();
+    }
+    if level <= 3 {
+        return format!("{}: OOM kill lines stay off it (console level {level})", serial.join(", "));
+    }
+    format!(
+        "{} prints every OOM kill line (kernel.printk console level {level}): about 2 ms with interrupts off per kill on a VM's emulated UART, which delays event delivery; `sysctl kernel.printk=\"3 4 1 7\"` keeps them in dmesg only",
+        serial.join(", ")
+    )
+}
+
 pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if args.print_defaults {
         print!("{}", crate::config::defaults_toml());
@@ -163,6 +186,10 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         if psi { "/proc/pressure/memory readable".into() } else { "no PSI (boot with psi=1): no pressure signals".into() },
     );
 
+    let consoles = std::fs::read_to_string("/proc/consoles").unwrap_or_default();
+    let printk = std::fs::read_to_string("/proc/sys/kernel/printk").unwrap_or_default();
+    push("console", true, false, console_note(&consoles, &printk));
+
     if !tried.is_empty() {
         let results = if missing.is_empty() {
             loader::try_attach(&tried, &args.btf)
@@ -198,4 +225,18 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::console_note;
+
+    #[test]
+    fn says_when_a_serial_console_prints_kills() {
+        let consoles = "ttyS0                -W- (EC  p a)    4:64\n";
+        assert!(console_note(consoles, "4\t4\t1\t7\n").contains("ttyS0 prints every OOM kill line (kernel.printk console level 4)"));
+        assert!(console_note(consoles, "3\t4\t1\t7\n").contains("stay off it"));
+        assert_eq!(console_note("tty0                 -WU (EC  p  )    4:1\n", "7 4 1 7"), "no serial console");
+        assert_eq!(console_note("", ""), "no serial console");
+    }
 }
