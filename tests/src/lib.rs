@@ -162,6 +162,25 @@ fn remove_stale_tree(dir: &Path) {
     }
 }
 
+/// Makes the child of `cmd` move itself into the cgroup `dir` before exec,
+/// so that everything it allocates is charged there from the start.
+fn join_before_exec(cmd: &mut Command, dir: &Path) {
+    let procs = std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: only async-signal-safe calls (open, write, close) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+        });
+    }
+}
+
 impl TestCgroup {
     pub fn new(name: &str, limit_bytes: Option<u64>) -> Self {
         let h = memory_hierarchy();
@@ -203,20 +222,7 @@ impl TestCgroup {
 
     /// Starts `cmd` inside this cgroup (it moves itself in before exec).
     pub fn spawn(&self, cmd: &mut Command) -> Child {
-        let procs = std::ffi::CString::new(self.dir.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: only async-signal-safe calls (open, write, close) between
-        // fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-            });
-        }
+        join_before_exec(cmd, &self.dir);
         cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?} in {}: {e}", self.dir.display()))
     }
 
@@ -274,20 +280,8 @@ impl PsiCgroup {
 
     pub fn spawn(&self, cmd: &mut Command) -> Child {
         if let Some(unified) = &self.unified {
-            let procs = std::ffi::CString::new(unified.join("cgroup.procs").as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: only async-signal-safe calls between fork and exec; runs
-            // before the memcg hook added by TestCgroup::spawn.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let r = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
-                });
-            }
+            // Runs before the memcg hook added by TestCgroup::spawn.
+            join_before_exec(cmd, unified);
         }
         self.memcg.spawn(cmd)
     }

@@ -7,15 +7,13 @@ use std::{
 
 /// A field of /proc/PID/status in KiB (VmRSS, VmHWM, ...).
 pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
-    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find_map(|l| {
-        l.strip_prefix(key)?
-            .strip_prefix(':')?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    keyed_value(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?, key)
+}
+
+/// The number after `key:` in a "Key:   value [kB]" file (/proc/PID/status,
+/// /proc/meminfo).
+fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.split_whitespace().next()?.parse().ok())
 }
 
 pub fn rss_mib(pid: u32) -> Option<f64> {
@@ -64,15 +62,7 @@ pub fn vmstat(key: &str) -> Option<u64> {
 }
 
 pub fn meminfo(key: &str) -> Option<u64> {
-    let s = fs::read_to_string("/proc/meminfo").ok()?;
-    s.lines().find_map(|l| {
-        l.strip_prefix(key)?
-            .strip_prefix(':')?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    })
+    keyed_value(&fs::read_to_string("/proc/meminfo").ok()?, key)
 }
 
 /// CPU use of one process over a window, as a share of one core.
