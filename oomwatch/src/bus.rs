@@ -91,25 +91,11 @@ pub fn lagged_event(dropped: u64, time: String) -> Event {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Attribution, OomKill, Trigger, Victim};
+    use crate::event::OomKill;
 
     fn kill(pid: u32) -> Event {
         Event {
-            body: EventBody::OomKill(OomKill {
-                victim: Victim { pid, ..Default::default() },
-                trigger: Trigger::default(),
-                attribution: Attribution::Exact,
-                constraint: crate::model::Constraint::Memcg,
-                limit_cgroup: None,
-                limit_cgroup_usage_bytes: None,
-                limit_bytes: None,
-                workload: Default::default(),
-                history: None,
-                oom_control: None,
-                unavailable: Vec::new(),
-                cgroup_id: None,
-                exit_latency_ms: None,
-            }),
+            body: EventBody::OomKill(OomKill::of_pid(pid)),
             time: String::new(),
             cgroup: "/x".into(),
             ktime_ns: Some(pid as u64),

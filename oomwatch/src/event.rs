@@ -316,6 +316,28 @@ pub struct StatusReport {
 }
 
 #[cfg(test)]
+impl OomKill {
+    /// A kill of `pid` with nothing else known, for tests of the outputs.
+    pub(crate) fn of_pid(pid: u32) -> Self {
+        Self {
+            victim: Victim { pid, ..Default::default() },
+            trigger: Trigger::default(),
+            attribution: Attribution::Exact,
+            constraint: crate::model::Constraint::Memcg,
+            limit_cgroup: None,
+            limit_cgroup_usage_bytes: None,
+            limit_bytes: None,
+            workload: Default::default(),
+            history: None,
+            oom_control: None,
+            unavailable: Vec::new(),
+            cgroup_id: None,
+            exit_latency_ms: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

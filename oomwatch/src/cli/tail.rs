@@ -255,21 +255,7 @@ mod tests {
     fn filter_by_kind_and_glob() {
         let e = |kind_oom: bool, cgroup: &str| Event {
             body: if kind_oom {
-                EventBody::OomKill(crate::event::OomKill {
-                    victim: Default::default(),
-                    trigger: Default::default(),
-                    attribution: crate::event::Attribution::Exact,
-                    constraint: crate::model::Constraint::Memcg,
-                    limit_cgroup: None,
-                    limit_cgroup_usage_bytes: None,
-                    limit_bytes: None,
-                    workload: Default::default(),
-                    history: None,
-                    oom_control: None,
-                    unavailable: Vec::new(),
-                    cgroup_id: None,
-                    exit_latency_ms: None,
-                })
+                EventBody::OomKill(crate::event::OomKill::of_pid(0))
             } else {
                 EventBody::VictimExit(crate::event::VictimExit { pid: 1, comm: "x".into(), exit_latency_ms: 1.0 })
             },
