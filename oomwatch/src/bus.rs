@@ -95,7 +95,7 @@ mod tests {
 
     fn kill(pid: u32) -> Event {
         Event {
-            body: EventBody::OomKill(OomKill::of_pid(pid)),
+            body: EventBody::OomKill(Box::new(OomKill::of_pid(pid))),
             time: String::new(),
             cgroup: "/x".into(),
             ktime_ns: Some(pid as u64),

@@ -26,7 +26,9 @@ pub struct Event {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum EventBody {
-    OomKill(OomKill),
+    /// Boxed: a kill carries its history and victim details (over 600
+    /// bytes), and every other event in the backlog would pay for them.
+    OomKill(Box<OomKill>),
     VictimExit(VictimExit),
     /// A PSI trigger fired: memory stalls crossed its threshold.
     Pressure(PressureEvent),
@@ -343,7 +345,7 @@ mod tests {
 
     fn oom() -> Event {
         Event {
-            body: EventBody::OomKill(OomKill {
+            body: EventBody::OomKill(Box::new(OomKill {
                 victim: Victim { pid: 10, comm: Some("hog".into()), anon_rss_bytes: Some(1 << 20), ..Default::default() },
                 trigger: Trigger { pid: 10, tid: 11, comm: "hog".into(), cgroup: Some("/a".into()) },
                 attribution: Attribution::Exact,
@@ -357,7 +359,7 @@ mod tests {
                 unavailable: Vec::new(),
                 cgroup_id: Some(77),
                 exit_latency_ms: None,
-            }),
+            })),
             time: "2026-11-22T05:40:01.123456Z".into(),
             cgroup: "/a".into(),
             ktime_ns: Some(5),

@@ -161,7 +161,7 @@ impl Pipeline {
         self.model.record_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), now);
         self.victims.lock().unwrap_or_else(|e| e.into_inner()).insert(r.victim_pid, cgroup.clone());
         Event {
-            body: EventBody::OomKill(OomKill {
+            body: EventBody::OomKill(Box::new(OomKill {
                 victim,
                 trigger,
                 attribution,
@@ -175,7 +175,7 @@ impl Pipeline {
                 unavailable,
                 cgroup_id,
                 exit_latency_ms: None,
-            }),
+            })),
             time: rfc3339(self.clock.wall_time(r.header.ktime_ns)),
             cgroup,
             ktime_ns: Some(r.header.ktime_ns),
@@ -186,10 +186,11 @@ impl Pipeline {
     /// The victim's memory cgroup: exactly from the kernel when the victim's
     /// task was read, else from /proc while the victim is still exiting.
     fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>) -> (Option<String>, Option<u64>, Attribution) {
-        if r.present & victim_field::TASK != 0 && r.victim_memcg_id != 0 {
-            if let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id) {
-                return (Some(path), Some(r.victim_memcg_id), Attribution::Exact);
-            }
+        if r.present & victim_field::TASK != 0
+            && r.victim_memcg_id != 0
+            && let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id)
+        {
+            return (Some(path), Some(r.victim_memcg_id), Attribution::Exact);
         }
         // The victim is the trigger's own process: its memcg was read exactly.
         if r.present & victim_field::TRIGGER_MEMCG != 0 && r.victim_pid == r.trigger_tgid && trigger_cgroup.is_some() {

@@ -129,7 +129,7 @@ fn status_lists_a_test_cgroup_with_its_limit() {
         .clone();
     assert_eq!(row["limit_bytes"], 128 * MIB);
     let ws = row["working_set_bytes"].as_u64().unwrap();
-    assert!(ws >= 30 * MIB && ws < 64 * MIB, "working set {ws}");
+    assert!((30 * MIB..64 * MIB).contains(&ws), "working set {ws}");
     let headroom = row["headroom_percent"].as_f64().unwrap();
     assert!(headroom > 50.0 && headroom < 80.0, "headroom {headroom}");
 }

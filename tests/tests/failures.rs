@@ -34,7 +34,7 @@ fn kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters() {
     assert_eq!(event["count"], 1);
     assert!(tail.seen.iter().all(|(v, _)| !(v["kind"] == "oom_kill" && v["victim"]["pid"] == hog.pid())), "the kill itself was dropped");
     assert!(metric_value(&daemon.metrics(), "oomwatch_oom_kills_unobserved_total").is_some_and(|n| n >= 1.0));
-    assert!(daemon.log_text().contains(&format!("did not observe (kernel counts")) && daemon.log_text().contains(&cg.path), "logged with the cgroup");
+    assert!(daemon.log_text().contains("did not observe (kernel counts") && daemon.log_text().contains(&cg.path), "logged with the cgroup");
 }
 
 #[test]

@@ -235,7 +235,7 @@ impl Sampler {
     fn discover_in(&mut self, tree: Tree, path: String, now: Instant) -> Admission {
         match tree {
             Tree::Memory => self.discover(path, now),
-            Tree::Unified => self.discover_unified(path, now),
+            Tree::Unified => self.discover_unified(path),
         }
     }
 
@@ -247,7 +247,7 @@ impl Sampler {
     }
 
     /// Hybrid hosts: a cgroup of the unified hierarchy, tracked for PSI only.
-    fn discover_unified(&mut self, path: String, now: Instant) -> Admission {
+    fn discover_unified(&mut self, path: String) -> Admission {
         if self.pressure.contains_key(&path) {
             return Admission::Tracked;
         }
@@ -264,7 +264,7 @@ impl Sampler {
             self.add_watch(&dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Unified, &path, WatchKind::Dir);
             for child in subdirs(&dir, &path) {
                 if child.matches('/').count() <= self.config.max_depth {
-                    self.discover_unified(child, now);
+                    self.discover_unified(child);
                 }
             }
         }
@@ -340,7 +340,7 @@ impl Sampler {
                     queue.push_back((child.clone(), depth + 1));
                 }
                 seen.insert(child.clone());
-                self.discover_unified(child, now);
+                self.discover_unified(child);
             }
         }
         let gone: Vec<String> = self.pressure.keys().filter(|p| !seen.contains(*p)).cloned().collect();

@@ -255,7 +255,7 @@ mod tests {
     fn filter_by_kind_and_glob() {
         let e = |kind_oom: bool, cgroup: &str| Event {
             body: if kind_oom {
-                EventBody::OomKill(crate::event::OomKill::of_pid(0))
+                EventBody::OomKill(Box::new(crate::event::OomKill::of_pid(0)))
             } else {
                 EventBody::VictimExit(crate::event::VictimExit { pid: 1, comm: "x".into(), exit_latency_ms: 1.0 })
             },

@@ -93,7 +93,7 @@ fn main() {
         (
             "oom_kill",
             event(
-                EventBody::OomKill(OomKill {
+                EventBody::OomKill(Box::new(OomKill {
                     victim: Victim {
                         pid: 4242,
                         tgid: Some(4242),
@@ -136,7 +136,7 @@ fn main() {
                     unavailable: vec!["oom_control".into()],
                     cgroup_id: Some(7777),
                     exit_latency_ms: Some(2.8),
-                }),
+                })),
                 Some(1_234_567_890),
             ),
         ),

@@ -135,7 +135,7 @@ fn pass(ctx: &Ctx, rep: &mut Report, cg: &TestCgroup, suffix: &str, key: &str) -
         let mut socket = Tail::connect(&daemon);
         let mut tail = Tail::start(&daemon, &["--kind", "oom_kill"]);
         for i in 0..n / rounds {
-            let pid = kill_one(ctx, &cg)?;
+            let pid = kill_one(ctx, cg)?;
             let is_ours = |v: &serde_json::Value| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid;
             let (ev, at) = socket
                 .wait_for(Duration::from_secs(10), is_ours)
@@ -160,7 +160,7 @@ fn pass(ctx: &Ctx, rep: &mut Report, cg: &TestCgroup, suffix: &str, key: &str) -
         drop(tail);
         drop(daemon);
         if peer_err.is_none() {
-            match bpftrace_peer(ctx, &cg, peer_n / rounds) {
+            match bpftrace_peer(ctx, cg, peer_n / rounds) {
                 Ok((lat, rss)) => {
                     peer_lat.extend(lat);
                     peer_rss = rss.or(peer_rss);
@@ -221,7 +221,8 @@ fn pass(ctx: &Ctx, rep: &mut Report, cg: &TestCgroup, suffix: &str, key: &str) -
         Row::new("OOM latency", format!("kernel -> socket tail client max{suffix}"), s.max / 1e3, "ms")
             .peer(peer_txt(s.max, |p| p.max)),
     );
-    let picks: [(&str, f64, fn(&Stats) -> f64); 3] =
+    type Pick = (&'static str, f64, fn(&Stats) -> f64);
+    let picks: [Pick; 3] =
         [("p50", cli.p50, |p| p.p50), ("p99", cli.p99, |p| p.p99), ("max", cli.max, |p| p.max)];
     for (label, v, pick) in picks {
         rep.row(
