@@ -29,6 +29,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One value per process, parsed once: boxing the daemon's arguments would
+// buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the daemon (as root): trace, keep per-cgroup state, serve /metrics and the event socket.
