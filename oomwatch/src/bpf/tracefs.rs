@@ -28,12 +28,15 @@ fn looks_mounted(root: &Path) -> bool {
     root.join("events").is_dir()
 }
 
-/// Where tracefs is, without mounting anything.
+/// Where tracefs is, without mounting anything. Only the default location
+/// falls back to debugfs's `tracing` directory: a path the operator named
+/// (`--tracefs`) is the one they want used.
 pub fn find_tracefs(preferred: &Path) -> Option<PathBuf> {
-    [preferred, Path::new(DEBUGFS_TRACING)]
-        .into_iter()
-        .find(|p| looks_mounted(p))
-        .map(Path::to_path_buf)
+    if looks_mounted(preferred) {
+        return Some(preferred.to_path_buf());
+    }
+    let debugfs = Path::new(DEBUGFS_TRACING);
+    (preferred == Path::new(DEFAULT_TRACEFS) && looks_mounted(debugfs)).then(|| debugfs.to_path_buf())
 }
 
 /// Returns the tracefs root, mounting tracefs at `preferred` when no tracefs
