@@ -40,7 +40,7 @@ impl HttpClient {
         }
         let req = req.body(Full::new(body)).map_err(|e| format!("{url}: {e}"))?;
         let exchange = async {
-            let resp = self.inner.request(req).await.map_err(|e| format!("{url}: {}", error_chain(&e)))?;
+            let resp = self.inner.request(req).await.map_err(|e| format!("{url}: {}", crate::error_chain(&e)))?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(());
@@ -56,21 +56,6 @@ impl HttpClient {
     }
 }
 
-/// hyper's client error says only "client error (Connect)"; the cause
-/// ("Connection refused") is further down the chain.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s
-}
 
 /// The host's name, as alerts and pushed metrics label it.
 pub fn hostname() -> String {

@@ -476,32 +476,18 @@ fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec, btf: &mut LazyBtf<'_>) -> Result<()
         Hook::KProbe { function } => {
             let kp: &mut KProbe = program.try_into().map_err(|e| format!("{e}"))?;
             kp.load().map_err(|e| format!("load: {e:#}"))?;
-            kp.attach(function, 0).map_err(|e| kprobe_error(&error_chain(&e)))?;
+            kp.attach(function, 0).map_err(|e| kprobe_error(&crate::error_chain(&e)))?;
         }
         Hook::FEntry { function } => {
             let btf = btf.get()?;
             let fe: &mut FEntry = program.try_into().map_err(|e| format!("{e}"))?;
-            fe.load(function, btf).map_err(|e| fentry_error(&error_chain(&e)))?;
-            fe.attach().map_err(|e| fentry_error(&format!("attach: {}", error_chain(&e))))?;
+            fe.load(function, btf).map_err(|e| fentry_error(&crate::error_chain(&e)))?;
+            fe.attach().map_err(|e| fentry_error(&format!("attach: {}", crate::error_chain(&e))))?;
         }
     }
     Ok(())
 }
 
-/// An error and its sources on one line (aya's errors keep the errno in the source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
 
 /// Without the kprobe PMU, aya fails reading
 /// `/sys/bus/event_source/devices/kprobe/type`: say what that means.
