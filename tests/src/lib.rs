@@ -61,6 +61,16 @@ pub fn unique(name: &str) -> String {
     format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// Runs `cmd`, which must refuse: a non-zero exit and exactly one line on
+/// stderr (the project's contract for bad input). Returns that line.
+pub fn one_line_refusal(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert!(!out.status.success(), "{cmd:?} was accepted; stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "{cmd:?}: one line: {err}");
+    err
+}
+
 pub fn temp_dir(name: &str) -> TempDir {
     let path = std::env::temp_dir().join(format!("oomwatch-test-{}", unique(name)));
     fs::create_dir_all(&path).unwrap();

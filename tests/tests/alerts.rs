@@ -147,10 +147,7 @@ fn refused(config: &str, key: &str) {
     let dir = temp_dir("badcfg");
     let path = write_config(&dir, config);
     for args in [vec!["check", "--config"], vec!["daemon", "--listen", "127.0.0.1:1", "--config"]] {
-        let out = std::process::Command::new(oomwatch_bin()).args(&args).arg(&path).output().unwrap();
-        assert!(!out.status.success(), "{args:?} accepted {config}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        let err = one_line_refusal(std::process::Command::new(oomwatch_bin()).args(&args).arg(&path));
         assert!(err.contains(path.to_str().unwrap()) && err.contains(key), "{args:?}: {err}");
     }
 }

@@ -100,16 +100,13 @@ fn without_root_the_daemon_names_the_missing_capability() {
     let dir = temp_dir("noroot");
     // SAFETY: chmod of our own temp dir so uid 65534 may bind its socket there.
     std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
-        .arg(oomwatch_bin())
-        .args(["daemon", "--listen", "127.0.0.1:0", "--socket"])
-        .arg(dir.0.join("e.sock"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let err = one_line_refusal(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])
+            .arg(oomwatch_bin())
+            .args(["daemon", "--listen", "127.0.0.1:0", "--socket"])
+            .arg(dir.0.join("e.sock")),
+    );
     assert!(err.contains("CAP_BPF") && err.contains("root"), "{err}");
 }
 

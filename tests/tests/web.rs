@@ -55,15 +55,12 @@ fn a_bad_web_config_is_refused_naming_the_key() {
     let dir = temp_dir("webbad");
     let web = dir.0.join("web.yml");
     std::fs::write(&web, "basic_auth_users:\n  prometheus: plaintext\n").unwrap();
-    let out = Command::new(oomwatch_bin())
-        .args(["daemon", "--listen", "127.0.0.1:0", "--web-config"])
-        .arg(&web)
-        .arg("--socket")
-        .arg(dir.0.join("e.sock"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let err = one_line_refusal(
+        Command::new(oomwatch_bin())
+            .args(["daemon", "--listen", "127.0.0.1:0", "--web-config"])
+            .arg(&web)
+            .arg("--socket")
+            .arg(dir.0.join("e.sock")),
+    );
     assert!(err.contains("web.yml") && err.contains("basic_auth_users.prometheus"), "{err}");
 }
