@@ -21,6 +21,9 @@ pub mod pressure;
 pub mod reconcile;
 pub mod stall;
 
+#[cfg(test)]
+mod golden_tests;
+
 /// An error and its sources on one line: hyper says only "client error
 /// (Connect)" and aya keeps the errno in a source; the cause is what a
 /// person needs. Sources already quoted by their parent are not repeated.

@@ -57,6 +57,11 @@ impl Alerts {
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    #[cfg(test)]
+    pub(crate) fn engine_for_tests(&self) -> std::sync::MutexGuard<'_, Engine> {
+        self.engine()
+    }
+
     /// Applies a reloaded configuration: thresholds now, sinks rebuilt (the
     /// alerts firing now are handed to the new Alertmanager sinks).
     pub fn reconfigure(&self, alerts: AlertsConfig, sinks: &SinksConfig) {

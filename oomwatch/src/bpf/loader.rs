@@ -204,6 +204,11 @@ impl ProbeReport {
     pub fn attached(&self) -> bool {
         self.state == ProbeState::Attached
     }
+
+    #[cfg(test)]
+    pub(crate) fn attached_for_tests(spec: &ProbeSpec) -> Self {
+        Self { spec: spec.clone(), state: ProbeState::Attached }
+    }
 }
 
 /// What the loader found out about the kernel, for `check` and the logs.

@@ -87,6 +87,24 @@ impl Metrics {
         daemon: Arc<DaemonCounters>,
         alerts: Option<Arc<crate::alert::Alerts>>,
     ) -> Self {
+        let kernel: Option<KernelCounterSource> = kernel.map(|map| {
+            let map = Mutex::new(map);
+            Box::new(move |index: u32| {
+                let map = map.lock().unwrap_or_else(|e| e.into_inner());
+                map.get(&index, 0).ok().map(|values| values.iter().sum())
+            }) as KernelCounterSource
+        });
+        Self::with_kernel_counters(model, kernel, probes, daemon, alerts)
+    }
+
+    /// `kernel` sums one kernel counter over CPUs (None: unreadable).
+    pub fn with_kernel_counters(
+        model: Arc<Model>,
+        kernel: Option<KernelCounterSource>,
+        probes: Vec<ProbeReport>,
+        daemon: Arc<DaemonCounters>,
+        alerts: Option<Arc<crate::alert::Alerts>>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("oomwatch");
         registry.register(
             "events_published",
@@ -127,7 +145,7 @@ impl Metrics {
             );
             registry.register_collector(Box::new(AlertCollector { alerts }));
         }
-        registry.register_collector(Box::new(KernelCounterCollector { map: kernel.map(Mutex::new) }));
+        registry.register_collector(Box::new(KernelCounterCollector { sum: kernel }));
         registry.register_collector(Box::new(ModelCollector { model }));
         Self { registry, last_len: std::sync::atomic::AtomicUsize::new(16 * 1024) }
     }
@@ -219,8 +237,11 @@ impl Collector for AlertCollector {
     }
 }
 
+/// Reads one kernel counter, summed over CPUs.
+pub type KernelCounterSource = Box<dyn Fn(u32) -> Option<u64> + Send + Sync>;
+
 struct KernelCounterCollector {
-    map: Option<Mutex<PerCpuArray<MapData, u64>>>,
+    sum: Option<KernelCounterSource>,
 }
 
 impl fmt::Debug for KernelCounterCollector {
@@ -229,16 +250,9 @@ impl fmt::Debug for KernelCounterCollector {
     }
 }
 
-impl KernelCounterCollector {
-    fn sum(map: &PerCpuArray<MapData, u64>, index: u32) -> Option<u64> {
-        map.get(&index, 0).ok().map(|values| values.iter().sum())
-    }
-}
-
 impl Collector for KernelCounterCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let Some(map) = &self.map else { return Ok(()) };
-        let map = map.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(sum) = &self.sum else { return Ok(()) };
         let mut e = encoder.encode_descriptor(
             "events_lost",
             "Records the kernel could not hand over because the ring buffer was full",
@@ -250,7 +264,7 @@ impl Collector for KernelCounterCollector {
             ("victim_exit", counter::RINGBUF_FULL_EXIT),
             ("reclaim_stall", counter::RINGBUF_FULL_STALL),
         ] {
-            if let Some(v) = Self::sum(&map, index) {
+            if let Some(v) = sum(index) {
                 ConstCounter::new(v).encode(e.encode_family(&[("kind", kind)])?)?;
             }
         }
@@ -264,11 +278,11 @@ impl Collector for KernelCounterCollector {
             ("pending_victims", counter::PENDING_VICTIMS_FULL),
             ("reclaim_starts", counter::RECLAIM_STARTS_FULL),
         ] {
-            if let Some(v) = Self::sum(&map, index) {
+            if let Some(v) = sum(index) {
                 ConstCounter::new(v).encode(e.encode_family(&[("map", map_name)])?)?;
             }
         }
-        if let Some(v) = Self::sum(&map, counter::OOM_SEEN) {
+        if let Some(v) = sum(counter::OOM_SEEN) {
             let e = encoder.encode_descriptor(
                 "kernel_oom_kills_seen",
                 "OOM kills the kernel programs saw, before the ring buffer",

@@ -79,6 +79,18 @@ pub fn encode(mut encoder: DescriptorEncoder, cgroups: &BTreeMap<String, CgroupS
     Ok(())
 }
 
+/// Fixed stall series, for tests of the exporters.
+#[cfg(test)]
+#[derive(Debug)]
+pub(crate) struct FixedStalls(pub BTreeMap<String, CgroupStalls>, pub bool);
+
+#[cfg(test)]
+impl Collector for FixedStalls {
+    fn encode(&self, encoder: DescriptorEncoder) -> fmt::Result {
+        encode(encoder, &self.0, self.1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use oomwatch_common::stall_bucket;
