@@ -23,9 +23,9 @@ use std::{
     time::Instant,
 };
 
-use oomwatch::cgroup::{
-    CgroupPoller, CgroupVersion, detect, own_memory_cgroup, read_events, read_memory, read_usage,
-    watch::SamplerConfig,
+use oomwatch::{
+    readers::{CgroupPoller, CgroupVersion, detect, own_memory_cgroup, read_events, read_memory, read_usage},
+    sources::sampler::SamplerConfig,
 };
 
 fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {

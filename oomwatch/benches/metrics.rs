@@ -16,10 +16,10 @@ use std::{
 };
 
 use oomwatch::{
-    cgroup::{MemoryEvents, MemorySample},
-    metrics::Metrics,
-    model::{Constraint, Model, ModelConfig},
-    pressure::{Pressure, PsiLine},
+    model::{Model, ModelConfig},
+    outputs::metrics::Metrics,
+    readers::{MemoryEvents, MemorySample, Pressure, PsiLine},
+    wire::Constraint,
 };
 
 const MIB: u64 = 1 << 20;

@@ -1,6 +1,9 @@
-//! Wires the rooms together: kernel -> decode -> pipeline -> model/bus ->
-//! outputs. Outputs are bound first so a port or socket conflict fails fast,
-//! before any program is loaded.
+//! The composition root: builds the rooms and wires them, kernel -> sources
+//! -> model -> outputs. Outputs are bound first so a port or socket
+//! conflict fails fast, before any program is loaded; what needs privileges
+//! happens before any thread starts, then capabilities are dropped.
+//!
+//! May depend on: every room.
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
 
@@ -8,34 +11,40 @@ use anyhow::Context as _;
 use tokio::io::unix::AsyncFd;
 
 use crate::{
-    alert::Alerts,
-    api::{http, socket},
-    bpf::{self, loader::LoadOptions},
-    bus::EventBus,
-    cgroup::{
-        CgroupVersion, layout,
-        resolve::{CgroupResolver, Hierarchy},
-        watch::{Sampler, SamplerConfig},
-    },
     cli::DaemonArgs,
-    clock::KernelClock,
-    metrics::{DaemonCounters, Metrics},
-    model::{Model, ModelConfig},
-    pipeline::Pipeline,
-    pressure::{
-        StallKind, TriggerSpec,
-        triggers::{TriggerConfig, TriggerManager},
+    config::Config,
+    kernel::{
+        self,
+        clock::KernelClock,
+        loader::{KernelProbes, LoadOptions},
     },
-    stall,
+    model::{Model, ModelConfig, bus::EventBus, counters::DaemonCounters},
+    outputs::{
+        alerts::{self, Alerts},
+        http,
+        metrics::{Metrics, push::Pusher, reclaim::StallCollector},
+        socket,
+        web_config::WebConfig,
+    },
+    readers::{self, CgroupLayout, CgroupVersion, Hierarchy, PsiKind, TriggerSpec},
+    sources::{
+        kills::KillExplainer,
+        psi_triggers::{TriggerConfig, TriggerManager},
+        reclaim::ReclaimFeed,
+        reconcile::Reconciler,
+        records::RecordHandler,
+        resolve::CgroupResolver,
+        sampler::{Sampler, SamplerConfig},
+    },
 };
 
 /// What needs privileges, done before any thread starts.
 pub struct Started {
     listener: std::net::TcpListener,
-    web: Option<Arc<crate::api::web_config::WebConfig>>,
+    web: Option<Arc<WebConfig>>,
     socket_listener: std::os::unix::net::UnixListener,
     socket_guard: socket::SocketGuard,
-    probes: bpf::loader::KernelProbes,
+    probes: KernelProbes,
 }
 
 pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -46,8 +55,22 @@ pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
     init_logging(args.log_level);
     let config = args.effective_config()?;
+    let started = start_privileged(&args, &config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("oomwatch")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run(args, config, started))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the outputs, loads and attaches the programs, then lowers the
+/// daemon's OOM score and drops the capabilities it no longer needs.
+fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Started> {
     // Read before dropping privileges: the key file is usually root-only.
-    let web = config.daemon.web_config.as_deref().map(crate::api::web_config::WebConfig::load).transpose()?.map(Arc::new);
+    let web = config.daemon.web_config.as_deref().map(WebConfig::load).transpose()?.map(Arc::new);
     // Outputs first: a port or socket conflict fails before anything loads.
     let listener = http::bind(config.daemon.listen)?;
     let (socket_listener, socket_guard) = socket::bind(&config.daemon.socket)?;
@@ -57,23 +80,275 @@ pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
         stall_threshold_ns: config.reclaim.stall_threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
         stall_min_interval_ns: config.reclaim.min_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
     };
-    let probes = bpf::loader::load(&load_opts)?;
+    let probes = kernel::loader::load(&load_opts)?;
     protect_self(config.daemon.oom_score_adj);
     // Still the only thread: the runtime and the sampler inherit what is left.
     if config.daemon.drop_capabilities {
-        match bpf::privileges::drop_after_start() {
+        match kernel::privileges::drop_after_start() {
             Ok(kept) => log::info!("dropped capabilities after loading; kept: {}", if kept.is_empty() { "none".into() } else { kept.join(", ") }),
             Err(e) => log::warn!("could not drop capabilities: {e}; running with the full set"),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("oomwatch")
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(run(args, config, Started { listener, web, socket_listener, socket_guard, probes }))?;
-    Ok(ExitCode::SUCCESS)
+    Ok(Started { listener, web, socket_listener, socket_guard, probes })
+}
+
+/// The shared state every loop and output holds a handle to.
+struct Core {
+    layout: Option<CgroupLayout>,
+    resolver: Arc<CgroupResolver>,
+    clock: Arc<KernelClock>,
+    bus: Arc<EventBus>,
+    model: Arc<Model>,
+    counters: Arc<DaemonCounters>,
+    alerts: Arc<Alerts>,
+    /// Woken after every sampling pass: the alert rules evaluate fresh data.
+    sampled: Arc<tokio::sync::Notify>,
+}
+
+pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::Result<()> {
+    // Signal handlers before anything is served: a SIGHUP (systemctl reload)
+    // or SIGTERM sent as soon as /healthz answers must not meet the default
+    // action, which ends the process.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
+    let shutdown = shutdown_signal()?;
+    let Started { listener, web, socket_listener, socket_guard: _socket_guard, mut probes } = started;
+    let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
+    spawn_kernel_logger(&mut probes.ebpf);
+    crate::release_freed_memory();
+    let core = build_core(&config, detect_layout());
+    let metrics = build_metrics(&config, &core, &mut probes);
+    start_sources(&config, &core, &mut probes)?;
+    let reader = start_ring_reader(ring, &args, &core, &probes);
+    log_watching(&config, &probes, web.as_ref().is_some_and(|w| w.tls.is_some()));
+    let pusher = start_outputs(&core, metrics, listener, web, socket_listener);
+    let result = supervise(reader, &mut hup, shutdown, &args, config, &core.alerts).await;
+    if let Some(pusher) = pusher {
+        pusher.stop().await;
+    }
+    drop(probes);
+    result
+}
+
+fn detect_layout() -> Option<CgroupLayout> {
+    match readers::detect(Path::new("/proc")) {
+        Ok(l) => {
+            log::info!("cgroups: {} (memory controller at {})", l.mode, l.memory_root.display());
+            Some(l)
+        }
+        Err(e) => {
+            log::warn!("{e}; kills are reported without cgroup paths");
+            None
+        }
+    }
+}
+
+fn build_core(config: &Config, layout: Option<CgroupLayout>) -> Core {
+    let resolver = Arc::new(CgroupResolver::new(
+        layout.as_ref().map(|l| l.memory_root.as_path()),
+        layout.as_ref().and_then(|l| l.unified_root.as_deref()),
+        CgroupResolver::DEFAULT_CAPACITY,
+    ));
+    Core {
+        layout,
+        resolver,
+        clock: Arc::new(KernelClock::default()),
+        bus: Arc::new(EventBus::new(config.daemon.backlog, config.daemon.stream_buffer)),
+        model: Arc::new(Model::new(model_config(config))),
+        counters: Arc::new(DaemonCounters::default()),
+        alerts: Alerts::new(config.alerts.clone(), &config.sinks),
+        sampled: Arc::new(tokio::sync::Notify::new()),
+    }
+}
+
+/// The registry: the daemon's counters, the model's series, the kernel's
+/// counters and probe states, the alerts, and the reclaim stall series
+/// when the reclaim probes are attached.
+fn build_metrics(config: &Config, core: &Core, probes: &mut KernelProbes) -> (Metrics, Option<Pusher>) {
+    let mut metrics = Metrics::new(core.model.clone(), probes.take_counters(), probes.probes.clone(), core.counters.clone(), Some(core.alerts.clone()));
+    if probes.has_stall_maps() {
+        let memstall = probes.attached("memstall_leave_fentry") || probes.attached("memstall_leave_kprobe");
+        metrics.register_collector(Box::new(StallCollector { model: core.model.clone(), memstall }));
+    }
+    let pusher = config.daemon.push_gateway.as_deref().map(|base| {
+        let failures = prometheus_client::metrics::counter::Counter::default();
+        metrics.register("push_failures", "Pushes to the Pushgateway (--push-gateway) that failed; the daemon log says why", failures.clone());
+        Pusher::new(base, &crate::outputs::http_client::hostname(), config.daemon.push_interval, failures)
+    });
+    (metrics, pusher)
+}
+
+/// The loops that feed the model: sampler, PSI triggers, reclaim feed,
+/// reconciliation, and the kernel clock's drift correction.
+fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes) -> anyhow::Result<()> {
+    if let Some(layout) = core.layout.clone() {
+        raise_nofile_limit();
+        let sampler_config = SamplerConfig {
+            interval: config.cgroups.sample_interval,
+            full_every: config.cgroups.full_sample_every,
+            ..SamplerConfig::default()
+        };
+        let sampler = Sampler::new(layout, core.model.clone(), sampler_config).notify_after_each_pass(core.sampled.clone());
+        std::thread::Builder::new().name("oomwatch-sampler".into()).spawn(move || sampler.run()).context("starting the cgroup sampler")?;
+    }
+    let triggers = TriggerManager::new(trigger_config(config, core.layout.as_ref())?, core.model.clone(), core.bus.clone(), core.counters.clone());
+    tokio::spawn(triggers.run());
+    if let Some(maps) = probes.take_stall_maps() {
+        let hierarchy = if probes.facts.btf.is_ok() { Hierarchy::Memory } else { Hierarchy::Unified };
+        let memstall = probes.attached("memstall_leave_fentry") || probes.attached("memstall_leave_kprobe");
+        let feed = ReclaimFeed::new(maps, core.resolver.clone(), hierarchy, memstall, core.model.clone());
+        tokio::spawn(feed.run(config.cgroups.sample_interval));
+    }
+    let reconciler = Reconciler::new(core.layout.clone(), core.model.clone(), core.bus.clone(), core.counters.oom_kills_unobserved.clone());
+    tokio::spawn(reconciler.run());
+    tokio::spawn(core.clock.clone().keep_fresh(Duration::from_secs(60)));
+    Ok(())
+}
+
+fn trigger_config(config: &Config, layout: Option<&CgroupLayout>) -> anyhow::Result<TriggerConfig> {
+    // Per-cgroup PSI lives on the unified hierarchy (on hybrid hosts, the
+    // one without the memory controller).
+    let cgroup_root = layout.and_then(|l| match l.memory_version {
+        CgroupVersion::V2 => Some(l.memory_root.clone()),
+        CgroupVersion::V1 => l.unified_root.clone(),
+    });
+    Ok(TriggerConfig {
+        spec: TriggerSpec::new(PsiKind::Some, config.pressure.trigger_stall, config.pressure.trigger_window)
+            .map_err(|e| anyhow::anyhow!("pressure.trigger_window: {e}"))?,
+        max_triggers: config.pressure.max_triggers,
+        cgroup_root,
+        proc_root: "/proc".into(),
+        reconcile_every: Duration::from_secs(2),
+    })
+}
+
+/// Kernel records -> events, on the runtime (a kill is published within a
+/// fraction of a millisecond of the ring buffer's wakeup).
+fn start_ring_reader(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    args: &DaemonArgs,
+    core: &Core,
+    probes: &KernelProbes,
+) -> tokio::task::JoinHandle<Result<(), std::io::Error>> {
+    let explainer = KillExplainer {
+        resolver: core.resolver.clone(),
+        clock: core.clock.clone(),
+        model: core.model.clone(),
+        layout: core.layout.clone(),
+        oom_constraints: probes.facts.btf.as_ref().map(|b| b.oom_constraints.clone()).unwrap_or_default(),
+        proc_root: "/proc".into(),
+    };
+    let handler = RecordHandler::new(explainer, core.bus.clone(), core.counters.clone(), args.inject_drop_kills);
+    let counters = core.counters.clone();
+    tokio::spawn(kernel::ring::run(ring, move |record| handler.handle(record), move |e| {
+        counters.decode_errors.inc();
+        log::warn!("dropped a kernel record: {e}");
+    }))
+}
+
+/// A running Pushgateway pusher, stopped cleanly at shutdown.
+struct PushTask {
+    pusher: Pusher,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PushTask {
+    /// A clean stop removes this host's group: absent, not frozen at its
+    /// last values (see outputs::metrics::push).
+    async fn stop(mut self) {
+        let _ = self.stop.send(());
+        if tokio::time::timeout(Duration::from_secs(3), &mut self.task).await.is_err() {
+            self.task.abort();
+            log::debug!("push: the push in flight did not finish; deleting anyway");
+        }
+        self.pusher.delete(Duration::from_secs(2)).await;
+    }
+}
+
+fn start_outputs(
+    core: &Core,
+    (metrics, pusher): (Metrics, Option<Pusher>),
+    listener: std::net::TcpListener,
+    web: Option<Arc<WebConfig>>,
+    socket_listener: std::os::unix::net::UnixListener,
+) -> Option<PushTask> {
+    let metrics = Arc::new(metrics);
+    let push = pusher.map(|p| {
+        log::info!("pushing metrics to {} every {}", p.url, humantime::format_duration(p.interval));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(p.clone().run(metrics.clone(), stopped));
+        PushTask { pusher: p, stop, task }
+    });
+    tokio::spawn(http::serve(listener, metrics, web));
+    tokio::spawn(alerts::run(core.alerts.clone(), core.model.clone(), core.bus.clone(), core.sampled.clone()));
+    let sources = socket::Sources { bus: core.bus.clone(), model: core.model.clone(), counters: core.counters.clone(), alerts: core.alerts.clone() };
+    tokio::spawn(socket::serve(socket_listener, Arc::new(sources)));
+    push
+}
+
+fn log_watching(config: &Config, probes: &KernelProbes, tls: bool) {
+    let attached: Vec<&str> = probes.probes.iter().filter(|p| p.attached()).map(|p| p.spec.name).collect();
+    let scheme = if tls { "https" } else { "http" };
+    log::info!(
+        "oomwatch {} watching: probes [{}], metrics on {scheme}://{}/metrics, events on {}",
+        env!("CARGO_PKG_VERSION"),
+        attached.join(", "),
+        config.daemon.listen,
+        config.daemon.socket.display()
+    );
+}
+
+/// Runs until a signal to stop (Ok) or the ring buffer reader ends (Err:
+/// without it the daemon would be blind). SIGHUP reloads the configuration.
+async fn supervise(
+    reader: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    hup: &mut tokio::signal::unix::Signal,
+    shutdown: impl std::future::Future<Output = &'static str>,
+    args: &DaemonArgs,
+    mut running: Config,
+    alerts: &Alerts,
+) -> anyhow::Result<()> {
+    tokio::pin!(reader);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            result = &mut reader => {
+                return Err(match result {
+                    Ok(Ok(())) => anyhow::anyhow!("ring buffer reader stopped"),
+                    Ok(Err(e)) => anyhow::Error::new(e).context("reading the ring buffer"),
+                    Err(e) => anyhow::Error::new(e).context("ring buffer reader panicked"),
+                });
+            }
+            _ = hup.recv() => reload(args, &mut running, alerts),
+            signal = &mut shutdown => {
+                log::info!("{signal}: shutting down");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// SIGHUP: re-read the file; apply it only when it is valid as a whole.
+fn reload(args: &DaemonArgs, running: &mut Config, alerts: &Alerts) {
+    let Some(path) = &args.config else {
+        log::info!("SIGHUP: no --config file to reload; the embedded defaults stay");
+        return;
+    };
+    let new = match args.effective_config() {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SIGHUP: {e:#}; keeping the running configuration");
+            return;
+        }
+    };
+    alerts.reconfigure(new.alerts.clone(), &new.sinks);
+    let needs_restart = running.sections_needing_restart(&new);
+    log::info!(
+        "SIGHUP: reloaded {} (alerts and sinks applied{})",
+        path.display(),
+        if needs_restart.is_empty() { String::new() } else { format!("; changes to {} take effect after a restart", needs_restart.join(", ")) }
+    );
+    *running = new;
 }
 
 /// The daemon allocates little, from a handful of threads: one glibc arena
@@ -109,239 +384,6 @@ fn init_logging(level: log::LevelFilter) {
     let _ = builder.try_init();
 }
 
-pub async fn run(args: DaemonArgs, config: crate::config::Config, started: Started) -> anyhow::Result<()> {
-    // Signal handlers before anything is served: a SIGHUP (systemctl reload)
-    // or SIGTERM sent as soon as /healthz answers must not meet the default
-    // action, which ends the process.
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
-    let shutdown = shutdown_signal()?;
-    let Started { listener, web, socket_listener, socket_guard: _socket_guard, mut probes } = started;
-    let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
-    let kernel_counters = probes.take_counters();
-    let stall_maps = probes.take_stall_maps();
-    spawn_kernel_logger(&mut probes.ebpf);
-    release_startup_memory();
-
-    let layout = match layout::detect(Path::new("/proc")) {
-        Ok(l) => {
-            log::info!("cgroups: {} (memory controller at {})", l.mode, l.memory_root.display());
-            Some(l)
-        }
-        Err(e) => {
-            log::warn!("{e}; kills are reported without cgroup paths");
-            None
-        }
-    };
-    let resolver = Arc::new(CgroupResolver::new(
-        layout.as_ref().map(|l| l.memory_root.as_path()),
-        layout.as_ref().and_then(|l| l.unified_root.as_deref()),
-        CgroupResolver::DEFAULT_CAPACITY,
-    ));
-
-    let clock = Arc::new(KernelClock::default());
-    let bus = Arc::new(EventBus::new(config.daemon.backlog, config.daemon.stream_buffer));
-    let model = Arc::new(Model::new(model_config(&config)));
-    let counters = Arc::new(DaemonCounters::default());
-    let alerts = Alerts::new(config.alerts.clone(), &config.sinks);
-    let mut metrics = Metrics::new(model.clone(), kernel_counters, probes.probes.clone(), counters.clone(), Some(alerts.clone()));
-    let stalls = stall_maps.map(|maps| {
-        let reader = Arc::new(stall::StallReader::new(
-            maps,
-            resolver.clone(),
-            if probes.facts.btf.is_ok() { Hierarchy::Memory } else { Hierarchy::Unified },
-            probes.attached("memstall_leave_fentry") || probes.attached("memstall_leave_kprobe"),
-        ));
-        metrics.register_collector(Box::new(stall::metrics::StallCollector { reader: reader.clone(), model: model.clone() }));
-        reader
-    });
-    let pusher = config.daemon.push_gateway.as_deref().map(|base| {
-        let failures = prometheus_client::metrics::counter::Counter::default();
-        metrics.register("push_failures", "Pushes to the Pushgateway (--push-gateway) that failed; the daemon log says why", failures.clone());
-        crate::metrics::push::Pusher::new(base, &crate::api::client::hostname(), config.daemon.push_interval, failures)
-    });
-    let metrics = Arc::new(metrics);
-    let mut pipeline = Pipeline::new(resolver, clock.clone(), bus.clone(), model.clone(), counters.clone(), layout.clone());
-    pipeline.oom_constraints = probes.facts.btf.as_ref().map(|b| b.oom_constraints.clone()).unwrap_or_default();
-    pipeline.drop_kill_records.store(args.inject_drop_kills, std::sync::atomic::Ordering::Relaxed);
-    let reconciler = crate::reconcile::Reconciler::new(layout.clone(), model.clone(), bus.clone(), counters.oom_kills_unobserved.clone());
-    let pipeline = Arc::new(pipeline);
-    let pressure_root = layout.as_ref().and_then(|l| match l.memory_version {
-        CgroupVersion::V2 => Some(l.memory_root.clone()),
-        CgroupVersion::V1 => l.unified_root.clone(),
-    });
-    let triggers = TriggerManager::new(
-        TriggerConfig {
-            spec: TriggerSpec::new(StallKind::Some, config.pressure.trigger_stall, config.pressure.trigger_window)
-                .map_err(|e| anyhow::anyhow!("pressure.trigger_window: {e}"))?,
-            max_triggers: config.pressure.max_triggers,
-            cgroup_root: pressure_root,
-            proc_root: "/proc".into(),
-            reconcile_every: Duration::from_secs(2),
-        },
-        model.clone(),
-        bus.clone(),
-        counters.clone(),
-    );
-    let sampled = Arc::new(tokio::sync::Notify::new());
-    if let Some(layout) = layout {
-        raise_nofile_limit();
-        let sampler = Sampler::new(
-            layout,
-            model.clone(),
-            SamplerConfig {
-                interval: config.cgroups.sample_interval,
-                full_every: config.cgroups.full_sample_every,
-                ..SamplerConfig::default()
-            },
-        )
-        .notify_after_each_pass(sampled.clone());
-        std::thread::Builder::new().name("oomwatch-sampler".into()).spawn(move || sampler.run()).context("starting the cgroup sampler")?;
-    }
-
-    let attached: Vec<&str> = probes.probes.iter().filter(|p| p.attached()).map(|p| p.spec.name).collect();
-    let scheme = if web.as_ref().is_some_and(|w| w.tls.is_some()) { "https" } else { "http" };
-    log::info!(
-        "oomwatch {} watching: probes [{}], metrics on {scheme}://{}/metrics, events on {}",
-        env!("CARGO_PKG_VERSION"),
-        attached.join(", "),
-        config.daemon.listen,
-        config.daemon.socket.display()
-    );
-
-    let reader = {
-        let pipeline = pipeline.clone();
-        let counters = counters.clone();
-        tokio::spawn(bpf::reader::run(
-            ring,
-            move |record| pipeline.handle(record),
-            move |e| {
-                counters.decode_errors.inc();
-                log::warn!("dropped a kernel record: {e}");
-            },
-        ))
-    };
-    let pushing = pusher.clone().map(|p| {
-        log::info!("pushing metrics to {} every {}", p.url, humantime::format_duration(p.interval));
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        (stop, tokio::spawn(p.run(metrics.clone(), stopped)))
-    });
-    tokio::spawn(http::serve(listener, metrics, web));
-    tokio::spawn(triggers.run());
-    tokio::spawn(reconciler.run());
-    tokio::spawn(crate::alert::run(alerts.clone(), model.clone(), bus.clone(), sampled));
-    tokio::spawn(socket::serve(socket_listener, Arc::new(socket::Sources { bus, model: model.clone(), counters, alerts: alerts.clone(), stalls: stalls.clone() })));
-    if let Some(reader) = stalls.clone() {
-        // Reclaim stall totals feed the model's per-cgroup stall ratio
-        // (the reclaim_storm alert); the maps are read once a second.
-        let model = model.clone();
-        let every = running_interval(&config);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let reader = reader.clone();
-                let Ok(totals) = tokio::task::spawn_blocking(move || reader.per_cgroup(|_| true)).await else { continue };
-                let now = std::time::Instant::now();
-                for (path, s) in totals {
-                    model.observe_reclaim_total(&path, s.total_ns, now);
-                }
-            }
-        });
-    }
-    let mut running = config;
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            clock.refresh();
-        }
-    });
-
-    tokio::pin!(reader);
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            result = &mut reader => {
-                let err = match result {
-                    Ok(Ok(())) => anyhow::anyhow!("ring buffer reader stopped"),
-                    Ok(Err(e)) => anyhow::Error::new(e).context("reading the ring buffer"),
-                    Err(e) => anyhow::Error::new(e).context("ring buffer reader panicked"),
-                };
-                return Err(err);
-            }
-            _ = hup.recv() => reload(&args, &mut running, &alerts),
-            signal = &mut shutdown => {
-                log::info!("{signal}: shutting down");
-                break;
-            }
-        }
-    }
-    if let (Some(pusher), Some((stop, mut task))) = (&pusher, pushing) {
-        // A clean stop removes this host's group: absent, not frozen at its
-        // last values (see metrics::push).
-        let _ = stop.send(());
-        if tokio::time::timeout(Duration::from_secs(3), &mut task).await.is_err() {
-            task.abort();
-            log::debug!("push: the push in flight did not finish; deleting anyway");
-        }
-        pusher.delete(Duration::from_secs(2)).await;
-    }
-    drop(probes);
-    Ok(())
-}
-
-fn running_interval(config: &crate::config::Config) -> Duration {
-    config.cgroups.sample_interval
-}
-
-/// SIGHUP: re-read the file; apply it only when it is valid as a whole.
-fn reload(args: &DaemonArgs, running: &mut crate::config::Config, alerts: &Alerts) {
-    let Some(path) = &args.config else {
-        log::info!("SIGHUP: no --config file to reload; the embedded defaults stay");
-        return;
-    };
-    let new = match args.effective_config() {
-        Ok(c) => c,
-        Err(e) => {
-            log::error!("SIGHUP: {e:#}; keeping the running configuration");
-            return;
-        }
-    };
-    alerts.reconfigure(new.alerts.clone(), &new.sinks);
-    let mut needs_restart = Vec::new();
-    if new.daemon != running.daemon {
-        needs_restart.push("[daemon]");
-    }
-    if new.cgroups != running.cgroups {
-        needs_restart.push("[cgroups]");
-    }
-    if new.pressure != running.pressure {
-        needs_restart.push("[pressure]");
-    }
-    if new.reclaim != running.reclaim {
-        needs_restart.push("[reclaim]");
-    }
-    if new.forecast != running.forecast {
-        needs_restart.push("[forecast]");
-    }
-    log::info!(
-        "SIGHUP: reloaded {} (alerts and sinks applied{})",
-        path.display(),
-        if needs_restart.is_empty() { String::new() } else { format!("; changes to {} take effect after a restart", needs_restart.join(", ")) }
-    );
-    *running = new;
-}
-
-/// Parsing kernel BTF peaks at tens of MB and is done once; glibc keeps the
-/// freed heap unless asked to give it back.
-pub fn release_startup_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// The sampler keeps a few files open per tracked cgroup; the soft limit
 /// (often 1024) is too low for thousands of cgroups. Raising it to the hard
 /// limit needs no privilege.
@@ -356,7 +398,7 @@ fn raise_nofile_limit() {
     }
 }
 
-fn model_config(config: &crate::config::Config) -> ModelConfig {
+fn model_config(config: &Config) -> ModelConfig {
     // Globs were validated with the config.
     let globs = |v: &[String]| v.iter().filter_map(|g| glob::Pattern::new(g).ok()).collect();
     ModelConfig {

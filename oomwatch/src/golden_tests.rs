@@ -12,10 +12,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{
-    event::*,
-    model::{Constraint, Model, Ramp},
-};
+use crate::{model::Model, wire::*};
 
 fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
@@ -129,9 +126,9 @@ fn every_kind() -> Vec<Event> {
             full_total_us: Some(1),
         })),
         event(EventBody::Alert(AlertEvent {
-            alert: crate::alert::AlertName::OomKill,
-            severity: crate::alert::Severity::Critical,
-            state: crate::alert::AlertState::Firing,
+            alert: crate::wire::AlertName::OomKill,
+            severity: crate::wire::Severity::Critical,
+            state: crate::wire::AlertState::Firing,
             value: Some(1.0),
             summary: "s".into(),
             firing_since: Some("t".into()),
@@ -154,12 +151,13 @@ fn every_kind() -> Vec<Event> {
 #[test]
 fn golden_event_json_shapes() {
     let events = every_kind();
-    let kinds: BTreeSet<&str> = events.iter().map(|e| e.body.kind()).collect();
-    assert_eq!(kinds, KINDS.iter().copied().collect(), "an example for every kind");
+    let kinds: BTreeSet<EventKind> = events.iter().map(|e| e.body.kind()).collect();
+    assert_eq!(kinds, EventKind::ALL.iter().copied().collect(), "an example for every kind");
     let mut lines = BTreeSet::new();
     for e in &events {
         let v = serde_json::to_value(e).unwrap();
-        shape(e.body.kind(), "", &v, &mut lines);
+        assert_eq!(v["kind"], e.body.kind().as_str(), "EventKind names match the JSON");
+        shape(e.body.kind().as_str(), "", &v, &mut lines);
     }
     check_golden("events.txt", &lines);
 }
@@ -213,7 +211,7 @@ const MIB: u64 = 1 << 20;
 
 /// A model with every kind of per-cgroup and host state the exporters read.
 fn populated_model() -> Arc<Model> {
-    use crate::cgroup::{MemoryEvents, MemorySample};
+    use crate::readers::{MemoryEvents, MemorySample};
     let model = Arc::new(Model::default());
     let t0 = Instant::now();
     let path = "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
@@ -240,14 +238,14 @@ fn populated_model() -> Arc<Model> {
         };
         model.observe_full(path, &sample, Some(0), t0 + Duration::from_secs(i));
     }
-    let psi = crate::pressure::Pressure {
-        some: crate::pressure::PsiLine { avg10: 1.0, avg60: 1.0, avg300: 1.0, total_us: 10 },
-        full: Some(crate::pressure::PsiLine { avg10: 1.0, avg60: 1.0, avg300: 1.0, total_us: 5 }),
+    let psi = crate::readers::Pressure {
+        some: crate::readers::PsiLine { avg10: 1.0, avg60: 1.0, avg300: 1.0, total_us: 10 },
+        full: Some(crate::readers::PsiLine { avg10: 1.0, avg60: 1.0, avg300: 1.0, total_us: 5 }),
     };
     model.observe_pressure(path, psi);
     model.observe_node(
         crate::model::NodeState {
-            meminfo: Some(crate::node::MemInfo { total_bytes: 1000 * MIB, available_bytes: 500 * MIB, swap_total_bytes: 0, swap_free_bytes: 0 }),
+            meminfo: Some(crate::readers::MemInfo { total_bytes: 1000 * MIB, available_bytes: 500 * MIB, swap_total_bytes: 0, swap_free_bytes: 0 }),
             pressure: Some(psi),
             forecast: None,
         },
@@ -257,7 +255,7 @@ fn populated_model() -> Arc<Model> {
         let used = 500 * MIB + 20 * i * MIB;
         model.observe_node(
             crate::model::NodeState {
-                meminfo: Some(crate::node::MemInfo { total_bytes: 1000 * MIB, available_bytes: 1000 * MIB - used, swap_total_bytes: 0, swap_free_bytes: 0 }),
+                meminfo: Some(crate::readers::MemInfo { total_bytes: 1000 * MIB, available_bytes: 1000 * MIB - used, swap_total_bytes: 0, swap_free_bytes: 0 }),
                 pressure: Some(psi),
                 forecast: None,
             },
@@ -269,24 +267,31 @@ fn populated_model() -> Arc<Model> {
     model
 }
 
+/// One thread that stalled in reclaim (and in memstall), as the kernel map
+/// would hold it, read into the model.
+fn feed_reclaim_stalls(model: &Model) {
+    let mut t = oomwatch_common::ThreadStalls { born_ns: 1, memcg_id: 7, count: 1, total_ns: 1000, memstall_ns: 1000, ..Default::default() };
+    t.buckets[3] = 1;
+    let mut read = model.begin_reclaim_read();
+    read.observe(10, &t, Instant::now(), |_| Some("/a".to_owned()));
+    read.finish(true, Instant::now());
+}
+
 #[test]
 fn golden_metric_families() {
     let model = populated_model();
     let mut has_forecast = false;
     model.for_each_cgroup(|_, c| has_forecast |= c.forecast.is_some());
     assert!(has_forecast && model.node().forecast.is_some(), "the example model must have forecasts");
-    let alerts = crate::alert::Alerts::new(Default::default(), &Default::default());
+    let alerts = crate::outputs::alerts::Alerts::new(Default::default(), &Default::default());
     let t = alerts.engine_for_tests().on_kill("/a", "hog (pid 1)", Instant::now(), std::time::SystemTime::now());
     assert!(!t.is_empty());
-    let probes = crate::bpf::loader::PROBES.iter().map(crate::bpf::loader::ProbeReport::attached_for_tests).collect();
-    let counters = Arc::new(crate::metrics::DaemonCounters::default());
-    let mut metrics = crate::metrics::Metrics::with_kernel_counters(model.clone(), Some(Box::new(|_| Some(1))), probes, counters, Some(alerts));
+    let probes = crate::kernel::loader::PROBES.iter().map(crate::kernel::loader::ProbeReport::attached_for_tests).collect();
+    let counters = Arc::new(crate::model::counters::DaemonCounters::default());
+    let mut metrics = crate::outputs::metrics::Metrics::with_kernel_counters(model.clone(), Some(Box::new(|_| Some(1))), probes, counters, Some(alerts));
     metrics.register("push_failures", "push", prometheus_client::metrics::counter::Counter::<u64>::default());
-    let mut stalls = std::collections::BTreeMap::new();
-    let mut s = crate::stall::CgroupStalls { count: 1, total_ns: 1000, memstall_ns: 1000, ..Default::default() };
-    s.buckets[3] = 1;
-    stalls.insert("/a".to_owned(), s);
-    metrics.register_collector(Box::new(crate::stall::metrics::FixedStalls(stalls, true)));
+    feed_reclaim_stalls(&model);
+    metrics.register_collector(Box::new(crate::outputs::metrics::reclaim::StallCollector { model: model.clone(), memstall: true }));
     for openmetrics in [false, true] {
         let body = metrics.render(openmetrics);
         let name = if openmetrics { "metrics-openmetrics.txt" } else { "metrics-text.txt" };

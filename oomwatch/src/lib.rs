@@ -1,28 +1,54 @@
 //! oomwatch: traces OOM kills and memory pressure with eBPF and explains them.
 //!
-//! Data flows one way: kernel (`bpf`) -> `pipeline` -> `model` and `bus` ->
-//! outputs (`metrics`, `api`, `cli`).
+//! Data flows one way, and so do the imports between the top-level modules
+//! (checked by `cargo xtask layers`):
+//!
+//! ```text
+//! kernel  ─► sources ─► model ─► outputs ─► (users: /metrics, the event socket, sinks)
+//! readers ─┘                      cli ─► wire
+//! ```
+//!
+//! - [`wire`]: the types users rely on (event JSON, requests, reports).
+//! - [`readers`]: pure parsers of kernel files.
+//! - [`config`]: the user's configuration, parsed and validated.
+//! - [`kernel`]: the eBPF programs: load, attach, ring buffer, decode.
+//! - [`model`]: the only owner of per-cgroup and per-host state, and the
+//!   event stream.
+//! - [`sources`]: the loops that feed the model (kills, sampler, PSI
+//!   triggers, reclaim, reconciliation).
+//! - [`outputs`]: metrics, HTTP, the event socket, alerts and sinks.
+//! - [`cli`]: the commands; [`daemon`]: the composition root.
 
-pub mod alert;
-pub mod api;
-pub mod bpf;
-pub mod bus;
-pub mod cgroup;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod event;
-pub mod metrics;
+pub mod kernel;
 pub mod model;
-pub mod node;
-pub mod pipeline;
-pub mod pressure;
-pub mod reconcile;
-pub mod stall;
+pub mod outputs;
+pub mod readers;
+pub mod sources;
+pub mod wire;
 
 #[cfg(test)]
 mod golden_tests;
+
+/// The command line: parse, run one command, turn its error into one line
+/// and a non-zero exit.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser as _;
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Daemon(args) => daemon::main(args),
+        command => cli::run(command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("oomwatch: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// An error and its sources on one line: hyper says only "client error
 /// (Connect)" and aya keeps the errno in a source; the cause is what a
@@ -39,6 +65,16 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     out
+}
+
+/// glibc keeps freed heap unless asked to give it back: after parsing
+/// kernel BTF at start (tens of MB, once) and after cgroup churn.
+pub fn release_freed_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 #[cfg(test)]

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    oomwatch::cli::main()
+    oomwatch::main()
 }

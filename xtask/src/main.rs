@@ -5,6 +5,7 @@ mod apt;
 mod scenarios;
 mod bench;
 mod fuzz;
+mod layers;
 mod setup;
 mod test;
 mod vm;
@@ -44,6 +45,8 @@ enum Task {
     VmTest(vm::VmTestArgs),
     /// Performance figures against their targets (prints a table, writes target/bench/results.json).
     Bench(bench::BenchArgs),
+    /// The daemon crate's module graph against its layering, and long functions (--check fails on any).
+    Layers(layers::LayersArgs),
     /// Fuzz the parsers of kernel and untrusted input (cargo-fuzz, nightly) for --seconds each.
     Fuzz(fuzz::FuzzArgs),
 }
@@ -67,6 +70,7 @@ fn main() -> Result<()> {
         Task::VmTest(args) => vm::run(&args),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(&args),
+        Task::Layers(args) => layers::run(&args),
     }
 }
 

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{AlertsArgs, status::ask};
-use crate::{alert::AlertsReport, event::RequestOp};
+use crate::wire::{AlertsReport, RequestOp};
 
 pub fn main(args: AlertsArgs) -> anyhow::Result<ExitCode> {
     let report: AlertsReport = ask(&args.socket, RequestOp::Alerts)?;

@@ -7,8 +7,12 @@ use serde::Serialize;
 
 use super::CheckArgs;
 use crate::{
-    bpf::{btf, loader::{self, Hook, PROBES}, privileges, tracefs},
-    cgroup::layout,
+    kernel::{
+        btf,
+        loader::{self, Hook, PROBES},
+        privileges, tracefs,
+    },
+    readers::mountinfo as layout,
 };
 
 #[derive(Serialize)]
@@ -60,144 +64,157 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(path) = &args.config {
-        let config = crate::config::Config::load(path)?;
-        if args.json {
-            println!("{}", serde_json::json!({"config": path, "valid": true, "sinks": {
-                "alertmanager": config.sinks.alertmanager.len(),
-                "webhook": config.sinks.webhook.len(),
-                "exec": config.sinks.exec.len(),
-            }}));
-        } else {
-            println!("{}: valid", path.display());
-        }
-        return Ok(ExitCode::SUCCESS);
+        return validate_config(path, args.json);
     }
-    let mut items = Vec::new();
-    let mut push = |name: &str, ok: bool, required: bool, detail: String| {
-        items.push(Item { name: name.to_owned(), ok, required, detail });
-    };
-
+    let mut checks = Checks::default();
     let caps = privileges::effective_caps();
-    let missing = privileges::missing_for_bpf(caps);
-    push(
-        "privileges",
-        missing.is_empty(),
-        true,
-        if missing.is_empty() {
+    let may_load = checks.privileges(caps);
+    let btf_info = checks.btf(&args.btf);
+    let tracefs_root = checks.tracefs(&args.tracefs, caps);
+    let to_attach = checks.probes(tracefs_root.as_deref(), btf_info.as_ref());
+    checks.mark_victim_fields(tracefs_root.as_deref());
+    checks.host();
+    checks.attach_trial(&to_attach, may_load, &args.btf);
+    checks.report(args.json)
+}
+
+/// `check --config FILE`: only the file.
+fn validate_config(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let config = crate::config::Config::load(path)?;
+    if json {
+        println!("{}", serde_json::json!({"config": path, "valid": true, "sinks": {
+            "alertmanager": config.sinks.alertmanager.len(),
+            "webhook": config.sinks.webhook.len(),
+            "exec": config.sinks.exec.len(),
+        }}));
+    } else {
+        println!("{}: valid", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The findings so far, in the order they are printed.
+#[derive(Default)]
+struct Checks {
+    items: Vec<Item>,
+}
+
+impl Checks {
+    fn push(&mut self, name: &str, ok: bool, required: bool, detail: String) {
+        self.items.push(Item { name: name.to_owned(), ok, required, detail });
+    }
+
+    /// Whether the programs can be loaded at all.
+    fn privileges(&mut self, caps: u64) -> bool {
+        let missing = privileges::missing_for_bpf(caps);
+        let detail = if missing.is_empty() {
             "can load eBPF programs (CAP_BPF + CAP_PERFMON or CAP_SYS_ADMIN)".into()
         } else {
             let names: Vec<_> = missing.iter().map(|&c| privileges::cap_name(c)).collect();
             format!("missing {}: run as root", names.join(" and "))
-        },
-    );
+        };
+        self.push("privileges", missing.is_empty(), true, detail);
+        missing.is_empty()
+    }
 
-    let btf_info = btf::load(&args.btf);
-    push(
-        "btf",
-        btf_info.is_ok(),
-        false,
-        match &btf_info {
-            Ok(_) => format!("{}: struct offsets found; exact memory-cgroup attribution", args.btf.display()),
+    fn btf(&mut self, path: &Path) -> Result<btf::KernelBtfInfo, btf::BtfError> {
+        let info = btf::load(path);
+        let detail = match &info {
+            Ok(_) => format!("{}: struct offsets found; exact memory-cgroup attribution", path.display()),
             Err(e) => format!("{e}; attribution falls back to /proc (approximate)"),
-        },
-    );
+        };
+        self.push("btf", info.is_ok(), false, detail);
+        info
+    }
 
-    let tracefs_root = match tracefs::find_tracefs(&args.tracefs) {
-        Some(root) => {
-            push("tracefs", true, true, format!("mounted at {}", root.display()));
-            Some(root)
+    /// Where tracefs is, mounting it as the daemon would.
+    fn tracefs(&mut self, wanted: &Path, caps: u64) -> Option<std::path::PathBuf> {
+        if let Some(root) = tracefs::find_tracefs(wanted) {
+            self.push("tracefs", true, true, format!("mounted at {}", root.display()));
+            return Some(root);
         }
-        None if privileges::has(caps, privileges::CAP_SYS_ADMIN) => match tracefs::ensure_tracefs(&args.tracefs) {
+        if !privileges::has(caps, privileges::CAP_SYS_ADMIN) {
+            self.push("tracefs", false, true, format!("not mounted at {} and mounting needs CAP_SYS_ADMIN", wanted.display()));
+            return None;
+        }
+        match tracefs::ensure_tracefs(wanted) {
             Ok((root, _)) => {
-                push("tracefs", true, true, format!("was not mounted; mounted it at {} (the daemon does the same)", root.display()));
+                self.push("tracefs", true, true, format!("was not mounted; mounted it at {} (the daemon does the same)", root.display()));
                 Some(root)
             }
             Err(e) => {
-                push("tracefs", false, true, e.to_string());
+                self.push("tracefs", false, true, e.to_string());
                 None
             }
-        },
-        None => {
-            push("tracefs", false, true, format!("not mounted at {} and mounting needs CAP_SYS_ADMIN", args.tracefs.display()));
-            None
         }
-    };
+    }
 
-    let mut tried = Vec::new();
-    for spec in PROBES {
-        let (ok, detail) = match (spec.hook, &tracefs_root) {
-            (Hook::TracePoint { category, name }, Some(root)) => {
-                if tracefs::tracepoint_exists(root, category, name) {
-                    (true, format!("{} available", spec.hook))
-                } else {
-                    (false, format!("{} missing; cost: {}", spec.hook, spec.cost))
+    /// One line per probe; the ones only an attach attempt can decide
+    /// (kprobes, fentry) are returned for [`Checks::attach_trial`].
+    fn probes(&mut self, tracefs_root: Option<&Path>, btf_info: Result<&btf::KernelBtfInfo, &btf::BtfError>) -> Vec<&'static loader::ProbeSpec> {
+        let mut to_attach = Vec::new();
+        for spec in PROBES {
+            let (ok, detail) = match (spec.hook, tracefs_root) {
+                (Hook::TracePoint { category, name }, Some(root)) => {
+                    if tracefs::tracepoint_exists(root, category, name) {
+                        (true, format!("{} available", spec.hook))
+                    } else {
+                        (false, format!("{} missing; cost: {}", spec.hook, spec.cost))
+                    }
                 }
+                (Hook::TracePoint { .. }, None) => (false, "unknown without tracefs".to_owned()),
+                (Hook::RawTracePoint { .. }, _) => match btf_info {
+                    Ok(info) if info.mark_victim_has_task => (true, format!("{} passes the victim task", spec.hook)),
+                    Ok(_) => (false, format!("{} passes only a pid (needs 6.8+); cost: {}", spec.hook, spec.cost)),
+                    Err(_) => (false, format!("needs BTF; cost: {}", spec.cost)),
+                },
+                (Hook::KProbe { .. } | Hook::FEntry { .. }, _) => {
+                    to_attach.push(spec);
+                    (false, String::new())
+                }
+            };
+            self.push(&format!("probe {}", spec.name), ok, spec.required, detail);
+        }
+        to_attach
+    }
+
+    fn mark_victim_fields(&mut self, tracefs_root: Option<&Path>) {
+        if let Some(root) = tracefs_root
+            && let Ok(format) = tracefs::read_format(root, "oom", "mark_victim")
+        {
+            let fields: Vec<_> = format.fields.iter().filter(|f| !f.name.starts_with("common_")).map(|f| f.name.as_str()).collect();
+            self.push("mark_victim fields", true, false, fields.join(", "));
+        }
+    }
+
+    /// Kprobes, cgroups, PSI and the console: what the host offers.
+    fn host(&mut self) {
+        let kprobes = Path::new("/sys/bus/event_source/devices/kprobe").exists();
+        let detail = if kprobes { "available".into() } else { "not available (no kprobe PMU): kprobe-based detail is skipped".into() };
+        self.push("kprobes", kprobes, false, detail);
+        match layout::detect(Path::new("/proc")) {
+            Ok(l) => {
+                let unified = l.unified_root.as_ref().map(|u| format!(", unified at {}", u.display())).unwrap_or_default();
+                self.push("cgroups", true, false, format!("{}: memory controller at {}{unified}", l.mode, l.memory_root.display()));
             }
-            (Hook::TracePoint { .. }, None) => (false, "unknown without tracefs".to_owned()),
-            (Hook::RawTracePoint { .. }, _) => match &btf_info {
-                Ok(info) if info.mark_victim_has_task => (true, format!("{} passes the victim task", spec.hook)),
-                Ok(_) => (false, format!("{} passes only a pid (needs 6.8+); cost: {}", spec.hook, spec.cost)),
-                Err(_) => (false, format!("needs BTF; cost: {}", spec.cost)),
-            },
-            // Asked of the kernel below, all at once.
-            (Hook::KProbe { .. } | Hook::FEntry { .. }, _) => {
-                tried.push(spec);
-                (false, String::new())
-            }
-        };
-        push(&format!("probe {}", spec.name), ok, spec.required, detail);
+            Err(e) => self.push("cgroups", false, false, format!("{e}; kills carry no cgroup")),
+        }
+        let psi = std::fs::read_to_string("/proc/pressure/memory").is_ok();
+        let detail = if psi { "/proc/pressure/memory readable".into() } else { "no PSI (boot with psi=1): no pressure signals".into() };
+        self.push("psi", psi, false, detail);
+        let consoles = std::fs::read_to_string("/proc/consoles").unwrap_or_default();
+        let printk = std::fs::read_to_string("/proc/sys/kernel/printk").unwrap_or_default();
+        self.push("console", true, false, console_note(&consoles, &printk));
     }
 
-    if let Some(root) = &tracefs_root
-        && let Ok(format) = tracefs::read_format(root, "oom", "mark_victim")
-    {
-        let fields: Vec<_> = format.fields.iter().filter(|f| !f.name.starts_with("common_")).map(|f| f.name.as_str()).collect();
-        push("mark_victim fields", true, false, fields.join(", "));
-    }
-
-    let kprobes = Path::new("/sys/bus/event_source/devices/kprobe").exists();
-    push(
-        "kprobes",
-        kprobes,
-        false,
-        if kprobes { "available".into() } else { "not available (no kprobe PMU): kprobe-based detail is skipped".into() },
-    );
-
-    match layout::detect(Path::new("/proc")) {
-        Ok(l) => push(
-            "cgroups",
-            true,
-            false,
-            format!(
-                "{}: memory controller at {}{}",
-                l.mode,
-                l.memory_root.display(),
-                l.unified_root.as_ref().map(|u| format!(", unified at {}", u.display())).unwrap_or_default()
-            ),
-        ),
-        Err(e) => push("cgroups", false, false, format!("{e}; kills carry no cgroup")),
-    }
-
-    let psi = std::fs::read_to_string("/proc/pressure/memory").is_ok();
-    push(
-        "psi",
-        psi,
-        false,
-        if psi { "/proc/pressure/memory readable".into() } else { "no PSI (boot with psi=1): no pressure signals".into() },
-    );
-
-    let consoles = std::fs::read_to_string("/proc/consoles").unwrap_or_default();
-    let printk = std::fs::read_to_string("/proc/sys/kernel/printk").unwrap_or_default();
-    push("console", true, false, console_note(&consoles, &printk));
-
-    if !tried.is_empty() {
-        let results = if missing.is_empty() {
-            loader::try_attach(&tried, &args.btf)
-        } else {
-            tried.iter().map(|_| Err("unknown without privileges".to_owned())).collect()
-        };
-        for (spec, result) in tried.iter().zip(results) {
-            let Some(item) = items.iter_mut().find(|i| i.name == format!("probe {}", spec.name)) else { continue };
+    /// Kprobes and fentry are only known by trying (the kernel decides).
+    fn attach_trial(&mut self, specs: &[&'static loader::ProbeSpec], may_load: bool, btf_path: &Path) {
+        if specs.is_empty() {
+            return;
+        }
+        let results = if may_load { loader::try_attach(specs, btf_path) } else { specs.iter().map(|_| Err("unknown without privileges".to_owned())).collect() };
+        for (spec, result) in specs.iter().zip(results) {
+            let Some(item) = self.items.iter_mut().find(|i| i.name == format!("probe {}", spec.name)) else { continue };
             (item.ok, item.detail) = match result {
                 Ok(()) => (true, format!("{} attaches", spec.hook)),
                 Err(reason) => (false, format!("{}: {reason}; cost: {}", spec.hook, spec.cost)),
@@ -205,26 +222,29 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
-    let can_run = items.iter().all(|i| i.ok || !i.required);
-    let report = Report { kernel: kernel_release(), can_run, items };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!("kernel {}", report.kernel);
-        for i in &report.items {
-            let mark = if i.ok { "ok  " } else if i.required { "FAIL" } else { "skip" };
-            println!("  [{mark}] {:<28} {}", i.name, i.detail);
+    /// Prints the report; non-zero when a required item failed.
+    fn report(self, json: bool) -> anyhow::Result<ExitCode> {
+        let can_run = self.items.iter().all(|i| i.ok || !i.required);
+        let report = Report { kernel: kernel_release(), can_run, items: self.items };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("kernel {}", report.kernel);
+            for i in &report.items {
+                let mark = if i.ok { "ok  " } else if i.required { "FAIL" } else { "skip" };
+                println!("  [{mark}] {:<28} {}", i.name, i.detail);
+            }
+            if can_run {
+                println!("oomwatch can run here.");
+            }
         }
-        if can_run {
-            println!("oomwatch can run here.");
+        if !can_run {
+            let reasons: Vec<_> = report.items.iter().filter(|i| i.required && !i.ok).map(|i| format!("{}: {}", i.name, i.detail)).collect();
+            eprintln!("oomwatch: the daemon cannot run here: {}", reasons.join("; "));
+            return Ok(ExitCode::FAILURE);
         }
+        Ok(ExitCode::SUCCESS)
     }
-    if !can_run {
-        let reasons: Vec<_> = report.items.iter().filter(|i| i.required && !i.ok).map(|i| format!("{}: {}", i.name, i.detail)).collect();
-        eprintln!("oomwatch: the daemon cannot run here: {}", reasons.join("; "));
-        return Ok(ExitCode::FAILURE);
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

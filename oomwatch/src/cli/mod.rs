@@ -1,4 +1,9 @@
-//! Command-line interface: the daemon and the tools operators use with it.
+//! Command-line interface: the daemon's flags and the tools operators use
+//! with it. The client commands (tail, status, alerts) speak `wire` over the
+//! event socket and link nothing of the daemon.
+//!
+//! May depend on: everything below it (`outputs`, `sources`, `model`,
+//! `kernel`, `config`, `readers`, `wire`); not on `daemon`.
 
 mod alerts;
 mod check;
@@ -12,9 +17,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 
 use crate::{
-    api::socket::DEFAULT_SOCKET,
-    bpf::{btf::DEFAULT_VMLINUX_BTF, tracefs::DEFAULT_TRACEFS},
     config::Config,
+    kernel::{btf::DEFAULT_VMLINUX_BTF, tracefs::DEFAULT_TRACEFS},
+    wire::DEFAULT_SOCKET,
 };
 
 #[derive(Parser)]
@@ -288,10 +293,11 @@ pub struct CheckArgs {
     pub btf: PathBuf,
 }
 
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Daemon(args) => crate::daemon::main(args),
+/// Runs every command but `daemon` (the crate root starts that one, as the
+/// composition root sits above the commands).
+pub fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Daemon(_) => anyhow::bail!("the daemon is started by oomwatch::main"),
         Command::Tail(args) => tail::main(args),
         Command::Status(args) => status::main(args),
         Command::Alerts(args) => alerts::main(args),
@@ -299,12 +305,5 @@ pub fn main() -> ExitCode {
         Command::Selftest(args) => selftest::main(args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("oomwatch: {e:#}");
-            ExitCode::FAILURE
-        }
     }
 }

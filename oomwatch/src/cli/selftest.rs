@@ -17,8 +17,8 @@ use serde::Serialize;
 
 use super::SelftestArgs;
 use crate::{
-    cgroup::{CgroupVersion, layout},
-    event::{Event, EventBody, Request, RequestOp},
+    readers::{CgroupVersion, mountinfo as layout},
+    wire::{AlertName, AlertState, Event, EventBody, Request, RequestOp, Severity},
 };
 
 const MIB: u64 = 1 << 20;
@@ -97,32 +97,35 @@ pub fn main(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         leak(rate);
     }
     // Connect first: without a daemon there is nothing to prove.
-    let mut stream = UnixStream::connect(&args.socket).map_err(|e| {
-        anyhow::anyhow!(
-            "selftest needs a running daemon: cannot connect to {}: {e} (start it with `oomwatch daemon`)",
-            args.socket.display()
-        )
-    })?;
-    writeln!(stream, "{}", serde_json::to_string(&Request { op: RequestOp::Tail, since_secs: None })?)?;
-    let layout = layout::detect(Path::new("/proc")).context("selftest cannot find the memory cgroup hierarchy")?;
-    let v1 = layout.memory_version == CgroupVersion::V1;
-    let (dir, path) = sandbox_location(v1, &layout.memory_root)?;
-    std::fs::create_dir(&dir).map_err(|e| anyhow::anyhow!("cannot create a sandbox cgroup at {}: {e} (selftest needs root)", dir.display()))?;
-    let mut sandbox = Sandbox { dir: dir.clone(), leaker: None };
-
-    let available = crate::node::read_meminfo(Path::new("/proc")).map_or(u64::MAX, |m| m.available_bytes);
-    let limit = (args.limit_mib * MIB).min(available / 4).max(64 * MIB);
-    let limit_file = if v1 { "memory.limit_in_bytes" } else { "memory.max" };
-    std::fs::write(dir.join(limit_file), limit.to_string()).with_context(|| format!("{}", dir.join(limit_file).display()))?;
-    // Reach the limit in about `duration`, from a tenth of it: long enough
-    // for the forecast to warn, then turn critical, before the kill.
-    let rate = (limit as f64 * 0.9 / args.duration.as_secs_f64()) as u64;
-
+    let events = subscribe(&args.socket)?;
+    let (mut sandbox, plan) = make_sandbox(&args)?;
     // Give the daemon a moment to find the sandbox before it fills.
     std::thread::sleep(Duration::from_millis(2500));
+    let start = Instant::now();
+    let pid = start_leak(&mut sandbox, plan.rate)?;
+    if !args.json {
+        println!("selftest: leaking {}/s into {} (limit {}); pid {pid}", fmt_mib(plan.rate), plan.path, fmt_mib(plan.limit));
+    }
+    let timeline = watch(&events, &mut sandbox, &plan.path, pid, start, args.duration);
+    let mut steps = timeline.steps(pid, &plan.path);
+    let dir = sandbox.dir.clone();
+    drop(sandbox);
+    let cleaned = !dir.exists();
+    let detail = if cleaned { format!("removed {}", dir.display()) } else { format!("could not remove {}", dir.display()) };
+    steps.push(Step { name: "cleanup", passed: cleaned, at_s: None, detail });
+    let passed = steps.iter().all(|s| s.passed);
+    print_report(&Report { passed, sandbox: plan.path, limit_bytes: plan.limit, leak_bytes_per_s: plan.rate, steps }, args.json)?;
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
 
+/// The daemon's live events, read on a thread, with the time each arrived.
+fn subscribe(socket: &Path) -> anyhow::Result<mpsc::Receiver<(Event, Instant)>> {
+    let mut stream = UnixStream::connect(socket).map_err(|e| {
+        anyhow::anyhow!("selftest needs a running daemon: cannot connect to {}: {e} (start it with `oomwatch daemon`)", socket.display())
+    })?;
+    writeln!(stream, "{}", serde_json::to_string(&Request { op: RequestOp::Tail, since_secs: None })?)?;
     let (tx, rx) = mpsc::channel::<(Event, Instant)>();
-    let reader = BufReader::new(stream.try_clone()?);
+    let reader = BufReader::new(stream);
     std::thread::spawn(move || {
         for line in reader.lines() {
             let Ok(line) = line else { break };
@@ -133,8 +136,36 @@ pub fn main(args: SelftestArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
+    Ok(rx)
+}
 
-    let procs = dir.join("cgroup.procs");
+/// Where the leak runs and how fast.
+struct Plan {
+    /// The sandbox's cgroup path, as events name it.
+    path: String,
+    limit: u64,
+    rate: u64,
+}
+
+fn make_sandbox(args: &SelftestArgs) -> anyhow::Result<(Sandbox, Plan)> {
+    let layout = layout::detect(Path::new("/proc")).context("selftest cannot find the memory cgroup hierarchy")?;
+    let v1 = layout.memory_version == CgroupVersion::V1;
+    let (dir, path) = sandbox_location(v1, &layout.memory_root)?;
+    std::fs::create_dir(&dir).map_err(|e| anyhow::anyhow!("cannot create a sandbox cgroup at {}: {e} (selftest needs root)", dir.display()))?;
+    let sandbox = Sandbox { dir: dir.clone(), leaker: None };
+    let available = crate::readers::read_meminfo(Path::new("/proc")).map_or(u64::MAX, |m| m.available_bytes);
+    let limit = (args.limit_mib * MIB).min(available / 4).max(64 * MIB);
+    let limit_file = if v1 { "memory.limit_in_bytes" } else { "memory.max" };
+    std::fs::write(dir.join(limit_file), limit.to_string()).with_context(|| format!("{}", dir.join(limit_file).display()))?;
+    // Reach the limit in about `duration`, from a tenth of it: long enough
+    // for the forecast to warn, then turn critical, before the kill.
+    let rate = (limit as f64 * 0.9 / args.duration.as_secs_f64()) as u64;
+    Ok((sandbox, Plan { path, limit, rate }))
+}
+
+/// Starts this binary as the leak, joined to the sandbox before it execs.
+fn start_leak(sandbox: &mut Sandbox, rate: u64) -> anyhow::Result<u32> {
+    let procs = sandbox.dir.join("cgroup.procs");
     let exe = std::env::current_exe().context("finding the oomwatch binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["selftest", "--leak-worker", &rate.to_string()]);
@@ -151,23 +182,34 @@ pub fn main(args: SelftestArgs) -> anyhow::Result<ExitCode> {
             if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
         });
     }
-    let start = Instant::now();
     let child = cmd.spawn().context("starting the leak")?;
     let pid = child.id();
     sandbox.leaker = Some(child);
-    if !args.json {
-        println!("selftest: leaking {}/s into {path} (limit {}); pid {pid}", fmt_mib(rate), fmt_mib(limit));
-    }
+    Ok(pid)
+}
 
-    let (mut warning, mut critical, mut kill, mut exit, mut kill_alert) = (None, None, None, None, None);
-    let mut kill_event: Option<Event> = None;
-    let deadline = start + args.duration * 3 + Duration::from_secs(30);
-    while Instant::now() < deadline && (exit.is_none() || kill_alert.is_none()) {
-        let Ok((e, at)) = rx.recv_timeout(Duration::from_millis(200)) else {
+/// When each step of the chain was seen, in seconds since the leak started.
+#[derive(Default)]
+struct Timeline {
+    warning: Option<f64>,
+    critical: Option<f64>,
+    kill: Option<f64>,
+    exit: Option<f64>,
+    kill_alert: Option<f64>,
+    kill_event: Option<Event>,
+}
+
+/// Follows the sandbox's events until the victim's exit and the kill alert
+/// were seen, or long after the leak should have been killed.
+fn watch(events: &mpsc::Receiver<(Event, Instant)>, sandbox: &mut Sandbox, path: &str, pid: u32, start: Instant, duration: Duration) -> Timeline {
+    let mut t = Timeline::default();
+    let deadline = start + duration * 3 + Duration::from_secs(30);
+    while Instant::now() < deadline && (t.exit.is_none() || t.kill_alert.is_none()) {
+        let Ok((e, at)) = events.recv_timeout(Duration::from_millis(200)) else {
             if let Some(c) = sandbox.leaker.as_mut()
                 && c.try_wait().ok().flatten().is_some()
-                && kill.is_none()
-                && at_s(start, Instant::now()) > args.duration.as_secs_f64() * 3.0
+                && t.kill.is_none()
+                && at_s(start, Instant::now()) > duration.as_secs_f64() * 3.0
             {
                 break;
             }
@@ -176,19 +218,19 @@ pub fn main(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         if e.cgroup != path {
             continue;
         }
-        let t = Some(at_s(start, at));
+        let at = Some(at_s(start, at));
         match &e.body {
-            EventBody::Alert(a) if a.state == crate::alert::AlertState::Firing => match (a.alert, a.severity) {
-                (crate::alert::AlertName::OomForecast, crate::alert::Severity::Warning) => warning = warning.or(t),
-                (crate::alert::AlertName::OomForecast, crate::alert::Severity::Critical) => critical = critical.or(t),
-                (crate::alert::AlertName::OomKill, _) => kill_alert = kill_alert.or(t),
+            EventBody::Alert(a) if a.state == AlertState::Firing => match (a.alert, a.severity) {
+                (AlertName::OomForecast, Severity::Warning) => t.warning = t.warning.or(at),
+                (AlertName::OomForecast, Severity::Critical) => t.critical = t.critical.or(at),
+                (AlertName::OomKill, _) => t.kill_alert = t.kill_alert.or(at),
                 _ => {}
             },
             EventBody::OomKill(k) if k.victim.pid == pid => {
-                kill = kill.or(t);
-                kill_event = Some(e.clone());
+                t.kill = t.kill.or(at);
+                t.kill_event = Some(e.clone());
             }
-            EventBody::VictimExit(x) if x.pid == pid => exit = exit.or(t),
+            EventBody::VictimExit(x) if x.pid == pid => t.exit = t.exit.or(at),
             _ => {}
         }
     }
@@ -196,44 +238,55 @@ pub fn main(args: SelftestArgs) -> anyhow::Result<ExitCode> {
         let _ = c.kill();
         let _ = c.wait();
     }
+    t
+}
 
-    let mut steps = Vec::new();
-    let lead = |t: Option<f64>| match (t, kill) {
-        (Some(w), Some(k)) => format!("{:.1}s before the kill", k - w),
-        (Some(_), None) => "no kill seen".into(),
-        (None, _) => "not seen".into(),
-    };
-    steps.push(Step { name: "warning", passed: warning.is_some() && (kill.is_none() || warning < kill), at_s: warning, detail: format!("oom_forecast warning firing, {}", lead(warning)) });
-    steps.push(Step { name: "critical", passed: critical.is_some() && (kill.is_none() || critical < kill), at_s: critical, detail: format!("oom_forecast critical firing, {}", lead(critical)) });
-    let kill_detail = match &kill_event {
-        Some(Event { body: EventBody::OomKill(k), .. }) => format!(
-            "oom_kill of pid {pid} ({}), attribution {:?}, limit cgroup {}",
-            k.victim.comm.as_deref().unwrap_or("?"),
-            k.attribution,
-            k.limit_cgroup.as_deref().unwrap_or("-")
-        ),
-        _ => format!("no oom_kill event for pid {pid}"),
-    };
-    let kill_ok = matches!(&kill_event, Some(Event { body: EventBody::OomKill(k), .. }) if k.limit_cgroup.as_deref() == Some(path.as_str()));
-    steps.push(Step { name: "kill", passed: kill_ok, at_s: kill, detail: kill_detail });
-    steps.push(Step { name: "exit", passed: exit.is_some(), at_s: exit, detail: exit.zip(kill).map(|(x, k)| format!("victim exit confirmed {:.1} ms after the kill", (x - k) * 1e3)).unwrap_or_else(|| "no victim_exit event".into()) });
-    steps.push(Step { name: "kill alert", passed: kill_alert.is_some(), at_s: kill_alert, detail: "oom_kill alert firing".into() });
-    drop(sandbox);
-    let cleaned = !dir.exists();
-    steps.push(Step { name: "cleanup", passed: cleaned, at_s: None, detail: if cleaned { format!("removed {}", dir.display()) } else { format!("could not remove {}", dir.display()) } });
-
-    let passed = steps.iter().all(|s| s.passed);
-    let report = Report { passed, sandbox: path, limit_bytes: limit, leak_bytes_per_s: rate, steps };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        for s in &report.steps {
-            let at = s.at_s.map(|t| format!("{t:6.1}s")).unwrap_or_else(|| "      -".into());
-            println!("  [{}] {at}  {:<10} {}", if s.passed { "pass" } else { "FAIL" }, s.name, s.detail);
+impl Timeline {
+    fn lead(&self, t: Option<f64>) -> String {
+        match (t, self.kill) {
+            (Some(w), Some(k)) => format!("{:.1}s before the kill", k - w),
+            (Some(_), None) => "no kill seen".into(),
+            (None, _) => "not seen".into(),
         }
-        println!("selftest {}", if passed { "passed: the kernel -> daemon -> alerts chain works on this host" } else { "FAILED" });
     }
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+
+    fn steps(&self, pid: u32, path: &str) -> Vec<Step> {
+        let before_kill = |t: Option<f64>| t.is_some() && (self.kill.is_none() || t < self.kill);
+        let kill = match &self.kill_event {
+            Some(Event { body: EventBody::OomKill(k), .. }) => Some(k),
+            _ => None,
+        };
+        let kill_detail = match kill {
+            Some(k) => format!(
+                "oom_kill of pid {pid} ({}), attribution {:?}, limit cgroup {}",
+                k.victim.comm.as_deref().unwrap_or("?"),
+                k.attribution,
+                k.limit_cgroup.as_deref().unwrap_or("-")
+            ),
+            None => format!("no oom_kill event for pid {pid}"),
+        };
+        let exit_detail = self.exit.zip(self.kill).map(|(x, k)| format!("victim exit confirmed {:.1} ms after the kill", (x - k) * 1e3));
+        vec![
+            Step { name: "warning", passed: before_kill(self.warning), at_s: self.warning, detail: format!("oom_forecast warning firing, {}", self.lead(self.warning)) },
+            Step { name: "critical", passed: before_kill(self.critical), at_s: self.critical, detail: format!("oom_forecast critical firing, {}", self.lead(self.critical)) },
+            Step { name: "kill", passed: kill.is_some_and(|k| k.limit_cgroup.as_deref() == Some(path)), at_s: self.kill, detail: kill_detail },
+            Step { name: "exit", passed: self.exit.is_some(), at_s: self.exit, detail: exit_detail.unwrap_or_else(|| "no victim_exit event".into()) },
+            Step { name: "kill alert", passed: self.kill_alert.is_some(), at_s: self.kill_alert, detail: "oom_kill alert firing".into() },
+        ]
+    }
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    for s in &report.steps {
+        let at = s.at_s.map(|t| format!("{t:6.1}s")).unwrap_or_else(|| "      -".into());
+        println!("  [{}] {at}  {:<10} {}", if s.passed { "pass" } else { "FAIL" }, s.name, s.detail);
+    }
+    println!("selftest {}", if report.passed { "passed: the kernel -> daemon -> alerts chain works on this host" } else { "FAILED" });
+    Ok(())
 }
 
 fn at_s(start: Instant, at: Instant) -> f64 {

@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::{StatusArgs, tail::format_bytes};
-use crate::event::{Request, RequestOp, StatusReport};
+use crate::wire::{Request, RequestOp, StatusReport};
 
 /// Sends one request line and reads one JSON answer.
 pub fn ask<T: serde::de::DeserializeOwned>(socket: &std::path::Path, op: RequestOp) -> anyhow::Result<T> {
@@ -25,7 +25,7 @@ pub fn ask<T: serde::de::DeserializeOwned>(socket: &std::path::Path, op: Request
 }
 
 /// Processes that stalled longest in reclaim, after the cgroup table.
-fn print_top_stallers(top: &[crate::stall::TopStaller]) {
+fn print_top_stallers(top: &[crate::wire::TopStaller]) {
     if top.is_empty() {
         return;
     }

@@ -11,13 +11,16 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::TailArgs;
-use crate::event::{Event, EventBody, KINDS, Request, RequestOp};
+use crate::wire::{Event, EventBody, EventKind, Request, RequestOp};
 
 pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let mut kinds = Vec::new();
     for k in &args.kind {
-        if !KINDS.contains(&k.as_str()) {
-            bail!("--kind: unknown kind '{k}' (expected one of: {})", KINDS.join(", "));
-        }
+        let Some(kind) = EventKind::from_name(k) else {
+            let names: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+            bail!("--kind: unknown kind '{k}' (expected one of: {})", names.join(", "));
+        };
+        kinds.push(kind);
     }
     let cgroup_glob = args
         .cgroup
@@ -25,7 +28,7 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
         .map(glob::Pattern::new)
         .transpose()
         .context("--cgroup: invalid glob")?;
-    let filter = Filter { kinds: args.kind.clone(), cgroup: cgroup_glob };
+    let filter = Filter { kinds, cgroup: cgroup_glob };
 
     let mut stream = connect(&args).map_err(|e| {
         anyhow::anyhow!(
@@ -48,17 +51,17 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
 }
 
 struct Filter {
-    kinds: Vec<String>,
+    kinds: Vec<EventKind>,
     cgroup: Option<glob::Pattern>,
 }
 
 impl Filter {
     fn keep(&self, e: &Event) -> bool {
         let kind = e.body.kind();
-        if kind == "lagged" {
+        if kind == EventKind::Lagged {
             return true;
         }
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+        (self.kinds.is_empty() || self.kinds.contains(&kind))
             && self.cgroup.as_ref().is_none_or(|g| g.matches(&e.cgroup))
     }
 }
@@ -158,9 +161,9 @@ pub fn human(e: &Event) -> String {
             };
             let exit = k.exit_latency_ms.map(|ms| format!(" exited after {ms:.1}ms")).unwrap_or_default();
             let approx = match k.attribution {
-                crate::event::Attribution::Exact => "",
-                crate::event::Attribution::Approximate => " [cgroup approximate]",
-                crate::event::Attribution::Unknown => " [cgroup unknown]",
+                crate::wire::Attribution::Exact => "",
+                crate::wire::Attribution::Approximate => " [cgroup approximate]",
+                crate::wire::Attribution::Unknown => " [cgroup unknown]",
             };
             format!(
                 "{time} OOM-KILL {} victim={} ({comm}){rss} trigger={trigger}{exit}{approx}",
@@ -230,12 +233,12 @@ mod tests {
     #[test]
     fn reclaim_stall_line() {
         let e = Event {
-            body: EventBody::ReclaimStall(crate::event::ReclaimStall {
+            body: EventBody::ReclaimStall(crate::wire::ReclaimStall {
                 pid: 7,
                 tid: 8,
                 comm: "java".into(),
                 duration_ms: 153.25,
-                reclaim_kind: crate::event::ReclaimKindName::Direct,
+                reclaim_kind: crate::wire::ReclaimKindName::Direct,
                 nr_reclaimed: Some(64),
                 order: Some(3),
                 suppressed: 2,
@@ -255,16 +258,16 @@ mod tests {
     fn filter_by_kind_and_glob() {
         let e = |kind_oom: bool, cgroup: &str| Event {
             body: if kind_oom {
-                EventBody::OomKill(Box::new(crate::event::OomKill::of_pid(0)))
+                EventBody::OomKill(Box::new(crate::wire::OomKill::of_pid(0)))
             } else {
-                EventBody::VictimExit(crate::event::VictimExit { pid: 1, comm: "x".into(), exit_latency_ms: 1.0 })
+                EventBody::VictimExit(crate::wire::VictimExit { pid: 1, comm: "x".into(), exit_latency_ms: 1.0 })
             },
             time: "t".into(),
             cgroup: cgroup.into(),
             ktime_ns: None,
             seq: 0,
         };
-        let f = Filter { kinds: vec!["oom_kill".into()], cgroup: Some(glob::Pattern::new("/kubepods*").unwrap()) };
+        let f = Filter { kinds: vec![EventKind::OomKill], cgroup: Some(glob::Pattern::new("/kubepods*").unwrap()) };
         assert!(f.keep(&e(true, "/kubepods/burstable/pod1")));
         assert!(!f.keep(&e(true, "/system.slice")));
         assert!(!f.keep(&e(false, "/kubepods/x")));

@@ -2,6 +2,8 @@
 //! defaults when there is none. Errors are one line naming the file, the key
 //! and the reason; a file that fails to load or validate is never half
 //! applied (SIGHUP keeps the running configuration).
+//!
+//! May depend on: `readers` (the PSI trigger format), `wire`.
 
 mod duration;
 
@@ -15,6 +17,10 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use duration::{parse_duration, serde_duration};
+
+/// Where /metrics and /healthz are served unless told otherwise: loopback
+/// only, so nothing is exposed by default.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8967";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -34,6 +40,26 @@ pub struct Config {
     pub forecast: ForecastConfig,
     pub alerts: AlertsConfig,
     pub sinks: SinksConfig,
+}
+
+impl Config {
+    /// The sections of `new` that differ from this one and are read only at
+    /// start (alerts and sinks are applied on reload).
+    pub fn sections_needing_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for (differs, name) in [
+            (new.daemon != self.daemon, "[daemon]"),
+            (new.cgroups != self.cgroups, "[cgroups]"),
+            (new.pressure != self.pressure, "[pressure]"),
+            (new.reclaim != self.reclaim, "[reclaim]"),
+            (new.forecast != self.forecast, "[forecast]"),
+        ] {
+            if differs {
+                out.push(name);
+            }
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -98,8 +124,8 @@ pub fn check_push_gateway(url: &str) -> Result<(), String> {
 impl Default for DaemonConfig {
     fn default() -> Self {
         Self {
-            listen: crate::api::http::DEFAULT_LISTEN.parse().expect("valid default address"),
-            socket: PathBuf::from(crate::api::socket::DEFAULT_SOCKET),
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            socket: PathBuf::from(crate::wire::DEFAULT_SOCKET),
             backlog: 1024,
             stream_buffer: 4096,
             oom_score_adj: -1000,
@@ -456,7 +482,7 @@ impl Config {
                 glob::Pattern::new(g).map_err(|e| (key, format!("'{g}' is not a valid glob: {e}")))?;
             }
         }
-        crate::pressure::TriggerSpec::new(crate::pressure::StallKind::Some, self.pressure.trigger_stall, self.pressure.trigger_window)
+        crate::readers::TriggerSpec::new(crate::readers::PsiKind::Some, self.pressure.trigger_stall, self.pressure.trigger_window)
             .map_err(|e| ("pressure.trigger_window", e.to_string()))?;
         if self.pressure.max_triggers == 0 {
             return Err(("pressure.max_triggers", "must be at least 1 (the host's trigger)".into()));

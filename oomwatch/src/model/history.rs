@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use crate::wire::Ramp;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Point {
@@ -68,17 +68,6 @@ impl History {
             pressure_some_avg10: Vec::new(),
         }
     }
-}
-
-/// The ramp before a kill, column-wise so a reader can scan one series.
-#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
-pub struct Ramp {
-    pub seconds_ago: Vec<u32>,
-    pub usage_bytes: Vec<u64>,
-    pub working_set_bytes: Vec<u64>,
-    /// PSI "some" avg10 (%) of the cgroup, where the kernel keeps it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pressure_some_avg10: Vec<f32>,
 }
 
 pub fn kib(bytes: u64) -> u32 {

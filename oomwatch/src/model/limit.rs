@@ -4,42 +4,7 @@
 //! comparing those counters along the victim's ancestry with what the model
 //! saw before names the cgroup.
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum Constraint {
-    /// A memory cgroup's limit was hit.
-    Memcg,
-    /// The whole host ran out.
-    Global,
-    /// The allocation was confined to a cpuset's memory nodes, which ran out
-    /// (only known where the kernel's oom_control is readable).
-    Cpuset,
-    /// Confined by a NUMA memory policy (mbind/set_mempolicy).
-    MemoryPolicy,
-}
-
-impl Constraint {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Memcg => "memcg",
-            Self::Global => "global",
-            Self::Cpuset => "cpuset",
-            Self::MemoryPolicy => "memory_policy",
-        }
-    }
-
-    /// From the kernel's `enum oom_constraint` name (BTF, prefix stripped).
-    pub fn from_kernel_name(name: &str) -> Self {
-        match name {
-            "memcg" => Self::Memcg,
-            "cpuset" => Self::Cpuset,
-            "memory_policy" => Self::MemoryPolicy,
-            _ => Self::Global,
-        }
-    }
-}
+use crate::wire::Constraint;
 
 /// One cgroup of the victim's ancestry, read at the time of the kill.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,27 +1,32 @@
-//! The cgroup model: the single owner of per-cgroup state. Inputs (the
-//! sampler, the kernel pipeline) write to it; outputs (metrics, status,
-//! alerts, event enrichment) read from it. Nothing else keeps its own copy.
+//! The model: the single owner of per-cgroup and per-host state (samples,
+//! limits, history, forecasts, pressure, reclaim stall sums, kill counts and
+//! the kernel's kill baselines), and of the event stream ([`bus`]). Sources
+//! write to it; outputs read from it. Nothing else keeps its own copy.
+//!
+//! May depend on: `readers`, `config`, `wire`.
 
+pub mod bus;
+pub mod counters;
 pub mod forecast;
 pub mod history;
 pub mod limit;
+pub mod reclaim;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::RwLock,
+    sync::{Mutex, MutexGuard, RwLock},
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use oomwatch_common::ThreadStalls;
 
 use crate::{
-    cgroup::{CgroupLabels, MemoryEvents, MemorySample, labels_for},
-    node::MemInfo,
-    pressure::Pressure,
+    readers::{CgroupLabels, MemInfo, MemoryEvents, MemorySample, Pressure, labels_for},
+    wire::{CgroupCounts, Constraint, Ramp, StatusRow, TopStaller},
 };
 pub use forecast::{Forecast, ForecastParams};
-pub use history::{History, Point, Ramp};
-pub use limit::Constraint;
+pub use history::{History, Point};
+use reclaim::{CgroupStalls, Ledger};
 
 #[derive(Clone, Debug)]
 pub struct ModelConfig {
@@ -94,6 +99,8 @@ pub struct CgroupState {
     /// compares later counts against these.
     pub kernel_kills_baseline: Option<u64>,
     pub seen_kills_baseline: u64,
+    /// Kills the reconciler already reported as unobserved here.
+    pub unobserved_reported: u64,
     reclaim_total: Option<(Instant, u64)>,
 }
 
@@ -128,6 +135,7 @@ impl CgroupState {
             reclaim_total: None,
             kernel_kills_baseline: None,
             seen_kills_baseline: 0,
+            unobserved_reported: 0,
         }
     }
 
@@ -177,6 +185,11 @@ pub struct Model {
     config: ModelConfig,
     started: Instant,
     state: RwLock<State>,
+    /// Reclaim stall sums per cgroup, under their own lock: a read of the
+    /// kernel map walks thousands of threads and must not hold up readers
+    /// of the rest of the state (the kill path).
+    reclaim: Mutex<Ledger>,
+    top_stallers: Mutex<Vec<TopStaller>>,
 }
 
 /// Evidence the model has on a cgroup's limit hits, for `limit::find_limit`.
@@ -208,6 +221,8 @@ impl Model {
                 excluded_filter: 0,
                 excluded_cap: 0,
             }),
+            reclaim: Mutex::default(),
+            top_stallers: Mutex::default(),
         }
     }
 
@@ -436,18 +451,42 @@ impl Model {
         self.push_point(c, now);
     }
 
-    /// The cumulative reclaim-stall time of a cgroup (nanoseconds, summed
-    /// over its tasks); the ratio is the growth per wall-clock time.
-    pub fn observe_reclaim_total(&self, path: &str, total_ns: u64, now: Instant) {
+    /// Starts one read of the kernel's per-thread stall totals: observe
+    /// every thread, then [`ReclaimRead::finish`].
+    pub fn begin_reclaim_read(&self) -> ReclaimRead<'_> {
+        let mut ledger = self.reclaim.lock().unwrap_or_else(|e| e.into_inner());
+        ledger.begin_read();
+        ReclaimRead { model: self, ledger }
+    }
+
+    /// Reclaim stall sums of the cgroups that stalled and pass `keep`.
+    pub fn reclaim_totals(&self, keep: impl Fn(&str) -> bool) -> BTreeMap<String, CgroupStalls> {
+        self.reclaim.lock().unwrap_or_else(|e| e.into_inner()).totals(keep)
+    }
+
+    pub fn set_top_stallers(&self, top: Vec<TopStaller>) {
+        *self.top_stallers.lock().unwrap_or_else(|e| e.into_inner()) = top;
+    }
+
+    /// The processes that stalled longest in reclaim, as of the last read.
+    pub fn top_stallers(&self) -> Vec<TopStaller> {
+        self.top_stallers.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Each tracked cgroup's share of wall time in reclaim stalls since the
+    /// previous read, from the ledger's sums.
+    fn update_reclaim_ratios(&self, ledger: &Ledger, now: Instant) {
         let mut s = self.write();
-        let Some(c) = s.cgroups.get_mut(path) else { return };
-        if let Some((at, before)) = c.reclaim_total {
-            let dt = now.saturating_duration_since(at).as_nanos() as f64;
-            if dt > 0.0 {
-                c.reclaim_ratio = Some(total_ns.saturating_sub(before) as f64 / dt);
+        for (path, c) in s.cgroups.iter_mut() {
+            let Some(total_ns) = ledger.total_ns(path) else { continue };
+            if let Some((at, before)) = c.reclaim_total {
+                let dt = now.saturating_duration_since(at).as_nanos() as f64;
+                if dt > 0.0 {
+                    c.reclaim_ratio = Some(total_ns.saturating_sub(before) as f64 / dt);
+                }
             }
+            c.reclaim_total = Some((now, total_ns));
         }
-        c.reclaim_total = Some((now, total_ns));
     }
 
     /// A limit read outside the sampler's rotation (on the kill path).
@@ -468,6 +507,10 @@ impl Model {
     /// no kill for as long.
     pub fn expire(&self, now: Instant, exists: impl Fn(&str) -> bool) {
         let grace = self.config.removal_grace;
+        // Lock order: the ledger, then the state (as a reclaim read does).
+        self.reclaim.lock().unwrap_or_else(|e| e.into_inner()).expire(now, grace, |path| {
+            self.read().cgroups.contains_key(path) || exists(path)
+        });
         let old = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) >= grace);
         let mut s = self.write();
         let before = s.cgroups.len() + s.pressure.len();
@@ -482,7 +525,7 @@ impl Model {
         let freed = before - (cgroups.len() + pressure.len());
         drop(s);
         if freed >= 256 {
-            crate::daemon::release_startup_memory();
+            crate::release_freed_memory();
         }
     }
 
@@ -531,15 +574,28 @@ impl Model {
         kills_of(&self.read().kills, cgroup)
     }
 
-    /// Tracked cgroups with their kill baselines: (path, kernel baseline,
-    /// kills reported since the baseline).
-    pub fn kill_baselines(&self) -> Vec<(String, u64, u64)> {
+    /// Tracked cgroups with their kill baselines.
+    pub fn kill_baselines(&self) -> Vec<KillBaseline> {
         let s = self.read();
         s.cgroups
             .iter()
             .filter(|(_, c)| c.removed_at.is_none())
-            .filter_map(|(p, c)| Some((p.clone(), c.kernel_kills_baseline?, kills_of(&s.kills, p).saturating_sub(c.seen_kills_baseline))))
+            .filter_map(|(p, c)| {
+                Some(KillBaseline {
+                    path: p.clone(),
+                    kernel_baseline: c.kernel_kills_baseline?,
+                    seen_since: kills_of(&s.kills, p).saturating_sub(c.seen_kills_baseline),
+                    unobserved_reported: c.unobserved_reported,
+                })
+            })
             .collect()
+    }
+
+    /// The reconciler reported unobserved kills up to `reported` here.
+    pub fn note_unobserved_reported(&self, path: &str, reported: u64) {
+        if let Some(c) = self.write().cgroups.get_mut(path) {
+            c.unobserved_reported = reported;
+        }
     }
 
     /// The last `window_s` seconds of a cgroup's samples.
@@ -573,10 +629,6 @@ impl Model {
     }
 
     /// Per-cgroup rows for `oomwatch status`, riskiest first.
-    pub fn forecast_of(&self, path: &str) -> Option<Forecast> {
-        self.read().cgroups.get(path).and_then(|c| c.forecast)
-    }
-
     pub fn status(&self) -> Vec<StatusRow> {
         let s = self.read();
         let mut rows: Vec<StatusRow> = s
@@ -603,6 +655,38 @@ impl Model {
     }
 }
 
+/// What the reconciler compares with a cgroup's own kill counter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KillBaseline {
+    pub path: String,
+    /// The kernel's local oom_kill counter when the model first saw the cgroup.
+    pub kernel_baseline: u64,
+    /// Kills oomwatch reported here since then.
+    pub seen_since: u64,
+    /// Unobserved kills already reported here.
+    pub unobserved_reported: u64,
+}
+
+/// One read of the kernel's stall map, holding the ledger.
+pub struct ReclaimRead<'a> {
+    model: &'a Model,
+    ledger: MutexGuard<'a, Ledger>,
+}
+
+impl ReclaimRead<'_> {
+    /// Adds what thread `tid`'s totals grew since the previous read to the
+    /// cgroup `path` names (None: not resolvable, not counted).
+    pub fn observe(&mut self, tid: u32, t: &ThreadStalls, now: Instant, path: impl FnOnce(u64) -> Option<String>) {
+        self.ledger.observe(tid, t, now, path);
+    }
+
+    /// `complete`: the read saw the whole map.
+    pub fn finish(mut self, complete: bool, now: Instant) {
+        self.ledger.end_read(complete, self.model.config.max_cgroups);
+        self.model.update_reclaim_ratios(&self.ledger, now);
+    }
+}
+
 pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
     if m.capacity() > 64 && m.len() < m.capacity() / 4 {
         m.shrink_to_fit();
@@ -621,39 +705,6 @@ fn risk_order(r: &StatusRow) -> (u8, f64) {
         (None, Some(h)) => (1, h - if r.kills > 0 { 1000.0 } else { 0.0 }),
         (None, None) => (2, -(r.working_set_bytes as f64)),
     }
-}
-
-#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct CgroupCounts {
-    pub tracked: usize,
-    pub removed_in_grace: usize,
-    pub excluded_filter: usize,
-    pub excluded_cap: usize,
-}
-
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
-pub struct StatusRow {
-    pub cgroup: String,
-    pub usage_bytes: u64,
-    pub working_set_bytes: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub limit_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub headroom_percent: Option<f64>,
-    /// Seconds until the working set reaches the limit at its current trend.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oom_eta_seconds: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swap_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pressure_some_avg10: Option<f64>,
-    pub kills: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unit: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub container_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<String>,
 }
 
 #[cfg(test)]

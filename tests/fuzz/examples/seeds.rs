@@ -8,9 +8,9 @@
 
 use std::{fs, path::Path};
 
-use oomwatch::alert::{ActiveAlert, AlertKey, AlertName, AlertState, AlertsReport, Severity, Transition};
-use oomwatch::event::*;
-use oomwatch::model::{Constraint, Ramp};
+use oomwatch::wire::{ActiveAlert, AlertKey, AlertName, AlertState, AlertsReport, Severity, Transition};
+use oomwatch::wire::*;
+use oomwatch::wire::{Constraint, Ramp};
 use oomwatch_common::{
     COMM_LEN, OomKillRecord, RecordHeader, RecordKind, ReclaimStallRecord, VictimExitRecord, victim_field,
 };

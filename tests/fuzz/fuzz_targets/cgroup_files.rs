@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::cgroup::{Limit, parse_flat_keyed, parse_limit, parse_u64};
-use oomwatch::cgroup::readers::{V1_OOM_CONTROL_KEYS, V1_STAT_KEYS, V1_UNLIMITED_THRESHOLD, V2_EVENT_KEYS, V2_STAT_KEYS};
+use oomwatch::readers::{Limit, parse_flat_keyed, parse_limit, parse_u64};
+use oomwatch::readers::cgroup::{V1_OOM_CONTROL_KEYS, V1_STAT_KEYS, V1_UNLIMITED_THRESHOLD, V2_EVENT_KEYS, V2_STAT_KEYS};
 
 /// memory.stat is the largest of these files, about 1.5 KiB.
 const MAX_INPUT: usize = 64 * 1024;

@@ -1,9 +1,9 @@
-//! Workload labels from a cgroup path (`oomwatch::cgroup::labels_for`):
+//! Workload labels from a cgroup path (`oomwatch::readers::labels_for`):
 //! never panic; every label has the shape its name promises.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::cgroup::labels_for;
+use oomwatch::readers::labels_for;
 
 /// PATH_MAX.
 const MAX_INPUT: usize = 4096;

@@ -1,11 +1,11 @@
-//! Ring-buffer records (`oomwatch::bpf::decode::decode`): whatever the bytes,
+//! Ring-buffer records (`oomwatch::kernel::decode::decode`): whatever the bytes,
 //! decode returns a value, never panics; a record it accepts re-encodes to
 //! exactly the bytes it came from; a well-formed header of a known kind with
 //! enough bytes always decodes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::bpf::decode::{DecodeError, Record, comm_str, decode};
+use oomwatch::kernel::decode::{DecodeError, Record, comm_str, decode};
 use oomwatch_common::{
     OomKillRecord, RECORD_VERSION, ReclaimStallRecord, RecordHeader, RecordKind, VictimExitRecord,
 };

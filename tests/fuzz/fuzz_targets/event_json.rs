@@ -8,8 +8,8 @@
 use std::fmt::Debug;
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::alert::AlertsReport;
-use oomwatch::event::{Event, KINDS, Request, StatusReport};
+use oomwatch::wire::AlertsReport;
+use oomwatch::wire::{Event, EventKind, Request, StatusReport};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The daemon reads at most this much of a request line (api/socket.rs).
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         round_trip::<Request>(text.trim());
     }
     if let Some(e) = round_trip::<Event>(text) {
-        assert!(KINDS.contains(&e.body.kind()));
+        assert!(EventKind::ALL.contains(&e.body.kind()));
     }
     round_trip::<StatusReport>(text);
     round_trip::<AlertsReport>(text);

@@ -1,9 +1,9 @@
-//! /proc/meminfo (`oomwatch::node::parse_meminfo`): never panic; what it
+//! /proc/meminfo (`oomwatch::readers::parse_meminfo`): never panic; what it
 //! returns is what the text says, in bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::node::parse_meminfo;
+use oomwatch::readers::parse_meminfo;
 
 /// /proc/meminfo is about 1.5 KiB.
 const MAX_INPUT: usize = 64 * 1024;

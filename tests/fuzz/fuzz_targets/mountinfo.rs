@@ -7,8 +7,8 @@
 use std::path::Component;
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::cgroup::resolve::{Hierarchy, parse_proc_cgroup};
-use oomwatch::cgroup::{CgroupLayout, CgroupMode, CgroupVersion, own_memory_cgroup, parse_mountinfo};
+use oomwatch::readers::{Hierarchy, parse_proc_cgroup};
+use oomwatch::readers::{CgroupLayout, CgroupMode, CgroupVersion, own_memory_cgroup, parse_mountinfo};
 
 /// A busy Kubernetes node has a few thousand mounts (about 150 bytes each).
 const MAX_INPUT: usize = 64 * 1024;

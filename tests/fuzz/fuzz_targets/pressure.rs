@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::pressure::psi::{PsiLine, parse_pressure};
+use oomwatch::readers::psi::{PsiLine, parse_pressure};
 
 /// The daemon reads at most 4 KiB of a pressure file.
 const MAX_INPUT: usize = 4096;

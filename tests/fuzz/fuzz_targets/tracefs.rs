@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::bpf::tracefs::{mark_victim_layout, parse_format, reclaim_fields};
+use oomwatch::kernel::tracefs::{mark_victim_layout, parse_format, reclaim_fields};
 use oomwatch_common::{TpField, comm_encoding};
 
 /// Real format files are about 1 KiB.

@@ -1,0 +1,16 @@
+//! Counters of the daemon's own work (not per cgroup): sources and outputs
+//! count into them, /metrics exports them.
+
+use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+
+/// Counters the daemon itself owns (not per cgroup).
+#[derive(Default)]
+pub struct DaemonCounters {
+    pub events_published: Counter,
+    pub decode_errors: Counter,
+    pub stream_events_dropped: Counter,
+    pub psi_triggers_active: Gauge,
+    pub oom_kills_unobserved: Counter,
+    pub psi_triggers_refused: Gauge,
+}
+

@@ -1,0 +1,15 @@
+//! The loops that feed the model: kernel records become events (kills,
+//! exits, reclaim stalls), the sampler reads cgroup files, PSI triggers wake
+//! on pressure, the reclaim feed reads the kernel's stall totals, and the
+//! reconciler compares what was seen with the kernel's own counters.
+//!
+//! May depend on: `kernel`, `readers`, `config`, `model`, `wire`.
+
+pub mod kills;
+pub mod psi_trigger;
+pub mod psi_triggers;
+pub mod reclaim;
+pub mod reconcile;
+pub mod records;
+pub mod resolve;
+pub mod sampler;

@@ -1,0 +1,107 @@
+//! Nothing lost, and proof of it: kills oomwatch reported are compared with
+//! the kernel's own counters (/proc/vmstat `oom_kill` for the host; each
+//! tracked cgroup's local `oom_kill`). A gap that persists for two passes
+//! (the counter moves a moment before the event arrives) is a kill that
+//! was not observed: counted, logged with the cgroup, and published.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use prometheus_client::metrics::counter::Counter;
+
+use crate::{
+    kernel::clock::monotonic_ns,
+    model::{Model, bus::EventBus},
+    readers::{CgroupLayout, CgroupVersion, read_events, read_events_local, vmstat_oom_kills},
+    wire::{Event, EventBody, UnobservedKills, rfc3339},
+};
+
+pub const INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Reconciler {
+    proc_root: PathBuf,
+    layout: Option<CgroupLayout>,
+    model: Arc<Model>,
+    bus: Arc<EventBus>,
+    unobserved: Counter,
+    host_baseline: Option<u64>,
+    seen_baseline: u64,
+    /// The gap seen by the previous pass, and how much of it was reported.
+    last_gap: u64,
+    reported: u64,
+}
+
+
+impl Reconciler {
+    pub fn new(layout: Option<CgroupLayout>, model: Arc<Model>, bus: Arc<EventBus>, unobserved: Counter) -> Self {
+        let proc_root = PathBuf::from("/proc");
+        let host_baseline = vmstat_oom_kills(&proc_root);
+        let seen_baseline = model.total_kills();
+        Self {
+            proc_root,
+            layout,
+            model,
+            bus,
+            unobserved,
+            host_baseline,
+            seen_baseline,
+            last_gap: 0,
+            reported: 0,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.pass();
+        }
+    }
+
+    pub fn pass(&mut self) {
+        let (Some(base), Some(now)) = (self.host_baseline, vmstat_oom_kills(&self.proc_root)) else { return };
+        let kernel = now.saturating_sub(base);
+        let seen = self.model.total_kills().saturating_sub(self.seen_baseline);
+        let gap = kernel.saturating_sub(seen);
+        // Only what two passes agree on: in-flight events close small gaps.
+        let confirmed = gap.min(self.last_gap);
+        self.last_gap = gap;
+        if confirmed <= self.reported {
+            return;
+        }
+        let new = confirmed - self.reported;
+        self.reported = confirmed;
+        self.unobserved.inc_by(new);
+        let culprits = self.find_cgroups();
+        let names: Vec<&str> = culprits.iter().map(|(p, _)| p.as_str()).collect();
+        log::warn!(
+            "{new} OOM kill(s) happened that oomwatch did not observe (kernel counts {kernel} since start, oomwatch saw {seen}){}",
+            if names.is_empty() { String::new() } else { format!(" in {}", names.join(", ")) }
+        );
+        let events: Vec<(String, u64)> = if culprits.is_empty() { vec![("/".to_owned(), new)] } else { culprits };
+        for (cgroup, count) in events {
+            let body = EventBody::UnobservedKills(UnobservedKills { count, kernel_total: kernel, observed_total: seen });
+            self.bus.publish(Event::new(body, rfc3339(std::time::SystemTime::now()), cgroup, Some(monotonic_ns())));
+        }
+    }
+
+    /// Tracked cgroups whose own kill counter ran ahead of what was reported.
+    fn find_cgroups(&mut self) -> Vec<(String, u64)> {
+        let Some(layout) = &self.layout else { return Vec::new() };
+        let mut out = Vec::new();
+        for b in self.model.kill_baselines() {
+            let Some(dir) = layout.memory_dir(&b.path) else { continue };
+            let events = match layout.memory_version {
+                CgroupVersion::V2 => read_events_local(&dir, CgroupVersion::V2),
+                CgroupVersion::V1 => read_events(&dir, CgroupVersion::V1),
+            };
+            let Some(now) = events.ok().flatten().and_then(|e| e.oom_kill) else { continue };
+            let gap = now.saturating_sub(b.kernel_baseline).saturating_sub(b.seen_since);
+            if gap > b.unobserved_reported {
+                self.model.note_unobserved_reported(&b.path, gap);
+                out.push((b.path, gap - b.unobserved_reported));
+            }
+        }
+        out
+    }
+}

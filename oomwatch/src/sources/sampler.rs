@@ -1,0 +1,634 @@
+//! The sampler: finds memory cgroups (inotify on directories, with a slow
+//! rescan as a safety net), keeps their hot files open, and feeds the model.
+//!
+//! Cost is the point of this file. Every tracked cgroup gets one cheap usage
+//! read per interval (a pread on an open fd, about 0.5 us); the expensive
+//! full read (memory.stat, limits) happens on a slow rotation, more often
+//! for cgroups near their limit, and at once when the kernel says a limit
+//! was hit (inotify on v2 memory.events.local). It runs on its own thread so
+//! a slow cgroupfs read can never delay OOM events.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    ffi::OsStr,
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
+
+use crate::{
+    model::{Admission, Model, NodeState},
+    readers::{CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, read_meminfo, read_memory, read_pressure},
+};
+
+#[derive(Clone, Debug)]
+pub struct SamplerConfig {
+    pub interval: Duration,
+    /// Every cgroup gets a full read at least this often.
+    pub full_every: Duration,
+    /// Cgroups above this share of their limit get a full read every tick.
+    pub hot_fraction: f64,
+    pub rescan_every: Duration,
+    pub max_depth: usize,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            full_every: Duration::from_secs(30),
+            hot_fraction: 0.8,
+            rescan_every: Duration::from_secs(60),
+            max_depth: 32,
+        }
+    }
+}
+
+/// Removed cgroups leave the model after their grace period; this is how
+/// often that is checked between full rescans.
+const EXPIRE_EVERY: Duration = Duration::from_secs(10);
+
+struct Tracked {
+    poller: CgroupPoller,
+    limit: Option<u64>,
+    next_full: Instant,
+    /// Usage at the last full read: a cgroup whose usage has not moved
+    /// since needs no new memory.stat.
+    full_usage: u64,
+    last_usage: u64,
+    /// Ticks in a row with unchanged usage; idle cgroups are read less often.
+    idle_ticks: u32,
+    next_usage: Instant,
+}
+
+/// Idle cgroups (usage unchanged for this many ticks) are read every
+/// `IDLE_STRIDE` ticks instead of every tick; any change resets them.
+const IDLE_AFTER: u32 = 10;
+const IDLE_STRIDE: u32 = 3;
+/// The longest an unchanged cgroup goes without a full read.
+const FULL_MAX_STALE: Duration = Duration::from_secs(300);
+/// Limit hits cannot happen far from the limit: v1 counters are polled
+/// only above this share of it.
+const FAILCNT_POLL_FRACTION: f64 = 0.5;
+
+pub struct Sampler {
+    layout: CgroupLayout,
+    model: Arc<Model>,
+    config: SamplerConfig,
+    tracked: HashMap<String, Tracked>,
+    /// Open memory.pressure files, by path in the pressure tree.
+    pressure: HashMap<String, PressurePoller>,
+    inotify: Option<Inotify>,
+    watches: Option<Watches>,
+    /// What each watch is on: a directory (new children) or a v2
+    /// memory.events.local file (limit hits).
+    watched: HashMap<WatchDescriptor, (Tree, String, WatchKind)>,
+    spread: u64,
+    proc_root: PathBuf,
+    /// Woken after every sampling pass: the alert rules evaluate fresh data.
+    sampled: Option<Arc<tokio::sync::Notify>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum WatchKind {
+    Dir,
+    LocalEvents,
+}
+
+/// The memory hierarchy, or (on hybrid hosts only) the unified one, which
+/// carries per-cgroup PSI without the memory controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Tree {
+    Memory,
+    Unified,
+}
+
+impl Sampler {
+    pub fn new(layout: CgroupLayout, model: Arc<Model>, config: SamplerConfig) -> Self {
+        let inotify = match Inotify::init() {
+            Ok(i) => Some(i),
+            Err(e) => {
+                log::warn!("inotify unavailable ({e}); new cgroups are found by rescans every {:?}", config.rescan_every);
+                None
+            }
+        };
+        let watches = inotify.as_ref().map(|i| i.watches());
+        Self {
+            layout,
+            model,
+            config,
+            tracked: HashMap::new(),
+            pressure: HashMap::new(),
+            inotify,
+            watches,
+            watched: HashMap::new(),
+            spread: 0,
+            proc_root: PathBuf::from("/proc"),
+            sampled: None,
+        }
+    }
+
+    pub fn notify_after_each_pass(mut self, n: Arc<tokio::sync::Notify>) -> Self {
+        self.sampled = Some(n);
+        self
+    }
+
+    fn hybrid(&self) -> bool {
+        self.layout.mode == CgroupMode::Hybrid && self.layout.unified_root.is_some()
+    }
+
+    fn root_of(&self, tree: Tree) -> &Path {
+        match tree {
+            Tree::Memory => &self.layout.memory_root,
+            Tree::Unified => self.layout.unified_root.as_deref().unwrap_or(&self.layout.memory_root),
+        }
+    }
+
+    /// Runs forever on the calling thread.
+    pub fn run(mut self) {
+        self.scan(Instant::now());
+        let mut next_tick = Instant::now();
+        let mut next_scan = Instant::now() + self.config.rescan_every;
+        let mut next_expire = Instant::now() + EXPIRE_EVERY;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let now = Instant::now();
+            if now >= next_tick {
+                self.sample_all(now);
+                next_tick += self.config.interval;
+                if next_tick < now {
+                    next_tick = now + self.config.interval;
+                }
+            }
+            if now >= next_scan {
+                self.scan(now);
+                next_scan = now + self.config.rescan_every;
+            } else if now >= next_expire {
+                let root = self.layout.memory_root.clone();
+                crate::model::shrink(&mut self.tracked);
+                crate::model::shrink(&mut self.pressure);
+                crate::model::shrink(&mut self.watched);
+                self.model.expire(now, |p| root.join(p.trim_start_matches('/')).exists());
+                next_expire = now + EXPIRE_EVERY;
+            }
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            self.wait_inotify(wait, &mut buf);
+        }
+    }
+
+    fn wait_inotify(&mut self, wait: Duration, buf: &mut [u8]) {
+        let Some(inotify) = self.inotify.as_mut() else {
+            std::thread::sleep(wait);
+            return;
+        };
+        use std::os::fd::AsRawFd as _;
+        let mut pfd = libc::pollfd { fd: inotify.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, wait.as_millis().min(i32::MAX as u128) as i32) };
+        if n <= 0 {
+            return;
+        }
+        let events: Vec<(WatchDescriptor, inotify::EventMask, Option<std::ffi::OsString>)> = match inotify.read_events(buf) {
+            Ok(evs) => evs.map(|e| (e.wd, e.mask, e.name.map(OsStr::to_os_string))).collect(),
+            Err(_) => return,
+        };
+        let now = Instant::now();
+        for (wd, mask, name) in events {
+            if mask.contains(inotify::EventMask::Q_OVERFLOW) {
+                self.scan(now);
+                continue;
+            }
+            let Some((tree, path, kind)) = self.watched.get(&wd).cloned() else { continue };
+            match kind {
+                WatchKind::Dir if mask.contains(inotify::EventMask::CREATE) && mask.contains(inotify::EventMask::ISDIR) => {
+                    if let Some(name) = name {
+                        let child = join(&path, &name.to_string_lossy());
+                        self.discover_in(tree, child, now);
+                    }
+                }
+                WatchKind::Dir if mask.intersects(inotify::EventMask::DELETE_SELF | inotify::EventMask::IGNORED) => {
+                    self.forget_in(tree, &path, now);
+                }
+                WatchKind::LocalEvents if mask.contains(inotify::EventMask::MODIFY) => {
+                    // A limit was hit or a kill happened here: sample now.
+                    self.sample_full(&path, now);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn dir_of(&self, path: &str) -> PathBuf {
+        self.dir_in(Tree::Memory, path)
+    }
+
+    fn dir_in(&self, tree: Tree, path: &str) -> PathBuf {
+        self.root_of(tree).join(path.trim_start_matches('/'))
+    }
+
+    fn discover_in(&mut self, tree: Tree, path: String, now: Instant) -> Admission {
+        match tree {
+            Tree::Memory => self.discover(path, now),
+            Tree::Unified => self.discover_unified(path),
+        }
+    }
+
+    fn forget_in(&mut self, tree: Tree, path: &str, now: Instant) {
+        match tree {
+            Tree::Memory => self.forget(path, now),
+            Tree::Unified => self.forget_unified(path, now),
+        }
+    }
+
+    /// Hybrid hosts: a cgroup of the unified hierarchy, tracked for PSI only.
+    fn discover_unified(&mut self, path: String) -> Admission {
+        if self.pressure.contains_key(&path) {
+            return Admission::Tracked;
+        }
+        let admission = self.model.admit_pressure(&path);
+        if admission != Admission::Tracked {
+            return admission;
+        }
+        let dir = self.dir_in(Tree::Unified, &path);
+        if let Ok(Some(poller)) = PressurePoller::open(&dir.join("memory.pressure")) {
+            if let Ok(Some(p)) = poller.read() {
+                self.model.observe_pressure(&path, p);
+            }
+            self.pressure.insert(path.clone(), poller);
+            self.add_watch(&dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Unified, &path, WatchKind::Dir);
+            for child in subdirs(&dir, &path) {
+                if child.matches('/').count() <= self.config.max_depth {
+                    self.discover_unified(child);
+                }
+            }
+        }
+        Admission::Tracked
+    }
+
+    fn forget_unified(&mut self, path: &str, now: Instant) {
+        if self.pressure.remove(path).is_some() {
+            self.model.mark_pressure_removed(path, now);
+        }
+        self.unwatch(Tree::Unified, path);
+    }
+
+    fn unwatch(&mut self, tree: Tree, path: &str) {
+        let wds: Vec<WatchDescriptor> =
+            self.watched.iter().filter(|(_, (t, p, _))| *t == tree && p == path).map(|(wd, _)| wd.clone()).collect();
+        for wd in wds {
+            self.watched.remove(&wd);
+            if let Some(w) = self.watches.as_mut() {
+                let _ = w.remove(wd);
+            }
+        }
+    }
+
+    /// Walks the hierarchy breadth-first (shallow cgroups are admitted
+    /// first when the cap bites), tracking new cgroups and forgetting gone ones.
+    pub fn scan(&mut self, now: Instant) {
+        if self.hybrid() {
+            self.scan_unified(now);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (mut filtered, mut over_cap) = (0usize, 0usize);
+        let mut queue = VecDeque::from([("/".to_owned(), 0usize)]);
+        self.watch_dir("/");
+        while let Some((path, depth)) = queue.pop_front() {
+            let Ok(entries) = fs::read_dir(self.dir_of(&path)) else { continue };
+            for e in entries.flatten() {
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                let child = join(&path, &e.file_name().to_string_lossy());
+                if depth + 1 < self.config.max_depth {
+                    queue.push_back((child.clone(), depth + 1));
+                }
+                seen.insert(child.clone());
+                match self.discover(child, now) {
+                    Admission::Tracked => {}
+                    Admission::Filtered => filtered += 1,
+                    Admission::OverCap => over_cap += 1,
+                }
+            }
+        }
+        let gone: Vec<String> = self.tracked.keys().filter(|p| !seen.contains(*p)).cloned().collect();
+        for p in gone {
+            self.forget(&p, now);
+        }
+        self.model.set_excluded(filtered, over_cap);
+        crate::model::shrink(&mut self.tracked);
+        crate::model::shrink(&mut self.pressure);
+        crate::model::shrink(&mut self.watched);
+        let root = self.layout.memory_root.clone();
+        self.model.expire(now, |p| root.join(p.trim_start_matches('/')).exists());
+    }
+
+    fn scan_unified(&mut self, now: Instant) {
+        let root = self.dir_in(Tree::Unified, "/");
+        self.add_watch(&root, WatchMask::CREATE | WatchMask::ONLYDIR, Tree::Unified, "/", WatchKind::Dir);
+        let mut seen = std::collections::HashSet::new();
+        let mut queue = VecDeque::from([("/".to_owned(), 0usize)]);
+        while let Some((path, depth)) = queue.pop_front() {
+            for child in subdirs(&self.dir_in(Tree::Unified, &path), &path) {
+                if depth + 1 < self.config.max_depth {
+                    queue.push_back((child.clone(), depth + 1));
+                }
+                seen.insert(child.clone());
+                self.discover_unified(child);
+            }
+        }
+        let gone: Vec<String> = self.pressure.keys().filter(|p| !seen.contains(*p)).cloned().collect();
+        for p in gone {
+            self.forget_unified(&p, now);
+        }
+    }
+
+    fn watch_dir(&mut self, path: &str) {
+        let dir = self.dir_of(path);
+        self.add_watch(&dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Memory, path, WatchKind::Dir);
+    }
+
+    fn add_watch(&mut self, file: &Path, mask: WatchMask, tree: Tree, path: &str, kind: WatchKind) {
+        let Some(watches) = self.watches.as_mut() else { return };
+        match watches.add(file, mask) {
+            Ok(wd) => {
+                self.watched.insert(wd, (tree, path.to_owned(), kind));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                log::warn!(
+                    "inotify watch limit reached (fs.inotify.max_user_watches); new cgroups are found by rescans every {:?}",
+                    self.config.rescan_every
+                );
+                self.watches = None;
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn discover(&mut self, path: String, now: Instant) -> Admission {
+        if self.tracked.contains_key(&path) {
+            return Admission::Tracked;
+        }
+        let dir = self.dir_of(&path);
+        let id = fs::metadata(&dir).map(|m| m.ino()).unwrap_or(0);
+        let admission = self.model.admit(&path, id);
+        if admission != Admission::Tracked {
+            return admission;
+        }
+        let version = self.layout.memory_version;
+        match CgroupPoller::open(&dir, version) {
+            Ok(Some(poller)) => {
+                self.watch_dir(&path);
+                if version == CgroupVersion::V2 {
+                    self.add_watch(&dir.join("memory.events.local"), WatchMask::MODIFY, Tree::Memory, &path, WatchKind::LocalEvents);
+                    // Pure v2: PSI lives next to the memory files.
+                    if let Ok(Some(poller)) = PressurePoller::open(&dir.join("memory.pressure")) {
+                        self.pressure.insert(path.clone(), poller);
+                    }
+                }
+                self.tracked.insert(
+                    path.clone(),
+                    Tracked { poller, limit: None, next_full: now, full_usage: 0, last_usage: 0, idle_ticks: 0, next_usage: now },
+                );
+                self.sample_full(&path, now);
+                // Children made before the watch above existed raised no
+                // event: look for them now.
+                if path.matches('/').count() < self.config.max_depth {
+                    for child in subdirs(&dir, &path) {
+                        self.discover(child, now);
+                    }
+                }
+                // Runtimes create a cgroup and set its limits right after:
+                // look again in a second, then join the rotation.
+                if let Some(t) = self.tracked.get_mut(&path) {
+                    t.next_full = now + self.config.interval;
+                }
+                Admission::Tracked
+            }
+            Ok(None) => {
+                self.model.mark_removed(&path, now);
+                Admission::Tracked
+            }
+            Err(e) => {
+                log::debug!("{e}");
+                self.model.mark_removed(&path, now);
+                Admission::Filtered
+            }
+        }
+    }
+
+    fn forget(&mut self, path: &str, now: Instant) {
+        if self.tracked.remove(path).is_some() {
+            self.model.mark_removed(path, now);
+        }
+        if !self.hybrid() && self.pressure.remove(path).is_some() {
+            self.model.mark_pressure_removed(path, now);
+        }
+        self.unwatch(Tree::Memory, path);
+    }
+
+    fn sample_full(&mut self, path: &str, now: Instant) {
+        let Some(t) = self.tracked.get_mut(path) else { return };
+        let version = t.poller.version();
+        match read_memory(t.poller.dir(), version) {
+            Ok(Some(sample)) => {
+                let hits = match version {
+                    CgroupVersion::V2 => sample.events_local.and_then(|e| e.oom),
+                    CgroupVersion::V1 => sample.failcnt,
+                };
+                t.limit = sample.limit_bytes;
+                t.full_usage = sample.usage_bytes;
+                t.last_usage = sample.usage_bytes;
+                // Spread full reads over the rotation so they do not bunch.
+                self.spread = self.spread.wrapping_add(7919);
+                let jitter = self.spread % (self.config.full_every.as_millis().max(1) as u64 / 4).max(1);
+                t.next_full = now + self.config.full_every - Duration::from_millis(jitter);
+                self.model.observe_full(path, &sample, hits, now);
+            }
+            Ok(None) => self.forget(path, now),
+            Err(e) => log::debug!("{e}"),
+        }
+    }
+
+    fn sample_all(&mut self, now: Instant) {
+        let hot = self.config.hot_fraction;
+        let interval = self.config.interval;
+        let full_every = self.config.full_every;
+        let mut full = Vec::new();
+        let mut gone = Vec::new();
+        let mut updates = Vec::with_capacity(self.tracked.len());
+        for (path, t) in &mut self.tracked {
+            if now < t.next_usage {
+                continue;
+            }
+            let usage = match t.poller.usage() {
+                Ok(Some(u)) => u,
+                Ok(None) => {
+                    gone.push(path.clone());
+                    continue;
+                }
+                Err(e) => {
+                    log::debug!("{e}");
+                    continue;
+                }
+            };
+            if usage == t.last_usage {
+                t.idle_ticks = t.idle_ticks.saturating_add(1);
+            } else {
+                t.idle_ticks = 0;
+            }
+            t.last_usage = usage;
+            t.next_usage = now + if t.idle_ticks >= IDLE_AFTER { interval * IDLE_STRIDE } else { interval } - interval / 4;
+            let near_limit = t.limit.is_some_and(|l| usage as f64 >= l as f64 * hot);
+            if near_limit {
+                full.push(path.clone());
+                continue;
+            }
+            if now >= t.next_full {
+                // Nothing moved since the last full read: memory.stat would
+                // say the same. Look again later, but not never.
+                let moved = usage.abs_diff(t.full_usage) > t.full_usage / 100 + 4096;
+                if moved || now >= t.next_full + (FULL_MAX_STALE - full_every) {
+                    full.push(path.clone());
+                    continue;
+                }
+            }
+            // v1 has no limit-hit notification: poll failcnt where a limit is
+            // set and usage is close enough to it for hits to happen.
+            let polls = t.poller.version() == CgroupVersion::V1
+                && t.limit.is_some_and(|l| usage as f64 >= l as f64 * FAILCNT_POLL_FRACTION);
+            let (events, hits) = if polls {
+                match t.poller.events() {
+                    Ok(Some(e)) => (Some(e), e.max),
+                    _ => (None, None),
+                }
+            } else {
+                (None, None)
+            };
+            updates.push((path.clone(), usage, events, hits));
+        }
+        self.model.observe_usage_batch(&updates, now);
+        for p in gone {
+            self.forget(&p, now);
+        }
+        for p in full {
+            self.sample_full(&p, now);
+        }
+        self.sample_pressure(now);
+        self.model.update_forecasts(now);
+        if let Some(n) = &self.sampled {
+            n.notify_one();
+        }
+    }
+
+    fn sample_pressure(&mut self, now: Instant) {
+        let mut gone = Vec::new();
+        for (path, poller) in &self.pressure {
+            match poller.read() {
+                Ok(Some(p)) => self.model.observe_pressure(path, p),
+                Ok(None) => gone.push(path.clone()),
+                Err(e) => log::debug!("{e}"),
+            }
+        }
+        for p in gone {
+            if self.hybrid() {
+                self.forget_unified(&p, now);
+            } else {
+                self.pressure.remove(&p);
+                self.model.mark_pressure_removed(&p, now);
+            }
+        }
+        let node = NodeState {
+            meminfo: read_meminfo(&self.proc_root),
+            pressure: read_pressure(&self.proc_root.join("pressure/memory")).ok().flatten(),
+            forecast: None,
+        };
+        self.model.observe_node(node, now);
+    }
+}
+
+/// Subdirectories of `dir`, as cgroup paths under `path`.
+fn subdirs(dir: &Path, path: &str) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| join(path, &e.file_name().to_string_lossy()))
+        .collect()
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::readers::CgroupMode;
+
+    fn fake_v2_tree(root: &Path, cgroups: &[(&str, u64, &str)]) {
+        for (path, usage, max) in cgroups {
+            let dir = root.join(path.trim_start_matches('/'));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("memory.current"), format!("{usage}\n")).unwrap();
+            fs::write(dir.join("memory.max"), format!("{max}\n")).unwrap();
+            fs::write(dir.join("memory.events"), "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").unwrap();
+            fs::write(dir.join("memory.events.local"), "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").unwrap();
+            fs::write(dir.join("memory.stat"), "anon 100\nfile 50\ninactive_file 1048576\nactive_file 0\n").unwrap();
+            fs::write(dir.join("memory.pressure"), "some avg10=1.50 avg60=0.00 avg300=0.00 total=1500\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=10\n").unwrap();
+        }
+    }
+
+    fn layout(root: &Path) -> CgroupLayout {
+        CgroupLayout {
+            mode: CgroupMode::V2,
+            memory_root: root.to_path_buf(),
+            memory_version: CgroupVersion::V2,
+            memory_mount_root: "/".into(),
+            unified_root: Some(root.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn scans_a_fake_tree_and_samples_into_the_model() {
+        let root = std::env::temp_dir().join(format!("oomwatch-watch-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fake_v2_tree(&root, &[("/a", 10 << 20, "max"), ("/a/b", 8 << 20, "67108864"), ("/c", 1 << 20, "max")]);
+        let model = Arc::new(Model::default());
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        s.scan(Instant::now());
+        assert_eq!(model.counts().tracked, 3);
+        let rows = model.status();
+        let b = rows.iter().find(|r| r.cgroup == "/a/b").unwrap();
+        assert_eq!(b.limit_bytes, Some(64 << 20));
+        assert_eq!(b.working_set_bytes, (8 << 20) - (1 << 20));
+        s.sample_all(Instant::now());
+        assert_eq!(model.pressure_of("/a/b").map(|p| p.some.total_us), Some(1500), "v2: PSI next to the memory files");
+
+        // Removal is noticed by the next sample or scan.
+        fs::remove_dir_all(root.join("c")).unwrap();
+        s.sample_all(Instant::now());
+        s.scan(Instant::now());
+        assert_eq!(model.counts().tracked, 2);
+        assert_eq!(model.counts().removed_in_grace, 1);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn cap_is_applied_breadth_first() {
+        let root = std::env::temp_dir().join(format!("oomwatch-watch-cap-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fake_v2_tree(&root, &[("/a", 1, "max"), ("/b", 1, "max"), ("/a/deep", 1, "max")]);
+        let model = Arc::new(Model::new(crate::model::ModelConfig { max_cgroups: 2, ..Default::default() }));
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        s.scan(Instant::now());
+        let c = model.counts();
+        assert_eq!((c.tracked, c.excluded_cap), (2, 1));
+        assert!(!model.is_tracked("/a/deep"), "the deepest cgroup is the one left out");
+        fs::remove_dir_all(&root).unwrap();
+    }
+}

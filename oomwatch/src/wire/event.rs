@@ -1,0 +1,471 @@
+//! The events users see: in `oomwatch tail`, as NDJSON on the event socket,
+//! and (through the model) behind the metrics. The JSON shape is a contract:
+//! every object has `kind`, `time` (RFC 3339) and `cgroup`; fields the kernel
+//! did not give are absent, never zero.
+
+use serde::{Deserialize, Serialize};
+
+use super::alert::{AlertName, AlertState, Severity};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    #[serde(flatten)]
+    pub body: EventBody,
+    pub time: String,
+    /// Memory cgroup path ("/a/b"), "/" for host-wide events.
+    pub cgroup: String,
+    /// Kernel CLOCK_MONOTONIC timestamp of what happened, when the kernel
+    /// stamped it: lets a reader on the same host measure delivery latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ktime_ns: Option<u64>,
+    /// Position in the daemon's stream (gaps mean a client lagged).
+    #[serde(default)]
+    pub seq: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// Boxed: a kill carries its history and victim details (over 600
+    /// bytes), and every other event in the backlog would pay for them.
+    OomKill(Box<OomKill>),
+    VictimExit(VictimExit),
+    /// A PSI trigger fired: memory stalls crossed its threshold.
+    Pressure(PressureEvent),
+    /// An alert changed state (pending, firing, resolved, cancelled).
+    Alert(AlertEvent),
+    /// The kernel counted OOM kills oomwatch did not see (reconciliation).
+    UnobservedKills(UnobservedKills),
+    ReclaimStall(ReclaimStall),
+    /// The client fell behind and `dropped` events were not sent to it.
+    Lagged { dropped: u64 },
+}
+
+impl Event {
+    /// A new event; the stream gives it its `seq` when it is published.
+    pub fn new(body: EventBody, time: String, cgroup: String, ktime_ns: Option<u64>) -> Self {
+        Self { body, time, cgroup, ktime_ns, seq: 0 }
+    }
+}
+
+/// Declares [`EventKind`] from the variants of [`EventBody`]: one list, so a
+/// new variant cannot be left out of `kind()`, `ALL` or the names.
+macro_rules! event_kinds {
+    ($($variant:ident => $name:literal),* $(,)?) => {
+        /// The `kind` of an event, as its JSON names it.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $($variant),*
+        }
+
+        impl EventKind {
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant),*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(EventKind::$variant => $name),*
+                }
+            }
+
+            pub fn from_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|k| k.as_str() == name)
+            }
+        }
+
+        impl EventBody {
+            pub fn kind(&self) -> EventKind {
+                match self {
+                    $(EventBody::$variant { .. } => EventKind::$variant),*
+                }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    OomKill => "oom_kill",
+    VictimExit => "victim_exit",
+    ReclaimStall => "reclaim_stall",
+    Pressure => "pressure",
+    Alert => "alert",
+    UnobservedKills => "unobserved_kills",
+    Lagged => "lagged",
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the victim's cgroup was found.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Attribution {
+    /// Read from the victim's task in the kernel at the moment of the kill.
+    Exact,
+    /// From /proc/PID/cgroup after the fact (no BTF, or an older kernel).
+    Approximate,
+    /// Nothing found (the victim was gone before we could look).
+    Unknown,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Victim {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tgid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_score_adj: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_vm_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shmem_rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pgtables_bytes: Option<u64>,
+}
+
+impl Victim {
+    /// Resident memory, when the kernel reported its parts.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let anon = self.anon_rss_bytes?;
+        Some(anon + self.file_rss_bytes.unwrap_or(0) + self.shmem_rss_bytes.unwrap_or(0))
+    }
+}
+
+/// The task whose allocation made the kernel kill: it is often not the victim.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Trigger {
+    /// Process id (thread group id).
+    pub pid: u32,
+    /// Thread id of the allocating thread.
+    pub tid: u32,
+    pub comm: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+}
+
+/// Names people recognize, derived from the cgroup path.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Workload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+}
+
+impl Workload {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OomKill {
+    pub victim: Victim,
+    pub trigger: Trigger,
+    pub attribution: Attribution,
+    /// `memcg` when a memory cgroup's limit was hit, `global` when the host ran out.
+    pub constraint: Constraint,
+    /// The cgroup whose limit was hit: the victim's own or an ancestor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_cgroup: Option<String>,
+    /// That cgroup's usage and limit when the kill was handled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_cgroup_usage_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Workload::is_empty")]
+    pub workload: Workload,
+    /// The victim cgroup's last 60 s: the ramp that led here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<Ramp>,
+    /// The OOM killer's own view, where the kernel lets us read it (a
+    /// kprobe on oom_kill_process).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_control: Option<OomControl>,
+    /// Groups of fields this kernel (or this host's setup) could not give
+    /// for this event: they are absent on purpose, not zero.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
+    /// Kernel inode id of the victim's memory cgroup, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    /// Time from the kill to the victim's exit, once confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_latency_ms: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OomControl {
+    /// The memory cgroup the OOM killer worked on (`oc->memcg`), when a limit was hit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memcg: Option<String>,
+    /// Pages the OOM killer could choose from (the limit, or all RAM + swap).
+    pub totalpages: u64,
+    /// The victim's badness score.
+    pub points: i64,
+    /// `enum oom_constraint` as the kernel names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// The failed allocation: gfp flags (hex) and order (0 = one page).
+    pub gfp_mask: String,
+    pub order: i32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VictimExit {
+    pub pid: u32,
+    pub comm: String,
+    pub exit_latency_ms: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PressureEvent {
+    /// The trigger as the kernel holds it: "some 300000 2000000".
+    pub trigger: String,
+    /// PSI averages (%) and totals right after the notification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub some_avg10: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_avg10: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub some_total_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_total_us: Option<u64>,
+}
+
+/// Kills the kernel counted that never reached oomwatch: a lost ring-buffer
+/// record, or a kill while the programs were not attached.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UnobservedKills {
+    pub count: u64,
+    /// Kills the kernel counted since the daemon started.
+    pub kernel_total: u64,
+    /// Kills oomwatch reported in that time.
+    pub observed_total: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AlertEvent {
+    pub alert: AlertName,
+    pub severity: Severity,
+    pub state: AlertState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firing_since: Option<String>,
+}
+
+/// A task stalled in reclaim for at least the daemon's `--stall-threshold`.
+/// At most one per cgroup per `--stall-min-interval`; `suppressed` says how
+/// many more this cgroup had since the previous one.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ReclaimStall {
+    /// Process id (thread group id).
+    pub pid: u32,
+    /// Thread id of the stalled thread.
+    pub tid: u32,
+    pub comm: String,
+    pub duration_ms: f64,
+    /// `direct` (the host or a zone ran low) or `memcg` (a cgroup limit).
+    pub reclaim_kind: ReclaimKindName,
+    /// Pages this reclaim freed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nr_reclaimed: Option<u64>,
+    /// Allocation order that started it (0: one page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<i32>,
+    pub suppressed: u32,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReclaimKindName {
+    Direct,
+    Memcg,
+}
+
+impl ReclaimKindName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Memcg => "memcg",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Constraint {
+    /// A memory cgroup's limit was hit.
+    Memcg,
+    /// The whole host ran out.
+    Global,
+    /// The allocation was confined to a cpuset's memory nodes, which ran out
+    /// (only known where the kernel's oom_control is readable).
+    Cpuset,
+    /// Confined by a NUMA memory policy (mbind/set_mempolicy).
+    MemoryPolicy,
+}
+
+impl Constraint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memcg => "memcg",
+            Self::Global => "global",
+            Self::Cpuset => "cpuset",
+            Self::MemoryPolicy => "memory_policy",
+        }
+    }
+
+    /// From the kernel's `enum oom_constraint` name (BTF, prefix stripped).
+    pub fn from_kernel_name(name: &str) -> Self {
+        match name {
+            "memcg" => Self::Memcg,
+            "cpuset" => Self::Cpuset,
+            "memory_policy" => Self::MemoryPolicy,
+            _ => Self::Global,
+        }
+    }
+}
+
+/// The ramp before a kill, column-wise so a reader can scan one series.
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Ramp {
+    pub seconds_ago: Vec<u32>,
+    pub usage_bytes: Vec<u64>,
+    pub working_set_bytes: Vec<u64>,
+    /// PSI "some" avg10 (%) of the cgroup, where the kernel keeps it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pressure_some_avg10: Vec<f32>,
+}
+
+#[cfg(test)]
+impl OomKill {
+    /// A kill of `pid` with nothing else known, for tests of the outputs.
+    pub(crate) fn of_pid(pid: u32) -> Self {
+        Self {
+            victim: Victim { pid, ..Default::default() },
+            trigger: Trigger::default(),
+            attribution: Attribution::Exact,
+            constraint: Constraint::Memcg,
+            limit_cgroup: None,
+            limit_cgroup_usage_bytes: None,
+            limit_bytes: None,
+            workload: Default::default(),
+            history: None,
+            oom_control: None,
+            unavailable: Vec::new(),
+            cgroup_id: None,
+            exit_latency_ms: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oom() -> Event {
+        Event {
+            body: EventBody::OomKill(Box::new(OomKill {
+                victim: Victim { pid: 10, comm: Some("hog".into()), anon_rss_bytes: Some(1 << 20), ..Default::default() },
+                trigger: Trigger { pid: 10, tid: 11, comm: "hog".into(), cgroup: Some("/a".into()) },
+                attribution: Attribution::Exact,
+                constraint: Constraint::Memcg,
+                limit_cgroup: Some("/".into()),
+                limit_cgroup_usage_bytes: None,
+                limit_bytes: None,
+                workload: Workload::default(),
+                history: None,
+                oom_control: None,
+                unavailable: Vec::new(),
+                cgroup_id: Some(77),
+                exit_latency_ms: None,
+            })),
+            time: "2026-11-22T05:40:01.123456Z".into(),
+            cgroup: "/a".into(),
+            ktime_ns: Some(5),
+            seq: 1,
+        }
+    }
+
+    #[test]
+    fn json_has_the_contract_fields_and_omits_unknowns() {
+        let v: serde_json::Value = serde_json::to_value(oom()).unwrap();
+        assert_eq!(v["kind"], "oom_kill");
+        assert_eq!(v["time"], "2026-11-22T05:40:01.123456Z");
+        assert_eq!(v["cgroup"], "/a");
+        assert_eq!(v["victim"]["pid"], 10);
+        assert_eq!(v["victim"]["anon_rss_bytes"], 1 << 20);
+        assert!(v["victim"].get("uid").is_none(), "absent fields must be omitted, not zero");
+        assert!(v.get("exit_latency_ms").is_none());
+        assert_eq!(v["attribution"], "exact");
+        assert_eq!(v["constraint"], "memcg");
+        assert!(v.get("workload").is_none() && v.get("history").is_none());
+    }
+
+    #[test]
+    fn reclaim_stall_json_shape() {
+        let e = Event {
+            body: EventBody::ReclaimStall(ReclaimStall {
+                pid: 10,
+                tid: 11,
+                comm: "hog".into(),
+                duration_ms: 120.5,
+                reclaim_kind: ReclaimKindName::Memcg,
+                nr_reclaimed: Some(32),
+                order: None,
+                suppressed: 3,
+            }),
+            time: "2026-11-22T05:40:01.123456Z".into(),
+            cgroup: "/a".into(),
+            ktime_ns: Some(5),
+            seq: 2,
+        };
+        let v: serde_json::Value = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["kind"], "reclaim_stall");
+        assert_eq!(v["reclaim_kind"], "memcg");
+        assert_eq!((v["pid"].as_u64(), v["tid"].as_u64(), v["suppressed"].as_u64()), (Some(10), Some(11), Some(3)));
+        assert_eq!(v["nr_reclaimed"], 32);
+        assert!(v.get("order").is_none(), "absent, not zero");
+        assert_eq!((v["cgroup"].as_str(), v["time"].is_string()), (Some("/a"), true));
+        assert_eq!(v["kind"], e.body.kind().as_str());
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
+    }
+
+    #[test]
+    fn status_report_reads_without_top_stallers() {
+        // From a daemon that predates them.
+        let old = r#"{"time":"t","cgroups":{"tracked":1,"removed_in_grace":0,"excluded_filter":0,"excluded_cap":0},"kills_total":0,"rows":[]}"#;
+        let r: crate::wire::StatusReport = serde_json::from_str(old).unwrap();
+        assert!(r.top_stallers.is_empty());
+    }
+
+    #[test]
+    fn round_trips() {
+        let e = oom();
+        let line = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), e);
+        let lagged = Event { body: EventBody::Lagged { dropped: 3 }, time: "t".into(), cgroup: "/".into(), ktime_ns: None, seq: 0 };
+        let line = serde_json::to_string(&lagged).unwrap();
+        assert!(line.contains(r#""kind":"lagged""#), "{line}");
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), lagged);
+    }
+}

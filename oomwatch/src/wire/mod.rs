@@ -1,0 +1,19 @@
+//! The types users rely on: events (the JSON of `oomwatch tail --json` and
+//! the event socket), the requests a client sends, and the reports it gets
+//! back. These shapes are contracts: add fields, never rename or drop them
+//! (the golden test pins them).
+//!
+//! May depend on: nothing else of this crate (serde and humantime only), so
+//! a client links only this.
+
+mod alert;
+mod event;
+mod report;
+mod request;
+mod time;
+
+pub use alert::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transition};
+pub use event::*;
+pub use report::{AlertsReport, CgroupCounts, StatusReport, StatusRow, TopStaller};
+pub use request::{DEFAULT_SOCKET, Request, RequestOp};
+pub use time::rfc3339;

@@ -1,0 +1,28 @@
+//! What a client asks the daemon on the event socket: one JSON line after
+//! connecting.
+
+use serde::{Deserialize, Serialize};
+
+/// Where the daemon serves its event socket unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/oomwatch/events.sock";
+
+/// What a tail client asks the daemon for (one JSON line after connecting).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Request {
+    pub op: RequestOp,
+    /// Replay buffered events younger than this many seconds first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_secs: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestOp {
+    #[default]
+    Tail,
+    /// One [`StatusReport`], then the connection closes.
+    Status,
+    /// One [`crate::wire::AlertsReport`], then the connection closes.
+    Alerts,
+}
+
