@@ -85,6 +85,9 @@ pub struct CgroupState {
     pub limit_hit_at: Option<Instant>,
     pub history: History,
     pub full_sample_at: Option<Instant>,
+    /// Usage at the last full sample: memory.stat need not be read again
+    /// while usage has not moved since.
+    pub full_sample_usage_bytes: u64,
     /// Full reads so far: the first happens at mkdir, before whoever
     /// created the cgroup has written its limit.
     pub full_samples: u32,
@@ -128,6 +131,7 @@ impl CgroupState {
             limit_hit_at: None,
             history: History::new(history_len),
             full_sample_at: None,
+            full_sample_usage_bytes: 0,
             full_samples: 0,
             removed_at: None,
             forecast: None,
@@ -416,21 +420,38 @@ impl Model {
             c.seen_kills_baseline = kills_of(kills, path);
         }
         c.full_sample_at = Some(now);
+        c.full_sample_usage_bytes = sample.usage_bytes;
         c.full_samples = c.full_samples.saturating_add(1);
         Self::note_hits(c, limit_hits, now);
         self.push_point(c, now);
     }
 
-    /// A cheap sample: usage (and event counters when they were read). The
-    /// working set is estimated with the last inactive_file seen, which
-    /// moves slowly compared to a leak.
-    /// Many cheap samples under one lock (the sampler's tick).
-    pub fn observe_usage_batch(&self, updates: &[(String, u64, Option<MemoryEvents>, Option<u64>)], now: Instant) {
+    /// Cheap samples (usage only) of many cgroups under one lock: the
+    /// sampler's tick. The working set is estimated with the last
+    /// inactive_file seen, which moves slowly compared to a leak. Returns,
+    /// per sample, what the sampler needs to decide what to read next.
+    pub fn observe_usages(&self, usages: &[(String, u64)], now: Instant) -> Vec<UsageSeen> {
         let mut s = self.write();
-        for (path, usage, events, hits) in updates {
-            if let Some(c) = s.cgroups.get_mut(path.as_str()) {
-                self.apply_usage(c, *usage, *events, *hits, now);
-            }
+        usages
+            .iter()
+            .map(|(path, usage)| {
+                let Some(c) = s.cgroups.get_mut(path.as_str()) else { return UsageSeen::default() };
+                let seen = UsageSeen {
+                    changed: c.usage_bytes != *usage,
+                    fill: c.limit_bytes.filter(|&l| l > 0).map(|l| *usage as f64 / l as f64),
+                    moved_since_full: usage.abs_diff(c.full_sample_usage_bytes) > c.full_sample_usage_bytes / 100 + 4096,
+                };
+                self.apply_usage(c, *usage, None, None, now);
+                seen
+            })
+            .collect()
+    }
+
+    /// Event counters read outside a full sample (v1 failcnt polling).
+    pub fn observe_events(&self, path: &str, events: MemoryEvents, limit_hits: Option<u64>, now: Instant) {
+        if let Some(c) = self.write().cgroups.get_mut(path) {
+            c.events = events;
+            Self::note_hits(c, limit_hits, now);
         }
     }
 
@@ -653,6 +674,17 @@ impl Model {
         rows.sort_by(|a, b| risk_order(a).partial_cmp(&risk_order(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.cgroup.cmp(&b.cgroup)));
         rows
     }
+}
+
+/// What one cheap sample changed, for the sampler's scheduling.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct UsageSeen {
+    /// Usage differs from the previous sample.
+    pub changed: bool,
+    /// Usage as a share of the hard limit (None: unlimited or untracked).
+    pub fill: Option<f64>,
+    /// Usage moved since the last full sample (memory.stat is stale).
+    pub moved_since_full: bool,
 }
 
 /// What the reconciler compares with a cgroup's own kill counter.

@@ -21,7 +21,7 @@ use std::{
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::{
-    model::{Admission, Model, NodeState},
+    model::{Admission, Model, NodeState, UsageSeen},
     readers::{CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, read_meminfo, read_memory, read_pressure},
 };
 
@@ -52,14 +52,11 @@ impl Default for SamplerConfig {
 /// often that is checked between full rescans.
 const EXPIRE_EVERY: Duration = Duration::from_secs(10);
 
+/// The sampler's own state of a cgroup: open files and when to read them
+/// next. What was read lives in the model.
 struct Tracked {
     poller: CgroupPoller,
-    limit: Option<u64>,
     next_full: Instant,
-    /// Usage at the last full read: a cgroup whose usage has not moved
-    /// since needs no new memory.stat.
-    full_usage: u64,
-    last_usage: u64,
     /// Ticks in a row with unchanged usage; idle cgroups are read less often.
     idle_ticks: u32,
     next_usage: Instant,
@@ -392,7 +389,7 @@ impl Sampler {
                 }
                 self.tracked.insert(
                     path.clone(),
-                    Tracked { poller, limit: None, next_full: now, full_usage: 0, last_usage: 0, idle_ticks: 0, next_usage: now },
+                    Tracked { poller, next_full: now, idle_ticks: 0, next_usage: now },
                 );
                 self.sample_full(&path, now);
                 // Children made before the watch above existed raised no
@@ -440,9 +437,6 @@ impl Sampler {
                     CgroupVersion::V2 => sample.events_local.and_then(|e| e.oom),
                     CgroupVersion::V1 => sample.failcnt,
                 };
-                t.limit = sample.limit_bytes;
-                t.full_usage = sample.usage_bytes;
-                t.last_usage = sample.usage_bytes;
                 // Spread full reads over the rotation so they do not bunch.
                 self.spread = self.spread.wrapping_add(7919);
                 let jitter = self.spread % (self.config.full_every.as_millis().max(1) as u64 / 4).max(1);
@@ -455,65 +449,18 @@ impl Sampler {
     }
 
     fn sample_all(&mut self, now: Instant) {
-        let hot = self.config.hot_fraction;
-        let interval = self.config.interval;
-        let full_every = self.config.full_every;
-        let mut full = Vec::new();
-        let mut gone = Vec::new();
-        let mut updates = Vec::with_capacity(self.tracked.len());
-        for (path, t) in &mut self.tracked {
-            if now < t.next_usage {
-                continue;
-            }
-            let usage = match t.poller.usage() {
-                Ok(Some(u)) => u,
-                Ok(None) => {
-                    gone.push(path.clone());
-                    continue;
-                }
-                Err(e) => {
-                    log::debug!("{e}");
-                    continue;
-                }
-            };
-            if usage == t.last_usage {
-                t.idle_ticks = t.idle_ticks.saturating_add(1);
-            } else {
-                t.idle_ticks = 0;
-            }
-            t.last_usage = usage;
-            t.next_usage = now + if t.idle_ticks >= IDLE_AFTER { interval * IDLE_STRIDE } else { interval } - interval / 4;
-            let near_limit = t.limit.is_some_and(|l| usage as f64 >= l as f64 * hot);
-            if near_limit {
-                full.push(path.clone());
-                continue;
-            }
-            if now >= t.next_full {
-                // Nothing moved since the last full read: memory.stat would
-                // say the same. Look again later, but not never.
-                let moved = usage.abs_diff(t.full_usage) > t.full_usage / 100 + 4096;
-                if moved || now >= t.next_full + (FULL_MAX_STALE - full_every) {
-                    full.push(path.clone());
-                    continue;
-                }
-            }
-            // v1 has no limit-hit notification: poll failcnt where a limit is
-            // set and usage is close enough to it for hits to happen.
-            let polls = t.poller.version() == CgroupVersion::V1
-                && t.limit.is_some_and(|l| usage as f64 >= l as f64 * FAILCNT_POLL_FRACTION);
-            let (events, hits) = if polls {
-                match t.poller.events() {
-                    Ok(Some(e)) => (Some(e), e.max),
-                    _ => (None, None),
-                }
-            } else {
-                (None, None)
-            };
-            updates.push((path.clone(), usage, events, hits));
-        }
-        self.model.observe_usage_batch(&updates, now);
+        let (usages, gone) = self.read_usages(now);
+        let seen = self.model.observe_usages(&usages, now);
+        let (full, polls) = self.schedule(&usages, &seen, now);
         for p in gone {
             self.forget(&p, now);
+        }
+        for p in polls {
+            if let Some(t) = self.tracked.get(&p)
+                && let Ok(Some(e)) = t.poller.events()
+            {
+                self.model.observe_events(&p, e, e.max, now);
+            }
         }
         for p in full {
             self.sample_full(&p, now);
@@ -523,6 +470,48 @@ impl Sampler {
         if let Some(n) = &self.sampled {
             n.notify_one();
         }
+    }
+
+    /// One cheap usage read of every cgroup that is due; and the ones
+    /// found gone.
+    fn read_usages(&self, now: Instant) -> (Vec<(String, u64)>, Vec<String>) {
+        let mut usages = Vec::with_capacity(self.tracked.len());
+        let mut gone = Vec::new();
+        for (path, t) in &self.tracked {
+            if now < t.next_usage {
+                continue;
+            }
+            match t.poller.usage() {
+                Ok(Some(u)) => usages.push((path.clone(), u)),
+                Ok(None) => gone.push(path.clone()),
+                Err(e) => log::debug!("{e}"),
+            }
+        }
+        (usages, gone)
+    }
+
+    /// When to read each cgroup next, and which need more now: a full read
+    /// (near the limit, or memory.stat stale), or v1 limit-hit counters
+    /// (v1 has no limit-hit notification: failcnt is polled where a limit
+    /// is set and usage is close enough to it for hits to happen).
+    fn schedule(&mut self, usages: &[(String, u64)], seen: &[UsageSeen], now: Instant) -> (Vec<String>, Vec<String>) {
+        let (interval, full_every, hot) = (self.config.interval, self.config.full_every, self.config.hot_fraction);
+        let (mut full, mut polls) = (Vec::new(), Vec::new());
+        for ((path, _), seen) in usages.iter().zip(seen) {
+            let Some(t) = self.tracked.get_mut(path) else { continue };
+            t.idle_ticks = if seen.changed { 0 } else { t.idle_ticks.saturating_add(1) };
+            t.next_usage = now + if t.idle_ticks >= IDLE_AFTER { interval * IDLE_STRIDE } else { interval } - interval / 4;
+            if seen.fill.is_some_and(|f| f >= hot) {
+                full.push(path.clone());
+            } else if now >= t.next_full && (seen.moved_since_full || now >= t.next_full + (FULL_MAX_STALE - full_every)) {
+                // Nothing moved since the last full read: memory.stat would
+                // say the same. Look again later, but not never.
+                full.push(path.clone());
+            } else if t.poller.version() == CgroupVersion::V1 && seen.fill.is_some_and(|f| f >= FAILCNT_POLL_FRACTION) {
+                polls.push(path.clone());
+            }
+        }
+        (full, polls)
     }
 
     fn sample_pressure(&mut self, now: Instant) {
