@@ -52,6 +52,7 @@ enum Task {
 }
 
 fn main() -> Result<()> {
+    forget_cargo_run_env();
     match Cli::parse().command {
         Task::Setup => setup::setup(),
         Task::Build => build(),
@@ -71,6 +72,29 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Layers(args) => layers::run(&args),
+    }
+}
+
+/// `cargo run` describes the package it runs (xtask) in CARGO_MANIFEST_DIR,
+/// CARGO_PKG_* and the like. Passed on to the cargo commands xtask runs,
+/// they change build-script fingerprints (ring's reruns when
+/// CARGO_MANIFEST_DIR changes), so `cargo xtask run` and a plain `cargo
+/// build` would rebuild ring, rustls and oomwatch each time one follows
+/// the other.
+fn forget_cargo_run_env() {
+    let describes_xtask = |k: &str| {
+        k == "CARGO_MANIFEST_DIR"
+            || k == "CARGO_MANIFEST_PATH"
+            || k == "CARGO_CRATE_NAME"
+            || k == "CARGO_BIN_NAME"
+            || k == "CARGO_PRIMARY_PACKAGE"
+            || k == "CARGO_RUSTC_CURRENT_DIR"
+            || k.starts_with("CARGO_PKG_")
+    };
+    let keys: Vec<_> = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()).filter(|k| describes_xtask(k)).collect();
+    for k in keys {
+        // SAFETY: first thing in main, before any thread is started.
+        unsafe { std::env::remove_var(k) };
     }
 }
 
