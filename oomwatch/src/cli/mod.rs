@@ -187,13 +187,13 @@ pub struct DaemonArgs {
     pub inject_drop_kills: u64,
 }
 
-fn parse_push_gateway(s: &str) -> Result<String, String> {
+fn parse_push_gateway(s: &str) -> Result<String, crate::config::InvalidValue> {
     crate::config::check_push_gateway(s)?;
     Ok(s.to_owned())
 }
 
-fn parse_push_interval(s: &str) -> Result<std::time::Duration, String> {
-    let d = humantime::parse_duration(s).map_err(|e| format!("'{s}': {e}"))?;
+fn parse_push_interval(s: &str) -> Result<std::time::Duration, crate::config::InvalidValue> {
+    let d = humantime::parse_duration(s).map_err(|e| crate::config::InvalidValue(format!("'{s}': {e}")))?;
     crate::config::check_push_interval(d)?;
     Ok(d)
 }
@@ -206,7 +206,7 @@ impl DaemonArgs {
             None => Config::default(),
         };
         self.apply_flags(&mut c);
-        c.validate().map_err(|(key, reason)| anyhow::anyhow!("{key} (after command-line flags): {reason}"))?;
+        c.validate().map_err(|e| anyhow::anyhow!("{} (after command-line flags): {}", e.key, e.reason))?;
         Ok(c)
     }
 

@@ -6,6 +6,7 @@
 //! May depend on: `readers` (the PSI trigger format), `wire`.
 
 mod duration;
+pub mod ranges;
 
 use std::{
     collections::BTreeMap,
@@ -98,25 +99,28 @@ pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15);
 /// Push intervals allowed: at least 1 s (the Pushgateway keeps only the
 /// last push anyway), at most 5 min (beyond that the shipped
 /// OomwatchHostSilent rule would take a healthy host for a dead one).
-pub fn check_push_interval(d: Duration) -> Result<(), String> {
+pub fn check_push_interval(d: Duration) -> Result<(), InvalidValue> {
     if d < Duration::from_secs(1) {
-        return Err(format!("{} is shorter than 1s", humantime::format_duration(d)));
+        return Err(InvalidValue(format!("{} is shorter than 1s", humantime::format_duration(d))));
     }
     if d > Duration::from_secs(300) {
-        return Err(format!("{} is longer than 5m (hosts that push less often look dead to the alert rules)", humantime::format_duration(d)));
+        return Err(InvalidValue(format!("{} is longer than 5m (hosts that push less often look dead to the alert rules)", humantime::format_duration(d))));
     }
     Ok(())
 }
 
 /// A Pushgateway base URL: http://, a host, and no path of its own beyond
 /// an optional prefix (the daemon appends /metrics/job/...).
-pub fn check_push_gateway(url: &str) -> Result<(), String> {
+pub fn check_push_gateway(url: &str) -> Result<(), InvalidValue> {
     check_url(url)?;
+    let shown = redact_url(url);
     if url.contains(['?', '#']) {
-        return Err(format!("'{url}' must not have a query or fragment: give the Pushgateway's base URL, e.g. http://pushgateway:9091"));
+        return Err(InvalidValue(format!("'{shown}' must not have a query or fragment: give the Pushgateway's base URL, e.g. http://pushgateway:9091")));
     }
     if url.trim_end_matches('/').ends_with("/metrics") || url.contains("/metrics/job/") {
-        return Err(format!("'{url}': give the Pushgateway's base URL (e.g. http://pushgateway:9091); oomwatch appends /metrics/job/oomwatch/instance/<host>"));
+        return Err(InvalidValue(format!(
+            "'{shown}': give the Pushgateway's base URL (e.g. http://pushgateway:9091); oomwatch appends /metrics/job/oomwatch/instance/<host>"
+        )));
     }
     Ok(())
 }
@@ -398,6 +402,31 @@ pub struct ExecSink {
     pub queue: usize,
 }
 
+impl AlertmanagerSink {
+    /// A sink with every default, for documentation.
+    pub fn example() -> Self {
+        Self { url: "http://127.0.0.1:9093".into(), resend_interval: default_resend(), timeout: default_timeout(), queue: default_queue(), labels: BTreeMap::new() }
+    }
+}
+
+impl WebhookSink {
+    pub fn example() -> Self {
+        Self { url: "http://127.0.0.1:8080/hook".into(), timeout: default_timeout(), queue: default_queue() }
+    }
+}
+
+impl ExecSink {
+    pub fn example() -> Self {
+        Self {
+            command: vec!["/usr/local/bin/page".into()],
+            env: BTreeMap::new(),
+            timeout: default_timeout(),
+            max_concurrent: default_exec_concurrency(),
+            queue: default_queue(),
+        }
+    }
+}
+
 fn default_resend() -> Duration {
     Duration::from_secs(30)
 }
@@ -436,124 +465,126 @@ impl Config {
             let inner = e.into_inner();
             invalid(if key == "." { "(top level)".into() } else { key }, first_line(inner.message()), line_of(text, inner.span()))
         })?;
-        config.validate().map_err(|(key, reason)| invalid(key.into(), reason, String::new()))?;
+        config.validate().map_err(|e| invalid(e.key, e.reason, String::new()))?;
         Ok(config)
     }
 
-    /// Values that parse but make no sense, named by key.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let a = &self.alerts;
-        let f = &a.oom_forecast;
+    /// Values that parse but make no sense, named by key: every number and
+    /// duration against its range ([`ranges`]), then what must hold between
+    /// settings, URLs, globs and programs.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let bad = |key: &str, reason: String| InvalidSetting { key: key.to_owned(), reason };
+        ranges::check_ranges(self).map_err(|(key, reason)| bad(&key, reason))?;
+        let f = &self.alerts.oom_forecast;
         if f.critical_eta >= f.warning_eta {
-            return Err(("alerts.oom_forecast.critical_eta", format!(
-                "must be shorter than warning_eta ({:?} >= {:?}): critical means less time left",
-                f.critical_eta, f.warning_eta
-            )));
-        }
-        if f.critical_eta.is_zero() {
-            return Err(("alerts.oom_forecast.critical_eta", "must be greater than 0".into()));
-        }
-        let p = &a.memory_pressure;
-        if !(p.some_avg10_percent > 0.0 && p.some_avg10_percent <= 100.0) {
-            return Err(("alerts.memory_pressure.some_avg10_percent", format!("{} is not a percentage in (0, 100]", p.some_avg10_percent)));
-        }
-        let r = &a.reclaim_storm;
-        if !(r.stall_ratio > 0.0 && r.stall_ratio <= 1.0) {
-            return Err(("alerts.reclaim_storm.stall_ratio", format!("{} is not a ratio in (0, 1]", r.stall_ratio)));
-        }
-        if a.evaluate_every.is_zero() {
-            return Err(("alerts.evaluate_every", "must be greater than 0".into()));
-        }
-        if a.history == 0 {
-            return Err(("alerts.history", "must be at least 1".into()));
+            return Err(bad(
+                "alerts.oom_forecast.critical_eta",
+                format!("must be shorter than warning_eta ({:?} >= {:?}): critical means less time left", f.critical_eta, f.warning_eta),
+            ));
         }
         let c = &self.cgroups;
-        if c.max_cgroups == 0 {
-            return Err(("cgroups.max_cgroups", "must be at least 1".into()));
-        }
-        if c.sample_interval < Duration::from_millis(100) {
-            return Err(("cgroups.sample_interval", "must be at least 100ms".into()));
-        }
         if c.full_sample_every < c.sample_interval {
-            return Err(("cgroups.full_sample_every", "must not be shorter than sample_interval".into()));
+            return Err(bad("cgroups.full_sample_every", "must not be shorter than sample_interval".into()));
+        }
+        if self.forecast.window < 2 * c.sample_interval {
+            return Err(bad("forecast.window", "must span at least two samples".into()));
         }
         for (key, globs) in [("cgroups.include", &c.include), ("cgroups.exclude", &c.exclude)] {
             for g in globs {
-                glob::Pattern::new(g).map_err(|e| (key, format!("'{g}' is not a valid glob: {e}")))?;
+                glob::Pattern::new(g).map_err(|e| bad(key, format!("'{g}' is not a valid glob: {e}")))?;
             }
         }
         crate::readers::TriggerSpec::new(crate::readers::PsiKind::Some, self.pressure.trigger_stall, self.pressure.trigger_window)
-            .map_err(|e| ("pressure.trigger_window", e.to_string()))?;
-        if self.pressure.max_triggers == 0 {
-            return Err(("pressure.max_triggers", "must be at least 1 (the host's trigger)".into()));
-        }
-        if self.forecast.min_points < 2 {
-            return Err(("forecast.min_points", "a trend needs at least 2 points".into()));
-        }
-        if !(0.0..1.0).contains(&self.forecast.min_growth_fraction) {
-            return Err(("forecast.min_growth_fraction", "must be in [0, 1)".into()));
-        }
-        if self.forecast.window < 2 * c.sample_interval {
-            return Err(("forecast.window", "must span at least two samples".into()));
-        }
-        if !(1..=1_000_000).contains(&self.daemon.stream_buffer) {
-            return Err(("daemon.stream_buffer", "must be between 1 and 1,000,000 events".into()));
-        }
-        if !(-1000..=1000).contains(&self.daemon.oom_score_adj) {
-            return Err(("daemon.oom_score_adj", format!("{} is outside -1000..=1000", self.daemon.oom_score_adj)));
-        }
+            .map_err(|e| bad("pressure.trigger_window", e.to_string()))?;
         if let Some(url) = &self.daemon.push_gateway {
-            check_push_gateway(url).map_err(|e| ("daemon.push_gateway", e))?;
+            check_push_gateway(url).map_err(|e| bad("daemon.push_gateway", e.to_string()))?;
         }
-        check_push_interval(self.daemon.push_interval).map_err(|e| ("daemon.push_interval", e))?;
-        if self.daemon.backlog > 1_000_000 {
-            return Err(("daemon.backlog", "more than 1,000,000 events would not stay small".into()));
+        self.validate_sinks()
+    }
+
+    fn validate_sinks(&self) -> Result<(), InvalidSetting> {
+        let bad = |key: String, reason: String| InvalidSetting { key, reason };
+        for (i, s) in self.sinks.alertmanager.iter().enumerate() {
+            check_url(&s.url).map_err(|e| bad(format!("sinks.alertmanager[{i}].url"), e.to_string()))?;
         }
-        for s in &self.sinks.alertmanager {
-            check_url(&s.url).map_err(|e| ("sinks.alertmanager.url", e))?;
-            if s.queue == 0 {
-                return Err(("sinks.alertmanager.queue", "must be at least 1".into()));
-            }
+        for (i, s) in self.sinks.webhook.iter().enumerate() {
+            check_url(&s.url).map_err(|e| bad(format!("sinks.webhook[{i}].url"), e.to_string()))?;
         }
-        for s in &self.sinks.webhook {
-            check_url(&s.url).map_err(|e| ("sinks.webhook.url", e))?;
-            if s.queue == 0 {
-                return Err(("sinks.webhook.queue", "must be at least 1".into()));
-            }
-        }
-        for s in &self.sinks.exec {
-            if s.command.is_empty() || s.command[0].is_empty() {
-                return Err(("sinks.exec.command", "needs a program, e.g. [\"/usr/local/bin/page\", \"--team\", \"infra\"]".into()));
-            }
-            if s.max_concurrent == 0 {
-                return Err(("sinks.exec.max_concurrent", "must be at least 1".into()));
-            }
-            if s.queue == 0 {
-                return Err(("sinks.exec.queue", "must be at least 1".into()));
-            }
+        for (i, s) in self.sinks.exec.iter().enumerate() {
+            check_program(s.command.first().map(String::as_str)).map_err(|e| bad(format!("sinks.exec[{i}].command"), e.to_string()))?;
         }
         Ok(())
     }
 }
 
+/// A setting that parses but is not allowed, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct InvalidSetting {
+    pub key: String,
+    pub reason: String,
+}
+
+/// Why a single value (a URL, a program path) is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(pub String);
+
+/// The exec hook's program: an absolute path to an executable file, as the
+/// daemon runs it without a shell or a PATH search it could be tricked by.
+pub fn check_program(program: Option<&str>) -> Result<(), InvalidValue> {
+    let bad = |s: String| Err(InvalidValue(s));
+    let Some(program) = program.filter(|p| !p.is_empty()) else {
+        return bad("needs a program, e.g. [\"/usr/local/bin/page\", \"--team\", \"infra\"]".into());
+    };
+    let path = Path::new(program);
+    if !path.is_absolute() {
+        return bad(format!("'{program}' is not an absolute path (the daemon runs the program without a shell or PATH)"));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_file() && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0 => Ok(()),
+        Ok(_) => bad(format!("{program}: not an executable file")),
+        Err(e) => bad(format!("{program}: {e}")),
+    }
+}
+
 /// Sinks speak plain HTTP (put a local relay in front of TLS endpoints).
-pub fn check_url(url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        if url.starts_with("https://") {
-            format!("'{url}': https is not supported yet; use http (e.g. a local relay)")
+/// Credentials in the URL (`http://user:password@host`) are sent as basic
+/// auth and never shown: errors and logs print the URL redacted.
+pub fn check_url(url: &str) -> Result<(), InvalidValue> {
+    let shown = redact_url(url);
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(InvalidValue(if url.starts_with("https://") {
+            format!("'{shown}': https is not supported yet; use http (e.g. a local relay)")
         } else {
-            format!("'{url}' is not an http:// URL")
-        }
-    })?;
-    let host = rest.split('/').next().unwrap_or("");
+            format!("'{shown}' is not an http:// URL")
+        }));
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if host.is_empty() {
-        return Err(format!("'{url}' has no host"));
+        return Err(InvalidValue(format!("'{shown}' has no host")));
     }
     // The sinks' HTTP client parses it on every send: refuse here what it would refuse there.
     match url.parse::<hyper::Uri>() {
         Ok(uri) if uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
-        Ok(_) => Err(format!("'{url}' has no host")),
-        Err(e) => Err(format!("'{url}' is not a valid URL: {e}")),
+        Ok(_) => Err(InvalidValue(format!("'{shown}' has no host"))),
+        Err(e) => Err(InvalidValue(format!("'{shown}' is not a valid URL: {e}"))),
+    }
+}
+
+/// The URL with the password of any `user:password@` replaced by `***`,
+/// for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
     }
 }
 

@@ -71,9 +71,9 @@ fn impossible_thresholds_are_refused() {
     let e = err("[pressure]\ntrigger_window = \"30s\"\n");
     assert!(e.contains("pressure.trigger_window"), "{e}");
     let e = err("[[sinks.webhook]]\nurl = \"ftp://x\"\n");
-    assert!(e.contains("sinks.webhook.url"), "{e}");
+    assert!(e.contains("sinks.webhook[0].url"), "{e}");
     let e = err("[[sinks.exec]]\ncommand = []\n");
-    assert!(e.contains("sinks.exec.command"), "{e}");
+    assert!(e.contains("sinks.exec[0].command"), "{e}");
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn urls_the_http_client_would_refuse_are_refused_here() {
     // `config` fuzz target now checks that accepted sink URLs parse.
     for url in ["http://127.0.0.1:9093/a b", "http://?x", "http://h\\u0000/", "http://[::1/"] {
         let e = err(&format!("[[sinks.webhook]]\nurl = \"{url}\"\n"));
-        assert!(e.contains("sinks.webhook.url"), "{e}");
+        assert!(e.contains("sinks.webhook[0].url"), "{e}");
     }
     for url in ["http://127.0.0.1:9093", "http://[::1]:8080/hook?team=infra", "http://alerts.example:80/"] {
         assert!(check_url(url).is_ok(), "{url}");
@@ -133,4 +133,89 @@ fn push_mode_keys() {
     assert!(e.contains("daemon.push_interval") && e.contains("5m"), "{e}");
     let e = err("[daemon]\npush_interval = 15\n");
     assert!(e.contains("daemon.push_interval"), "{e}");
+}
+
+/// Each of these passed `check` and then panicked the daemon at start or on
+/// SIGHUP (a tokio semaphore past MAX_PERMITS, a zero interval, an instant
+/// past the end of time), or silently killed a sink or all alerting.
+#[test]
+fn values_that_crashed_the_daemon_are_refused_naming_the_key() {
+    for (text, key) in [
+        ("[[sinks.webhook]]\nurl = \"http://h\"\nqueue = 18446744073709551615\n", "sinks.webhook[0].queue"),
+        ("[[sinks.alertmanager]]\nurl = \"http://h\"\nresend_interval = \"0s\"\n", "sinks.alertmanager[0].resend_interval"),
+        ("[[sinks.alertmanager]]\nurl = \"http://h\"\nresend_interval = \"500000000000y\"\n", "sinks.alertmanager[0].resend_interval"),
+        ("[[sinks.exec]]\ncommand = [\"/bin/true\"]\nmax_concurrent = 18446744073709551615\n", "sinks.exec[0].max_concurrent"),
+        ("[alerts]\nevaluate_every = \"500000000000y\"\n", "alerts.evaluate_every"),
+        ("[cgroups]\nremoval_grace = \"500000000000y\"\n", "cgroups.removal_grace"),
+        ("[alerts.oom_kill]\nresolve_after = \"500000000000y\"\n", "alerts.oom_kill.resolve_after"),
+        ("[forecast]\nhorizon = \"500000000000y\"\n", "forecast.horizon"),
+        ("[daemon]\nbacklog = 18446744073709551615\n", "daemon.backlog"),
+    ] {
+        let e = err(text);
+        assert!(e.contains(key) && e.contains("outside"), "{text}: {e}");
+    }
+}
+
+#[test]
+fn exec_hooks_must_be_absolute_paths_to_executables() {
+    for (program, why) in [("page", "not an absolute path"), ("/nonexistent/page", "No such file"), ("/proc/self/status", "not an executable file")] {
+        let e = err(&format!("[[sinks.exec]]\ncommand = [\"{program}\"]\n"));
+        assert!(e.contains("sinks.exec[0].command") && e.contains(why), "{program}: {e}");
+    }
+    assert!(Config::parse("[[sinks.exec]]\ncommand = [\"/bin/true\"]\n", "x.toml").is_ok());
+}
+
+#[test]
+fn credentials_in_urls_are_never_shown() {
+    assert_eq!(redact_url("http://ops:s3cret@am:9093/api"), "http://ops:***@am:9093/api");
+    assert_eq!(redact_url("http://am:9093/a@b"), "http://am:9093/a@b", "an @ in the path is not userinfo");
+    assert_eq!(redact_url("http://token@am"), "http://token:***@am");
+    let e = err("[[sinks.webhook]]\nurl = \"http://ops:s3cret@h/a b\"\n");
+    assert!(!e.contains("s3cret") && e.contains("ops:***@h"), "{e}");
+    assert!(check_url("http://ops:s3cret@am:9093").is_ok(), "credentials are allowed: sent as basic auth");
+}
+
+/// Any configuration the range table accepts is one the daemon's pieces
+/// can be built from: values at and just past every bound, at random.
+#[test]
+fn every_accepted_value_is_inside_its_range() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut accepted = 0;
+    for _ in 0..2000 {
+        let mut c = Config::default();
+        c.sinks.alertmanager.push(AlertmanagerSink::example());
+        c.sinks.exec.push(ExecSink { command: vec!["/bin/true".into()], ..ExecSink::example() });
+        let extreme_u = |r: u64| [0, 1, 2, 63, 64, 65, 100_000, 100_001, 1_000_001, u64::MAX / 2, u64::MAX][(r % 11) as usize];
+        let extreme_d = |r: u64| {
+            [Duration::ZERO, Duration::from_nanos(1), Duration::from_millis(100), Duration::from_secs(1), Duration::from_secs(86_401), Duration::MAX][(r % 6) as usize]
+        };
+        match rand() % 8 {
+            0 => c.sinks.alertmanager[0].queue = extreme_u(rand()) as usize,
+            1 => c.sinks.alertmanager[0].resend_interval = extreme_d(rand()),
+            2 => c.sinks.exec[0].max_concurrent = extreme_u(rand()) as usize,
+            3 => c.alerts.evaluate_every = extreme_d(rand()),
+            4 => c.daemon.stream_buffer = extreme_u(rand()) as usize,
+            5 => c.alerts.oom_kill.resolve_after = extreme_d(rand()),
+            6 => c.cgroups.sample_interval = extreme_d(rand()),
+            _ => c.forecast.horizon = extreme_d(rand()),
+        }
+        if c.validate().is_ok() {
+            accepted += 1;
+            ranges::each_setting(&c, &mut |key, value, range| {
+                assert!(ranges::check_ranges(&c).is_ok(), "{key} = {value} outside {range} was accepted");
+            });
+            // What the daemon computes from them must not overflow.
+            let now = std::time::Instant::now();
+            for d in [c.alerts.evaluate_every * 2, c.alerts.oom_kill.resolve_after, c.forecast.horizon, c.cgroups.removal_grace] {
+                assert!(now.checked_add(d).is_some());
+            }
+        }
+    }
+    assert!(accepted > 100, "the generator must also produce valid configurations ({accepted})");
 }
