@@ -17,7 +17,6 @@ use super::bpf;
 
 /// How long a peer may take to exit on its own before ChildGuard's SIGKILL.
 const GRACE: Duration = Duration::from_secs(5);
-const BPFTRACE_MISSING: &str = "starting bpftrace (apt-get install bpftrace)";
 
 pub struct Peer {
     child: ChildGuard,
@@ -86,7 +85,7 @@ pub fn bpftrace_quiet(script: &str, programs: usize) -> Result<Peer> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    let mut peer = Peer::spawn(&mut cmd, libc::SIGINT, BPFTRACE_MISSING)?;
+    let mut peer = Peer::spawn(&mut cmd, libc::SIGINT, "starting bpftrace")?;
     peer.wait_ready(
         "bpftrace",
         Duration::from_secs(60),
@@ -121,7 +120,11 @@ impl BpftraceLines {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut peer = Peer::spawn(&mut cmd, libc::SIGINT, BPFTRACE_MISSING)?;
+        let mut peer = Peer::spawn(
+            &mut cmd,
+            libc::SIGINT,
+            "starting bpftrace (apt-get install bpftrace)",
+        )?;
         let streams: [Box<dyn Read + Send>; 2] = [
             Box::new(peer.child.0.stdout.take().context("bpftrace stdout")?),
             Box::new(peer.child.0.stderr.take().context("bpftrace stderr")?),
