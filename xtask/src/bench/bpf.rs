@@ -18,6 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 const SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
+pub const TRACEPOINT: u32 = 5; // BPF_PROG_TYPE_TRACEPOINT
 
 /// Enables BPF run-time statistics until dropped, then restores the value
 /// found (statistics cost every program two clock reads while on).
@@ -181,7 +182,27 @@ impl ProgDelta {
     }
 }
 
-pub fn delta(before: &BTreeMap<u32, Prog>, after: &BTreeMap<u32, Prog>) -> Vec<ProgDelta> {
+/// The programs of one process over a window: counters at its start, the
+/// difference at its end.
+pub struct ProgWindow {
+    pid: u32,
+    start: BTreeMap<u32, Prog>,
+}
+
+impl ProgWindow {
+    pub fn start(pid: u32) -> Result<Self> {
+        Ok(Self {
+            pid,
+            start: progs_of(pid)?,
+        })
+    }
+
+    pub fn end(&self) -> Result<Vec<ProgDelta>> {
+        Ok(delta(&self.start, &progs_of(self.pid)?))
+    }
+}
+
+fn delta(before: &BTreeMap<u32, Prog>, after: &BTreeMap<u32, Prog>) -> Vec<ProgDelta> {
     after
         .values()
         .map(|a| {

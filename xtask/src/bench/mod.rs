@@ -25,6 +25,7 @@ mod bpf;
 mod footprint;
 mod latency;
 mod metrics;
+mod peer;
 mod procfs;
 mod readcost;
 mod reclaim;
@@ -41,6 +42,8 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use crate::workspace_root;
+
+pub const MIB: u64 = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
@@ -85,6 +88,30 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Points at the release binaries, which must exist by now.
+    fn new(args: &BenchArgs) -> Result<Self> {
+        let target = target_dir();
+        let ctx = Ctx {
+            quick: args.quick,
+            breakdown: args.breakdown,
+            oomwatch: target.join("release/oomwatch"),
+            memhog: target.join("release/memhog"),
+            target_dir: target,
+        };
+        for bin in [&ctx.oomwatch, &ctx.memhog] {
+            if !bin.exists() {
+                bail!(
+                    "{} is missing: build with `cargo build --release -p oomwatch -p oomwatch-tests`",
+                    bin.display()
+                );
+            }
+        }
+        // The harness (oomwatch-tests) starts the daemon from $OOMWATCH_BIN.
+        // SAFETY: still single-threaded; nothing reads the environment concurrently.
+        unsafe { std::env::set_var("OOMWATCH_BIN", &ctx.oomwatch) };
+        Ok(ctx)
+    }
+
     /// Full or quick variant of a parameter.
     pub fn pick<T>(&self, full: T, quick: T) -> T {
         if self.quick { quick } else { full }
@@ -312,6 +339,55 @@ impl Report {
         out
     }
 
+    fn write_json(&self, out: &Path, quick: bool, started: &str, secs: f64) -> Result<()> {
+        if let Some(dir) = out.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let json = self.json(quick, started, secs);
+        std::fs::write(out, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", out.display()))
+    }
+
+    fn print_summary(&self, quick: bool, started: &str, secs: f64, out: &Path) {
+        println!(
+            "\n==== oomwatch bench{} ({started}, {secs:.0} s) ====\n",
+            if quick { " --quick" } else { "" },
+        );
+        print!("{}", self.table());
+        for n in &self.notes {
+            println!("note: {n}");
+        }
+        let missed = self.rows.iter().filter(|r| r.pass() == Some(false)).count();
+        println!(
+            "\n{} figures, {} targets missed; JSON: {}",
+            self.rows.len(),
+            missed,
+            out.display()
+        );
+    }
+
+    /// The command fails only when a figure could not be measured at all.
+    fn fail_if_unmeasured(&self) -> Result<()> {
+        if self.errors.is_empty() {
+            return Ok(());
+        }
+        for (f, e) in &self.errors {
+            println!(
+                "could not measure {f}: {}",
+                e.lines().next().unwrap_or_default()
+            );
+        }
+        bail!(
+            "{} figure(s) could not be measured: {}",
+            self.errors.len(),
+            self.errors
+                .iter()
+                .map(|(f, _)| f.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
     fn json(&self, quick: bool, started: &str, secs: f64) -> Value {
         let rows: Vec<Value> = self
             .rows
@@ -367,7 +443,35 @@ pub fn target_dir() -> PathBuf {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    for f in &args.only {
+    let selected = select(&args.only)?;
+    if !crate::is_root() {
+        bail!(
+            "the benchmarks load eBPF programs and create cgroups: run as root (`sudo -E cargo xtask bench`)"
+        );
+    }
+    if !args.no_build {
+        build(&selected)?;
+    }
+    let ctx = Ctx::new(&args)?;
+    remove_stale_cgroups();
+
+    let started = humantime_now();
+    let t0 = Instant::now();
+    let mut report = Report::default();
+    for (name, figure) in selected {
+        measure(name, *figure, &ctx, &mut report);
+    }
+    let out = args
+        .out
+        .unwrap_or_else(|| ctx.target_dir.join("bench/results.json"));
+    report.write_json(&out, args.quick, &started, t0.elapsed().as_secs_f64())?;
+    report.print_summary(args.quick, &started, t0.elapsed().as_secs_f64(), &out);
+    report.fail_if_unmeasured()
+}
+
+/// The figures named by `--only` (all without it), in [`FIGURES`] order.
+fn select(only: &[String]) -> Result<Vec<&'static (&'static str, Figure)>> {
+    for f in only {
         if !FIGURES.iter().any(|(name, _)| name == f) {
             bail!(
                 "--only: unknown figure '{f}' (expected: {})",
@@ -379,119 +483,39 @@ pub fn run(args: BenchArgs) -> Result<()> {
             );
         }
     }
-    if !crate::is_root() {
-        bail!(
-            "the benchmarks load eBPF programs and create cgroups: run as root (`sudo -E cargo xtask bench`)"
-        );
-    }
-    let selected: Vec<&(&str, Figure)> = FIGURES
+    Ok(FIGURES
         .iter()
-        .filter(|(n, _)| args.only.is_empty() || args.only.iter().any(|o| o == n))
-        .collect();
-    let target = target_dir();
-    if !args.no_build {
-        build(&selected)?;
-    }
-    let ctx = Ctx {
-        quick: args.quick,
-        breakdown: args.breakdown,
-        oomwatch: target.join("release/oomwatch"),
-        memhog: target.join("release/memhog"),
-        target_dir: target.clone(),
+        .filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n))
+        .collect())
+}
+
+/// Runs one figure; an error or a panic is recorded as "could not measure"
+/// so the figures after it still run.
+fn measure(name: &str, figure: Figure, ctx: &Ctx, report: &mut Report) {
+    println!(
+        "\n==== bench: {name}{} ====",
+        if ctx.quick { " (quick)" } else { "" }
+    );
+    let t = Instant::now();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| figure(ctx, report)));
+    let err = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("{e:#}")),
+        Err(p) => Some(
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "panicked".into()),
+        ),
     };
-    for bin in [&ctx.oomwatch, &ctx.memhog] {
-        if !bin.exists() {
-            bail!(
-                "{} is missing: build with `cargo build --release -p oomwatch -p oomwatch-tests`",
-                bin.display()
-            );
+    match err {
+        None => println!("bench {name}: done in {:.0} s", t.elapsed().as_secs_f64()),
+        Some(e) => {
+            let first = e.lines().next().unwrap_or_default().to_owned();
+            println!("bench {name}: COULD NOT MEASURE: {first}");
+            report.errors.push((name.to_string(), e));
         }
     }
-    // The harness (oomwatch-tests) starts the daemon from $OOMWATCH_BIN.
-    // SAFETY: still single-threaded; nothing reads the environment concurrently.
-    unsafe { std::env::set_var("OOMWATCH_BIN", &ctx.oomwatch) };
-
-    remove_stale_cgroups();
-    let started = humantime_now();
-    let t0 = Instant::now();
-    let mut report = Report::default();
-    for (name, figure) in selected {
-        println!(
-            "\n==== bench: {name}{} ====",
-            if args.quick { " (quick)" } else { "" }
-        );
-        let t = Instant::now();
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| figure(&ctx, &mut report)));
-        let err = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(e)) => Some(format!("{e:#}")),
-            Err(p) => Some(
-                p.downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panicked".into()),
-            ),
-        };
-        match err {
-            None => println!("bench {name}: done in {:.0} s", t.elapsed().as_secs_f64()),
-            Some(e) => {
-                let first = e.lines().next().unwrap_or_default().to_owned();
-                println!("bench {name}: COULD NOT MEASURE: {first}");
-                report.errors.push((name.to_string(), e));
-            }
-        }
-    }
-
-    let out = args
-        .out
-        .unwrap_or_else(|| target.join("bench/results.json"));
-    if let Some(dir) = out.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let json = report.json(args.quick, &started, t0.elapsed().as_secs_f64());
-    std::fs::write(&out, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("writing {}", out.display()))?;
-
-    println!(
-        "\n==== oomwatch bench{} ({started}, {:.0} s) ====\n",
-        if args.quick { " --quick" } else { "" },
-        t0.elapsed().as_secs_f64()
-    );
-    print!("{}", report.table());
-    for n in &report.notes {
-        println!("note: {n}");
-    }
-    let missed = report
-        .rows
-        .iter()
-        .filter(|r| r.pass() == Some(false))
-        .count();
-    println!(
-        "\n{} figures, {} targets missed; JSON: {}",
-        report.rows.len(),
-        missed,
-        out.display()
-    );
-    if !report.errors.is_empty() {
-        for (f, e) in &report.errors {
-            println!(
-                "could not measure {f}: {}",
-                e.lines().next().unwrap_or_default()
-            );
-        }
-        bail!(
-            "{} figure(s) could not be measured: {}",
-            report.errors.len(),
-            report
-                .errors
-                .iter()
-                .map(|(f, _)| f.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
-    Ok(())
 }
 
 fn humantime_now() -> String {
@@ -572,10 +596,15 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.min(sorted.len()) - 1]
 }
 
-pub fn median(v: &[f64]) -> f64 {
+/// Nearest-rank percentile of unsorted values.
+pub fn percentile_of(v: &[f64], p: f64) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
-    percentile(&s, 50.0)
+    percentile(&s, p)
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    percentile_of(v, 50.0)
 }
 
 /// Sum of every sample of metric `name` (any labels) in a text exposition.
@@ -584,6 +613,11 @@ pub fn metric_sum(exposition: &str, name: &str) -> f64 {
         .iter()
         .map(|(_, v)| v)
         .sum()
+}
+
+/// How far metric `name` (all labels summed) moved between two scrapes.
+pub fn metric_delta(before: &str, after: &str, name: &str) -> f64 {
+    metric_sum(after, name) - metric_sum(before, name)
 }
 
 /// Samples of metric `name`: (labels text, value).

@@ -8,9 +8,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use oomwatch_tests::{ChildGuard, TestCgroup};
 
-use super::{Ctx, Report, Row, cargo_bench_json};
-
-const MIB: u64 = 1 << 20;
+use super::{Ctx, MIB, Report, Row, cargo_bench_json};
 
 pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let cg = TestCgroup::new("bench-readcost", Some(256 * MIB));

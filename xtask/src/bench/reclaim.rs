@@ -10,28 +10,99 @@
 //! reclaim-stall programs show up here as soon as the daemon loads them.
 
 use std::{
+    path::Path,
     process::{Command, Stdio},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
 use oomwatch_tests::{ChildGuard, Daemon, TestCgroup};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{Ctx, Report, Row, Target, bpf, ensure_dir, metric_sum, procfs};
+use super::{
+    Ctx, MIB, Report, Row, Target, bpf, ensure_dir, metric_delta,
+    peer::{self, Peer},
+    procfs, ratio,
+};
 
-const MIB: u64 = 1 << 20;
 /// ns per program run.
 const PROG_TARGET_NS: f64 = 150.0;
+const GROUP: &str = "reclaim storm";
 
 pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
-    let window = ctx.pick(Duration::from_secs(20), Duration::from_secs(5));
-    let file_mb = 256u64;
-    let limit = 64 * MIB;
+    let plan = Plan::new(ctx);
+    ensure_bpftool(rep);
+    let data = ctx.data_dir();
+    ensure_dir(&data)?;
+    let stats = bpf::StatsEnabled::enable()?;
+    let stats_before = stats.previous().to_owned();
+
+    let daemon = Daemon::start(&[]);
+    let cgs: Vec<TestCgroup> = (0..2)
+        .map(|i| TestCgroup::new(&format!("bench-reclaim{i}"), Some(plan.limit)))
+        .collect();
+    let files = write_files(ctx, &data, plan.file_mb)?;
+    let _readers = start_readers(ctx, &plan, &cgs, &files);
+    let churn = ExitChurn::start();
+    // Same-run floor: bpftrace programs on the same tracepoints.
+    let baseline = Baseline::start();
+    if let Err(e) = &baseline {
+        rep.note(format!("bpftrace baseline not measured: {e:#}"));
+    }
+    std::thread::sleep(Duration::from_secs(2)); // reach steady reclaim
+
+    let window = Window::measure(&daemon, &cgs, baseline.as_ref().ok(), &churn, plan.window)?;
+    drop(baseline);
+    let exited = churn.stop() - window.exits_at_start;
+    drop(stats);
+
+    let memcg_reclaims = window.memcg_reclaims();
+    println!(
+        "reclaim: {:.1} s, memcg reclaims {memcg_reclaims:?}, limit hits {}, pages uncharged {}, host pages scanned {}, {exited} process exits; daemon CPU {:.2}% (schedstat {:.2}%), events {}, lost {}",
+        window.secs,
+        window.limit_hits,
+        window.uncharged,
+        window.scanned,
+        window.used.percent,
+        window.used.sched_percent,
+        window.published,
+        window.lost
+    );
+    program_rows(rep, &window);
+    report_rows(rep, &window, memcg_reclaims);
+    let workload = json!({"cgroups": cgs.len(), "limit_bytes": plan.limit, "file_mb": plan.file_mb, "pgscan_host": window.scanned, "limit_hits": window.limit_hits,
+        "pgpgout": window.uncharged, "memcg_reclaims": memcg_reclaims, "process_exits": exited});
+    rep.detail(
+        "reclaim",
+        detail(&window, &stats_before, workload, daemon.pid()),
+    );
+    Ok(())
+}
+
+struct Plan {
+    window: Duration,
+    /// Size of each file re-read, MB.
+    file_mb: u64,
+    /// memory.max of each reading cgroup, a quarter of its file.
+    limit: u64,
+}
+
+impl Plan {
+    fn new(ctx: &Ctx) -> Self {
+        Self {
+            window: ctx.pick(Duration::from_secs(20), Duration::from_secs(5)),
+            file_mb: 256,
+            limit: 64 * MIB,
+        }
+    }
+}
+
+fn ensure_bpftool(rep: &mut Report) {
     if !which("bpftool") {
         // Names only; figures come from /proc/PID/fdinfo without it.
         if let Err(e) = crate::apt::ensure(&["bpftool"]) {
@@ -40,16 +111,11 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             ));
         }
     }
-    let data = ctx.data_dir();
-    ensure_dir(&data)?;
-    let stats = bpf::StatsEnabled::enable()?;
-    let stats_before = stats.previous().to_owned();
+}
 
-    let daemon = Daemon::start(&[]);
-    let cgs: Vec<TestCgroup> = (0..2)
-        .map(|i| TestCgroup::new(&format!("bench-reclaim{i}"), Some(limit)))
-        .collect();
-    // Write the files first (outside the window), then re-read them for longer than the window.
+/// Writes the files to re-read (before the window, so writing is not
+/// measured), with none of their pages left in the page cache.
+fn write_files(ctx: &Ctx, data: &Path, file_mb: u64) -> Result<Vec<String>> {
     let files: Vec<String> = (0..2)
         .map(|i| data.join(format!("reclaim{i}.dat")).display().to_string())
         .collect();
@@ -68,110 +134,164 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     for f in &files {
         drop_cache(f)?;
     }
-    let secs = (window.as_secs() + 25).to_string();
-    let _readers: Vec<ChildGuard> = cgs
-        .iter()
-        .zip(&files)
+    Ok(files)
+}
+
+/// One reader per cgroup, re-reading its file for longer than the window.
+fn start_readers(ctx: &Ctx, plan: &Plan, cgs: &[TestCgroup], files: &[String]) -> Vec<ChildGuard> {
+    let secs = (plan.window.as_secs() + 25).to_string();
+    cgs.iter()
+        .zip(files)
         .map(|(cg, f)| {
-            ChildGuard(
-                cg.spawn(
-                    ctx.memhog()
-                        .args(["cache", f, &file_mb.to_string(), &secs, "8"]),
-                ),
-            )
+            ChildGuard(cg.spawn(ctx.memhog().args([
+                "cache",
+                f,
+                &plan.file_mb.to_string(),
+                &secs,
+                "8",
+            ])))
         })
-        .collect();
+        .collect()
+}
 
-    // Short-lived processes: every exit runs sched_process_exit.
-    let stop = Arc::new(AtomicBool::new(false));
-    let exits = Arc::new(AtomicU64::new(0));
-    let churn = {
-        let (stop, exits) = (stop.clone(), exits.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if Command::new("true").stdout(Stdio::null()).status().is_ok() {
-                    exits.fetch_add(1, Ordering::Relaxed);
+/// Short-lived processes: every exit runs sched_process_exit.
+struct ExitChurn {
+    stop: Arc<AtomicBool>,
+    exits: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ExitChurn {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let exits = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, exits) = (stop.clone(), exits.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if Command::new("true").stdout(Stdio::null()).status().is_ok() {
+                        exits.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
                 }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        })
-    };
-    // Same-run floor: bpftrace programs on the same tracepoints.
-    let baseline = Baseline::start();
-    if let Err(e) = &baseline {
-        rep.note(format!("bpftrace baseline not measured: {e:#}"));
-    }
-    std::thread::sleep(Duration::from_secs(2)); // reach steady reclaim
-
-    let pid = daemon.pid();
-    let scan = || {
-        procfs::vmstat("pgscan_direct").unwrap_or(0) + procfs::vmstat("pgscan_kswapd").unwrap_or(0)
-    };
-    let failcnt = |cgs: &[TestCgroup]| {
-        cgs.iter()
-            .map(|c| c.read("memory.failcnt").trim().parse::<u64>().unwrap_or(0))
-            .sum::<u64>()
-    };
-    let pgpgout = |cgs: &[TestCgroup]| {
-        cgs.iter()
-            .map(|c| {
-                c.read("memory.stat")
-                    .lines()
-                    .find_map(|l| l.strip_prefix("pgpgout ")?.trim().parse::<u64>().ok())
-                    .unwrap_or(0)
             })
-            .sum::<u64>()
-    };
-    let m0 = daemon.metrics();
-    let p0 = bpf::progs_of(pid)?;
-    let b0 = baseline
-        .as_ref()
-        .ok()
-        .and_then(|b| bpf::progs_of(b.child.pid()).ok());
-    let scan0 = scan();
-    let fail0 = failcnt(&cgs);
-    let out0 = pgpgout(&cgs);
-    let exits0 = exits.load(Ordering::Relaxed);
-    let cpu = procfs::CpuWindow::start(pid).context("daemon /proc stat")?;
-    let t0 = Instant::now();
-    std::thread::sleep(window);
-    let p1 = bpf::progs_of(pid)?;
-    let b1 = baseline
-        .as_ref()
-        .ok()
-        .and_then(|b| bpf::progs_of(b.child.pid()).ok());
-    let used = cpu.end().context("daemon /proc stat")?;
-    let secs = t0.elapsed().as_secs_f64();
-    let m1 = daemon.metrics();
-    let scanned = scan().saturating_sub(scan0);
-    let limit_hits = failcnt(&cgs).saturating_sub(fail0);
-    let uncharged = pgpgout(&cgs).saturating_sub(out0);
-    drop(baseline);
-    let exited = exits.load(Ordering::Relaxed) - exits0;
-    stop.store(true, Ordering::Relaxed);
-    let _ = churn.join();
-    drop(stats);
+        };
+        Self {
+            stop,
+            exits,
+            thread: Some(thread),
+        }
+    }
 
-    let published = metric_sum(&m1, "oomwatch_events_published_total")
-        - metric_sum(&m0, "oomwatch_events_published_total");
-    let lost = metric_sum(&m1, "oomwatch_events_lost_total")
-        - metric_sum(&m0, "oomwatch_events_lost_total");
-    let deltas = bpf::delta(&p0, &p1);
-    let base: Vec<(&str, bpf::ProgDelta)> = match (&b0, &b1) {
-        (Some(b0), Some(b1)) => Baseline::label(bpf::delta(b0, b1)),
-        _ => Vec::new(),
-    };
-    let memcg_reclaims = base
-        .iter()
-        .find(|(l, _)| l.contains("memcg_reclaim_begin"))
-        .map(|(_, d)| d.runs);
-    println!(
-        "reclaim: {secs:.1} s, memcg reclaims {memcg_reclaims:?}, limit hits {limit_hits}, pages uncharged {uncharged}, host pages scanned {scanned}, {exited} process exits; daemon CPU {:.2}% (schedstat {:.2}%), events {published}, lost {lost}",
-        used.percent, used.sched_percent
-    );
-    let g = "reclaim storm";
-    for d in &deltas {
-        let rate = d.runs as f64 / secs;
+    fn exits(&self) -> u64 {
+        self.exits.load(Ordering::Relaxed)
+    }
+
+    /// Exits so far; the churn ends.
+    fn stop(self) -> u64 {
+        self.exits()
+    }
+}
+
+impl Drop for ExitChurn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the kernel and the daemon counted over the window.
+struct Window {
+    secs: f64,
+    used: procfs::CpuUse,
+    programs: Vec<bpf::ProgDelta>,
+    baseline: Vec<(&'static str, bpf::ProgDelta)>,
+    /// Host pages scanned (direct and kswapd).
+    scanned: u64,
+    limit_hits: u64,
+    /// Pages uncharged from our cgroups.
+    uncharged: u64,
+    published: f64,
+    lost: f64,
+    exits_at_start: u64,
+}
+
+impl Window {
+    fn measure(
+        daemon: &Daemon,
+        cgs: &[TestCgroup],
+        baseline: Option<&Baseline>,
+        churn: &ExitChurn,
+        window: Duration,
+    ) -> Result<Self> {
+        let pid = daemon.pid();
+        let m0 = daemon.metrics();
+        let progs = bpf::ProgWindow::start(pid)?;
+        let base = baseline.and_then(|b| bpf::ProgWindow::start(b.peer.pid()).ok());
+        let scan0 = pages_scanned();
+        let fail0 = failcnt(cgs);
+        let out0 = pgpgout(cgs);
+        let exits_at_start = churn.exits();
+        let cpu = procfs::CpuWindow::start(pid).context("daemon /proc stat")?;
+        let t0 = Instant::now();
+        std::thread::sleep(window);
+        let programs = progs.end()?;
+        let base = base.and_then(|w| w.end().ok());
+        let used = cpu.end().context("daemon /proc stat")?;
+        let secs = t0.elapsed().as_secs_f64();
+        let m1 = daemon.metrics();
+        Ok(Self {
+            secs,
+            used,
+            programs,
+            baseline: base.map(Baseline::label).unwrap_or_default(),
+            scanned: pages_scanned().saturating_sub(scan0),
+            limit_hits: failcnt(cgs).saturating_sub(fail0),
+            uncharged: pgpgout(cgs).saturating_sub(out0),
+            published: metric_delta(&m0, &m1, "oomwatch_events_published_total"),
+            lost: metric_delta(&m0, &m1, "oomwatch_events_lost_total"),
+            exits_at_start,
+        })
+    }
+
+    /// From bpftrace's empty program at memcg_reclaim_begin: the workload's
+    /// own count, which our programs may not see.
+    fn memcg_reclaims(&self) -> Option<u64> {
+        self.baseline
+            .iter()
+            .find(|(l, _)| l.contains("memcg_reclaim_begin"))
+            .map(|(_, d)| d.runs)
+    }
+}
+
+fn pages_scanned() -> u64 {
+    procfs::vmstat("pgscan_direct").unwrap_or(0) + procfs::vmstat("pgscan_kswapd").unwrap_or(0)
+}
+
+fn failcnt(cgs: &[TestCgroup]) -> u64 {
+    cgs.iter()
+        .map(|c| c.read("memory.failcnt").trim().parse::<u64>().unwrap_or(0))
+        .sum()
+}
+
+fn pgpgout(cgs: &[TestCgroup]) -> u64 {
+    cgs.iter()
+        .map(|c| {
+            c.read("memory.stat")
+                .lines()
+                .find_map(|l| l.strip_prefix("pgpgout ")?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Our programs against their target, then the bpftrace baselines.
+fn program_rows(rep: &mut Report, w: &Window) {
+    let g = GROUP;
+    for d in &w.programs {
+        let rate = d.runs as f64 / w.secs;
         match d.ns_per_run() {
             Some(ns) => rep.row(
                 Row::new(
@@ -181,7 +301,7 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
                     "ns",
                 )
                 .target(Target::AtMost(PROG_TARGET_NS))
-                .peer(Baseline::peer_of(&d.name, ns, &base)),
+                .peer(Baseline::peer_of(&d.name, ns, &w.baseline)),
             ),
             None => rep.row(Row::text(g, format!("prog {} per run", d.name), "not run")),
         }
@@ -194,60 +314,65 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             d.ns_per_run()
         );
     }
-    for (label, d) in &base {
+    for (label, d) in &w.baseline {
         if let Some(ns) = d.ns_per_run() {
             rep.row(Row::new(
                 g,
                 format!(
                     "bpftrace baseline: {label} ({:.0} runs/s)",
-                    d.runs as f64 / secs
+                    d.runs as f64 / w.secs
                 ),
                 ns,
                 "ns",
             ));
         }
     }
+}
+
+fn report_rows(rep: &mut Report, w: &Window, memcg_reclaims: Option<u64>) {
+    let g = GROUP;
     rep.row(Row::new(
         g,
         "events/s published by the daemon",
-        published / secs,
+        w.published / w.secs,
         "/s",
     ));
-    rep.row(Row::new(g, "events lost (ring buffer full)", lost, "").target(Target::Exactly(0.0)));
+    rep.row(Row::new(g, "events lost (ring buffer full)", w.lost, "").target(Target::Exactly(0.0)));
     rep.row(
-        Row::new(g, "daemon CPU (utime+stime)", used.percent, "% core").target(Target::AtMost(5.0)),
+        Row::new(g, "daemon CPU (utime+stime)", w.used.percent, "% core")
+            .target(Target::AtMost(5.0)),
     );
     rep.row(
         Row::new(
             g,
             "workload: memcg reclaims / limit hits / pages uncharged",
-            limit_hits as f64,
+            w.limit_hits as f64,
             "",
         )
         .shown(format!(
-            "{} / {limit_hits} / {uncharged}",
+            "{} / {} / {}",
             memcg_reclaims
                 .map(|n| n.to_string())
-                .unwrap_or_else(|| "?".into())
+                .unwrap_or_else(|| "?".into()),
+            w.limit_hits,
+            w.uncharged
         )),
     );
-    rep.detail(
-        "reclaim",
-        json!({
-            "window_s": secs,
-            "bpf_stats_enabled_before": stats_before,
-            "workload": {"cgroups": cgs.len(), "limit_bytes": limit, "file_mb": file_mb, "pgscan_host": scanned, "limit_hits": limit_hits,
-                "pgpgout": uncharged, "memcg_reclaims": memcg_reclaims, "process_exits": exited},
-            "baseline": base.iter().map(|(l, d)| json!({"program": l, "runs": d.runs, "run_time_ns": d.run_time_ns, "ns_per_run": d.ns_per_run()})).collect::<Vec<_>>(),
-            "programs": deltas.iter().map(|d| json!({"name": d.name, "id": d.id, "runs": d.runs, "run_time_ns": d.run_time_ns, "ns_per_run": d.ns_per_run()})).collect::<Vec<_>>(),
-            "events_published": published,
-            "events_lost": lost,
-            "daemon_cpu_percent": used.percent,
-            "daemon_cpu_sched_percent": used.sched_percent,
-            "daemon_rss_mib": procfs::rss_mib(pid),
-        }),
-    );
-    Ok(())
+}
+
+fn detail(w: &Window, stats_before: &str, workload: Value, pid: u32) -> Value {
+    json!({
+        "window_s": w.secs,
+        "bpf_stats_enabled_before": stats_before,
+        "workload": workload,
+        "baseline": w.baseline.iter().map(|(l, d)| json!({"program": l, "runs": d.runs, "run_time_ns": d.run_time_ns, "ns_per_run": d.ns_per_run()})).collect::<Vec<_>>(),
+        "programs": w.programs.iter().map(|d| json!({"name": d.name, "id": d.id, "runs": d.runs, "run_time_ns": d.run_time_ns, "ns_per_run": d.ns_per_run()})).collect::<Vec<_>>(),
+        "events_published": w.published,
+        "events_lost": w.lost,
+        "daemon_cpu_percent": w.used.percent,
+        "daemon_cpu_sched_percent": w.used.sched_percent,
+        "daemon_rss_mib": procfs::rss_mib(pid),
+    })
 }
 
 fn which(bin: &str) -> bool {
@@ -273,7 +398,7 @@ fn drop_cache(path: &str) -> Result<()> {
 /// and the usual way to time reclaim stalls in bpftrace or BCC's drsnoop:
 /// a start time per thread in a hash at begin, a histogram at end.
 struct Baseline {
-    child: ChildGuard,
+    peer: Peer,
 }
 
 /// Tracepoint programs in load order (bpftrace loads them in script order).
@@ -295,36 +420,16 @@ tracepoint:vmscan:mm_vmscan_memcg_reclaim_end { if (@start[tid]) { @stall = hist
 
 impl Baseline {
     fn start() -> Result<Self> {
-        let child = Command::new("bpftrace")
-            .args(["-e", BASELINE_SCRIPT])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting bpftrace")?;
-        let mut me = Self {
-            child: ChildGuard(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = me.child.0.try_wait() {
-                anyhow::bail!("bpftrace exited at start: {s}");
-            }
-            if bpf::progs_of(me.child.pid()).is_ok_and(|p| {
-                p.values().filter(|p| p.prog_type == TRACEPOINT).count() >= BASELINE_PROGRAMS.len()
-            }) {
-                return Ok(me);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        anyhow::bail!("bpftrace did not load its programs within 60 s")
+        Ok(Self {
+            peer: peer::bpftrace_quiet(BASELINE_SCRIPT, BASELINE_PROGRAMS.len())?,
+        })
     }
 
     /// Names the tracepoint programs by load order (ids grow in load order).
     fn label(deltas: Vec<bpf::ProgDelta>) -> Vec<(&'static str, bpf::ProgDelta)> {
         let mut tp: Vec<bpf::ProgDelta> = deltas
             .into_iter()
-            .filter(|d| d.prog_type == TRACEPOINT)
+            .filter(|d| d.prog_type == bpf::TRACEPOINT)
             .collect();
         tp.sort_by_key(|d| d.id);
         BASELINE_PROGRAMS.iter().copied().zip(tp).collect()
@@ -349,19 +454,9 @@ impl Baseline {
                 Some(format!(
                     "bpftrace {l}: {:.0} ns ({})",
                     d.ns_per_run()?,
-                    super::ratio(ns, d.ns_per_run()?)
+                    ratio(ns, d.ns_per_run()?)
                 ))
             })
             .unwrap_or_default()
     }
 }
-
-impl Drop for Baseline {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) of the pid we started.
-        unsafe { libc::kill(self.child.pid() as i32, libc::SIGINT) };
-        let _ = self.child.wait_timeout(Duration::from_secs(5));
-    }
-}
-
-const TRACEPOINT: u32 = 5; // BPF_PROG_TYPE_TRACEPOINT

@@ -16,83 +16,231 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use oomwatch_tests::{ChildGuard, Daemon, Tail, TestCgroup};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::{Ctx, Report, Row, Target, bpf, metric_samples, metric_sum, procfs};
-
-const MIB: u64 = 1 << 20;
+use super::{
+    Ctx, MIB, Report, Row, Target, bpf,
+    latency::BPFTRACE_PROGRAM,
+    metric_delta, metric_samples,
+    peer::{self, Peer},
+    procfs, ratio,
+};
 
 pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
-    let ncg = 20usize;
-    let kills = ctx.pick(200usize, 60);
-    let burst = 10usize;
-    let period = Duration::from_secs(1);
-    let cgroups: Vec<TestCgroup> = (0..ncg)
-        .map(|i| TestCgroup::new(&format!("bench-storm{i}"), Some(32 * MIB)))
-        .collect();
-    let paths: HashSet<&str> = cgroups.iter().map(|c| c.path.as_str()).collect();
-
+    let storm = Storm::new(ctx);
     let daemon = Daemon::start(&[]);
     let mut tail = Tail::start(&daemon, &["--kind", "oom_kill"]);
     // Let the sampler find the new cgroups (inotify) before the storm.
     std::thread::sleep(Duration::from_secs(2));
     // What the OOM programs cost per kill (kernel.bpf_stats_enabled, restored
     // after), next to bpftrace printing each kill (perf buffer + wakeup).
-    let peer = std::process::Command::new("bpftrace")
-        .args(["-e", super::latency::BPFTRACE_PROGRAM])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map(ChildGuard);
-    if let Ok(p) = &peer {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline && bpf::progs_of(p.pid()).is_err() {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let peer = start_peer();
     let stats = bpf::StatsEnabled::enable();
-    let p0 = bpf::progs_of(daemon.pid()).ok();
-    let peer0 = peer.as_ref().ok().and_then(|p| bpf::progs_of(p.pid()).ok());
-    let m0 = daemon.metrics();
-    let seen0 = metric_sum(&m0, "oomwatch_kernel_oom_kills_seen_total");
-    let lost0 = metric_sum(&m0, "oomwatch_events_lost_total");
-    let vm0 = procfs::vmstat("oom_kill").context("/proc/vmstat has no oom_kill")?;
-    let cg0: Vec<u64> = cgroups.iter().map(TestCgroup::oom_kills).collect();
+    let before = Before::read(&daemon, peer.as_ref(), &storm)?;
+    let kills = storm.unleash(ctx);
+    let counted = Counted::after(&storm, &before, &daemon, &mut tail);
+    drop(stats);
+    drop(peer);
+    counted.print(&storm, &kills);
+    report_rows(rep, &storm, &kills, &counted);
+    rep.detail("storm", detail(&storm, &kills, &counted, &before, &tail));
+    drop(kills);
+    Ok(())
+}
 
-    let t0 = Instant::now();
-    let mut hogs: Vec<ChildGuard> = Vec::with_capacity(kills);
-    let mut spawned = 0usize;
-    let mut round = 0usize;
-    while spawned < kills {
-        let at = t0 + period * round as u32;
-        if let Some(wait) = at.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-        for j in 0..burst.min(kills - spawned) {
-            let cg = &cgroups[(round * burst + j) % ncg];
-            hogs.push(ChildGuard(cg.spawn(ctx.memhog().args(["hog", "128"]))));
-            spawned += 1;
-        }
-        round += 1;
-    }
-    let spawn_secs = t0.elapsed().as_secs_f64();
-    let mut not_killed = 0usize;
-    for h in &mut hogs {
-        match h.wait_timeout(Duration::from_secs(30)) {
-            Some(s) if s.signal() == Some(libc::SIGKILL) => {}
-            _ => not_killed += 1,
-        }
-    }
-    let storm_secs = t0.elapsed().as_secs_f64();
-    let kernel_cg: u64 = cgroups
-        .iter()
-        .zip(&cg0)
-        .map(|(c, b)| c.oom_kills().saturating_sub(*b))
-        .sum();
+/// Kills in bursts of `burst` concurrent hogs, one burst every `period`,
+/// each burst over `burst` different cgroups.
+struct Storm {
+    cgroups: Vec<TestCgroup>,
+    kills: usize,
+    burst: usize,
+    period: Duration,
+}
 
-    // Wait for the stream to catch up (bounded).
+impl Storm {
+    fn new(ctx: &Ctx) -> Self {
+        Self {
+            cgroups: (0..20)
+                .map(|i| TestCgroup::new(&format!("bench-storm{i}"), Some(32 * MIB)))
+                .collect(),
+            kills: ctx.pick(200, 60),
+            burst: 10,
+            period: Duration::from_secs(1),
+        }
+    }
+
+    fn paths(&self) -> HashSet<&str> {
+        self.cgroups.iter().map(|c| c.path.as_str()).collect()
+    }
+
+    /// Starts every hog on schedule and waits (30 s each at most) for the
+    /// OOM killer to end them.
+    fn unleash(&self, ctx: &Ctx) -> Kills {
+        let t0 = Instant::now();
+        let mut hogs: Vec<ChildGuard> = Vec::with_capacity(self.kills);
+        let mut round = 0usize;
+        while hogs.len() < self.kills {
+            let at = t0 + self.period * round as u32;
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            for j in 0..self.burst.min(self.kills - hogs.len()) {
+                let cg = &self.cgroups[(round * self.burst + j) % self.cgroups.len()];
+                hogs.push(ChildGuard(cg.spawn(ctx.memhog().args(["hog", "128"]))));
+            }
+            round += 1;
+        }
+        let spawn_secs = t0.elapsed().as_secs_f64();
+        let mut not_killed = 0usize;
+        for h in &mut hogs {
+            match h.wait_timeout(Duration::from_secs(30)) {
+                Some(s) if s.signal() == Some(libc::SIGKILL) => {}
+                _ => not_killed += 1,
+            }
+        }
+        Kills {
+            spawned: hogs.len(),
+            _hogs: hogs,
+            spawn_secs,
+            not_killed,
+            storm_secs: t0.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+struct Kills {
+    /// Kept until the figures are in: a hog the OOM killer spared is killed
+    /// then, not while it still counts.
+    _hogs: Vec<ChildGuard>,
+    spawned: usize,
+    spawn_secs: f64,
+    not_killed: usize,
+    /// Until the last hog was dead.
+    storm_secs: f64,
+}
+
+/// bpftrace printing each kill; the storm goes on without it.
+fn start_peer() -> Option<Peer> {
+    let peer = peer::bpftrace_quiet(BPFTRACE_PROGRAM, 1).ok()?;
+    // bpftrace loads its program before it attaches it.
+    std::thread::sleep(Duration::from_millis(500));
+    Some(peer)
+}
+
+/// The counters before the storm; program windows open from here.
+struct Before {
+    progs: Option<bpf::ProgWindow>,
+    peer_progs: Option<bpf::ProgWindow>,
+    metrics: String,
+    vmstat: u64,
+    per_cgroup: Vec<u64>,
+}
+
+impl Before {
+    fn read(daemon: &Daemon, peer: Option<&Peer>, storm: &Storm) -> Result<Self> {
+        Ok(Self {
+            progs: bpf::ProgWindow::start(daemon.pid()).ok(),
+            peer_progs: peer.and_then(|p| bpf::ProgWindow::start(p.pid()).ok()),
+            metrics: daemon.metrics(),
+            vmstat: procfs::vmstat("oom_kill").context("/proc/vmstat has no oom_kill")?,
+            per_cgroup: storm.cgroups.iter().map(TestCgroup::oom_kills).collect(),
+        })
+    }
+}
+
+/// Kills as the kernel, the tail client and the daemon counted them.
+struct Counted {
+    /// In our cgroups, by their own counters.
+    kernel_cg: u64,
+    tail_ours: u64,
+    tail_all: u64,
+    metric_ours: f64,
+    vm_delta: u64,
+    seen_delta: u64,
+    lost: f64,
+    progs: Vec<bpf::ProgDelta>,
+    /// bpftrace's program at mark_victim.
+    peer_prog: Option<bpf::ProgDelta>,
+}
+
+impl Counted {
+    fn after(storm: &Storm, before: &Before, daemon: &Daemon, tail: &mut Tail) -> Self {
+        let paths = storm.paths();
+        let kernel_cg: u64 = storm
+            .cgroups
+            .iter()
+            .zip(&before.per_cgroup)
+            .map(|(c, b)| c.oom_kills().saturating_sub(*b))
+            .sum();
+        let tail_ours = catch_up(tail, &paths, kernel_cg);
+        let tail_all = tail
+            .seen
+            .iter()
+            .filter(|(v, _)| v["kind"] == "oom_kill")
+            .count() as u64;
+        let vm1 = procfs::vmstat("oom_kill").unwrap_or(before.vmstat);
+        let m1 = daemon.metrics();
+        let progs = before.progs.as_ref().and_then(|w| w.end().ok());
+        let peer_progs = before.peer_progs.as_ref().and_then(|w| w.end().ok());
+        let m0 = &before.metrics;
+        Self {
+            kernel_cg,
+            tail_ours,
+            tail_all,
+            metric_ours: metric_samples(&m1, "oomwatch_oom_kills_total")
+                .iter()
+                .filter(|(labels, _)| {
+                    paths
+                        .iter()
+                        .any(|p| labels.contains(&format!("cgroup=\"{p}\"")))
+                })
+                .map(|(_, v)| v)
+                .sum(),
+            vm_delta: vm1.saturating_sub(before.vmstat),
+            seen_delta: metric_delta(m0, &m1, "oomwatch_kernel_oom_kills_seen_total").max(0.0)
+                as u64,
+            lost: metric_delta(m0, &m1, "oomwatch_events_lost_total"),
+            progs: progs.unwrap_or_default(),
+            peer_prog: peer_progs.and_then(|d| {
+                d.into_iter()
+                    .find(|d| d.prog_type == bpf::TRACEPOINT && d.runs > 0)
+            }),
+        }
+    }
+
+    fn missed_tail(&self) -> u64 {
+        self.kernel_cg.saturating_sub(self.tail_ours)
+    }
+
+    fn missed_metric(&self) -> u64 {
+        self.kernel_cg.saturating_sub(self.metric_ours as u64)
+    }
+
+    fn missed_host(&self) -> u64 {
+        self.vm_delta.saturating_sub(self.seen_delta)
+    }
+
+    fn print(&self, storm: &Storm, kills: &Kills) {
+        println!(
+            "storm: {} hogs in {:.1} s over {} cgroups, all dead after {:.1} s; kernel per-cgroup {}, tail {}, \
+             oomwatch_oom_kills_total {}; host: vmstat +{}, daemon saw +{}, tail (all cgroups) {}",
+            kills.spawned,
+            kills.spawn_secs,
+            storm.cgroups.len(),
+            kills.storm_secs,
+            self.kernel_cg,
+            self.tail_ours,
+            self.metric_ours,
+            self.vm_delta,
+            self.seen_delta,
+            self.tail_all
+        );
+    }
+}
+
+/// Waits (10 s at most) for the stream to bring the kills in our cgroups;
+/// how many it brought.
+fn catch_up(tail: &mut Tail, paths: &HashSet<&str>, expected: u64) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(10);
     let count_ours = |t: &Tail| {
         t.seen
@@ -102,96 +250,38 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             })
             .count() as u64
     };
-    while count_ours(&tail) < kernel_cg && Instant::now() < deadline {
+    while count_ours(tail) < expected && Instant::now() < deadline {
         let _ = tail.wait_for(Duration::from_millis(200), |_| false);
     }
     let _ = tail.wait_for(Duration::from_millis(500), |_| false);
-    let tail_ours = count_ours(&tail);
-    let tail_all = tail
-        .seen
-        .iter()
-        .filter(|(v, _)| v["kind"] == "oom_kill")
-        .count() as u64;
-    let vm1 = procfs::vmstat("oom_kill").unwrap_or(vm0);
-    let m1 = daemon.metrics();
-    let p1 = bpf::progs_of(daemon.pid()).ok();
-    let peer1 = peer.as_ref().ok().and_then(|p| bpf::progs_of(p.pid()).ok());
-    drop(stats);
-    if let Ok(p) = &peer {
-        // SAFETY: plain kill(2) of the pid we started.
-        unsafe { libc::kill(p.pid() as i32, libc::SIGINT) };
-    }
-    drop(peer);
-    let peer_prog = match (&peer0, &peer1) {
-        (Some(a), Some(b)) => bpf::delta(a, b)
-            .into_iter()
-            .find(|d| d.prog_type == 5 && d.runs > 0),
-        _ => None,
-    };
-    let progs = match (&p0, &p1) {
-        (Some(a), Some(b)) => bpf::delta(a, b),
-        _ => Vec::new(),
-    };
-    let seen1 = metric_sum(&m1, "oomwatch_kernel_oom_kills_seen_total");
-    let lost1 = metric_sum(&m1, "oomwatch_events_lost_total");
-    let metric_ours: f64 = metric_samples(&m1, "oomwatch_oom_kills_total")
-        .iter()
-        .filter(|(labels, _)| {
-            paths
-                .iter()
-                .any(|p| labels.contains(&format!("cgroup=\"{p}\"")))
-        })
-        .map(|(_, v)| v)
-        .sum();
-    let vm_delta = vm1.saturating_sub(vm0);
-    let seen_delta = (seen1 - seen0).max(0.0) as u64;
-    let missed_tail = kernel_cg.saturating_sub(tail_ours);
-    let missed_metric = kernel_cg.saturating_sub(metric_ours as u64);
-    let missed_host = vm_delta.saturating_sub(seen_delta);
-    println!(
-        "storm: {spawned} hogs in {spawn_secs:.1} s over {ncg} cgroups, all dead after {storm_secs:.1} s; kernel per-cgroup {kernel_cg}, tail {tail_ours}, \
-         oomwatch_oom_kills_total {metric_ours}; host: vmstat +{vm_delta}, daemon saw +{seen_delta}, tail (all cgroups) {tail_all}"
-    );
+    count_ours(tail)
+}
 
+fn report_rows(rep: &mut Report, storm: &Storm, kills: &Kills, c: &Counted) {
     let g = "kill storm";
     rep.row(Row::new(
         g,
-        format!("kills by the kernel in our {ncg} cgroups (in {storm_secs:.0} s)"),
-        kernel_cg as f64,
+        format!(
+            "kills by the kernel in our {} cgroups (in {:.0} s)",
+            storm.cgroups.len(),
+            kills.storm_secs
+        ),
+        c.kernel_cg as f64,
         "",
     ));
-    rep.row(
-        Row::new(
-            g,
-            "missed by tail (vs memory.oom_control)",
-            missed_tail as f64,
-            "",
-        )
-        .target(Target::Exactly(0.0)),
-    );
-    rep.row(
-        Row::new(
-            g,
-            "missed by oomwatch_oom_kills_total",
-            missed_metric as f64,
-            "",
-        )
-        .target(Target::Exactly(0.0)),
-    );
-    rep.row(
-        Row::new(
-            g,
+    for (figure, missed) in [
+        ("missed by tail (vs memory.oom_control)", c.missed_tail()),
+        ("missed by oomwatch_oom_kills_total", c.missed_metric()),
+        (
             "missed host-wide (vmstat vs kernel_oom_kills_seen)",
-            missed_host as f64,
-            "",
-        )
-        .target(Target::Exactly(0.0)),
-    );
-    rep.row(
-        Row::new(g, "events lost (ring buffer full)", lost1 - lost0, "")
-            .target(Target::Exactly(0.0)),
-    );
-    for d in &progs {
+            c.missed_host(),
+        ),
+    ] {
+        rep.row(Row::new(g, figure, missed as f64, "").target(Target::Exactly(0.0)));
+    }
+    rep.row(Row::new(g, "events lost (ring buffer full)", c.lost, "").target(Target::Exactly(0.0)));
+    let peer_ns = c.peer_prog.as_ref().and_then(|p| p.ns_per_run());
+    for d in &c.progs {
         if let Some(ns) = d.ns_per_run() {
             let mut row = Row::new(
                 g,
@@ -199,42 +289,40 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
                 ns,
                 "ns",
             );
-            if let Some(p) = peer_prog.as_ref().and_then(|p| p.ns_per_run())
+            if let Some(p) = peer_ns
                 && d.name.starts_with("mark_victim")
             {
                 row = row.peer(format!(
                     "bpftrace printf at mark_victim: {p:.0} ns ({})",
-                    super::ratio(ns, p)
+                    ratio(ns, p)
                 ));
             }
             rep.row(row);
         }
     }
-    if not_killed > 0 {
+    if kills.not_killed > 0 {
         rep.row(Row::new(
             g,
             "hogs that were not OOM-killed",
-            not_killed as f64,
+            kills.not_killed as f64,
             "",
         ));
     }
-    if vm_delta != kernel_cg {
-        rep.note(format!("kill storm: /proc/vmstat oom_kill moved by {vm_delta}, our cgroups by {kernel_cg}: other users of the machine had kills meanwhile"));
+    if c.vm_delta != c.kernel_cg {
+        rep.note(format!("kill storm: /proc/vmstat oom_kill moved by {}, our cgroups by {}: other users of the machine had kills meanwhile", c.vm_delta, c.kernel_cg));
     }
-    rep.detail(
-        "storm",
-        json!({
-            "cgroups": ncg, "hogs": spawned, "burst": burst, "period_s": period.as_secs_f64(),
-            "spawn_seconds": spawn_secs, "storm_seconds": storm_secs, "not_oom_killed": not_killed,
-            "kernel_per_cgroup": kernel_cg, "tail_ours": tail_ours, "metric_ours": metric_ours,
-            "vmstat_delta": vm_delta, "daemon_seen_delta": seen_delta, "tail_all": tail_all,
-            "events_lost_delta": lost1 - lost0,
-            "bpftrace_printf_ns_per_run": peer_prog.as_ref().and_then(|p| p.ns_per_run()),
-            "programs": progs.iter().map(|d| json!({"name": d.name, "runs": d.runs, "run_time_ns": d.run_time_ns, "ns_per_run": d.ns_per_run()})).collect::<Vec<_>>(),
-            "per_cgroup": cgroups.iter().zip(&cg0).map(|(c, b)| json!({"cgroup": c.path, "kernel": c.oom_kills() - b,
-                "tail": tail.seen.iter().filter(|(v, _)| v["kind"] == "oom_kill" && v["cgroup"] == c.path.as_str()).count()})).collect::<Vec<_>>(),
-        }),
-    );
-    drop(hogs);
-    Ok(())
+}
+
+fn detail(storm: &Storm, kills: &Kills, c: &Counted, before: &Before, tail: &Tail) -> Value {
+    json!({
+        "cgroups": storm.cgroups.len(), "hogs": kills.spawned, "burst": storm.burst, "period_s": storm.period.as_secs_f64(),
+        "spawn_seconds": kills.spawn_secs, "storm_seconds": kills.storm_secs, "not_oom_killed": kills.not_killed,
+        "kernel_per_cgroup": c.kernel_cg, "tail_ours": c.tail_ours, "metric_ours": c.metric_ours,
+        "vmstat_delta": c.vm_delta, "daemon_seen_delta": c.seen_delta, "tail_all": c.tail_all,
+        "events_lost_delta": c.lost,
+        "bpftrace_printf_ns_per_run": c.peer_prog.as_ref().and_then(|p| p.ns_per_run()),
+        "programs": c.progs.iter().map(|d| json!({"name": d.name, "runs": d.runs, "run_time_ns": d.run_time_ns, "ns_per_run": d.ns_per_run()})).collect::<Vec<_>>(),
+        "per_cgroup": storm.cgroups.iter().zip(&before.per_cgroup).map(|(c, b)| json!({"cgroup": c.path, "kernel": c.oom_kills() - b,
+            "tail": tail.seen.iter().filter(|(v, _)| v["kind"] == "oom_kill" && v["cgroup"] == c.path.as_str()).count()})).collect::<Vec<_>>(),
+    })
 }
