@@ -75,7 +75,7 @@ fn model(n: usize) -> Arc<Model> {
     let now = Instant::now();
     for (i, path) in paths(n).iter().enumerate() {
         let i = i as u64;
-        model.admit(path, 10_000 + i);
+        model.admit(path, 10_000 + i, std::path::Path::new("/x"));
         let usage = (16 + i % 512) * MIB;
         let inactive = usage / 5;
         let sample = MemorySample {

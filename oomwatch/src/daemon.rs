@@ -274,7 +274,7 @@ fn start_outputs(
 ) -> Option<PushTask> {
     let metrics = Arc::new(metrics);
     let push = pusher.map(|p| {
-        log::info!("pushing metrics to {} every {}", p.url, humantime::format_duration(p.interval));
+        log::info!("pushing metrics to {} every {}", p.shown_url, humantime::format_duration(p.interval));
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(p.clone().run(metrics.clone(), stopped));
         PushTask { pusher: p, stop, task }

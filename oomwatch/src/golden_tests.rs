@@ -215,7 +215,7 @@ fn populated_model() -> Arc<Model> {
     let model = Arc::new(Model::default());
     let t0 = Instant::now();
     let path = "/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope";
-    model.admit(path, 7);
+    model.admit(path, 7, std::path::Path::new("/x"));
     let events = MemoryEvents {
         low: Some(1),
         high: Some(1),

@@ -14,6 +14,7 @@ pub mod reclaim;
 
 use std::{
     collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
     sync::{Mutex, MutexGuard, RwLock},
     time::{Duration, Instant},
 };
@@ -66,6 +67,9 @@ pub enum Admission {
 #[derive(Clone, Debug)]
 pub struct CgroupState {
     pub id: u64,
+    /// The cgroup's directory, as the filesystem names it (the path key is
+    /// a display form: names need not be UTF-8).
+    pub dir: PathBuf,
     pub labels: CgroupLabels,
     pub usage_bytes: u64,
     pub working_set_bytes: u64,
@@ -113,9 +117,10 @@ impl CgroupState {
         self.limit_bytes.or(self.high_bytes)
     }
 
-    fn new(id: u64, path: &str, history_len: usize) -> Self {
+    fn new(id: u64, path: &str, dir: &Path, history_len: usize) -> Self {
         Self {
             id,
+            dir: dir.to_path_buf(),
             labels: labels_for(path),
             usage_bytes: 0,
             working_set_bytes: 0,
@@ -253,7 +258,7 @@ impl Model {
     }
 
     /// Whether a newly found cgroup is tracked; starts tracking it if so.
-    pub fn admit(&self, path: &str, id: u64) -> Admission {
+    pub fn admit(&self, path: &str, id: u64, dir: &Path) -> Admission {
         if !self.passes_filters(path) {
             return Admission::Filtered;
         }
@@ -262,13 +267,14 @@ impl Model {
             // Same path again: a recreated cgroup continues its series.
             c.removed_at = None;
             c.id = id;
+            c.dir = dir.to_path_buf();
             return Admission::Tracked;
         }
         let live = s.cgroups.values().filter(|c| c.removed_at.is_none()).count();
         if live >= self.config.max_cgroups {
             return Admission::OverCap;
         }
-        s.cgroups.insert(path.to_owned(), CgroupState::new(id, path, self.config.history_len));
+        s.cgroups.insert(path.to_owned(), CgroupState::new(id, path, dir, self.config.history_len));
         Admission::Tracked
     }
 
@@ -373,6 +379,11 @@ impl Model {
         let mut s = self.write();
         s.excluded_filter = filtered;
         s.excluded_cap = over_cap;
+    }
+
+    /// The directory of a tracked cgroup (None: not tracked).
+    pub fn dir_of(&self, path: &str) -> Option<PathBuf> {
+        self.read().cgroups.get(path).map(|c| c.dir.clone())
     }
 
     pub fn is_tracked(&self, path: &str) -> bool {
@@ -604,6 +615,7 @@ impl Model {
             .filter_map(|(p, c)| {
                 Some(KillBaseline {
                     path: p.clone(),
+                    dir: c.dir.clone(),
                     kernel_baseline: c.kernel_kills_baseline?,
                     seen_since: kills_of(&s.kills, p).saturating_sub(c.seen_kills_baseline),
                     unobserved_reported: c.unobserved_reported,
@@ -691,6 +703,7 @@ pub struct UsageSeen {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KillBaseline {
     pub path: String,
+    pub dir: PathBuf,
     /// The kernel's local oom_kill counter when the model first saw the cgroup.
     pub kernel_baseline: u64,
     /// Kills oomwatch reported here since then.
@@ -776,21 +789,21 @@ mod tests {
             exclude: vec![glob::Pattern::new("*/besteffort*").unwrap()],
             ..Default::default()
         });
-        assert_eq!(m.admit("/system.slice/x", 1), Admission::Filtered);
-        assert_eq!(m.admit("/kubepods/besteffort/p", 2), Admission::Filtered);
-        assert_eq!(m.admit("/kubepods/a", 3), Admission::Tracked);
-        assert_eq!(m.admit("/kubepods/b", 4), Admission::Tracked);
-        assert_eq!(m.admit("/kubepods/c", 5), Admission::OverCap);
+        assert_eq!(m.admit("/system.slice/x", 1, Path::new("/x")), Admission::Filtered);
+        assert_eq!(m.admit("/kubepods/besteffort/p", 2, Path::new("/x")), Admission::Filtered);
+        assert_eq!(m.admit("/kubepods/a", 3, Path::new("/x")), Admission::Tracked);
+        assert_eq!(m.admit("/kubepods/b", 4, Path::new("/x")), Admission::Tracked);
+        assert_eq!(m.admit("/kubepods/c", 5, Path::new("/x")), Admission::OverCap);
         // A removed cgroup frees its slot.
         m.mark_removed("/kubepods/a", Instant::now());
-        assert_eq!(m.admit("/kubepods/c", 5), Admission::Tracked);
+        assert_eq!(m.admit("/kubepods/c", 5, Path::new("/x")), Admission::Tracked);
     }
 
     #[test]
     fn working_set_tracks_usage_between_full_samples() {
         let m = Model::default();
         let t0 = Instant::now();
-        m.admit("/c", 1);
+        m.admit("/c", 1, Path::new("/x"));
         m.observe_full("/c", &sample(100 * MIB, Some(200 * MIB), 30 * MIB), None, t0);
         m.observe_usage("/c", 150 * MIB, None, None, t0 + Duration::from_secs(1));
         let mut ws = 0;
@@ -804,7 +817,7 @@ mod tests {
     fn unlimited_is_trusted_only_after_the_read_at_creation() {
         let m = Model::default();
         let t = Instant::now();
-        m.admit("/c", 1);
+        m.admit("/c", 1, Path::new("/x"));
         // Read at mkdir: no limit yet (it is written right after).
         m.observe_full("/c", &sample(10, None, 0), None, t);
         assert!(!m.known_unlimited("/c", t), "one read at creation proves nothing");
@@ -817,7 +830,7 @@ mod tests {
     fn limit_hits_are_remembered_for_a_while() {
         let m = Model::default();
         let t0 = Instant::now();
-        m.admit("/c", 1);
+        m.admit("/c", 1, Path::new("/x"));
         m.observe_usage("/c", 10, None, Some(3), t0);
         assert!(!m.limit_evidence("/c", t0).recently_hit);
         m.observe_usage("/c", 10, None, Some(4), t0 + Duration::from_secs(1));
@@ -831,7 +844,7 @@ mod tests {
     fn removed_cgroups_expire_after_grace_with_their_kills() {
         let m = Model::new(ModelConfig { removal_grace: Duration::from_secs(10), ..Default::default() });
         let t0 = Instant::now();
-        m.admit("/c", 1);
+        m.admit("/c", 1, Path::new("/x"));
         m.record_kill("/c", Constraint::Memcg, None, t0);
         m.mark_removed("/c", t0);
         m.expire(t0 + Duration::from_secs(5), |_| false);
@@ -847,7 +860,7 @@ mod tests {
         let m = Model::default();
         let t = Instant::now();
         for (p, usage, limit) in [("/roomy", 10 * MIB, Some(100 * MIB)), ("/tight", 95 * MIB, Some(100 * MIB)), ("/free", 500 * MIB, None)] {
-            m.admit(p, 1);
+            m.admit(p, 1, Path::new("/x"));
             m.observe_full(p, &sample(usage, limit, 0), None, t);
         }
         let order: Vec<String> = m.status().into_iter().map(|r| r.cgroup).collect();

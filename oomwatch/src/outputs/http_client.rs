@@ -33,29 +33,78 @@ impl HttpClient {
 
     /// Sends one request; Ok for any 2xx answer. A non-2xx answer is an
     /// error carrying the status and the first 200 characters of the body.
-    pub async fn send(&self, method: Method, url: &str, content_type: Option<&str>, body: Bytes, timeout: Duration) -> Result<(), String> {
-        let mut req = Request::builder().method(method).uri(url).header(header::USER_AGENT, USER_AGENT);
+    /// Credentials in the URL (`user:password@`) go in an Authorization
+    /// header, as curl does; errors show the URL with the password hidden.
+    pub async fn send(&self, method: Method, url: &str, content_type: Option<&str>, body: Bytes, timeout: Duration) -> Result<(), HttpError> {
+        let shown = crate::config::redact_url(url);
+        let err = |reason: String| HttpError { url: shown.clone(), reason };
+        let (url, auth) = split_credentials(url);
+        let mut req = Request::builder().method(method).uri(url.as_ref()).header(header::USER_AGENT, USER_AGENT);
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
-        let req = req.body(Full::new(body)).map_err(|e| format!("{url}: {e}"))?;
+        if let Some(auth) = auth {
+            req = req.header(header::AUTHORIZATION, auth);
+        }
+        let req = req.body(Full::new(body)).map_err(|e| err(e.to_string()))?;
         let exchange = async {
-            let resp = self.inner.request(req).await.map_err(|e| format!("{url}: {}", crate::error_chain(&e)))?;
+            let resp = self.inner.request(req).await.map_err(|e| err(crate::error_chain(&e)))?;
             let status = resp.status();
             if status.is_success() {
                 return Ok(());
             }
             let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Err(format!("{url}: HTTP {status}: {}", String::from_utf8_lossy(&body).trim().chars().take(200).collect::<String>()))
+            Err(err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim().chars().take(200).collect::<String>())))
         };
-        tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("{url}: no answer within {timeout:?}"))?
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| err(format!("no answer within {timeout:?}")))?
     }
 
-    pub async fn post_json(&self, url: &str, body: String, timeout: Duration) -> Result<(), String> {
+    pub async fn post_json(&self, url: &str, body: String, timeout: Duration) -> Result<(), HttpError> {
         self.send(Method::POST, url, Some("application/json"), Bytes::from(body), timeout).await
     }
 }
 
+/// A request that failed: the URL (password hidden) and why, on one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{url}: {reason}")]
+pub struct HttpError {
+    pub url: String,
+    pub reason: String,
+}
+
+/// The URL without its `user:password@`, and those credentials as a basic
+/// auth header value (percent-escapes in them decoded).
+fn split_credentials(url: &str) -> (std::borrow::Cow<'_, str>, Option<String>) {
+    use base64::Engine as _;
+    let Some((scheme, rest)) = url.split_once("://") else { return (url.into(), None) };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return (url.into(), None) };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let credentials = format!("{}:{}", percent_decode(user), percent_decode(password));
+    let header = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(credentials));
+    (format!("{scheme}://{host}{tail}").into(), Some(header))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
 
 /// The host's name, as alerts and pushed metrics label it.
 pub fn hostname() -> String {
@@ -113,16 +162,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn credentials_in_the_url_are_sent_as_basic_auth_and_never_shown() {
+        let (port, req) = serve_once("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        let url = format!("http://ops:p%40ss@127.0.0.1:{port}/hook");
+        HttpClient::new().post_json(&url, "{}".into(), Duration::from_secs(2)).await.unwrap();
+        let req = req.join().unwrap();
+        // base64("ops:p@ss")
+        assert!(req.contains("authorization: Basic b3BzOnBAc3M=") || req.contains("Authorization: Basic b3BzOnBAc3M="), "{req}");
+        assert!(req.starts_with("POST /hook "), "the request line has no credentials: {req}");
+        let refused = format!("http://ops:s3cret@127.0.0.1:{}/x", closed_port());
+        let e = HttpClient::new().post_json(&refused, "{}".into(), Duration::from_secs(2)).await.unwrap_err().to_string();
+        assert!(!e.contains("s3cret") && e.contains("ops:***@"), "{e}");
+    }
+
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
     async fn errors_are_one_line_with_status_and_cause() {
         let (port, server) = serve_once("HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\nbad metrics\n");
         let url = format!("http://127.0.0.1:{port}/");
-        let e = HttpClient::new().post_json(&url, "{}".into(), Duration::from_secs(5)).await.unwrap_err();
+        let e = HttpClient::new().post_json(&url, "{}".into(), Duration::from_secs(5)).await.unwrap_err().to_string();
         server.join().unwrap();
         assert_eq!(e, format!("{url}: HTTP 400 Bad Request: bad metrics"));
 
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/");
-        let e = HttpClient::new().post_json(&url, "{}".into(), Duration::from_secs(5)).await.unwrap_err();
+        let e = HttpClient::new().post_json(&url, "{}".into(), Duration::from_secs(5)).await.unwrap_err().to_string();
         assert!(e.starts_with(&url) && e.to_lowercase().contains("refused") && !e.contains('\n'), "{e}");
     }
 }

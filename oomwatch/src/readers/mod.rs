@@ -30,6 +30,22 @@ pub use psi::{
     parse_pressure, read_pressure,
 };
 
+/// A cgroup name or path as the daemon shows and keys it. Names are bytes
+/// chosen by whoever created the cgroup: valid UTF-8 is kept as is (so
+/// systemd's `\x2d` escapes read as systemctl shows them), and each byte
+/// of an invalid sequence is written `\xNN`. Filesystem access never goes
+/// through this string: the sampler keeps the real directory beside it.
+pub fn path_string(raw: &[u8]) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for chunk in raw.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Errors of the cgroup room. Each one names the file it is about, because
 /// "permission denied" without a path is useless to an operator.
 #[derive(Debug, thiserror::Error)]

@@ -143,7 +143,8 @@ impl KillExplainer {
             let constraint = if constraint == Constraint::Memcg { Constraint::Global } else { constraint };
             return Verdict { constraint, limit_cgroup: None, usage_bytes: None, limit_bytes: None };
         };
-        let (usage, limit) = match self.layout.as_ref().and_then(|l| Some((l.memory_version, l.memory_dir(path)?))) {
+        let dir = |l: &CgroupLayout| self.model.dir_of(path).or_else(|| l.memory_dir(path));
+        let (usage, limit) = match self.layout.as_ref().and_then(|l| Some((l.memory_version, dir(l)?))) {
             Some((version, dir)) => (read_usage(&dir, version).ok().flatten(), read_limit(&dir, version)),
             None => (None, None),
         };
@@ -165,7 +166,7 @@ impl KillExplainer {
             if path != cgroup && self.model.known_unlimited(&path, now) {
                 continue;
             }
-            let Some(dir) = layout.memory_dir(&path) else { continue };
+            let Some(dir) = self.model.dir_of(&path).or_else(|| layout.memory_dir(&path)) else { continue };
             let Ok(Some(usage)) = read_usage(&dir, version) else { continue };
             let limit = read_limit(&dir, version);
             let hits_now = read_limit_hits(&dir, version);

@@ -90,10 +90,10 @@ impl Reconciler {
         let Some(layout) = &self.layout else { return Vec::new() };
         let mut out = Vec::new();
         for b in self.model.kill_baselines() {
-            let Some(dir) = layout.memory_dir(&b.path) else { continue };
+            let dir = &b.dir;
             let events = match layout.memory_version {
-                CgroupVersion::V2 => read_events_local(&dir, CgroupVersion::V2),
-                CgroupVersion::V1 => read_events(&dir, CgroupVersion::V1),
+                CgroupVersion::V2 => read_events_local(dir, CgroupVersion::V2),
+                CgroupVersion::V1 => read_events(dir, CgroupVersion::V1),
             };
             let Some(now) = events.ok().flatten().and_then(|e| e.oom_kill) else { continue };
             let gap = now.saturating_sub(b.kernel_baseline).saturating_sub(b.seen_since);

@@ -146,7 +146,7 @@ impl CgroupResolver {
 
 fn relative_path(root: &Path, full: &Path) -> Option<String> {
     let rel = full.strip_prefix(root).ok()?;
-    Some(format!("/{}", rel.to_string_lossy()))
+    Some(format!("/{}", crate::readers::path_string(rel.as_os_str().as_encoded_bytes())))
 }
 
 #[cfg(test)]

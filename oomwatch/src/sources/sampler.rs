@@ -11,6 +11,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     ffi::OsStr,
+    os::unix::ffi::OsStrExt as _,
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
@@ -22,7 +23,7 @@ use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use crate::{
     model::{Admission, Model, NodeState, UsageSeen},
-    readers::{CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, read_meminfo, read_memory, read_pressure},
+    readers::{CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, path_string, read_meminfo, read_memory, read_pressure},
 };
 
 #[derive(Clone, Debug)]
@@ -83,11 +84,34 @@ pub struct Sampler {
     watches: Option<Watches>,
     /// What each watch is on: a directory (new children) or a v2
     /// memory.events.local file (limit hits).
-    watched: HashMap<WatchDescriptor, (Tree, String, WatchKind)>,
+    watched: HashMap<WatchDescriptor, Watched>,
     spread: u64,
     proc_root: PathBuf,
     /// Woken after every sampling pass: the alert rules evaluate fresh data.
     sampled: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// A cgroup as the model names it, and its directory. Names are bytes
+/// chosen by whoever made the cgroup: the path is a display form (see
+/// `readers::path_string`), the directory the real name, so a cgroup whose
+/// name is not UTF-8 is read like any other.
+#[derive(Clone, Debug)]
+struct Found {
+    path: String,
+    dir: PathBuf,
+}
+
+impl Found {
+    fn child(&self, name: &OsStr) -> Found {
+        Found { path: join(&self.path, &path_string(name.as_bytes())), dir: self.dir.join(name) }
+    }
+}
+
+#[derive(Clone)]
+struct Watched {
+    tree: Tree,
+    cgroup: Found,
+    kind: WatchKind,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -199,38 +223,33 @@ impl Sampler {
                 self.scan(now);
                 continue;
             }
-            let Some((tree, path, kind)) = self.watched.get(&wd).cloned() else { continue };
+            let Some(Watched { tree, cgroup, kind }) = self.watched.get(&wd).cloned() else { continue };
             match kind {
                 WatchKind::Dir if mask.contains(inotify::EventMask::CREATE) && mask.contains(inotify::EventMask::ISDIR) => {
                     if let Some(name) = name {
-                        let child = join(&path, &name.to_string_lossy());
-                        self.discover_in(tree, child, now);
+                        self.discover_in(tree, cgroup.child(&name), now);
                     }
                 }
                 WatchKind::Dir if mask.intersects(inotify::EventMask::DELETE_SELF | inotify::EventMask::IGNORED) => {
-                    self.forget_in(tree, &path, now);
+                    self.forget_in(tree, &cgroup.path, now);
                 }
                 WatchKind::LocalEvents if mask.contains(inotify::EventMask::MODIFY) => {
                     // A limit was hit or a kill happened here: sample now.
-                    self.sample_full(&path, now);
+                    self.sample_full(&cgroup.path, now);
                 }
                 _ => {}
             }
         }
     }
 
-    fn dir_of(&self, path: &str) -> PathBuf {
-        self.dir_in(Tree::Memory, path)
+    fn root(&self, tree: Tree) -> Found {
+        Found { path: "/".into(), dir: self.root_of(tree).to_path_buf() }
     }
 
-    fn dir_in(&self, tree: Tree, path: &str) -> PathBuf {
-        self.root_of(tree).join(path.trim_start_matches('/'))
-    }
-
-    fn discover_in(&mut self, tree: Tree, path: String, now: Instant) -> Admission {
+    fn discover_in(&mut self, tree: Tree, cgroup: Found, now: Instant) -> Admission {
         match tree {
-            Tree::Memory => self.discover(path, now),
-            Tree::Unified => self.discover_unified(path),
+            Tree::Memory => self.discover(cgroup, now),
+            Tree::Unified => self.discover_unified(cgroup),
         }
     }
 
@@ -242,23 +261,22 @@ impl Sampler {
     }
 
     /// Hybrid hosts: a cgroup of the unified hierarchy, tracked for PSI only.
-    fn discover_unified(&mut self, path: String) -> Admission {
-        if self.pressure.contains_key(&path) {
+    fn discover_unified(&mut self, cgroup: Found) -> Admission {
+        if self.pressure.contains_key(&cgroup.path) {
             return Admission::Tracked;
         }
-        let admission = self.model.admit_pressure(&path);
+        let admission = self.model.admit_pressure(&cgroup.path);
         if admission != Admission::Tracked {
             return admission;
         }
-        let dir = self.dir_in(Tree::Unified, &path);
-        if let Ok(Some(poller)) = PressurePoller::open(&dir.join("memory.pressure")) {
+        if let Ok(Some(poller)) = PressurePoller::open(&cgroup.dir.join("memory.pressure")) {
             if let Ok(Some(p)) = poller.read() {
-                self.model.observe_pressure(&path, p);
+                self.model.observe_pressure(&cgroup.path, p);
             }
-            self.pressure.insert(path.clone(), poller);
-            self.add_watch(&dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Unified, &path, WatchKind::Dir);
-            for child in subdirs(&dir, &path) {
-                if child.matches('/').count() <= self.config.max_depth {
+            self.pressure.insert(cgroup.path.clone(), poller);
+            self.add_watch(&cgroup.dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Unified, &cgroup, WatchKind::Dir);
+            for child in subdirs(&cgroup) {
+                if child.path.matches('/').count() <= self.config.max_depth {
                     self.discover_unified(child);
                 }
             }
@@ -275,7 +293,7 @@ impl Sampler {
 
     fn unwatch(&mut self, tree: Tree, path: &str) {
         let wds: Vec<WatchDescriptor> =
-            self.watched.iter().filter(|(_, (t, p, _))| *t == tree && p == path).map(|(wd, _)| wd.clone()).collect();
+            self.watched.iter().filter(|(_, w)| w.tree == tree && w.cgroup.path == path).map(|(wd, _)| wd.clone()).collect();
         for wd in wds {
             self.watched.remove(&wd);
             if let Some(w) = self.watches.as_mut() {
@@ -292,19 +310,15 @@ impl Sampler {
         }
         let mut seen = std::collections::HashSet::new();
         let (mut filtered, mut over_cap) = (0usize, 0usize);
-        let mut queue = VecDeque::from([("/".to_owned(), 0usize)]);
-        self.watch_dir("/");
-        while let Some((path, depth)) = queue.pop_front() {
-            let Ok(entries) = fs::read_dir(self.dir_of(&path)) else { continue };
-            for e in entries.flatten() {
-                if !e.file_type().is_ok_and(|t| t.is_dir()) {
-                    continue;
-                }
-                let child = join(&path, &e.file_name().to_string_lossy());
+        let root = self.root(Tree::Memory);
+        self.watch_dir(&root);
+        let mut queue = VecDeque::from([(root, 0usize)]);
+        while let Some((parent, depth)) = queue.pop_front() {
+            for child in subdirs(&parent) {
                 if depth + 1 < self.config.max_depth {
                     queue.push_back((child.clone(), depth + 1));
                 }
-                seen.insert(child.clone());
+                seen.insert(child.path.clone());
                 match self.discover(child, now) {
                     Admission::Tracked => {}
                     Admission::Filtered => filtered += 1,
@@ -325,16 +339,16 @@ impl Sampler {
     }
 
     fn scan_unified(&mut self, now: Instant) {
-        let root = self.dir_in(Tree::Unified, "/");
-        self.add_watch(&root, WatchMask::CREATE | WatchMask::ONLYDIR, Tree::Unified, "/", WatchKind::Dir);
+        let root = self.root(Tree::Unified);
+        self.add_watch(&root.dir, WatchMask::CREATE | WatchMask::ONLYDIR, Tree::Unified, &root, WatchKind::Dir);
         let mut seen = std::collections::HashSet::new();
-        let mut queue = VecDeque::from([("/".to_owned(), 0usize)]);
-        while let Some((path, depth)) = queue.pop_front() {
-            for child in subdirs(&self.dir_in(Tree::Unified, &path), &path) {
+        let mut queue = VecDeque::from([(root, 0usize)]);
+        while let Some((parent, depth)) = queue.pop_front() {
+            for child in subdirs(&parent) {
                 if depth + 1 < self.config.max_depth {
                     queue.push_back((child.clone(), depth + 1));
                 }
-                seen.insert(child.clone());
+                seen.insert(child.path.clone());
                 self.discover_unified(child);
             }
         }
@@ -344,16 +358,15 @@ impl Sampler {
         }
     }
 
-    fn watch_dir(&mut self, path: &str) {
-        let dir = self.dir_of(path);
-        self.add_watch(&dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Memory, path, WatchKind::Dir);
+    fn watch_dir(&mut self, cgroup: &Found) {
+        self.add_watch(&cgroup.dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Memory, cgroup, WatchKind::Dir);
     }
 
-    fn add_watch(&mut self, file: &Path, mask: WatchMask, tree: Tree, path: &str, kind: WatchKind) {
+    fn add_watch(&mut self, file: &Path, mask: WatchMask, tree: Tree, cgroup: &Found, kind: WatchKind) {
         let Some(watches) = self.watches.as_mut() else { return };
         match watches.add(file, mask) {
             Ok(wd) => {
-                self.watched.insert(wd, (tree, path.to_owned(), kind));
+                self.watched.insert(wd, Watched { tree, cgroup: cgroup.clone(), kind });
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
                 log::warn!(
@@ -366,53 +379,50 @@ impl Sampler {
         }
     }
 
-    fn discover(&mut self, path: String, now: Instant) -> Admission {
-        if self.tracked.contains_key(&path) {
+    fn discover(&mut self, cgroup: Found, now: Instant) -> Admission {
+        if self.tracked.contains_key(&cgroup.path) {
             return Admission::Tracked;
         }
-        let dir = self.dir_of(&path);
-        let id = fs::metadata(&dir).map(|m| m.ino()).unwrap_or(0);
-        let admission = self.model.admit(&path, id);
+        let id = fs::metadata(&cgroup.dir).map(|m| m.ino()).unwrap_or(0);
+        let admission = self.model.admit(&cgroup.path, id, &cgroup.dir);
         if admission != Admission::Tracked {
             return admission;
         }
         let version = self.layout.memory_version;
-        match CgroupPoller::open(&dir, version) {
+        let Found { path, dir } = &cgroup;
+        match CgroupPoller::open(dir, version) {
             Ok(Some(poller)) => {
-                self.watch_dir(&path);
+                self.watch_dir(&cgroup);
                 if version == CgroupVersion::V2 {
-                    self.add_watch(&dir.join("memory.events.local"), WatchMask::MODIFY, Tree::Memory, &path, WatchKind::LocalEvents);
+                    self.add_watch(&dir.join("memory.events.local"), WatchMask::MODIFY, Tree::Memory, &cgroup, WatchKind::LocalEvents);
                     // Pure v2: PSI lives next to the memory files.
                     if let Ok(Some(poller)) = PressurePoller::open(&dir.join("memory.pressure")) {
                         self.pressure.insert(path.clone(), poller);
                     }
                 }
-                self.tracked.insert(
-                    path.clone(),
-                    Tracked { poller, next_full: now, idle_ticks: 0, next_usage: now },
-                );
-                self.sample_full(&path, now);
+                self.tracked.insert(path.clone(), Tracked { poller, next_full: now, idle_ticks: 0, next_usage: now });
+                self.sample_full(path, now);
                 // Children made before the watch above existed raised no
                 // event: look for them now.
                 if path.matches('/').count() < self.config.max_depth {
-                    for child in subdirs(&dir, &path) {
+                    for child in subdirs(&cgroup) {
                         self.discover(child, now);
                     }
                 }
                 // Runtimes create a cgroup and set its limits right after:
                 // look again in a second, then join the rotation.
-                if let Some(t) = self.tracked.get_mut(&path) {
+                if let Some(t) = self.tracked.get_mut(path) {
                     t.next_full = now + self.config.interval;
                 }
                 Admission::Tracked
             }
             Ok(None) => {
-                self.model.mark_removed(&path, now);
+                self.model.mark_removed(path, now);
                 Admission::Tracked
             }
             Err(e) => {
                 log::debug!("{e}");
-                self.model.mark_removed(&path, now);
+                self.model.mark_removed(path, now);
                 Admission::Filtered
             }
         }
@@ -540,14 +550,10 @@ impl Sampler {
     }
 }
 
-/// Subdirectories of `dir`, as cgroup paths under `path`.
-fn subdirs(dir: &Path, path: &str) -> Vec<String> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
-    entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| join(path, &e.file_name().to_string_lossy()))
-        .collect()
+/// The child cgroups of `parent`.
+fn subdirs(parent: &Found) -> Vec<Found> {
+    let Ok(entries) = fs::read_dir(&parent.dir) else { return Vec::new() };
+    entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| parent.child(&e.file_name())).collect()
 }
 
 fn join(parent: &str, name: &str) -> String {
@@ -604,6 +610,28 @@ mod tests {
         s.scan(Instant::now());
         assert_eq!(model.counts().tracked, 2);
         assert_eq!(model.counts().removed_in_grace, 1);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A delegated user names a cgroup with bytes that are not UTF-8: it is
+    /// sampled like any other (it used to be read at a lossy path that does
+    /// not exist, and so hid from early warning).
+    #[test]
+    fn cgroups_whose_names_are_not_utf8_are_tracked() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let root = std::env::temp_dir().join(format!("oomwatch-watch-bytes-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fake_v2_tree(&root, &[("/a", 1 << 20, "max")]);
+        let hostile = root.join("a").join(OsStr::from_bytes(b"sec-\xff\x1b[2J"));
+        fake_v2_tree(&hostile, &[("/", 8 << 20, "67108864")]);
+        let model = Arc::new(Model::default());
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        s.scan(Instant::now());
+        let rows = model.status();
+        let row = rows.iter().find(|r| r.cgroup.starts_with("/a/sec-")).unwrap_or_else(|| panic!("not tracked: {rows:?}"));
+        assert_eq!(row.cgroup, "/a/sec-\\xff\u{1b}[2J", "invalid bytes as \\xNN, the rest as is");
+        assert_eq!(row.limit_bytes, Some(64 << 20), "its files were read");
+        assert_eq!(model.dir_of(&row.cgroup), Some(hostile));
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -27,13 +27,16 @@ pub const JOB: &str = "oomwatch";
 pub struct Pusher {
     /// `<base>/metrics/job/oomwatch/instance/<host>`
     pub url: String,
+    /// The same, password hidden, for logs.
+    pub shown_url: String,
     pub interval: Duration,
     pub failures: Counter,
 }
 
 impl Pusher {
     pub fn new(base: &str, instance: &str, interval: Duration, failures: Counter) -> Self {
-        Self { url: group_url(base, JOB, instance), interval, failures }
+        let url = group_url(base, JOB, instance);
+        Self { shown_url: crate::config::redact_url(&url), url, interval, failures }
     }
 
     /// Each request may take at most this long: never more than the interval.
@@ -58,7 +61,7 @@ impl Pusher {
             match client.send(Method::PUT, &self.url, Some(TEXT_CONTENT_TYPE), Bytes::from(body), self.timeout()).await {
                 Ok(()) => {
                     if failing {
-                        log::info!("push: {} accepts pushes again", self.url);
+                        log::info!("push: {} accepts pushes again", self.shown_url);
                     }
                     failing = false;
                 }
@@ -80,7 +83,7 @@ impl Pusher {
     /// Deletes this host's group (on a clean stop), within `timeout`.
     pub async fn delete(&self, timeout: Duration) {
         match HttpClient::new().send(Method::DELETE, &self.url, None, Bytes::new(), timeout).await {
-            Ok(()) => log::info!("push: deleted {} (this host is now absent, not stale)", self.url),
+            Ok(()) => log::info!("push: deleted {} (this host is now absent, not stale)", self.shown_url),
             Err(e) => log::warn!("push: could not delete the group on stop: {e}; its last values stay on the Pushgateway"),
         }
     }
