@@ -358,3 +358,45 @@ fn lintian(deb: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_are_dpkg_shlibdeps_and_what_the_unit_runs() {
+        let d = depends_line("shlibs:Depends=libc6 (>= 2.34), libgcc-s1 (>= 4.2)\n").unwrap();
+        assert_eq!(d, "libc6 (>= 2.34), libgcc-s1 (>= 4.2), procps");
+        assert!(depends_line("nothing\n").is_err());
+    }
+
+    #[test]
+    fn the_changelog_must_name_the_workspace_version() {
+        let dir = std::env::temp_dir().join(format!("oomwatch-deb-changelog-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("changelog");
+        fs::write(&path, "oomwatch (0.1.0) unstable; urgency=medium\n").unwrap();
+        assert!(check_changelog(&path, "0.1.0").is_ok());
+        let e = check_changelog(&path, "0.2.0").unwrap_err().to_string();
+        assert!(e.contains("0.2.0") && e.contains("add an entry"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_committed_changelog_is_this_version() {
+        check_changelog(&workspace_root().join("deploy/debian/changelog"), version()).unwrap();
+    }
+
+    #[test]
+    fn bundled_crates_go_in_the_header_paragraph() {
+        let text = fs::read_to_string(workspace_root().join("deploy/debian/copyright")).unwrap();
+        let with = with_bundled_crates(&text).unwrap();
+        let header = with.split("\n\n").next().unwrap();
+        assert!(header.starts_with("Format: ") && header.contains("\nComment: The binary statically links"), "{header}");
+        // Every continuation line of the field is indented, as deb822 wants.
+        let comment = header.split_once("\nComment:").unwrap().1;
+        assert!(comment.lines().skip(1).all(|l| l.starts_with(' ')), "{comment}");
+        assert!(comment.contains(" tokio ") && comment.contains(" btf-rs "), "{comment}");
+        assert!(!comment.contains(" oomwatch-common "), "workspace crates are under Files: *");
+    }
+}
