@@ -663,6 +663,18 @@ fn deploy_files_are_valid_and_agree_with_each_other() {
     let out = Command::new(tool("systemd-analyze", "systemd")).args(["verify", "--man=no"]).arg(&copy).output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
+    // The exposure systemd itself computes for the file (offline: no manager
+    // needed). Each remaining item is justified in the unit's comments and
+    // was tried in the VM (`cargo xtask vm-test --hardening-matrix`); the
+    // systemd guest prints the live figure. A change that loosens the unit
+    // must say why here.
+    let out = Command::new(tool("systemd-analyze", "systemd")).args(["security", "--offline=true", "--no-pager"]).arg(&copy).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = said
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for oomwatch.service: ").nth(1)?.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{said}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(level <= 2.8, "systemd-analyze security: exposure {level} > 2.8; the items:\n{}", said.lines().filter(|l| l.starts_with('✗')).collect::<Vec<_>>().join("\n"));
 
     // Kubernetes: the same capabilities, the mounts, a valid config.
     let docs = yaml_docs("kubernetes/daemonset.yaml");
@@ -691,7 +703,7 @@ fn deploy_files_are_valid_and_agree_with_each_other() {
     let state = volume_of("/var/lib/oomwatch");
     let mount = c["volumeMounts"].as_sequence().unwrap().iter().find(|m| m["name"] == state.as_str()).expect("the state volume is mounted");
     assert_eq!(mount["mountPath"], "/var/lib/oomwatch");
-    assert!(mount.get("readOnly").is_none_or(|r| r == false), "the state directory is writable");
+    assert!(mount.get("readOnly").is_none_or(|r| *r == false), "the state directory is writable");
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     // Probes on /healthz of the metrics port; liveness only after startup.
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {

@@ -467,7 +467,7 @@ mod tests {
     use super::*;
 
     fn kernel() -> Kernel {
-        Kernel { package: "linux-image-6.1.0-1-amd64".into(), version: "6.1.1-1".into(), vmlinuz: "/x".into() }
+        Kernel { package: "linux-image-6.1.0-1-amd64".into(), version: "6.1.1-1".into(), vmlinuz: "/x".into(), modules: "/x/modules".into() }
     }
 
     fn line(s: &str, k: &str, v: &str) -> String {

@@ -37,7 +37,7 @@ const MASKED: &[&str] = &[
 ];
 /// Sparse: only what debootstrap wrote takes room (about 200 MB). The rest
 /// is for the package, the state directory and the journal during a run.
-const IMAGE_SIZE: &str = "2G";
+const IMAGE_BYTES: u64 = 2 << 30;
 /// Bump when the customisation below changes in a way the key cannot see.
 const FORMAT: u32 = 2;
 
@@ -50,9 +50,10 @@ pub struct BaseImage {
 pub fn ensure(vm_dir: &Path) -> Result<BaseImage> {
     let mirror = mirror()?;
     let manifest = format!(
-        "format {FORMAT}\nsuite {SUITE}\nmirror {mirror}\nvariant minbase\npackages {}\nmasked {}\nsize {IMAGE_SIZE}\n",
+        "format {FORMAT}\nsuite {SUITE}\nmirror {mirror}\nvariant minbase\npackages {}\nmasked {}\nsize {}G\n",
         PACKAGES.join(","),
-        MASKED.join(",")
+        MASKED.join(","),
+        IMAGE_BYTES >> 30
     );
     let key = sha256(&manifest)?;
     let base = vm_dir.join("rootfs");
@@ -98,7 +99,9 @@ pub fn ensure(vm_dir: &Path) -> Result<BaseImage> {
     }
     customise(&tree, &key)?;
     let img = partial.join("root.img");
-    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "oomwatch-root", "-d"]).arg(&tree).arg(&img).arg(IMAGE_SIZE)).context("mkfs.ext4 -d")?;
+    // Sized here (sparse), so mkfs neither creates the file nor says so.
+    fs::File::create(&img).and_then(|f| f.set_len(IMAGE_BYTES)).with_context(|| format!("creating {}", img.display()))?;
+    run(Command::new("mkfs.ext4").args(["-q", "-F", "-L", "oomwatch-root", "-d"]).arg(&tree).arg(&img)).context("mkfs.ext4 -d")?;
     fs::create_dir_all(&dir)?;
     fs::write(dir.join("manifest"), &manifest)?;
     fs::rename(&img, &image)?;
