@@ -68,6 +68,8 @@ pub fn run_task(args: &DebArgs) -> Result<()> {
 /// Stages, builds and returns target/deb/oomwatch_VERSION_ARCH.deb from a
 /// release binary that was already built.
 pub fn build_package(binary: &Path) -> Result<Built> {
+    // dpkg-shlibdeps; it brings binutils (strip).
+    crate::apt::ensure(&["dpkg-dev"])?;
     let root = workspace_root();
     let version = version().to_owned();
     check_binary_version(binary, &version)?;

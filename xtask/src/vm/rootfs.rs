@@ -211,10 +211,12 @@ fn mirror_in_deb822(text: &str) -> Option<String> {
                 .map(|v| v.split_whitespace().collect())
                 .unwrap_or_default()
         };
-        if field("Types").contains(&"deb") && field("Suites").contains(&SUITE) && field("Components").contains(&"main") {
-            if let Some(uri) = field("URIs").first() {
-                return Some((*uri).to_owned());
-            }
+        if field("Types").contains(&"deb")
+            && field("Suites").contains(&SUITE)
+            && field("Components").contains(&"main")
+            && let Some(uri) = field("URIs").first()
+        {
+            return Some((*uri).to_owned());
         }
     }
     None
