@@ -4,6 +4,7 @@
 mod apt;
 mod scenarios;
 mod bench;
+mod deb;
 mod fuzz;
 mod layers;
 mod setup;
@@ -41,6 +42,8 @@ enum Task {
     Test(test::TestArgs),
     /// Real workloads against the daemon, measured: lead time before kills, false alerts.
     Scenarios(scenarios::ScenarioArgs),
+    /// The Debian package (target/deb/oomwatch_VERSION_ARCH.deb), checked by lintian.
+    Deb(deb::DebArgs),
     /// The integration scenarios inside a Debian 6.1 VM (QEMU, TCG): the second kernel of the matrix.
     VmTest(vm::VmTestArgs),
     /// Performance figures against their targets (prints a table, writes target/bench/results.json).
@@ -68,6 +71,7 @@ fn main() -> Result<()> {
         }
         Task::Test(args) => test::run(args),
         Task::Scenarios(args) => scenarios::run_scenarios(args),
+        Task::Deb(args) => deb::run_task(&args),
         Task::VmTest(args) => vm::run(&args),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(&args),

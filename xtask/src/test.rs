@@ -45,7 +45,10 @@ pub fn run_suite(args: &TestArgs) -> Result<()> {
         .args(["test", "--release", "-p", "oomwatch-tests", "--", "--nocapture", "--test-threads=2"])
         .env("OOMWATCH_BIN", &bin))?;
 
-    section("kernel matrix: the scenarios in a Debian 6.1 VM (cargo xtask vm-test)");
+    section("Debian package, checked by lintian (cargo xtask deb)");
+    crate::deb::run_task(&crate::deb::DebArgs::default())?;
+
+    section("kernel matrix: the scenarios in a Debian 6.1 VM, and the package under systemd (cargo xtask vm-test)");
     crate::vm::run(&crate::vm::VmTestArgs::default())?;
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The guest: Debian's 6.1 kernel, taken out of its package into target/vm/
 //! (never installed into the host's /boot), and an initramfs of busybox,
 //! oomwatch, memhog, their shared libraries and the driver in tests/vm/.
+//! The systemd guest (systemd.rs) boots the same kernel with a small
+//! initramfs of busybox and the few modules that mount its root disk.
 
 use std::{
     fs,
@@ -16,6 +18,10 @@ use crate::{cmd_output, run};
 /// The meta-package whose dependency names the current Debian 12 kernel.
 const KERNEL_META: &str = "linux-image-amd64";
 const BUSYBOX: &str = "/bin/busybox";
+/// What the systemd guest's initramfs loads to mount its root disk (Debian
+/// builds virtio and ext4 as modules); their dependencies come along.
+/// crc32c: ext4's checksums ask the crypto API for it at mount time.
+const ROOT_DISK_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "crc32c_generic", "ext4"];
 
 pub struct Kernel {
     /// e.g. linux-image-6.1.0-48-amd64
@@ -23,6 +29,9 @@ pub struct Kernel {
     /// e.g. 6.1.172-1
     pub version: String,
     pub vmlinuz: PathBuf,
+    /// ROOT_DISK_MODULES and their dependencies as NAME.ko, and `order`:
+    /// their names, one a line, in an order insmod can load them.
+    pub modules: PathBuf,
 }
 
 /// The kernel image, downloaded and unpacked once; later runs reuse it.
@@ -44,10 +53,13 @@ pub fn ensure_kernel(vm_dir: &Path) -> Result<Kernel> {
     }
     let dir = kernels.join(&package);
     let vmlinuz = dir.join("vmlinuz");
-    if vmlinuz.exists() {
+    let modules = dir.join("modules");
+    if vmlinuz.exists() && modules.join("order").exists() {
         let version = fs::read_to_string(dir.join("version")).unwrap_or_default().trim().to_owned();
-        return Ok(Kernel { package, version, vmlinuz });
+        return Ok(Kernel { package, version, vmlinuz, modules });
     }
+    // Unpacked by an older xtask without the modules: unpack again.
+    let _ = fs::remove_dir_all(&dir);
 
     let download = kernels.join("download");
     let _ = fs::remove_dir_all(&download);
@@ -66,12 +78,14 @@ pub fn ensure_kernel(vm_dir: &Path) -> Result<Kernel> {
         .with_context(|| format!("apt-get download {package} left no .deb in {}", download.display()))?;
     let version = cmd_output(Command::new("dpkg-deb").arg("-f").arg(&deb).arg("Version"))?.trim().to_owned();
 
-    // Only boot/ (8 MB): the modules (390 MB) are not needed, everything the
-    // scenarios use is built in (BPF, kprobes, memcg, PSI, tracefs, cgroup2).
+    // boot/ (8 MB) and a dozen modules: everything the scenarios use is built
+    // in (BPF, kprobes, memcg, PSI, tracefs, cgroup2), only the systemd
+    // guest's root disk needs modules.
     let staging = kernels.join(format!("{package}.partial"));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging)?;
-    extract_boot(&deb, &staging)?;
+    extract(&deb, &staging, "./boot")?;
+    extract_root_disk_modules(&deb, &staging)?;
     let boot = staging.join("boot");
     let find = |prefix: &str| -> Result<PathBuf> {
         fs::read_dir(&boot)
@@ -86,7 +100,69 @@ pub fn ensure_kernel(vm_dir: &Path) -> Result<Kernel> {
     fs::write(staging.join("version"), format!("{version}\n"))?;
     fs::rename(&staging, &dir).with_context(|| format!("moving {} to {}", staging.display(), dir.display()))?;
     fs::remove_dir_all(&download)?;
-    Ok(Kernel { package, version, vmlinuz })
+    Ok(Kernel { package, version, vmlinuz, modules })
+}
+
+/// Unpacks the package's modules (390 MB) for a moment, resolves
+/// ROOT_DISK_MODULES' dependencies with busybox's depmod (the package ships
+/// no modules.dep: its postinst makes one) and keeps only those.
+fn extract_root_disk_modules(deb: &Path, staging: &Path) -> Result<()> {
+    let all = staging.join("all-modules");
+    fs::create_dir_all(&all)?;
+    extract(deb, &all, "./lib/modules")?;
+    let versions = all.join("lib/modules");
+    let release = fs::read_dir(&versions)
+        .with_context(|| format!("reading {}", versions.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .next()
+        .with_context(|| format!("{} has no lib/modules/RELEASE", deb.display()))?;
+    run(Command::new(BUSYBOX).arg("depmod").arg("-b").arg(&all).arg(&release)).context("busybox depmod")?;
+    let dep_file = versions.join(&release).join("modules.dep");
+    let deps = parse_modules_dep(&fs::read_to_string(&dep_file).with_context(|| format!("reading {}", dep_file.display()))?);
+    let order = load_order(&deps, ROOT_DISK_MODULES)?;
+    let out = staging.join("modules");
+    fs::create_dir_all(&out)?;
+    for name in &order {
+        let (path, _) = &deps[name];
+        fs::copy(versions.join(&release).join(path), out.join(format!("{name}.ko"))).with_context(|| format!("copying {path}"))?;
+    }
+    fs::write(out.join("order"), order.join("\n") + "\n")?;
+    fs::remove_dir_all(&all)?;
+    Ok(())
+}
+
+/// modules.dep: "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko ..." as
+/// name -> (path, names of its dependencies).
+fn parse_modules_dep(text: &str) -> std::collections::BTreeMap<String, (String, Vec<String>)> {
+    let name = |path: &str| path.rsplit('/').next().unwrap_or(path).split('.').next().unwrap_or(path).replace('-', "_");
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(path, deps)| (name(path), (path.to_owned(), deps.split_whitespace().map(name).collect())))
+        .collect()
+}
+
+/// Dependencies before the modules that need them.
+fn load_order(deps: &std::collections::BTreeMap<String, (String, Vec<String>)>, wanted: &[&str]) -> Result<Vec<String>> {
+    fn visit(name: &str, deps: &std::collections::BTreeMap<String, (String, Vec<String>)>, out: &mut Vec<String>, depth: usize) -> Result<()> {
+        if out.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        if depth > 64 {
+            bail!("modules.dep: a dependency cycle through {name}");
+        }
+        let (_, needs) = deps.get(name).with_context(|| format!("modules.dep has no module {name}"))?;
+        for d in needs.iter().rev() {
+            visit(d, deps, out, depth + 1)?;
+        }
+        out.push(name.to_owned());
+        Ok(())
+    }
+    let mut out = Vec::new();
+    for w in wanted {
+        visit(w, deps, &mut out, 0)?;
+    }
+    Ok(out)
 }
 
 fn kernel_package() -> Result<String> {
@@ -123,8 +199,8 @@ fn cached_packages(kernels: &Path) -> Vec<String> {
     found
 }
 
-/// `dpkg-deb --fsys-tarfile DEB | tar -x ./boot`, without a shell.
-fn extract_boot(deb: &Path, into: &Path) -> Result<()> {
+/// `dpkg-deb --fsys-tarfile DEB | tar -x MEMBER`, without a shell.
+fn extract(deb: &Path, into: &Path, member: &str) -> Result<()> {
     let mut dpkg = Command::new("dpkg-deb")
         .arg("--fsys-tarfile")
         .arg(deb)
@@ -135,13 +211,13 @@ fn extract_boot(deb: &Path, into: &Path) -> Result<()> {
         .arg("-x")
         .arg("-C")
         .arg(into)
-        .arg("./boot")
+        .arg(member)
         .stdin(dpkg.stdout.take().expect("piped"))
         .status()
         .context("cannot start tar")?;
     let dpkg = dpkg.wait()?;
     if !dpkg.success() || !tar.success() {
-        bail!("extracting ./boot from {} failed (dpkg-deb {dpkg}, tar {tar})", deb.display());
+        bail!("extracting {member} from {} failed (dpkg-deb {dpkg}, tar {tar})", deb.display());
     }
     Ok(())
 }
@@ -254,6 +330,19 @@ mod tests {
                 PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
             ]
         );
+    }
+
+    #[test]
+    fn modules_load_after_what_they_need() {
+        let deps = parse_modules_dep(
+            "kernel/fs/ext4/ext4.ko: kernel/fs/jbd2/jbd2.ko kernel/fs/mbcache.ko kernel/lib/crc16.ko\n\
+             kernel/fs/jbd2/jbd2.ko:\nkernel/fs/mbcache.ko:\nkernel/lib/crc16.ko:\n\
+             kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko\n\
+             kernel/drivers/virtio/virtio.ko: kernel/drivers/virtio/virtio_ring.ko\nkernel/drivers/virtio/virtio_ring.ko:\n",
+        );
+        let order = load_order(&deps, &["virtio_blk", "ext4"]).unwrap();
+        assert_eq!(order, ["virtio_ring", "virtio", "virtio_blk", "crc16", "mbcache", "jbd2", "ext4"]);
+        assert!(load_order(&deps, &["nope"]).unwrap_err().to_string().contains("nope"));
     }
 
     #[test]

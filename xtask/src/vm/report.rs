@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::image::Kernel;
 
-const MARK: &str = "OOMWATCH-VM-RESULT ";
+pub(super) const MARK: &str = "OOMWATCH-VM-RESULT ";
 
 /// Kill scenarios the driver runs, in its order.
 pub const SCENARIO_NAMES: &[&str] = &["oom_kill", "nested_limit", "pressure"];
@@ -114,22 +114,37 @@ impl Results {
         r
     }
 
-    fn get(&self, scenario: &str, key: &str) -> Option<&Value> {
+    pub(super) fn get(&self, scenario: &str, key: &str) -> Option<&Value> {
         self.facts.iter().find(|(s, k, _)| s == scenario && k == key).map(|(_, _, v)| v)
     }
 
-    fn all<'a>(&'a self, scenario: &'a str, key: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    pub(super) fn all<'a>(&'a self, scenario: &'a str, key: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
         self.facts.iter().filter(move |(s, k, _)| s == scenario && k == key).map(|(_, _, v)| v)
     }
 
-    fn str(&self, scenario: &str, key: &str) -> Option<&str> {
+    pub(super) fn str(&self, scenario: &str, key: &str) -> Option<&str> {
         self.get(scenario, key).and_then(Value::as_str)
     }
 
-    fn metric(&self, scenario: &str, series: &str) -> Option<f64> {
+    pub(super) fn metric(&self, scenario: &str, series: &str) -> Option<f64> {
         self.all(scenario, "metric")
             .filter_map(Value::as_str)
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// `oomwatch_probe_attached` per probe, from every metric line the
+    /// guest reported (the last value wins).
+    pub(super) fn probes_attached(&self) -> std::collections::BTreeMap<String, f64> {
+        self.facts
+            .iter()
+            .filter(|(_, k, _)| k == "metric")
+            .filter_map(|(_, _, v)| v.as_str())
+            .filter_map(|l| {
+                let rest = l.strip_prefix("oomwatch_probe_attached{probe=\"")?;
+                let (probe, value) = rest.split_once("\"} ")?;
+                Some((probe.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
     }
 
     fn check_item(&self, name: &str) -> Option<&Value> {
@@ -156,11 +171,11 @@ impl Results {
 pub struct Verdict {
     pub passed: Vec<String>,
     pub failures: Vec<String>,
-    table: Vec<String>,
+    pub(super) table: Vec<String>,
 }
 
 impl Verdict {
-    fn expect(&mut self, ok: bool, what: impl Into<String>) {
+    pub(super) fn expect(&mut self, ok: bool, what: impl Into<String>) {
         if ok { self.passed.push(what.into()) } else { self.failures.push(what.into()) }
     }
 
@@ -190,7 +205,7 @@ fn field<'a>(event: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(event, |v, part| v.get(part))
 }
 
-fn table(rows: &[Vec<String>]) -> Vec<String> {
+pub(super) fn table(rows: &[Vec<String>]) -> Vec<String> {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> =
         (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
@@ -452,7 +467,7 @@ mod tests {
     use super::*;
 
     fn kernel() -> Kernel {
-        Kernel { package: "linux-image-6.1.0-1-amd64".into(), version: "6.1.1-1".into(), vmlinuz: "/x".into() }
+        Kernel { package: "linux-image-6.1.0-1-amd64".into(), version: "6.1.1-1".into(), vmlinuz: "/x".into(), modules: "/x/modules".into() }
     }
 
     fn line(s: &str, k: &str, v: &str) -> String {
@@ -561,6 +576,15 @@ mod tests {
         let v = verdict(cut);
         assert!(v.failures.iter().any(|f| f.contains("driver ran to the end")));
         assert!(v.failures.iter().any(|f| f.contains("an oom_kill event for the hog (pid 77)")));
+    }
+
+    #[test]
+    fn probes_attached_are_read_from_metric_lines() {
+        let r = Results::parse(&console(FULL_FORMAT, "{}"));
+        let p = r.probes_attached();
+        assert_eq!(p.get("oom_mark_victim"), Some(&1.0));
+        assert_eq!(p.get("oom_victim_task"), Some(&1.0));
+        assert_eq!(p.len(), 3, "{p:?}");
     }
 
     #[test]
