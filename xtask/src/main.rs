@@ -5,6 +5,7 @@ mod apt;
 mod scenarios;
 mod bench;
 mod fuzz;
+mod python;
 mod setup;
 mod test;
 mod vm;

@@ -247,6 +247,29 @@ mod tests {
     }
 
     #[test]
+    fn levels_follow_the_documented_table() {
+        let level = |v: serde_json::Value| Level::of(&v);
+        use serde_json::json;
+        assert_eq!(level(json!({"kind": "oom_kill", "constraint": "memcg"})), Level::Error);
+        assert_eq!(level(json!({"kind": "oom_kill", "constraint": "global"})), Level::Critical);
+        assert_eq!(level(json!({"kind": "oom_kill", "constraint": "cpuset"})), Level::Critical);
+        assert_eq!(level(json!({"kind": "alert", "state": "firing", "severity": "critical"})), Level::Critical);
+        assert_eq!(level(json!({"kind": "alert", "state": "firing", "severity": "warning"})), Level::Warning);
+        assert_eq!(level(json!({"kind": "alert", "state": "pending", "severity": "critical"})), Level::Notice);
+        assert_eq!(level(json!({"kind": "alert", "state": "resolved", "severity": "critical"})), Level::Notice);
+        assert_eq!(level(json!({"kind": "alert", "state": "cancelled", "severity": "critical"})), Level::Info);
+        assert_eq!(level(json!({"kind": "unobserved_kills"})), Level::Error);
+        assert_eq!(level(json!({"kind": "lagged"})), Level::Warning);
+        assert_eq!(level(json!({"kind": "reclaim_stall"})), Level::Notice);
+        assert_eq!(level(json!({"kind": "pressure"})), Level::Notice);
+        assert_eq!(level(json!({"kind": "victim_exit"})), Level::Info);
+        assert_eq!(level(json!({"kind": "next_year"})), Level::Info);
+        let all = [Level::Critical, Level::Error, Level::Warning, Level::Notice, Level::Info];
+        assert_eq!(all.map(Level::syslog_priority), [2, 3, 4, 5, 6]);
+        assert_eq!(all.map(Level::otel_severity_number), [18, 17, 13, 10, 9]);
+    }
+
+    #[test]
     fn unknown_kinds_still_get_a_message_and_non_objects_are_refused() {
         let r = Record::from_line(r#"{"kind":"future_thing","time":"t","cgroup":"/a","seq":3}"#, &host()).unwrap();
         assert_eq!(r.message, "t FUTURE_THING /a");

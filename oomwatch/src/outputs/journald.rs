@@ -212,6 +212,8 @@ pub enum JournaldError {
     PathTooLong { path: PathBuf },
     #[error("journald at {path}: entry of {size} bytes is larger than journald accepts")]
     TooLarge { path: PathBuf, size: usize },
+    #[error("journald at {path} took no entry within {timeout:?} (busy or stopped)")]
+    Busy { path: PathBuf, timeout: Duration },
     #[error("journald at {path}: memfd for an entry of {size} bytes: {source}")]
     Memfd { path: PathBuf, size: usize, source: io::Error },
 }
@@ -231,6 +233,7 @@ pub struct Journald {
     socket: UnixDatagram,
     path: PathBuf,
     address: libc::sockaddr_un,
+    timeout: Duration,
 }
 
 impl Journald {
@@ -241,9 +244,10 @@ impl Journald {
         let socket_error = |source| JournaldError::Socket { path: path.clone(), source };
         let socket = UnixDatagram::unbound().map_err(socket_error)?;
         // A zero timeout would mean "block forever" to the kernel.
-        socket.set_write_timeout(Some(config.timeout.max(Duration::from_millis(1)))).map_err(socket_error)?;
+        let timeout = config.timeout.max(Duration::from_millis(1));
+        socket.set_write_timeout(Some(timeout)).map_err(socket_error)?;
         let address = unix_address(&path).ok_or_else(|| JournaldError::PathTooLong { path: path.clone() })?;
-        Ok(Self { socket, path, address })
+        Ok(Self { socket, path, address, timeout })
     }
 
     pub fn socket_path(&self) -> &Path {
@@ -261,8 +265,15 @@ impl Journald {
             Err(e) if matches!(e.raw_os_error(), Some(libc::EMSGSIZE | libc::ENOBUFS)) => {
                 self.send_memfd(entry).map(|()| Transport::Memfd)
             }
-            Err(source) => Err(JournaldError::Socket { path: self.path.clone(), source }),
+            Err(source) => Err(self.send_error(source)),
         }
+    }
+
+    fn send_error(&self, source: io::Error) -> JournaldError {
+        if source.kind() == io::ErrorKind::WouldBlock {
+            return JournaldError::Busy { path: self.path.clone(), timeout: self.timeout };
+        }
+        JournaldError::Socket { path: self.path.clone(), source }
     }
 
     pub fn send(&self, record: &Record) -> Result<Transport, JournaldError> {
@@ -317,7 +328,7 @@ impl Journald {
             (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::c_int>() as u32) as _;
             std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), memfd.as_raw_fd());
             if libc::sendmsg(self.socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) < 0 {
-                return Err(JournaldError::Socket { path: self.path.clone(), source: io::Error::last_os_error() });
+                return Err(self.send_error(io::Error::last_os_error()));
             }
         }
         Ok(())
@@ -471,6 +482,33 @@ mod tests {
         }
         let long = PathBuf::from(format!("/{}", "x".repeat(200)));
         assert!(matches!(Journald::new(&JournaldConfig { socket: long, ..Default::default() }), Err(JournaldError::PathTooLong { .. })));
+    }
+
+    /// A journald that stopped reading: the batch waits one timeout, not one
+    /// per entry, and everything from the stuck entry on is retried.
+    #[test]
+    fn a_stuck_journald_costs_one_timeout_per_batch() {
+        let dir = std::env::temp_dir().join(format!("oomwatch-journald-stuck-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("socket");
+        let _ = std::fs::remove_file(&path);
+        let _server = UnixDatagram::bind(&path).unwrap();
+        let timeout = Duration::from_millis(100);
+        let j = Journald::new(&JournaldConfig { socket: path.clone(), timeout }).unwrap();
+        let r = Record::from_event(&kill(), &host());
+        let batch = vec![r; 2000];
+        let started = std::time::Instant::now();
+        let out = j.send_batch(&batch);
+        let took = started.elapsed();
+        let first_retry = out.iter().position(|o| !o.is_delivered()).expect("the socket's queue fills up");
+        assert!(out[..first_retry].iter().all(Outcome::is_delivered));
+        match &out[first_retry] {
+            Outcome::Retry { reason, .. } => assert!(reason.contains("took no entry within 100ms") && reason.contains(&path.display().to_string()), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(out[first_retry..].iter().all(|o| matches!(o, Outcome::Retry { .. })));
+        assert!(took < timeout * 5, "one timeout, not one per entry: {took:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A local datagram socket stands in for journald's: what arrives is

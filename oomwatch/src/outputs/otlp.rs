@@ -44,7 +44,7 @@ use hyper::{
     header::{self, HeaderName, HeaderValue},
 };
 use prost::Message as _;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::delivery::{HostIdentity, Level, Outcome, Record};
 use crate::api::client::HttpClient;
@@ -305,7 +305,7 @@ impl OtlpExporter {
         let request = request(&self.resource, records, observed);
         match self.encoding {
             Encoding::Protobuf => Bytes::from(request.encode_to_vec()),
-            Encoding::Json => Bytes::from(request_json(&request).to_string()),
+            Encoding::Json => Bytes::from(request_json(&request)),
         }
     }
 
@@ -488,71 +488,151 @@ fn unix_nanos(t: SystemTime) -> u64 {
 
 /// OTLP/JSON: the protobuf JSON mapping with lowerCamelCase names, 64-bit
 /// integers as strings, enums as numbers, and default values left out.
-pub fn request_json(request: &proto::ExportLogsServiceRequest) -> Value {
-    json!({ "resourceLogs": request.resource_logs.iter().map(|rl| {
-        let mut o = Map::new();
-        if let Some(r) = &rl.resource {
-            o.insert("resource".into(), json!({ "attributes": attributes_json(&r.attributes) }));
+/// Serialized straight from the messages (no `Value` tree in between).
+pub fn request_json(request: &proto::ExportLogsServiceRequest) -> String {
+    serde_json::to_string(&Json(request)).unwrap_or_default()
+}
+
+/// A message in its OTLP/JSON form.
+struct Json<'a, T>(&'a T);
+
+use serde::ser::{Serialize, SerializeMap as _, SerializeSeq as _, Serializer};
+
+struct Seq<'a, T>(&'a [T]);
+
+impl<T> Serialize for Seq<'_, T>
+where
+    for<'a> Json<'a, T>: Serialize,
+{
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for item in self.0 {
+            seq.serialize_element(&Json(item))?;
         }
-        o.insert("scopeLogs".into(), Value::Array(rl.scope_logs.iter().map(|sl| {
-            let mut s = Map::new();
-            if let Some(scope) = &sl.scope {
-                s.insert("scope".into(), json!({ "name": scope.name, "version": scope.version }));
+        seq.end()
+    }
+}
+
+impl Serialize for Json<'_, proto::ExportLogsServiceRequest> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("resourceLogs", &Seq(&self.0.resource_logs))?;
+        m.end()
+    }
+}
+
+impl Serialize for Json<'_, proto::ResourceLogs> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(r) = &self.0.resource {
+            m.serialize_entry("resource", &Json(r))?;
+        }
+        m.serialize_entry("scopeLogs", &Seq(&self.0.scope_logs))?;
+        if !self.0.schema_url.is_empty() {
+            m.serialize_entry("schemaUrl", &self.0.schema_url)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Json<'_, proto::Resource> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(1))?;
+        m.serialize_entry("attributes", &Seq(&self.0.attributes))?;
+        m.end()
+    }
+}
+
+impl Serialize for Json<'_, proto::ScopeLogs> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        if let Some(scope) = &self.0.scope {
+            m.serialize_entry("scope", &Json(scope))?;
+        }
+        m.serialize_entry("logRecords", &Seq(&self.0.log_records))?;
+        if !self.0.schema_url.is_empty() {
+            m.serialize_entry("schemaUrl", &self.0.schema_url)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Json<'_, proto::InstrumentationScope> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("name", &self.0.name)?;
+        m.serialize_entry("version", &self.0.version)?;
+        m.end()
+    }
+}
+
+impl Serialize for Json<'_, proto::LogRecord> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut m = s.serialize_map(None)?;
+        if r.time_unix_nano != 0 {
+            m.serialize_entry("timeUnixNano", &r.time_unix_nano.to_string())?;
+        }
+        if r.observed_time_unix_nano != 0 {
+            m.serialize_entry("observedTimeUnixNano", &r.observed_time_unix_nano.to_string())?;
+        }
+        if r.severity_number != 0 {
+            m.serialize_entry("severityNumber", &r.severity_number)?;
+        }
+        if !r.severity_text.is_empty() {
+            m.serialize_entry("severityText", &r.severity_text)?;
+        }
+        if let Some(body) = &r.body {
+            m.serialize_entry("body", &Json(body))?;
+        }
+        m.serialize_entry("attributes", &Seq(&r.attributes))?;
+        if !r.event_name.is_empty() {
+            m.serialize_entry("eventName", &r.event_name)?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Json<'_, KeyValue> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("key", &self.0.key)?;
+        if let Some(v) = &self.0.value {
+            m.serialize_entry("value", &Json(v))?;
+        }
+        m.end()
+    }
+}
+
+impl Serialize for Json<'_, AnyValue> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Values<'a, T>(&'a [T]);
+        impl<T> Serialize for Values<'_, T>
+        where
+            for<'a> Json<'a, T>: Serialize,
+        {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("values", &Seq(self.0))?;
+                m.end()
             }
-            s.insert("logRecords".into(), Value::Array(sl.log_records.iter().map(log_record_json).collect()));
-            Value::Object(s)
-        }).collect()));
-        Value::Object(o)
-    }).collect::<Vec<_>>() })
-}
-
-fn log_record_json(r: &proto::LogRecord) -> Value {
-    let mut o = Map::new();
-    if r.time_unix_nano != 0 {
-        o.insert("timeUnixNano".into(), Value::String(r.time_unix_nano.to_string()));
-    }
-    if r.observed_time_unix_nano != 0 {
-        o.insert("observedTimeUnixNano".into(), Value::String(r.observed_time_unix_nano.to_string()));
-    }
-    o.insert("severityNumber".into(), Value::from(r.severity_number));
-    o.insert("severityText".into(), Value::String(r.severity_text.clone()));
-    if let Some(body) = &r.body {
-        o.insert("body".into(), any_value_json(body));
-    }
-    o.insert("attributes".into(), attributes_json(&r.attributes));
-    if !r.event_name.is_empty() {
-        o.insert("eventName".into(), Value::String(r.event_name.clone()));
-    }
-    Value::Object(o)
-}
-
-fn attributes_json(attributes: &[KeyValue]) -> Value {
-    Value::Array(attributes.iter().map(key_value_json).collect())
-}
-
-fn key_value_json(kv: &KeyValue) -> Value {
-    let mut o = Map::new();
-    o.insert("key".into(), Value::String(kv.key.clone()));
-    if let Some(v) = &kv.value {
-        o.insert("value".into(), any_value_json(v));
-    }
-    Value::Object(o)
-}
-
-fn any_value_json(v: &AnyValue) -> Value {
-    match &v.value {
-        None => json!({}),
-        Some(Any::StringValue(s)) => json!({ "stringValue": s }),
-        Some(Any::BoolValue(b)) => json!({ "boolValue": b }),
-        Some(Any::IntValue(i)) => json!({ "intValue": i.to_string() }),
-        // Values come from serde_json: always finite.
-        Some(Any::DoubleValue(f)) => json!({ "doubleValue": f }),
-        Some(Any::ArrayValue(a)) => json!({ "arrayValue": { "values": a.values.iter().map(any_value_json).collect::<Vec<_>>() } }),
-        Some(Any::KvlistValue(l)) => json!({ "kvlistValue": { "values": l.values.iter().map(key_value_json).collect::<Vec<_>>() } }),
-        Some(Any::BytesValue(b)) => {
-            use base64::Engine as _;
-            json!({ "bytesValue": base64::engine::general_purpose::STANDARD.encode(b) })
         }
+        let mut m = s.serialize_map(Some(1))?;
+        match &self.0.value {
+            None => {}
+            Some(Any::StringValue(v)) => m.serialize_entry("stringValue", v)?,
+            Some(Any::BoolValue(v)) => m.serialize_entry("boolValue", v)?,
+            Some(Any::IntValue(v)) => m.serialize_entry("intValue", &v.to_string())?,
+            // Values come from serde_json: always finite.
+            Some(Any::DoubleValue(v)) => m.serialize_entry("doubleValue", v)?,
+            Some(Any::ArrayValue(a)) => m.serialize_entry("arrayValue", &Values(&a.values))?,
+            Some(Any::KvlistValue(l)) => m.serialize_entry("kvlistValue", &Values(&l.values))?,
+            Some(Any::BytesValue(b)) => {
+                use base64::Engine as _;
+                m.serialize_entry("bytesValue", &base64::engine::general_purpose::STANDARD.encode(b))?
+            }
+        }
+        m.end()
     }
 }
 
@@ -639,7 +719,7 @@ mod tests {
         let req = request(&resource(&host()), &[record.clone(), record], UNIX_EPOCH + Duration::from_secs(1));
         let bytes = req.encode_to_vec();
         assert_eq!(proto::ExportLogsServiceRequest::decode(&bytes[..]).unwrap(), req);
-        let j = request_json(&req);
+        let j: Value = serde_json::from_str(&request_json(&req)).unwrap();
         let rec = &j["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0];
         assert_eq!(rec["timeUnixNano"], "1795326001000000000");
         assert_eq!(rec["observedTimeUnixNano"], "1000000000");
