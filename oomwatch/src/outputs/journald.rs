@@ -8,9 +8,11 @@
 //! is fuzzed against a decoder that follows journald's own parser
 //! (`tests/fuzz/fuzz_targets/journald_entry.rs`), it sanitizes field names
 //! instead of refusing the entry, it reuses one socket, and it needs nothing
-//! but libc. (The `libsystemd` crate opens a socket per entry and refuses
-//! invalid names; `tracing-journald` and `systemd-journal-logger` log the
-//! program's own messages, not arbitrary fields.)
+//! but libc, and its socket path is configurable (the tests use a private
+//! journald). (The `libsystemd` crate sends to the fixed path, opens a
+//! socket per entry and silently leaves out fields with invalid names;
+//! `tracing-journald` and `systemd-journal-logger` log the program's own
+//! messages, not arbitrary fields.)
 //!
 //! Fields of every entry:
 //!
