@@ -18,6 +18,9 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod journald;
+pub mod otlp;
+
 /// Returns false (after saying so) when the test must be skipped; panics
 /// when root is missing and skipping was not asked for.
 pub fn require_root(test: &str) -> bool {
@@ -39,7 +42,7 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 

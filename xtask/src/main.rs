@@ -7,6 +7,7 @@ mod bench;
 mod deb;
 mod fuzz;
 mod layers;
+mod python;
 mod setup;
 mod test;
 mod vm;

@@ -40,6 +40,8 @@ pub fn run_suite(args: &TestArgs) -> Result<()> {
     // The real servers and tools tests/tests/ecosystem.rs runs (the tests
     // themselves never install anything).
     crate::apt::ensure(ECOSYSTEM_PACKAGES)?;
+    // The OTLP receiver of tests/tests/shipping.rs (official opentelemetry-proto).
+    crate::python::ensure_test_venv()?;
     run_cmd(Command::new("cargo")
         .current_dir(&root)
         .args(["test", "--release", "-p", "oomwatch-tests", "--", "--nocapture", "--test-threads=2"])

@@ -12,6 +12,7 @@ use anyhow::{Context as _, bail};
 
 use super::TailArgs;
 use crate::wire::{Event, EventBody, EventKind, Request, RequestOp};
+pub use crate::wire::{format_bytes, human};
 
 pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
     let mut kinds = Vec::new();
@@ -129,94 +130,6 @@ fn follow(
         }
     }
     Ok(Some(Instant::now()))
-}
-
-pub fn format_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 { format!("{b}B") } else { format!("{v:.1}{}", UNITS[u]) }
-}
-
-/// One line for a person at 3 a.m.: when, what, where, who.
-pub fn human(e: &Event) -> String {
-    let time = e.time.get(..23).unwrap_or(&e.time);
-    match &e.body {
-        EventBody::OomKill(k) => {
-            let comm = k.victim.comm.as_deref().unwrap_or("?");
-            let rss = k.victim.rss_bytes().map(|b| format!(" rss={}", format_bytes(b))).unwrap_or_default();
-            let trigger = if k.trigger.pid == k.victim.pid {
-                "itself".to_owned()
-            } else {
-                format!(
-                    "{} ({}){}",
-                    k.trigger.pid,
-                    k.trigger.comm,
-                    k.trigger.cgroup.as_deref().map(|c| format!(" in {c}")).unwrap_or_default()
-                )
-            };
-            let exit = k.exit_latency_ms.map(|ms| format!(" exited after {ms:.1}ms")).unwrap_or_default();
-            let approx = match k.attribution {
-                crate::wire::Attribution::Exact => "",
-                crate::wire::Attribution::Approximate => " [cgroup approximate]",
-                crate::wire::Attribution::Unknown => " [cgroup unknown]",
-            };
-            format!(
-                "{time} OOM-KILL {} victim={} ({comm}){rss} trigger={trigger}{exit}{approx}",
-                e.cgroup, k.victim.pid
-            )
-        }
-        EventBody::VictimExit(x) => format!(
-            "{time} EXITED   {} pid={} ({}) {:.1}ms after the kill",
-            e.cgroup, x.pid, x.comm, x.exit_latency_ms
-        ),
-        EventBody::Pressure(p) => format!(
-            "{time} PRESSURE {} some avg10={}% full avg10={}% (trigger {})",
-            e.cgroup,
-            p.some_avg10.map(|v| format!("{v:.2}")).unwrap_or_else(|| "?".into()),
-            p.full_avg10.map(|v| format!("{v:.2}")).unwrap_or_else(|| "?".into()),
-            p.trigger
-        ),
-        EventBody::Alert(a) => format!(
-            "{time} ALERT    {} {} {} {}: {}",
-            e.cgroup,
-            a.alert.as_str(),
-            a.severity.as_str(),
-            a.state.as_str().to_uppercase(),
-            a.summary
-        ),
-        EventBody::ReclaimStall(s) => {
-            let mut line = format!(
-                "{time} STALL    {} pid={} ({}) {:.1}ms in {} reclaim",
-                e.cgroup,
-                s.pid,
-                s.comm,
-                s.duration_ms,
-                s.reclaim_kind.as_str()
-            );
-            if let Some(n) = s.nr_reclaimed {
-                line.push_str(&format!(", {n} pages reclaimed"));
-            }
-            if let Some(o) = s.order.filter(|&o| o > 0) {
-                line.push_str(&format!(", order {o}"));
-            }
-            if s.suppressed > 0 {
-                line.push_str(&format!(" (+{} more in this cgroup not shown)", s.suppressed));
-            }
-            line
-        }
-        EventBody::UnobservedKills(u) => format!(
-            "{time} UNSEEN   {} {} OOM kill(s) the kernel counted were not observed (kernel {} since start, oomwatch {})",
-            e.cgroup, u.count, u.kernel_total, u.observed_total
-        ),
-        EventBody::Lagged { dropped } => {
-            format!("{time} LAGGED   this client fell behind: {dropped} events dropped")
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,18 @@ use hyper_util::{
 
 pub const USER_AGENT: &str = concat!("oomwatch/", env!("CARGO_PKG_VERSION"));
 
+/// The most of a reply's body that is read: receivers answer with a
+/// status and a short message; anything longer is not worth the memory.
+pub const MAX_REPLY_BODY: usize = 64 * 1024;
+
+/// What a server answered.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: hyper::StatusCode,
+    pub headers: hyper::HeaderMap,
+    pub body: Bytes,
+}
+
 /// Cheap to clone (the connection pool is shared).
 #[derive(Clone)]
 pub struct HttpClient {
@@ -33,15 +45,44 @@ impl HttpClient {
 
     /// Sends one request; Ok for any 2xx answer. A non-2xx answer is an
     /// error carrying the status and the first 200 characters of the body.
+    /// Sends one request; Ok for any 2xx answer. A non-2xx answer is an
+    /// error carrying the status and the first 200 characters of the body.
+    pub async fn send(&self, method: Method, url: &str, content_type: Option<&str>, body: Bytes, timeout: Duration) -> Result<(), HttpError> {
+        let headers: Vec<(header::HeaderName, header::HeaderValue)> = content_type
+            .map(|ct| header::HeaderValue::from_str(ct).map(|v| (header::CONTENT_TYPE, v)))
+            .transpose()
+            .map_err(|e| HttpError { url: crate::config::redact_url(url), reason: e.to_string() })?
+            .into_iter()
+            .collect();
+        let reply = self.request(method, url, &headers, body, timeout).await?;
+        if reply.status.is_success() {
+            return Ok(());
+        }
+        Err(HttpError {
+            url: crate::config::redact_url(url),
+            reason: format!("HTTP {}: {}", reply.status, String::from_utf8_lossy(&reply.body).trim().chars().take(200).collect::<String>()),
+        })
+    }
+
+    /// Sends one request and hands back whatever the server answered (its
+    /// body read up to [`MAX_REPLY_BODY`]). Err only when there was no
+    /// answer: connection refused or lost, or none within `timeout`.
     /// Credentials in the URL (`user:password@`) go in an Authorization
     /// header, as curl does; errors show the URL with the password hidden.
-    pub async fn send(&self, method: Method, url: &str, content_type: Option<&str>, body: Bytes, timeout: Duration) -> Result<(), HttpError> {
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, header::HeaderValue)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Reply, HttpError> {
         let shown = crate::config::redact_url(url);
         let err = |reason: String| HttpError { url: shown.clone(), reason };
         let (url, auth) = split_credentials(url);
         let mut req = Request::builder().method(method).uri(url.as_ref()).header(header::USER_AGENT, USER_AGENT);
-        if let Some(ct) = content_type {
-            req = req.header(header::CONTENT_TYPE, ct);
+        for (name, value) in headers {
+            req = req.header(name, value);
         }
         if let Some(auth) = auth {
             req = req.header(header::AUTHORIZATION, auth);
@@ -49,12 +90,10 @@ impl HttpClient {
         let req = req.body(Full::new(body)).map_err(|e| err(e.to_string()))?;
         let exchange = async {
             let resp = self.inner.request(req).await.map_err(|e| err(crate::error_chain(&e)))?;
-            let status = resp.status();
-            if status.is_success() {
-                return Ok(());
-            }
-            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            Err(err(format!("HTTP {status}: {}", String::from_utf8_lossy(&body).trim().chars().take(200).collect::<String>())))
+            let (parts, body) = resp.into_parts();
+            // A reply too long (or cut off) still has its status: keep what came.
+            let body = http_body_util::Limited::new(body, MAX_REPLY_BODY).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            Ok(Reply { status: parts.status, headers: parts.headers, body })
         };
         tokio::time::timeout(timeout, exchange).await.map_err(|_| err(format!("no answer within {timeout:?}")))?
     }

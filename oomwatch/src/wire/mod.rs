@@ -8,12 +8,14 @@
 
 mod alert;
 mod event;
+mod human;
 mod report;
 mod request;
 mod time;
 
 pub use alert::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transition};
 pub use event::*;
+pub use human::{format_bytes, human};
 pub use report::{AlertsReport, CgroupCounts, StatusReport, StatusRow, TopStaller};
 pub use request::{DEFAULT_SOCKET, Request, RequestOp};
 pub use time::rfc3339;

@@ -1,0 +1,404 @@
+//! The shipping outputs against real receivers: systemd-journald 252 (in a
+//! private mount namespace, tests/src/journald.rs) and an OTLP/HTTP
+//! receiver that decodes with the official opentelemetry-proto package
+//! (tests/otlp/receiver.py). The rotated file is covered by the unit tests
+//! of oomwatch::outputs::file (a plain directory is the real thing there).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use oomwatch::{
+    outputs::{
+        delivery::{HostIdentity, Outcome, Record},
+        http_client::HttpClient,
+        journald::{self, Journald, JournaldConfig, Transport},
+        otlp::{Encoding, OtlpConfig, OtlpExporter},
+    },
+    wire::{
+        AlertEvent, AlertName, AlertState, Attribution, Constraint, Event, EventBody, OomKill, Ramp, ReclaimKindName, ReclaimStall, Severity,
+        Trigger, Victim, Workload,
+    },
+};
+use oomwatch_tests::{Value, journald::Journald as TestJournald, otlp::OtlpReceiver, require_root};
+
+/// Names as a hostile or unlucky workload can make them: newlines (a forged
+/// second log line), terminal escapes, `=` (the native protocol's
+/// separator), tabs, DEL, C1 controls, and U+FFFD, which is what a comm or
+/// cgroup name that is not UTF-8 becomes when oomwatch decodes it.
+const HOSTILE: &str = "evil\nMESSAGE=forged\u{1b}[31mred\u{1b}[0m\t=\u{7f}\u{85}\u{fffd}\u{fffd}é";
+
+fn kill(seq: u64, history_points: usize) -> Event {
+    let ramp = Ramp {
+        seconds_ago: (0..history_points as u32).rev().collect(),
+        usage_bytes: (0..history_points as u64).map(|i| (i + 1) << 20).collect(),
+        working_set_bytes: (0..history_points as u64).map(|i| i << 20).collect(),
+        pressure_some_avg10: Vec::new(),
+    };
+    Event {
+        body: EventBody::OomKill(Box::new(OomKill {
+            victim: Victim {
+                pid: 4242,
+                tgid: Some(4242),
+                comm: Some(HOSTILE.into()),
+                uid: Some(1000),
+                oom_score_adj: Some(-17),
+                total_vm_bytes: Some(1 << 30),
+                anon_rss_bytes: Some(64 << 20),
+                file_rss_bytes: Some(1 << 20),
+                shmem_rss_bytes: Some(0),
+                pgtables_bytes: Some(1 << 16),
+            },
+            trigger: Trigger { pid: 77, tid: 78, comm: format!("trig{HOSTILE}"), cgroup: Some(format!("/a/{HOSTILE}")) },
+            attribution: Attribution::Exact,
+            constraint: Constraint::Memcg,
+            limit_cgroup: Some("/kubepods/burstable".into()),
+            limit_cgroup_usage_bytes: Some(67_100_000),
+            limit_bytes: Some(64 << 20),
+            workload: Workload {
+                unit: None,
+                container_id: Some("3c4d".repeat(16)),
+                runtime: Some("containerd".into()),
+                pod_uid: Some("1f2e3d4c-0000-1111-2222-333344445555".into()),
+                qos: Some("burstable".into()),
+            },
+            history: (history_points > 0).then_some(ramp),
+            oom_control: None,
+            unavailable: vec!["oom_control".into()],
+            cgroup_id: Some(12345),
+            exit_latency_ms: Some(2.75),
+        })),
+        time: "2026-11-22T05:46:54.250123Z".into(),
+        cgroup: format!("/kubepods/burstable/pod1f2e/{HOSTILE}"),
+        ktime_ns: Some(123_456_789),
+        seq,
+    }
+}
+
+fn stall(seq: u64) -> Event {
+    Event {
+        body: EventBody::ReclaimStall(ReclaimStall {
+            pid: 10,
+            tid: 11,
+            comm: "java".into(),
+            duration_ms: 153.25,
+            reclaim_kind: ReclaimKindName::Memcg,
+            nr_reclaimed: Some(64),
+            order: Some(0),
+            suppressed: 2,
+        }),
+        time: "2026-11-22T05:46:55.000001Z".into(),
+        cgroup: "/system.slice/app.service".into(),
+        ktime_ns: None,
+        seq,
+    }
+}
+
+fn alert(seq: u64) -> Event {
+    Event {
+        body: EventBody::Alert(AlertEvent {
+            alert: AlertName::OomForecast,
+            severity: Severity::Critical,
+            state: AlertState::Firing,
+            value: Some(42.5),
+            summary: "memory runs out in 42 s".into(),
+            firing_since: Some("2026-11-22T05:46:00Z".into()),
+        }),
+        time: "2026-11-22T05:46:56Z".into(),
+        cgroup: "/system.slice/app.service".into(),
+        ktime_ns: None,
+        seq,
+    }
+}
+
+// ------------------------------------------------------------------ journald
+
+/// Every field oomwatch sent is in the stored entry, byte for byte.
+fn assert_entry_has(entry: &oomwatch_tests::journald::Entry, record: &Record) {
+    for (name, value) in journald::entry_fields(record) {
+        let got = entry.bytes(&name).unwrap_or_else(|| panic!("{name} missing from the stored entry"));
+        assert!(got == value.as_bytes(), "{name}: stored {:?}, sent {:?}", String::from_utf8_lossy(got), value);
+    }
+    assert_eq!(entry.text("_TRANSPORT").as_deref(), Some("journal"));
+    let stored: Value = serde_json::from_slice(entry.bytes("OOMWATCH_JSON").unwrap()).unwrap();
+    assert_eq!(stored, record.json);
+}
+
+#[test]
+fn journald_keeps_every_field_of_a_kill_with_hostile_names_in_a_datagram_and_through_a_memfd() {
+    if !require_root("journald_keeps_every_field_of_a_kill_with_hostile_names") {
+        return;
+    }
+    let journald = TestJournald::start();
+    let host = HostIdentity::read();
+    let out = Journald::new(&JournaldConfig { socket: journald.socket().to_path_buf(), timeout: Duration::from_secs(2) }).unwrap();
+
+    let small = Record::from_event(&kill(1, 0), &host);
+    // 12,000 points of history: the JSON alone is over 200 KiB, more than
+    // a datagram on a socket with the default send buffer can carry.
+    let large = Record::from_event(&kill(2, 12_000), &host);
+    assert!(large.line.len() > 200 << 10, "{} bytes", large.line.len());
+    assert_eq!(out.send(&small).unwrap(), Transport::Datagram);
+    assert_eq!(out.send(&large).unwrap(), Transport::Memfd);
+
+    for record in [&small, &large] {
+        let seq = record.json["seq"].to_string();
+        let entries = journald.wait_for(&[("MESSAGE_ID", journald::message_id("oom_kill")), ("OOMWATCH_SEQ", &seq)], 1, Duration::from_secs(15));
+        assert_eq!(entries.len(), 1, "seq {seq} stored once");
+        let entry = &entries[0];
+        assert_entry_has(entry, record);
+        // The fields a person queries by, with the values they expect.
+        assert_eq!(entry.bytes("OOMWATCH_VICTIM_COMM"), Some(HOSTILE.as_bytes()));
+        assert_eq!(entry.text("OOMWATCH_VICTIM_PID").as_deref(), Some("4242"));
+        assert_eq!(entry.bytes("OOMWATCH_TRIGGER_COMM"), Some(format!("trig{HOSTILE}").as_bytes()));
+        assert_eq!(entry.text("OOMWATCH_CONSTRAINT").as_deref(), Some("memcg"));
+        assert_eq!(entry.text("OOMWATCH_LIMIT_BYTES").as_deref(), Some("67108864"));
+        assert_eq!(entry.text("OOMWATCH_WORKLOAD_RUNTIME").as_deref(), Some("containerd"));
+        assert_eq!(entry.text("PRIORITY").as_deref(), Some("3"));
+        assert_eq!(entry.text("SYSLOG_IDENTIFIER").as_deref(), Some("oomwatch"));
+        assert_eq!(entry.bytes("MESSAGE"), Some(record.message.as_bytes()));
+        assert!(entry.bytes("OOMWATCH_HISTORY_SECONDS_AGO").is_none(), "the history series is not flattened");
+        // Queryable by a field whose value only the hostile name has.
+        assert_eq!(journald.query(&[("OOMWATCH_VICTIM_UID", "1000"), ("OOMWATCH_SEQ", &seq)]).len(), 1);
+    }
+}
+
+#[test]
+fn journald_takes_a_burst_of_200_events_and_keeps_each_once() {
+    if !require_root("journald_takes_a_burst_of_200_events_and_keeps_each_once") {
+        return;
+    }
+    let journald = TestJournald::start();
+    let host = HostIdentity::read();
+    let out = Journald::new(&JournaldConfig { socket: journald.socket().to_path_buf(), timeout: Duration::from_secs(2) }).unwrap();
+    let records: Vec<Record> = (0..200u64)
+        .map(|seq| match seq % 3 {
+            0 => kill(seq, 60),
+            1 => stall(seq),
+            _ => alert(seq),
+        })
+        .map(|e| Record::from_event(&e, &host))
+        .collect();
+    let outcomes = out.send_batch(&records);
+    assert!(outcomes.iter().all(Outcome::is_delivered), "{:?}", outcomes.iter().find(|o| !o.is_delivered()));
+
+    let entries = journald.wait_for(&[("SYSLOG_IDENTIFIER", "oomwatch")], 200, Duration::from_secs(30));
+    let mut seen: BTreeMap<u64, usize> = BTreeMap::new();
+    for e in &entries {
+        *seen.entry(e.text("OOMWATCH_SEQ").unwrap().parse().unwrap()).or_default() += 1;
+    }
+    assert_eq!(seen.keys().copied().collect::<Vec<_>>(), (0..200).collect::<Vec<_>>());
+    assert!(seen.values().all(|&n| n == 1), "each once: {seen:?}");
+    // Priorities by kind: a kill at a cgroup limit, a stall, a critical alert firing.
+    let priority = |seq: u64| entries.iter().find(|e| e.text("OOMWATCH_SEQ") == Some(seq.to_string())).and_then(|e| e.text("PRIORITY"));
+    assert_eq!((priority(0).as_deref(), priority(1).as_deref(), priority(2).as_deref()), (Some("3"), Some("5"), Some("2")));
+}
+
+// ---------------------------------------------------------------------- OTLP
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+fn exporter(receiver: &OtlpReceiver, encoding: Encoding) -> OtlpExporter {
+    let mut config = OtlpConfig::new(receiver.endpoint());
+    config.encoding = encoding;
+    config.headers = vec![("x-scope-orgid".into(), "tenant-1".into())];
+    config.timeout = Duration::from_secs(5);
+    OtlpExporter::new(&config, &HostIdentity::read(), HttpClient::new()).unwrap()
+}
+
+fn batch() -> Vec<Record> {
+    let host = HostIdentity::read();
+    [kill(1, 3), stall(2), alert(3)].iter().map(|e| Record::from_event(e, &host)).collect()
+}
+
+/// An AnyValue as MessageToDict gives it, back to the JSON it was made of.
+fn any_to_json(v: &Value) -> Value {
+    let (kind, inner) = v.as_object().and_then(|o| o.iter().next()).expect("a set AnyValue");
+    match kind.as_str() {
+        "string_value" | "bool_value" | "double_value" => inner.clone(),
+        // int64 is a JSON string in protobuf's JSON mapping.
+        "int_value" => Value::from(inner.as_str().unwrap().parse::<i64>().unwrap()),
+        "array_value" => Value::Array(inner.get("values").and_then(Value::as_array).map(|a| a.iter().map(any_to_json).collect()).unwrap_or_default()),
+        "kvlist_value" => Value::Object(
+            inner
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|kv| (kv["key"].as_str().unwrap().to_owned(), any_to_json(&kv["value"]))).collect())
+                .unwrap_or_default(),
+        ),
+        other => panic!("unexpected AnyValue {other}: {v}"),
+    }
+}
+
+/// key -> (AnyValue type, value) of a decoded attribute list.
+fn attributes(list: &Value) -> BTreeMap<String, (String, Value)> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| {
+            let (kind, value) = kv["value"].as_object().unwrap().iter().next().unwrap();
+            (kv["key"].as_str().unwrap().to_owned(), (kind.clone(), value.clone()))
+        })
+        .collect()
+}
+
+fn typed(kind: &str, value: impl Into<Value>) -> (String, Value) {
+    (kind.to_owned(), value.into())
+}
+
+#[test]
+fn otlp_protobuf_and_json_both_decode_with_the_official_definitions_and_carry_semantic_conventions() {
+    let records = batch();
+    let mut decoded = Vec::new();
+    for encoding in [Encoding::Protobuf, Encoding::Json] {
+        let receiver = OtlpReceiver::start(&[]);
+        let exporter = exporter(&receiver, encoding);
+        let outcomes = runtime().block_on(exporter.export(&records));
+        assert_eq!(outcomes, vec![Outcome::Delivered; 3], "{encoding:?}");
+        let requests = receiver.wait_for_requests(1, Duration::from_secs(10));
+        let req = &requests[0];
+        assert!(req.get("decode_error").is_none(), "{encoding:?}: {req}");
+        assert_eq!(req["unknown_field_bytes"], 0, "{encoding:?}: every field is one the official .proto defines");
+        assert_eq!(req["path"], "/v1/logs");
+        assert_eq!(req["content_type"], encoding.content_type());
+        assert_eq!(req["headers"]["x-scope-orgid"], "tenant-1");
+        decoded.push(req["request"].clone());
+    }
+
+    // The same request either way (but for when it was encoded).
+    let strip = |mut v: Value| {
+        for r in v["resource_logs"][0]["scope_logs"][0]["log_records"].as_array_mut().unwrap() {
+            r.as_object_mut().unwrap().remove("observed_time_unix_nano");
+        }
+        v
+    };
+    assert_eq!(strip(decoded[0].clone()), strip(decoded[1].clone()), "protobuf and JSON decode to the same request");
+
+    let req = &decoded[0];
+    let resource = attributes(&req["resource_logs"][0]["resource"]["attributes"]);
+    assert_eq!(resource["service.name"], typed("string_value", "oomwatch"));
+    assert_eq!(resource["service.version"].0, "string_value");
+    assert_eq!(resource["host.name"], typed("string_value", HostIdentity::read().hostname));
+    assert_eq!(req["resource_logs"][0]["scope_logs"][0]["scope"]["name"], "oomwatch");
+
+    let logs = req["resource_logs"][0]["scope_logs"][0]["log_records"].as_array().unwrap();
+    assert_eq!(logs.len(), 3);
+    for (log, record) in logs.iter().zip(&records) {
+        assert_eq!(any_to_json(&log["body"]), record.json, "the body is the whole event");
+        assert_eq!(log["event_name"], format!("oomwatch.{}", record.kind()));
+        assert!(log["observed_time_unix_nano"].as_str().unwrap().parse::<u64>().unwrap() > 0);
+        let a = attributes(&log["attributes"]);
+        assert_eq!(a["log.record.uid"], typed("string_value", record.uid.clone()));
+        assert_eq!(a["oomwatch.kind"], typed("string_value", record.kind()));
+        assert_eq!(a["oomwatch.cgroup"], typed("string_value", record.json["cgroup"].clone()));
+        assert_eq!(a["oomwatch.seq"], typed("int_value", record.json["seq"].to_string()));
+        assert!(a.keys().all(|k| !k.contains("history")), "{a:?}");
+    }
+
+    // The kill: 2026-11-22T05:46:54.250123Z, at a cgroup limit (ERROR).
+    let (kill, a) = (&logs[0], attributes(&logs[0]["attributes"]));
+    assert_eq!(kill["time_unix_nano"], "1795326414250123000");
+    assert_eq!((kill["severity_number"].as_str(), kill["severity_text"].as_str()), (Some("SEVERITY_NUMBER_ERROR"), Some("ERROR")));
+    assert_eq!(a["process.pid"], typed("int_value", "4242"));
+    assert_eq!(a["process.executable.name"], typed("string_value", HOSTILE));
+    assert_eq!(a["container.id"], typed("string_value", "3c4d".repeat(16)));
+    assert_eq!(a["container.runtime.name"], typed("string_value", "containerd"));
+    assert_eq!(a["k8s.pod.uid"], typed("string_value", "1f2e3d4c-0000-1111-2222-333344445555"));
+    assert_eq!(a["oomwatch.constraint"], typed("string_value", "memcg"));
+    assert_eq!(a["oomwatch.limit_bytes"], typed("int_value", (64u64 << 20).to_string()));
+    assert_eq!(a["oomwatch.trigger.comm"], typed("string_value", format!("trig{HOSTILE}")));
+    assert_eq!(a["oomwatch.exit_latency_ms"], typed("double_value", 2.75));
+    assert_eq!(a["oomwatch.workload.qos"], typed("string_value", "burstable"));
+    assert!(!a.contains_key("oomwatch.victim.pid") && !a.contains_key("oomwatch.unavailable"));
+
+    // The stall: the stalled thread, a notice.
+    let (stall, a) = (&logs[1], attributes(&logs[1]["attributes"]));
+    assert_eq!(stall["severity_number"], "SEVERITY_NUMBER_INFO2");
+    assert_eq!(a["process.pid"], typed("int_value", "10"));
+    assert_eq!(a["thread.id"], typed("int_value", "11"));
+    assert_eq!(a["process.executable.name"], typed("string_value", "java"));
+    assert_eq!(a["oomwatch.duration_ms"], typed("double_value", 153.25));
+
+    // The alert: critical and firing.
+    let (alert, a) = (&logs[2], attributes(&logs[2]["attributes"]));
+    assert_eq!((alert["severity_number"].as_str(), alert["severity_text"].as_str()), (Some("SEVERITY_NUMBER_ERROR2"), Some("CRITICAL")));
+    assert_eq!(a["oomwatch.alert"], typed("string_value", "oom_forecast"));
+    assert_eq!(a["oomwatch.value"], typed("double_value", 42.5));
+}
+
+#[test]
+fn otlp_503_is_retried_after_retry_after_then_delivered_with_the_same_record_ids() {
+    let receiver = OtlpReceiver::start(&["503:1"]);
+    let exporter = exporter(&receiver, Encoding::Protobuf);
+    let records = batch();
+    let rt = runtime();
+    let first = rt.block_on(exporter.export(&records));
+    let after = match &first[0] {
+        Outcome::Retry { after, reason } => {
+            assert!(reason.contains("503"), "{reason}");
+            *after
+        }
+        other => panic!("a 503 is retried: {other:?}"),
+    };
+    assert_eq!(after, Some(Duration::from_secs(1)), "Retry-After is honored");
+    assert!(first.iter().all(|o| *o == first[0]));
+    std::thread::sleep(after.unwrap());
+    assert_eq!(rt.block_on(exporter.export(&records)), vec![Outcome::Delivered; 3]);
+
+    let requests = receiver.wait_for_requests(2, Duration::from_secs(10));
+    assert_eq!(requests.len(), 2);
+    let uids = |r: &Value| -> BTreeSet<String> {
+        r["request"]["resource_logs"][0]["scope_logs"][0]["log_records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| attributes(&l["attributes"])["log.record.uid"].1.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(uids(&requests[0]), uids(&requests[1]), "a receiver can drop the copies by log.record.uid");
+    assert_eq!(uids(&requests[0]).len(), 3);
+    let c = &exporter.counters;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!((c.retryable_failures.load(Relaxed), c.exported_records.load(Relaxed), c.dropped_records.load(Relaxed)), (1, 3, 0));
+}
+
+#[test]
+fn otlp_a_dropped_connection_is_retried_and_a_400_is_dropped_for_good() {
+    let receiver = OtlpReceiver::start(&["close", "400", "partial:1"]);
+    let exporter = exporter(&receiver, Encoding::Json);
+    let records = batch();
+    let rt = runtime();
+    match &rt.block_on(exporter.export(&records))[0] {
+        Outcome::Retry { after: None, reason } => assert!(reason.contains(&receiver.endpoint()), "{reason}"),
+        other => panic!("a closed connection is retried: {other:?}"),
+    }
+    let refused = rt.block_on(exporter.export(&records));
+    match &refused[0] {
+        Outcome::Rejected { reason } => assert!(reason.contains("400") && !reason.contains('\n'), "{reason}"),
+        other => panic!("a 400 is not retried: {other:?}"),
+    }
+    assert_eq!(refused.len(), 3);
+    // Partially accepted: delivered, the rejected one counted.
+    assert_eq!(rt.block_on(exporter.export(&records)), vec![Outcome::Delivered; 3]);
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &exporter.counters;
+    assert_eq!(
+        (c.retryable_failures.load(Relaxed), c.dropped_records.load(Relaxed), c.exported_records.load(Relaxed), c.rejected_records.load(Relaxed)),
+        (1, 3, 3, 1)
+    );
+    assert_eq!(receiver.wait_for_requests(3, Duration::from_secs(10)).len(), 3);
+}
+
+#[test]
+fn otlp_nothing_listening_is_a_retry_naming_the_endpoint() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = OtlpConfig::new(format!("http://127.0.0.1:{port}"));
+    let exporter = OtlpExporter::new(&config, &HostIdentity::read(), HttpClient::new()).unwrap();
+    match &runtime().block_on(exporter.export(&batch()))[0] {
+        Outcome::Retry { reason, .. } => assert!(reason.contains(&format!("127.0.0.1:{port}/v1/logs")), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
