@@ -18,6 +18,8 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod docker;
+
 /// Returns false (after saying so) when the test must be skipped; panics
 /// when root is missing and skipping was not asked for.
 pub fn require_root(test: &str) -> bool {
@@ -150,7 +152,7 @@ pub fn sweep_stale_test_cgroups(parent_dir: &Path) {
 }
 
 /// "oomwatch-test-<name>-<pid>-<n>" -> pid.
-fn creator_pid(leaf: &str) -> Option<u32> {
+pub(crate) fn creator_pid(leaf: &str) -> Option<u32> {
     let rest = leaf.strip_prefix("oomwatch-test-")?;
     let mut parts = rest.rsplitn(3, '-');
     let (_n, pid) = (parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?);
