@@ -18,6 +18,10 @@
 //! only those under our `oomwatch-test-docker-*` parent, the parent, and the
 //! ancestors of the parent that did not exist before (runc creates our
 //! memory cgroup's path in the other v1 hierarchies, where it was absent).
+//! When the test process itself is killed, docker-init's parent-death
+//! signal stops dockerd (gracefully: about 10 s with running containers),
+//! and the next [`Docker::start`] removes what that run left (its cgroups,
+//! from the record in its directory, mounts and the directory).
 
 use std::{
     fs,
@@ -42,7 +46,12 @@ fn program(candidates: &[&str], package: &str) -> PathBuf {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{} not found: install the Debian package {package} (apt-get install {package})", candidates[0]))
+        .unwrap_or_else(|| {
+            panic!(
+                "{} not found: install the Debian package {package} (apt-get install {package})",
+                candidates[0]
+            )
+        })
 }
 
 /// Runs `cmd` with a timeout; kills it (by its pid) when it overruns.
@@ -81,7 +90,11 @@ pub fn output_within(cmd: &mut Command, timeout: Duration) -> Option<Output> {
     };
     let stdout = out_reader.join().unwrap_or_default();
     let stderr = err_reader.join().unwrap_or_default();
-    status.map(|status| Output { status, stdout, stderr })
+    status.map(|status| Output {
+        status,
+        stdout,
+        stderr,
+    })
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -114,7 +127,9 @@ fn proc_state(pid: u32) -> Option<char> {
 
 /// `/proc/<pid>/cmdline` with NULs as spaces.
 fn cmdline(pid: u32) -> String {
-    fs::read(format!("/proc/{pid}/cmdline")).map(|b| String::from_utf8_lossy(&b).replace('\0', " ")).unwrap_or_default()
+    fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .unwrap_or_default()
 }
 
 /// Mount points of every cgroup hierarchy (v1 controllers, named ones, and
@@ -156,7 +171,13 @@ impl ContainerSpec {
 
     /// The labels cri-dockerd puts on a pod's container (and its name,
     /// `k8s_<container>_<pod>_<namespace>_<uid>_<attempt>`).
-    pub fn kubernetes(mut self, pod: &str, namespace: &str, container: &str, pod_uid: &str) -> Self {
+    pub fn kubernetes(
+        mut self,
+        pod: &str,
+        namespace: &str,
+        container: &str,
+        pod_uid: &str,
+    ) -> Self {
         self.name = format!("k8s_{container}_{pod}_{namespace}_{pod_uid}_0");
         self.labels = [
             ("io.kubernetes.pod.name", pod),
@@ -164,15 +185,34 @@ impl ContainerSpec {
             ("io.kubernetes.pod.uid", pod_uid),
             ("io.kubernetes.container.name", container),
             ("io.kubernetes.docker.type", "container"),
-            ("io.kubernetes.sandbox.id", "5f0c4a0ba4e0b1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6"),
+            (
+                "io.kubernetes.sandbox.id",
+                "5f0c4a0ba4e0b1d2c3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6",
+            ),
             ("annotation.io.kubernetes.container.restartCount", "0"),
-            ("annotation.io.kubernetes.container.terminationMessagePath", "/dev/termination-log"),
+            (
+                "annotation.io.kubernetes.container.terminationMessagePath",
+                "/dev/termination-log",
+            ),
         ]
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
         self
     }
+}
+
+/// What [`Docker::run_cri_task`] puts in a task's CRI annotations.
+#[derive(Debug, Clone, Copy)]
+pub struct CriTaskSpec<'a> {
+    /// The task id (also its cgroup's name).
+    pub id: &'a str,
+    pub pod: &'a str,
+    pub namespace: &'a str,
+    pub container: &'a str,
+    pub pod_uid: &'a str,
+    pub image: &'a str,
+    pub cmd: &'a [&'a str],
 }
 
 /// A containerd task started with `ctr run` and CRI annotations.
@@ -219,13 +259,22 @@ impl Docker {
         let dir = temp_dir("docker");
         let root = dir.0.clone();
         let memory = memory_hierarchy();
-        let cgroup_parent = format!("{}/oomwatch-test-{}", memory.own.trim_end_matches('/'), unique("docker"));
+        let cgroup_parent = format!(
+            "{}/oomwatch-test-{}",
+            memory.own.trim_end_matches('/'),
+            unique("docker")
+        );
         // runc creates the parent's path in every hierarchy; in the v1
         // hierarchies other than memory our own path is usually absent.
         let mut absent_ancestors = Vec::new();
         for mount in &cgroup_mounts() {
             let mut dir = mount.clone();
-            for component in Path::new(&cgroup_parent).parent().unwrap_or(Path::new("/")).components().skip(1) {
+            for component in Path::new(&cgroup_parent)
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .components()
+                .skip(1)
+            {
                 dir.push(component);
                 if !dir.exists() {
                     absent_ancestors.push(dir.clone());
@@ -239,7 +288,10 @@ impl Docker {
             socket: root.join("docker.sock"),
             pid_file: root.join("docker.pid"),
             log: root.join("dockerd.log"),
-            cgroups: CgroupRecord { cgroup_parent: cgroup_parent.clone(), absent_ancestors },
+            cgroups: CgroupRecord {
+                cgroup_parent: cgroup_parent.clone(),
+                absent_ancestors,
+            },
             cgroup_parent,
             docker_bin,
             ctr_bin,
@@ -264,7 +316,12 @@ impl Docker {
             .arg(format!("unix://{}", docker.socket.display()))
             .arg("--pidfile")
             .arg(&docker.pid_file)
-            .args(["--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false"])
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                "--ip-forward=false",
+            ])
             .args(["--storage-driver=vfs", "--log-level=info"])
             .arg(format!("--cgroup-parent={}", docker.cgroup_parent))
             .stdin(Stdio::null())
@@ -282,16 +339,23 @@ impl Docker {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.supervisor.as_mut().map(|c| c.try_wait()) {
-                panic!("dockerd exited during start ({status}):\n{}", self.log_text());
+                panic!(
+                    "dockerd exited during start ({status}):\n{}",
+                    self.log_text()
+                );
             }
             if self.dockerd_pid == 0 {
-                self.dockerd_pid = fs::read_to_string(&self.pid_file).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(0);
-            }
-            if self.containerd_pid == 0 {
-                self.containerd_pid = fs::read_to_string(self.exec_root.join("containerd/containerd.pid"))
+                self.dockerd_pid = fs::read_to_string(&self.pid_file)
                     .ok()
                     .and_then(|p| p.trim().parse().ok())
                     .unwrap_or(0);
+            }
+            if self.containerd_pid == 0 {
+                self.containerd_pid =
+                    fs::read_to_string(self.exec_root.join("containerd/containerd.pid"))
+                        .ok()
+                        .and_then(|p| p.trim().parse().ok())
+                        .unwrap_or(0);
             }
             if self.dockerd_pid != 0 && self.ping() {
                 assert!(
@@ -308,9 +372,13 @@ impl Docker {
 
     /// `GET /_ping` on the Engine API socket.
     fn ping(&self) -> bool {
-        let Ok(mut s) = UnixStream::connect(&self.socket) else { return false };
+        let Ok(mut s) = UnixStream::connect(&self.socket) else {
+            return false;
+        };
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n").is_err() {
+        if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+            .is_err()
+        {
             return false;
         }
         let mut resp = String::new();
@@ -363,7 +431,9 @@ impl Docker {
     /// `ctr` on dockerd's containerd, in a containerd namespace.
     pub fn ctr(&self, namespace: &str) -> Command {
         let mut cmd = Command::new(&self.ctr_bin);
-        cmd.arg("--address").arg(self.containerd_socket()).args(["--namespace", namespace]);
+        cmd.arg("--address")
+            .arg(self.containerd_socket())
+            .args(["--namespace", namespace]);
         cmd
     }
 
@@ -379,7 +449,7 @@ impl Docker {
         for empty in ["proc", "sys", "dev", "tmp", "etc"] {
             fs::create_dir_all(image_dir.join(empty)).expect("mkdir image dir");
         }
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(&image_dir)
             .args(["-c", "."])
@@ -389,18 +459,40 @@ impl Docker {
         let out = self
             .cli()
             .args(["import", "-", IMAGE])
-            .stdin(tar.stdout.expect("tar stdout"))
+            .stdin(tar.stdout.take().expect("tar stdout"))
             .output()
             .expect("docker import");
-        assert!(out.status.success(), "docker import: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log_text());
+        let tar_status = tar.wait().expect("wait for tar");
+        assert!(
+            tar_status.success(),
+            "tar of the image directory: {tar_status}"
+        );
+        assert!(
+            out.status.success(),
+            "docker import: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
     }
 
     /// `docker run -d` with `--network none` and the spec's memory limit
     /// (no swap). Returns the full container id.
     pub fn run(&self, spec: &ContainerSpec) -> String {
-        let mut args: Vec<String> = vec!["run".into(), "-d".into(), "--network".into(), "none".into(), "--name".into(), spec.name.clone()];
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            "--network".into(),
+            "none".into(),
+            "--name".into(),
+            spec.name.clone(),
+        ];
         if let Some(bytes) = spec.memory_bytes {
-            args.extend(["-m".into(), bytes.to_string(), "--memory-swap".into(), bytes.to_string()]);
+            args.extend([
+                "-m".into(),
+                bytes.to_string(),
+                "--memory-swap".into(),
+                bytes.to_string(),
+            ]);
         }
         for (k, v) in &spec.labels {
             args.extend(["--label".into(), format!("{k}={v}")]);
@@ -409,7 +501,10 @@ impl Docker {
         args.extend(spec.cmd.iter().cloned());
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let id = self.docker(&refs);
-        assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "docker run printed {id:?}");
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "docker run printed {id:?}"
+        );
         id
     }
 
@@ -451,55 +546,108 @@ impl Docker {
     /// in namespace `k8s.io`, with the `io.kubernetes.cri.*` annotations,
     /// its cgroup under our parent, limited to 64 MiB. The rootfs is a copy
     /// of the image directory.
-    pub fn run_cri_task(&mut self, id: &str, pod: &str, namespace: &str, container: &str, pod_uid: &str, image: &str, cmd: &[&str]) -> CtrTask {
+    pub fn run_cri_task(&mut self, spec: &CriTaskSpec) -> CtrTask {
+        let CriTaskSpec {
+            id,
+            pod,
+            namespace,
+            container,
+            pod_uid,
+            image,
+            cmd,
+        } = *spec;
         let rootfs = self.dir.0.join(format!("rootfs-{id}"));
-        let status = Command::new("cp").arg("-a").arg(self.dir.0.join("image")).arg(&rootfs).status().expect("cp rootfs");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(self.dir.0.join("image"))
+            .arg(&rootfs)
+            .status()
+            .expect("cp rootfs");
         assert!(status.success(), "copying the rootfs failed");
         let annotations = [
             ("io.kubernetes.cri.container-type", "container"),
             ("io.kubernetes.cri.container-name", container),
-            ("io.kubernetes.cri.sandbox-id", "7d0f0bb4e9b6c3e3c0a6d1c8f1b2a3c4d5e6f708192a3b4c5d6e7f8091a2b3c4"),
+            (
+                "io.kubernetes.cri.sandbox-id",
+                "7d0f0bb4e9b6c3e3c0a6d1c8f1b2a3c4d5e6f708192a3b4c5d6e7f8091a2b3c4",
+            ),
             ("io.kubernetes.cri.sandbox-name", pod),
             ("io.kubernetes.cri.sandbox-namespace", namespace),
             ("io.kubernetes.cri.sandbox-uid", pod_uid),
             ("io.kubernetes.cri.image-name", image),
         ];
         let mut ctr = self.ctr("k8s.io");
-        ctr.args(["run", "-d", "--memory-limit", &(64u64 << 20).to_string()]).arg("--cgroup").arg(self.cgroup_path(id));
+        ctr.args(["run", "-d", "--memory-limit", &(64u64 << 20).to_string()])
+            .arg("--cgroup")
+            .arg(self.cgroup_path(id));
         for (k, v) in annotations {
             ctr.arg("--annotation").arg(format!("{k}={v}"));
         }
         ctr.arg("--rootfs").arg(&rootfs).arg(id).args(cmd);
-        let out = output_within(&mut ctr, Duration::from_secs(30)).expect("ctr run did not finish in 30 s");
-        assert!(out.status.success(), "ctr run: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log_text());
-        let task = CtrTask { namespace: "k8s.io".into(), id: id.to_owned(), pid: 0 };
+        let out = output_within(&mut ctr, Duration::from_secs(30))
+            .expect("ctr run did not finish in 30 s");
+        assert!(
+            out.status.success(),
+            "ctr run: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        let task = CtrTask {
+            namespace: "k8s.io".into(),
+            id: id.to_owned(),
+            pid: 0,
+        };
         self.tasks.push(task.clone());
-        let ls = output_within(self.ctr("k8s.io").args(["task", "ls"]), Duration::from_secs(30)).expect("ctr task ls");
+        let ls = output_within(
+            self.ctr("k8s.io").args(["task", "ls"]),
+            Duration::from_secs(30),
+        )
+        .expect("ctr task ls");
         let pid = String::from_utf8_lossy(&ls.stdout)
             .lines()
             .find_map(|l| {
                 let mut f = l.split_whitespace();
-                (f.next() == Some(id)).then(|| f.next()?.parse::<u32>().ok()).flatten()
+                (f.next() == Some(id))
+                    .then(|| f.next()?.parse::<u32>().ok())
+                    .flatten()
             })
-            .unwrap_or_else(|| panic!("task {id} not in `ctr task ls`: {}", String::from_utf8_lossy(&ls.stdout)));
+            .unwrap_or_else(|| {
+                panic!(
+                    "task {id} not in `ctr task ls`: {}",
+                    String::from_utf8_lossy(&ls.stdout)
+                )
+            });
         CtrTask { pid, ..task }
     }
 
     fn remove_tasks(&mut self) {
         for task in std::mem::take(&mut self.tasks) {
             let t = Duration::from_secs(20);
-            let _ = output_within(self.ctr(&task.namespace).args(["task", "kill", "-s", "SIGKILL", &task.id]), t);
+            let _ = output_within(
+                self.ctr(&task.namespace)
+                    .args(["task", "kill", "-s", "SIGKILL", &task.id]),
+                t,
+            );
             // The task must have exited before it can be deleted.
             let deadline = Instant::now() + t;
             loop {
-                let out = output_within(self.ctr(&task.namespace).args(["task", "delete", &task.id]), t);
-                let gone = out.is_some_and(|o| o.status.success() || String::from_utf8_lossy(&o.stderr).contains("not found"));
+                let out = output_within(
+                    self.ctr(&task.namespace).args(["task", "delete", &task.id]),
+                    t,
+                );
+                let gone = out.is_some_and(|o| {
+                    o.status.success() || String::from_utf8_lossy(&o.stderr).contains("not found")
+                });
                 if gone || Instant::now() >= deadline {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
-            let _ = output_within(self.ctr(&task.namespace).args(["container", "delete", &task.id]), t);
+            let _ = output_within(
+                self.ctr(&task.namespace)
+                    .args(["container", "delete", &task.id]),
+                t,
+            );
         }
     }
 
@@ -509,8 +657,13 @@ impl Docker {
             eprintln!("docker cleanup: `docker ps` did not answer within {t:?}");
             return;
         };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect();
-        if !ids.is_empty() && output_within(self.cli().args(["rm", "-f", "-v"]).args(&ids), t).is_none() {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty()
+            && output_within(self.cli().args(["rm", "-f", "-v"]).args(&ids), t).is_none()
+        {
             eprintln!("docker cleanup: `docker rm -f` did not finish within {t:?}");
         }
     }
@@ -518,10 +671,15 @@ impl Docker {
     fn stop_daemons(&mut self) {
         // A test may have stopped dockerd (SIGSTOP) and failed before resuming it.
         signal(self.dockerd_pid, libc::SIGCONT);
-        if self.dockerd_pid != 0 && cmdline(self.dockerd_pid).contains(self.dir.0.to_string_lossy().as_ref()) {
+        if self.dockerd_pid != 0
+            && cmdline(self.dockerd_pid).contains(self.dir.0.to_string_lossy().as_ref())
+        {
             signal(self.dockerd_pid, libc::SIGTERM);
             if !wait_gone(self.dockerd_pid, Duration::from_secs(30)) {
-                eprintln!("docker cleanup: dockerd {} ignored SIGTERM for 30 s; killing it", self.dockerd_pid);
+                eprintln!(
+                    "docker cleanup: dockerd {} ignored SIGTERM for 30 s; killing it",
+                    self.dockerd_pid
+                );
                 signal(self.dockerd_pid, libc::SIGKILL);
             }
         }
@@ -548,10 +706,20 @@ impl Docker {
         if self.containerd_pid != 0
             && let Ok(entries) = fs::read_dir("/proc")
         {
-            for pid in entries.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+            for pid in entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            {
                 let session = fs::read_to_string(format!("/proc/{pid}/stat"))
                     .ok()
-                    .and_then(|s| s.rsplit_once(')')?.1.split_whitespace().nth(3)?.parse::<u32>().ok());
+                    .and_then(|s| {
+                        s.rsplit_once(')')?
+                            .1
+                            .split_whitespace()
+                            .nth(3)?
+                            .parse::<u32>()
+                            .ok()
+                    });
                 if session == Some(self.containerd_pid) && pid != self.containerd_pid && ours(pid) {
                     leftovers.push(pid);
                 }
@@ -591,7 +759,10 @@ impl CgroupRecord {
 
     fn read(dir: &Path) -> Option<Self> {
         let text = fs::read_to_string(dir.join(Self::FILE)).ok()?;
-        let mut record = Self { cgroup_parent: String::new(), absent_ancestors: Vec::new() };
+        let mut record = Self {
+            cgroup_parent: String::new(),
+            absent_ancestors: Vec::new(),
+        };
         for line in text.lines() {
             match line.split_once('\t')? {
                 ("parent", p) => record.cgroup_parent = p.to_owned(),
@@ -645,7 +816,10 @@ fn unmount_under(dir: &Path) {
         let c = std::ffi::CString::new(point).expect("mount point without NUL");
         // SAFETY: umount2 with a valid C string.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            eprintln!("docker cleanup: umount {point}: {}", std::io::Error::last_os_error());
+            eprintln!(
+                "docker cleanup: umount {point}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
@@ -656,20 +830,31 @@ fn unmount_under(dir: &Path) {
 /// (docker-init's parent-death signal); a run is swept once its dockerd
 /// is gone.
 fn sweep_stale_runs() {
-    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else { return };
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with("oomwatch-test-docker-") {
             continue;
         }
-        let Some(pid) = crate::creator_pid(&name) else { continue };
+        let Some(pid) = crate::creator_pid(&name) else {
+            continue;
+        };
         if pid == std::process::id() || pid_alive(pid) {
             continue;
         }
         let dir = entry.path();
-        let dockerd = fs::read_to_string(dir.join("docker.pid")).ok().and_then(|p| p.trim().parse::<u32>().ok());
-        if dockerd.is_some_and(|d| pid_alive(d) && cmdline(d).contains(dir.to_string_lossy().as_ref())) {
-            eprintln!("{} is left by test process {pid}; its dockerd is still stopping", dir.display());
+        let dockerd = fs::read_to_string(dir.join("docker.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok());
+        if dockerd
+            .is_some_and(|d| pid_alive(d) && cmdline(d).contains(dir.to_string_lossy().as_ref()))
+        {
+            eprintln!(
+                "{} is left by test process {pid}; its dockerd is still stopping",
+                dir.display()
+            );
             continue;
         }
         if let Some(record) = CgroupRecord::read(&dir) {
@@ -677,7 +862,10 @@ fn sweep_stale_runs() {
         }
         unmount_under(&dir);
         if fs::remove_dir_all(&dir).is_ok() {
-            eprintln!("removed {} (left by test process {pid}, which no longer exists)", dir.display());
+            eprintln!(
+                "removed {} (left by test process {pid}, which no longer exists)",
+                dir.display()
+            );
         }
     }
 }
@@ -711,7 +899,11 @@ impl Drop for Docker {
     fn drop(&mut self) {
         signal(self.dockerd_pid, libc::SIGCONT);
         if std::thread::panicking() {
-            eprintln!("---- dockerd log ({}) ----\n{}\n----", self.log.display(), self.log_text());
+            eprintln!(
+                "---- dockerd log ({}) ----\n{}\n----",
+                self.log.display(),
+                self.log_text()
+            );
         }
         self.remove_tasks();
         self.remove_containers();

@@ -54,18 +54,29 @@ const CONTAINER_NAME: &str = "io.kubernetes.container.name";
 /// cri-dockerd: `podsandbox` or `container`.
 const DOCKER_TYPE: &str = "io.kubernetes.docker.type";
 impl KeySet for KubeLabels {
-    const KEYS: &'static [&'static str] = &[POD_NAME, POD_NAMESPACE, POD_UID, CONTAINER_NAME, DOCKER_TYPE];
+    const KEYS: &'static [&'static str] = &[
+        POD_NAME,
+        POD_NAMESPACE,
+        POD_UID,
+        CONTAINER_NAME,
+        DOCKER_TYPE,
+    ];
 }
 
 /// Parses a `config.v2.json` read for container `id`. Fields of unexpected
 /// types read as absent; the record must be a JSON object, and its `ID`,
 /// when present, must be `id`.
 pub fn parse_docker_config(id: &str, bytes: &[u8]) -> Result<ContainerMeta, ParseError> {
-    let record = serde_json::from_slice::<LenientObject<ConfigV2>>(bytes)?.0.ok_or(ParseError::NotAnObject)?;
+    let record = serde_json::from_slice::<LenientObject<ConfigV2>>(bytes)?
+        .0
+        .ok_or(ParseError::NotAnObject)?;
     if let Some(found) = record.id.0
         && found != id
     {
-        return Err(ParseError::IdMismatch { wanted: id.to_owned(), found });
+        return Err(ParseError::IdMismatch {
+            wanted: id.to_owned(),
+            found,
+        });
     }
     let state = record.state.0.unwrap_or_default();
     let config = record.config.0.unwrap_or_default();
@@ -78,7 +89,12 @@ pub fn parse_docker_config(id: &str, bytes: &[u8]) -> Result<ContainerMeta, Pars
     Ok(ContainerMeta {
         id: id.to_owned(),
         runtime: Some(Runtime::Docker),
-        name: clean(record.name.0.map(|n| n.strip_prefix('/').map(str::to_owned).unwrap_or(n))),
+        name: clean(
+            record
+                .name
+                .0
+                .map(|n| n.strip_prefix('/').map(str::to_owned).unwrap_or(n)),
+        ),
         image: clean(config.image.0),
         image_id: clean(record.image_id.0),
         pod: label(POD_NAME),
@@ -86,6 +102,9 @@ pub fn parse_docker_config(id: &str, bytes: &[u8]) -> Result<ContainerMeta, Pars
         container: label(CONTAINER_NAME),
         pod_uid: clean_uid(config.labels.get(POD_UID)),
         kind,
-        init_pid: state.pid.0.filter(|&p| p > 0 && state.running.0 != Some(false)),
+        init_pid: state
+            .pid
+            .0
+            .filter(|&p| p > 0 && state.running.0 != Some(false)),
     })
 }

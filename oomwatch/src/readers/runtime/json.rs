@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// A string, or `None` when the value has any other type.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,7 +19,8 @@ pub(super) struct LenientStr(pub Option<String>);
 
 impl<'de> Deserialize<'de> for LenientStr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(AnyAs::<StrOut>::default()).map(LenientStr)
+        d.deserialize_any(AnyAs::<StrOut>::default())
+            .map(LenientStr)
     }
 }
 
@@ -30,7 +31,8 @@ pub(super) struct LenientU32(pub Option<u32>);
 
 impl<'de> Deserialize<'de> for LenientU32 {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(AnyAs::<U32Out>::default()).map(LenientU32)
+        d.deserialize_any(AnyAs::<U32Out>::default())
+            .map(LenientU32)
     }
 }
 
@@ -40,7 +42,8 @@ pub(super) struct LenientBool(pub Option<bool>);
 
 impl<'de> Deserialize<'de> for LenientBool {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(AnyAs::<BoolOut>::default()).map(LenientBool)
+        d.deserialize_any(AnyAs::<BoolOut>::default())
+            .map(LenientBool)
     }
 }
 
@@ -91,7 +94,8 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for LenientObject<T> {
                 Ok(None)
             }
         }
-        d.deserialize_any(V(std::marker::PhantomData)).map(LenientObject)
+        d.deserialize_any(V(std::marker::PhantomData))
+            .map(LenientObject)
     }
 }
 
@@ -200,7 +204,10 @@ pub(super) trait KeySet {
 
 impl<K: KeySet> Default for PickedKeys<K> {
     fn default() -> Self {
-        Self { values: vec![None; K::KEYS.len()], _keys: std::marker::PhantomData }
+        Self {
+            values: vec![None; K::KEYS.len()],
+            _keys: std::marker::PhantomData,
+        }
     }
 }
 
@@ -324,7 +331,9 @@ mod tests {
 
     #[test]
     fn right_types_are_kept() {
-        let d = doc(r#"{"s": "v\u00e9", "n": 4294967295, "b": false, "m": {"z": [1], "b": "2", "a": "1", "a": "3"}, "o": {"x": "y", "q": 1}}"#);
+        let d = doc(
+            r#"{"s": "v\u00e9", "n": 4294967295, "b": false, "m": {"z": [1], "b": "2", "a": "1", "a": "3"}, "o": {"x": "y", "q": 1}}"#,
+        );
         assert_eq!(d.s.0.as_deref(), Some("vé"));
         assert_eq!(d.n.0, Some(u32::MAX));
         assert_eq!(d.b.0, Some(false));
@@ -332,7 +341,12 @@ mod tests {
         assert_eq!(d.m.get("a"), Some("3"));
         assert_eq!(d.m.get("b"), Some("2"));
         assert_eq!(d.m.get("z"), None);
-        assert_eq!(d.o.0, Some(Inner { x: LenientStr(Some("y".into())) }));
+        assert_eq!(
+            d.o.0,
+            Some(Inner {
+                x: LenientStr(Some("y".into()))
+            })
+        );
     }
 
     #[test]
@@ -341,11 +355,22 @@ mod tests {
         // these types recurse only as deep as the types do.
         for doc in [
             format!("{{\"s\": {}{}}}", "[".repeat(100_000), "]".repeat(100_000)),
-            format!("{{\"m\": {{\"z\": {}{}}}}}", "[".repeat(100_000), "]".repeat(100_000)),
-            format!("{{\"o\": {{\"x\": {}1{}}}}}", "{\"a\":".repeat(100_000), "}".repeat(100_000)),
+            format!(
+                "{{\"m\": {{\"z\": {}{}}}}}",
+                "[".repeat(100_000),
+                "]".repeat(100_000)
+            ),
+            format!(
+                "{{\"o\": {{\"x\": {}1{}}}}}",
+                "{\"a\":".repeat(100_000),
+                "}".repeat(100_000)
+            ),
         ] {
             if let Ok(d) = serde_json::from_str::<Doc>(&doc) {
-                assert_eq!((d.s.0, d.m.values, d.o.0.and_then(|o| o.x.0)), (None, vec![None, None], None));
+                assert_eq!(
+                    (d.s.0, d.m.values, d.o.0.and_then(|o| o.x.0)),
+                    (None, vec![None, None], None)
+                );
             }
         }
     }

@@ -148,7 +148,11 @@ pub struct ContainerMeta {
 
 impl ContainerMeta {
     fn new(id: &str, runtime: Option<Runtime>) -> Self {
-        Self { id: id.to_owned(), runtime, ..Default::default() }
+        Self {
+            id: id.to_owned(),
+            runtime,
+            ..Default::default()
+        }
     }
 
     /// Takes the fields `other` knows and `self` does not.
@@ -170,8 +174,12 @@ impl ContainerMeta {
         fill(&mut self.init_pid, other.init_pid);
     }
 
+    /// Whether the kubelet's names could add something: a sandbox has no
+    /// container name (and no log link) to find.
     fn lacks_pod_names(&self) -> bool {
-        self.pod.is_none() || self.namespace.is_none() || self.container.is_none()
+        self.pod.is_none()
+            || self.namespace.is_none()
+            || (self.container.is_none() && self.kind != Some(ContainerKind::Sandbox))
     }
 }
 
@@ -266,12 +274,16 @@ pub struct WorkloadKey<'a> {
 /// The names of a container, from the records of the runtime named by the
 /// hint, or of every runtime in turn when there is none (the kubelet's
 /// cgroupfs driver and `--cgroup-parent` paths do not name the runtime).
+/// For a pod's container (a pod uid in the key or in the record), the
 /// Kubernetes names the runtime's records lack come from the kubelet's log
 /// directories. `Ok(None)` when nothing on this host knows the id.
 ///
 /// An error is returned only when no source found the container and one
 /// of them could not be read.
-pub fn lookup(roots: &RuntimeRoots, key: &WorkloadKey) -> Result<Option<ContainerMeta>, LookupError> {
+pub fn lookup(
+    roots: &RuntimeRoots,
+    key: &WorkloadKey,
+) -> Result<Option<ContainerMeta>, LookupError> {
     let id = key.container_id;
     check_name(id).ok_or_else(|| LookupError::InvalidId(id.to_owned()))?;
     type Source = fn(&RuntimeRoots, &str) -> Result<Option<ContainerMeta>, LookupError>;
@@ -296,8 +308,14 @@ pub fn lookup(roots: &RuntimeRoots, key: &WorkloadKey) -> Result<Option<Containe
             }
         }
     }
-    let needs_kubelet = found.as_ref().is_none_or(ContainerMeta::lacks_pod_names);
-    if needs_kubelet {
+    // The kubelet's links are scanned (a directory entry per container on
+    // the node) only for a pod's container: the cgroup path or the record
+    // must say it is one.
+    let in_a_pod = key.pod_uid.is_some()
+        || found
+            .as_ref()
+            .is_some_and(|m| m.pod_uid.is_some() || m.pod.is_some() || m.kind.is_some());
+    if in_a_pod && found.as_ref().is_none_or(ContainerMeta::lacks_pod_names) {
         let from_logs = match lookup_container_log(roots, id) {
             Ok(found) => found,
             Err(e) => {
@@ -348,17 +366,26 @@ pub fn lookup(roots: &RuntimeRoots, key: &WorkloadKey) -> Result<Option<Containe
 /// Docker: `<data-root>/containers/<id>/config.v2.json`.
 pub fn lookup_docker(roots: &RuntimeRoots, id: &str) -> Result<Option<ContainerMeta>, LookupError> {
     check_name(id).ok_or_else(|| LookupError::InvalidId(id.to_owned()))?;
-    let path = roots.docker_data_root.join("containers").join(id).join("config.v2.json");
+    let path = roots
+        .docker_data_root
+        .join("containers")
+        .join(id)
+        .join("config.v2.json");
     let Some(bytes) = read_capped(&path, RECORD_LIMIT)? else {
         return Ok(None);
     };
-    parse_docker_config(id, &bytes).map(Some).map_err(|source| LookupError::Parse { path, source })
+    parse_docker_config(id, &bytes)
+        .map(Some)
+        .map_err(|source| LookupError::Parse { path, source })
 }
 
 /// containerd: the task's OCI bundle, in whichever containerd namespace
 /// holds it (`k8s.io` for the CRI plugin, `moby` for Docker, `default` for
 /// `ctr`), and its `init.pid`.
-pub fn lookup_containerd(roots: &RuntimeRoots, id: &str) -> Result<Option<ContainerMeta>, LookupError> {
+pub fn lookup_containerd(
+    roots: &RuntimeRoots,
+    id: &str,
+) -> Result<Option<ContainerMeta>, LookupError> {
     check_name(id).ok_or_else(|| LookupError::InvalidId(id.to_owned()))?;
     let tasks = roots.containerd_state.join("io.containerd.runtime.v2.task");
     let mut namespaces = list_dir(&tasks)?;
@@ -384,16 +411,28 @@ pub fn lookup_containerd(roots: &RuntimeRoots, id: &str) -> Result<Option<Contai
 /// container's `userdata` under the graph root (and the run root), the
 /// container's pid in `pidfile` under the run root, and podman's names in
 /// the storage's list of containers.
-pub fn lookup_storage(roots: &RuntimeRoots, id: &str) -> Result<Option<ContainerMeta>, LookupError> {
+pub fn lookup_storage(
+    roots: &RuntimeRoots,
+    id: &str,
+) -> Result<Option<ContainerMeta>, LookupError> {
     check_name(id).ok_or_else(|| LookupError::InvalidId(id.to_owned()))?;
-    let mut drivers: Vec<String> =
-        list_dir(&roots.storage_graph_root)?.into_iter().filter(|d| d.ends_with("-containers") && check_name(d).is_some()).collect();
+    let mut drivers: Vec<String> = list_dir(&roots.storage_graph_root)?
+        .into_iter()
+        .filter(|d| d.ends_with("-containers") && check_name(d).is_some())
+        .collect();
     drivers.sort_by_key(|d| (d != "overlay-containers", d.clone()));
     for driver_dir in &drivers {
         let graph_dir = roots.storage_graph_root.join(driver_dir);
-        let run_userdata = roots.storage_run_root.join(driver_dir).join(id).join("userdata");
+        let run_userdata = roots
+            .storage_run_root
+            .join(driver_dir)
+            .join(id)
+            .join("userdata");
         let mut found = None;
-        for path in [graph_dir.join(id).join("userdata").join("config.json"), run_userdata.join("config.json")] {
+        for path in [
+            graph_dir.join(id).join("userdata").join("config.json"),
+            run_userdata.join("config.json"),
+        ] {
             if let Some(bytes) = read_capped(&path, RECORD_LIMIT)? {
                 found = Some((path, bytes));
                 break;
@@ -402,18 +441,23 @@ pub fn lookup_storage(roots: &RuntimeRoots, id: &str) -> Result<Option<Container
         let Some((path, bytes)) = found else {
             continue;
         };
-        let mut meta = parse_oci_config(id, OciPlace::Storage, &bytes).map_err(|source| LookupError::Parse { path, source })?;
+        let mut meta = parse_oci_config(id, OciPlace::Storage, &bytes)
+            .map_err(|source| LookupError::Parse { path, source })?;
         meta.init_pid = read_pid_file(&run_userdata.join("pidfile"))?;
         if meta.name.is_none() || meta.image.is_none() {
             let lists = [
                 graph_dir.join("containers.json"),
-                roots.storage_run_root.join(driver_dir).join("volatile-containers.json"),
+                roots
+                    .storage_run_root
+                    .join(driver_dir)
+                    .join("volatile-containers.json"),
             ];
             for list in lists {
                 let Some(bytes) = read_capped(&list, STORAGE_LIST_LIMIT)? else {
                     continue;
                 };
-                let entry = find_storage_entry(id, &bytes).map_err(|source| LookupError::Parse { path: list, source })?;
+                let entry = find_storage_entry(id, &bytes)
+                    .map_err(|source| LookupError::Parse { path: list, source })?;
                 if let Some(entry) = entry {
                     meta.fill_from(entry.meta(id));
                     break;
@@ -427,16 +471,24 @@ pub fn lookup_storage(roots: &RuntimeRoots, id: &str) -> Result<Option<Container
 
 /// The kubelet's `/var/log/containers/<pod>_<namespace>_<container>-<id>.log`
 /// link, which it makes for every container of every runtime.
-pub fn lookup_container_log(roots: &RuntimeRoots, id: &str) -> Result<Option<ContainerLogName>, LookupError> {
+pub fn lookup_container_log(
+    roots: &RuntimeRoots,
+    id: &str,
+) -> Result<Option<ContainerLogName>, LookupError> {
     check_name(id).ok_or_else(|| LookupError::InvalidId(id.to_owned()))?;
     let suffix = format!("-{id}.log");
     let found = list_dir_matching(&roots.container_logs, |name| name.ends_with(&suffix))?;
-    Ok(found.and_then(|name| parse_container_log_name(&name)).filter(|n| n.id == id))
+    Ok(found
+        .and_then(|name| parse_container_log_name(&name))
+        .filter(|n| n.id == id))
 }
 
 /// The kubelet's `/var/log/pods/<namespace>_<pod>_<uid>/` directory of a
 /// pod, with the names of the containers it holds logs for.
-pub fn lookup_pod_logs(roots: &RuntimeRoots, pod_uid: &str) -> Result<Option<PodLogDir>, LookupError> {
+pub fn lookup_pod_logs(
+    roots: &RuntimeRoots,
+    pod_uid: &str,
+) -> Result<Option<PodLogDir>, LookupError> {
     if !kubelet::is_pod_uid(pod_uid) {
         return Err(LookupError::InvalidId(pod_uid.to_owned()));
     }
@@ -447,7 +499,10 @@ pub fn lookup_pod_logs(roots: &RuntimeRoots, pod_uid: &str) -> Result<Option<Pod
     let Some(mut dir) = parse_pod_log_dir(&name) else {
         return Ok(None);
     };
-    dir.containers = list_dir(&roots.pod_logs.join(&name))?.into_iter().filter_map(|c| clean(Some(c))).collect();
+    dir.containers = list_dir(&roots.pod_logs.join(&name))?
+        .into_iter()
+        .filter_map(|c| clean(Some(c)))
+        .collect();
     dir.containers.sort();
     Ok(Some(dir))
 }
@@ -455,7 +510,9 @@ pub fn lookup_pod_logs(roots: &RuntimeRoots, pod_uid: &str) -> Result<Option<Pod
 /// Keeps a name only when it can be shown as it is: not empty or blank, at
 /// most [`MAX_VALUE_LEN`] bytes, no control characters.
 pub(crate) fn clean(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.trim().is_empty() && v.len() <= MAX_VALUE_LEN && !v.chars().any(char::is_control))
+    value.filter(|v| {
+        !v.trim().is_empty() && v.len() <= MAX_VALUE_LEN && !v.chars().any(char::is_control)
+    })
 }
 
 /// A name that may become one component of a path: containerd's identifier
@@ -471,31 +528,51 @@ fn check_name(name: &str) -> Option<&str> {
 }
 
 fn is_absent(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory)
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 /// Reads a whole file of at most `limit` bytes. `Ok(None)` when it does not
 /// exist. Opens without blocking, so a FIFO in its place (the bundles hold
 /// some) is refused instead of hanging the caller.
 fn read_capped(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, LookupError> {
-    let read_err = |source| LookupError::Read { path: path.to_owned(), source };
-    let file = match fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path) {
+    let read_err = |source| LookupError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+    {
         Ok(f) => f,
         Err(e) if is_absent(&e) => return Ok(None),
         Err(e) => return Err(read_err(e)),
     };
     let meta = file.metadata().map_err(read_err)?;
     if !meta.is_file() {
-        return Err(LookupError::NotAFile { path: path.to_owned() });
+        return Err(LookupError::NotAFile {
+            path: path.to_owned(),
+        });
     }
     if meta.len() > limit {
-        return Err(LookupError::TooLarge { path: path.to_owned(), limit });
+        return Err(LookupError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        });
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
     // The file may grow between fstat and read: the cap holds either way.
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(read_err)?;
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
     if bytes.len() as u64 > limit {
-        return Err(LookupError::TooLarge { path: path.to_owned(), limit });
+        return Err(LookupError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        });
     }
     Ok(Some(bytes))
 }
@@ -510,11 +587,19 @@ fn list_dir(dir: &Path) -> Result<Vec<String>, LookupError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if is_absent(&e) => return Ok(Vec::new()),
-        Err(source) => return Err(LookupError::Read { path: dir.to_owned(), source }),
+        Err(source) => {
+            return Err(LookupError::Read {
+                path: dir.to_owned(),
+                source,
+            });
+        }
     };
     let mut names = Vec::new();
     for entry in entries.take(MAX_DIR_ENTRIES) {
-        let entry = entry.map_err(|source| LookupError::Read { path: dir.to_owned(), source })?;
+        let entry = entry.map_err(|source| LookupError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
         if let Ok(name) = entry.file_name().into_string() {
             names.push(name);
         }
@@ -525,14 +610,25 @@ fn list_dir(dir: &Path) -> Result<Vec<String>, LookupError> {
 /// The first name in `dir` for which `matches` holds; the whole directory
 /// is scanned (the kubelet's log directories hold one entry per container
 /// or pod on the node).
-fn list_dir_matching(dir: &Path, matches: impl Fn(&str) -> bool) -> Result<Option<String>, LookupError> {
+fn list_dir_matching(
+    dir: &Path,
+    matches: impl Fn(&str) -> bool,
+) -> Result<Option<String>, LookupError> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if is_absent(&e) => return Ok(None),
-        Err(source) => return Err(LookupError::Read { path: dir.to_owned(), source }),
+        Err(source) => {
+            return Err(LookupError::Read {
+                path: dir.to_owned(),
+                source,
+            });
+        }
     };
     for entry in entries {
-        let entry = entry.map_err(|source| LookupError::Read { path: dir.to_owned(), source })?;
+        let entry = entry.map_err(|source| LookupError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
         if let Some(name) = entry.file_name().to_str()
             && matches(name)
         {

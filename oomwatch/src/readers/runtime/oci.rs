@@ -82,13 +82,22 @@ pub enum OciPlace<'a> {
 /// Parses the OCI spec of container `id`, found at `place`. Fields of
 /// unexpected types read as absent; the spec must be a JSON object, and a
 /// CRI-O container id annotation, when present, must be `id`.
-pub fn parse_oci_config(id: &str, place: OciPlace, bytes: &[u8]) -> Result<ContainerMeta, ParseError> {
-    let spec = serde_json::from_slice::<LenientObject<Spec>>(bytes)?.0.ok_or(ParseError::NotAnObject)?;
+pub fn parse_oci_config(
+    id: &str,
+    place: OciPlace,
+    bytes: &[u8],
+) -> Result<ContainerMeta, ParseError> {
+    let spec = serde_json::from_slice::<LenientObject<Spec>>(bytes)?
+        .0
+        .ok_or(ParseError::NotAnObject)?;
     let a = &spec.annotations;
     if let Some(found) = a.get(CRIO_CONTAINER_ID)
         && found != id
     {
-        return Err(ParseError::IdMismatch { wanted: id.to_owned(), found: found.to_owned() });
+        return Err(ParseError::IdMismatch {
+            wanted: id.to_owned(),
+            found: found.to_owned(),
+        });
     }
     let runtime = match place {
         OciPlace::ContainerdTask { namespace: "moby" } => Runtime::Docker,
@@ -97,7 +106,9 @@ pub fn parse_oci_config(id: &str, place: OciPlace, bytes: &[u8]) -> Result<Conta
             Some("cri-o") => Runtime::Crio,
             Some("libpod") => Runtime::Podman,
             // Older CRI-O wrote no manager, but always its own annotations.
-            _ if a.get(CRIO_CONTAINER_TYPE).is_some() || a.get(CRIO_NAME).is_some() => Runtime::Crio,
+            _ if a.get(CRIO_CONTAINER_TYPE).is_some() || a.get(CRIO_NAME).is_some() => {
+                Runtime::Crio
+            }
             _ => Runtime::Podman,
         },
     };

@@ -11,8 +11,8 @@
 
 use std::fmt;
 
-use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 use super::json::{KeySet, LenientObject, LenientStr, PickedKeys};
 use super::{ContainerMeta, ParseError, clean, kubelet::clean_uid};
@@ -22,7 +22,14 @@ const MAX_NAMES: usize = 8;
 
 struct MetadataKeys;
 impl KeySet for MetadataKeys {
-    const KEYS: &'static [&'static str] = &["name", "image-name", "pod-name", "namespace", "uid", "metadata-name"];
+    const KEYS: &'static [&'static str] = &[
+        "name",
+        "image-name",
+        "pod-name",
+        "namespace",
+        "uid",
+        "metadata-name",
+    ];
 }
 
 #[derive(Deserialize, Default)]
@@ -57,7 +64,10 @@ impl<'de> Deserialize<'de> for NameList {
                 }
                 Ok(NameList(names))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NameList, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<NameList, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
                 Ok(NameList::default())
             }
