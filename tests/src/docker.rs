@@ -266,21 +266,26 @@ impl Docker {
         );
         // runc creates the parent's path in every hierarchy; in the v1
         // hierarchies other than memory our own path is usually absent.
-        let mut absent_ancestors = Vec::new();
-        for mount in &cgroup_mounts() {
-            let mut dir = mount.clone();
-            for component in Path::new(&cgroup_parent)
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .components()
-                .skip(1)
-            {
-                dir.push(component);
-                if !dir.exists() {
-                    absent_ancestors.push(dir.clone());
+        // Daemons of parallel tests share those ancestors: whichever stops
+        // last removes them, so they are remembered for the whole process.
+        let absent_ancestors = {
+            let mut absent = ABSENT_ANCESTORS.lock().unwrap_or_else(|e| e.into_inner());
+            for mount in &cgroup_mounts() {
+                let mut dir = mount.clone();
+                for component in Path::new(&cgroup_parent)
+                    .parent()
+                    .unwrap_or(Path::new("/"))
+                    .components()
+                    .skip(1)
+                {
+                    dir.push(component);
+                    if !dir.exists() && !absent.contains(&dir) {
+                        absent.push(dir.clone());
+                    }
                 }
             }
-        }
+            absent.clone()
+        };
 
         let mut docker = Self {
             data_root: root.join("data"),
@@ -736,6 +741,10 @@ impl Docker {
     }
 }
 
+/// Cgroup directories absent before a [`Docker`] of this process started
+/// (see [`Docker::start`]).
+static ABSENT_ANCESTORS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
 /// What a run leaves to undo besides processes: the cgroup directories
 /// runc made and the ancestors of our parent that were absent before,
 /// mounts under the temporary directory, and the directory itself. Also
@@ -792,12 +801,21 @@ impl CgroupRecord {
                 remove_cgroup_dir(&dir);
             }
         }
-        let mut ancestors = self.absent_ancestors.clone();
+        let mut absent = ABSENT_ANCESTORS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ancestors: Vec<PathBuf> = self
+            .absent_ancestors
+            .iter()
+            .chain(absent.iter())
+            .cloned()
+            .collect();
         ancestors.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        ancestors.dedup();
         for dir in ancestors {
-            // Only when empty: another test's daemon may be using it now.
-            let _ = fs::remove_dir(dir);
+            // Only when empty: another test's daemon may be using it now
+            // (then that one removes it when it stops).
+            let _ = fs::remove_dir(&dir);
         }
+        absent.retain(|d| d.exists());
     }
 }
 
