@@ -338,23 +338,39 @@ pub fn lookup(
     {
         meta.pod_uid = kubelet::clean_uid(key.pod_uid);
     }
-    // The pod's log directory names the pod from its uid alone.
-    if let Some(meta) = found.as_mut()
-        && let Some(uid) = meta.pod_uid.clone()
-        && (meta.pod.is_none() || meta.namespace.is_none())
-        && let Ok(Some(dir)) = lookup_pod_logs(roots, &uid)
-    {
-        let only_container = match dir.containers.as_slice() {
-            [one] => Some(one.clone()),
-            _ => None,
-        };
-        meta.fill_from(ContainerMeta {
-            pod: Some(dir.pod),
-            namespace: Some(dir.namespace),
-            pod_uid: Some(dir.uid),
-            container: only_container,
-            ..ContainerMeta::new(id, None)
-        });
+    // The pod's log directory names the pod from its uid alone, also when
+    // no record of the container itself could be found.
+    let pod_uid = match &found {
+        Some(meta) if meta.pod.is_some() && meta.namespace.is_some() => None,
+        Some(meta) => meta.pod_uid.clone(),
+        None => kubelet::clean_uid(key.pod_uid),
+    };
+    if let Some(uid) = pod_uid {
+        match lookup_pod_logs(roots, &uid) {
+            Ok(Some(dir)) => {
+                // A pod's only container, when the record says this is a
+                // container and not the sandbox (which has no log directory).
+                let is_container = found
+                    .as_ref()
+                    .is_some_and(|m| m.kind == Some(ContainerKind::Container));
+                let only_container = match dir.containers.as_slice() {
+                    [one] if is_container => Some(one.clone()),
+                    _ => None,
+                };
+                let meta = found.get_or_insert_with(|| ContainerMeta::new(id, key.runtime));
+                meta.fill_from(ContainerMeta {
+                    pod: Some(dir.pod),
+                    namespace: Some(dir.namespace),
+                    pod_uid: Some(dir.uid),
+                    container: only_container,
+                    ..ContainerMeta::new(id, None)
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
     }
     match (found, first_error) {
         (Some(meta), _) => Ok(Some(meta)),

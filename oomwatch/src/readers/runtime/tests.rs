@@ -686,9 +686,62 @@ fn kubelet_log_names_fill_what_the_runtime_does_not_say() {
             ..Default::default()
         }
     );
+    // Not even a log link (a sandbox has none): the pod's directory still
+    // names the pod, and not its one container, which this may not be.
+    let unlinked = "d".repeat(64);
+    let in_pod = WorkloadKey {
+        container_id: &unlinked,
+        runtime: None,
+        pod_uid: Some(UID),
+    };
+    let meta = lookup(&roots, &in_pod).unwrap().unwrap();
+    assert_eq!(
+        (
+            meta.pod.as_deref(),
+            meta.namespace.as_deref(),
+            meta.container.as_deref(),
+            meta.runtime
+        ),
+        (Some("web-7d9f"), Some("shop"), None, None)
+    );
+    // A record that says "container" but names no container: the pod's
+    // only container is this one.
+    let labelled = "e".repeat(64);
+    host.put(
+        format!("var/lib/docker/containers/{labelled}/config.v2.json"),
+        format!(
+            r#"{{"ID": "{labelled}", "Config": {{"Labels": {{"io.kubernetes.docker.type": "container", "io.kubernetes.pod.uid": "{UID}"}}}}}}"#
+        )
+        .as_bytes(),
+    );
+    let meta = lookup(&roots, &key(&labelled)).unwrap().unwrap();
+    assert_eq!(
+        (meta.pod.as_deref(), meta.container.as_deref()),
+        (Some("web-7d9f"), Some("frontend"))
+    );
     host.put(
         format!("var/log/pods/shop_web-7d9f_{UID}/sidecar/0.log"),
         b"",
+    );
+    // Two containers: which one is not known from the pod's directory.
+    let meta = lookup(&roots, &key(&labelled)).unwrap().unwrap();
+    assert_eq!(
+        (meta.pod.as_deref(), meta.container),
+        (Some("web-7d9f"), None)
+    );
+    // Nothing on this host knows a pod of another uid.
+    let other_uid = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        lookup(
+            &roots,
+            &WorkloadKey {
+                container_id: &unlinked,
+                runtime: None,
+                pod_uid: Some(other_uid)
+            }
+        )
+        .unwrap(),
+        None
     );
     let dir = lookup_pod_logs(&roots, UID).unwrap().unwrap();
     assert_eq!(
