@@ -18,6 +18,7 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod docker;
 pub mod journald;
 pub mod otlp;
 
@@ -153,7 +154,7 @@ pub fn sweep_stale_test_cgroups(parent_dir: &Path) {
 }
 
 /// "oomwatch-test-<name>-<pid>-<n>" -> pid.
-fn creator_pid(leaf: &str) -> Option<u32> {
+pub(crate) fn creator_pid(leaf: &str) -> Option<u32> {
     let rest = leaf.strip_prefix("oomwatch-test-")?;
     let mut parts = rest.rsplitn(3, '-');
     let (_n, pid) = (parts.next()?.parse::<u32>().ok()?, parts.next()?.parse::<u32>().ok()?);

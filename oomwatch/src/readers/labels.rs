@@ -14,7 +14,9 @@
 //!   pods directly under `kubepods`.
 //! - runtimes: `docker-<id>.scope`, `cri-containerd-<id>.scope`,
 //!   `crio-<id>.scope`, `libpod-<id>.scope` (podman), `nerdctl-<id>.scope`;
-//!   with cgroupfs `docker/<id>` or a bare `<id>`; containerd's
+//!   with cgroupfs `docker/<id>` or a bare `<id>` (`dockerd --cgroup-parent`
+//!   and `ctr run --cgroup` give `<parent>/<id>`, podman's cgroupfs manager
+//!   `<parent>/libpod-<id>`: only the latter names its runtime); containerd's
 //!   `<slice>:<prefix>:<id>` form, seen when systemd does not manage the
 //!   tree (e.g. under `containerd.service` in nested setups).
 
@@ -328,6 +330,19 @@ mod tests {
             case(format!("/machine.slice/libpod-{ID}.scope/container"))
                 .unit(leak(format!("libpod-{ID}.scope")))
                 .container(ID, Some("podman")),
+            // dockerd --cgroup-parent with the cgroupfs driver (seen with the
+            // test harness's dockerd): <parent>/<id>. The path does not name the
+            // runtime; readers::runtime::lookup finds it from the records.
+            case(format!("/process_api/e77ad09d6c3ca22fa66742edafa7e999/oomwatch-test-docker-2207-1/{ID}"))
+                .container(ID, None),
+            case(format!("/actions_job/{ID}")).container(ID, None),
+            // ctr run --cgroup <parent>/<id>: likewise.
+            case(format!("/ci/containerd-tasks/{ID}")).container(ID, None),
+            // podman --cgroup-manager cgroupfs --cgroup-parent: libpod-<id>,
+            // and its conmon beside it.
+            case(format!("/process_api/e77ad09d6c3ca22fa66742edafa7e999/oomwatch-test-podman-1-2/libpod-{ID}"))
+                .container(ID, Some("podman")),
+            case("/process_api/e77ad09d6c3ca22fa66742edafa7e999/oomwatch-test-podman-1-2/conmon".into()),
             // Nothing to say.
             case("/".into()),
             case("".into()),

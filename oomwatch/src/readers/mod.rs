@@ -14,6 +14,7 @@ pub mod meminfo;
 pub mod mountinfo;
 pub mod procfs;
 pub mod psi;
+pub mod runtime;
 
 pub use cgroup::{
     CgroupPoller, Limit, MemoryEvents, MemorySample, parse_flat_keyed, parse_limit, parse_u64,
