@@ -39,7 +39,15 @@ pub fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Daemon(args) => daemon::main(args),
-        command => cli::run(command),
+        command => {
+            // `oomwatch status | head -2`: a closed pipe ends the command
+            // quietly, as it does cat or ls (Rust ignores SIGPIPE, which
+            // turned the next write into a panic). The daemon keeps
+            // ignoring it: a client going away is not its death.
+            // SAFETY: sets a signal disposition before any thread exists.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            cli::run(command)
+        }
     };
     match result {
         Ok(code) => code,

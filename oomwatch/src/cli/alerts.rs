@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::{AlertsArgs, status::ask};
-use crate::wire::{AlertsReport, RequestOp};
+use crate::wire::{AlertsReport, RequestOp, printable};
 
 pub fn main(args: AlertsArgs) -> anyhow::Result<ExitCode> {
     let report: AlertsReport = ask(&args.socket, RequestOp::Alerts)?;
@@ -22,9 +22,9 @@ pub fn main(args: AlertsArgs) -> anyhow::Result<ExitCode> {
                 a.key.severity.as_str(),
                 a.key.alert.as_str(),
                 a.since.get(..23).unwrap_or(&a.since),
-                a.key.cgroup,
+                printable(&a.key.cgroup),
                 "",
-                a.summary
+                printable(&a.summary)
             );
         }
     }
@@ -39,8 +39,8 @@ pub fn main(args: AlertsArgs) -> anyhow::Result<ExitCode> {
                 t.state.as_str(),
                 t.key.severity.as_str(),
                 t.key.alert.as_str(),
-                t.key.cgroup,
-                t.summary
+                printable(&t.key.cgroup),
+                printable(&t.summary)
             );
         }
     }

@@ -185,6 +185,10 @@ pub struct DaemonArgs {
     /// ring buffer would (proves the reconciliation).
     #[arg(long, hide = true, default_value_t = 0, value_name = "N")]
     pub inject_drop_kills: u64,
+    /// Test-only fault injection: a supervised task named TASK panics a
+    /// second after start (proves a panic is never silent).
+    #[arg(long, hide = true, value_name = "TASK")]
+    pub inject_panic: Option<String>,
 }
 
 fn parse_push_gateway(s: &str) -> Result<String, crate::config::InvalidValue> {

@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::{StatusArgs, tail::format_bytes};
-use crate::wire::{Request, RequestOp, StatusReport};
+use crate::wire::{Request, RequestOp, StatusReport, printable};
 
 /// Sends one request line and reads one JSON answer.
 pub fn ask<T: serde::de::DeserializeOwned>(socket: &std::path::Path, op: RequestOp) -> anyhow::Result<T> {
@@ -45,12 +45,12 @@ fn print_top_stallers(top: &[crate::wire::TopStaller]) {
         println!(
             "{:>8} {:<16} {:>7} {:>8.1}ms {:>7.1}ms{}  {}",
             t.pid,
-            t.comm,
+            printable(&t.comm),
             t.count,
             t.total_ms,
             t.max_ms,
             t.memstall_ms.map(|m| format!(" {m:>8.1}ms")).unwrap_or_default(),
-            t.cgroup
+            printable(&t.cgroup)
         );
     }
 }
@@ -75,7 +75,7 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
             _ => r.cgroup.clone(),
         };
         println!(
-            "{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}  {name}",
+            "{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}  {}",
             format_bytes(r.usage_bytes),
             r.limit_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
             r.headroom_percent.map(|h| format!("{h:.1}%")).unwrap_or_else(|| "-".into()),
@@ -84,6 +84,7 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
             r.pressure_some_avg10.map(|p| format!("{p:.1}")).unwrap_or_else(|| "-".into()),
             r.oom_eta_seconds.map(|s| format!("{s:.0}s")).unwrap_or_else(|| "-".into()),
             r.kills,
+            printable(&name),
         );
     }
     if rows.len() < report.rows.len() {

@@ -12,5 +12,7 @@ pub struct DaemonCounters {
     pub psi_triggers_active: Gauge,
     pub oom_kills_unobserved: Counter,
     pub psi_triggers_refused: Gauge,
+    /// Panics anywhere in the daemon (each also one error line in the log).
+    pub panics: Counter,
 }
 

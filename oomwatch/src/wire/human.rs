@@ -14,8 +14,17 @@ pub fn format_bytes(b: u64) -> String {
     if u == 0 { format!("{b}B") } else { format!("{v:.1}{}", UNITS[u]) }
 }
 
-/// One line for a person at 3 a.m.: when, what, where, who.
+/// One line for a person at 3 a.m.: when, what, where, who. Names in it
+/// are chosen by users: escaped as a whole (see [`super::printable`]).
 pub fn human(e: &Event) -> String {
+    let line = line(e);
+    match super::printable(&line) {
+        std::borrow::Cow::Borrowed(_) => line,
+        std::borrow::Cow::Owned(escaped) => escaped,
+    }
+}
+
+fn line(e: &Event) -> String {
     let time = e.time.get(..23).unwrap_or(&e.time);
     match &e.body {
         EventBody::OomKill(k) => {

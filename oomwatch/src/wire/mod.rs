@@ -7,6 +7,7 @@
 //! a client links only this.
 
 mod alert;
+mod escape;
 mod event;
 mod human;
 mod report;
@@ -14,6 +15,7 @@ mod request;
 mod time;
 
 pub use alert::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transition};
+pub use escape::printable;
 pub use event::*;
 pub use human::{format_bytes, human};
 pub use report::{AlertsReport, CgroupCounts, StatusReport, StatusRow, TopStaller};

@@ -15,7 +15,7 @@ use tokio::{io::AsyncWriteExt as _, sync::mpsc, task::JoinHandle};
 
 use crate::{
     outputs::http_client::{HttpClient, hostname},
-    wire::{AlertKey, AlertName, AlertState, Transition},
+    wire::{AlertKey, AlertName, AlertState, Transition, printable},
     config::{AlertmanagerSink, ExecSink, SinksConfig, WebhookSink},
 };
 
@@ -203,9 +203,9 @@ async fn run_hook(cfg: &ExecSink, t: &Transition, host: &str) -> Result<(), Stri
         .env("OOMWATCH_ALERT", t.key.alert.as_str())
         .env("OOMWATCH_SEVERITY", t.key.severity.as_str())
         .env("OOMWATCH_STATE", t.state.as_str())
-        .env("OOMWATCH_CGROUP", &t.key.cgroup)
+        .env("OOMWATCH_CGROUP", printable(&t.key.cgroup).as_ref())
         .env("OOMWATCH_VALUE", t.value.map(|v| format!("{v:.2}")).unwrap_or_default())
-        .env("OOMWATCH_SUMMARY", &t.summary)
+        .env("OOMWATCH_SUMMARY", printable(&t.summary).as_ref())
         .env("OOMWATCH_TIME", &t.at)
         .env("OOMWATCH_HOST", host)
         .stdin(std::process::Stdio::piped())

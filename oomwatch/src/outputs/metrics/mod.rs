@@ -124,6 +124,11 @@ impl Metrics {
             daemon.psi_triggers_active.clone(),
         );
         registry.register(
+            "panics",
+            "Panics in the daemon: a task that panics ends the daemon (non-zero exit); one in a client's connection is logged and counted here",
+            daemon.panics.clone(),
+        );
+        registry.register(
             "psi_triggers_refused",
             "PSI triggers the kernel refused (see the daemon log)",
             daemon.psi_triggers_refused.clone(),

@@ -5,7 +5,11 @@
 //!
 //! May depend on: every room.
 
+mod supervise;
+
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
+
+use supervise::Tasks;
 
 use anyhow::Context as _;
 use tokio::io::unix::AsyncFd;
@@ -69,6 +73,9 @@ pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
 /// Binds the outputs, loads and attaches the programs, then lowers the
 /// daemon's OOM score and drops the capabilities it no longer needs.
 fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Started> {
+    // Missing privileges first: otherwise the first file the daemon cannot
+    // write (the socket under /run) hides the real cause.
+    require_privileges()?;
     // Read before dropping privileges: the key file is usually root-only.
     let web = config.daemon.web_config.as_deref().map(WebConfig::load).transpose()?.map(Arc::new);
     // Outputs first: a port or socket conflict fails before anything loads.
@@ -90,6 +97,15 @@ fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Starte
         }
     }
     Ok(Started { listener, web, socket_listener, socket_guard, probes })
+}
+
+fn require_privileges() -> Result<(), kernel::loader::LoadError> {
+    let missing = kernel::privileges::missing_for_bpf(kernel::privileges::effective_caps());
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<_> = missing.iter().map(|&c| kernel::privileges::cap_name(c)).collect();
+    Err(kernel::loader::LoadError::Privileges { missing: names.join(" and ") })
 }
 
 /// The shared state every loop and output holds a handle to.
@@ -116,12 +132,15 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     spawn_kernel_logger(&mut probes.ebpf);
     crate::release_freed_memory();
     let core = build_core(&config, detect_layout());
+    supervise::count_panics(core.counters.panics.clone());
+    let mut tasks = Tasks::new();
     let metrics = build_metrics(&config, &core, &mut probes);
-    start_sources(&config, &core, &mut probes)?;
+    start_sources(&config, &core, &mut probes, &tasks)?;
     let reader = start_ring_reader(ring, &args, &core, &probes);
     log_watching(&config, &probes, web.as_ref().is_some_and(|w| w.tls.is_some()));
-    let pusher = start_outputs(&core, metrics, listener, web, socket_listener);
-    let result = supervise(reader, &mut hup, shutdown, &args, config, &core.alerts).await;
+    let pusher = start_outputs(&core, metrics, listener, web, socket_listener, &tasks);
+    inject_panic(&args, &tasks);
+    let result = supervise(reader, &mut tasks, &mut hup, shutdown, &args, config, &core.alerts).await;
     if let Some(pusher) = pusher {
         pusher.stop().await;
     }
@@ -179,7 +198,7 @@ fn build_metrics(config: &Config, core: &Core, probes: &mut KernelProbes) -> (Me
 
 /// The loops that feed the model: sampler, PSI triggers, reclaim feed,
 /// reconciliation, and the kernel clock's drift correction.
-fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes) -> anyhow::Result<()> {
+fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks: &Tasks) -> anyhow::Result<()> {
     if let Some(layout) = core.layout.clone() {
         raise_nofile_limit();
         let sampler_config = SamplerConfig {
@@ -188,19 +207,19 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes) -> any
             ..SamplerConfig::default()
         };
         let sampler = Sampler::new(layout, core.model.clone(), sampler_config).notify_after_each_pass(core.sampled.clone());
-        std::thread::Builder::new().name("oomwatch-sampler".into()).spawn(move || sampler.run()).context("starting the cgroup sampler")?;
+        tasks.spawn_thread("sampler", move || sampler.run()).context("starting the cgroup sampler")?;
     }
     let triggers = TriggerManager::new(trigger_config(config, core.layout.as_ref())?, core.model.clone(), core.bus.clone(), core.counters.clone());
-    tokio::spawn(triggers.run());
+    tasks.spawn("psi-triggers", triggers.run());
     if let Some(maps) = probes.take_stall_maps() {
         let hierarchy = if probes.facts.btf.is_ok() { Hierarchy::Memory } else { Hierarchy::Unified };
         let memstall = probes.attached("memstall_leave_fentry") || probes.attached("memstall_leave_kprobe");
         let feed = ReclaimFeed::new(maps, core.resolver.clone(), hierarchy, memstall, core.model.clone());
-        tokio::spawn(feed.run(config.cgroups.sample_interval));
+        tasks.spawn("reclaim-feed", feed.run(config.cgroups.sample_interval));
     }
     let reconciler = Reconciler::new(core.layout.clone(), core.model.clone(), core.bus.clone(), core.counters.oom_kills_unobserved.clone());
-    tokio::spawn(reconciler.run());
-    tokio::spawn(core.clock.clone().keep_fresh(Duration::from_secs(60)));
+    tasks.spawn("reconcile", reconciler.run());
+    tasks.spawn("clock", core.clock.clone().keep_fresh(Duration::from_secs(60)));
     Ok(())
 }
 
@@ -245,6 +264,18 @@ fn start_ring_reader(
     }))
 }
 
+/// Test-only fault injection (`--inject-panic TASK`): a supervised task
+/// that panics a second after start, to prove it is not silent.
+fn inject_panic(args: &DaemonArgs, tasks: &Tasks) {
+    if let Some(task) = &args.inject_panic {
+        let name: &'static str = Box::leak(task.clone().into_boxed_str());
+        tasks.spawn(name, async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            panic!("injected by --inject-panic {name}");
+        });
+    }
+}
+
 /// A running Pushgateway pusher, stopped cleanly at shutdown.
 struct PushTask {
     pusher: Pusher,
@@ -271,6 +302,7 @@ fn start_outputs(
     listener: std::net::TcpListener,
     web: Option<Arc<WebConfig>>,
     socket_listener: std::os::unix::net::UnixListener,
+    tasks: &Tasks,
 ) -> Option<PushTask> {
     let metrics = Arc::new(metrics);
     let push = pusher.map(|p| {
@@ -279,10 +311,10 @@ fn start_outputs(
         let task = tokio::spawn(p.clone().run(metrics.clone(), stopped));
         PushTask { pusher: p, stop, task }
     });
-    tokio::spawn(http::serve(listener, metrics, web));
-    tokio::spawn(alerts::run(core.alerts.clone(), core.model.clone(), core.bus.clone(), core.sampled.clone()));
+    tasks.spawn("http", http::serve(listener, metrics, web));
+    tasks.spawn("alerts", alerts::run(core.alerts.clone(), core.model.clone(), core.bus.clone(), core.sampled.clone()));
     let sources = socket::Sources { bus: core.bus.clone(), model: core.model.clone(), counters: core.counters.clone(), alerts: core.alerts.clone() };
-    tokio::spawn(socket::serve(socket_listener, Arc::new(sources)));
+    tasks.spawn("event-socket", socket::serve(socket_listener, Arc::new(sources)));
     push
 }
 
@@ -302,6 +334,7 @@ fn log_watching(config: &Config, probes: &KernelProbes, tls: bool) {
 /// without it the daemon would be blind). SIGHUP reloads the configuration.
 async fn supervise(
     reader: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    tasks: &mut Tasks,
     hup: &mut tokio::signal::unix::Signal,
     shutdown: impl std::future::Future<Output = &'static str>,
     args: &DaemonArgs,
@@ -318,6 +351,10 @@ async fn supervise(
                     Ok(Err(e)) => anyhow::Error::new(e).context("reading the ring buffer"),
                     Err(e) => anyhow::Error::new(e).context("ring buffer reader panicked"),
                 });
+            }
+            ended = tasks.first_ended() => {
+                log::error!("the {} task {}; exiting so that the service manager starts a whole daemon again", ended.task, ended.why);
+                anyhow::bail!("the {} task {}", ended.task, ended.why);
             }
             _ = hup.recv() => reload(args, &mut running, alerts),
             signal = &mut shutdown => {
