@@ -16,6 +16,7 @@ pub mod event;
 pub mod metrics;
 pub mod model;
 pub mod node;
+pub mod outputs;
 pub mod pipeline;
 pub mod pressure;
 pub mod reconcile;

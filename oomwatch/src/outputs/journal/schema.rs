@@ -1,0 +1,267 @@
+//! Opening the database: pragmas, schema, and what to do with a file that
+//! is not a healthy journal (moved aside, a new one started).
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension as _};
+
+use super::JournalError;
+
+/// `PRAGMA user_version` of the layout below.
+pub(super) const SCHEMA_VERSION: i64 = 1;
+
+/// `events.seq` is the rowid: replay (`seq > N`) and "newest first" walk the
+/// table itself. `kind, seq` serves kind filters and per-kind counts from
+/// the index alone; `time_ms` serves time ranges and age retention.
+/// `kills_daily` is maintained at write time so the summary reads a few
+/// rows per day instead of every kill.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    time_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    cgroup TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_kind ON events (kind, seq);
+CREATE INDEX IF NOT EXISTS events_by_time ON events (time_ms);
+CREATE TABLE IF NOT EXISTS kills_daily (
+    day INTEGER NOT NULL,
+    cgroup TEXT NOT NULL,
+    workload TEXT NOT NULL,
+    kills INTEGER NOT NULL,
+    PRIMARY KEY (day, cgroup, workload)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Keys of `meta`.
+pub(super) const META_SEQ_LEASE: &str = "seq_lease";
+
+/// A write transaction waits this long for another writer (there is none in
+/// normal operation: only a second daemon on the same directory).
+const WRITER_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Readers only wait while another connection recovers the WAL.
+const READER_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+/// The WAL is cut back to this after checkpoints.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
+
+pub(super) fn open_flags_rw() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// Why an existing file is not used.
+#[derive(Debug)]
+pub(super) enum Damage {
+    Header(String),
+    Sqlite(rusqlite::Error),
+    Check(String),
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Header(s) | Self::Check(s) => f.write_str(s),
+            Self::Sqlite(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+pub(super) enum OpenFailure {
+    Damaged(Damage),
+    Fatal(JournalError),
+}
+
+fn is_damage(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
+}
+
+/// Creates the directory if needed and proves it writable: a read-only
+/// mount or a directory we may not write is one clear error, before SQLite
+/// says something vaguer ("unable to open database file").
+pub(super) fn prepare_dir(dir: &Path) -> Result<(), JournalError> {
+    let read_only = |source: io::Error| JournalError::ReadOnly { path: dir.to_owned(), source };
+    let io_err = |source: io::Error| JournalError::Io { path: dir.to_owned(), source };
+    if let Err(e) = fs::create_dir_all(dir) {
+        return Err(if denies_writing(&e) { read_only(e) } else { io_err(e) });
+    }
+    let probe = dir.join(format!(".oomwatch-write-probe-{}", std::process::id()));
+    match fs::OpenOptions::new().write(true).create(true).truncate(true).open(&probe) {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) if denies_writing(&e) => Err(read_only(e)),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
+fn denies_writing(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied)
+        || e.raw_os_error() == Some(libc::EROFS)
+        || e.raw_os_error() == Some(libc::EPERM)
+}
+
+/// Opens (creating when missing) the writer's connection and checks the
+/// file; a damaged file is reported as such, for the caller to move aside.
+pub(super) fn open_writer(path: &Path) -> Result<Connection, OpenFailure> {
+    check_header(path)?;
+    let fatal = |e| OpenFailure::Fatal(JournalError::sqlite(path, e));
+    let classify = |e: rusqlite::Error| if is_damage(&e) { OpenFailure::Damaged(Damage::Sqlite(e)) } else { fatal(e) };
+    let conn = Connection::open_with_flags(path, open_flags_rw()).map_err(classify)?;
+    conn.busy_timeout(WRITER_BUSY_TIMEOUT).map_err(fatal)?;
+    // Checked before anything is written, so a damaged file is moved aside
+    // exactly as it was found.
+    let check: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(classify)?;
+    if check != "ok" {
+        return Err(OpenFailure::Damaged(Damage::Check(check)));
+    }
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(classify)?;
+    if version > SCHEMA_VERSION {
+        return Err(OpenFailure::Fatal(JournalError::NewerSchema {
+            path: path.to_owned(),
+            found: version,
+            supported: SCHEMA_VERSION,
+        }));
+    }
+    let has_tables: bool = conn
+        .query_row("SELECT 1 FROM sqlite_schema WHERE type = 'table' LIMIT 1", [], |_| Ok(true))
+        .optional()
+        .map_err(classify)?
+        .unwrap_or(false);
+    if has_tables && version == 0 {
+        return Err(OpenFailure::Damaged(Damage::Check("an SQLite database that is not an oomwatch journal".into())));
+    }
+    if !has_tables {
+        // Only possible before the first table: lets retention hand deleted
+        // pages back to the file system (`PRAGMA incremental_vacuum`).
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(classify)?;
+    }
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(classify)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(OpenFailure::Fatal(JournalError::Io {
+            path: path.to_owned(),
+            source: io::Error::other(format!("SQLite refused WAL mode (got {mode}); the file system may not support shared memory")),
+        }));
+    }
+    // FULL: a commit returns once its WAL frames are fsync'd, which is
+    // what "a kill is durable" means. NORMAL would defer that to checkpoints.
+    conn.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
+    // Checkpoints run on their own thread and connection, so a kill's
+    // commit never pays for copying the WAL into the database.
+    conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(classify)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(classify)?;
+    if version < SCHEMA_VERSION {
+        conn.execute_batch(SCHEMA).map_err(classify)?;
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(classify)?;
+    }
+    Ok(conn)
+}
+
+/// SQLite treats an empty file as a new database; anything else must start
+/// with its magic string, or it is damaged (a zeroed or foreign file).
+fn check_header(path: &Path) -> Result<(), OpenFailure> {
+    use std::io::Read as _;
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(OpenFailure::Fatal(JournalError::Io { path: path.to_owned(), source: e })),
+    };
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(OpenFailure::Fatal(JournalError::Io { path: path.to_owned(), source: e })),
+        }
+    }
+    if got == 0 || &head[..got] == b"SQLite format 3\0" {
+        return Ok(());
+    }
+    Err(OpenFailure::Damaged(Damage::Header(format!("not an SQLite database (first {got} bytes: {:02x?})", &head[..got.min(8)]))))
+}
+
+/// Moves the damaged file and its WAL and shared-memory files aside (the
+/// WAL must go with it: a new database would otherwise try to replay it).
+/// Returns where the database went.
+pub(super) fn move_aside(path: &Path) -> Result<PathBuf, JournalError> {
+    let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string().replace(':', "");
+    let mut target = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    let mut n = 1;
+    while target.exists() {
+        target = PathBuf::from(format!("{}.corrupt-{stamp}.{n}", path.display()));
+        n += 1;
+    }
+    fs::rename(path, &target).map_err(|source| JournalError::Io { path: path.to_owned(), source })?;
+    for suffix in ["-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", path.display()));
+        let to = PathBuf::from(format!("{}{suffix}", target.display()));
+        match fs::rename(&from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(JournalError::Io { path: from, source }),
+        }
+    }
+    Ok(target)
+}
+
+/// A read-only connection for queries. Never creates the file.
+pub(super) fn open_reader(path: &Path) -> Result<Connection, JournalError> {
+    if !path.exists() {
+        return Err(JournalError::Missing { path: path.to_owned() });
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| JournalError::sqlite(path, e))?;
+    conn.busy_timeout(READER_BUSY_TIMEOUT).map_err(|e| JournalError::sqlite(path, e))?;
+    let version: i64 =
+        conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| JournalError::sqlite(path, e))?;
+    if version > SCHEMA_VERSION {
+        return Err(JournalError::NewerSchema { path: path.to_owned(), found: version, supported: SCHEMA_VERSION });
+    }
+    if version < SCHEMA_VERSION {
+        return Err(JournalError::Missing { path: path.to_owned() });
+    }
+    Ok(conn)
+}
+
+/// The checkpointer's connection: copies committed WAL frames into the
+/// database without ever blocking the writer (PASSIVE).
+pub(super) fn open_checkpointer(path: &Path) -> Result<Connection, JournalError> {
+    let conn = Connection::open_with_flags(path, open_flags_rw()).map_err(|e| JournalError::sqlite(path, e))?;
+    conn.busy_timeout(WRITER_BUSY_TIMEOUT).map_err(|e| JournalError::sqlite(path, e))?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| JournalError::sqlite(path, e))?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(|e| JournalError::sqlite(path, e))?;
+    Ok(conn)
+}
+
+pub(super) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()
+}
+
+pub(super) fn meta_set(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![key, value],
+    )
+    .map(drop)
+}
+
+/// Bytes on disk: the database and its WAL.
+pub(super) fn file_bytes(path: &Path) -> u64 {
+    let len = |p: &Path| fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    len(path) + len(Path::new(&format!("{}-wal", path.display())))
+}
