@@ -225,7 +225,16 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, JournalError> {
         return Err(JournalError::Missing { path: path.to_owned() });
     }
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| JournalError::sqlite(path, e))?;
+    // On a read-only mount SQLite cannot create the WAL index it needs to
+    // read a WAL-mode database; nothing can write there either, so the file
+    // is opened as immutable (no locks, no WAL index).
+    let conn = if on_read_only_mount(path) {
+        let uri = format!("file:{}?immutable=1", uri_escape(path));
+        Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+    } else {
+        Connection::open_with_flags(path, flags)
+    }
+    .map_err(|e| JournalError::sqlite(path, e))?;
     conn.busy_timeout(READER_BUSY_TIMEOUT).map_err(|e| JournalError::sqlite(path, e))?;
     let version: i64 =
         conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| JournalError::sqlite(path, e))?;
@@ -236,6 +245,30 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, JournalError> {
         return Err(JournalError::Missing { path: path.to_owned() });
     }
     Ok(conn)
+}
+
+fn on_read_only_mount(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return false };
+    // SAFETY: statvfs only writes into the zeroed struct we pass.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a valid out pointer.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_flag & libc::ST_RDONLY != 0
+}
+
+/// A path as an SQLite URI path: `%`, `?` and `#` are its metacharacters.
+fn uri_escape(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The checkpointer's connection: copies committed WAL frames into the
