@@ -88,7 +88,8 @@ pub struct JournalConfig {
     /// Events waiting for the writer; past this, high-rate events are
     /// dropped (`queue_full`) and incidents take the place of waiting ones.
     pub queue_capacity: usize,
-    /// High-rate events are committed once this many wait...
+    /// High-rate events are committed once this many wait, this many per
+    /// transaction (a kill waits for at most one such commit)...
     pub batch_max: usize,
     /// ...or the oldest has waited this long (what a crash can lose of them).
     pub batch_linger: Duration,
@@ -100,7 +101,7 @@ impl JournalConfig {
             dir: dir.into(),
             retention: Retention::default(),
             queue_capacity: 65_536,
-            batch_max: 4_096,
+            batch_max: 256,
             batch_linger: Duration::from_millis(200),
         }
     }

@@ -9,10 +9,22 @@ use std::{
     time::{Duration, SystemTime},
 };
 
+use std::collections::HashSet;
+
 use rusqlite::{Connection, OptionalExtension as _, ToSql};
 
 use super::{FILE_NAME, JournalError, day_label, day_of, now_ms, schema, unix_ms};
 use crate::event::Event;
+
+/// How much later than its time an event may be published (kills are
+/// stamped by the kernel, and enrichment takes its time).
+const TIME_SEQ_MARGIN_MS: i64 = 10 * 60 * 1000;
+/// Up to this many matching cgroups are looked up by index.
+const MAX_CGROUP_IDS_IN_SQL: usize = 512;
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Order {
@@ -124,26 +136,77 @@ impl JournalReader {
     }
 
     pub fn query(&self, q: &Query) -> Result<Vec<StoredEvent>, JournalError> {
-        let mut sql = String::from("SELECT seq, kind, time_ms, cgroup, body FROM events WHERE 1");
+        // A cgroup glob is matched against the paths table with the same
+        // crate as `tail`; the events are then found by id.
+        let cgroups = match &q.cgroup {
+            Some(glob) => {
+                let ids = self.cgroup_ids(glob)?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Some(ids)
+            }
+            None => None,
+        };
+        let mut after = q.after_seq.map(to_i64);
+        let mut through = q.through_seq.map(to_i64);
+        // Time bounds become seq bounds through the time index (a few page
+        // reads), so a time window reads its own rows only. Seq follows
+        // publication, and an event is published at most the margin after
+        // its time: an event timed a margin before `since` was published
+        // before it, and so was every seq up to its own; likewise after
+        // `until`. The exact time filter stays.
+        if let Some(t) = q.since {
+            let before: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT seq FROM events INDEXED BY events_by_time WHERE time_ms < ?1 ORDER BY time_ms DESC LIMIT 1",
+                    [unix_ms(t).saturating_sub(TIME_SEQ_MARGIN_MS)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(before) = before {
+                after = Some(after.map_or(before, |a| a.max(before)));
+            }
+        }
+        if let Some(t) = q.until {
+            let beyond: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT seq FROM events INDEXED BY events_by_time WHERE time_ms >= ?1 ORDER BY time_ms LIMIT 1",
+                    [unix_ms(t).saturating_add(TIME_SEQ_MARGIN_MS)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(beyond) = beyond {
+                through = Some(through.map_or(beyond - 1, |t| t.min(beyond - 1)));
+            }
+        }
+
+        let mut sql = String::from(
+            "SELECT e.seq, e.kind, e.time_ms, c.path, e.body, e.cgroup_id FROM events e JOIN cgroups c ON c.id = e.cgroup_id WHERE 1",
+        );
         let mut args: Vec<Box<dyn ToSql>> = Vec::new();
         let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql>| {
             args.push(v);
             sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
         };
-        if let Some(s) = q.after_seq {
-            arg(&mut sql, " AND seq > ?", Box::new(i64::try_from(s).unwrap_or(i64::MAX)));
+        if let Some(s) = after {
+            arg(&mut sql, " AND e.seq > ?", Box::new(s));
         }
-        if let Some(s) = q.through_seq {
-            arg(&mut sql, " AND seq <= ?", Box::new(i64::try_from(s).unwrap_or(i64::MAX)));
+        if let Some(s) = through {
+            arg(&mut sql, " AND e.seq <= ?", Box::new(s));
         }
         if let Some(t) = q.since {
-            arg(&mut sql, " AND time_ms >= ?", Box::new(unix_ms(t)));
+            arg(&mut sql, " AND e.time_ms >= ?", Box::new(unix_ms(t)));
         }
         if let Some(t) = q.until {
-            arg(&mut sql, " AND time_ms < ?", Box::new(unix_ms(t)));
+            arg(&mut sql, " AND e.time_ms < ?", Box::new(unix_ms(t)));
         }
         if !q.kinds.is_empty() {
-            sql.push_str(" AND kind IN (");
+            sql.push_str(" AND e.kind IN (");
             for (i, kind) in q.kinds.iter().enumerate() {
                 if i > 0 {
                     sql.push(',');
@@ -152,35 +215,62 @@ impl JournalReader {
             }
             sql.push(')');
         }
+        // Few matching cgroups: by the cgroup index. Many: filtered below.
+        let in_sql = cgroups.as_ref().is_some_and(|ids| ids.len() <= MAX_CGROUP_IDS_IN_SQL);
+        if let (true, Some(ids)) = (in_sql, &cgroups) {
+            sql.push_str(" AND e.cgroup_id IN (");
+            let mut ids: Vec<i64> = ids.iter().copied().collect();
+            ids.sort_unstable();
+            for (i, id) in ids.into_iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                arg(&mut sql, "?", Box::new(id));
+            }
+            sql.push(')');
+        }
         sql.push_str(match q.order {
-            Order::OldestFirst => " ORDER BY seq ASC",
-            Order::NewestFirst => " ORDER BY seq DESC",
+            Order::OldestFirst => " ORDER BY e.seq ASC",
+            Order::NewestFirst => " ORDER BY e.seq DESC",
         });
-        // A cgroup glob is matched here, with the same crate as `tail`, so
-        // the limit applies after it.
-        if let (Some(limit), None) = (q.limit, &q.cgroup) {
+        if let (Some(limit), true) = (q.limit, cgroups.is_none() || in_sql) {
             arg(&mut sql, " LIMIT ?", Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
         }
-        let mut stmt = self.conn.prepare_cached(&sql).map_err(|e| self.err(e))?;
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
         let params: Vec<&dyn ToSql> = args.iter().map(|b| b.as_ref()).collect();
         let mut rows = stmt.query(params.as_slice()).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         let limit = q.limit.unwrap_or(usize::MAX);
         while out.len() < limit {
             let Some(row) = rows.next().map_err(|e| self.err(e))? else { break };
-            let cgroup: String = row.get(3).map_err(|e| self.err(e))?;
-            if q.cgroup.as_ref().is_some_and(|g| !g.matches(&cgroup)) {
-                continue;
+            if let (false, Some(ids)) = (in_sql, &cgroups) {
+                let id: i64 = row.get(5).map_err(|e| self.err(e))?;
+                if !ids.contains(&id) {
+                    continue;
+                }
             }
             out.push(StoredEvent {
                 seq: u64::try_from(row.get::<_, i64>(0).map_err(|e| self.err(e))?).unwrap_or(0),
                 kind: row.get(1).map_err(|e| self.err(e))?,
                 time_ms: row.get(2).map_err(|e| self.err(e))?,
-                cgroup,
+                cgroup: row.get(3).map_err(|e| self.err(e))?,
                 json: row.get(4).map_err(|e| self.err(e))?,
             });
         }
         Ok(out)
+    }
+
+    fn cgroup_ids(&self, glob: &glob::Pattern) -> Result<HashSet<i64>, JournalError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, path FROM cgroups").map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut ids = HashSet::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let path: String = row.get(1).map_err(|e| self.err(e))?;
+            if glob.matches(&path) {
+                ids.insert(row.get(0).map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(ids)
     }
 
     /// Kills per day and cgroup (or workload), newest day first, most
@@ -242,7 +332,7 @@ impl JournalReader {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
         let mut events_by_kind = BTreeMap::new();
         {
-            let mut stmt = tx.prepare_cached("SELECT kind, count(*) FROM events GROUP BY kind").map_err(|e| self.err(e))?;
+            let mut stmt = tx.prepare_cached("SELECT kind, events FROM kinds WHERE events > 0").map_err(|e| self.err(e))?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
             for row in rows {
                 let (kind, n) = row.map_err(|e| self.err(e))?;

@@ -70,4 +70,6 @@ pub struct JournalStats {
     pub last_seq: u64,
     /// Every seq up to this was committed or counted as dropped.
     pub durable_seq: u64,
+    /// A damage found while running (it is moved aside at the next start).
+    pub damaged: Option<String>,
 }

@@ -11,7 +11,7 @@
 //! episode starts and one when writes resume.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     panic::AssertUnwindSafe,
     path::{Path, PathBuf},
     sync::{
@@ -184,6 +184,24 @@ struct Shared {
     dropped: [AtomicU64; 4],
     stats: Mutex<WriterStats>,
     commits: AtomicU64,
+    /// Set when a damage was found while running (the full check, or a
+    /// write that SQLite refused as corrupt).
+    damaged: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// One log line; the file is moved aside at the next start.
+    fn note_damage(&self, reason: &str) {
+        let mut damaged = lock(&self.damaged);
+        if damaged.is_none() {
+            log::error!(
+                "journal: {} is damaged ({reason}); it is moved aside and a new journal started at the next start",
+                self.path.display()
+            );
+            schema::write_marker(&self.path, reason);
+            *damaged = Some(reason.to_owned());
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -231,21 +249,36 @@ impl Journal {
             }
         };
         let sqlite = |e| JournalError::Sqlite { path: path.clone(), source: e };
-        let max_seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0)).map_err(sqlite)?;
-        let lease = schema::meta_get(&conn, META_SEQ_LEASE).map_err(sqlite)?.unwrap_or(0);
-        let last = u64::try_from(max_seq.max(lease)).unwrap_or(0);
+        let (conn, loaded, moved_aside) = match load(&conn) {
+            Ok(loaded) => (conn, loaded, moved_aside),
+            // The cheap checks passed but reading what the writer needs did
+            // not: damaged all the same.
+            Err(e) if schema::is_damage(&e) && moved_aside.is_none() => {
+                drop(conn);
+                let to = schema::move_aside(&path)?;
+                log::warn!(
+                    "journal: {} is damaged ({e}); moved it to {} and started a new journal",
+                    path.display(),
+                    to.display()
+                );
+                let conn = match schema::open_writer(&path) {
+                    Ok(conn) => conn,
+                    Err(OpenFailure::Fatal(e)) => return Err(e),
+                    Err(OpenFailure::Damaged(again)) => {
+                        return Err(JournalError::Io {
+                            path: path.clone(),
+                            source: std::io::Error::other(format!("a new journal is damaged at once: {again}")),
+                        });
+                    }
+                };
+                let loaded = load(&conn).map_err(sqlite)?;
+                (conn, loaded, Some(MovedAside { from: path.clone(), to, reason: e.to_string() }))
+            }
+            Err(e) => return Err(sqlite(e)),
+        };
+        let Loaded { last, stats, cgroup_ids } = loaded;
         let lease_until = last + SEQ_LEASE;
         schema::meta_set(&conn, META_SEQ_LEASE, to_i64(lease_until)).map_err(sqlite)?;
-        let mut stats = WriterStats::default();
-        {
-            let mut counts = conn.prepare("SELECT kind, count(*) FROM events GROUP BY kind").map_err(sqlite)?;
-            let rows = counts.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(sqlite)?;
-            for row in rows {
-                let (kind, n) = row.map_err(sqlite)?;
-                stats.events_by_kind.insert(kind, u64::try_from(n).unwrap_or(0));
-            }
-        }
-        stats.oldest_time_ms = conn.query_row("SELECT min(time_ms) FROM events", [], |r| r.get(0)).map_err(sqlite)?;
         let checkpoint_conn = schema::open_checkpointer(&path)?;
 
         let shared = Arc::new(Shared {
@@ -259,6 +292,7 @@ impl Journal {
             dropped: Default::default(),
             stats: Mutex::new(stats),
             commits: AtomicU64::new(0),
+            damaged: Mutex::new(None),
         });
         let mut writer = Writer {
             conn,
@@ -269,6 +303,7 @@ impl Journal {
             retention_pending: true,
             evicting: false,
             failing_since: None,
+            cgroup_ids,
         };
         let writer = std::thread::Builder::new()
             .name("journal-writer".into())
@@ -298,6 +333,18 @@ impl Journal {
                 .spawn(move || checkpoint_loop(&shared, &checkpoint_conn, &stopped))
                 .map_err(|source| JournalError::Io { path: path.clone(), source })?
         };
+        {
+            let shared = shared.clone();
+            // Detached: it only reads, and ends with its one query.
+            let spawned = std::thread::Builder::new().name("journal-check".into()).spawn(move || match schema::full_check(&shared.path) {
+                Ok(None) => log::debug!("journal: {} passed its full check", shared.path.display()),
+                Ok(Some(reason)) => shared.note_damage(&reason),
+                Err(e) => log::debug!("journal: full check: {e}"),
+            });
+            if let Err(e) = spawned {
+                log::debug!("journal: no full check: {e}");
+            }
+        }
         Ok(Self { shared, writer: Some(writer), checkpointer: Some((stop, checkpointer)), moved_aside })
     }
 
@@ -433,6 +480,7 @@ impl Journal {
             queue_len,
             last_seq: self.last_seq(),
             durable_seq,
+            damaged: lock(&self.shared.damaged).clone(),
         }
     }
 
@@ -595,6 +643,8 @@ struct Writer {
     /// Over the size limit: deleting down to 90% of it.
     evicting: bool,
     failing_since: Option<(Instant, DropReason, u64)>,
+    /// Committed `cgroups` rows by path.
+    cgroup_ids: HashMap<String, i64>,
 }
 
 /// What one taken batch holds.
@@ -605,8 +655,7 @@ struct Batch {
 
 impl Writer {
     fn run(&mut self) {
-        loop {
-            let Some(batch) = self.next_batch() else { break };
+        while let Some(batch) = self.next_batch() {
             if !batch.ops.is_empty() {
                 self.write(batch.ops);
             }
@@ -641,11 +690,17 @@ impl Writer {
             let ready = !q.ops.is_empty()
                 && (q.urgent || q.closed || q.ops.len() >= batch_max || linger_at.is_some_and(|t| now >= t));
             if ready && may_write {
-                let ops: Vec<Pending> = q.ops.drain(..).collect();
+                // FIFO keeps "every seq up to durable_seq is written". With an
+                // urgent op waiting, everything before it goes in its one
+                // transaction (one fsync); otherwise high-rate events go in
+                // transactions of `batch_max`, so that a kill arriving
+                // meanwhile waits for a short commit, not a long one.
+                let take = if q.urgent || q.closed { q.ops.len() } else { q.ops.len().min(batch_max) };
+                let ops: Vec<Pending> = q.ops.drain(..take).collect();
                 q.taken += ops.len() as u64;
-                q.bulk = 0;
+                q.bulk -= ops.iter().filter(|p| p.is_bulk_append()).count();
                 q.urgent = false;
-                q.oldest_bulk_at = None;
+                q.oldest_bulk_at = q.ops.front().map(|p| p.at);
                 let end_overflow_episode = if q.overflow_episode > 0 && q.overflow_since_take == 0 {
                     Some(std::mem::take(&mut q.overflow_episode))
                 } else {
@@ -720,6 +775,9 @@ impl Writer {
                 }
             }
             Err(e) => {
+                if schema::is_damage(&e) {
+                    self.shared.note_damage(&e.to_string());
+                }
                 let reason = DropReason::of(&e);
                 self.shared.dropped[reason.index()].fetch_add(events, Ordering::Relaxed);
                 let updates = ops.len() as u64 - events;
@@ -754,15 +812,17 @@ impl Writer {
 
     fn commit(&mut self, ops: &[Pending]) -> rusqlite::Result<Effects> {
         let mut effects = Effects::default();
+        let mut new_ids = HashMap::new();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events (seq, time_ms, kind, cgroup, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO events (seq, time_ms, kind, cgroup_id, body) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
             for p in ops {
                 match &p.op {
                     Op::Append(r) => {
-                        if insert.execute(params![to_i64(r.seq), r.time_ms, r.kind, r.cgroup, r.json])? == 0 {
+                        let id = cgroup_id(&tx, &self.cgroup_ids, &mut new_ids, &r.cgroup)?;
+                        if insert.execute(params![to_i64(r.seq), r.time_ms, r.kind, id, r.json])? == 0 {
                             continue;
                         }
                         if r.kind == "oom_kill" {
@@ -772,11 +832,12 @@ impl Writer {
                         effects.bytes += (r.json.len() + r.cgroup.len() + 32) as u64;
                         effects.min_time_ms = Some(effects.min_time_ms.map_or(r.time_ms, |t: i64| t.min(r.time_ms)));
                     }
-                    Op::Amend { seq, json } => amend(&tx, *seq, json)?,
+                    Op::Amend { seq, json } => amend(&tx, &self.cgroup_ids, &mut new_ids, *seq, json)?,
                     Op::State(state_ops) => apply_state(&tx, state_ops)?,
                 }
             }
         }
+        count_kinds(&tx, effects.added.iter().map(|(k, n)| (k.as_str(), to_i64(*n))))?;
         let handed_out = self.shared.next_seq.load(Ordering::Relaxed).saturating_sub(1);
         let mut new_lease = None;
         if handed_out + SEQ_LEASE / 2 > self.lease_until {
@@ -788,6 +849,7 @@ impl Writer {
         if let Some(lease) = new_lease {
             self.lease_until = lease;
         }
+        self.cgroup_ids.extend(new_ids);
         Ok(effects)
     }
 
@@ -916,6 +978,7 @@ impl Writer {
             while rows.next()?.is_some() {}
             more |= free > VACUUM_PAGES;
         }
+        count_kinds(&tx, removed.iter().map(|(k, n)| (k.as_str(), -to_i64(*n))))?;
         tx.commit()?;
         Ok((removed, more))
     }
@@ -960,9 +1023,17 @@ fn add_kill(tx: &rusqlite::Transaction<'_>, day: i64, cgroup: &str, workload: &s
 
 /// The new JSON may move the event (a kill attributed to its cgroup later,
 /// or named): the columns and the kill summary follow it.
-fn amend(tx: &rusqlite::Transaction<'_>, seq: u64, json: &str) -> rusqlite::Result<()> {
+fn amend(
+    tx: &rusqlite::Transaction<'_>,
+    committed: &HashMap<String, i64>,
+    new_ids: &mut HashMap<String, i64>,
+    seq: u64,
+    json: &str,
+) -> rusqlite::Result<()> {
     let old: Option<(String, i64, String, String)> = tx
-        .prepare_cached("SELECT kind, time_ms, cgroup, body FROM events WHERE seq = ?1")?
+        .prepare_cached(
+            "SELECT e.kind, e.time_ms, c.path, e.body FROM events e JOIN cgroups c ON c.id = e.cgroup_id WHERE e.seq = ?1",
+        )?
         .query_row([to_i64(seq)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
     let Some((kind, old_time, old_cgroup, old_body)) = old else {
@@ -973,8 +1044,9 @@ fn amend(tx: &rusqlite::Transaction<'_>, seq: u64, json: &str) -> rusqlite::Resu
         Ok(r) if r.kind == kind => (r.time_ms, r.cgroup),
         _ => (old_time, old_cgroup.clone()),
     };
-    tx.prepare_cached("UPDATE events SET body = ?2, time_ms = ?3, cgroup = ?4 WHERE seq = ?1")?
-        .execute(params![to_i64(seq), json, time_ms, cgroup])?;
+    let id = cgroup_id(tx, committed, new_ids, &cgroup)?;
+    tx.prepare_cached("UPDATE events SET body = ?2, time_ms = ?3, cgroup_id = ?4 WHERE seq = ?1")?
+        .execute(params![to_i64(seq), json, time_ms, id])?;
     if kind == "oom_kill" {
         let before = (day_of(old_time), old_cgroup, workload_label(&old_body));
         let after = (day_of(time_ms), cgroup, workload_label(json));
@@ -984,6 +1056,65 @@ fn amend(tx: &rusqlite::Transaction<'_>, seq: u64, json: &str) -> rusqlite::Resu
         }
     }
     Ok(())
+}
+
+/// The id of `path` in `cgroups`, added when new. Ids added by this
+/// transaction stay in `new_ids` until it commits: a rolled-back one must
+/// not be remembered.
+fn cgroup_id(
+    tx: &rusqlite::Transaction<'_>,
+    committed: &HashMap<String, i64>,
+    new_ids: &mut HashMap<String, i64>,
+    path: &str,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = committed.get(path).or_else(|| new_ids.get(path)) {
+        return Ok(*id);
+    }
+    tx.prepare_cached("INSERT INTO cgroups (path) VALUES (?1) ON CONFLICT (path) DO NOTHING")?.execute([path])?;
+    let id: i64 = tx.prepare_cached("SELECT id FROM cgroups WHERE path = ?1")?.query_row([path], |r| r.get(0))?;
+    new_ids.insert(path.to_owned(), id);
+    Ok(id)
+}
+
+fn count_kinds<'a>(tx: &rusqlite::Transaction<'_>, deltas: impl Iterator<Item = (&'a str, i64)>) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO kinds (kind, events) VALUES (?1, max(?2, 0))
+         ON CONFLICT (kind) DO UPDATE SET events = max(events + ?2, 0)",
+    )?;
+    for (kind, delta) in deltas {
+        if delta != 0 {
+            stmt.execute(params![kind, delta])?;
+        }
+    }
+    Ok(())
+}
+
+struct Loaded {
+    last: u64,
+    stats: WriterStats,
+    cgroup_ids: HashMap<String, i64>,
+}
+
+/// What the writer needs from the file at open; every read here is cheap
+/// (the counts are kept in `kinds`).
+fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
+    let max_seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+    let lease = schema::meta_get(conn, META_SEQ_LEASE)?.unwrap_or(0);
+    let last = u64::try_from(max_seq.max(lease)).unwrap_or(0);
+    let mut stats = WriterStats::default();
+    let mut counts = conn.prepare("SELECT kind, events FROM kinds WHERE events > 0")?;
+    for row in counts.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (kind, n) = row?;
+        stats.events_by_kind.insert(kind, u64::try_from(n).unwrap_or(0));
+    }
+    stats.oldest_time_ms = conn.query_row("SELECT min(time_ms) FROM events", [], |r| r.get(0))?;
+    let mut cgroup_ids = HashMap::new();
+    let mut paths = conn.prepare("SELECT path, id FROM cgroups")?;
+    for row in paths.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        let (path, id) = row?;
+        cgroup_ids.insert(path, id);
+    }
+    Ok(Loaded { last, stats, cgroup_ids })
 }
 
 fn apply_state(tx: &rusqlite::Transaction<'_>, ops: &[StateOp]) -> rusqlite::Result<()> {
