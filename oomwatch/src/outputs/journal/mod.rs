@@ -37,6 +37,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+/// For the fuzz target: the file length an SQLite header claims.
+pub use schema::claimed_len as sqlite_header_claimed_len;
 pub use read::{JournalFacts, JournalReader, Order, Query, StoredEvent, SummaryBy, SummaryQuery, SummaryRow};
 pub use stats::{Histogram, JournalStats};
 pub use writer::{Appended, DropReason, Journal, MovedAside, StateOp};

@@ -37,7 +37,9 @@ pub enum Order {
 #[derive(Clone, Debug, Default)]
 pub struct Query {
     /// Only seq > this: the replay side of `tail --since`, whose live side
-    /// then starts after the last seq returned.
+    /// then starts after the last seq returned. With it, reading stops at
+    /// [`JournalReader::committed_through`], so resuming from the last seq
+    /// returned never skips an event written later with a lower seq.
     pub after_seq: Option<u64>,
     /// Only seq <= this.
     pub through_seq: Option<u64>,
@@ -150,6 +152,14 @@ impl JournalReader {
         };
         let mut after = q.after_seq.map(to_i64);
         let mut through = q.through_seq.map(to_i64);
+        if after.is_some() {
+            // Resuming from a seq: an incident may be written ahead of
+            // high-rate events with lower seqs; stopping at the committed
+            // watermark means the next read, from the last seq returned,
+            // skips none of them.
+            let committed = to_i64(self.committed_through()?);
+            through = Some(through.map_or(committed, |t| t.min(committed)));
+        }
         // Time bounds become seq bounds through the time index (a few page
         // reads), so a time window reads its own rows only. Seq follows
         // publication, and an event is published at most the margin after
@@ -301,6 +311,20 @@ impl JournalReader {
         let mut out: Vec<(i64, String, u64)> = sums.into_iter().map(|((d, k), n)| (d, k, n)).collect();
         out.sort_by(|a, b| b.0.cmp(&a.0).then(b.2.cmp(&a.2)).then(a.1.cmp(&b.1)));
         Ok(out.into_iter().map(|(day, key, kills)| SummaryRow { day: day_label(day), key, kills }).collect())
+    }
+
+    /// Every seq up to this is written (or was dropped): where a reader
+    /// that resumes from a seq (`Query::after_seq`) stops.
+    pub fn committed_through(&self) -> Result<u64, JournalError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'committed_through'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match v {
+            Some(v) => Ok(u64::try_from(v).unwrap_or(0)),
+            None => self.last_seq(),
+        }
     }
 
     /// The highest seq held (0 when empty).

@@ -60,6 +60,10 @@ CREATE TABLE IF NOT EXISTS meta (
 
 /// Keys of `meta`.
 pub(super) const META_SEQ_LEASE: &str = "seq_lease";
+/// Every seq up to this is written (or was dropped): incidents may be
+/// written ahead of high-rate events with lower seqs, so readers that
+/// resume from a seq stop here.
+pub(super) const META_COMMITTED_THROUGH: &str = "committed_through";
 
 /// A write transaction waits this long for another writer (there is none in
 /// normal operation: only a second daemon on the same directory).
@@ -271,9 +275,8 @@ fn has_wal(path: &Path) -> bool {
     fs::metadata(format!("{}-wal", path.display())).is_ok_and(|m| m.len() > 0)
 }
 
-/// The header's page count says how long the file must be; it is valid
-/// when its change counter (offset 24) equals "version valid for" (92).
-/// Without a WAL to supply them, missing pages mean a truncated file.
+/// Without a WAL to supply them, pages missing from the end of the file
+/// mean it was truncated.
 fn truncated(file: &mut fs::File) -> io::Result<Option<String>> {
     use std::io::{Read as _, Seek as _, SeekFrom};
     let mut header = [0u8; 100];
@@ -281,18 +284,27 @@ fn truncated(file: &mut fs::File) -> io::Result<Option<String>> {
     if file.read_exact(&mut header).is_err() {
         return Ok(Some("shorter than an SQLite header".into()));
     }
-    let be32 = |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
-    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
-        1 => 65_536,
-        n => u64::from(n),
-    };
-    let pages = u64::from(be32(28));
-    if be32(24) != be32(92) || pages == 0 {
-        return Ok(None);
-    }
+    let Some(want) = claimed_len(&header) else { return Ok(None) };
     let len = file.metadata()?.len();
-    let want = pages * page_size;
     Ok((len < want).then(|| format!("truncated: {len} bytes, its header says {want}")))
+}
+
+/// How long an SQLite file says it is: page count (offset 28) times page
+/// size (16). None when the header does not say: too short, a page size
+/// SQLite does not use, or a count that is stale (valid only while the
+/// change counter at 24 equals "version valid for" at 92).
+pub fn claimed_len(header: &[u8]) -> Option<u64> {
+    let be32 = |at: usize| -> Option<u32> { Some(u32::from_be_bytes(header.get(at..at + 4)?.try_into().ok()?)) };
+    let raw_page_size = u16::from_be_bytes(header.get(16..18)?.try_into().ok()?);
+    let page_size = if raw_page_size == 1 { 65_536 } else { u64::from(raw_page_size) };
+    if !(512..=65_536).contains(&page_size) || !page_size.is_power_of_two() {
+        return None;
+    }
+    let pages = u64::from(be32(28)?);
+    if pages == 0 || be32(24)? != be32(92)? {
+        return None;
+    }
+    Some(pages * page_size)
 }
 
 /// Moves the damaged file and its WAL and shared-memory files aside (the

@@ -27,7 +27,7 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension as _, TransactionBehavio
 
 use super::{
     INCIDENT_KINDS, JournalConfig, JournalError, JournalReader, JournalStats, Record, day_of, is_incident, now_ms,
-    schema::{self, META_SEQ_LEASE, OpenFailure},
+    schema::{self, META_COMMITTED_THROUGH, META_SEQ_LEASE, OpenFailure},
     stats::Histogram,
 };
 use crate::event::Event;
@@ -141,7 +141,10 @@ struct Queue {
     ops: VecDeque<Pending>,
     /// High-rate appends in `ops`.
     bulk: usize,
-    urgent: bool,
+    /// Urgent ops in `ops` (incidents, amendments, state writes).
+    urgent: usize,
+    /// Everything queued is to be written now.
+    flush: bool,
     oldest_bulk_at: Option<Instant>,
     /// Ops taken by the writer so far / pushed so far: `flush` waits for
     /// the first to reach the second.
@@ -159,7 +162,10 @@ struct Queue {
 struct Progress {
     /// Ops the writer has finished with (written or dropped).
     done: u64,
+    /// Every seq up to this is written or was dropped.
     durable_seq: u64,
+    /// Incidents written ahead of high-rate events with lower seqs.
+    durable_ahead: std::collections::BTreeSet<u64>,
 }
 
 #[derive(Default)]
@@ -286,7 +292,7 @@ impl Journal {
             config,
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
-            progress: Mutex::new(Progress { done: 0, durable_seq: last }),
+            progress: Mutex::new(Progress { done: 0, durable_seq: last, durable_ahead: Default::default() }),
             progressed: Condvar::new(),
             next_seq: AtomicU64::new(last + 1),
             dropped: Default::default(),
@@ -412,6 +418,18 @@ impl Journal {
     /// report or names are known). Committed at once; a seq the journal
     /// does not hold (dropped, or gone by retention) is left alone.
     pub fn amend(&self, seq: u64, json: String) -> Result<(), DropReason> {
+        {
+            // Still waiting: the queued line is replaced.
+            let mut q = lock(&self.shared.queue);
+            let queued = q.ops.iter_mut().rev().find_map(|p| match &mut p.op {
+                Op::Append(r) if r.seq == seq => Some(r),
+                _ => None,
+            });
+            if let Some(record) = queued {
+                record.json = json;
+                return Ok(());
+            }
+        }
         self.enqueue(Pending { op: Op::Amend { seq, json }, at: Instant::now(), urgent: true })
     }
 
@@ -434,7 +452,7 @@ impl Journal {
     pub fn flush(&self, timeout: Duration) -> bool {
         let target = {
             let mut q = lock(&self.shared.queue);
-            q.urgent = true;
+            q.flush = true;
             q.pushed
         };
         self.shared.work.notify_one();
@@ -443,7 +461,7 @@ impl Journal {
 
     /// Waits until `seq` is durable. False on timeout.
     pub fn wait_durable(&self, seq: u64, timeout: Duration) -> bool {
-        self.wait_progress(timeout, |p| p.durable_seq >= seq)
+        self.wait_progress(timeout, |p| p.durable_seq >= seq || p.durable_ahead.contains(&seq))
     }
 
     fn wait_progress(&self, timeout: Duration, done: impl Fn(&Progress) -> bool) -> bool {
@@ -575,7 +593,7 @@ impl Journal {
             }
         }
         if urgent {
-            q.urgent = true;
+            q.urgent += 1;
         }
         drop(q);
         if wake {
@@ -651,18 +669,20 @@ struct Writer {
 struct Batch {
     ops: Vec<Pending>,
     end_overflow_episode: Option<u64>,
+    /// The lowest seq still queued after this batch was taken.
+    first_waiting: Option<u64>,
 }
 
 impl Writer {
     fn run(&mut self) {
         while let Some(batch) = self.next_batch() {
             if !batch.ops.is_empty() {
-                self.write(batch.ops);
+                self.write(batch.ops, batch.first_waiting);
             }
             if let Some(n) = batch.end_overflow_episode {
                 log::info!("journal: {}: the writer caught up; {n} events were dropped (queue_full)", self.shared.path.display());
             }
-            if self.retention_due() && self.failing_since.is_none() && !lock(&self.shared.queue).urgent {
+            if self.retention_due() && self.failing_since.is_none() && lock(&self.shared.queue).urgent == 0 {
                 self.retention_step();
             }
         }
@@ -688,36 +708,61 @@ impl Writer {
             let may_write = retry_at.is_none_or(|t| now >= t) || q.closed;
             let linger_at = q.oldest_bulk_at.map(|t| t + linger);
             let ready = !q.ops.is_empty()
-                && (q.urgent || q.closed || q.ops.len() >= batch_max || linger_at.is_some_and(|t| now >= t));
+                && (q.urgent > 0
+                    || q.flush
+                    || q.closed
+                    || q.ops.len() >= batch_max
+                    || linger_at.is_some_and(|t| now >= t));
             if ready && may_write {
-                // FIFO keeps "every seq up to durable_seq is written". With an
-                // urgent op waiting, everything before it goes in its one
-                // transaction (one fsync); otherwise high-rate events go in
-                // transactions of `batch_max`, so that a kill arriving
-                // meanwhile waits for a short commit, not a long one.
-                let take = if q.urgent || q.closed { q.ops.len() } else { q.ops.len().min(batch_max) };
-                let ops: Vec<Pending> = q.ops.drain(..take).collect();
+                let ops: Vec<Pending> = if q.flush || q.closed {
+                    q.ops.drain(..).collect()
+                } else if q.urgent > 0 {
+                    // Incidents go now, with at most `batch_max` high-rate
+                    // events from the front: a kill never waits for a backlog
+                    // of pressure events to be written first.
+                    let mut taken = Vec::new();
+                    let mut rest = VecDeque::with_capacity(q.ops.len());
+                    let mut bulk = 0;
+                    for p in q.ops.drain(..) {
+                        if p.urgent || bulk < batch_max {
+                            bulk += usize::from(!p.urgent);
+                            taken.push(p);
+                        } else {
+                            rest.push_back(p);
+                        }
+                    }
+                    q.ops = rest;
+                    taken
+                } else {
+                    let n = q.ops.len().min(batch_max);
+                    q.ops.drain(..n).collect()
+                };
                 q.taken += ops.len() as u64;
                 q.bulk -= ops.iter().filter(|p| p.is_bulk_append()).count();
-                q.urgent = false;
+                q.urgent -= ops.iter().filter(|p| p.urgent).count();
+                q.flush &= !q.ops.is_empty();
                 q.oldest_bulk_at = q.ops.front().map(|p| p.at);
+                let first_waiting = q.ops.iter().find_map(|p| match &p.op {
+                    Op::Append(r) => Some(r.seq),
+                    _ => None,
+                });
                 let end_overflow_episode = if q.overflow_episode > 0 && q.overflow_since_take == 0 {
                     Some(std::mem::take(&mut q.overflow_episode))
                 } else {
                     None
                 };
                 q.overflow_since_take = 0;
-                return Some(Batch { ops, end_overflow_episode });
+                return Some(Batch { ops, end_overflow_episode, first_waiting });
             }
             if q.ops.is_empty() {
                 // A flush with nothing queued is done.
-                q.urgent = false;
+                q.flush = false;
                 if q.closed {
                     return None;
                 }
             }
             if !ready && self.failing_since.is_none() && self.retention_due() {
-                return Some(Batch { ops: Vec::new(), end_overflow_episode: None });
+                return Some(Batch { ops: Vec::new(), end_overflow_episode: None, first_waiting: None });
             }
             let mut wake = None;
             if ready {
@@ -734,10 +779,7 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, ops: Vec<Pending>) {
-        let started = Instant::now();
-        let result = self.commit(&ops);
-        let finished = Instant::now();
+    fn write(&mut self, ops: Vec<Pending>, first_waiting: Option<u64>) {
         let max_seq = ops
             .iter()
             .filter_map(|p| match &p.op {
@@ -745,6 +787,20 @@ impl Writer {
                 _ => None,
             })
             .max();
+        // Every seq below the first one still queued is done with after
+        // this batch (written, or dropped if it fails); with none queued,
+        // every seq handed out so far.
+        let watermark = {
+            let p = lock(&self.shared.progress);
+            let upto = match first_waiting {
+                Some(first) => first - 1,
+                None => max_seq.into_iter().chain(p.durable_ahead.last().copied()).max().unwrap_or(0),
+            };
+            p.durable_seq.max(upto)
+        };
+        let started = Instant::now();
+        let result = self.commit(&ops, watermark);
+        let finished = Instant::now();
         let events = ops.iter().filter(|p| matches!(p.op, Op::Append(_))).count() as u64;
         let committed = result.is_ok();
         match result {
@@ -803,14 +859,21 @@ impl Writer {
         }
         let mut p = lock(&self.shared.progress);
         p.done += ops.len() as u64;
-        if let (Some(seq), true) = (max_seq, committed) {
-            p.durable_seq = p.durable_seq.max(seq);
+        if committed {
+            for p_seq in ops.iter().filter_map(|o| match &o.op {
+                Op::Append(r) if r.seq > watermark => Some(r.seq),
+                _ => None,
+            }) {
+                p.durable_ahead.insert(p_seq);
+            }
         }
+        p.durable_seq = watermark;
+        p.durable_ahead = p.durable_ahead.split_off(&(watermark + 1));
         drop(p);
         self.shared.progressed.notify_all();
     }
 
-    fn commit(&mut self, ops: &[Pending]) -> rusqlite::Result<Effects> {
+    fn commit(&mut self, ops: &[Pending], watermark: u64) -> rusqlite::Result<Effects> {
         let mut effects = Effects::default();
         let mut new_ids = HashMap::new();
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -838,6 +901,7 @@ impl Writer {
             }
         }
         count_kinds(&tx, effects.added.iter().map(|(k, n)| (k.as_str(), to_i64(*n))))?;
+        schema::meta_set(&tx, META_COMMITTED_THROUGH, to_i64(watermark))?;
         let handed_out = self.shared.next_seq.load(Ordering::Relaxed).saturating_sub(1);
         let mut new_lease = None;
         if handed_out + SEQ_LEASE / 2 > self.lease_until {
