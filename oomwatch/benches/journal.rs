@@ -188,7 +188,7 @@ fn open(dir: &Path, max_bytes: u64) -> Journal {
 /// Append-to-durable of `n` kills, one at a time, each waited for; with
 /// `background` high-rate events a second appended meanwhile by another
 /// thread.
-fn kill_latency(base: &Path, n: usize, background: u64) -> serde_json::Value {
+fn kill_latency(base: &Path, n: usize, background: u64, spacing: Duration) -> serde_json::Value {
     let dir = Dir::new(base, "latency");
     let j = std::sync::Arc::new(open(&dir.0, 1 << 30));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -217,8 +217,10 @@ fn kill_latency(base: &Path, n: usize, background: u64) -> serde_json::Value {
         assert!(matches!(a, Appended::Queued(_)), "{a:?}");
         assert!(j.wait_durable(a.seq(), Duration::from_secs(10)), "kill {i} not durable in 10 s");
         lat.push(ms(t.elapsed()));
-        // Kills come apart in time; back to back they would queue on each other.
-        std::thread::sleep(Duration::from_millis(5));
+        // Kills come apart in time: each is its own commit and fsync, and
+        // back to back they would queue on each other (and, under load, on
+        // the disk the background events need).
+        std::thread::sleep(spacing);
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let fed = feeder.map(|f| f.join().unwrap_or(0)).unwrap_or(0);
@@ -228,6 +230,7 @@ fn kill_latency(base: &Path, n: usize, background: u64) -> serde_json::Value {
         "kills": n,
         "background_events_per_s": background,
         "background_events": fed,
+        "kill_spacing_ms": ms(spacing),
         "p50_ms": percentile(&lat, 0.5),
         "p99_ms": percentile(&lat, 0.99),
         "max_ms": lat.last(),
@@ -476,8 +479,8 @@ fn main() {
     let events: u64 = arg(&args, "--events", 1_000_000);
     let kills: usize = arg(&args, "--kills", 500);
     let floor = fsync_floor(&base, kills);
-    let idle = kill_latency(&base, kills, 0);
-    let loaded = kill_latency(&base, kills, 20_000);
+    let idle = kill_latency(&base, kills, 0, Duration::from_millis(20));
+    let loaded = kill_latency(&base, kills, 20_000, Duration::from_millis(50));
     let rate = throughput(&base, 20_000, 5);
     let size = sizes(&base);
     let big = big_journal(&base, events);

@@ -122,6 +122,9 @@ pub enum JournalError {
     Io { path: PathBuf, source: io::Error },
     #[error("journal {}: {source}", path.display())]
     Sqlite { path: PathBuf, source: rusqlite::Error },
+    /// A second daemon on the same state directory.
+    #[error("journal {}: another oomwatch daemon is writing it (it holds {})", path.display(), lock.display())]
+    Busy { path: PathBuf, lock: PathBuf },
     #[error("no journal at {} (the daemon creates it when it starts)", path.display())]
     Missing { path: PathBuf },
     #[error("journal {} has schema version {found}, newer than this oomwatch reads ({supported}); use a newer oomwatch", path.display())]

@@ -123,6 +123,30 @@ pub(super) fn prepare_dir(dir: &Path) -> Result<(), JournalError> {
     }
 }
 
+/// One writer per state directory: SQLite would let a second daemon write
+/// too, each waiting on the other's transactions. Readers take no lock.
+pub(super) fn lock_writer(dir: &Path, path: &Path) -> Result<fs::File, JournalError> {
+    use std::os::fd::AsRawFd as _;
+    let lock_path = dir.join("journal.lock");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|source| JournalError::Io { path: lock_path.clone(), source })?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            JournalError::Busy { path: path.to_owned(), lock: lock_path }
+        } else {
+            JournalError::Io { path: lock_path, source: e }
+        });
+    }
+    Ok(file)
+}
+
 fn denies_writing(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied)
         || e.raw_os_error() == Some(libc::EROFS)

@@ -183,7 +183,10 @@ fn seq_continues_after_a_clean_close_and_never_goes_back() {
 #[test]
 fn json_lines_keep_their_seq_or_get_one() {
     let dir = TempDir::new("json");
-    let j = open(&dir.0);
+    let mut cfg = config(&dir.0);
+    // A fixed date: kept whatever day the test runs.
+    cfg.retention.max_age = Duration::from_secs(100 * 365 * 86_400);
+    let j = Journal::open(cfg).unwrap();
     let line = r#"{"kind":"pressure","trigger":"some 1 2","time":"2026-12-06T03:00:00.000000Z","cgroup":"/x"}"#;
     let record = Record::from_json(line).unwrap_or_else(|e| panic!("{e}"));
     let seq = j.append(record).seq();
@@ -225,7 +228,11 @@ fn an_amended_kill_is_stored_under_its_seq_and_moves_in_the_summary() {
 #[test]
 fn summary_counts_kills_per_cgroup_per_day() {
     let dir = TempDir::new("summary");
-    let j = open(&dir.0);
+    let mut cfg = config(&dir.0);
+    // Fixed days in 2024: kept whatever day the test runs.
+    cfg.retention.max_age = Duration::from_secs(100 * 365 * 86_400);
+    cfg.retention.incident_max_age = cfg.retention.max_age;
+    let j = Journal::open(cfg).unwrap();
     let day = |d: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(20_000 * 86_400 + d * 86_400 + 3600);
     for (d, cgroup, n) in [(0, "/a", 3), (0, "/b", 1), (1, "/a", 2), (1, "/c/x", 5)] {
         for i in 0..n {
@@ -269,6 +276,21 @@ fn state_is_written_atomically_and_survives_a_restart() {
     assert_eq!(r.state_prefix("alerts/firing/").unwrap(), vec![("alerts/firing/c".to_owned(), "3".to_owned())]);
     assert_eq!(r.state("sink_cursor/otlp").unwrap().as_deref(), Some("17"));
     assert_eq!(r.state("absent").unwrap(), None);
+}
+
+#[test]
+fn a_second_writer_on_the_same_directory_is_refused() {
+    let dir = TempDir::new("busy");
+    let first = open(&dir.0);
+    let e = Journal::open(config(&dir.0)).err().expect("one writer per directory");
+    assert!(matches!(e, JournalError::Busy { .. }), "{e}");
+    assert_eq!(e.to_string().lines().count(), 1);
+    // Readers are not refused.
+    let seq = first.append_event(&mut kill(1, "/k", SystemTime::now())).seq();
+    assert!(first.wait_durable(seq, WAIT));
+    assert_eq!(JournalReader::open(&dir.0).unwrap().last_seq().unwrap(), seq);
+    first.close();
+    drop(open(&dir.0));
 }
 
 #[test]

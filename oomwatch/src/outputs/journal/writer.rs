@@ -221,6 +221,8 @@ pub struct Journal {
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     moved_aside: Option<MovedAside>,
+    /// Held while open (released by the kernel if the process dies).
+    _writer_lock: std::fs::File,
 }
 
 impl Journal {
@@ -231,6 +233,7 @@ impl Journal {
     pub fn open(config: JournalConfig) -> Result<Self, JournalError> {
         schema::prepare_dir(&config.dir)?;
         let path = config.path();
+        let writer_lock = schema::lock_writer(&config.dir, &path)?;
         let (conn, moved_aside) = match schema::open_writer(&path) {
             Ok(conn) => (conn, None),
             Err(OpenFailure::Fatal(e)) => return Err(e),
@@ -351,7 +354,7 @@ impl Journal {
                 log::debug!("journal: no full check: {e}");
             }
         }
-        Ok(Self { shared, writer: Some(writer), checkpointer: Some((stop, checkpointer)), moved_aside })
+        Ok(Self { shared, writer: Some(writer), checkpointer: Some((stop, checkpointer)), moved_aside, _writer_lock: writer_lock })
     }
 
     pub fn path(&self) -> &Path {
