@@ -251,8 +251,7 @@ pub(super) fn write_marker(path: &Path, reason: &str) {
 
 /// The full check: every page of every table and index. Runs on a reader
 /// connection of its own, so the writer goes on meanwhile.
-pub(super) fn full_check(path: &Path) -> Result<Option<String>, JournalError> {
-    let conn = open_reader(path)?;
+pub(super) fn full_check(conn: &Connection, path: &Path) -> Result<Option<String>, JournalError> {
     let check: String =
         conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0)).map_err(|e| JournalError::sqlite(path, e))?;
     Ok((check != "ok").then_some(check))

@@ -221,6 +221,8 @@ pub struct Journal {
     writer: Option<JoinHandle<()>>,
     checkpointer: Option<(mpsc::Sender<()>, JoinHandle<()>)>,
     moved_aside: Option<MovedAside>,
+    /// The full check running in the background, stopped at close.
+    check: Option<(rusqlite::InterruptHandle, JoinHandle<()>)>,
     /// Held while open (released by the kernel if the process dies).
     _writer_lock: std::fs::File,
 }
@@ -342,19 +344,27 @@ impl Journal {
                 .spawn(move || checkpoint_loop(&shared, &checkpoint_conn, &stopped))
                 .map_err(|source| JournalError::Io { path: path.clone(), source })?
         };
-        {
-            let shared = shared.clone();
-            // Detached: it only reads, and ends with its one query.
-            let spawned = std::thread::Builder::new().name("journal-check".into()).spawn(move || match schema::full_check(&shared.path) {
-                Ok(None) => log::debug!("journal: {} passed its full check", shared.path.display()),
-                Ok(Some(reason)) => shared.note_damage(&reason),
-                Err(e) => log::debug!("journal: full check: {e}"),
-            });
-            if let Err(e) = spawned {
-                log::debug!("journal: no full check: {e}");
+        let check = match schema::open_reader(&path) {
+            Ok(conn) => {
+                let interrupt = conn.get_interrupt_handle();
+                let shared = shared.clone();
+                std::thread::Builder::new()
+                    .name("journal-check".into())
+                    .spawn(move || match schema::full_check(&conn, &shared.path) {
+                        Ok(None) => log::debug!("journal: {} passed its full check", shared.path.display()),
+                        Ok(Some(reason)) => shared.note_damage(&reason),
+                        Err(e) => log::debug!("journal: full check: {e}"),
+                    })
+                    .map(|handle| (interrupt, handle))
+                    .map_err(|e| log::debug!("journal: no full check: {e}"))
+                    .ok()
             }
-        }
-        Ok(Self { shared, writer: Some(writer), checkpointer: Some((stop, checkpointer)), moved_aside, _writer_lock: writer_lock })
+            Err(e) => {
+                log::debug!("journal: no full check: {e}");
+                None
+            }
+        };
+        Ok(Self { shared, writer: Some(writer), checkpointer: Some((stop, checkpointer)), moved_aside, check, _writer_lock: writer_lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -511,6 +521,10 @@ impl Journal {
     }
 
     fn shutdown(&mut self) {
+        if let Some((interrupt, check)) = self.check.take() {
+            interrupt.interrupt();
+            let _ = check.join();
+        }
         lock(&self.shared.queue).closed = true;
         self.shared.work.notify_all();
         if let Some(writer) = self.writer.take() {
