@@ -436,7 +436,7 @@ fn big_journal(base: &Path, n: u64) -> serde_json::Value {
         "fill_events_per_s": n as f64 / fill_s,
         "file_bytes": file,
         "file_mib": file as f64 / MIB as f64,
-        "open_with_quick_check_ms": open_ms,
+        "open_ms": open_ms,
         "summary_by_cgroup": summary,
         "summary_by_workload": summary_workload,
         "summary_7_days_glob": summary_glob,

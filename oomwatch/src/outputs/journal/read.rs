@@ -329,8 +329,13 @@ impl JournalReader {
 
     /// The highest seq held (0 when empty).
     pub fn last_seq(&self) -> Result<u64, JournalError> {
-        let seq: i64 =
-            self.conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+        // A bare max(): SQLite reads the end of the table for it, where
+        // coalesce(max(..)) would scan every row.
+        let seq: i64 = self
+            .conn
+            .query_row("SELECT max(seq) FROM events", [], |r| r.get::<_, Option<i64>>(0))
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
         Ok(u64::try_from(seq).unwrap_or(0))
     }
 
@@ -363,11 +368,14 @@ impl JournalReader {
                 events_by_kind.insert(kind, u64::try_from(n).unwrap_or(0));
             }
         }
-        let (oldest, newest, last): (Option<i64>, Option<i64>, i64) = tx
-            .query_row("SELECT min(time_ms), max(time_ms), coalesce(max(seq), 0) FROM events", [], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
-            .map_err(|e| self.err(e))?;
+        // One aggregate per statement, so each reads an index end instead
+        // of scanning the table.
+        let one = |sql: &str| -> Result<Option<i64>, JournalError> {
+            tx.query_row(sql, [], |r| r.get(0)).map_err(|e| self.err(e))
+        };
+        let oldest = one("SELECT min(time_ms) FROM events")?;
+        let newest = one("SELECT max(time_ms) FROM events")?;
+        let last = one("SELECT max(seq) FROM events")?.unwrap_or(0);
         drop(tx);
         let now = now_ms();
         let age = |t: i64| Duration::from_millis(u64::try_from(now.saturating_sub(t)).unwrap_or(0));

@@ -938,7 +938,8 @@ impl Writer {
     /// the next run continues without a gap.
     fn close_lease(&mut self) {
         let handed_out = self.shared.next_seq.load(Ordering::Relaxed).saturating_sub(1);
-        let max_seq: i64 = self.conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0)).unwrap_or(0);
+        let max_seq: i64 =
+            self.conn.query_row("SELECT max(seq) FROM events", [], |r| r.get::<_, Option<i64>>(0)).ok().flatten().unwrap_or(0);
         let last = to_i64(handed_out).max(max_seq);
         if let Err(e) = schema::meta_set(&self.conn, META_SEQ_LEASE, last) {
             log::debug!("journal: storing the last seq at close: {e}");
@@ -1179,7 +1180,8 @@ struct Loaded {
 /// What the writer needs from the file at open; every read here is cheap
 /// (the counts are kept in `kinds`).
 fn load(conn: &Connection) -> rusqlite::Result<Loaded> {
-    let max_seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+    // A bare max() reads the end of the table; coalesce(max()) would scan it.
+    let max_seq: i64 = conn.query_row("SELECT max(seq) FROM events", [], |r| r.get::<_, Option<i64>>(0))?.unwrap_or(0);
     let lease = schema::meta_get(conn, META_SEQ_LEASE)?.unwrap_or(0);
     let last = u64::try_from(max_seq.max(lease)).unwrap_or(0);
     let mut stats = WriterStats::default();
