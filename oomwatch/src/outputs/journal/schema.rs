@@ -321,6 +321,9 @@ fn truncated(file: &mut fs::File) -> io::Result<Option<String>> {
 /// SQLite does not use, or a count that is stale (valid only while the
 /// change counter at 24 equals "version valid for" at 92).
 pub fn claimed_len(header: &[u8]) -> Option<u64> {
+    if header.len() < 100 {
+        return None;
+    }
     let be32 = |at: usize| -> Option<u32> { Some(u32::from_be_bytes(header.get(at..at + 4)?.try_into().ok()?)) };
     let raw_page_size = u16::from_be_bytes(header.get(16..18)?.try_into().ok()?);
     let page_size = if raw_page_size == 1 { 65_536 } else { u64::from(raw_page_size) };

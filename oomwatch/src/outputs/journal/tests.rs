@@ -336,6 +336,21 @@ fn assert_moved_aside_and_fresh(dir: &Path, original: &[u8]) {
 }
 
 #[test]
+fn the_header_check_reads_a_real_file_and_no_garbage() {
+    let dir = TempDir::new("header");
+    filled(&dir.0, 500);
+    let bytes = fs::read(dir.0.join(FILE_NAME)).unwrap();
+    assert_eq!(sqlite_header_claimed_len(&bytes[..100]), Some(bytes.len() as u64));
+    assert_eq!(sqlite_header_claimed_len(&bytes[..99]), None);
+    let mut odd_page = bytes[..100].to_vec();
+    odd_page[16..18].copy_from_slice(&1000u16.to_be_bytes());
+    assert_eq!(sqlite_header_claimed_len(&odd_page), None);
+    let mut stale = bytes[..100].to_vec();
+    stale[92] ^= 1;
+    assert_eq!(sqlite_header_claimed_len(&stale), None, "a stale page count claims nothing");
+}
+
+#[test]
 fn a_garbage_file_is_moved_aside_and_a_new_journal_started() {
     let dir = TempDir::new("garbage");
     let garbage: Vec<u8> = (0..50_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
