@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod file;
 pub mod http;
 pub mod http_client;
+pub mod journal;
 pub mod journald;
 pub mod metrics;
 pub mod otlp;

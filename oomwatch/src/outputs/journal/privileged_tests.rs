@@ -1,0 +1,163 @@
+//! The journal on file systems that fail: a full tmpfs and a read-only
+//! mount, each mounted by the test under a temporary directory and
+//! unmounted by a drop guard. Mounting needs root: without it these fail,
+//! unless OOMWATCH_SKIP_PRIVILEGED=1 says to skip them.
+
+use std::{
+    ffi::CString,
+    fs,
+    io::{self, Write as _},
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use super::tests::{TempDir, kill, pressure};
+use super::*;
+
+const SKIP_ENV: &str = "OOMWATCH_SKIP_PRIVILEGED";
+
+fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    if std::env::var_os(SKIP_ENV).is_some_and(|v| v == "1") {
+        let _ = writeln!(io::stderr(), "SKIPPED {test}: needs root (euid is {euid}) and {SKIP_ENV}=1 is set");
+        return false;
+    }
+    panic!("{test} needs root (euid is {euid}) to mount a tmpfs; set {SKIP_ENV}=1 to skip it");
+}
+
+fn c_path(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// A tmpfs of `size` bytes on `<temp dir>/mnt`, unmounted (and the
+/// directory removed) on drop, even when the test fails.
+struct Tmpfs {
+    mnt: PathBuf,
+    _dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(name: &str, size: u64, read_only: bool) -> Self {
+        let dir = TempDir::new(name);
+        let mnt = dir.0.join("mnt");
+        fs::create_dir(&mnt).unwrap_or_else(|e| panic!("{}: {e}", mnt.display()));
+        let data = CString::new(format!("size={size},mode=0755")).unwrap_or_else(|e| panic!("{e}"));
+        let flags = if read_only { libc::MS_RDONLY } else { 0 } | libc::MS_NOSUID | libc::MS_NODEV;
+        let fstype = c"tmpfs";
+        let target = c_path(&mnt);
+        // SAFETY: valid NUL-terminated strings that outlive the call.
+        let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) };
+        assert_eq!(rc, 0, "mounting a tmpfs on {}: {}", mnt.display(), io::Error::last_os_error());
+        Self { mnt, _dir: dir }
+    }
+
+    fn remount_read_only(&self) {
+        let target = c_path(&self.mnt);
+        let flags = libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        // SAFETY: valid NUL-terminated path; a remount takes no source or type.
+        let rc = unsafe { libc::mount(std::ptr::null(), target.as_ptr(), std::ptr::null(), flags, std::ptr::null()) };
+        assert_eq!(rc, 0, "remounting {} read-only: {}", self.mnt.display(), io::Error::last_os_error());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = c_path(&self.mnt);
+        // SAFETY: valid NUL-terminated path. Lazy, so a file still open
+        // (a failed test's journal) cannot keep the mount.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn a_full_disk_drops_with_a_reason_and_writes_resume_when_space_returns() {
+    if !privileged("a_full_disk_drops_with_a_reason_and_writes_resume_when_space_returns") {
+        return;
+    }
+    let fs = Tmpfs::mount("full", 4 << 20, false);
+    let dir = fs.mnt.join("oomwatch");
+    let mut cfg = JournalConfig::new(&dir);
+    // Retention must not be what saves the day here.
+    cfg.retention.max_bytes = 1 << 30;
+    cfg.batch_linger = Duration::from_millis(10);
+    let j = Journal::open(cfg).unwrap_or_else(|e| panic!("{e}"));
+    // Room for the journal to start, then fill what is left.
+    let ballast = fs.mnt.join("ballast");
+    fs::write(&ballast, vec![1u8; 2 << 20]).unwrap_or_else(|e| panic!("{e}"));
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while j.stats().dropped.get("disk_full").copied().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the disk never filled: {:?}", j.stats());
+        for _ in 0..200 {
+            j.append_event(&mut pressure("/fill", SystemTime::now(), 1000));
+        }
+        j.flush(Duration::from_secs(10));
+    }
+    let stats = j.stats();
+    assert_eq!(stats.dropped.get("io_error"), Some(&0), "a full disk is counted as disk_full: {stats:?}");
+    // The writer is alive: flushes complete, and failing writes go on
+    // being counted (a small transaction may still fit; a batch does not).
+    let before = stats.dropped["disk_full"];
+    for _ in 0..200 {
+        j.append_event(&mut pressure("/fill", SystemTime::now(), 1000));
+    }
+    assert!(j.flush(Duration::from_secs(10)), "the writer must keep draining while the disk is full");
+    assert!(j.stats().dropped["disk_full"] > before, "{:?}", j.stats());
+
+    fs::remove_file(&ballast).unwrap_or_else(|e| panic!("{e}"));
+    // Within a retry interval or two, a batch and a kill are durable again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (first, kept) = loop {
+        let first = j.append_event(&mut pressure("/after", SystemTime::now(), 1000)).seq();
+        for _ in 0..199 {
+            j.append_event(&mut pressure("/after", SystemTime::now(), 1000));
+        }
+        let seq = j.append_event(&mut kill(2, "/k", SystemTime::now())).seq();
+        if j.wait_durable(seq, Duration::from_millis(1500)) {
+            break (first, seq);
+        }
+        assert!(Instant::now() < deadline, "writes did not resume after space returned: {:?}", j.stats());
+    };
+    let r = j.reader().unwrap_or_else(|e| panic!("{e}"));
+    let after = r.query(&Query { after_seq: Some(first - 1), ..Default::default() }).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.len(), 201, "the whole batch after the space returned is kept");
+    assert_eq!(after.last().map(|e| e.seq), Some(kept));
+    j.close();
+    // And the journal opens cleanly afterwards.
+    let j = Journal::open(JournalConfig::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(j.moved_aside().is_none());
+}
+#[test]
+fn a_read_only_state_dir_is_one_clear_error() {
+    if !privileged("a_read_only_state_dir_is_one_clear_error") {
+        return;
+    }
+    // A state directory that does not exist on a read-only mount...
+    let ro = Tmpfs::mount("ro", 1 << 20, true);
+    let missing = ro.mnt.join("oomwatch");
+    let e = Journal::open(JournalConfig::new(&missing)).err().expect("a read-only mount cannot hold a journal");
+    assert!(e.is_read_only(), "{e}");
+    let text = e.to_string();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains(&missing.display().to_string()) && text.contains("not writable"), "{text}");
+
+    // ...and one that exists, with a journal, when the mount turns read-only.
+    let fs = Tmpfs::mount("ro-later", 4 << 20, false);
+    let dir = fs.mnt.join("oomwatch");
+    let j = Journal::open(JournalConfig::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
+    let seq = j.append_event(&mut kill(3, "/k", SystemTime::now())).seq();
+    j.close();
+    fs.remount_read_only();
+    let e = Journal::open(JournalConfig::new(&dir)).err().expect("read-only now");
+    assert!(e.is_read_only(), "{e}");
+    assert_eq!(e.to_string().lines().count(), 1);
+    // Reading still works there.
+    let r = JournalReader::open(&dir).unwrap_or_else(|e| panic!("reading a journal on a read-only mount: {e}"));
+    assert_eq!(r.query(&Query::default()).unwrap_or_else(|e| panic!("{e}")).last().map(|e| e.seq), Some(seq));
+    assert!(!r.facts().unwrap_or_else(|e| panic!("{e}")).writable);
+}

@@ -1,0 +1,401 @@
+//! The read side: queries from any process, on a read-only connection. In
+//! WAL mode a reader sees the last commit as of its statement (or of its
+//! read transaction, for the queries that take several statements) and
+//! never holds a lock the writer waits on.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
+
+use std::collections::HashSet;
+
+use rusqlite::{Connection, OptionalExtension as _, ToSql};
+
+use super::{FILE_NAME, JournalError, day_label, day_of, now_ms, schema, unix_ms};
+use crate::wire::Event;
+
+/// How much later than its time an event may be published (kills are
+/// stamped by the kernel, and enrichment takes its time).
+const TIME_SEQ_MARGIN_MS: i64 = 10 * 60 * 1000;
+/// Up to this many matching cgroups are looked up by index.
+const MAX_CGROUP_IDS_IN_SQL: usize = 512;
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    OldestFirst,
+    NewestFirst,
+}
+
+/// Which events to read. Every filter is optional; they combine with AND.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Only seq > this: the replay side of `tail --since`, whose live side
+    /// then starts after the last seq returned. With it, reading stops at
+    /// [`JournalReader::committed_through`], so resuming from the last seq
+    /// returned never skips an event written later with a lower seq.
+    pub after_seq: Option<u64>,
+    /// Only seq <= this.
+    pub through_seq: Option<u64>,
+    /// Only events at or after this time...
+    pub since: Option<SystemTime>,
+    /// ...and before this one.
+    pub until: Option<SystemTime>,
+    /// Only these kinds (empty: all).
+    pub kinds: Vec<String>,
+    /// Only cgroups matching this glob (as `oomwatch tail --cgroup`).
+    pub cgroup: Option<glob::Pattern>,
+    pub order: Order,
+    pub limit: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub kind: String,
+    pub time_ms: i64,
+    pub cgroup: String,
+    /// The JSON line, as `oomwatch tail --json` prints it.
+    pub json: String,
+}
+
+impl StoredEvent {
+    pub fn event(&self) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(&self.json)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SummaryBy {
+    #[default]
+    Cgroup,
+    /// The workload's name (its unit or container id until enrichment
+    /// names it); "" for kills with none.
+    Workload,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SummaryQuery {
+    pub since: Option<SystemTime>,
+    pub until: Option<SystemTime>,
+    pub cgroup: Option<glob::Pattern>,
+    pub by: SummaryBy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SummaryRow {
+    /// UTC day, "2026-12-06".
+    pub day: String,
+    /// The cgroup or the workload, as asked.
+    pub key: String,
+    pub kills: u64,
+}
+
+/// What `oomwatch check` says about the journal.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct JournalFacts {
+    pub path: PathBuf,
+    /// The database and its WAL.
+    pub size_bytes: u64,
+    /// Whether this process could write the directory (a read-only mount
+    /// or missing permission says no).
+    pub writable: bool,
+    pub events: u64,
+    pub events_by_kind: BTreeMap<String, u64>,
+    pub oldest_event_age: Option<Duration>,
+    pub newest_event_age: Option<Duration>,
+    pub last_seq: u64,
+}
+
+pub struct JournalReader {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl JournalReader {
+    /// Opens `<dir>/journal.db` read-only; [`JournalError::Missing`] when
+    /// no daemon has created it yet.
+    pub fn open(dir: &Path) -> Result<Self, JournalError> {
+        Self::open_path(&dir.join(FILE_NAME))
+    }
+
+    pub fn open_path(path: &Path) -> Result<Self, JournalError> {
+        Ok(Self { conn: schema::open_reader(path)?, path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> JournalError {
+        JournalError::Sqlite { path: self.path.clone(), source: e }
+    }
+
+    pub fn query(&self, q: &Query) -> Result<Vec<StoredEvent>, JournalError> {
+        // A cgroup glob is matched against the paths table with the same
+        // crate as `tail`; the events are then found by id.
+        let cgroups = match &q.cgroup {
+            Some(glob) => {
+                let ids = self.cgroup_ids(glob)?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Some(ids)
+            }
+            None => None,
+        };
+        let mut after = q.after_seq.map(to_i64);
+        let mut through = q.through_seq.map(to_i64);
+        if after.is_some() {
+            // Resuming from a seq: an incident may be written ahead of
+            // high-rate events with lower seqs; stopping at the committed
+            // watermark means the next read, from the last seq returned,
+            // skips none of them.
+            let committed = to_i64(self.committed_through()?);
+            through = Some(through.map_or(committed, |t| t.min(committed)));
+        }
+        // Time bounds become seq bounds through the time index (a few page
+        // reads), so a time window reads its own rows only. Seq follows
+        // publication, and an event is published at most the margin after
+        // its time: an event timed a margin before `since` was published
+        // before it, and so was every seq up to its own; likewise after
+        // `until`. The exact time filter stays.
+        if let Some(t) = q.since {
+            let before: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT seq FROM events INDEXED BY events_by_time WHERE time_ms < ?1 ORDER BY time_ms DESC LIMIT 1",
+                    [unix_ms(t).saturating_sub(TIME_SEQ_MARGIN_MS)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(before) = before {
+                after = Some(after.map_or(before, |a| a.max(before)));
+            }
+        }
+        if let Some(t) = q.until {
+            let beyond: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT seq FROM events INDEXED BY events_by_time WHERE time_ms >= ?1 ORDER BY time_ms LIMIT 1",
+                    [unix_ms(t).saturating_add(TIME_SEQ_MARGIN_MS)],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(beyond) = beyond {
+                through = Some(through.map_or(beyond - 1, |t| t.min(beyond - 1)));
+            }
+        }
+
+        let mut sql = String::from(
+            "SELECT e.seq, e.kind, e.time_ms, c.path, e.body, e.cgroup_id FROM events e JOIN cgroups c ON c.id = e.cgroup_id WHERE 1",
+        );
+        let mut args: Vec<Box<dyn ToSql>> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql>| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(s) = after {
+            arg(&mut sql, " AND e.seq > ?", Box::new(s));
+        }
+        if let Some(s) = through {
+            arg(&mut sql, " AND e.seq <= ?", Box::new(s));
+        }
+        if let Some(t) = q.since {
+            arg(&mut sql, " AND e.time_ms >= ?", Box::new(unix_ms(t)));
+        }
+        if let Some(t) = q.until {
+            arg(&mut sql, " AND e.time_ms < ?", Box::new(unix_ms(t)));
+        }
+        if !q.kinds.is_empty() {
+            sql.push_str(" AND e.kind IN (");
+            for (i, kind) in q.kinds.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                arg(&mut sql, "?", Box::new(kind.clone()));
+            }
+            sql.push(')');
+        }
+        // Few matching cgroups: by the cgroup index. Many: filtered below.
+        let in_sql = cgroups.as_ref().is_some_and(|ids| ids.len() <= MAX_CGROUP_IDS_IN_SQL);
+        if let (true, Some(ids)) = (in_sql, &cgroups) {
+            sql.push_str(" AND e.cgroup_id IN (");
+            let mut ids: Vec<i64> = ids.iter().copied().collect();
+            ids.sort_unstable();
+            for (i, id) in ids.into_iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                arg(&mut sql, "?", Box::new(id));
+            }
+            sql.push(')');
+        }
+        sql.push_str(match q.order {
+            Order::OldestFirst => " ORDER BY e.seq ASC",
+            Order::NewestFirst => " ORDER BY e.seq DESC",
+        });
+        if let (Some(limit), true) = (q.limit, cgroups.is_none() || in_sql) {
+            arg(&mut sql, " LIMIT ?", Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
+        }
+        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let params: Vec<&dyn ToSql> = args.iter().map(|b| b.as_ref()).collect();
+        let mut rows = stmt.query(params.as_slice()).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        let limit = q.limit.unwrap_or(usize::MAX);
+        while out.len() < limit {
+            let Some(row) = rows.next().map_err(|e| self.err(e))? else { break };
+            if let (false, Some(ids)) = (in_sql, &cgroups) {
+                let id: i64 = row.get(5).map_err(|e| self.err(e))?;
+                if !ids.contains(&id) {
+                    continue;
+                }
+            }
+            out.push(StoredEvent {
+                seq: u64::try_from(row.get::<_, i64>(0).map_err(|e| self.err(e))?).unwrap_or(0),
+                kind: row.get(1).map_err(|e| self.err(e))?,
+                time_ms: row.get(2).map_err(|e| self.err(e))?,
+                cgroup: row.get(3).map_err(|e| self.err(e))?,
+                json: row.get(4).map_err(|e| self.err(e))?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn cgroup_ids(&self, glob: &glob::Pattern) -> Result<HashSet<i64>, JournalError> {
+        let mut stmt = self.conn.prepare_cached("SELECT id, path FROM cgroups").map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        let mut ids = HashSet::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let path: String = row.get(1).map_err(|e| self.err(e))?;
+            if glob.matches(&path) {
+                ids.insert(row.get(0).map_err(|e| self.err(e))?);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Kills per day and cgroup (or workload), newest day first, most
+    /// kills first within a day. Reads the daily table the writer keeps, so
+    /// its cost does not grow with the number of events.
+    pub fn summary(&self, q: &SummaryQuery) -> Result<Vec<SummaryRow>, JournalError> {
+        let from = q.since.map_or(i64::MIN, |t| day_of(unix_ms(t)));
+        let to = q.until.map_or(i64::MAX, |t| day_of(unix_ms(t)));
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT day, cgroup, workload, kills FROM kills_daily WHERE day BETWEEN ?1 AND ?2")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([from, to]).map_err(|e| self.err(e))?;
+        let mut sums: BTreeMap<(i64, String), u64> = BTreeMap::new();
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let day: i64 = row.get(0).map_err(|e| self.err(e))?;
+            let cgroup: String = row.get(1).map_err(|e| self.err(e))?;
+            if q.cgroup.as_ref().is_some_and(|g| !g.matches(&cgroup)) {
+                continue;
+            }
+            let key = match q.by {
+                SummaryBy::Cgroup => cgroup,
+                SummaryBy::Workload => row.get(2).map_err(|e| self.err(e))?,
+            };
+            let kills: i64 = row.get(3).map_err(|e| self.err(e))?;
+            *sums.entry((day, key)).or_default() += u64::try_from(kills).unwrap_or(0);
+        }
+        let mut out: Vec<(i64, String, u64)> = sums.into_iter().map(|((d, k), n)| (d, k, n)).collect();
+        out.sort_by(|a, b| b.0.cmp(&a.0).then(b.2.cmp(&a.2)).then(a.1.cmp(&b.1)));
+        Ok(out.into_iter().map(|(day, key, kills)| SummaryRow { day: day_label(day), key, kills }).collect())
+    }
+
+    /// Every seq up to this is written (or was dropped): where a reader
+    /// that resumes from a seq (`Query::after_seq`) stops.
+    pub fn committed_through(&self) -> Result<u64, JournalError> {
+        let v: Option<i64> = self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'committed_through'", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        match v {
+            Some(v) => Ok(u64::try_from(v).unwrap_or(0)),
+            None => self.last_seq(),
+        }
+    }
+
+    /// The highest seq held (0 when empty).
+    pub fn last_seq(&self) -> Result<u64, JournalError> {
+        // A bare max(): SQLite reads the end of the table for it, where
+        // coalesce(max(..)) would scan every row.
+        let seq: i64 = self
+            .conn
+            .query_row("SELECT max(seq) FROM events", [], |r| r.get::<_, Option<i64>>(0))
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
+        Ok(u64::try_from(seq).unwrap_or(0))
+    }
+
+    pub fn state(&self, key: &str) -> Result<Option<String>, JournalError> {
+        self.conn
+            .prepare_cached("SELECT value FROM state WHERE key = ?1")
+            .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every key starting with `prefix`, in key order.
+    pub fn state_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT key, value FROM state WHERE substr(key, 1, length(?1)) = ?1 ORDER BY key")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt.query_map([prefix], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// One read transaction, so counts, ages and seq agree with each other.
+    pub fn facts(&self) -> Result<JournalFacts, JournalError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let mut events_by_kind = BTreeMap::new();
+        {
+            let mut stmt = tx.prepare_cached("SELECT kind, events FROM kinds WHERE events > 0").map_err(|e| self.err(e))?;
+            let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).map_err(|e| self.err(e))?;
+            for row in rows {
+                let (kind, n) = row.map_err(|e| self.err(e))?;
+                events_by_kind.insert(kind, u64::try_from(n).unwrap_or(0));
+            }
+        }
+        // One aggregate per statement, so each reads an index end instead
+        // of scanning the table.
+        let one = |sql: &str| -> Result<Option<i64>, JournalError> {
+            tx.query_row(sql, [], |r| r.get(0)).map_err(|e| self.err(e))
+        };
+        let oldest = one("SELECT min(time_ms) FROM events")?;
+        let newest = one("SELECT max(time_ms) FROM events")?;
+        let last = one("SELECT max(seq) FROM events")?.unwrap_or(0);
+        drop(tx);
+        let now = now_ms();
+        let age = |t: i64| Duration::from_millis(u64::try_from(now.saturating_sub(t)).unwrap_or(0));
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        Ok(JournalFacts {
+            path: self.path.clone(),
+            size_bytes: schema::file_bytes(&self.path),
+            writable: writable(dir),
+            events: events_by_kind.values().sum(),
+            events_by_kind,
+            oldest_event_age: oldest.map(age),
+            newest_event_age: newest.map(age),
+            last_seq: u64::try_from(last).unwrap_or(0),
+        })
+    }
+}
+
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a valid NUL-terminated path; access() only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
