@@ -18,6 +18,7 @@ pub mod model;
 pub mod node;
 pub mod pipeline;
 pub mod pressure;
+pub mod readers;
 pub mod reconcile;
 pub mod stall;
 

@@ -42,6 +42,8 @@ enum Task {
     Scenarios(scenarios::ScenarioArgs),
     /// The integration scenarios inside a Debian 6.1 VM (QEMU, TCG): the second kernel of the matrix.
     VmTest(vm::VmTestArgs),
+    /// Real OOM kills in the 6.1 VM, the kernel's reports from /dev/kmsg written to files (parser fixtures).
+    VmKmsgCapture(vm::KmsgCaptureArgs),
     /// Performance figures against their targets (prints a table, writes target/bench/results.json).
     Bench(bench::BenchArgs),
     /// Fuzz the parsers of kernel and untrusted input (cargo-fuzz, nightly) for --seconds each.
@@ -65,6 +67,7 @@ fn main() -> Result<()> {
         Task::Test(args) => test::run(args),
         Task::Scenarios(args) => scenarios::run_scenarios(args),
         Task::VmTest(args) => vm::run(&args),
+        Task::VmKmsgCapture(args) => vm::capture_kmsg(&args),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(&args),
     }
