@@ -540,7 +540,7 @@ impl OomAssembler {
             }
         }
         let page_size = self.page_size;
-        let Some(p) = self.pending.as_deref_mut() else { return None };
+        let p = self.pending.as_deref_mut()?;
         let outcome = p.report_line(line, page_size);
         match outcome {
             LineOutcome::Taken(cont) => self.cont = cont,
