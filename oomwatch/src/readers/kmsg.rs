@@ -26,7 +26,7 @@ use std::{
 
 /// The longest record this reader accepts, as read. Kernels format a
 /// record into at most 8 KiB (CONSOLE_EXT_LOG_MAX on 6.1) or 2 KiB
-/// (PRINTK_MESSAGE_MAX since 6.6), escapes included.
+/// (PRINTK_MESSAGE_MAX in 6.12), escapes included.
 pub const MAX_RECORD_BYTES: usize = 8192;
 /// Dictionary lines kept per record (the kernel sends at most two).
 pub const MAX_DICT_ENTRIES: usize = 4;
@@ -98,11 +98,19 @@ pub fn parse_record_into(raw: &[u8], rec: &mut KmsgRecord) -> Result<(), RecordE
     rec.continuation = flags.contains(&b'c');
 
     let body = &raw[semi + 1..];
-    let mut lines = body.split(|&b| b == b'\n');
+    let (message, mut dict) = match memchr::memchr(b'\n', body) {
+        Some(nl) => (&body[..nl], &body[nl + 1..]),
+        None => (body, &b""[..]),
+    };
     rec.message.clear();
-    unescape_into(lines.next().unwrap_or_default(), &mut rec.message);
+    unescape_into(message, &mut rec.message);
     rec.dict.clear();
-    for line in lines {
+    while !dict.is_empty() {
+        let (line, rest) = match memchr::memchr(b'\n', dict) {
+            Some(nl) => (&dict[..nl], &dict[nl + 1..]),
+            None => (dict, &b""[..]),
+        };
+        dict = rest;
         let Some(entry) = line.strip_prefix(b" ") else { continue };
         if rec.dict.len() == MAX_DICT_ENTRIES {
             break;
@@ -153,20 +161,21 @@ pub fn split_records(buf: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// valid escape is kept as it is (the kernel never writes one).
 pub fn unescape_into(escaped: &[u8], out: &mut Vec<u8>) {
     out.reserve(escaped.len());
-    let mut i = 0;
-    while i < escaped.len() {
-        let b = escaped[i];
-        if b == b'\\'
-            && escaped.get(i + 1) == Some(&b'x')
-            && let (Some(hi), Some(lo)) = (escaped.get(i + 2).and_then(|&c| hex(c)), escaped.get(i + 3).and_then(|&c| hex(c)))
+    let mut rest = escaped;
+    while let Some(at) = memchr::memchr(b'\\', rest) {
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        if rest.get(1) == Some(&b'x')
+            && let (Some(hi), Some(lo)) = (rest.get(2).and_then(|&c| hex(c)), rest.get(3).and_then(|&c| hex(c)))
         {
             out.push(hi << 4 | lo);
-            i += 4;
-            continue;
+            rest = &rest[4..];
+        } else {
+            out.push(b'\\');
+            rest = &rest[1..];
         }
-        out.push(b);
-        i += 1;
     }
+    out.extend_from_slice(rest);
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -238,6 +247,7 @@ pub struct KmsgReader {
     last_seq: Option<u64>,
     stats: ReaderStats,
     record: KmsgRecord,
+    raw_len: usize,
 }
 
 impl KmsgReader {
@@ -273,6 +283,7 @@ impl KmsgReader {
             last_seq: None,
             stats: ReaderStats::default(),
             record: KmsgRecord::default(),
+            raw_len: 0,
         })
     }
 
@@ -323,8 +334,8 @@ impl KmsgReader {
         loop {
             let Some(raw) = self.next_raw()? else { return Ok(None) };
             // next_raw borrows self.buf; parse into the separate record.
-            let raw_len = raw.len();
-            let parsed = parse_record_into(&self.buf[..raw_len], &mut self.record);
+            self.raw_len = raw.len();
+            let parsed = parse_record_into(&self.buf[..self.raw_len], &mut self.record);
             if parsed.is_err() {
                 self.stats.malformed += 1;
                 continue;
@@ -338,6 +349,13 @@ impl KmsgReader {
             self.stats.records += 1;
             return Ok(Some(&self.record));
         }
+    }
+}
+
+impl KmsgReader {
+    /// The bytes of the record [`KmsgReader::next`] returned last, as read.
+    pub fn last_raw(&self) -> &[u8] {
+        &self.buf[..self.raw_len]
     }
 }
 

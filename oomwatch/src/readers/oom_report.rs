@@ -44,7 +44,7 @@
 //! close on one host but not the same clock (see the report of the work
 //! that added this module for figures measured here).
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::Serialize;
 
@@ -159,7 +159,7 @@ pub struct KilledProcess {
     pub anon_rss_bytes: u64,
     pub file_rss_bytes: u64,
     pub shmem_rss_bytes: u64,
-    /// Since 5.x: UID, pgtables and oom_score_adj.
+    /// UID, pgtables and oom_score_adj: on 6.1 and later, not on old kernels.
     pub uid: Option<u32>,
     pub pgtables_bytes: Option<u64>,
     pub oom_score_adj: Option<i32>,
@@ -211,7 +211,7 @@ pub struct Trigger {
     pub oom_score_adj: i32,
     /// From the stack dump's "CPU: N [UID: U ]PID: P Comm: C" line.
     pub pid: Option<u32>,
-    /// Its effective uid: that line carries it since 6.10.
+    /// Its effective uid: that line carries it on 6.12+, not on 6.1.
     pub uid: Option<u32>,
 }
 
@@ -242,7 +242,7 @@ pub struct OomTask {
     pub tgid: u32,
     pub total_vm_bytes: u64,
     pub rss_bytes: u64,
-    /// Since 6.9.
+    /// Not on 6.1; on 6.12+.
     pub rss_anon_bytes: Option<u64>,
     pub rss_file_bytes: Option<u64>,
     pub rss_shmem_bytes: Option<u64>,
@@ -502,9 +502,12 @@ impl OomAssembler {
             };
             return Some(OomOutput::ReapFailed { seq: rec.seq, ts_usec: rec.ts_usec, pid, comm: lossy(comm) });
         }
-        if let Some(at) = rfind(line, b" invoked oom-killer: gfp_mask=")
-            && at <= MAX_COMM_BYTES
-            && let Some(parsed) = parse_header_tail(&line[at + b" invoked oom-killer: gfp_mask=".len()..])
+        // The comm comes first and is short: only the start of a line can
+        // hold the header's words (and every line is looked at).
+        const INVOKED: &[u8] = b" invoked oom-killer: gfp_mask=";
+        static INVOKED_FINDER: LazyLock<memchr::memmem::FinderRev<'static>> = LazyLock::new(|| memchr::memmem::FinderRev::new(INVOKED));
+        if let Some(at) = INVOKED_FINDER.rfind(&line[..line.len().min(MAX_COMM_BYTES + INVOKED.len())])
+            && let Some(parsed) = parse_header_tail(&line[at + INVOKED.len()..])
         {
             self.header(rec, &line[..at], parsed);
             return None;
