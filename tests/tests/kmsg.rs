@@ -350,3 +350,50 @@ fn printk_time_against_bpf_ktime() {
     assert!(max - min < 5_000_000, "the offset moved by {} us over five kills", (max - min) / 1000);
     assert!(min.abs() < 1_000_000_000, "printk time is {} ms from bpf_ktime_get_ns", min / 1_000_000);
 }
+
+/// A reader that falls behind the ring buffer: the kernel answers EPIPE
+/// once, the reader counts it and goes on from the oldest record left, and
+/// the gap shows in the sequence numbers. Writes about 180 KiB of
+/// userspace records (facility LOG_USER, tagged oomwatch-test-flood) to
+/// wrap this machine's ring.
+#[test]
+fn a_reader_left_behind_counts_what_it_lost() {
+    if !require_root("a_reader_left_behind_counts_what_it_lost") {
+        return;
+    }
+    // SAFETY: klogctl(SYSLOG_ACTION_SIZE_BUFFER) only returns a number.
+    let ring = unsafe { libc::klogctl(10, std::ptr::null_mut(), 0) };
+    assert!(ring > 0, "klogctl: {}", std::io::Error::last_os_error());
+    let mut reader = KmsgReader::open_with(Path::new("/dev/kmsg"), oomwatch::readers::kmsg::Start::Oldest, true).expect("open /dev/kmsg");
+    let first = reader.next().expect("read").expect("a record in the log").seq;
+
+    let tag = format!("oomwatch-test-flood-{}", std::process::id());
+    let filler = "x".repeat(900);
+    let records = ring as usize * 3 / 2 / 900 + 1;
+    let mut written = 0;
+    while written < records {
+        // /dev/kmsg lets one open file write 10 records per 5 s.
+        let mut f = fs::OpenOptions::new().write(true).open("/dev/kmsg").unwrap();
+        for _ in 0..10 {
+            std::io::Write::write_all(&mut f, format!("<14>{tag} {written} {filler}\n").as_bytes()).unwrap();
+            written += 1;
+        }
+    }
+    let last = format!("{tag} {} ", written - 1);
+    let mut saw_last = false;
+    let mut after_gap = None;
+    while let Some(rec) = reader.next().expect("read") {
+        if after_gap.is_none() {
+            after_gap = Some(rec.seq);
+        }
+        saw_last |= rec.message.starts_with(last.as_bytes());
+        assert!(!rec.is_kernel() || !rec.message.starts_with(tag.as_bytes()), "a userspace write came with the kernel's facility");
+    }
+    let stats = reader.stats();
+    println!("kmsg: ring {ring} bytes; {written} records written; reader stats {stats:?}");
+    assert!(saw_last, "the newest flood record was read");
+    assert!(stats.overwritten >= 1, "the kernel said EPIPE: {stats:?}");
+    let after_gap = after_gap.unwrap();
+    assert!(after_gap > first + 1, "reading went on after a gap ({first} -> {after_gap})");
+    assert_eq!(stats.lost_records, after_gap - first - 1, "{stats:?}");
+}
