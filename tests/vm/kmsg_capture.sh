@@ -153,6 +153,13 @@ scenario_global() {
     rmdir "$CGROOT/oomwatch-test-global"
 }
 
+# printk timestamps against CLOCK_MONOTONIC on the guest (JSON, not a fixture).
+scenario_clock() {
+    mkdir -p /tmp/clock
+    kmsg_capture /tmp/clock clock > /dev/null 2>&1
+    echo "OOMWATCH-KMSG-CLOCK $(tr -d '\n ' < /tmp/clock/clock.json)"
+}
+
 capture_main() {
     say "kmsg capture on $(uname -r)"
     echo "OOMWATCH-KMSG-KERNEL $(uname -r)"

@@ -251,7 +251,10 @@ pub struct KmsgReader {
 }
 
 impl KmsgReader {
-    /// A blocking reader at the end of the log.
+    /// A blocking reader at the end of the log. A record the kernel is
+    /// still extending when the reader opens (a pr_cont line, or a write to
+    /// /dev/kmsg, without its newline yet) is not "in" the log: it comes
+    /// first, once the next printk finishes it.
     pub fn open(path: &Path) -> Result<Self, KmsgError> {
         Self::open_with(path, Start::End, false)
     }
