@@ -148,6 +148,10 @@ pub enum MissingReport {
     /// Records were lost (the ring buffer wrapped before they were read)
     /// since the previous kill.
     RecordsLost,
+    /// No header was read since the assembler started: the reader began
+    /// after this kill's header (or inside a burst the kernel was already
+    /// rate limiting).
+    BeforeFirstHeader,
     /// A header was printed but its summary does not name this victim (or
     /// was cut or missing): it belongs to another kill.
     NotThisVictim,
@@ -301,6 +305,7 @@ pub struct AssemblerStats {
     pub kills_with_report: u64,
     pub kills_rate_limited: u64,
     pub kills_records_lost: u64,
+    pub kills_before_first_header: u64,
     pub kills_not_this_victim: u64,
     pub group_members: u64,
     /// Group members the report's task table could not confirm.
@@ -331,6 +336,7 @@ pub struct OomAssembler {
     group: Option<GroupContext>,
     last_seq: Option<u64>,
     lost_since_kill: bool,
+    seen_header: bool,
     /// Where a `c` (continuation) record goes: the previous kernel record,
     /// when it was one printed with pr_cont.
     cont: Option<ContTarget>,
@@ -410,6 +416,7 @@ impl OomAssembler {
             group: None,
             last_seq: None,
             lost_since_kill: false,
+            seen_header: false,
             cont: None,
             stats: AssemblerStats::default(),
         }
@@ -568,6 +575,7 @@ impl OomAssembler {
             self.stats.reports_dropped += 1;
         }
         self.group = None;
+        self.seen_header = true;
         let mut cut = CutCounts::default();
         let (comm, was_cut) = cut_name(comm);
         cut.names += u32::from(was_cut);
@@ -618,6 +626,7 @@ impl OomAssembler {
         let lost = std::mem::take(&mut self.lost_since_kill);
 
         // A member of the group kill the previous chosen victim started?
+        let seen_header = self.seen_header;
         if let Some(g) = self.group.as_mut()
             && let Some((group, group_ts)) = g.group.clone()
             && self.pending.is_none()
@@ -629,7 +638,7 @@ impl OomAssembler {
                 return None;
             }
             let membership = match &g.report {
-                None => Some((None, Some(if lost { MissingReport::RecordsLost } else { MissingReport::RateLimited }))),
+                None => Some((None, Some(no_header(lost, seen_header)))),
                 Some(r) if r.tasks.iter().any(|t| t.pid == victim.pid) => Some((Some(r.clone()), None)),
                 // A table the reader cut, or none printed (vm.oom_dump_tasks=0):
                 // a member, but not one the report can vouch for.
@@ -655,8 +664,7 @@ impl OomAssembler {
                     (None, Some(MissingReport::NotThisVictim))
                 }
             },
-            None if lost => (None, Some(MissingReport::RecordsLost)),
-            None => (None, Some(MissingReport::RateLimited)),
+            None => (None, Some(no_header(lost, self.seen_header))),
         };
         self.group = Some(GroupContext {
             report: report.clone(),
@@ -682,6 +690,7 @@ impl OomAssembler {
             None => self.stats.kills_with_report += 1,
             Some(MissingReport::RateLimited) => self.stats.kills_rate_limited += 1,
             Some(MissingReport::RecordsLost) => self.stats.kills_records_lost += 1,
+            Some(MissingReport::BeforeFirstHeader) => self.stats.kills_before_first_header += 1,
             Some(MissingReport::NotThisVictim) => self.stats.kills_not_this_victim += 1,
             Some(MissingReport::GroupMemberNotInTable) => self.stats.group_members_unverified += 1,
         }
@@ -692,6 +701,17 @@ impl OomAssembler {
             self.stats.stats_cut += u64::from(r.cut.stats);
         }
         OomOutput::Kill(Box::new(OomKill { seq: rec.seq, ts_usec: rec.ts_usec, scope, victim, role, report, missing }))
+    }
+}
+
+/// Why a kill line came without a header before it.
+fn no_header(records_lost: bool, seen_header: bool) -> MissingReport {
+    if records_lost {
+        MissingReport::RecordsLost
+    } else if !seen_header {
+        MissingReport::BeforeFirstHeader
+    } else {
+        MissingReport::RateLimited
     }
 }
 

@@ -641,7 +641,17 @@ fn userspace_cannot_forge_a_report_or_a_kill() {
     let forged: Vec<KmsgRecord> = recs.into_iter().map(|r| KmsgRecord { facility: 1, ..r }).collect();
     push_all(&mut a, &forged);
     let out = push_all(&mut a, &[kill]);
-    assert_eq!(the_kill(&out).missing, Some(MissingReport::RateLimited));
+    // No header of the kernel's was ever read: not this kill's either.
+    assert_eq!(the_kill(&out).missing, Some(MissingReport::BeforeFirstHeader));
+}
+
+#[test]
+fn a_reader_started_mid_report_says_so() {
+    let mut a = OomAssembler::new(PAGE);
+    // The reader opened after the header: the rest of the report, then its kill.
+    let out = push_all(&mut a, &report_records(1, 100, 100)[4..]);
+    assert_eq!(the_kill(&out).missing, Some(MissingReport::BeforeFirstHeader));
+    assert_eq!(a.stats().kills_before_first_header, 1);
 }
 
 #[test]

@@ -81,7 +81,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let stats = assembler.stats();
     assert_eq!(stats.kills, kills);
-    assert_eq!(stats.kills, stats.kills_with_report + stats.kills_rate_limited + stats.kills_records_lost + stats.kills_not_this_victim + stats.group_members_unverified);
+    assert_eq!(stats.kills, stats.kills_with_report + stats.kills_rate_limited + stats.kills_records_lost + stats.kills_before_first_header + stats.kills_not_this_victim + stats.group_members_unverified);
 });
 
 /// The kernel's escaping of a message, undone by parse_record, gives the
