@@ -17,12 +17,10 @@ use std::{
 };
 
 use oomwatch::{
-    alert::{AlertName, AlertState, Severity},
-    event::{
-        AlertEvent, Attribution, Event, EventBody, OomKill, PressureEvent, ReclaimKindName, ReclaimStall, Trigger,
-        Victim, Workload,
+    wire::{
+        AlertEvent, AlertName, AlertState, Attribution, Constraint, Event, EventBody, OomKill, PressureEvent, Ramp,
+        ReclaimKindName, ReclaimStall, Severity, Trigger, Victim, Workload,
     },
-    model::{Constraint, history::Ramp},
     outputs::journal::{
         Appended, Journal, JournalConfig, JournalReader, Order, Query, SummaryBy, SummaryQuery,
     },
@@ -86,7 +84,7 @@ fn kill(i: u64, t: SystemTime) -> Event {
         cgroup_id: Some(4242 + i),
         exit_latency_ms: Some(1.7),
     };
-    Event { body: EventBody::OomKill(Box::new(k)), time: oomwatch::clock::rfc3339(t), cgroup: cgroup(i), ktime_ns: Some(i), seq: 0 }
+    Event { body: EventBody::OomKill(Box::new(k)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup(i), ktime_ns: Some(i), seq: 0 }
 }
 
 fn pressure(i: u64, t: SystemTime) -> Event {
@@ -98,7 +96,7 @@ fn pressure(i: u64, t: SystemTime) -> Event {
             some_total_us: Some(123_456_789 + i),
             full_total_us: Some(9_876_543 + i),
         }),
-        time: oomwatch::clock::rfc3339(t),
+        time: oomwatch::wire::rfc3339(t),
         cgroup: cgroup(i),
         ktime_ns: None,
         seq: 0,
@@ -117,7 +115,7 @@ fn stall(i: u64, t: SystemTime) -> Event {
             order: Some(0),
             suppressed: (i % 7) as u32,
         }),
-        time: oomwatch::clock::rfc3339(t),
+        time: oomwatch::wire::rfc3339(t),
         cgroup: cgroup(i),
         ktime_ns: Some(i),
         seq: 0,
@@ -132,9 +130,9 @@ fn alert(i: u64, t: SystemTime) -> Event {
             state: AlertState::Firing,
             value: Some(42.0),
             summary: format!("{} reaches its limit in 42 s at the current rate", cgroup(i)),
-            firing_since: Some(oomwatch::clock::rfc3339(t)),
+            firing_since: Some(oomwatch::wire::rfc3339(t)),
         }),
-        time: oomwatch::clock::rfc3339(t),
+        time: oomwatch::wire::rfc3339(t),
         cgroup: cgroup(i),
         ktime_ns: None,
         seq: 0,

@@ -47,6 +47,8 @@ enum Task {
     Deb(deb::DebArgs),
     /// The integration scenarios inside a Debian 6.1 VM (QEMU, TCG): the second kernel of the matrix.
     VmTest(vm::VmTestArgs),
+    /// Real OOM kills in the 6.1 VM, the kernel's reports from /dev/kmsg written to files (parser fixtures).
+    VmKmsgCapture(vm::KmsgCaptureArgs),
     /// Performance figures against their targets (prints a table, writes target/bench/results.json).
     Bench(bench::BenchArgs),
     /// The daemon crate's module graph against its layering, and long functions (--check fails on any).
@@ -74,6 +76,7 @@ fn main() -> Result<()> {
         Task::Scenarios(args) => scenarios::run_scenarios(args),
         Task::Deb(args) => deb::run_task(&args),
         Task::VmTest(args) => vm::run(&args),
+        Task::VmKmsgCapture(args) => vm::capture_kmsg(&args),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(&args),
         Task::Layers(args) => layers::run(&args),

@@ -165,6 +165,72 @@ fn run_busybox(args: &VmTestArgs, kernel: &image::Kernel, vm_dir: &Path, target:
     Ok(results.probes_attached())
 }
 
+#[derive(clap::Args, Clone, Debug)]
+pub struct KmsgCaptureArgs {
+    /// Where the <scenario>.kmsg files go.
+    #[arg(long, default_value = "oomwatch/tests/fixtures/kmsg/6.1", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Only these scenarios (of tests/vm/kmsg_capture.sh); default: all.
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    pub timeout: u64,
+}
+
+/// Boots the 6.1 guest with tests/vm/kmsg_capture.sh instead of the test
+/// driver: real OOM kills (memcg, shmem, memory.oom.group, a rate-limited
+/// storm, hostile names, a global OOM), each scenario's /dev/kmsg records
+/// written to OUT/<scenario>.kmsg exactly as the guest read them.
+pub fn capture_kmsg(args: &KmsgCaptureArgs) -> Result<()> {
+    let root = workspace_root();
+    let target = target_dir();
+    let vm_dir = target.join("vm-kmsg");
+    fs::create_dir_all(&vm_dir).with_context(|| format!("creating {}", vm_dir.display()))?;
+    apt::ensure(&["qemu-system-x86", "busybox-static"])?;
+    let kernel = image::ensure_kernel(&target.join("vm"))?;
+    run_cmd(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "oomwatch-tests", "--bins"]))?;
+    let release = target.join("release");
+    let (memhog, capture) = (release.join("memhog"), release.join("kmsg_capture"));
+    let initrd = image::build_initramfs(
+        &vm_dir,
+        &root.join("tests/vm"),
+        &[
+            image::GuestBinary { host: &memhog, guest: "usr/bin/memhog" },
+            image::GuestBinary { host: &capture, guest: "usr/bin/kmsg_capture" },
+        ],
+    )?;
+    let mut append = "console=ttyS0 quiet panic=-1 OOMWATCH_KMSG_CAPTURE=1".to_owned();
+    if !args.scenarios.is_empty() {
+        append.push_str(&format!(" OOMWATCH_KMSG_SCENARIOS={}", args.scenarios.join(",")));
+    }
+    println!("vm-kmsg-capture: booting {} under TCG", kernel.package);
+    let boot = boot(&kernel.vmlinuz, &initrd, &vm_dir, "busybox", &append, &[], Duration::from_secs(args.timeout))?;
+    if matches!(boot.outcome, Outcome::TimedOut) || !boot.console.contains("OOMWATCH-KMSG-END") {
+        print_console_tail(&boot.console);
+        bail!("vm-kmsg-capture: the guest did not finish (console: {})", vm_dir.join("console.log").display());
+    }
+    let kernel_release = boot.console.lines().find_map(|l| l.strip_prefix("OOMWATCH-KMSG-KERNEL ")).unwrap_or("?").trim().to_owned();
+    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let mut files: Vec<(String, String)> = Vec::new();
+    for line in boot.console.lines() {
+        let Some(rest) = line.strip_prefix("OOMWATCH-KMSG ") else { continue };
+        let Some((scenario, record)) = rest.split_once(' ') else { continue };
+        match files.iter_mut().find(|(s, _)| s == scenario) {
+            Some((_, text)) => {
+                text.push_str(record);
+                text.push('\n');
+            }
+            None => files.push((scenario.to_owned(), format!("{record}\n"))),
+        }
+    }
+    for (scenario, text) in &files {
+        let path = args.out.join(format!("{scenario}.kmsg"));
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("vm-kmsg-capture: {} ({} records, kernel {kernel_release})", path.display(), text.lines().count());
+    }
+    Ok(())
+}
+
 enum Outcome {
     Exited(ExitStatus),
     TimedOut,

@@ -1,6 +1,6 @@
-//! Pure readers of what the kernel (and, later, container runtimes) write:
-//! cgroup memory files, mountinfo, PSI, meminfo, /proc, names derived from
-//! cgroup paths. Each takes its root path or its bytes as an argument, so
+//! Pure readers of what the kernel and container runtimes write: cgroup
+//! memory files, mountinfo, PSI, meminfo, /proc, the kernel log and its OOM
+//! reports, runtime records, names derived from cgroup paths. Each takes its root path or its bytes as an argument, so
 //! unit tests and fuzz targets run on fake trees and garbage; nothing here
 //! keeps state between calls or writes to a cgroup.
 //!
@@ -9,9 +9,11 @@
 use std::{io, path::PathBuf};
 
 pub mod cgroup;
+pub mod kmsg;
 pub mod labels;
 pub mod meminfo;
 pub mod mountinfo;
+pub mod oom_report;
 pub mod procfs;
 pub mod psi;
 pub mod runtime;

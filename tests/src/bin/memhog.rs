@@ -6,6 +6,7 @@
 //!   memhog leak START_MB RATE_MB_S [MAX_MB]   grow steadily (stop at MAX_MB and hold)
 //!   memhog cache FILE FILE_MB SECS [ANON_MB]   hold ANON_MB, re-read FILE for SECS
 //!   memhog hold MB SECS               allocate MB, sleep SECS, exit 0
+//!   memhog shm FILE MB                map FILE (on a tmpfs) shared, grow it to MB, touch it, sleep
 
 use std::{
     fs::File,
@@ -32,7 +33,8 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy: tests run memhog under names that are not UTF-8 (its comm).
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     match args.get(1).map(String::as_str) {
         Some("hog") => {
             let _m = touch(arg(&args, 2, "MB"));
@@ -79,8 +81,27 @@ fn main() {
                 while f.read(&mut buf).map(|n| n > 0).unwrap_or(false) {}
             }
         }
+        Some("shm") => {
+            // Shared file pages on a tmpfs are shmem: charged to this cgroup,
+            // counted in the victim's shmem-rss, not reclaimable without swap.
+            let path: String = arg(&args, 2, "FILE");
+            let mb: usize = arg(&args, 3, "MB");
+            let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).expect("open shm file");
+            file.set_len((mb * MIB) as u64).expect("size shm file");
+            let len = mb * MIB;
+            // SAFETY: a fresh shared mapping of a file we own, used only as bytes.
+            let ptr = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, std::os::fd::AsRawFd::as_raw_fd(&file), 0)
+            };
+            assert!(ptr != libc::MAP_FAILED, "mmap {path}: {}", std::io::Error::last_os_error());
+            for off in (0..len).step_by(PAGE) {
+                // SAFETY: off < len, inside the mapping.
+                unsafe { *(ptr as *mut u8).add(off) = 1 };
+            }
+            std::thread::sleep(Duration::from_secs(600));
+        }
         _ => {
-            eprintln!("usage: memhog hog MB | hold MB SECS | leak START_MB RATE_MB_S [MAX_MB] | cache FILE FILE_MB SECS [ANON_MB]");
+            eprintln!("usage: memhog hog MB | hold MB SECS | leak START_MB RATE_MB_S [MAX_MB] | cache FILE FILE_MB SECS [ANON_MB] | shm FILE MB");
             std::process::exit(2);
         }
     }

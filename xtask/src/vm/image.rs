@@ -263,6 +263,7 @@ pub fn build_initramfs(vm_dir: &Path, guest_files: &Path, binaries: &[GuestBinar
 
     add_file(&mut a, &guest_files.join("init"), "init", 0o755)?;
     add_file(&mut a, &guest_files.join("driver.sh"), "vm/driver.sh", 0o644)?;
+    add_file(&mut a, &guest_files.join("kmsg_capture.sh"), "vm/kmsg_capture.sh", 0o644)?;
 
     let cpio = vm_dir.join("initrd.cpio");
     fs::write(&cpio, a.to_bytes()).with_context(|| format!("writing {}", cpio.display()))?;

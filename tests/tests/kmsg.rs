@@ -1,0 +1,410 @@
+//! The kernel's OOM reports, read from the real /dev/kmsg with oomwatch's
+//! reader while real kills happen in contained cgroups, assembled by
+//! oomwatch's parser, and compared field by field with a deliberately
+//! simple parse of the same text (string splitting, names without
+//! separators in them): two ways of reading one text must agree.
+//!
+//! Also measured here: how printk timestamps relate to CLOCK_MONOTONIC and
+//! to the daemon's eBPF `ktime_ns` for the same kills (printed).
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    os::fd::AsRawFd as _,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use oomwatch::readers::{
+    kmsg::KmsgReader,
+    oom_report::{KillScope, MissingReport, OomAssembler, OomKill, OomOutput, OomReport, VictimRole},
+};
+use oomwatch_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+/// The tests of this file one at a time: the flood of one would wrap the
+/// ring under another's reader, and their kills share the kernel's rate
+/// limit.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Everything read from /dev/kmsg: raw records and what the assembler made.
+struct Log {
+    reader: KmsgReader,
+    assembler: OomAssembler,
+    raw: Vec<String>,
+    outputs: Vec<OomOutput>,
+}
+
+impl Log {
+    fn open() -> Self {
+        let reader = KmsgReader::open_nonblocking(Path::new("/dev/kmsg")).expect("open /dev/kmsg");
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        Self { reader, assembler: OomAssembler::new(page), raw: Vec::new(), outputs: Vec::new() }
+    }
+
+    /// Reads until a kill of `pid` was assembled (or `timeout`).
+    fn wait_kill(&mut self, pid: u32, timeout: Duration) -> OomKill {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(k) = self.kill_of(pid) {
+                return k;
+            }
+            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_else(|| panic!("no kill line for {pid} in /dev/kmsg within {timeout:?}"));
+            self.pump(left.min(Duration::from_millis(100)));
+        }
+    }
+
+    fn kill_of(&self, pid: u32) -> Option<OomKill> {
+        self.outputs.iter().find_map(|o| match o {
+            OomOutput::Kill(k) if k.victim.pid == pid => Some((**k).clone()),
+            _ => None,
+        })
+    }
+
+    /// One poll(2) on the reader's fd, then every record that is ready.
+    fn pump(&mut self, wait: Duration) {
+        let mut pfd = libc::pollfd { fd: self.reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, wait.as_millis() as i32) };
+        while let Some(rec) = self.reader.next().expect("read /dev/kmsg") {
+            let rec = rec.clone();
+            self.raw.push(String::from_utf8_lossy(self.reader.last_raw()).trim_end().to_owned());
+            self.outputs.extend(self.assembler.push(&rec));
+        }
+    }
+}
+
+// ------------------------------------------------------- the simple parse
+
+/// (seq, ts_usec, message) of each record, escapes left as they are.
+fn records(raw: &[String]) -> Vec<(u64, u64, String)> {
+    raw.iter()
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| {
+            let (head, msg) = l.split_once(';').unwrap();
+            let f: Vec<&str> = head.split(',').collect();
+            // Only the kernel's own records (facility 0) are its report.
+            (f[0].parse::<u32>().unwrap() >> 3 == 0).then(|| (f[1].parse().unwrap(), f[2].parse().unwrap(), msg.lines().next().unwrap_or("").to_owned()))
+        })
+        .collect()
+}
+
+fn num(s: &str) -> u64 {
+    s.trim().trim_end_matches("kB").parse().unwrap_or_else(|_| panic!("not a number: {s:?}"))
+}
+
+/// "key:NkB" pairs of a kill line after the comm, e.g. "anon-rss" -> bytes.
+fn kill_fields(msg: &str) -> BTreeMap<String, u64> {
+    let after = msg.split(") ").nth(1).unwrap();
+    after
+        .split([',', ' '])
+        .filter_map(|w| w.split_once(':'))
+        .map(|(k, v)| (k.to_owned(), if v.ends_with("kB") { num(v) * 1024 } else { v.parse().unwrap() }))
+        .collect()
+}
+
+fn simple_check(raw: &[String], kill: &OomKill, page: u64) {
+    let recs = records(raw);
+    let pid = kill.victim.pid;
+    let kill_at = recs
+        .iter()
+        .position(|(_, _, m)| m.contains(&format!("Killed process {pid} (")))
+        .unwrap_or_else(|| panic!("no kill line for {pid}"));
+    let (seq, ts, msg) = &recs[kill_at];
+    assert_eq!((kill.seq, kill.ts_usec), (*seq, *ts));
+    assert_eq!(kill.scope, if msg.starts_with("Memory cgroup out of memory: ") { KillScope::Memcg } else { KillScope::Global });
+    let comm = msg.split(" (").nth(1).unwrap().split(')').next().unwrap();
+    assert_eq!(kill.victim.comm, comm);
+    let f = kill_fields(msg);
+    let v = &kill.victim;
+    assert_eq!(v.total_vm_bytes, f["total-vm"]);
+    assert_eq!(v.anon_rss_bytes, f["anon-rss"]);
+    assert_eq!(v.file_rss_bytes, f["file-rss"]);
+    assert_eq!(v.shmem_rss_bytes, f["shmem-rss"]);
+    assert_eq!(v.uid.map(u64::from), f.get("UID").copied());
+    assert_eq!(v.pgtables_bytes, f.get("pgtables").copied());
+    assert_eq!(v.oom_score_adj.map(i64::from), f.get("oom_score_adj").map(|&x| x as i64));
+
+    // The report: from the last header before the kill line.
+    let header_at = recs[..kill_at].iter().rposition(|(_, _, m)| m.contains(" invoked oom-killer: ")).expect("a header before the kill");
+    let r: &OomReport = kill.report.as_deref().expect("the kernel printed the report for this kill");
+    let lines = &recs[header_at..kill_at];
+    let (hseq, hts, header) = &lines[0];
+    assert_eq!((r.seq, r.ts_usec), (*hseq, *hts));
+    let (trigger_comm, rest) = header.split_once(" invoked oom-killer: gfp_mask=").unwrap();
+    assert_eq!(r.trigger.comm, trigger_comm);
+    let (mask, rest) = rest.split_once('(').unwrap();
+    assert_eq!(r.gfp_mask, u64::from_str_radix(mask.trim_start_matches("0x"), 16).unwrap());
+    let (flags, rest) = rest.split_once(')').unwrap();
+    assert_eq!(r.gfp_flags.join("|"), flags);
+    let kv: BTreeMap<&str, &str> = rest.split(", ").filter_map(|p| p.split_once('=')).collect();
+    assert_eq!(i64::from(r.order), kv["order"].parse::<i64>().unwrap());
+    assert_eq!(i64::from(r.trigger.oom_score_adj), kv["oom_score_adj"].parse::<i64>().unwrap());
+
+    let cpu = lines.iter().find(|(_, _, m)| m.starts_with("CPU: ")).expect("CPU line").2.clone();
+    let words: Vec<&str> = cpu.split_whitespace().collect();
+    let after = |w: &str| words[words.iter().position(|x| *x == w).unwrap() + 1];
+    assert_eq!(r.trigger.pid, Some(after("PID:").parse().unwrap()));
+    assert_eq!(r.trigger.uid, words.contains(&"UID:").then(|| after("UID:").parse().unwrap()));
+
+    let counter = |name: &str| {
+        lines.iter().find(|(_, _, m)| m.starts_with(&format!("{name}: usage "))).map(|(_, _, m)| {
+            let n: Vec<u64> = m.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+            (n[n.len() - 3] * 1024, n[n.len() - 2] * 1024, n[n.len() - 1])
+        })
+    };
+    let m = r.memcg.expect("memcg lines");
+    assert_eq!(Some((m.memory.usage_bytes, m.memory.limit_bytes, m.memory.failcnt)), counter("memory"));
+    assert_eq!(m.swap.map(|c| (c.usage_bytes, c.limit_bytes, c.failcnt)), counter("swap"));
+    assert_eq!(m.memory_swap.map(|c| (c.usage_bytes, c.limit_bytes, c.failcnt)), counter("memory+swap"));
+    assert_eq!(m.kmem.map(|c| (c.usage_bytes, c.limit_bytes, c.failcnt)), counter("kmem"));
+
+    let stats_at = lines.iter().position(|(_, _, m)| m.starts_with("Memory cgroup stats for ")).expect("stats header");
+    assert_eq!(r.stats_cgroup.as_deref(), lines[stats_at].2.strip_prefix("Memory cgroup stats for ").and_then(|p| p.strip_suffix(':')));
+    let mut stats = Vec::new();
+    for (_, _, m) in &lines[stats_at + 1..] {
+        if m.starts_with("Tasks state") {
+            break;
+        }
+        for kv in m.split("\\x0a") {
+            let (k, v) = kv.split_once(' ').unwrap();
+            stats.push((k.to_owned(), v.parse::<u64>().unwrap()));
+        }
+    }
+    assert_eq!(r.stats, stats);
+
+    let header_row = lines.iter().find(|(_, _, m)| m.starts_with("[  pid  ]")).expect("task table").2.clone();
+    let cols: Vec<&str> = header_row.split(']').nth(1).unwrap().split_whitespace().collect();
+    let rows: Vec<&String> = lines.iter().map(|(_, _, m)| m).filter(|m| m.starts_with('[') && !m.starts_with("[  pid  ]")).collect();
+    assert_eq!(r.tasks.len(), rows.len());
+    for (t, row) in r.tasks.iter().zip(rows) {
+        let (pid, rest) = row[1..].split_once(']').unwrap();
+        let vals: Vec<&str> = rest.split_whitespace().collect();
+        let col = |name: &str| vals[cols.iter().position(|c| *c == name).unwrap()];
+        let pages = |name: &str| cols.contains(&name).then(|| col(name).parse::<u64>().unwrap() * page);
+        assert_eq!(t.pid, pid.trim().parse::<u32>().unwrap());
+        assert_eq!(t.uid, col("uid").parse::<u32>().unwrap());
+        assert_eq!(t.tgid, col("tgid").parse::<u32>().unwrap());
+        assert_eq!(Some(t.total_vm_bytes), pages("total_vm"));
+        assert_eq!(Some(t.rss_bytes), pages("rss"));
+        assert_eq!(t.rss_anon_bytes, pages("rss_anon"));
+        assert_eq!(t.rss_file_bytes, pages("rss_file"));
+        assert_eq!(t.rss_shmem_bytes, pages("rss_shmem"));
+        assert_eq!(t.pgtables_bytes, Some(col("pgtables_bytes").parse().unwrap()));
+        assert_eq!(t.swap_bytes, pages("swapents"));
+        assert_eq!(t.oom_score_adj, col("oom_score_adj").parse::<i32>().unwrap());
+        assert_eq!(t.name, col("name"));
+    }
+
+    let summary = lines.iter().find_map(|(_, _, m)| m.strip_prefix("oom-kill:")).expect("summary");
+    let kv: BTreeMap<&str, &str> = summary.split(',').filter_map(|p| p.split_once('=')).collect();
+    let s = &r.summary;
+    assert_eq!(s.constraint, kv["constraint"]);
+    assert_eq!(s.nodemask.as_deref().unwrap_or("(null)"), kv["nodemask"]);
+    assert_eq!(s.cpuset.as_deref(), kv.get("cpuset").copied());
+    assert_eq!(s.mems_allowed.as_deref(), kv.get("mems_allowed").copied());
+    assert_eq!(s.oom_memcg.as_deref(), kv.get("oom_memcg").copied());
+    assert_eq!(s.global_oom, summary.contains(",global_oom"));
+    assert_eq!(s.task_memcg.as_deref(), kv.get("task_memcg").copied());
+    assert_eq!(s.task, kv["task"]);
+    assert_eq!(s.pid.to_string(), kv["pid"]);
+    assert_eq!(s.uid.to_string(), kv["uid"]);
+    assert_eq!(kill.role, VictimRole::Chosen);
+}
+
+fn wait_killed(hog: &mut ChildGuard) {
+    let status = hog.wait_timeout(Duration::from_secs(60)).expect("the hog should be OOM-killed within 60 s");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "{status}");
+}
+
+/// A tmpfs this test mounted; lazily unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let c = std::ffi::CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: umount2 of the mount this guard made.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// Runs `scenario` (one kill; returns the victim's pid and what the test
+/// wants to check) until the kernel printed the report for it: kills by
+/// other processes on this machine share the kernel's allowance of 10
+/// reports in 5 s, and a rate-limited kill has none.
+fn with_report<T>(log: &mut Log, mut scenario: impl FnMut() -> (u32, T)) -> (OomKill, T) {
+    for _ in 0..3 {
+        let (pid, extra) = scenario();
+        let kill = log.wait_kill(pid, Duration::from_secs(10));
+        if kill.report.is_some() {
+            return (kill, extra);
+        }
+        assert!(matches!(kill.missing, Some(MissingReport::RateLimited | MissingReport::BeforeFirstHeader)), "{kill:#?}");
+        eprintln!("the kernel held back the report of {pid} (other kills used the allowance); again after its 5 s window");
+        std::thread::sleep(Duration::from_secs(6));
+    }
+    panic!("three kills in a row without a report");
+}
+
+#[test]
+fn kernel_reports_parse_the_same_as_a_simple_reading() {
+    if !require_root("kernel_reports_parse_the_same_as_a_simple_reading") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let mut log = Log::open();
+
+    // A plain kill.
+    let (plain, (path, spawned, reaped)) = with_report(&mut log, || {
+        let cg = TestCgroup::new("kmsg-plain", Some(64 * MIB));
+        let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "256"])));
+        let spawned = monotonic_ns();
+        wait_killed(&mut hog);
+        (hog.pid(), (cg.path.clone(), spawned, monotonic_ns()))
+    });
+    assert_eq!(plain.victim.comm, "memhog");
+    let r = plain.report.as_deref().expect("report");
+    assert_eq!(r.summary.task_memcg.as_deref(), Some(path.as_str()));
+    assert_eq!(r.memcg.map(|m| m.memory.limit_bytes), Some(64 * MIB));
+
+    // The victim is not the task that asked for memory.
+    let (two, small_pid) = with_report(&mut log, || {
+        let cg = TestCgroup::new("kmsg-two", Some(64 * MIB));
+        let mut big = ChildGuard(cg.spawn(memhog().args(["hog", "40"])));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while cg.read("memory.usage_in_bytes").trim().parse::<u64>().or_else(|_| cg.read("memory.current").trim().parse()).unwrap_or(0) < 40 * MIB {
+            assert!(Instant::now() < deadline, "the big hog never reached 40 MiB");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let small = ChildGuard(cg.spawn(memhog().args(["leak", "1", "20", "30"])));
+        wait_killed(&mut big);
+        (big.pid(), small.pid())
+    });
+    let r = two.report.as_deref().expect("report");
+    assert_eq!(r.trigger.pid, Some(small_pid), "the small hog triggered the kill");
+    assert_eq!(r.tasks.len(), 2);
+
+    // Shared memory on a tmpfs charged to the cgroup.
+    let (shm, ()) = with_report(&mut log, || {
+        let cg = TestCgroup::new("kmsg-shm", Some(64 * MIB));
+        let dir = temp_dir("kmsg-tmpfs");
+        let mnt = dir.0.join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        assert!(Command::new("mount").args(["-t", "tmpfs", "-o", "size=512m", "oomwatch-test-tmpfs"]).arg(&mnt).status().unwrap().success());
+        let _tmpfs = Tmpfs(mnt.clone());
+        let mut hog = ChildGuard(cg.spawn(memhog().arg("shm").arg(mnt.join("segment")).arg("256")));
+        wait_killed(&mut hog);
+        (hog.pid(), ())
+    });
+    assert!(shm.victim.shmem_rss_bytes > 48 * MIB, "shmem-rss {}", shm.victim.shmem_rss_bytes);
+
+    for k in [&plain, &two, &shm] {
+        simple_check(&log.raw, k, page);
+    }
+    let stats = log.reader.stats();
+    println!(
+        "kmsg: {} records read, {} lost, {} overwritten; assembler {:?}",
+        stats.records,
+        stats.lost_records,
+        stats.overwritten,
+        log.assembler.stats()
+    );
+    assert_eq!(log.assembler.stats().malformed, 0);
+
+    // printk's clock against CLOCK_MONOTONIC, from the kill line itself:
+    // it was printed between the spawn and the reaping of the hog.
+    let kill_ts_ns = plain.ts_usec as i64 * 1000;
+    let (offset_lo, offset_hi) = (kill_ts_ns - reaped as i64, kill_ts_ns - spawned as i64);
+    println!("kmsg: kill line timestamp minus CLOCK_MONOTONIC is within [{:.3}, {:.3}] ms", offset_lo as f64 / 1e6, offset_hi as f64 / 1e6);
+    assert!(offset_hi > -1_000_000_000 && offset_lo < 1_000_000_000, "printk time and CLOCK_MONOTONIC are more than 1 s apart here");
+}
+
+/// The daemon's eBPF timestamp (bpf_ktime_get_ns, CLOCK_MONOTONIC) and the
+/// kill line's printk timestamp for the same kills: printed, and checked to
+/// be close enough on this machine to tell kills apart by time.
+#[test]
+fn printk_time_against_bpf_ktime() {
+    if !require_root("printk_time_against_bpf_ktime") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let daemon = Daemon::start(&[]);
+    let mut tail = Tail::connect(&daemon);
+    let mut log = Log::open();
+    let cg = TestCgroup::new("kmsg-clock", Some(32 * MIB));
+    let mut offsets = Vec::new();
+    for _ in 0..5 {
+        let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "128"])));
+        wait_killed(&mut hog);
+        let pid = hog.pid();
+        let kill = log.wait_kill(pid, Duration::from_secs(10));
+        let (event, _) = tail
+            .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+            .unwrap_or_else(|| panic!("no oom_kill event for {pid}"));
+        let ktime = event["ktime_ns"].as_u64().expect("ktime_ns");
+        offsets.push(kill.ts_usec as i64 * 1000 - ktime as i64);
+    }
+    let us: Vec<f64> = offsets.iter().map(|o| *o as f64 / 1e3).collect();
+    println!("kmsg: kill line printk time minus the eBPF mark_victim ktime, per kill (us): {us:?}");
+    // The kill line is printed right after mark_victim: the same instant up
+    // to the two clocks' offset, which must be small and steady here.
+    let (min, max) = (offsets.iter().min().unwrap(), offsets.iter().max().unwrap());
+    assert!(max - min < 5_000_000, "the offset moved by {} us over five kills", (max - min) / 1000);
+    assert!(min.abs() < 1_000_000_000, "printk time is {} ms from bpf_ktime_get_ns", min / 1_000_000);
+}
+
+/// A reader that falls behind the ring buffer: the kernel answers EPIPE
+/// once, the reader counts it and goes on from the oldest record left, and
+/// the gap shows in the sequence numbers. Writes about 180 KiB of
+/// userspace records (facility LOG_USER, tagged oomwatch-test-flood) to
+/// wrap this machine's ring.
+#[test]
+fn a_reader_left_behind_counts_what_it_lost() {
+    if !require_root("a_reader_left_behind_counts_what_it_lost") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    // SAFETY: klogctl(SYSLOG_ACTION_SIZE_BUFFER) only returns a number.
+    let ring = unsafe { libc::klogctl(10, std::ptr::null_mut(), 0) };
+    assert!(ring > 0, "klogctl: {}", std::io::Error::last_os_error());
+    let mut reader = KmsgReader::open_with(Path::new("/dev/kmsg"), oomwatch::readers::kmsg::Start::Oldest, true).expect("open /dev/kmsg");
+    let first = reader.next().expect("read").expect("a record in the log").seq;
+
+    let tag = format!("oomwatch-test-flood-{}", std::process::id());
+    let filler = "x".repeat(900);
+    let records = ring as usize * 3 / 2 / 900 + 1;
+    let mut written = 0;
+    while written < records {
+        // /dev/kmsg lets one open file write 10 records per 5 s.
+        let mut f = fs::OpenOptions::new().write(true).open("/dev/kmsg").unwrap();
+        for _ in 0..10 {
+            std::io::Write::write_all(&mut f, format!("<14>{tag} {written} {filler}\n").as_bytes()).unwrap();
+            written += 1;
+        }
+    }
+    let last = format!("{tag} {} ", written - 1);
+    let mut saw_last = false;
+    let mut after_gap = None;
+    while let Some(rec) = reader.next().expect("read") {
+        if after_gap.is_none() {
+            after_gap = Some(rec.seq);
+        }
+        saw_last |= rec.message.starts_with(last.as_bytes());
+        assert!(!rec.is_kernel() || !rec.message.starts_with(tag.as_bytes()), "a userspace write came with the kernel's facility");
+    }
+    let stats = reader.stats();
+    println!("kmsg: ring {ring} bytes; {written} records written; reader stats {stats:?}");
+    assert!(saw_last, "the newest flood record was read");
+    assert!(stats.overwritten >= 1, "the kernel said EPIPE: {stats:?}");
+    let after_gap = after_gap.unwrap();
+    assert!(after_gap > first + 1, "reading went on after a gap ({first} -> {after_gap})");
+    assert_eq!(stats.lost_records, after_gap - first - 1, "{stats:?}");
+}
