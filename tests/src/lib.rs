@@ -63,10 +63,21 @@ pub fn unique(name: &str) -> String {
 
 /// Runs `cmd`, which must refuse: a non-zero exit and exactly one line on
 /// stderr (the project's contract for bad input). Returns that line.
+/// A command still running after 30 s (a daemon that started) was accepted.
 pub fn one_line_refusal(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    assert!(!out.status.success(), "{cmd:?} was accepted; stderr: {err}");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let mut child = ChildGuard(child);
+    let status = child.wait_timeout(Duration::from_secs(30));
+    let mut err = String::new();
+    if status.is_none() {
+        let _ = child.0.kill();
+    }
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let err = err.trim().to_owned();
+    let Some(status) = status else { panic!("{cmd:?} was accepted: still running after 30 s; stderr: {err}") };
+    assert!(!status.success(), "{cmd:?} was accepted; stderr: {err}");
     assert_eq!(err.lines().count(), 1, "{cmd:?}: one line: {err}");
     err
 }

@@ -641,7 +641,7 @@ mod tests {
     fn held(pool: &Pool) -> Vec<(IpAddr, Lane)> {
         let conns = pool.conns.lock().unwrap();
         let mut v: Vec<_> = conns.values().map(|c| (c.id, c.peer, c.lane)).collect();
-        v.sort();
+        v.sort_by_key(|(id, _, _)| *id);
         v.into_iter().map(|(_, p, l)| (p, l)).collect()
     }
 

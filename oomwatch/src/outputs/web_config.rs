@@ -13,7 +13,7 @@
 //! `/healthz` stays open (it says only "ok"), for liveness probes.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     hash::BuildHasher as _,
     net::IpAddr,
     path::{Path, PathBuf},
@@ -26,7 +26,7 @@ use std::{
 
 use base64::Engine as _;
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::oneshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebConfigError {
@@ -105,18 +105,54 @@ pub enum AuthOutcome {
 
 /// One bcrypt check at a time overall, and one waiting or running per
 /// client address: a flood from one address queues one request, not all of
-/// them, so a scraper from another address waits behind at most one check
-/// per attacking address.
+/// them. Addresses whose last check failed (within [`SUSPECT_FOR`]) queue
+/// behind the others, so a scraper with the right password waits for at
+/// most the check in progress and its cool-down, however many addresses
+/// are guessing.
 struct AuthGate {
-    slots: Arc<Semaphore>,
+    slots: Arc<SlotQueue>,
     per_peer: Mutex<HashMap<IpAddr, Arc<tokio::sync::Mutex<()>>>>,
+    /// When each address last failed a check.
+    suspects: Mutex<HashMap<IpAddr, Instant>>,
     failures: AtomicU64,
     last_report: Mutex<Option<Instant>>,
 }
 
+/// How long a failed check puts its address at the back of the queue.
+const SUSPECT_FOR: Duration = Duration::from_secs(600);
+const MAX_SUSPECTS: usize = 4096;
+
 impl AuthGate {
     fn new() -> Self {
-        Self { slots: Arc::new(Semaphore::new(BCRYPT_SLOTS)), per_peer: Mutex::default(), failures: AtomicU64::new(0), last_report: Mutex::new(None) }
+        Self {
+            slots: SlotQueue::new(BCRYPT_SLOTS),
+            per_peer: Mutex::default(),
+            suspects: Mutex::default(),
+            failures: AtomicU64::new(0),
+            last_report: Mutex::new(None),
+        }
+    }
+
+    fn priority(&self, peer: IpAddr) -> Priority {
+        match lock(&self.suspects).get(&peer) {
+            Some(t) if t.elapsed() < SUSPECT_FOR => Priority::Suspect,
+            _ => Priority::Normal,
+        }
+    }
+
+    fn judge(&self, peer: IpAddr, ok: bool) {
+        let mut suspects = lock(&self.suspects);
+        if ok {
+            suspects.remove(&peer);
+        } else {
+            if suspects.len() >= MAX_SUSPECTS {
+                suspects.retain(|_, t| t.elapsed() < SUSPECT_FOR);
+                if suspects.len() >= MAX_SUSPECTS {
+                    suspects.clear();
+                }
+            }
+            suspects.insert(peer, Instant::now());
+        }
     }
 
     fn peer_turn(&self, peer: IpAddr) -> Arc<tokio::sync::Mutex<()>> {
@@ -292,13 +328,14 @@ impl WebConfig {
             if let Some(known) = self.cached(header) {
                 return outcome(known);
             }
-            let Ok(Ok(slot)) = tokio::time::timeout_at(deadline, self.gate.slots.clone().acquire_owned()).await else {
+            let Ok(Some(slot)) = tokio::time::timeout_at(deadline, self.gate.slots.acquire(self.gate.priority(peer))).await else {
                 return AuthOutcome::Busy;
             };
             let me = self.clone();
             let started = Instant::now();
             let ok = tokio::task::spawn_blocking(move || me.verify(&user, &password)).await.unwrap_or(false);
             self.remember(header, ok);
+            self.gate.judge(peer, ok);
             if !ok {
                 self.gate.note_failure();
                 hold_after_failure(slot, started.elapsed());
@@ -312,11 +349,77 @@ impl WebConfig {
 }
 
 /// Keeps the bcrypt slot closed for a while after a failed check.
-fn hold_after_failure(slot: OwnedSemaphorePermit, spent: Duration) {
+fn hold_after_failure(slot: Slot, spent: Duration) {
     tokio::spawn(async move {
         tokio::time::sleep(spent * FAILURE_COOLDOWN_FACTOR).await;
         drop(slot);
     });
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Priority {
+    Normal = 0,
+    Suspect = 1,
+}
+
+/// A counting semaphore whose waiters are served normal ones first, each
+/// class in arrival order.
+struct SlotQueue {
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    free: usize,
+    waiting: [VecDeque<oneshot::Sender<Slot>>; 2],
+}
+
+/// One slot of a [`SlotQueue`]; given back (to the next waiter) on drop.
+struct Slot(Option<Arc<SlotQueue>>);
+
+impl SlotQueue {
+    fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new(SlotState { free: slots, waiting: Default::default() }) })
+    }
+
+    /// A slot, once it is this caller's turn (None only if the queue is gone).
+    async fn acquire(self: &Arc<Self>, priority: Priority) -> Option<Slot> {
+        let rx = {
+            let mut state = lock(&self.state);
+            if state.free > 0 {
+                state.free -= 1;
+                return Some(Slot(Some(self.clone())));
+            }
+            let (tx, rx) = oneshot::channel();
+            let queue = &mut state.waiting[priority as usize];
+            // Waiters that gave up (timed out) leave a closed sender behind.
+            queue.retain(|w| !w.is_closed());
+            queue.push_back(tx);
+            rx
+        };
+        rx.await.ok()
+    }
+
+    fn release(self: &Arc<Self>) {
+        let mut state = lock(&self.state);
+        for class in 0..2 {
+            while let Some(next) = state.waiting[class].pop_front() {
+                match next.send(Slot(Some(self.clone()))) {
+                    Ok(()) => return,
+                    // That waiter is gone; the slot was never handed over.
+                    Err(mut slot) => slot.0 = None,
+                }
+            }
+        }
+        state.free += 1;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.take() {
+            queue.release();
+        }
+    }
 }
 
 fn tls_config(t: &RawTls) -> Result<rustls::ServerConfig, String> {
@@ -440,6 +543,33 @@ mod tests {
         assert_eq!(basic_credentials("Basic !!!"), None);
         assert_eq!(basic_credentials(&format!("Bearer {}", enc("u:p"))), None);
         assert_eq!(basic_credentials(""), None);
+    }
+
+    #[tokio::test]
+    async fn slots_go_to_normal_waiters_before_suspects_and_survive_quitters() {
+        let q = SlotQueue::new(1);
+        let held = q.acquire(Priority::Normal).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let waiter = |name: &'static str, p: Priority| {
+            let (q, order) = (q.clone(), order.clone());
+            tokio::spawn(async move {
+                let slot = q.acquire(p).await.unwrap();
+                order.lock().unwrap().push(name);
+                drop(slot);
+            })
+        };
+        let s1 = waiter("suspect", Priority::Suspect);
+        tokio::task::yield_now().await;
+        // One that gives up while waiting must not swallow the slot.
+        let quitter = tokio::time::timeout(Duration::from_millis(1), q.acquire(Priority::Normal)).await;
+        assert!(quitter.is_err());
+        let n1 = waiter("normal", Priority::Normal);
+        tokio::task::yield_now().await;
+        drop(held);
+        s1.await.unwrap();
+        n1.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["normal", "suspect"]);
+        assert_eq!(lock(&q.state).free, 1, "every slot came back");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
