@@ -389,20 +389,28 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 /// a body older than their request).
 struct RenderGate {
     last: tokio::sync::Mutex<[Option<(Instant, Bytes)>; 2]>,
-    waiting: AtomicUsize,
+    /// Per format: requests waiting for the lock.
+    waiting: [AtomicUsize; 2],
 }
 
 impl RenderGate {
     fn new() -> Self {
-        Self { last: tokio::sync::Mutex::new([None, None]), waiting: AtomicUsize::new(0) }
+        Self { last: tokio::sync::Mutex::new([None, None]), waiting: [AtomicUsize::new(0), AtomicUsize::new(0)] }
     }
 
     async fn body(&self, metrics: &Arc<Metrics>, openmetrics: bool) -> Bytes {
+        let metrics = metrics.clone();
+        self.shared(openmetrics, move || metrics.render(openmetrics)).await
+    }
+
+    /// `render`'s result, or that of a render that started after this call.
+    async fn shared(&self, openmetrics: bool, render: impl FnOnce() -> String + Send + 'static) -> Bytes {
         let asked = Instant::now();
-        self.waiting.fetch_add(1, Relaxed);
+        let format = usize::from(openmetrics);
+        self.waiting[format].fetch_add(1, Relaxed);
         let mut last = self.last.lock().await;
-        let others_waiting = self.waiting.fetch_sub(1, Relaxed) > 1;
-        let slot = &mut last[usize::from(openmetrics)];
+        let others_waiting = self.waiting[format].fetch_sub(1, Relaxed) > 1;
+        let slot = &mut last[format];
         if let Some((started, body)) = slot.as_ref()
             && *started >= asked
         {
@@ -414,9 +422,8 @@ impl RenderGate {
             return body;
         }
         let started = Instant::now();
-        let m = metrics.clone();
-        let body = Bytes::from(tokio::task::spawn_blocking(move || m.render(openmetrics)).await.unwrap_or_default());
-        *slot = (self.waiting.load(Relaxed) > 0).then(|| (started, body.clone()));
+        let body = Bytes::from(tokio::task::spawn_blocking(render).await.unwrap_or_default());
+        *slot = (self.waiting[format].load(Relaxed) > 0).then(|| (started, body.clone()));
         body
     }
 }
@@ -709,6 +716,38 @@ mod tests {
         c.write_blocked_since.store(c.clock.now(), Relaxed);
         std::thread::sleep(Duration::from_millis(40));
         assert_eq!(c.expired(&l), Some("client stopped reading the response"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_share_renders_that_started_after_they_asked() {
+        let gate = Arc::new(RenderGate::new());
+        let renders = Arc::new(AtomicUsize::new(0));
+        let scrape = |openmetrics: bool| {
+            let (gate, renders) = (gate.clone(), renders.clone());
+            tokio::spawn(async move {
+                let asked = Instant::now();
+                let body = gate
+                    .shared(openmetrics, move || {
+                        let n = renders.fetch_add(1, Relaxed);
+                        std::thread::sleep(Duration::from_millis(50));
+                        format!("{n} {:?}", Instant::now())
+                    })
+                    .await;
+                (asked, body)
+            })
+        };
+        let scrapes: Vec<_> = (0..32).map(|i| scrape(i % 2 == 0)).collect();
+        for s in scrapes {
+            let (_, body) = s.await.unwrap();
+            assert!(!body.is_empty());
+        }
+        let n = renders.load(Relaxed);
+        // 32 scrapes in both formats at once: a render or two per format.
+        assert!((2..=6).contains(&n), "{n} renders for 32 concurrent scrapes");
+        assert!(gate.last.lock().await.iter().all(Option::is_none), "nothing kept once every scrape has its body");
+        // Alone, a scrape never gets an earlier scrape's body.
+        let (a, b) = (scrape(false).await.unwrap().1, scrape(false).await.unwrap().1);
+        assert_ne!(a, b);
     }
 
     #[test]

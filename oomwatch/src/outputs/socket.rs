@@ -389,6 +389,20 @@ mod tests {
         let (_l, _g) = bind(&path).unwrap();
     }
 
+    #[tokio::test]
+    async fn an_answer_nobody_reads_gives_up_after_its_limit() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (_read, write) = ours.into_split();
+        let mut out = BufWriter::new(write);
+        // Far more than the socket buffers hold, to a peer that never reads.
+        let answer = vec![b'x'; 8 << 20];
+        let t = std::time::Instant::now();
+        let err = send(&mut out, &answer, Duration::from_millis(300)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        drop(theirs);
+    }
+
     #[test]
     fn missing_directories_are_created_0750_whatever_the_umask() {
         let base = tmp_sock("mkdir").parent().unwrap().to_path_buf();
