@@ -67,10 +67,21 @@ pub fn unique(name: &str) -> String {
 
 /// Runs `cmd`, which must refuse: a non-zero exit and exactly one line on
 /// stderr (the project's contract for bad input). Returns that line.
+/// A command still running after 30 s (a daemon that started) was accepted.
 pub fn one_line_refusal(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    assert!(!out.status.success(), "{cmd:?} was accepted; stderr: {err}");
+    let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    let mut child = ChildGuard(child);
+    let status = child.wait_timeout(Duration::from_secs(30));
+    let mut err = String::new();
+    if status.is_none() {
+        let _ = child.0.kill();
+    }
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let err = err.trim().to_owned();
+    let Some(status) = status else { panic!("{cmd:?} was accepted: still running after 30 s; stderr: {err}") };
+    assert!(!status.success(), "{cmd:?} was accepted; stderr: {err}");
     assert_eq!(err.lines().count(), 1, "{cmd:?}: one line: {err}");
     err
 }
@@ -661,5 +672,163 @@ mod sweep_tests {
         assert_eq!(creator_pid("oomwatch-test-32102-10"), None, "no name part");
         assert_eq!(creator_pid("oomwatch-selftest-1-2"), None);
         assert_eq!(creator_pid("oomwatch-test-a-b-c"), None);
+    }
+}
+
+// ---------------------------------------------------------------- network clients
+
+/// A TCP connection to `port` on 127.0.0.1 from `source`: every 127.0.0.0/8
+/// address is on the loopback interface, so one test process can play
+/// many clients of different addresses (a scraper, a probe, attackers).
+pub fn connect_from(source: std::net::Ipv4Addr, port: u16, timeout: Duration) -> std::io::Result<TcpStream> {
+    use std::net::SocketAddr;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::from((source, 0)).into())?;
+    socket.connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)).into(), timeout)?;
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+/// One HTTP/1.1 response as read off the wire.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one HTTP/1.1 request on `stream` (kept alive unless `extra`
+/// says otherwise) and reads exactly one response: by Content-Length, no
+/// body for HEAD.
+pub fn http_request(stream: &mut TcpStream, method: &str, path: &str, extra: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
+    use std::io::{Error, ErrorKind};
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    for (name, value) in extra {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut buf = Vec::with_capacity(64 * 1024);
+    let mut chunk = [0u8; 64 * 1024];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed before a response"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).ok_or_else(|| Error::new(ErrorKind::InvalidData, head.clone()))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = if method == "HEAD" {
+        0
+    } else {
+        headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+    };
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed in the body"));
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(len);
+    Ok(HttpResponse { status, headers, body })
+}
+
+/// CPU time (user + system) a process has used so far, from /proc/PID/stat.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    // Fields after the command name, which may itself hold spaces and ')'.
+    let rest = &stat[stat.rfind(')').expect("comm in /proc/PID/stat") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks as f64 / hz
+}
+
+/// Answer times of one kind of request, and what went wrong.
+#[derive(Default, Debug)]
+pub struct Latencies {
+    pub times: Vec<Duration>,
+    pub failures: Vec<String>,
+}
+
+impl Latencies {
+    pub fn max(&self) -> Duration {
+        self.times.iter().copied().max().unwrap_or_default()
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        let mut t = self.times.clone();
+        t.sort();
+        t.get(((t.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{} answered (p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms), {} failed{}",
+            self.times.len(),
+            self.percentile(0.5).as_secs_f64() * 1e3,
+            self.percentile(0.99).as_secs_f64() * 1e3,
+            self.max().as_secs_f64() * 1e3,
+            self.failures.len(),
+            self.failures.first().map(|f| format!(" (first: {f})")).unwrap_or_default()
+        )
+    }
+}
+
+/// Threads that run until told to stop (or until the drop of this guard,
+/// which also joins them): attackers and well-behaved clients alike.
+pub struct Crowd<T: Send + 'static> {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<T>>,
+}
+
+impl<T: Send + 'static> Default for Crowd<T> {
+    fn default() -> Self {
+        Self { stop: Default::default(), threads: Vec::new() }
+    }
+}
+
+impl<T: Send + 'static> Crowd<T> {
+    /// Starts `f`, which must return soon after its `stop` flag is set.
+    pub fn spawn(&mut self, f: impl FnOnce(&std::sync::atomic::AtomicBool) -> T + Send + 'static) {
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || f(&stop)));
+    }
+
+    /// Stops every thread and returns what each returned.
+    pub fn finish(mut self) -> Vec<T> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads.drain(..).filter_map(|t| t.join().ok()).collect()
+    }
+}
+
+impl<T: Send + 'static> Drop for Crowd<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }

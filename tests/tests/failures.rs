@@ -98,8 +98,9 @@ fn without_root_the_daemon_names_the_missing_capability() {
         return;
     }
     let dir = temp_dir("noroot");
-    // SAFETY: chmod of our own temp dir so uid 65534 may bind its socket there.
-    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // SAFETY: chmod of our own temp dir so uid 65534 may bind its socket
+    // there; sticky, as /tmp, or the daemon refuses it as replaceable.
+    std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
     let err = one_line_refusal(
         std::process::Command::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--"])

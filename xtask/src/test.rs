@@ -73,7 +73,9 @@ fn unit_tests_unprivileged(root: &std::path::Path) -> Result<()> {
     anyhow::ensure!(!binaries.is_empty(), "no unit-test binaries found in cargo's output");
     let scratch = std::env::temp_dir().join(format!("oomwatch-unit-nobody-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    std::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o777))?;
+    // Sticky, as /tmp: the daemon refuses a socket directory that other
+    // users could change, and the socket unit tests bind below this one.
+    std::fs::set_permissions(&scratch, std::os::unix::fs::PermissionsExt::from_mode(0o1777))?;
     let result = binaries.iter().try_for_each(|bin| {
         run_cmd(
             Command::new("setpriv")

@@ -81,6 +81,10 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
 /// `check --config FILE`: only the file.
 fn validate_config(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let config = crate::config::Config::load(path)?;
+    // The daemon refuses a bad web config at start; say so here first.
+    if let Some(web) = &config.daemon.web_config {
+        crate::outputs::web_config::WebConfig::load(web)?;
+    }
     if json {
         println!("{}", serde_json::json!({"config": path, "valid": true, "sinks": {
             "alertmanager": config.sinks.alertmanager.len(),

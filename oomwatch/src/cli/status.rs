@@ -18,9 +18,19 @@ pub fn ask<T: serde::de::DeserializeOwned>(socket: &std::path::Path, op: Request
         anyhow::anyhow!("cannot connect to {}: {e}; is the daemon running? (start it with `oomwatch daemon`)", socket.display())
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    writeln!(stream, "{}", serde_json::to_string(&Request { op, since_secs: None })?)?;
+    // A daemon that refuses this client says why and hangs up without
+    // reading the request: read its line even when sending failed.
+    let sent = writeln!(stream, "{}", serde_json::to_string(&Request { op, since_secs: None })?);
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).with_context(|| format!("reading the answer from {}", socket.display()))?;
+    let read = BufReader::new(stream).read_line(&mut line);
+    if let Some(why) = crate::outputs::socket::refusal_reason(&line) {
+        anyhow::bail!("{}: the daemon refused this client: {why}", socket.display());
+    }
+    sent.with_context(|| format!("sending the request to {}", socket.display()))?;
+    read.with_context(|| format!("reading the answer from {}", socket.display()))?;
+    if line.is_empty() {
+        anyhow::bail!("{}: the daemon closed the connection without answering", socket.display());
+    }
     serde_json::from_str(&line).with_context(|| format!("{}: unexpected answer (daemon of another version?)", socket.display()))
 }
 

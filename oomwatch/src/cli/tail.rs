@@ -70,7 +70,9 @@ impl Filter {
 fn connect(args: &TailArgs) -> std::io::Result<UnixStream> {
     let mut stream = UnixStream::connect(&args.socket)?;
     let request = Request { op: RequestOp::Tail, since_secs: args.since.map(|d| d.as_secs_f64()) };
-    writeln!(stream, "{}", serde_json::to_string(&request).unwrap_or_default())?;
+    // A refusal arrives as the first line (and the daemon hangs up without
+    // reading): `follow` reads and reports it.
+    let _ = writeln!(stream, "{}", serde_json::to_string(&request).unwrap_or_default());
     Ok(stream)
 }
 
@@ -98,11 +100,14 @@ fn follow(
     // A reconnect sends its own request with the gap to replay.
     if since != args.since.map(|d| d.as_secs_f64()) {
         let request = Request { op: RequestOp::Tail, since_secs: since };
-        writeln!(stream, "{}", serde_json::to_string(&request).unwrap_or_default())?;
+        let _ = writeln!(stream, "{}", serde_json::to_string(&request).unwrap_or_default());
     }
     let reader = BufReader::new(stream.try_clone()?);
     for line in reader.lines() {
         let Ok(line) = line else { break };
+        if let Some(why) = crate::outputs::socket::refusal_reason(&line) {
+            bail!("{}: the daemon refused this client: {why}", args.socket.display());
+        }
         let event: Event = match serde_json::from_str(&line) {
             Ok(e) => e,
             Err(_) => {

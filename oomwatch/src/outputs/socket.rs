@@ -1,20 +1,29 @@
-//! The event socket: NDJSON over a Unix socket (mode 0660). A client sends one
-//! request line, gets the buffered events it asked for, then live ones. A
-//! client that cannot keep up is told how many events it lost; it never
-//! slows the daemon or other clients.
+//! The event socket: NDJSON over a Unix socket (mode 0660, in a directory
+//! only root can change). A client sends one request line, gets the
+//! buffered events it asked for, then live ones. A client that cannot keep
+//! up is told how many events it lost; it never slows the daemon or other
+//! clients.
+//!
+//! Slots are bounded ([`MAX_CLIENTS`], [`MAX_CLIENTS_PER_USER`] for users
+//! other than root, the last [`ROOT_RESERVED`] kept for root) and every
+//! client gives its slot back promptly: a tail client when it hangs up (the
+//! read side is watched while waiting for events), a status or alerts
+//! client that does not read its answer after [`ANSWER_TIMEOUT`], a tail
+//! client that stops reading after [`TAIL_WRITE_STALL`].
 
 use std::{
+    collections::HashMap,
     io,
-    os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
+    os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter},
     net::{UnixListener, UnixStream},
-    sync::{Semaphore, broadcast::error::RecvError},
+    sync::broadcast::error::RecvError,
 };
 
 use crate::{
@@ -35,8 +44,21 @@ pub struct Sources {
     pub counters: Arc<DaemonCounters>,
     pub alerts: Arc<Alerts>,
 }
-const MAX_CLIENTS: usize = 128;
+pub const MAX_CLIENTS: usize = 128;
+/// One user other than root cannot take every slot.
+pub const MAX_CLIENTS_PER_USER: usize = 32;
+/// Slots only root gets, so root's `oomwatch status` works whatever other
+/// members of the socket's group hold.
+pub const ROOT_RESERVED: usize = 8;
 const MAX_REQUEST_BYTES: u64 = 4096;
+/// A status or alerts answer must be read within this.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// A tail client whose socket stays full this long (it stopped reading:
+/// a suspended pager, a dead pipeline) is let go; `oomwatch tail`
+/// reconnects and asks for what it missed.
+pub const TAIL_WRITE_STALL: Duration = Duration::from_secs(30);
+/// A refused client gets its one line within this, or nothing.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
@@ -44,6 +66,10 @@ pub enum SocketError {
     InUse { path: PathBuf },
     #[error("{path}: exists and is not a socket; remove it or choose another --socket")]
     NotASocket { path: PathBuf },
+    #[error(
+        "{dir}: {why}, so another user could replace the event socket and feed clients forged answers; {fix} or choose another --socket"
+    )]
+    UnsafeDirectory { dir: PathBuf, why: String, fix: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -62,13 +88,56 @@ impl Drop for SocketGuard {
     }
 }
 
+/// Creates the missing directories of `dir` as 0750 (whatever the umask),
+/// then refuses when `dir` or any directory above it could be changed by a
+/// user other than root and the daemon's own: whoever can write there can
+/// unlink the socket and listen in its place.
+fn prepare_directory(dir: &Path) -> Result<(), SocketError> {
+    fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SocketError + '_ {
+        move |source| SocketError::Io { path: path.to_path_buf(), source }
+    }
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while std::fs::symlink_metadata(d).is_err() {
+        missing.push(d);
+        match d.parent() {
+            Some(p) if !p.as_os_str().is_empty() => d = p,
+            _ => break,
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o750).create(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o750)).map_err(io_err(d))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(d)(e)),
+        }
+    }
+    let real = std::fs::canonicalize(dir).map_err(io_err(dir))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for d in real.ancestors() {
+        let meta = std::fs::metadata(d).map_err(io_err(d))?;
+        let mode = meta.mode() & 0o7777;
+        let sticky = mode & 0o1000 != 0;
+        let unsafe_dir = |why: String, fix: String| SocketError::UnsafeDirectory { dir: d.to_path_buf(), why, fix };
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(unsafe_dir(format!("owned by uid {}", meta.uid()), format!("`chown root {}`", d.display())));
+        }
+        // Sticky directories (/tmp) let only an entry's owner remove it.
+        if mode & 0o022 != 0 && !sticky {
+            return Err(unsafe_dir(format!("writable by its group or by others (mode {mode:04o})"), format!("`chmod go-w {}`", d.display())));
+        }
+    }
+    Ok(())
+}
+
 pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketGuard), SocketError> {
     let io_err = |source| SocketError::Io { path: path.to_path_buf(), source };
-    if let Some(parent) = path.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent).map_err(|source| SocketError::Io { path: parent.to_path_buf(), source })?;
-    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    prepare_directory(parent)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if !meta.file_type().is_socket() => return Err(SocketError::NotASocket { path: path.to_path_buf() }),
         Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
@@ -86,6 +155,54 @@ pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketGuar
     Ok((listener, SocketGuard { path: path.to_path_buf(), ino }))
 }
 
+/// Who holds the slots: a count per user id.
+#[derive(Default)]
+struct Slots {
+    by_uid: Mutex<HashMap<u32, usize>>,
+}
+
+/// Gives a slot back when its client ends.
+struct SlotGuard<'a> {
+    slots: &'a Slots,
+    uid: u32,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        let mut by_uid = self.slots.by_uid.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                by_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+impl Slots {
+    /// A slot for a client of `uid`, or why not.
+    fn take(&self, uid: u32) -> Result<SlotGuard<'_>, String> {
+        let mut by_uid = self.by_uid.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = by_uid.values().sum();
+        let mine = by_uid.get(&uid).copied().unwrap_or(0);
+        if total >= MAX_CLIENTS {
+            return Err(format!("too many clients ({total} connected, at most {MAX_CLIENTS}); close idle `oomwatch tail` sessions or retry"));
+        }
+        if uid != 0 {
+            if mine >= MAX_CLIENTS_PER_USER {
+                return Err(format!(
+                    "too many clients of uid {uid} ({mine} connected, at most {MAX_CLIENTS_PER_USER} per user); close some of them"
+                ));
+            }
+            if total >= MAX_CLIENTS - ROOT_RESERVED {
+                return Err(format!("too many clients ({total} connected; the last {ROOT_RESERVED} slots are kept for root); retry later"));
+            }
+        }
+        *by_uid.entry(uid).or_default() += 1;
+        Ok(SlotGuard { slots: self, uid })
+    }
+}
+
 pub async fn serve(listener: std::os::unix::net::UnixListener, sources: Arc<Sources>) {
     let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
@@ -94,7 +211,7 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, sources: Arc<Sour
             return;
         }
     };
-    let slots = Arc::new(Semaphore::new(MAX_CLIENTS));
+    let slots = Arc::new(Slots::default());
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -104,52 +221,80 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, sources: Arc<Sour
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream));
-            continue;
-        };
+        // The kernel's word, not the client's: SO_PEERCRED.
+        let uid = stream.peer_cred().map(|c| c.uid()).unwrap_or(u32::MAX);
         let sources = sources.clone();
+        let slots = slots.clone();
         tokio::spawn(async move {
+            let _slot = match slots.take(uid) {
+                Ok(slot) => slot,
+                Err(why) => {
+                    log::debug!("event socket: refused a client of uid {uid}: {why}");
+                    return refuse(stream, &why).await;
+                }
+            };
             if let Err(e) = client(stream, sources).await {
                 log::debug!("event client ended: {e}");
             }
-            drop(permit);
         });
     }
 }
 
-async fn refuse(mut stream: UnixStream) {
-    let line = format!(
-        "{{\"kind\":\"error\",\"time\":\"{}\",\"cgroup\":\"/\",\"error\":\"too many clients ({MAX_CLIENTS})\"}}\n",
-        rfc3339(std::time::SystemTime::now())
-    );
-    let _ = stream.write_all(line.as_bytes()).await;
+/// The one line a refused client gets; `oomwatch tail`, `status` and
+/// `alerts` print its `error` and exit non-zero.
+pub fn refusal_line(why: &str) -> String {
+    let line = serde_json::json!({"kind": "error", "time": rfc3339(std::time::SystemTime::now()), "cgroup": "/", "error": why});
+    format!("{line}\n")
 }
 
-async fn read_request(reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Request {
+/// What the daemon said when it refused this client, if `line` is that.
+pub fn refusal_reason(line: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    if v.get("kind")?.as_str()? != "error" {
+        return None;
+    }
+    Some(v.get("error").and_then(|e| e.as_str()).unwrap_or("refused").to_owned())
+}
+
+async fn refuse(mut stream: UnixStream, why: &str) {
+    let _ = tokio::time::timeout(REFUSAL_TIMEOUT, stream.write_all(refusal_line(why).as_bytes())).await;
+}
+
+/// The request line; None when the client hung up before sending one.
+async fn read_request(reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Option<Request> {
     let mut line = String::new();
     let mut limited = (&mut *reader).take(MAX_REQUEST_BYTES);
     match tokio::time::timeout(Duration::from_secs(2), limited.read_line(&mut line)).await {
-        Ok(Ok(n)) if n > 0 => serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+        Ok(Ok(0)) | Ok(Err(_)) => None,
+        Ok(Ok(_)) => Some(serde_json::from_str(line.trim()).unwrap_or_else(|e| {
             log::debug!("bad request line {line:?}: {e}; serving a plain tail");
             Request::default()
-        }),
-        _ => Request::default(),
+        })),
+        // Silent clients (`socat - UNIX:...`) get a plain tail.
+        Err(_) => Some(Request::default()),
     }
+}
+
+/// Writes one answer and flushes, or gives up after `limit`.
+async fn send(out: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>, line: &[u8], limit: Duration) -> io::Result<()> {
+    let write = async {
+        out.write_all(line).await?;
+        out.write_all(b"\n").await?;
+        out.flush().await
+    };
+    tokio::time::timeout(limit, write).await.unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "client does not read")))
 }
 
 async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
     let (read, write) = stream.into_split();
     let mut reader = BufReader::new(read);
-    let request = read_request(&mut reader).await;
+    let Some(request) = read_request(&mut reader).await else { return Ok(()) };
     let mut out = BufWriter::new(write);
     let Sources { bus, model, counters, alerts } = &*sources;
     match request.op {
         RequestOp::Alerts => {
             let line = serde_json::to_string(&alerts.report()).unwrap_or_default();
-            out.write_all(line.as_bytes()).await?;
-            out.write_all(b"\n").await?;
-            out.flush().await
+            send(&mut out, line.as_bytes(), ANSWER_TIMEOUT).await
         }
         RequestOp::Status => {
             let report = StatusReport {
@@ -160,9 +305,7 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
                 top_stallers: model.top_stallers(),
             };
             let line = serde_json::to_string(&report).unwrap_or_default();
-            out.write_all(line.as_bytes()).await?;
-            out.write_all(b"\n").await?;
-            out.flush().await
+            send(&mut out, line.as_bytes(), ANSWER_TIMEOUT).await
         }
         RequestOp::Tail => {
             let since_ns = request
@@ -173,28 +316,45 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
                 Some(since) => e.ktime_ns.is_some_and(|k| k >= since),
                 None => false,
             });
-            for p in past {
-                out.write_all(p.json.as_bytes()).await?;
-                out.write_all(b"\n").await?;
-            }
-            out.flush().await?;
+            let replay = async {
+                for p in past {
+                    out.write_all(p.json.as_bytes()).await?;
+                    out.write_all(b"\n").await?;
+                }
+                out.flush().await
+            };
+            tokio::time::timeout(TAIL_WRITE_STALL, replay).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+            let mut scratch = [0u8; 256];
             loop {
-                match rx.recv().await {
+                let event = tokio::select! {
+                    event = rx.recv() => event,
+                    // Nothing more is expected from a tail client: end of
+                    // file (or an error) means it is gone, and its slot is
+                    // freed now, not when the next event fails to reach it.
+                    n = reader.read(&mut scratch) => match n {
+                        Ok(0) | Err(_) => return Ok(()),
+                        Ok(_) => continue,
+                    },
+                };
+                let stalled = || io::Error::new(io::ErrorKind::TimedOut, "tail client stopped reading");
+                match event {
                     Ok(p) => {
-                        out.write_all(p.json.as_bytes()).await?;
-                        out.write_all(b"\n").await?;
-                        // Batch what is already queued, then flush once.
-                        if rx.is_empty() {
-                            out.flush().await?;
-                        }
+                        let write = async {
+                            out.write_all(p.json.as_bytes()).await?;
+                            out.write_all(b"\n").await?;
+                            // Batch what is already queued, then flush once.
+                            if rx.is_empty() {
+                                out.flush().await?;
+                            }
+                            Ok::<_, io::Error>(())
+                        };
+                        tokio::time::timeout(TAIL_WRITE_STALL, write).await.map_err(|_| stalled())??;
                     }
                     Err(RecvError::Lagged(n)) => {
                         counters.stream_events_dropped.inc_by(n);
                         let lag = lagged_event(n, rfc3339(std::time::SystemTime::now()));
                         let line = serde_json::to_string(&lag).unwrap_or_default();
-                        out.write_all(line.as_bytes()).await?;
-                        out.write_all(b"\n").await?;
-                        out.flush().await?;
+                        send(&mut out, line.as_bytes(), TAIL_WRITE_STALL).await?;
                     }
                     Err(RecvError::Closed) => return Ok(()),
                 }
@@ -227,6 +387,77 @@ mod tests {
         let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
         drop(stale);
         let (_l, _g) = bind(&path).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_answer_nobody_reads_gives_up_after_its_limit() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (_read, write) = ours.into_split();
+        let mut out = BufWriter::new(write);
+        // Far more than the socket buffers hold, to a peer that never reads.
+        let answer = vec![b'x'; 8 << 20];
+        let t = std::time::Instant::now();
+        let err = send(&mut out, &answer, Duration::from_millis(300)).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        drop(theirs);
+    }
+
+    #[test]
+    fn missing_directories_are_created_0750_whatever_the_umask() {
+        let base = tmp_sock("mkdir").parent().unwrap().to_path_buf();
+        let path = base.join("run/oomwatch/events.sock");
+        let (_l, _g) = bind(&path).unwrap();
+        for d in [base.join("run"), base.join("run/oomwatch")] {
+            assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o7777, 0o750, "{}", d.display());
+        }
+    }
+
+    #[test]
+    fn directories_others_can_write_are_refused_sticky_ones_are_not() {
+        let base = tmp_sock("unsafe").parent().unwrap().to_path_buf();
+        let open = base.join("open");
+        std::fs::create_dir_all(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = bind(&open.join("events.sock")).err().unwrap().to_string();
+        assert!(err.contains(&open.display().to_string()) && err.contains("mode 0777") && err.contains("chmod go-w"), "{err}");
+        assert_eq!(err.lines().count(), 1);
+        // Below it, too: the open directory could rename the whole subtree.
+        let below = open.join("sub");
+        std::fs::create_dir_all(&below).unwrap();
+        std::fs::set_permissions(&below, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(matches!(bind(&below.join("e.sock")), Err(SocketError::UnsafeDirectory { .. })));
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let (_l, _g) = bind(&open.join("events.sock")).unwrap();
+    }
+
+    #[test]
+    fn slots_per_user_and_for_root() {
+        let slots = Slots::default();
+        let users: Vec<_> = (0..MAX_CLIENTS_PER_USER).map(|_| slots.take(1000).unwrap()).collect();
+        let err = slots.take(1000).err().unwrap();
+        assert!(err.contains("uid 1000") && err.contains(&MAX_CLIENTS_PER_USER.to_string()), "{err}");
+        let mut others = Vec::new();
+        for uid in 1001.. {
+            match slots.take(uid) {
+                Ok(s) => others.push(s),
+                Err(e) => {
+                    assert!(e.contains("kept for root"), "{e}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(users.len() + others.len(), MAX_CLIENTS - ROOT_RESERVED);
+        let root: Vec<_> = (0..ROOT_RESERVED).map(|_| slots.take(0).unwrap()).collect();
+        let err = slots.take(0).err().unwrap();
+        assert!(err.contains("too many clients") && err.contains("128"), "{err}");
+        drop(root);
+        drop(users);
+        assert!(slots.take(1000).is_ok(), "slots come back");
+        let line = refusal_line(&err);
+        assert_eq!(refusal_reason(&line).as_deref(), Some(err.as_str()));
+        assert_eq!(refusal_reason("{\"kind\":\"oom_kill\"}"), None);
+        assert_eq!(refusal_reason("not json"), None);
     }
 
     #[tokio::test]
