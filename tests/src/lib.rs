@@ -411,11 +411,15 @@ impl Daemon {
 
     fn start_in(dir: TempDir, socket: PathBuf, port: u16, extra: &[&str]) -> Self {
         let log = dir.0.join("daemon.log");
-        let child = Command::new(oomwatch_bin())
-            .arg("daemon")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .arg("--socket")
-            .arg(&socket)
+        // Each daemon keeps its journal in its own directory, unless the
+        // test says where (a restart that must find the last one's).
+        let state = dir.0.join("state");
+        let mut cmd = Command::new(oomwatch_bin());
+        cmd.arg("daemon").args(["--listen", &format!("127.0.0.1:{port}")]).arg("--socket").arg(&socket);
+        if !extra.contains(&"--state-dir") {
+            cmd.arg("--state-dir").arg(&state);
+        }
+        let child = cmd
             .args(extra)
             .stdout(fs::File::create(&log).unwrap())
             .stderr(fs::File::options().append(true).open(&log).unwrap())

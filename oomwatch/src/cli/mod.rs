@@ -8,6 +8,7 @@
 mod alerts;
 mod check;
 mod docs;
+mod history;
 mod selftest;
 mod status;
 mod tail;
@@ -47,6 +48,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Alerts pending and firing now, and recent transitions.
     Alerts(AlertsArgs),
+    /// What the journal kept: kills, alerts and other events, across restarts (no daemon needed).
+    History(HistoryArgs),
     /// Report what this kernel offers oomwatch and whether the daemon can run here.
     Check(CheckArgs),
     /// Prove the whole chain on this host: a sandboxed leak, warned about, then killed.
@@ -101,6 +104,38 @@ pub struct AlertsArgs {
 }
 
 #[derive(clap::Args, Clone, Debug)]
+#[command(after_help = "Examples:\n  oomwatch history --kind oom_kill --since 7d\n  oomwatch history --summary --since 30d\n  oomwatch history --json --cgroup '/kubepods*' --since 2026-12-01T00:00:00Z --until 2026-12-02T00:00:00Z")]
+pub struct HistoryArgs {
+    /// Only these kinds (comma-separated), e.g. oom_kill,alert.
+    #[arg(long, value_delimiter = ',', value_name = "K,...")]
+    pub kind: Vec<String>,
+    /// Only events whose cgroup path matches this glob, e.g. '/kubepods*'.
+    #[arg(long, value_name = "GLOB")]
+    pub cgroup: Option<String>,
+    /// From this long ago ("7d", "90m") or this time (RFC 3339).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Until this long ago or this time.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+    /// At most this many events (the oldest first).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// OOM kills per workload per day, instead of the events.
+    #[arg(long)]
+    pub summary: bool,
+    /// With --summary: per cgroup path instead of per workload.
+    #[arg(long, requires = "summary")]
+    pub by_cgroup: bool,
+    /// One JSON object per line (the event as `tail --json` prints it).
+    #[arg(long)]
+    pub json: bool,
+    /// The daemon's state directory (its --state-dir).
+    #[arg(long, default_value = crate::config::DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(clap::Args, Clone, Debug)]
 pub struct StatusArgs {
     #[arg(long, default_value = DEFAULT_SOCKET, value_name = "PATH")]
     pub socket: PathBuf,
@@ -124,6 +159,10 @@ pub struct DaemonArgs {
     /// Unix socket for the event stream [default: /run/oomwatch/events.sock].
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
+    /// Where the journal and the state restored after a restart are kept
+    /// [default: /var/lib/oomwatch].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// TLS and basic auth for /metrics (exporter-toolkit web config YAML).
     #[arg(long, value_name = "FILE")]
     pub web_config: Option<PathBuf>,
@@ -224,6 +263,9 @@ impl DaemonArgs {
         if let Some(v) = &self.web_config {
             c.daemon.web_config = Some(v.clone());
         }
+        if let Some(v) = &self.state_dir {
+            c.daemon.state_dir = v.clone();
+        }
         if let Some(v) = self.backlog {
             c.daemon.backlog = v;
         }
@@ -305,6 +347,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Tail(args) => tail::main(args),
         Command::Status(args) => status::main(args),
         Command::Alerts(args) => alerts::main(args),
+        Command::History(args) => history::main(args),
         Command::Check(args) => check::main(args),
         Command::Selftest(args) => selftest::main(args),
         Command::Completions(args) => docs::completions(args),

@@ -123,7 +123,7 @@ fn subscribe(socket: &Path) -> anyhow::Result<mpsc::Receiver<(Event, Instant)>> 
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         anyhow::anyhow!("selftest needs a running daemon: cannot connect to {}: {e} (start it with `oomwatch daemon`)", socket.display())
     })?;
-    writeln!(stream, "{}", serde_json::to_string(&Request { op: RequestOp::Tail, since_secs: None })?)?;
+    writeln!(stream, "{}", serde_json::to_string(&Request { op: RequestOp::Tail, ..Request::default() })?)?;
     let (tx, rx) = mpsc::channel::<(Event, Instant)>();
     let reader = BufReader::new(stream);
     std::thread::spawn(move || {

@@ -20,7 +20,7 @@ pub fn ask<T: serde::de::DeserializeOwned>(socket: &std::path::Path, op: Request
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     // A daemon that refuses this client says why and hangs up without
     // reading the request: read its line even when sending failed.
-    let sent = writeln!(stream, "{}", serde_json::to_string(&Request { op, since_secs: None })?);
+    let sent = writeln!(stream, "{}", serde_json::to_string(&Request { op, ..Request::default() })?);
     let mut line = String::new();
     let read = BufReader::new(stream).read_line(&mut line);
     if let Some(why) = crate::outputs::socket::refusal_reason(&line) {

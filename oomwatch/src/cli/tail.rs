@@ -31,24 +31,34 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
         .context("--cgroup: invalid glob")?;
     let filter = Filter { kinds, cgroup: cgroup_glob };
 
-    let mut stream = connect(&args).map_err(|e| {
+    let mut stream = UnixStream::connect(&args.socket).map_err(|e| {
         anyhow::anyhow!(
             "cannot connect to {}: {e}; is the daemon running? (start it with `oomwatch daemon`)",
             args.socket.display()
         )
     })?;
-    let mut since = args.since.map(|d| d.as_secs_f64());
-    let mut shown = 0u64;
+    let mut request = Request { op: RequestOp::Tail, since_secs: args.since.map(|d| d.as_secs_f64()), since_seq: None };
+    let mut progress = Progress::default();
     let stdout = std::io::stdout();
     loop {
-        let lost_at = follow(&mut stream, since, &args, &filter, &mut shown, &mut stdout.lock())?;
+        let lost_at = follow(&mut stream, &request, &args, &filter, &mut progress, &mut stdout.lock())?;
         let Some(lost_at) = lost_at else { return Ok(ExitCode::SUCCESS) };
         eprintln!("oomwatch tail: daemon went away; reconnecting");
         stream = reconnect(&args);
         eprintln!("oomwatch tail: reconnected to {}", args.socket.display());
-        // Ask for what happened while we were away (as far as the new daemon saw).
-        since = Some(lost_at.elapsed().as_secs_f64() + 1.0);
+        // Ask for what happened while we were away: after the last event
+        // seen, where the daemon keeps a journal (seqs go on across its
+        // restarts: no gap, no repeat); else what it saw since we lost it.
+        request.since_seq = (progress.last_seq > 0).then_some(progress.last_seq);
+        request.since_secs = Some(lost_at.elapsed().as_secs_f64() + 1.0);
     }
+}
+
+/// What this client has shown so far.
+#[derive(Default)]
+struct Progress {
+    shown: u64,
+    last_seq: u64,
 }
 
 struct Filter {
@@ -67,15 +77,6 @@ impl Filter {
     }
 }
 
-fn connect(args: &TailArgs) -> std::io::Result<UnixStream> {
-    let mut stream = UnixStream::connect(&args.socket)?;
-    let request = Request { op: RequestOp::Tail, since_secs: args.since.map(|d| d.as_secs_f64()) };
-    // A refusal arrives as the first line (and the daemon hangs up without
-    // reading): `follow` reads and reports it.
-    let _ = writeln!(stream, "{}", serde_json::to_string(&request).unwrap_or_default());
-    Ok(stream)
-}
-
 fn reconnect(args: &TailArgs) -> UnixStream {
     let mut delay = Duration::from_millis(100);
     loop {
@@ -91,17 +92,15 @@ fn reconnect(args: &TailArgs) -> UnixStream {
 /// (Some), or None when `--count` events were shown.
 fn follow(
     stream: &mut UnixStream,
-    since: Option<f64>,
+    request: &Request,
     args: &TailArgs,
     filter: &Filter,
-    shown: &mut u64,
+    progress: &mut Progress,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<Option<Instant>> {
-    // A reconnect sends its own request with the gap to replay.
-    if since != args.since.map(|d| d.as_secs_f64()) {
-        let request = Request { op: RequestOp::Tail, since_secs: since };
-        let _ = writeln!(stream, "{}", serde_json::to_string(&request).unwrap_or_default());
-    }
+    // A refusal arrives as the first line (and the daemon hangs up without
+    // reading): read below and reported.
+    let _ = writeln!(stream, "{}", serde_json::to_string(request).unwrap_or_default());
     let reader = BufReader::new(stream.try_clone()?);
     for line in reader.lines() {
         let Ok(line) = line else { break };
@@ -118,6 +117,7 @@ fn follow(
                 continue;
             }
         };
+        progress.last_seq = progress.last_seq.max(event.seq);
         if !filter.keep(&event) {
             continue;
         }
@@ -128,8 +128,8 @@ fn follow(
         }
         out.flush()?;
         if !matches!(event.body, EventBody::Lagged { .. }) {
-            *shown += 1;
-            if args.count.is_some_and(|c| *shown >= c) {
+            progress.shown += 1;
+            if args.count.is_some_and(|c| progress.shown >= c) {
                 return Ok(None);
             }
         }

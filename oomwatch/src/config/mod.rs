@@ -41,6 +41,7 @@ pub struct Config {
     pub forecast: ForecastConfig,
     pub alerts: AlertsConfig,
     pub sinks: SinksConfig,
+    pub journal: JournalConfig,
 }
 
 impl Config {
@@ -54,6 +55,7 @@ impl Config {
             (new.pressure != self.pressure, "[pressure]"),
             (new.reclaim != self.reclaim, "[reclaim]"),
             (new.forecast != self.forecast, "[forecast]"),
+            (new.journal != self.journal, "[journal]"),
         ] {
             if differs {
                 out.push(name);
@@ -92,6 +94,37 @@ pub struct DaemonConfig {
     pub push_gateway: Option<String>,
     #[serde(with = "serde_duration")]
     pub push_interval: Duration,
+    /// Where the daemon keeps what must survive a restart: the journal of
+    /// kills, alerts and other events, and the state it restores.
+    pub state_dir: PathBuf,
+}
+
+/// Where the daemon keeps its state unless told otherwise (the systemd
+/// unit's StateDirectory; the DaemonSet mounts a hostPath there).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/oomwatch";
+
+/// The durable journal of events under `state_dir`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Off: events live only in memory, as before the journal.
+    pub enabled: bool,
+    /// The journal file (and its write-ahead log) is kept under this size;
+    /// the oldest high-rate events (pressure, reclaim stalls) go first.
+    pub max_size_mib: u64,
+    /// High-rate events older than this are deleted.
+    #[serde(with = "serde_duration")]
+    pub max_age: Duration,
+    /// Kills, alerts and unobserved kills are kept this long (and evicted by
+    /// size only when nothing else is left).
+    #[serde(with = "serde_duration")]
+    pub incident_max_age: Duration,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self { enabled: true, max_size_mib: 256, max_age: Duration::from_secs(30 * 86_400), incident_max_age: Duration::from_secs(365 * 86_400) }
+    }
 }
 
 pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15);
@@ -137,6 +170,7 @@ impl Default for DaemonConfig {
             web_config: None,
             push_gateway: None,
             push_interval: DEFAULT_PUSH_INTERVAL,
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
         }
     }
 }

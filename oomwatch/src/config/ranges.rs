@@ -129,6 +129,10 @@ pub fn each_setting(c: &Config, f: &mut dyn FnMut(&str, Value, Range)) {
     }
     f("alerts.memory_pressure.some_avg10_percent", Value::Float(a.memory_pressure.some_avg10_percent), Range::Float { min: 0.0, max: 100.0, open_min: true });
     f("alerts.reclaim_storm.stall_ratio", Value::Float(a.reclaim_storm.stall_ratio), Range::Float { min: 0.0, max: 1.0, open_min: true });
+    let j = &c.journal;
+    f("journal.max_size_mib", Value::Count(j.max_size_mib), count(16, 1 << 20));
+    f("journal.max_age", Value::Duration(j.max_age), secs(60_000, 3650 * DAY));
+    f("journal.incident_max_age", Value::Duration(j.incident_max_age), secs(60_000, 3650 * DAY));
     each_sink_setting(c, f);
 }
 

@@ -26,7 +26,8 @@ use crate::{
     outputs::{
         alerts::{self, Alerts},
         http,
-        metrics::{Metrics, push::Pusher, reclaim::StallCollector},
+        journal::{self, Journal},
+        metrics::{Metrics, journal::JournalCollector, push::Pusher, reclaim::StallCollector},
         socket,
         web_config::WebConfig,
     },
@@ -108,6 +109,32 @@ fn require_privileges() -> Result<(), kernel::loader::LoadError> {
     Err(kernel::loader::LoadError::Privileges { missing: names.join(" and ") })
 }
 
+/// The durable journal, or none (turned off, or the state directory not
+/// writable: one clear line, the daemon runs without it). Another daemon on
+/// the same state directory is an error.
+fn open_journal(config: &Config) -> anyhow::Result<Option<Arc<Journal>>> {
+    let c = &config.journal;
+    if !c.enabled {
+        log::info!("journal: off ([journal] enabled = false); events live in memory only");
+        return Ok(None);
+    }
+    let mut jc = journal::JournalConfig::new(&config.daemon.state_dir);
+    jc.retention.max_bytes = c.max_size_mib << 20;
+    jc.retention.max_age = c.max_age;
+    jc.retention.incident_max_age = c.incident_max_age;
+    match Journal::open(jc) {
+        Ok(j) => {
+            log::info!("journal: {} (seq continues from {})", j.path().display(), j.last_seq());
+            Ok(Some(Arc::new(j)))
+        }
+        Err(e @ journal::JournalError::Busy { .. }) => Err(e.into()),
+        Err(e) => {
+            log::error!("{e}; running without a journal: events live in memory only, and nothing survives a restart");
+            Ok(None)
+        }
+    }
+}
+
 /// The shared state every loop and output holds a handle to.
 struct Core {
     layout: Option<CgroupLayout>,
@@ -117,6 +144,7 @@ struct Core {
     model: Arc<Model>,
     counters: Arc<DaemonCounters>,
     alerts: Arc<Alerts>,
+    journal: Option<Arc<Journal>>,
     /// Woken after every sampling pass: the alert rules evaluate fresh data.
     sampled: Arc<tokio::sync::Notify>,
 }
@@ -131,7 +159,8 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     spawn_kernel_logger(&mut probes.ebpf);
     crate::release_freed_memory();
-    let core = build_core(&config, detect_layout());
+    let journal = open_journal(&config)?;
+    let core = build_core(&config, detect_layout(), journal);
     supervise::count_panics(core.counters.panics.clone());
     let mut tasks = Tasks::new();
     let metrics = build_metrics(&config, &core, &mut probes);
@@ -145,6 +174,12 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
         pusher.stop().await;
     }
     drop(probes);
+    if let Some(journal) = &core.journal {
+        // What is queued is written before the process goes.
+        if !journal.flush(Duration::from_secs(3)) {
+            log::warn!("journal: not everything queued was written within 3s of the stop");
+        }
+    }
     result
 }
 
@@ -161,7 +196,7 @@ fn detect_layout() -> Option<CgroupLayout> {
     }
 }
 
-fn build_core(config: &Config, layout: Option<CgroupLayout>) -> Core {
+fn build_core(config: &Config, layout: Option<CgroupLayout>, journal: Option<Arc<Journal>>) -> Core {
     let resolver = Arc::new(CgroupResolver::new(
         layout.as_ref().map(|l| l.memory_root.as_path()),
         layout.as_ref().and_then(|l| l.unified_root.as_deref()),
@@ -171,11 +206,16 @@ fn build_core(config: &Config, layout: Option<CgroupLayout>) -> Core {
         layout,
         resolver,
         clock: Arc::new(KernelClock::default()),
-        bus: Arc::new(EventBus::new(config.daemon.backlog, config.daemon.stream_buffer)),
+        bus: Arc::new(EventBus::with_durable(
+            config.daemon.backlog,
+            config.daemon.stream_buffer,
+            journal.clone().map(|j| j as Arc<dyn crate::model::bus::Durable>),
+        )),
         model: Arc::new(Model::new(model_config(config))),
         counters: Arc::new(DaemonCounters::default()),
         alerts: Alerts::new(config.alerts.clone(), &config.sinks),
         sampled: Arc::new(tokio::sync::Notify::new()),
+        journal,
     }
 }
 
@@ -184,6 +224,7 @@ fn build_core(config: &Config, layout: Option<CgroupLayout>) -> Core {
 /// when the reclaim probes are attached.
 fn build_metrics(config: &Config, core: &Core, probes: &mut KernelProbes) -> (Metrics, Option<Pusher>) {
     let mut metrics = Metrics::new(core.model.clone(), probes.take_counters(), probes.probes.clone(), core.counters.clone(), Some(core.alerts.clone()));
+    metrics.register_collector(Box::new(JournalCollector { journal: core.journal.clone() }));
     if probes.has_stall_maps() {
         let memstall = probes.attached("memstall_leave_fentry") || probes.attached("memstall_leave_kprobe");
         metrics.register_collector(Box::new(StallCollector { model: core.model.clone(), memstall }));
@@ -313,7 +354,13 @@ fn start_outputs(
     });
     tasks.spawn("http", http::serve(listener, metrics, web));
     tasks.spawn("alerts", alerts::run(core.alerts.clone(), core.model.clone(), core.bus.clone(), core.sampled.clone()));
-    let sources = socket::Sources { bus: core.bus.clone(), model: core.model.clone(), counters: core.counters.clone(), alerts: core.alerts.clone() };
+    let sources = socket::Sources {
+        bus: core.bus.clone(),
+        model: core.model.clone(),
+        counters: core.counters.clone(),
+        alerts: core.alerts.clone(),
+        journal: core.journal.clone(),
+    };
     tasks.spawn("event-socket", socket::serve(socket_listener, Arc::new(sources)));
     push
 }

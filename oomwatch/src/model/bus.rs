@@ -2,6 +2,11 @@
 //! sinks) subscribes here. Publishing never blocks: a subscriber that falls
 //! behind loses the oldest events and is told how many (broadcast `Lagged`).
 //! The last `backlog` events are kept so a new client can ask for them.
+//!
+//! Where a durable store is plugged in ([`Durable`], the journal), it hands
+//! out the sequence numbers (they keep growing across restarts) and gets
+//! every event and amendment, in publication order, without the publisher
+//! ever waiting on a disk.
 
 use std::{
     collections::VecDeque,
@@ -19,21 +24,47 @@ pub struct Published {
     pub json: String,
 }
 
+/// A store that keeps every published event (implemented by the journal,
+/// an output: the model only defines what it needs of one).
+pub trait Durable: Send + Sync {
+    /// The seq of the next event; called under the bus's lock, so seqs
+    /// follow publication order.
+    fn next_seq(&self) -> u64;
+    /// The seq [`Durable::next_seq`] would return, without taking it.
+    fn next_seq_peek(&self) -> u64;
+    /// Keeps `event` (its JSON line is `json`); must not wait on a disk.
+    fn append(&self, event: &Event, json: &str);
+    /// Replaces what is kept of `event.seq`.
+    fn amend(&self, event: &Event, json: &str);
+}
+
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Published>>,
     state: Mutex<BusState>,
+    durable: Option<Arc<dyn Durable>>,
 }
 
 struct BusState {
     next_seq: u64,
     backlog: VecDeque<Arc<Published>>,
     capacity: usize,
+    /// The last kills, whatever the backlog's size: they are amended later
+    /// (exit confirmed, kernel report, names).
+    recent_kills: VecDeque<Arc<Published>>,
 }
+
+/// Kills that can still be amended.
+const AMENDABLE_KILLS: usize = 256;
 
 impl EventBus {
     pub fn new(backlog: usize, channel: usize) -> Self {
+        Self::with_durable(backlog, channel, None)
+    }
+
+    pub fn with_durable(backlog: usize, channel: usize, durable: Option<Arc<dyn Durable>>) -> Self {
         let (tx, _) = broadcast::channel(channel.max(1));
-        Self { tx, state: Mutex::new(BusState { next_seq: 1, backlog: VecDeque::with_capacity(backlog), capacity: backlog }) }
+        let state = BusState { next_seq: 1, backlog: VecDeque::with_capacity(backlog), capacity: backlog, recent_kills: VecDeque::new() };
+        Self { tx, state: Mutex::new(state), durable }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BusState> {
@@ -42,10 +73,24 @@ impl EventBus {
 
     pub fn publish(&self, mut event: Event) -> Arc<Published> {
         let mut state = self.lock();
-        event.seq = state.next_seq;
-        state.next_seq += 1;
+        event.seq = match &self.durable {
+            Some(d) => d.next_seq(),
+            None => {
+                state.next_seq += 1;
+                state.next_seq - 1
+            }
+        };
         let json = serde_json::to_string(&event).unwrap_or_else(|e| format!(r#"{{"kind":"error","error":"{e}"}}"#));
+        if let Some(d) = &self.durable {
+            d.append(&event, &json);
+        }
         let published = Arc::new(Published { event, json });
+        if matches!(published.event.body, EventBody::OomKill(_)) {
+            if state.recent_kills.len() == AMENDABLE_KILLS {
+                state.recent_kills.pop_front();
+            }
+            state.recent_kills.push_back(published.clone());
+        }
         if state.capacity > 0 {
             if state.backlog.len() == state.capacity {
                 state.backlog.pop_front();
@@ -58,6 +103,19 @@ impl EventBus {
         published
     }
 
+    /// Live events from now on, and the seq the first of them will have:
+    /// every event with a lower seq was published before (for a client that
+    /// replays the durable store up to it).
+    pub fn subscribe_after_store(&self) -> (u64, broadcast::Receiver<Arc<Published>>) {
+        let state = self.lock();
+        let rx = self.tx.subscribe();
+        let next = match &self.durable {
+            Some(d) => d.next_seq_peek(),
+            None => state.next_seq,
+        };
+        (next, rx)
+    }
+
     /// Buffered events accepted by `keep`, then live ones, with no gap and
     /// no duplicate between the two.
     pub fn subscribe(&self, keep: impl Fn(&Event) -> bool) -> (Vec<Arc<Published>>, broadcast::Receiver<Arc<Published>>) {
@@ -67,15 +125,25 @@ impl EventBus {
         (past, rx)
     }
 
-    /// Replaces a buffered event (e.g. an OOM kill once its victim's exit is
-    /// confirmed), so later replays show the complete picture.
+    /// Replaces a published event (e.g. an OOM kill once its victim's exit
+    /// is confirmed), so later replays show the complete picture: in the
+    /// backlog, among the recent kills, and in the durable store.
     pub fn amend(&self, matches: impl Fn(&Event) -> bool, update: impl FnOnce(&mut Event)) {
         let mut state = self.lock();
-        if let Some(slot) = state.backlog.iter_mut().rev().find(|p| matches(&p.event)) {
-            let mut event = slot.event.clone();
-            update(&mut event);
-            let json = serde_json::to_string(&event).unwrap_or_default();
-            *slot = Arc::new(Published { event, json });
+        let found = state.backlog.iter().rev().chain(state.recent_kills.iter().rev()).find(|p| matches(&p.event)).cloned();
+        let Some(old) = found else { return };
+        let mut event = old.event.clone();
+        update(&mut event);
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        if let Some(d) = &self.durable {
+            d.amend(&event, &json);
+        }
+        let new = Arc::new(Published { event, json });
+        let BusState { backlog, recent_kills, .. } = &mut *state;
+        for slot in backlog.iter_mut().chain(recent_kills.iter_mut()) {
+            if Arc::ptr_eq(slot, &old) {
+                *slot = new.clone();
+            }
         }
     }
 

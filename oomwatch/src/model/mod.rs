@@ -180,10 +180,47 @@ pub struct NodeState {
     pub forecast: Option<Forecast>,
 }
 
+/// The host's kill accounting, for the reconciler: the kernel's OOM kill
+/// counter (/proc/vmstat) compared with the kills oomwatch reported.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostKills {
+    /// The kernel's counter when counting started (at start, or where the
+    /// last run left off, restored from the journal).
+    pub kernel_baseline: Option<u64>,
+    /// Kills oomwatch had reported by then.
+    pub seen_baseline: u64,
+    /// The gap seen by the previous pass, and how much of it was reported.
+    pub last_gap: u64,
+    pub reported: u64,
+}
+
+impl HostKills {
+    /// The kernel's counter up to which every kill was either observed or
+    /// reported as unobserved.
+    pub fn accounted(&self, seen_total: u64) -> Option<u64> {
+        Some(self.kernel_baseline? + seen_total.saturating_sub(self.seen_baseline) + self.reported)
+    }
+}
+
+/// What the last run had accounted for, restored from the journal: the
+/// kernel's kill counters up to which every kill was seen or reported.
+/// Counters that moved past them while the daemon was down are kills it
+/// did not see: the reconciler reports them after start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KillAccounting {
+    pub host: Option<u64>,
+    /// Per cgroup path; a cgroup not listed had accounted for none.
+    pub cgroups: HashMap<String, u64>,
+}
+
 struct State {
     cgroups: HashMap<String, CgroupState>,
     pressure: HashMap<String, PressureState>,
     node: NodeState,
+    host_kills: HostKills,
+    /// Until the sampler's first scan ends: per-cgroup baselines restored
+    /// from the last run (cgroups found later start counting at once).
+    restored_kills: Option<HashMap<String, u64>>,
     node_history: History,
     kills: BTreeMap<(String, Constraint), KillSeries>,
     excluded_filter: usize,
@@ -229,6 +266,8 @@ impl Model {
                 kills: BTreeMap::new(),
                 excluded_filter: 0,
                 excluded_cap: 0,
+                host_kills: HostKills::default(),
+                restored_kills: None,
             }),
             reclaim: Mutex::default(),
             top_stallers: Mutex::default(),
@@ -413,7 +452,7 @@ impl Model {
     /// A full sample (memory.stat and limits were read).
     pub fn observe_full(&self, path: &str, sample: &MemorySample, limit_hits: Option<u64>, now: Instant) {
         let mut s = self.write();
-        let State { cgroups, kills, .. } = &mut *s;
+        let State { cgroups, kills, restored_kills, .. } = &mut *s;
         let Some(c) = cgroups.get_mut(path) else { return };
         c.usage_bytes = sample.usage_bytes;
         c.working_set_bytes = sample.working_set_bytes;
@@ -427,7 +466,14 @@ impl Model {
         c.events = sample.events;
         if c.kernel_kills_baseline.is_none() {
             // v2 memory.events counts descendants too; the local file does not.
-            c.kernel_kills_baseline = sample.events_local.unwrap_or(sample.events).oom_kill;
+            let now_counter = sample.events_local.unwrap_or(sample.events).oom_kill;
+            c.kernel_kills_baseline = match (restored_kills.as_mut(), now_counter) {
+                // Where the last run left off: kills since then, while the
+                // daemon was down, become visible to the reconciler. A
+                // counter below it was reset (a new cgroup of that name).
+                (Some(restored), Some(now)) => Some(restored.remove(path).unwrap_or(0).min(now)),
+                _ => now_counter,
+            };
             c.seen_kills_baseline = kills_of(kills, path);
         }
         c.full_sample_at = Some(now);
@@ -622,6 +668,45 @@ impl Model {
                 })
             })
             .collect()
+    }
+
+    /// Restores where the last run's kill accounting left off (same boot);
+    /// on a new boot, every kill since boot happened while no daemon ran.
+    pub fn restore_kill_accounting(&self, last: KillAccounting, same_boot: bool) {
+        let mut s = self.write();
+        s.host_kills.kernel_baseline = if same_boot { last.host } else { Some(0) };
+        s.restored_kills = Some(if same_boot { last.cgroups } else { HashMap::new() });
+    }
+
+    /// The sampler's first scan is over: cgroups found from now on were made
+    /// while the daemon runs.
+    pub fn end_restore(&self) {
+        self.write().restored_kills = None;
+    }
+
+    pub fn host_kills(&self) -> HostKills {
+        self.read().host_kills
+    }
+
+    pub fn set_host_kills(&self, h: HostKills) {
+        self.write().host_kills = h;
+    }
+
+    /// What is accounted for now, to be kept for the next run: the host's
+    /// counter, and each tracked cgroup's whose counter is not zero.
+    pub fn kill_accounting(&self) -> KillAccounting {
+        let s = self.read();
+        let seen_total: u64 = s.kills.values().map(|k| k.count).sum();
+        let cgroups = s
+            .cgroups
+            .iter()
+            .filter(|(_, c)| c.removed_at.is_none())
+            .filter_map(|(p, c)| {
+                let accounted = c.kernel_kills_baseline? + kills_of(&s.kills, p).saturating_sub(c.seen_kills_baseline) + c.unobserved_reported;
+                (accounted > 0).then(|| (p.clone(), accounted))
+            })
+            .collect();
+        KillAccounting { host: s.host_kills.accounted(seen_total), cgroups }
     }
 
     /// The reconciler reported unobserved kills up to `reported` here.

@@ -33,7 +33,10 @@ use crate::{
         bus::{EventBus, lagged_event},
         counters::DaemonCounters,
     },
-    outputs::alerts::Alerts,
+    outputs::{
+        alerts::Alerts,
+        journal::{Journal, Query},
+    },
     wire::{Request, RequestOp, StatusReport, rfc3339},
 };
 
@@ -43,6 +46,8 @@ pub struct Sources {
     pub model: Arc<Model>,
     pub counters: Arc<DaemonCounters>,
     pub alerts: Arc<Alerts>,
+    /// Where `tail --since` replays from, when the daemon keeps a journal.
+    pub journal: Option<Arc<Journal>>,
 }
 pub const MAX_CLIENTS: usize = 128;
 /// One user other than root cannot take every slot.
@@ -290,7 +295,7 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
     let mut reader = BufReader::new(read);
     let Some(request) = read_request(&mut reader).await else { return Ok(()) };
     let mut out = BufWriter::new(write);
-    let Sources { bus, model, counters, alerts } = &*sources;
+    let Sources { bus, model, counters, alerts, .. } = &*sources;
     match request.op {
         RequestOp::Alerts => {
             let line = serde_json::to_string(&alerts.report()).unwrap_or_default();
@@ -308,22 +313,35 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
             send(&mut out, line.as_bytes(), ANSWER_TIMEOUT).await
         }
         RequestOp::Tail => {
-            let since_ns = request
-                .since_secs
-                .filter(|s| s.is_finite() && *s > 0.0)
-                .map(|s| monotonic_ns().saturating_sub((s * 1e9) as u64));
-            let (past, mut rx) = bus.subscribe(|e| match since_ns {
-                Some(since) => e.ktime_ns.is_some_and(|k| k >= since),
-                None => false,
-            });
-            let replay = async {
-                for p in past {
-                    out.write_all(p.json.as_bytes()).await?;
-                    out.write_all(b"\n").await?;
+            let mut rx = match (&sources.journal, replay_from_journal(&request)) {
+                (Some(journal), Some(from)) => {
+                    let (next, rx) = bus.subscribe_after_store();
+                    replay_journal(journal, from, next, &mut out).await?;
+                    rx
                 }
-                out.flush().await
+                _ => {
+                    let since_ns = request
+                        .since_secs
+                        .filter(|s| s.is_finite() && *s > 0.0)
+                        .map(|s| monotonic_ns().saturating_sub((s * 1e9) as u64));
+                    // Without a journal, seqs start again with each daemon:
+                    // a resuming client's time is the better guide.
+                    let (past, rx) = bus.subscribe(|e| match (since_ns, request.since_seq) {
+                        (Some(since), _) => e.ktime_ns.is_some_and(|k| k >= since),
+                        (None, Some(after)) => e.seq > after,
+                        (None, None) => false,
+                    });
+                    let replay = async {
+                        for p in past {
+                            out.write_all(p.json.as_bytes()).await?;
+                            out.write_all(b"\n").await?;
+                        }
+                        out.flush().await
+                    };
+                    tokio::time::timeout(TAIL_WRITE_STALL, replay).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+                    rx
+                }
             };
-            tokio::time::timeout(TAIL_WRITE_STALL, replay).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
             let mut scratch = [0u8; 256];
             loop {
                 let event = tokio::select! {
@@ -361,6 +379,68 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
             }
         }
     }
+}
+
+/// Where a tail client's replay starts in the journal, if it asked for one.
+enum ReplayFrom {
+    Seq(u64),
+    Time(std::time::SystemTime),
+}
+
+fn replay_from_journal(request: &Request) -> Option<ReplayFrom> {
+    if let Some(after) = request.since_seq {
+        return Some(ReplayFrom::Seq(after));
+    }
+    let secs = request.since_secs.filter(|s| s.is_finite() && *s > 0.0)?;
+    let ago = std::time::Duration::try_from_secs_f64(secs).ok()?;
+    Some(ReplayFrom::Time(std::time::SystemTime::now().checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH)))
+}
+
+/// Stored events from `from` up to (not including) `next`, the first seq
+/// the client's live subscription gets: no gap and no duplicate at the
+/// seam. Read in pages on the blocking pool; the page in flight is the only
+/// memory a long replay (`--since 7d`) costs.
+async fn replay_journal(
+    journal: &Arc<Journal>,
+    from: ReplayFrom,
+    next: u64,
+    out: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
+) -> io::Result<()> {
+    const PAGE: usize = 2048;
+    let journal = journal.clone();
+    let (mut after, since) = match from {
+        ReplayFrom::Seq(s) => (s, None),
+        ReplayFrom::Time(t) => (0, Some(t)),
+    };
+    // What was published before the subscription may still be queued.
+    let j = journal.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        j.flush(std::time::Duration::from_secs(2));
+        j.reader()
+    })
+    .await
+    .map_err(io::Error::other)?
+    .map_err(io::Error::other)?;
+    let reader = Arc::new(std::sync::Mutex::new(reader));
+    while after + 1 < next {
+        let q = Query { after_seq: Some(after), through_seq: Some(next - 1), since, limit: Some(PAGE), ..Query::default() };
+        let r = reader.clone();
+        let page = tokio::task::spawn_blocking(move || r.lock().unwrap_or_else(|e| e.into_inner()).query(&q))
+            .await
+            .map_err(io::Error::other)?
+            .map_err(io::Error::other)?;
+        let Some(last) = page.last().map(|e| e.seq) else { break };
+        let write = async {
+            for e in &page {
+                out.write_all(e.json.as_bytes()).await?;
+                out.write_all(b"\n").await?;
+            }
+            out.flush().await
+        };
+        tokio::time::timeout(TAIL_WRITE_STALL, write).await.map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "tail client stopped reading"))??;
+        after = last;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -17,36 +17,29 @@ use crate::{
 
 pub const INTERVAL: Duration = Duration::from_secs(5);
 
+/// The reconciler's own state is only where to read; what it counted is
+/// kept in the model (`HostKills`, per-cgroup baselines), which the journal
+/// carries across restarts.
 pub struct Reconciler {
     proc_root: PathBuf,
     layout: Option<CgroupLayout>,
     model: Arc<Model>,
     bus: Arc<EventBus>,
     unobserved: Counter,
-    host_baseline: Option<u64>,
-    seen_baseline: u64,
-    /// The gap seen by the previous pass, and how much of it was reported.
-    last_gap: u64,
-    reported: u64,
 }
 
 
 impl Reconciler {
     pub fn new(layout: Option<CgroupLayout>, model: Arc<Model>, bus: Arc<EventBus>, unobserved: Counter) -> Self {
         let proc_root = PathBuf::from("/proc");
-        let host_baseline = vmstat_oom_kills(&proc_root);
-        let seen_baseline = model.total_kills();
-        Self {
-            proc_root,
-            layout,
-            model,
-            bus,
-            unobserved,
-            host_baseline,
-            seen_baseline,
-            last_gap: 0,
-            reported: 0,
+        let mut host = model.host_kills();
+        // Counting starts now, unless the last run's accounting was restored.
+        if host.kernel_baseline.is_none() {
+            host.kernel_baseline = vmstat_oom_kills(&proc_root);
         }
+        host.seen_baseline = model.total_kills();
+        model.set_host_kills(host);
+        Self { proc_root, layout, model, bus, unobserved }
     }
 
     pub async fn run(mut self) {
@@ -59,18 +52,21 @@ impl Reconciler {
     }
 
     pub fn pass(&mut self) {
-        let (Some(base), Some(now)) = (self.host_baseline, vmstat_oom_kills(&self.proc_root)) else { return };
+        let mut host = self.model.host_kills();
+        let (Some(base), Some(now)) = (host.kernel_baseline, vmstat_oom_kills(&self.proc_root)) else { return };
         let kernel = now.saturating_sub(base);
-        let seen = self.model.total_kills().saturating_sub(self.seen_baseline);
+        let seen = self.model.total_kills().saturating_sub(host.seen_baseline);
         let gap = kernel.saturating_sub(seen);
         // Only what two passes agree on: in-flight events close small gaps.
-        let confirmed = gap.min(self.last_gap);
-        self.last_gap = gap;
-        if confirmed <= self.reported {
+        let confirmed = gap.min(host.last_gap);
+        host.last_gap = gap;
+        if confirmed <= host.reported {
+            self.model.set_host_kills(host);
             return;
         }
-        let new = confirmed - self.reported;
-        self.reported = confirmed;
+        let new = confirmed - host.reported;
+        host.reported = confirmed;
+        self.model.set_host_kills(host);
         self.unobserved.inc_by(new);
         let culprits = self.find_cgroups();
         let names: Vec<&str> = culprits.iter().map(|(p, _)| p.as_str()).collect();

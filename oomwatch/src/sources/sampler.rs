@@ -172,6 +172,8 @@ impl Sampler {
     /// Runs forever on the calling thread.
     pub fn run(mut self) {
         self.scan(Instant::now());
+        // The cgroups of the first scan took the last run's kill baselines.
+        self.model.end_restore();
         let mut next_tick = Instant::now();
         let mut next_scan = Instant::now() + self.config.rescan_every;
         let mut next_expire = Instant::now() + EXPIRE_EVERY;

@@ -10,9 +10,14 @@ pub const DEFAULT_SOCKET: &str = "/run/oomwatch/events.sock";
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Request {
     pub op: RequestOp,
-    /// Replay buffered events younger than this many seconds first.
+    /// Replay buffered events younger than this many seconds first (from
+    /// the journal where the daemon keeps one, else from memory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_secs: Option<f64>,
+    /// Replay every event after this seq first (a client resuming where it
+    /// stopped: seqs keep growing across daemon restarts with a journal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_seq: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

@@ -21,6 +21,7 @@
 //! - Retention: by file size and age, with a longer class for incidents
 //!   ([`INCIDENT_KINDS`]) that a flood of high-rate events never evicts.
 
+mod durable;
 mod read;
 mod schema;
 mod stats;

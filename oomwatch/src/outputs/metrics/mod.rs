@@ -6,6 +6,7 @@
 //! it; other clients (curl, promtool, older scrapers) get the classic text
 //! format 0.0.4, converted from the same bytes.
 
+pub mod journal;
 pub mod push;
 pub mod reclaim;
 
