@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use oomwatch_common::{KernelOffsets, OFFSET_ABSENT, OomControlOffsets};
+use oomwatch_common::offsets::{KernelOffsets, OFFSET_ABSENT, OomControlOffsets};
 
 pub const DEFAULT_VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 

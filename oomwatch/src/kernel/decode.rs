@@ -4,7 +4,10 @@
 
 use bytemuck::Pod;
 use oomwatch_common::{
-    OomKillRecord, RECORD_VERSION, ReclaimStallRecord, RecordHeader, RecordKind, VictimExitRecord,
+    exit::VictimExitRecord,
+    header::{RECORD_VERSION, RecordHeader, RecordKind},
+    oom::OomKillRecord,
+    reclaim::ReclaimStallRecord,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +55,7 @@ pub fn comm_str(comm: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oomwatch_common::victim_field;
+    use oomwatch_common::oom::victim_field;
 
     fn oom_record() -> OomKillRecord {
         let mut r = OomKillRecord {

@@ -6,7 +6,7 @@
 
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
-use oomwatch_common::{OomKillRecord, victim_field};
+use oomwatch_common::oom::{OomKillRecord, victim_field};
 
 use super::resolve::CgroupResolver;
 use crate::{
@@ -74,6 +74,9 @@ impl KillExplainer {
         };
         let mut unavailable = Vec::new();
         for (bit, group) in [
+            // Only when every read of it failed (counted in the kernel): the
+            // kill is still reported, with pid 0.
+            (victim_field::PID, "victim.pid"),
             (victim_field::COMM, "victim.comm"),
             (victim_field::ANON_RSS, "victim memory (total_vm, rss, pgtables)"),
             (victim_field::UID, "victim.uid"),

@@ -12,7 +12,11 @@ use oomwatch::wire::{ActiveAlert, AlertKey, AlertName, AlertState, AlertsReport,
 use oomwatch::wire::*;
 use oomwatch::wire::{Constraint, Ramp};
 use oomwatch_common::{
-    COMM_LEN, OomKillRecord, RecordHeader, RecordKind, ReclaimStallRecord, VictimExitRecord, victim_field,
+    COMM_LEN,
+    exit::VictimExitRecord,
+    header::{RecordHeader, RecordKind},
+    oom::{OomKillRecord, victim_field},
+    reclaim::ReclaimStallRecord,
 };
 
 fn comm(s: &str) -> [u8; COMM_LEN] {

@@ -7,7 +7,10 @@
 use libfuzzer_sys::fuzz_target;
 use oomwatch::kernel::decode::{DecodeError, Record, comm_str, decode};
 use oomwatch_common::{
-    OomKillRecord, RECORD_VERSION, ReclaimStallRecord, RecordHeader, RecordKind, VictimExitRecord,
+    exit::VictimExitRecord,
+    header::{RECORD_VERSION, RecordHeader, RecordKind},
+    oom::OomKillRecord,
+    reclaim::ReclaimStallRecord,
 };
 
 /// Ring-buffer records are at most a few hundred bytes; the buffer itself
