@@ -15,7 +15,7 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use oomwatch_common::counters;
+use oomwatch_common::{counters, names::program};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelValue, EncodeMetric as _, LabelValueEncoder},
@@ -282,6 +282,17 @@ impl Collector for KernelCounterCollector {
                 MetricType::Counter,
             )?;
             ConstCounter::new(v).encode(e)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "kernel_program_errors",
+            "Kernel reads that failed in a program; what it could still read, it reported (a kill without some fields)",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in program::ALL {
+            if let Some(v) = sum(counters::program_errors(p)) {
+                ConstCounter::new(v).encode(e.encode_family(&[("program", p.name)])?)?;
+            }
         }
         Ok(())
     }
