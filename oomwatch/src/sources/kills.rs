@@ -15,7 +15,7 @@ use crate::{
         Model,
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
-    readers::{CgroupLayout, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage},
+    readers::{CgroupLayout, CgroupVersion, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage},
     wire::{Attribution, Constraint, Event, EventBody, OomControl, OomKill, Trigger, Victim, rfc3339},
 };
 
@@ -23,6 +23,11 @@ use crate::{
 const RAMP_SECONDS: u32 = 60;
 
 const KIB: u64 = 1024;
+
+/// Files opened on the kill path (cgroupfs, procfs): what
+/// `--log-level debug` reports per kill.
+#[derive(Default)]
+struct FileReads(u32);
 
 /// Everything a kill explanation reads.
 pub struct KillExplainer {
@@ -38,6 +43,8 @@ pub struct KillExplainer {
 impl KillExplainer {
     /// The event for a kill record, explained; `now` is when it was read.
     pub fn explain(&self, r: &OomKillRecord, now: Instant) -> Event {
+        let started = Instant::now();
+        let mut files = FileReads::default();
         let has = |bit| r.present & bit != 0;
         let victim = Victim {
             pid: r.victim_pid,
@@ -63,14 +70,14 @@ impl KillExplainer {
             cgroup: trigger_cgroup.clone(),
         };
 
-        let (cgroup, cgroup_id, attribution) = self.victim_cgroup(r, trigger_cgroup.as_deref());
+        let (cgroup, cgroup_id, attribution) = self.victim_cgroup(r, trigger_cgroup.as_deref(), &mut files);
         let cgroup = cgroup.unwrap_or_else(|| "unknown".to_owned());
         let history = self.model.ramp(&cgroup, RAMP_SECONDS, now);
         let oom_control = has(victim_field::OOM_CONTROL).then(|| self.oom_control(r));
         // The kernel's own answer, where readable; else inferred from counters.
         let verdict = match &oom_control {
-            Some(oc) => self.kernel_verdict(oc),
-            None => self.limit_verdict(&cgroup, now),
+            Some(oc) => self.kernel_verdict(oc, &mut files),
+            None => self.limit_verdict(&cgroup, now, &mut files),
         };
         let mut unavailable = Vec::new();
         for (bit, group) in [
@@ -104,12 +111,21 @@ impl KillExplainer {
                 cgroup_id,
                 exit_latency_ms: None,
         }));
-        Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns))
+        let event = Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns));
+        // The kill path's own cost, for `--log-level debug` and the tests
+        // that check no file is read on it.
+        log::debug!(
+            "kill of pid {}: explained in {} us, {} cgroupfs/procfs files read",
+            r.victim_pid,
+            started.elapsed().as_micros(),
+            files.0
+        );
+        event
     }
 
     /// The victim's memory cgroup: exactly from the kernel when the victim's
     /// task was read, else from /proc while the victim is still exiting.
-    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>) -> (Option<String>, Option<u64>, Attribution) {
+    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>, files: &mut FileReads) -> (Option<String>, Option<u64>, Attribution) {
         if r.present & victim_field::TASK != 0
             && r.victim_memcg_id != 0
             && let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id)
@@ -120,6 +136,7 @@ impl KillExplainer {
         if r.present & victim_field::TRIGGER_MEMCG != 0 && r.victim_pid == r.trigger_tgid && trigger_cgroup.is_some() {
             return (trigger_cgroup.map(str::to_owned), Some(r.trigger_memcg_id), Attribution::Exact);
         }
+        files.0 += 1;
         match proc_cgroup(&self.proc_root, r.victim_pid, Hierarchy::Memory) {
             Some(path) => (Some(path), None, Attribution::Approximate),
             None => (None, None, Attribution::Unknown),
@@ -140,14 +157,17 @@ impl KillExplainer {
     }
 
     /// The OOM killer said which memcg it worked on: no inference needed.
-    fn kernel_verdict(&self, oc: &OomControl) -> Verdict {
+    fn kernel_verdict(&self, oc: &OomControl, files: &mut FileReads) -> Verdict {
         let Some(path) = &oc.memcg else {
             let constraint = oc.constraint.as_deref().map_or(Constraint::Global, Constraint::from_kernel_name);
             let constraint = if constraint == Constraint::Memcg { Constraint::Global } else { constraint };
             return Verdict { constraint, limit_cgroup: None, usage_bytes: None, limit_bytes: None };
         };
         let (usage, limit) = match self.layout.as_ref().and_then(|l| Some((l.memory_version, l.memory_dir(path)?))) {
-            Some((version, dir)) => (read_usage(&dir, version).ok().flatten(), read_limit(&dir, version)),
+            Some((version, dir)) => {
+                files.0 += 2;
+                (read_usage(&dir, version).ok().flatten(), read_limit(&dir, version))
+            }
             None => (None, None),
         };
         Verdict { constraint: Constraint::Memcg, limit_cgroup: Some(path.to_string()), usage_bytes: usage, limit_bytes: limit }
@@ -157,7 +177,7 @@ impl KillExplainer {
     /// small files), compares them with what the model saw, and names the
     /// cgroup whose limit was hit. The fresh readings go back to the model:
     /// a kill is a reason to sample at once.
-    fn limit_verdict(&self, cgroup: &str, now: Instant) -> Verdict {
+    fn limit_verdict(&self, cgroup: &str, now: Instant, files: &mut FileReads) -> Verdict {
         let Some(layout) = &self.layout else { return find_limit(&[]) };
         let version = layout.memory_version;
         let mut chain = Vec::new();
@@ -169,9 +189,12 @@ impl KillExplainer {
                 continue;
             }
             let Some(dir) = layout.memory_dir(&path) else { continue };
+            files.0 += 1;
             let Ok(Some(usage)) = read_usage(&dir, version) else { continue };
             let limit = read_limit(&dir, version);
             let hits_now = read_limit_hits(&dir, version);
+            // v1's counters are two files (memory.oom_control, memory.failcnt).
+            files.0 += if version == CgroupVersion::V1 { 3 } else { 2 };
             let evidence = self.model.limit_evidence(&path, now);
             self.model.observe_usage(&path, usage, None, hits_now, now);
             self.model.observe_limit(&path, limit);
