@@ -3,7 +3,7 @@
 use bytemuck::{Pod, Zeroable};
 
 /// Bumped whenever a record layout changes.
-pub const RECORD_VERSION: u16 = 1;
+pub const RECORD_VERSION: u16 = 2;
 
 /// What a record is. Carried as `u32` in [`RecordHeader::kind`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -45,6 +45,8 @@ mod user {
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::offsets::OomControlOffsets {}
     // SAFETY: as above.
+    unsafe impl aya::Pod for crate::offsets::MemcgOffsets {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for crate::reclaim::ReclaimLayout {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::reclaim::StallSettings {}

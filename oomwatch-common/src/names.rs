@@ -30,6 +30,7 @@ pub mod global {
     pub const OOM_CONTROL_OFFSETS: &str = "OOM_CONTROL_OFFSETS";
     pub const RECLAIM_LAYOUT: &str = "RECLAIM_LAYOUT";
     pub const STALL_SETTINGS: &str = "STALL_SETTINGS";
+    pub const MEMCG_OFFSETS: &str = "MEMCG_OFFSETS";
 }
 
 /// One kernel program: its function name in the object (what the loader

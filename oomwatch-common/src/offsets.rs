@@ -44,8 +44,32 @@ pub struct OomControlOffsets {
     pub constraint: u32,
     pub gfp_mask: u32,
     pub order: u32,
-    /// Offset of `css` (struct cgroup_subsys_state) inside struct mem_cgroup.
-    pub memcg_css: u32,
-    pub _pad: u32,
 }
-const _: () = assert!(size_of::<OomControlOffsets>() == 40);
+const _: () = assert!(size_of::<OomControlOffsets>() == 32);
+
+/// Offsets for walking a memory cgroup and its ancestors and reading their
+/// page counters (`OomKillRecord::memcgs`). `valid == 0`: the css links are
+/// unknown, no walk. The page counter fields may be [`OFFSET_ABSENT`]; the
+/// chain needs `memory_usage` and `memory_max` (without them the daemon
+/// reads usage and limits from cgroup files instead).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct MemcgOffsets {
+    pub valid: u32,
+    /// `css` inside `struct mem_cgroup`: memcg = css - this.
+    pub memcg_css: u32,
+    /// `struct cgroup_subsys_state.parent`.
+    pub css_parent: u32,
+    /// From the memcg: `memory.usage` (pages, atomic_long_t).
+    pub memory_usage: u32,
+    /// From the memcg: `memory.max` (pages).
+    pub memory_max: u32,
+    /// From the memcg: `memory.failcnt`.
+    pub memory_failcnt: u32,
+    /// From the memcg: `memory.track_failcnt` (bool); absent on kernels
+    /// where every counter keeps failcnt.
+    pub memory_track_failcnt: u32,
+    /// From the memcg: `memory_events_local[MEMCG_OOM]`.
+    pub oom_events_local: u32,
+}
+const _: () = assert!(size_of::<MemcgOffsets>() == 32);

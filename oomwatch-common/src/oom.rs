@@ -25,7 +25,49 @@ pub mod victim_field {
     /// The `struct oom_control` fields (limit memcg, totalpages, points,
     /// constraint, gfp_mask, order), where a kprobe on oom_kill_process runs.
     pub const OOM_CONTROL: u32 = 1 << 11;
+    /// The victim's memory cgroup and its ancestors with their usage and
+    /// limit at the kill ([`OomKillRecord::memcgs`]), read from the victim's
+    /// task (BTF walk).
+    pub const MEMCG_CHAIN: u32 = 1 << 12;
 }
+
+/// How many memory cgroups of the victim's ancestry a kill record carries:
+/// the victim's own and up to 7 ancestors, nearest first; never the root.
+/// Deeper hierarchies are cut (without [`memcg_chain::COMPLETE`]) and the
+/// daemon reads the rest from cgroup files.
+pub const MEMCG_LEVELS: usize = 8;
+
+/// Bits of [`OomKillRecord::memcg_chain`].
+pub mod memcg_chain {
+    /// The chain reaches the root: every ancestor below it is in the record.
+    pub const COMPLETE: u32 = 1 << 0;
+    /// `failcnt` is kept by every counter of the chain: always on v1; on
+    /// v2 only by kernels without `page_counter.track_failcnt` (newer ones
+    /// keep it for v1 alone).
+    pub const FAILCNT: u32 = 1 << 1;
+    /// `oom_events` was read (`memory_events_local[MEMCG_OOM]`).
+    pub const OOM_EVENTS: u32 = 1 << 2;
+}
+
+/// One memory cgroup of the victim's ancestry at the moment of the kill:
+/// `struct mem_cgroup`'s `memory` page counter, which is what v2
+/// `memory.current`/`memory.max` and v1 `memory.usage_in_bytes`/
+/// `memory.limit_in_bytes` show (in pages here).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct MemcgLevel {
+    /// Inode id of the memory cgroup (its kernfs id).
+    pub cgroup_id: u64,
+    pub usage_pages: u64,
+    /// The hard limit; `PAGE_COUNTER_MAX` (`LONG_MAX / PAGE_SIZE`) when
+    /// unlimited.
+    pub max_pages: u64,
+    /// Charges that failed at this limit (v1 `memory.failcnt`).
+    pub failcnt: u64,
+    /// OOMs at this limit (v2 `memory.events.local` `oom`).
+    pub oom_events: u64,
+}
+const _: () = assert!(size_of::<MemcgLevel>() == 40);
 
 /// Which programs contribute to one OOM record; they meet in a per-CPU slot.
 pub mod oom_part {
@@ -71,9 +113,28 @@ pub struct OomKillRecord {
     pub oc_gfp_mask: u32,
     pub oc_order: i32,
     pub oc_constraint: u32,
+    /// Bits of [`memcg_chain`], with [`victim_field::MEMCG_CHAIN`].
+    pub memcg_chain: u32,
+    /// How many of `memcgs` hold a cgroup; read it through
+    /// [`OomKillRecord::memcg_levels`], which bounds it.
+    pub memcg_levels: u32,
     pub _pad1: u32,
+    /// The victim's memory cgroup, then its parent, and so on.
+    pub memcgs: [MemcgLevel; MEMCG_LEVELS],
 }
-const _: () = assert!(size_of::<OomKillRecord>() == 192);
+const _: () = assert!(size_of::<OomKillRecord>() == 520);
+
+impl OomKillRecord {
+    /// The memory cgroup chain the kernel read, victim's first; empty
+    /// without [`victim_field::MEMCG_CHAIN`]. Bounded whatever the bytes say.
+    pub fn memcg_levels(&self) -> &[MemcgLevel] {
+        if self.present & victim_field::MEMCG_CHAIN == 0 {
+            return &[];
+        }
+        let n = (self.memcg_levels as usize).min(MEMCG_LEVELS);
+        &self.memcgs[..n]
+    }
+}
 
 /// Field layout of `oom/mark_victim` on the running kernel, from its format
 /// file. Passed to the kernel program as the global `MARK_VICTIM_LAYOUT`.

@@ -2,7 +2,7 @@
 //! [`Task`] is a `struct task_struct *`, a [`Css`] a `struct
 //! cgroup_subsys_state *`, a [`Memcg`] a `struct mem_cgroup *`, an
 //! [`OomControl`] a `struct oom_control *`. Offsets come from BTF at load
-//! (`KERNEL_OFFSETS`, `OOM_CONTROL_OFFSETS`); without them a read is
+//! (`KERNEL_OFFSETS`, `MEMCG_OFFSETS`, `OOM_CONTROL_OFFSETS`); without them a read is
 //! [`Absent::Unknown`]. Every read goes through bpf_probe_read_kernel, which
 //! returns an error for a bad address instead of faulting: a wrong offset
 //! costs a failed read ([`Absent::Failed`], counted by the caller), never
@@ -15,7 +15,7 @@ use oomwatch_common::{COMM_LEN, offsets::OFFSET_ABSENT};
 
 use crate::{
     errors::{Absent, Read},
-    maps::{KERNEL_OFFSETS, OOM_CONTROL_OFFSETS, global},
+    maps::{KERNEL_OFFSETS, MEMCG_OFFSETS, OOM_CONTROL_OFFSETS, global},
 };
 
 /// Plain data whose all-zero bytes are a value: what the programs read
@@ -156,6 +156,28 @@ impl Css {
         known()?;
         Cgroup(read_ptr(self.0, global(&KERNEL_OFFSETS.css_cgroup))?).id()
     }
+
+    /// `css->parent`; `None` at the root.
+    #[inline(always)]
+    pub fn parent(self) -> Read<Option<Css>> {
+        memcg_known()?;
+        let parent: u64 = read_at(self.0, global(&MEMCG_OFFSETS.css_parent))?;
+        Ok((parent != 0).then_some(Css(parent)))
+    }
+
+    /// The memory cgroup this css is embedded in (for the memory controller's
+    /// css only).
+    #[inline(always)]
+    pub fn memcg(self) -> Read<Memcg> {
+        memcg_known()?;
+        Ok(Memcg(self.0.wrapping_sub(global(&MEMCG_OFFSETS.memcg_css) as u64)))
+    }
+}
+
+/// The memory cgroup walk's offsets are there.
+#[inline(always)]
+fn memcg_known() -> Read<()> {
+    if global(&MEMCG_OFFSETS.valid) != 0 { Ok(()) } else { Err(Absent::Unknown) }
 }
 
 /// `struct cgroup *`.
@@ -179,11 +201,48 @@ impl Memcg {
     /// `&memcg->css`.
     #[inline(always)]
     pub fn css(self) -> Read<Css> {
-        let offset = global(&OOM_CONTROL_OFFSETS.memcg_css);
-        if offset == OFFSET_ABSENT || global(&OOM_CONTROL_OFFSETS.valid) == 0 {
-            return Err(Absent::Unknown);
+        memcg_known()?;
+        Ok(Css(self.0.wrapping_add(global(&MEMCG_OFFSETS.memcg_css) as u64)))
+    }
+
+    /// `memcg->memory.usage`: pages charged now.
+    #[inline(always)]
+    pub fn usage_pages(self) -> Read<u64> {
+        memcg_known()?;
+        // atomic_long_t: signed, and briefly negative in theory; never
+        // below zero on the way out.
+        read_at::<i64>(self.0, global(&MEMCG_OFFSETS.memory_usage)).map(|v| v.max(0) as u64)
+    }
+
+    /// `memcg->memory.max`: the hard limit in pages.
+    #[inline(always)]
+    pub fn max_pages(self) -> Read<u64> {
+        memcg_known()?;
+        read_at(self.0, global(&MEMCG_OFFSETS.memory_max))
+    }
+
+    /// `memcg->memory.failcnt`; `None` where this counter does not keep it
+    /// (`track_failcnt` false: v2 memcgs on newer kernels).
+    #[inline(always)]
+    pub fn failcnt(self) -> Read<Option<u64>> {
+        memcg_known()?;
+        let tracked = match read_at::<u8>(self.0, global(&MEMCG_OFFSETS.memory_track_failcnt)) {
+            Ok(flag) => flag != 0,
+            // Kernels without the flag keep failcnt in every counter.
+            Err(Absent::Unknown) => true,
+            Err(e) => return Err(e),
+        };
+        if !tracked {
+            return Ok(None);
         }
-        Ok(Css(self.0 + offset as u64))
+        read_at(self.0, global(&MEMCG_OFFSETS.memory_failcnt)).map(Some)
+    }
+
+    /// `memcg->memory_events_local[MEMCG_OOM]`: OOMs at this memcg's limit.
+    #[inline(always)]
+    pub fn oom_events(self) -> Read<u64> {
+        memcg_known()?;
+        read_at(self.0, global(&MEMCG_OFFSETS.oom_events_local))
     }
 }
 

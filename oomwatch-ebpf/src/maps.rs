@@ -8,7 +8,7 @@ use aya_ebpf::{
 use oomwatch_common::{
     counters,
     names::{global as global_name, map as map_name},
-    offsets::{KernelOffsets, OomControlOffsets},
+    offsets::{KernelOffsets, MemcgOffsets, OomControlOffsets},
     oom::{MarkVictimLayout, Settings},
     reclaim::{ReclaimLayout, StallSettings},
 };
@@ -80,6 +80,12 @@ symbol!(KERNEL_OFFSETS = global_name::KERNEL_OFFSETS);
 #[unsafe(no_mangle)]
 pub static OOM_CONTROL_OFFSETS: OomControlOffsets = unsafe { core::mem::zeroed() };
 symbol!(OOM_CONTROL_OFFSETS = global_name::OOM_CONTROL_OFFSETS);
+
+// SAFETY: no_mangle: the one symbol of this name in the object; zeroed: a
+// Pod struct of integers, for which all-zero is a valid value (absent).
+#[unsafe(no_mangle)]
+pub static MEMCG_OFFSETS: MemcgOffsets = unsafe { core::mem::zeroed() };
+symbol!(MEMCG_OFFSETS = global_name::MEMCG_OFFSETS);
 
 // SAFETY: no_mangle: the one symbol of this name in the object; zeroed: a
 // Pod struct of integers, for which all-zero is a valid value (absent).

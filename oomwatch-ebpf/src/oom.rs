@@ -26,14 +26,14 @@ use aya_ebpf::{
 use oomwatch_common::{
     COMM_LEN, counters,
     names::{map as map_name, program},
-    oom::{OomKillRecord, oom_part, victim_field},
+    oom::{MEMCG_LEVELS, MemcgLevel, OomKillRecord, memcg_chain, oom_part, victim_field},
     header::{RecordHeader, RecordKind},
     tracepoint::{TpField, comm_encoding},
 };
 
 use crate::{
     errors::{Absent, Errors, Read},
-    kptr::{Plain, Task, offsets_known, probe_read},
+    kptr::{Css, Plain, Task, offsets_known, probe_read},
     maps::{EVENTS, MARK_VICTIM_LAYOUT, PENDING_VICTIMS, count, global, note_kill, settings},
     oom_control,
 };
@@ -130,14 +130,22 @@ fn task_part(ctx: &RawTracePointContext, errors: Errors) {
     let Some(slot) = begin_part(victim_pid, errors) else { return };
     let rec = &mut slot.record;
     if let Ok(victim) = victim {
+        let css = errors.check(victim.memory_css());
         // The task fields count as read when the memory cgroup was: it is
         // what attribution needs; tgid and the v2 id are extras.
-        if let Some(id) = errors.check(victim.memcg_id()) {
+        if let Some(id) = css.and_then(|css| errors.check(css.cgroup_id())) {
             rec.victim_memcg_id = id;
             rec.present |= victim_field::TASK;
         }
-        rec.victim_tgid = errors.check(victim.tgid()).unwrap_or(0);
-        rec.victim_cgroup_id = errors.check(victim.dfl_cgroup_id()).unwrap_or(0);
+        if let Some(css) = css {
+            read_memcg_chain(rec, css, errors);
+        }
+        if let Some(tgid) = errors.check(victim.tgid()) {
+            rec.victim_tgid = tgid;
+        }
+        if let Some(id) = errors.check(victim.dfl_cgroup_id()) {
+            rec.victim_cgroup_id = id;
+        }
         if rec.present & victim_field::COMM == 0
             && let Some(comm) = errors.check(victim.comm())
         {
@@ -146,6 +154,73 @@ fn task_part(ctx: &RawTracePointContext, errors: Errors) {
         }
     }
     finish_part(slot, oom_part::VICTIM_TASK);
+}
+
+/// The victim's memory cgroup and its ancestors, nearest first, up to
+/// [`MEMCG_LEVELS`] and never the root: id, usage and limit of each at the
+/// moment of the kill, so that the daemon names the cgroup whose limit was
+/// hit without reading a file. A read that fails ends the chain where it
+/// is (counted); the daemon reads the rest from files.
+#[inline(always)]
+fn read_memcg_chain(rec: &mut OomKillRecord, victim_css: Css, errors: Errors) {
+    let mut flags = memcg_chain::FAILCNT | memcg_chain::OOM_EVENTS;
+    let mut levels = 0u32;
+    let mut css = victim_css;
+    let mut at_root = false;
+    for level in rec.memcgs.iter_mut() {
+        let parent = match css.parent() {
+            Ok(Some(parent)) => parent,
+            // css is the root: not recorded.
+            Ok(None) => {
+                at_root = true;
+                break;
+            }
+            Err(Absent::Unknown) => return,
+            Err(Absent::Failed) => {
+                errors.note();
+                break;
+            }
+        };
+        match read_level(css, level, &mut flags) {
+            Ok(()) => levels += 1,
+            // No page counter offsets on this kernel: no chain at all.
+            Err(Absent::Unknown) if levels == 0 => return,
+            Err(_) => {
+                errors.note();
+                break;
+            }
+        }
+        css = parent;
+    }
+    if levels as usize == MEMCG_LEVELS && !at_root {
+        at_root = matches!(errors.check(css.parent()), Some(None));
+    }
+    if at_root {
+        flags |= memcg_chain::COMPLETE;
+    }
+    rec.memcg_levels = levels;
+    rec.memcg_chain = flags;
+    rec.present |= victim_field::MEMCG_CHAIN;
+}
+
+/// One level of the chain; clears the `flags` of counters it could not read.
+#[inline(always)]
+fn read_level(css: Css, level: &mut MemcgLevel, flags: &mut u32) -> Read<()> {
+    let memcg = css.memcg()?;
+    level.cgroup_id = css.cgroup_id()?;
+    level.usage_pages = memcg.usage_pages()?;
+    level.max_pages = memcg.max_pages()?;
+    match memcg.failcnt() {
+        Ok(Some(n)) => level.failcnt = n,
+        Ok(None) | Err(Absent::Unknown) => *flags &= !memcg_chain::FAILCNT,
+        Err(e) => return Err(e),
+    }
+    match memcg.oom_events() {
+        Ok(n) => level.oom_events = n,
+        Err(Absent::Unknown) => *flags &= !memcg_chain::OOM_EVENTS,
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// The slot for this CPU, reset unless it holds a recent part of the same

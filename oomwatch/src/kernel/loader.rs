@@ -11,7 +11,7 @@ use aya::{
 };
 use oomwatch_common::{
     names::{global, map, program},
-    offsets::KernelOffsets,
+    offsets::{KernelOffsets, MemcgOffsets, OFFSET_ABSENT},
     oom::{MarkVictimLayout, Settings, oom_part},
     reclaim::{ReclaimLayout, StallSettings, ThreadStalls},
 };
@@ -21,6 +21,9 @@ use super::{
     btf::{self, KernelBtfInfo},
     privileges, tracefs,
 };
+
+/// What a kernel without the memcg walk costs.
+const MEMCG_CHAIN_FALLBACK: &str = "usage and limits at a kill are not read in the kernel: they are read from cgroup files after the kill (slower, and racy with the victim's exit)";
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -305,11 +308,25 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
 
     let reclaim_layout = reclaim_layout(&tracefs_root);
     let oom_control_offsets = btf.as_ref().map(|b| b.oom_control).unwrap_or_default();
+    let memcg_offsets = match btf.as_ref().map(|b| &b.memcg) {
+        Ok(Ok(m)) if m.memory_usage != OFFSET_ABSENT && m.memory_max != OFFSET_ABSENT => *m,
+        Ok(found) => {
+            let why = match found {
+                Err(e) => e.clone(),
+                Ok(_) => format!("{}: struct page_counter has no usage or max", opts.btf.display()),
+            };
+            log::warn!("{why}; {MEMCG_CHAIN_FALLBACK}");
+            found.clone().unwrap_or_default()
+        }
+        // No BTF at all: said above.
+        Err(_) => MemcgOffsets::default(),
+    };
     let stall_settings = StallSettings { threshold_ns: opts.stall_threshold_ns, min_interval_ns: opts.stall_min_interval_ns };
     let mut ebpf = EbpfLoader::new()
         .override_global(global::MARK_VICTIM_LAYOUT, &layout, true)
         .override_global(global::KERNEL_OFFSETS, &offsets, true)
         .override_global(global::OOM_CONTROL_OFFSETS, &oom_control_offsets, true)
+        .override_global(global::MEMCG_OFFSETS, &memcg_offsets, true)
         .override_global(global::RECLAIM_LAYOUT, &reclaim_layout, true)
         .override_global(global::STALL_SETTINGS, &stall_settings, true)
         .load(EBPF_OBJECT)
