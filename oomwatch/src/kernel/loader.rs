@@ -107,7 +107,7 @@ pub const PROBES: &[ProbeSpec] = &[
         program: program::MARK_VICTIM_TASK.name,
         hook: Hook::RawTracePoint { name: "mark_victim" },
         required: false,
-        cost: "the victim's memory cgroup is looked up in /proc (approximate attribution)",
+        cost: "the victim's memory cgroup is looked up in /proc (approximate attribution); usage and limits at the kill are read from cgroup files",
     },
     ProbeSpec {
         name: "oom_kill_process",
