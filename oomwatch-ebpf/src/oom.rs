@@ -7,54 +7,78 @@
 //! from it. Both run back to back on one CPU inside the same tracepoint call,
 //! so they meet in a per-CPU slot; the part that completes the set the loader
 //! asked for (`Settings::oom_parts_expected`) sends the record.
+//!
+//! A kill is never lost to a failed read: a part that cannot read a field
+//! counts the failure and still takes its place in the slot, so the record
+//! goes out with what was read (a field missing from `present`).
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::BPF_RB_FORCE_WAKEUP,
     helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_str_bytes,
     },
-    macros::{raw_tracepoint, tracepoint},
+    macros::{map, raw_tracepoint, tracepoint},
+    maps::PerCpuArray,
     programs::{RawTracePointContext, TracePointContext},
 };
 use oomwatch_common::{
-    OomKillRecord, RecordHeader, RecordKind, TpField, comm_encoding, counter, oom_control_flag, oom_part,
-    victim_field,
+    COMM_LEN, counters,
+    names::{map as map_name, program},
+    oom::{MEMCG_LEVELS, MemcgLevel, OomKillRecord, memcg_chain, oom_part, victim_field},
+    header::{RecordHeader, RecordKind},
+    tracepoint::{TpField, comm_encoding},
 };
 
 use crate::{
-    maps::{EVENTS, MARK_VICTIM_LAYOUT, OOM_SCRATCH, OomScratch, PENDING_VICTIMS, count, global, note_kill, settings},
-    oom_control::OOM_CONTROL,
-    task,
+    errors::{Absent, Errors, Read},
+    kptr::{Css, Plain, Task, offsets_known, probe_read},
+    maps::{EVENTS, MARK_VICTIM_LAYOUT, PENDING_VICTIMS, count, global, note_kill, settings},
+    oom_control,
 };
 
 /// Parts of one kill arrive within microseconds; anything older is a
 /// leftover from a kill whose other part never ran.
 const PART_WINDOW_NS: u64 = 10_000_000;
 
+/// Where the parts of one OOM record meet.
+#[repr(C)]
+pub struct OomScratch {
+    pub record: OomKillRecord,
+    pub parts: u32,
+    pub _pad: u32,
+    pub started_ns: u64,
+}
+
+#[map]
+pub static OOM_SCRATCH: PerCpuArray<OomScratch> = PerCpuArray::with_max_entries(1, 0);
+symbol!(OOM_SCRATCH = map_name::OOM_SCRATCH);
+
 #[tracepoint(category = "oom", name = "mark_victim")]
 pub fn mark_victim(ctx: TracePointContext) -> u32 {
-    let _ = try_mark_victim(&ctx);
+    tracepoint_part(&ctx, Errors::of(program::MARK_VICTIM));
     0
 }
+symbol!(mark_victim = program::MARK_VICTIM.name);
 
 #[raw_tracepoint(tracepoint = "mark_victim")]
 pub fn mark_victim_task(ctx: RawTracePointContext) -> u32 {
-    let _ = try_mark_victim_task(&ctx);
+    task_part(&ctx, Errors::of(program::MARK_VICTIM_TASK));
     0
 }
+symbol!(mark_victim_task = program::MARK_VICTIM_TASK.name);
 
-fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
-    let pid_field = global(&MARK_VICTIM_LAYOUT.pid);
-    let victim_pid = read_unsigned(ctx, pid_field)? as u32;
-    let slot = begin_part(victim_pid)?;
+fn tracepoint_part(ctx: &TracePointContext, errors: Errors) {
+    let layout = &MARK_VICTIM_LAYOUT;
+    let victim_pid = errors.check(read_unsigned(ctx, global(&layout.pid))).map_or(0, |p| p as u32);
+    let Some(slot) = begin_part(victim_pid, errors) else { return };
     let rec = &mut slot.record;
 
-    let mut present = victim_field::PID;
+    let mut present = 0;
     macro_rules! field {
         ($field:ident, $dest:expr, $bit:expr) => {
-            if let Some(v) = read_unsigned(ctx, global(&MARK_VICTIM_LAYOUT.$field)) {
+            if let Some(v) = errors.check(read_unsigned(ctx, global(&layout.$field))) {
                 $dest = v;
                 present |= $bit;
             }
@@ -65,15 +89,16 @@ fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
     field!(file_rss, rec.file_rss_kb, victim_field::FILE_RSS);
     field!(shmem_rss, rec.shmem_rss_kb, victim_field::SHMEM_RSS);
     field!(pgtables, rec.pgtables_kb, victim_field::PGTABLES);
-    if let Some(uid) = read_unsigned(ctx, global(&MARK_VICTIM_LAYOUT.uid)) {
+    if let Some(uid) = errors.check(read_unsigned(ctx, global(&layout.uid))) {
         rec.victim_uid = uid as u32;
         present |= victim_field::UID;
     }
-    if let Some(adj) = read_signed(ctx, global(&MARK_VICTIM_LAYOUT.oom_score_adj)) {
+    if let Some(adj) = errors.check(read_signed(ctx, global(&layout.oom_score_adj))) {
         rec.oom_score_adj = adj as i32;
         present |= victim_field::OOM_SCORE_ADJ;
     }
-    if read_comm(ctx, &mut rec.victim_comm) {
+    if let Some(comm) = errors.check(read_comm(ctx)) {
+        rec.victim_comm = comm;
         present |= victim_field::COMM;
     }
 
@@ -81,81 +106,164 @@ fn try_mark_victim(ctx: &TracePointContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     rec.trigger_pid = pid_tgid as u32;
     rec.trigger_tgid = (pid_tgid >> 32) as u32;
-    rec.trigger_comm = bpf_get_current_comm().unwrap_or_default();
+    rec.trigger_comm = errors.helper(bpf_get_current_comm()).unwrap_or_default();
+    // SAFETY: the helper takes no arguments; it reads the current task's
+    // cgroup, which is always set.
     rec.trigger_cgroup_id = unsafe { bpf_get_current_cgroup_id() };
-    let current = unsafe { bpf_get_current_task() };
-    if let Some(id) = task::memcg_id(current) {
+    if let Some(id) = errors.check(Task::current().memcg_id()) {
         rec.trigger_memcg_id = id;
         present |= victim_field::TRIGGER_MEMCG;
     }
-    merge_oom_control(pid_tgid, victim_pid, rec);
     rec.present |= present;
+    oom_control::merge(pid_tgid, rec);
     finish_part(slot, oom_part::TRACEPOINT);
-    Some(())
 }
 
-/// What the kprobe on oom_kill_process parked for this thread, if it ran.
-#[inline(always)]
-fn merge_oom_control(pid_tgid: u64, victim_pid: u32, rec: &mut OomKillRecord) {
-    let Some(info) = (unsafe { OOM_CONTROL.get(&pid_tgid) }).copied() else { return };
-    let _ = OOM_CONTROL.remove(&pid_tgid);
-    if info.flags & oom_control_flag::VICTIM != 0 && info.victim_pid != victim_pid {
-        // A different kill by the same thread: not ours.
+fn task_part(ctx: &RawTracePointContext, errors: Errors) {
+    if !offsets_known() {
+        // The loader attaches this part only with BTF offsets; without them
+        // it must not hold the record back either.
         return;
     }
-    rec.oc_memcg_id = info.memcg_id;
-    rec.oc_totalpages = info.totalpages;
-    rec.oc_points = info.points;
-    rec.oc_gfp_mask = info.gfp_mask;
-    rec.oc_order = info.order;
-    rec.oc_constraint = if info.flags & oom_control_flag::CONSTRAINT != 0 { info.constraint } else { u32::MAX };
-    rec.present |= victim_field::OOM_CONTROL;
-    // Kernels whose mark_victim passes only a pid: the victim task comes from oc->chosen.
-    if info.flags & oom_control_flag::VICTIM != 0 && rec.present & victim_field::TASK == 0 {
-        rec.victim_tgid = info.victim_tgid;
-        rec.victim_memcg_id = info.victim_memcg_id;
-        rec.victim_cgroup_id = info.victim_cgroup_id;
-        rec.present |= victim_field::TASK;
-        if rec.present & victim_field::COMM == 0 {
-            rec.victim_comm = info.victim_comm;
+    let victim = Task::from_ptr(ctx.arg(0));
+    let victim_pid = errors.check(victim.and_then(Task::pid)).unwrap_or(0);
+    let Some(slot) = begin_part(victim_pid, errors) else { return };
+    let rec = &mut slot.record;
+    if let Ok(victim) = victim {
+        let css = errors.check(victim.memory_css());
+        // The task fields count as read when the memory cgroup was: it is
+        // what attribution needs; tgid and the v2 id are extras.
+        if let Some(id) = css.and_then(|css| errors.check(css.cgroup_id())) {
+            rec.victim_memcg_id = id;
+            rec.present |= victim_field::TASK;
+        }
+        if let Some(css) = css {
+            read_memcg_chain(rec, css, errors);
+        }
+        if let Some(tgid) = errors.check(victim.tgid()) {
+            rec.victim_tgid = tgid;
+        }
+        if let Some(id) = errors.check(victim.dfl_cgroup_id()) {
+            rec.victim_cgroup_id = id;
+        }
+        if rec.present & victim_field::COMM == 0
+            && let Some(comm) = errors.check(victim.comm())
+        {
+            rec.victim_comm = comm;
             rec.present |= victim_field::COMM;
         }
     }
-}
-
-fn try_mark_victim_task(ctx: &RawTracePointContext) -> Option<()> {
-    if !task::offsets_valid() {
-        return None;
-    }
-    let victim: u64 = ctx.arg(0);
-    let victim_pid = task::pid(victim)?;
-    let slot = begin_part(victim_pid)?;
-    let rec = &mut slot.record;
-    rec.victim_tgid = task::tgid(victim).unwrap_or(0);
-    rec.victim_memcg_id = task::memcg_id(victim).unwrap_or(0);
-    rec.victim_cgroup_id = task::dfl_cgroup_id(victim).unwrap_or(0);
-    if rec.present & victim_field::COMM == 0 && task::comm(victim, &mut rec.victim_comm) {
-        rec.present |= victim_field::COMM;
-    }
-    rec.present |= victim_field::TASK;
     finish_part(slot, oom_part::VICTIM_TASK);
-    Some(())
 }
 
-/// The slot for this CPU, reset unless it holds a recent part of the same kill.
+/// The victim's memory cgroup and its ancestors, nearest first, up to
+/// [`MEMCG_LEVELS`] and never the root: id, usage and limit of each at the
+/// moment of the kill, so that the daemon names the cgroup whose limit was
+/// hit without reading a file. A read that fails ends the chain where it
+/// is (counted); the daemon reads the rest from files.
 #[inline(always)]
-fn begin_part(victim_pid: u32) -> Option<&'static mut OomScratch> {
-    let slot = unsafe { &mut *OOM_SCRATCH.get_ptr_mut(0)? };
+fn read_memcg_chain(rec: &mut OomKillRecord, victim_css: Css, errors: Errors) {
+    let mut flags = memcg_chain::FAILCNT | memcg_chain::OOM_EVENTS;
+    let mut levels = 0u32;
+    let mut css = victim_css;
+    let mut at_root = false;
+    for level in rec.memcgs.iter_mut() {
+        let parent = match css.parent() {
+            Ok(Some(parent)) => parent,
+            // css is the root: not recorded.
+            Ok(None) => {
+                at_root = true;
+                break;
+            }
+            Err(Absent::Unknown) => return,
+            Err(Absent::Failed) => {
+                errors.note();
+                break;
+            }
+        };
+        match read_level(css, level, &mut flags) {
+            Ok(()) => levels += 1,
+            // No page counter offsets on this kernel: no chain at all.
+            Err(Absent::Unknown) if levels == 0 => return,
+            Err(_) => {
+                errors.note();
+                break;
+            }
+        }
+        css = parent;
+    }
+    if levels as usize == MEMCG_LEVELS && !at_root {
+        at_root = matches!(errors.check(css.parent()), Some(None));
+    }
+    if at_root {
+        flags |= memcg_chain::COMPLETE;
+    }
+    rec.memcg_levels = levels;
+    rec.memcg_chain = flags;
+    rec.present |= victim_field::MEMCG_CHAIN;
+}
+
+/// One level of the chain; clears the `flags` of counters it could not read.
+#[inline(always)]
+fn read_level(css: Css, level: &mut MemcgLevel, flags: &mut u32) -> Read<()> {
+    let memcg = css.memcg()?;
+    level.cgroup_id = css.cgroup_id()?;
+    level.usage_pages = memcg.usage_pages()?;
+    level.max_pages = memcg.max_pages()?;
+    match memcg.failcnt() {
+        Ok(Some(n)) => level.failcnt = n,
+        Ok(None) | Err(Absent::Unknown) => *flags &= !memcg_chain::FAILCNT,
+        Err(e) => return Err(e),
+    }
+    match memcg.oom_events() {
+        Ok(n) => level.oom_events = n,
+        Err(Absent::Unknown) => *flags &= !memcg_chain::OOM_EVENTS,
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// The slot for this CPU, reset unless it holds a recent part of the same
+/// kill. A part that could not read the victim's pid (0: pid 0 is never a
+/// victim) joins whatever recent part is there (the parts of one kill run
+/// back to back on this CPU), and a part that could fills in the pid of a
+/// slot without one.
+///
+/// The pid is a plain integer, not an `Option<u32>`: the compiler moves an
+/// Option's payload even when it was never written, and the verifier
+/// refuses any read of an uninitialised register.
+#[inline(always)]
+fn begin_part(victim_pid: u32, errors: Errors) -> Option<&'static mut OomScratch> {
+    let Some(slot) = OOM_SCRATCH.get_ptr_mut(0) else {
+        // Index 0 of a one-entry array: cannot fail, but if it did, say so.
+        errors.note();
+        return None;
+    };
+    // SAFETY: this CPU's value of a per-CPU array (in bounds, checked by the
+    // verifier); the parts of a kill run one after the other on this CPU, so
+    // nothing else holds it while this program runs.
+    let slot = unsafe { &mut *slot };
+    // SAFETY: the helper takes no arguments.
     let now = unsafe { bpf_ktime_get_ns() };
-    let fresh = slot.parts != 0
-        && slot.victim_pid == victim_pid
-        && now.wrapping_sub(slot.started_ns) < PART_WINDOW_NS;
-    if !fresh {
+    let (pid, pid_known) = (victim_pid, victim_pid != 0);
+    let slot_has_pid = slot.record.present & victim_field::PID != 0;
+    let same_kill = slot.parts != 0
+        && now.wrapping_sub(slot.started_ns) < PART_WINDOW_NS
+        && (!slot_has_pid || !pid_known || slot.record.victim_pid == pid);
+    if !same_kill {
+        if slot.parts != 0 {
+            // A kill whose other part never came: send what it has rather
+            // than lose it, and count that it is incomplete.
+            errors.note();
+            send(slot);
+        }
         slot.record = OomKillRecord::default();
-        slot.victim_pid = victim_pid;
         slot.parts = 0;
         slot.started_ns = now;
-        slot.record.victim_pid = victim_pid;
+    }
+    if pid_known && slot.record.present & victim_field::PID == 0 {
+        slot.record.victim_pid = pid;
+        slot.record.present |= victim_field::PID;
     }
     Some(slot)
 }
@@ -167,64 +275,82 @@ fn finish_part(slot: &mut OomScratch, part: u32) {
     if expected == 0 {
         expected = oom_part::TRACEPOINT;
     }
-    if slot.parts & expected != expected {
-        return;
+    if slot.parts & expected == expected {
+        send(slot);
     }
+}
+
+/// Sends the slot's record and empties the slot.
+#[inline(always)]
+fn send(slot: &mut OomScratch) {
     slot.record.header = RecordHeader::new(RecordKind::OomKill, slot.started_ns);
-    count(counter::OOM_SEEN);
+    count(counters::OOM_SEEN);
     // OOM records are rare and urgent: wake the reader now.
     if EVENTS.output::<OomKillRecord>(&slot.record, BPF_RB_FORCE_WAKEUP as u64).is_err() {
-        count(counter::RINGBUF_FULL_OOM);
+        count(counters::RINGBUF_FULL_OOM);
     }
-    if PENDING_VICTIMS.insert(&slot.victim_pid, &slot.started_ns, 0).is_err() {
-        count(counter::PENDING_VICTIMS_FULL);
-    } else {
-        note_kill(slot.started_ns);
+    if slot.record.present & victim_field::PID != 0 {
+        if PENDING_VICTIMS.insert(&slot.record.victim_pid, &slot.started_ns, 0).is_err() {
+            count(counters::PENDING_VICTIMS_FULL);
+        } else {
+            note_kill(slot.started_ns);
+        }
     }
     slot.parts = 0;
 }
 
+/// The `T` at `offset` in the tracepoint's record.
 #[inline(always)]
-fn read_unsigned(ctx: &TracePointContext, field: TpField) -> Option<u64> {
-    let off = field.offset as usize;
-    unsafe {
-        match field.size {
-            1 => ctx.read_at::<u8>(off).ok().map(u64::from),
-            2 => ctx.read_at::<u16>(off).ok().map(u64::from),
-            4 => ctx.read_at::<u32>(off).ok().map(u64::from),
-            8 => ctx.read_at::<u64>(off).ok(),
-            _ => None,
-        }
+fn ctx_read<T: Plain>(ctx: &TracePointContext, offset: u16) -> Read<T> {
+    probe_read((ctx.as_ptr() as *const u8).wrapping_add(offset as usize).cast())
+}
+
+/// An unsigned field of the tracepoint's record, as wide as the format says.
+#[inline(always)]
+fn read_unsigned(ctx: &TracePointContext, field: TpField) -> Read<u64> {
+    let off = field.offset;
+    match field.size {
+        1 => ctx_read::<u8>(ctx, off).map(u64::from),
+        2 => ctx_read::<u16>(ctx, off).map(u64::from),
+        4 => ctx_read::<u32>(ctx, off).map(u64::from),
+        8 => ctx_read::<u64>(ctx, off),
+        _ => Err(Absent::Unknown),
     }
 }
 
+/// A signed field of the tracepoint's record, sign-extended.
 #[inline(always)]
-fn read_signed(ctx: &TracePointContext, field: TpField) -> Option<i64> {
-    let off = field.offset as usize;
-    unsafe {
-        match field.size {
-            1 => ctx.read_at::<i8>(off).ok().map(i64::from),
-            2 => ctx.read_at::<i16>(off).ok().map(i64::from),
-            4 => ctx.read_at::<i32>(off).ok().map(i64::from),
-            8 => ctx.read_at::<i64>(off).ok(),
-            _ => None,
-        }
+fn read_signed(ctx: &TracePointContext, field: TpField) -> Read<i64> {
+    let off = field.offset;
+    match field.size {
+        1 => ctx_read::<i8>(ctx, off).map(i64::from),
+        2 => ctx_read::<i16>(ctx, off).map(i64::from),
+        4 => ctx_read::<i32>(ctx, off).map(i64::from),
+        8 => ctx_read::<i64>(ctx, off),
+        _ => Err(Absent::Unknown),
     }
 }
 
+/// The victim's comm, inline or behind a `__data_loc` as the format says.
 #[inline(always)]
-fn read_comm(ctx: &TracePointContext, out: &mut [u8; 16]) -> bool {
+fn read_comm(ctx: &TracePointContext) -> Read<[u8; COMM_LEN]> {
     let field = global(&MARK_VICTIM_LAYOUT.comm);
     let base = ctx.as_ptr() as *const u8;
     let src = match global(&MARK_VICTIM_LAYOUT.comm_encoding) {
-        comm_encoding::INLINE => unsafe { base.add(field.offset as usize) },
+        // `add` only computes an address, which the helper below reads
+        // safely; wrapping_add keeps even that free of UB assumptions.
+        comm_encoding::INLINE => base.wrapping_add(field.offset as usize),
         comm_encoding::DATA_LOC => {
-            let Ok(loc) = (unsafe { ctx.read_at::<u32>(field.offset as usize) }) else {
-                return false;
-            };
-            unsafe { base.add((loc & 0xffff) as usize) }
+            let loc = ctx_read::<u32>(ctx, field.offset)?;
+            base.wrapping_add((loc & 0xffff) as usize)
         }
-        _ => return false,
+        _ => return Err(Absent::Unknown),
     };
-    unsafe { bpf_probe_read_kernel_str_bytes(src, out).is_ok() }
+    let mut out = [0u8; COMM_LEN];
+    // SAFETY: bpf_probe_read_kernel_str copies at most COMM_LEN bytes from a
+    // kernel address into `out` and fails cleanly on a bad one.
+    match unsafe { bpf_probe_read_kernel_str_bytes(src, &mut out) } {
+        Ok(_) => Ok(out),
+        Err(_) => Err(Absent::Failed),
+    }
 }

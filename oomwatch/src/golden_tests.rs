@@ -270,7 +270,7 @@ fn populated_model() -> Arc<Model> {
 /// One thread that stalled in reclaim (and in memstall), as the kernel map
 /// would hold it, read into the model.
 fn feed_reclaim_stalls(model: &Model) {
-    let mut t = oomwatch_common::ThreadStalls { born_ns: 1, memcg_id: 7, count: 1, total_ns: 1000, memstall_ns: 1000, ..Default::default() };
+    let mut t = oomwatch_common::reclaim::ThreadStalls { born_ns: 1, memcg_id: 7, count: 1, total_ns: 1000, memstall_ns: 1000, ..Default::default() };
     t.buckets[3] = 1;
     let mut read = model.begin_reclaim_read();
     read.observe(10, &t, Instant::now(), |_| Some("/a".to_owned()));

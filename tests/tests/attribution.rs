@@ -1,6 +1,8 @@
 //! Exact attribution with real kills: the cgroup whose limit was hit is
 //! named even when it is an ancestor, simultaneous kills are not mixed up,
-//! and a cgroup removed right after its kill still has its name.
+//! and a cgroup removed right after its kill still has its name. Usage and
+//! limits at the kill come from the kernel program, and the daemon reads no
+//! cgroupfs or procfs file on the kill path.
 
 use std::time::Duration;
 
@@ -14,12 +16,29 @@ fn kill_of(tail: &mut Tail, pid: u32) -> Value {
         .0
 }
 
+/// How many cgroupfs/procfs files the daemon read explaining this victim's
+/// kill, from its debug line ("kill of pid N: explained in X us, K
+/// cgroupfs/procfs files read; ...").
+fn files_read_on_kill_path(daemon: &Daemon, pid: u32) -> u32 {
+    let log = daemon.log_text();
+    let needle = format!("kill of pid {pid}: explained in ");
+    let line = log
+        .lines()
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no kill-path line for pid {pid} in the daemon log:\n{log}"));
+    line.split(" us, ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected kill-path line: {line}"))
+}
+
 #[test]
 fn parent_limit_is_named_as_limit_cgroup() {
     if !require_root("parent_limit_is_named_as_limit_cgroup") {
         return;
     }
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&["--log-level", "debug"]);
     let mut tail = Tail::start(&daemon, &[]);
     let parent = TestCgroup::new("parent", Some(64 * MIB));
     let child = parent.child("child", None);
@@ -35,6 +54,7 @@ fn parent_limit_is_named_as_limit_cgroup() {
     assert_eq!(kill["limit_bytes"], 64 * MIB);
     let usage = kill["limit_cgroup_usage_bytes"].as_u64().unwrap();
     assert!(usage > 48 * MIB, "limit cgroup usage {usage} near its limit");
+    assert_eq!(files_read_on_kill_path(&daemon, hog.pid()), 0, "the verdict came from the kill record alone");
 
     // The ramp before the kill: the leak grew for a while, so several points.
     let ramp = &kill["history"];
@@ -52,6 +72,72 @@ fn parent_limit_is_named_as_limit_cgroup() {
         None,
         "an unlimited cgroup has no limit series"
     );
+}
+
+/// The kill record's usage and limit are the kernel's page counter at the
+/// moment of the kill: the limit is the cgroup's limit file, and the usage
+/// is at most the peak the cgroup's own file recorded (v1
+/// `memory.max_usage_in_bytes`, v2 `memory.peak`) and within the per-CPU
+/// charge stock and what reclaim freed just before the kill of it.
+#[test]
+fn usage_and_limit_at_the_kill_come_from_the_kernel_and_match_the_cgroup_files() {
+    if !require_root("usage_and_limit_at_the_kill_come_from_the_kernel_and_match_the_cgroup_files") {
+        return;
+    }
+    let daemon = Daemon::start(&["--log-level", "debug"]);
+    let mut tail = Tail::start(&daemon, &[]);
+    let cg = TestCgroup::new("atkill", Some(64 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("hog killed");
+    let kill = kill_of(&mut tail, hog.pid());
+    let (limit_file, peak_file) = if memory_hierarchy().v1 {
+        ("memory.limit_in_bytes", "memory.max_usage_in_bytes")
+    } else {
+        ("memory.max", "memory.peak")
+    };
+    let file = |name: &str| -> u64 {
+        let text = cg.read(name);
+        text.trim().parse().unwrap_or_else(|_| panic!("{}/{name}: {text:?}", cg.path))
+    };
+    let (limit, peak) = (file(limit_file), file(peak_file));
+    assert_eq!(kill["limit_cgroup"], cg.path.as_str());
+    assert_eq!(kill["limit_bytes"], limit, "{limit_file}");
+    let usage = kill["limit_cgroup_usage_bytes"].as_u64().unwrap();
+    eprintln!("at the kill: usage {usage} (from the record), {peak_file} {peak}, {limit_file} {limit}");
+    assert!(usage <= peak && usage <= limit, "usage at the kill {usage}, {peak_file} {peak}, limit {limit}");
+    assert!(peak - usage <= 2 * MIB, "usage at the kill {usage} is the peak {peak} less at most the charge stock");
+    assert_eq!(files_read_on_kill_path(&daemon, hog.pid()), 0, "no cgroup file read on the kill path");
+}
+
+/// The kill record holds the victim's memory cgroup and 7 ancestors; a
+/// limit further up is found in its files, read right after the kill.
+#[test]
+fn a_limit_above_the_levels_the_kernel_reads_is_read_from_files() {
+    if !require_root("a_limit_above_the_levels_the_kernel_reads_is_read_from_files") {
+        return;
+    }
+    let daemon = Daemon::start(&["--log-level", "debug"]);
+    let mut tail = Tail::start(&daemon, &[]);
+    let top = TestCgroup::new("deep", Some(64 * MIB));
+    // 9 levels below the limit: the record's 8 end below it.
+    let mut chain = vec![top.child("d1", None)];
+    for i in 2..=9 {
+        let next = chain.last().unwrap().child(&format!("d{i}"), None);
+        chain.push(next);
+    }
+    let victim = chain.last().unwrap();
+    let mut hog = ChildGuard(victim.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("hog killed");
+    let kill = kill_of(&mut tail, hog.pid());
+    assert_eq!(kill["cgroup"], victim.path.as_str());
+    assert_eq!(kill["limit_cgroup"], top.path.as_str(), "the limit 9 levels up");
+    assert_eq!(kill["limit_bytes"], 64 * MIB);
+    assert!(files_read_on_kill_path(&daemon, hog.pid()) > 0, "the levels above the record's are read from files");
+    drop(hog);
+    // Children before parents.
+    while let Some(cg) = chain.pop() {
+        drop(cg);
+    }
 }
 
 #[test]

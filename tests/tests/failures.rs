@@ -52,6 +52,10 @@ fn without_btf_the_daemon_runs_and_says_attribution_is_approximate() {
     let (kill, _) = tail.wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == hog.pid()).expect("kill event");
     assert_eq!(kill["attribution"], "approximate", "{kill}");
     assert_eq!(kill["cgroup"], cg.path.as_str(), "still the right cgroup, from /proc");
+    // Usage and limits cannot come from the kernel without BTF: the
+    // cgroup files are read after the kill, and still name the limit.
+    assert_eq!(kill["limit_cgroup"], cg.path.as_str(), "{kill}");
+    assert_eq!(kill["limit_bytes"], 48 * MIB, "{kill}");
     assert!(kill["unavailable"].as_array().unwrap().iter().any(|u| u.as_str().is_some_and(|s| s.starts_with("victim task"))), "{kill}");
     assert_eq!(metric_value(&daemon.metrics(), "oomwatch_probe_attached{probe=\"oom_victim_task\"}"), Some(0.0));
     let check = std::process::Command::new(oomwatch_bin()).args(["check", "--btf", "/nonexistent/vmlinux"]).output().unwrap();

@@ -88,7 +88,8 @@ http_get() { timeout 15 wget -q -O - "http://$LISTEN$1" 2>/dev/null; }
 start_daemon() {
     say "starting oomwatch daemon"
     t0=$(uptime_s)
-    oomwatch daemon --listen "$LISTEN" --socket "$SOCK" > /tmp/daemon.log 2>&1 &
+    # Debug: one line per kill says what the kill path read (report.rs checks it).
+    oomwatch daemon --listen "$LISTEN" --socket "$SOCK" --log-level debug > /tmp/daemon.log 2>&1 &
     DAEMON=$!
     emit_json daemon pid "$DAEMON"
     # Ready in about 1 s under TCG here; 90 s covers a far slower host.

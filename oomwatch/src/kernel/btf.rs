@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use btf_rs::{Btf, Type};
-use oomwatch_common::{KernelOffsets, OFFSET_ABSENT, OomControlOffsets};
+use oomwatch_common::offsets::{KernelOffsets, MemcgOffsets, OFFSET_ABSENT, OomControlOffsets};
 
 pub const DEFAULT_VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -18,7 +18,7 @@ pub enum BtfError {
 }
 
 /// What the daemon learned from BTF.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct KernelBtfInfo {
     pub offsets: KernelOffsets,
     /// The raw `mark_victim` tracepoint passes `struct task_struct *` (6.8+,
@@ -28,6 +28,10 @@ pub struct KernelBtfInfo {
     /// For the kprobe on oom_kill_process; `valid == 0` when the kernel's
     /// struct oom_control is not as expected.
     pub oom_control: OomControlOffsets,
+    /// For the walk up the victim's memory cgroups at a kill (usage and
+    /// limit of each, read in the kernel); `Err` says what this kernel's
+    /// BTF lacks, and the daemon then reads those from cgroup files.
+    pub memcg: Result<MemcgOffsets, String>,
     /// `enum oom_constraint` values and names ("memcg", "cpuset", ...).
     pub oom_constraints: Vec<(u32, String)>,
 }
@@ -51,8 +55,9 @@ pub fn load(path: &Path) -> Result<KernelBtfInfo, BtfError> {
         _pad: 0,
     };
     let oom_control = finder.oom_control().unwrap_or_default();
+    let memcg = finder.memcg().map_err(|e| e.to_string());
     let oom_constraints = finder.enum_values("oom_constraint", "CONSTRAINT_");
-    Ok(KernelBtfInfo { offsets, mark_victim_has_task: finder.mark_victim_has_task(), oom_control, oom_constraints })
+    Ok(KernelBtfInfo { offsets, mark_victim_has_task: finder.mark_victim_has_task(), oom_control, memcg, oom_constraints })
 }
 
 struct Finder<'a> {
@@ -131,8 +136,36 @@ impl Finder<'_> {
             constraint: optional("constraint"),
             gfp_mask: m("oom_control", "gfp_mask")?,
             order: m("oom_control", "order")?,
+        })
+    }
+
+    /// `struct mem_cgroup`'s `memory` page counter and the css links up
+    /// the hierarchy. The same on v1 and v2: v1 `memory.limit_in_bytes` and
+    /// v2 `memory.max` both set `memory.max`; v1 `memory.memsw.*` is the
+    /// other counter, not read.
+    fn memcg(&self) -> Result<MemcgOffsets, BtfError> {
+        let m = |s: &str, f: &str| self.member_offset(s, f);
+        // The css links are what `valid` stands for (the oom_control kprobe
+        // needs them too); without the page counter, no chain is read.
+        let memory = m("mem_cgroup", "memory");
+        let in_memory = |f: &str| match &memory {
+            Ok(memory) => self.member_offset("page_counter", f).map(|o| memory + o).unwrap_or(OFFSET_ABSENT),
+            Err(_) => OFFSET_ABSENT,
+        };
+        let oom_events_local = match (m("mem_cgroup", "memory_events_local"), self.enum_value("memcg_memory_event", "MEMCG_OOM")) {
+            // atomic_long_t[]: 8 bytes each on the 64-bit kernels BPF runs on.
+            (Ok(events), Ok(oom)) => events + 8 * oom,
+            _ => OFFSET_ABSENT,
+        };
+        Ok(MemcgOffsets {
+            valid: 1,
             memcg_css: m("mem_cgroup", "css")?,
-            _pad: 0,
+            css_parent: m("cgroup_subsys_state", "parent")?,
+            memory_usage: in_memory("usage"),
+            memory_max: in_memory("max"),
+            memory_failcnt: in_memory("failcnt"),
+            memory_track_failcnt: in_memory("track_failcnt"),
+            oom_events_local,
         })
     }
 
@@ -197,6 +230,21 @@ mod tests {
     fn missing_file_names_the_path() {
         let err = load(Path::new("/nonexistent/vmlinux")).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/vmlinux"), "{err}");
+    }
+
+    /// The running kernel's BTF, where there is one (this machine's 6.18;
+    /// the VM test covers Debian's 6.1 through the daemon).
+    #[test]
+    fn memcg_offsets_from_this_kernel() {
+        let info = load(Path::new(DEFAULT_VMLINUX_BTF)).unwrap();
+        let m = info.memcg.unwrap();
+        assert_eq!(m.valid, 1);
+        // css comes first in struct mem_cgroup on every kernel so far, and
+        // usage is the first member of struct page_counter.
+        assert_eq!(m.memcg_css, 0);
+        assert!(m.memory_max > m.memory_usage && m.memory_max != OFFSET_ABSENT, "{m:?}");
+        assert_ne!(m.memory_failcnt, OFFSET_ABSENT);
+        assert_ne!(m.oom_events_local, OFFSET_ABSENT);
     }
 
     #[test]

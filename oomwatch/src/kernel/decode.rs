@@ -4,12 +4,18 @@
 
 use bytemuck::Pod;
 use oomwatch_common::{
-    OomKillRecord, RECORD_VERSION, ReclaimStallRecord, RecordHeader, RecordKind, VictimExitRecord,
+    exit::VictimExitRecord,
+    header::{RECORD_VERSION, RecordHeader, RecordKind},
+    oom::{OomKillRecord, memcg_chain},
+    reclaim::ReclaimStallRecord,
 };
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use crate::readers::cgroup::V1_UNLIMITED_THRESHOLD;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
-    OomKill(OomKillRecord),
+    /// Boxed: 520 bytes, and rare; the other records are small and many.
+    OomKill(Box<OomKillRecord>),
     VictimExit(VictimExitRecord),
     ReclaimStall(ReclaimStallRecord),
 }
@@ -37,9 +43,67 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         return Err(DecodeError::Version { got: header.version });
     }
     Ok(match kind {
-        RecordKind::OomKill => Record::OomKill(read(bytes)?),
+        RecordKind::OomKill => Record::OomKill(Box::new(read(bytes)?)),
         RecordKind::VictimExit => Record::VictimExit(read(bytes)?),
         RecordKind::ReclaimStall => Record::ReclaimStall(read(bytes)?),
+    })
+}
+
+/// One memory cgroup of a kill's chain, as the kernel read it at the kill.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemcgAtKill {
+    /// Inode id of the memory cgroup.
+    pub cgroup_id: u64,
+    pub usage_bytes: u64,
+    /// `None`: unlimited.
+    pub limit_bytes: Option<u64>,
+    /// v1 `memory.failcnt`, where the kernel keeps it.
+    pub failcnt: Option<u64>,
+    /// v2 `memory.events.local` `oom`.
+    pub oom_events: Option<u64>,
+}
+
+/// The victim's memory cgroup and its ancestors at the kill, nearest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemcgChain {
+    pub levels: Vec<MemcgAtKill>,
+    /// Every ancestor below the root is in `levels`; else the record had
+    /// room for the nearest ones only (or a read failed on the way up).
+    pub complete: bool,
+}
+
+/// The chain of a kill record, in bytes; `None` when the kernel did not
+/// read one (no BTF offsets, no victim task).
+pub fn memcg_chain(r: &OomKillRecord, page_size: u64) -> Option<MemcgChain> {
+    if r.present & oomwatch_common::oom::victim_field::MEMCG_CHAIN == 0 {
+        return None;
+    }
+    let has = |bit| r.memcg_chain & bit != 0;
+    let levels = r
+        .memcg_levels()
+        .iter()
+        .map(|l| {
+            let limit = l.max_pages.saturating_mul(page_size);
+            MemcgAtKill {
+                cgroup_id: l.cgroup_id,
+                usage_bytes: l.usage_pages.saturating_mul(page_size),
+                // PAGE_COUNTER_MAX pages is "max"; v1 shows it as that many bytes.
+                limit_bytes: (limit < V1_UNLIMITED_THRESHOLD).then_some(limit),
+                failcnt: has(memcg_chain::FAILCNT).then_some(l.failcnt),
+                oom_events: has(memcg_chain::OOM_EVENTS).then_some(l.oom_events),
+            }
+        })
+        .collect();
+    Some(MemcgChain { levels, complete: has(memcg_chain::COMPLETE) })
+}
+
+/// The kernel's page size, which page counters count in.
+pub fn page_size() -> u64 {
+    static PAGE_SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *PAGE_SIZE.get_or_init(|| {
+        // SAFETY: sysconf reads a constant of the running system; no pointers.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
     })
 }
 
@@ -52,7 +116,7 @@ pub fn comm_str(comm: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oomwatch_common::victim_field;
+    use oomwatch_common::oom::victim_field;
 
     fn oom_record() -> OomKillRecord {
         let mut r = OomKillRecord {
@@ -69,7 +133,7 @@ mod tests {
     #[test]
     fn round_trips_every_kind() {
         let oom = oom_record();
-        assert_eq!(decode(bytemuck::bytes_of(&oom)), Ok(Record::OomKill(oom)));
+        assert_eq!(decode(bytemuck::bytes_of(&oom)), Ok(Record::OomKill(Box::new(oom))));
         let exit = VictimExitRecord {
             header: RecordHeader::new(RecordKind::VictimExit, 50),
             pid: 1234,
@@ -126,6 +190,30 @@ mod tests {
             let bytes: Vec<u8> = (0..len).map(|i| (x >> (i % 8 * 8)) as u8 ^ i as u8).collect();
             let _ = decode(&bytes);
         }
+    }
+
+    #[test]
+    fn memcg_chain_in_bytes_bounded_whatever_the_record_says() {
+        use oomwatch_common::oom::{MEMCG_LEVELS, MemcgLevel, victim_field};
+        let mut r = oom_record();
+        assert_eq!(memcg_chain(&r, 4096), None, "no chain bit, no chain");
+        r.present |= victim_field::MEMCG_CHAIN;
+        r.memcg_chain = memcg_chain::COMPLETE | memcg_chain::FAILCNT;
+        r.memcg_levels = 2;
+        r.memcgs[0] = MemcgLevel { cgroup_id: 7, usage_pages: 16384, max_pages: i64::MAX as u64 / 4096, failcnt: 3, oom_events: 1 };
+        r.memcgs[1] = MemcgLevel { cgroup_id: 5, usage_pages: 16383, max_pages: 16384, failcnt: 9, oom_events: 2 };
+        let c = memcg_chain(&r, 4096).unwrap();
+        assert!(c.complete);
+        assert_eq!(c.levels.len(), 2);
+        assert_eq!(c.levels[0].limit_bytes, None, "PAGE_COUNTER_MAX is unlimited");
+        assert_eq!(c.levels[0].usage_bytes, 64 << 20);
+        assert_eq!(c.levels[1].limit_bytes, Some(64 << 20));
+        assert_eq!(c.levels[1].failcnt, Some(9));
+        assert_eq!(c.levels[1].oom_events, None, "not read: absent, not zero");
+        r.memcg_levels = u32::MAX;
+        assert_eq!(memcg_chain(&r, 4096).unwrap().levels.len(), MEMCG_LEVELS);
+        r.memcgs[0].max_pages = u64::MAX;
+        assert_eq!(memcg_chain(&r, 65536).unwrap().levels[0].limit_bytes, None, "no overflow");
     }
 
     #[test]

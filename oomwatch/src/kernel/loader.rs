@@ -10,7 +10,10 @@ use aya::{
     programs::{FEntry, KProbe, RawTracePoint, TracePoint},
 };
 use oomwatch_common::{
-    KernelOffsets, MarkVictimLayout, ReclaimLayout, Settings, StallSettings, ThreadStalls, oom_part,
+    names::{global, map, program},
+    offsets::{KernelOffsets, MemcgOffsets, OFFSET_ABSENT},
+    oom::{MarkVictimLayout, Settings, oom_part},
+    reclaim::{ReclaimLayout, StallSettings, ThreadStalls},
 };
 
 use super::{
@@ -18,6 +21,9 @@ use super::{
     btf::{self, KernelBtfInfo},
     privileges, tracefs,
 };
+
+/// What a kernel without the memcg walk costs.
+const MEMCG_CHAIN_FALLBACK: &str = "usage and limits at a kill are not read in the kernel: they are read from cgroup files after the kill (slower, and racy with the victim's exit)";
 
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
@@ -91,84 +97,84 @@ pub struct ProbeSpec {
 pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         name: "oom_mark_victim",
-        program: "mark_victim",
+        program: program::MARK_VICTIM.name,
         hook: Hook::TracePoint { category: "oom", name: "mark_victim" },
         required: true,
         cost: "no OOM kills can be reported",
     },
     ProbeSpec {
         name: "oom_victim_task",
-        program: "mark_victim_task",
+        program: program::MARK_VICTIM_TASK.name,
         hook: Hook::RawTracePoint { name: "mark_victim" },
         required: false,
-        cost: "the victim's memory cgroup is looked up in /proc (approximate attribution)",
+        cost: "the victim's memory cgroup is looked up in /proc (approximate attribution); usage and limits at the kill are read from cgroup files",
     },
     ProbeSpec {
         name: "oom_kill_process",
-        program: "oom_kill_process",
+        program: program::OOM_KILL_PROCESS.name,
         hook: Hook::KProbe { function: "oom_kill_process" },
         required: false,
         cost: "no oom_control detail on kills (limit memcg from the kernel, totalpages, badness points, constraint, gfp_mask, order); the limit cgroup is inferred from cgroup counters",
     },
     ProbeSpec {
         name: "victim_exit",
-        program: "sched_process_exit",
+        program: program::SCHED_PROCESS_EXIT.name,
         hook: Hook::TracePoint { category: "sched", name: "sched_process_exit" },
         required: false,
         cost: "victim exits are not confirmed and exit latency is unknown",
     },
     ProbeSpec {
         name: "reclaim_direct_begin",
-        program: "dir_rcl_begin",
+        program: program::DIRECT_RECLAIM_BEGIN.name,
         hook: Hook::TracePoint { category: "vmscan", name: "mm_vmscan_direct_reclaim_begin" },
         required: false,
         cost: "direct (global) reclaim stalls are not measured",
     },
     ProbeSpec {
         name: "reclaim_direct_end",
-        program: "dir_rcl_end",
+        program: program::DIRECT_RECLAIM_END.name,
         hook: Hook::TracePoint { category: "vmscan", name: "mm_vmscan_direct_reclaim_end" },
         required: false,
         cost: "direct (global) reclaim stalls are not measured",
     },
     ProbeSpec {
         name: "reclaim_memcg_begin",
-        program: "memcg_rcl_begin",
+        program: program::MEMCG_RECLAIM_BEGIN.name,
         hook: Hook::TracePoint { category: "vmscan", name: "mm_vmscan_memcg_reclaim_begin" },
         required: false,
         cost: "reclaim stalls at cgroup limits are not measured",
     },
     ProbeSpec {
         name: "reclaim_memcg_end",
-        program: "memcg_rcl_end",
+        program: program::MEMCG_RECLAIM_END.name,
         hook: Hook::TracePoint { category: "vmscan", name: "mm_vmscan_memcg_reclaim_end" },
         required: false,
         cost: "reclaim stalls at cgroup limits are not measured",
     },
     ProbeSpec {
         name: "memstall_enter_fentry",
-        program: "psi_enter_fe",
+        program: program::MEMSTALL_ENTER_FENTRY.name,
         hook: Hook::FEntry { function: "psi_memstall_enter" },
         required: false,
         cost: MEMSTALL_FENTRY_COST,
     },
     ProbeSpec {
         name: "memstall_leave_fentry",
-        program: "psi_leave_fe",
+        program: program::MEMSTALL_LEAVE_FENTRY.name,
         hook: Hook::FEntry { function: "psi_memstall_leave" },
         required: false,
         cost: MEMSTALL_FENTRY_COST,
     },
     ProbeSpec {
         name: "memstall_enter_kprobe",
-        program: "psi_enter_kp",
+        program: program::MEMSTALL_ENTER_KPROBE.name,
         hook: Hook::KProbe { function: "psi_memstall_enter" },
         required: false,
         cost: MEMSTALL_COST,
     },
     ProbeSpec {
         name: "memstall_leave_kprobe",
-        program: "psi_leave_kp",
+        program: program::MEMSTALL_LEAVE_KPROBE.name,
         hook: Hook::KProbe { function: "psi_memstall_leave" },
         required: false,
         cost: MEMSTALL_COST,
@@ -234,15 +240,13 @@ pub struct KernelProbes {
 
 impl KernelProbes {
     pub fn take_ring(&mut self) -> Option<RingBuf<MapData>> {
-        RingBuf::try_from(self.ebpf.take_map("EVENTS")?).ok()
+        RingBuf::try_from(self.ebpf.take_map(map::EVENTS)?).ok()
     }
 
     pub fn take_counters(&mut self) -> Option<PerCpuArray<MapData, u64>> {
-        PerCpuArray::try_from(self.ebpf.take_map("COUNTERS")?).ok()
+        PerCpuArray::try_from(self.ebpf.take_map(map::COUNTERS)?).ok()
     }
 
-    /// The per-thread reclaim stall totals, when the reclaim probes are
-    /// attached.
     /// The reclaim probes are attached: their stall maps mean something.
     pub fn has_stall_maps(&self) -> bool {
         PROBES.iter().any(|p| p.name.starts_with("reclaim_") && self.attached(p.name))
@@ -252,7 +256,7 @@ impl KernelProbes {
         if !self.has_stall_maps() {
             return None;
         }
-        let threads = HashMap::try_from(self.ebpf.take_map("RECLAIM_THREADS")?).ok()?;
+        let threads = HashMap::try_from(self.ebpf.take_map(map::RECLAIM_THREADS)?).ok()?;
         Some(StallMaps { threads })
     }
 
@@ -304,13 +308,27 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
 
     let reclaim_layout = reclaim_layout(&tracefs_root);
     let oom_control_offsets = btf.as_ref().map(|b| b.oom_control).unwrap_or_default();
+    let memcg_offsets = match btf.as_ref().map(|b| &b.memcg) {
+        Ok(Ok(m)) if m.memory_usage != OFFSET_ABSENT && m.memory_max != OFFSET_ABSENT => *m,
+        Ok(found) => {
+            let why = match found {
+                Err(e) => e.clone(),
+                Ok(_) => format!("{}: struct page_counter has no usage or max", opts.btf.display()),
+            };
+            log::warn!("{why}; {MEMCG_CHAIN_FALLBACK}");
+            found.clone().unwrap_or_default()
+        }
+        // No BTF at all: said above.
+        Err(_) => MemcgOffsets::default(),
+    };
     let stall_settings = StallSettings { threshold_ns: opts.stall_threshold_ns, min_interval_ns: opts.stall_min_interval_ns };
     let mut ebpf = EbpfLoader::new()
-        .override_global("MARK_VICTIM_LAYOUT", &layout, true)
-        .override_global("KERNEL_OFFSETS", &offsets, true)
-        .override_global("OOM_CONTROL_OFFSETS", &oom_control_offsets, true)
-        .override_global("RECLAIM_LAYOUT", &reclaim_layout, true)
-        .override_global("STALL_SETTINGS", &stall_settings, true)
+        .override_global(global::MARK_VICTIM_LAYOUT, &layout, true)
+        .override_global(global::KERNEL_OFFSETS, &offsets, true)
+        .override_global(global::OOM_CONTROL_OFFSETS, &oom_control_offsets, true)
+        .override_global(global::MEMCG_OFFSETS, &memcg_offsets, true)
+        .override_global(global::RECLAIM_LAYOUT, &reclaim_layout, true)
+        .override_global(global::STALL_SETTINGS, &stall_settings, true)
         .load(EBPF_OBJECT)
         .map_err(LoadError::Load)?;
 
@@ -529,8 +547,8 @@ fn write_settings(kp: &mut KernelProbes) {
     let settings = Settings { oom_parts_expected: parts, _pad: 0 };
     let result = kp
         .ebpf
-        .map_mut("SETTINGS")
-        .ok_or_else(|| "SETTINGS map missing".to_owned())
+        .map_mut(map::SETTINGS)
+        .ok_or_else(|| format!("{} map missing", map::SETTINGS))
         .and_then(|m| Array::<_, Settings>::try_from(m).map_err(|e| e.to_string()))
         .and_then(|mut a| a.set(0, settings, 0).map_err(|e| e.to_string()));
     if let Err(e) = result {
@@ -552,6 +570,15 @@ mod tests {
         }
         let names: std::collections::HashSet<_> = PROBES.iter().map(|p| p.name).collect();
         assert_eq!(names.len(), PROBES.len(), "probe names are unique (metric labels)");
+    }
+
+    #[test]
+    fn every_program_in_the_object_has_one_row() {
+        let rows: Vec<&str> = PROBES.iter().map(|p| p.program).collect();
+        for p in program::ALL {
+            assert_eq!(rows.iter().filter(|&&r| r == p.name).count(), 1, "{}", p.name);
+        }
+        assert_eq!(rows.len(), program::ALL.len());
     }
 
     #[test]

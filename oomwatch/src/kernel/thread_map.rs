@@ -6,7 +6,7 @@
 use std::os::fd::{AsFd as _, AsRawFd as _};
 
 use aya::maps::{HashMap, IterableMap as _, MapData};
-use oomwatch_common::ThreadStalls;
+use oomwatch_common::reclaim::ThreadStalls;
 
 /// Entries per batch call. A batch must hold a whole hash bucket; buckets
 /// of more than this are only possible with pathological keys, and then the

@@ -7,7 +7,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use oomwatch_common::{MarkVictimLayout, TpField, comm_encoding};
+use oomwatch_common::{
+    oom::MarkVictimLayout,
+    tracepoint::{TpField, comm_encoding},
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracefsError {

@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oomwatch_common::ThreadStalls;
+use oomwatch_common::reclaim::ThreadStalls;
 
 use crate::{
     readers::{CgroupLabels, MemInfo, MemoryEvents, MemorySample, Pressure, labels_for},

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use oomwatch_common::{STALL_BUCKETS, ThreadStalls};
+use oomwatch_common::reclaim::{STALL_BUCKETS, ThreadStalls};
 
 /// A thread's remembered totals are dropped after this many reads without
 /// it (the kernel evicted it); a thread that comes back later is a new
@@ -257,7 +257,7 @@ pub fn top_n(procs: impl IntoIterator<Item = (u32, ProcStalls)>, n: usize) -> Ve
 
 #[cfg(test)]
 mod tests {
-    use oomwatch_common::{stall_bucket, stall_bucket_upper_us};
+    use oomwatch_common::reclaim::{stall_bucket, stall_bucket_upper_us};
 
     use super::*;
 

@@ -3,19 +3,28 @@
 //! limit-hit counters along the victim's ancestry), usage and limit at the
 //! kill, the workload names, the history that led there, and what this
 //! kernel could not tell.
+//!
+//! Usage, limits and limit-hit counters of the victim's ancestry come in
+//! the kill record, read by the kernel program at the moment of the kill
+//! (`kernel::decode::memcg_chain`): no file is read on the kill path. Where
+//! the kernel could not read them (no BTF, a hierarchy deeper than the
+//! record holds), the missing cgroups' files are read right after the kill.
 
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
-use oomwatch_common::{OomKillRecord, victim_field};
+use oomwatch_common::oom::{OomKillRecord, victim_field};
 
 use super::resolve::CgroupResolver;
 use crate::{
-    kernel::{clock::KernelClock, decode::comm_str},
+    kernel::{
+        clock::KernelClock,
+        decode::{MemcgAtKill, MemcgChain, comm_str, memcg_chain, page_size},
+    },
     model::{
         Model,
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
-    readers::{CgroupLayout, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage},
+    readers::{CgroupLayout, CgroupVersion, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage},
     wire::{Attribution, Constraint, Event, EventBody, OomControl, OomKill, Trigger, Victim, rfc3339},
 };
 
@@ -23,6 +32,11 @@ use crate::{
 const RAMP_SECONDS: u32 = 60;
 
 const KIB: u64 = 1024;
+
+/// Files opened on the kill path (cgroupfs, procfs): what
+/// `--log-level debug` reports per kill.
+#[derive(Default)]
+struct FileReads(u32);
 
 /// Everything a kill explanation reads.
 pub struct KillExplainer {
@@ -38,6 +52,8 @@ pub struct KillExplainer {
 impl KillExplainer {
     /// The event for a kill record, explained; `now` is when it was read.
     pub fn explain(&self, r: &OomKillRecord, now: Instant) -> Event {
+        let started = Instant::now();
+        let mut files = FileReads::default();
         let has = |bit| r.present & bit != 0;
         let victim = Victim {
             pid: r.victim_pid,
@@ -63,17 +79,21 @@ impl KillExplainer {
             cgroup: trigger_cgroup.clone(),
         };
 
-        let (cgroup, cgroup_id, attribution) = self.victim_cgroup(r, trigger_cgroup.as_deref());
+        let (cgroup, cgroup_id, attribution) = self.victim_cgroup(r, trigger_cgroup.as_deref(), &mut files);
+        let chain = memcg_chain(r, page_size());
         let cgroup = cgroup.unwrap_or_else(|| "unknown".to_owned());
         let history = self.model.ramp(&cgroup, RAMP_SECONDS, now);
         let oom_control = has(victim_field::OOM_CONTROL).then(|| self.oom_control(r));
         // The kernel's own answer, where readable; else inferred from counters.
         let verdict = match &oom_control {
-            Some(oc) => self.kernel_verdict(oc),
-            None => self.limit_verdict(&cgroup, now),
+            Some(oc) => self.kernel_verdict(r, oc, chain.as_ref(), &mut files),
+            None => self.limit_verdict(&cgroup, cgroup_id, chain.as_ref(), now, &mut files),
         };
         let mut unavailable = Vec::new();
         for (bit, group) in [
+            // Only when every read of it failed (counted in the kernel): the
+            // kill is still reported, with pid 0.
+            (victim_field::PID, "victim.pid"),
             (victim_field::COMM, "victim.comm"),
             (victim_field::ANON_RSS, "victim memory (total_vm, rss, pgtables)"),
             (victim_field::UID, "victim.uid"),
@@ -101,12 +121,26 @@ impl KillExplainer {
                 cgroup_id,
                 exit_latency_ms: None,
         }));
-        Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns))
+        let event = Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns));
+        // The kill path's own cost, for `--log-level debug` and the tests
+        // that check no file is read on it.
+        log::debug!(
+            "kill of pid {}: explained in {} us, {} cgroupfs/procfs files read; usage and limits {}",
+            r.victim_pid,
+            started.elapsed().as_micros(),
+            files.0,
+            match &chain {
+                Some(c) if c.complete => "from the kernel at the kill",
+                Some(_) => "from the kernel at the kill, and cgroup files above what it read",
+                None => "from cgroup files",
+            }
+        );
+        event
     }
 
     /// The victim's memory cgroup: exactly from the kernel when the victim's
     /// task was read, else from /proc while the victim is still exiting.
-    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>) -> (Option<String>, Option<u64>, Attribution) {
+    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>, files: &mut FileReads) -> (Option<String>, Option<u64>, Attribution) {
         if r.present & victim_field::TASK != 0
             && r.victim_memcg_id != 0
             && let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id)
@@ -117,6 +151,7 @@ impl KillExplainer {
         if r.present & victim_field::TRIGGER_MEMCG != 0 && r.victim_pid == r.trigger_tgid && trigger_cgroup.is_some() {
             return (trigger_cgroup.map(str::to_owned), Some(r.trigger_memcg_id), Attribution::Exact);
         }
+        files.0 += 1;
         match proc_cgroup(&self.proc_root, r.victim_pid, Hierarchy::Memory) {
             Some(path) => (Some(path), None, Attribution::Approximate),
             None => (None, None, Attribution::Unknown),
@@ -137,51 +172,137 @@ impl KillExplainer {
     }
 
     /// The OOM killer said which memcg it worked on: no inference needed.
-    fn kernel_verdict(&self, oc: &OomControl) -> Verdict {
+    /// Its usage and limit at the kill come from the record's chain (the
+    /// limit memcg is the victim's or an ancestor), else from its files.
+    fn kernel_verdict(&self, r: &OomKillRecord, oc: &OomControl, chain: Option<&MemcgChain>, files: &mut FileReads) -> Verdict {
         let Some(path) = &oc.memcg else {
             let constraint = oc.constraint.as_deref().map_or(Constraint::Global, Constraint::from_kernel_name);
             let constraint = if constraint == Constraint::Memcg { Constraint::Global } else { constraint };
             return Verdict { constraint, limit_cgroup: None, usage_bytes: None, limit_bytes: None };
         };
-        let dir = |l: &CgroupLayout| self.model.dir_of(path).or_else(|| l.memory_dir(path));
-        let (usage, limit) = match self.layout.as_ref().and_then(|l| Some((l.memory_version, dir(l)?))) {
-            Some((version, dir)) => (read_usage(&dir, version).ok().flatten(), read_limit(&dir, version)),
-            None => (None, None),
+        let at_kill = chain.and_then(|c| c.levels.iter().find(|l| l.cgroup_id == r.oc_memcg_id));
+        let (usage, limit) = match (at_kill, self.layout.as_ref().and_then(|l| Some((l.memory_version, self.model.dir_of(path).or_else(|| l.memory_dir(path))?)))) {
+            (Some(level), _) => (Some(level.usage_bytes), level.limit_bytes),
+            (None, Some((version, dir))) => {
+                files.0 += 2;
+                (read_usage(&dir, version).ok().flatten(), read_limit(&dir, version))
+            }
+            (None, None) => (None, None),
         };
         Verdict { constraint: Constraint::Memcg, limit_cgroup: Some(path.to_string()), usage_bytes: usage, limit_bytes: limit }
     }
 
-    /// Reads the limit-hit counters along the victim's ancestry now (a few
-    /// small files), compares them with what the model saw, and names the
-    /// cgroup whose limit was hit. The fresh readings go back to the model:
-    /// a kill is a reason to sample at once.
-    fn limit_verdict(&self, cgroup: &str, now: Instant) -> Verdict {
+    /// Names the cgroup whose limit was hit along the victim's ancestry
+    /// (`find_limit`): usage, limit and limit-hit counter of each cgroup,
+    /// compared with what the model saw before. They come from the kill
+    /// record where the kernel read them; the cgroups it did not reach are
+    /// read from their files now. Either way the readings go back to the
+    /// model: a kill is a reason to sample at once.
+    fn limit_verdict(
+        &self,
+        cgroup: &str,
+        cgroup_id: Option<u64>,
+        chain: Option<&MemcgChain>,
+        now: Instant,
+        files: &mut FileReads,
+    ) -> Verdict {
         let Some(layout) = &self.layout else { return find_limit(&[]) };
         let version = layout.memory_version;
-        let mut chain = Vec::new();
-        for path in ancestry(cgroup) {
+        let paths = ancestry(cgroup);
+        let mut links = Vec::with_capacity(paths.len());
+        let mut unread: &[String] = &paths;
+        if let Some(chain) = chain.filter(|c| chain_fits(c, cgroup_id, paths.len())) {
+            for (level, path) in chain.levels.iter().zip(&paths) {
+                links.push(self.link(path, level.usage_bytes, level.limit_bytes, limit_hits(level, version), now));
+            }
+            unread = if chain.complete { &[] } else { paths.get(chain.levels.len()..).unwrap_or_default() };
+        } else if chain.is_some() {
+            log::debug!("{cgroup}: the kernel's memcg chain does not match its path; reading cgroup files");
+        }
+        for path in unread {
             // Each file open costs on the kill path; an ancestor known to
             // have no limit cannot be the one that was hit. The victim's own
             // cgroup is always read.
-            if path != cgroup && self.model.known_unlimited(&path, now) {
+            if path != cgroup && self.model.known_unlimited(path, now) {
                 continue;
             }
-            let Some(dir) = self.model.dir_of(&path).or_else(|| layout.memory_dir(&path)) else { continue };
+            let Some(dir) = self.model.dir_of(path).or_else(|| layout.memory_dir(path)) else { continue };
+            files.0 += 1;
             let Ok(Some(usage)) = read_usage(&dir, version) else { continue };
             let limit = read_limit(&dir, version);
             let hits_now = read_limit_hits(&dir, version);
-            let evidence = self.model.limit_evidence(&path, now);
-            self.model.observe_usage(&path, usage, None, hits_now, now);
-            self.model.observe_limit(&path, limit);
-            chain.push(ChainLink {
-                path,
-                limit_bytes: limit,
-                usage_bytes: usage,
-                hits_now,
-                hits_before: evidence.hits_before,
-                recently_hit: evidence.recently_hit,
-            });
+            // v1's counters are two files (memory.oom_control, memory.failcnt).
+            files.0 += if version == CgroupVersion::V1 { 3 } else { 2 };
+            links.push(self.link(path, usage, limit, hits_now, now));
         }
-        find_limit(&chain)
+        find_limit(&links)
+    }
+
+    /// One cgroup of the ancestry with the model's evidence, and the
+    /// reading handed to the model.
+    fn link(&self, path: &str, usage: u64, limit: Option<u64>, hits_now: Option<u64>, now: Instant) -> ChainLink {
+        let evidence = self.model.limit_evidence(path, now);
+        self.model.observe_usage(path, usage, None, hits_now, now);
+        self.model.observe_limit(path, limit);
+        ChainLink {
+            path: path.to_owned(),
+            limit_bytes: limit,
+            usage_bytes: usage,
+            hits_now,
+            hits_before: evidence.hits_before,
+            recently_hit: evidence.recently_hit,
+        }
+    }
+}
+
+/// The kernel's chain belongs to this path: it starts at the victim's
+/// memory cgroup, and has one level per cgroup below the root (all of them
+/// when it is complete). Paths seen through a cgroup namespace are shorter
+/// than the kernel's chain, and are read from files instead.
+fn chain_fits(chain: &MemcgChain, cgroup_id: Option<u64>, depth: usize) -> bool {
+    let starts_at_victim = match chain.levels.first() {
+        Some(level) => cgroup_id == Some(level.cgroup_id),
+        // Nothing read (a failed read at the first level): all from files.
+        None => depth == 0 || !chain.complete,
+    };
+    let levels = chain.levels.len();
+    starts_at_victim && if chain.complete { levels == depth } else { levels <= depth }
+}
+
+/// The local limit-hit counter the model keeps for this hierarchy: v1
+/// `memory.failcnt`, v2 `memory.events.local` `oom`.
+fn limit_hits(level: &MemcgAtKill, version: CgroupVersion) -> Option<u64> {
+    match version {
+        CgroupVersion::V1 => level.failcnt,
+        CgroupVersion::V2 => level.oom_events,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn level(cgroup_id: u64) -> MemcgAtKill {
+        MemcgAtKill { cgroup_id, usage_bytes: 1, limit_bytes: None, failcnt: Some(3), oom_events: Some(1) }
+    }
+
+    #[test]
+    fn the_kernel_chain_is_used_only_for_the_path_it_belongs_to() {
+        let chain = |complete, ids: &[u64]| MemcgChain { levels: ids.iter().map(|&i| level(i)).collect(), complete };
+        assert!(chain_fits(&chain(true, &[7, 5, 3]), Some(7), 3));
+        assert!(!chain_fits(&chain(true, &[7, 5, 3]), Some(8), 3), "another cgroup's chain");
+        assert!(!chain_fits(&chain(true, &[7, 5, 3]), None, 3), "attribution not from the kernel");
+        assert!(!chain_fits(&chain(true, &[7, 5, 3]), Some(7), 2), "a path seen through a cgroup namespace");
+        assert!(chain_fits(&chain(false, &[7, 5]), Some(7), 4), "cut: the rest is read from files");
+        assert!(!chain_fits(&chain(false, &[7, 5]), Some(7), 1));
+        assert!(chain_fits(&chain(true, &[]), Some(1), 0), "the root cgroup: nothing to read");
+        assert!(!chain_fits(&chain(true, &[]), Some(1), 2));
+        assert!(chain_fits(&chain(false, &[]), Some(7), 2), "nothing read: every level from files");
+    }
+
+    #[test]
+    fn limit_hits_are_the_counter_the_model_keeps_for_the_hierarchy() {
+        assert_eq!(limit_hits(&level(1), CgroupVersion::V1), Some(3));
+        assert_eq!(limit_hits(&level(1), CgroupVersion::V2), Some(1));
     }
 }

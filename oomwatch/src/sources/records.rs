@@ -11,7 +11,10 @@ use std::{
     time::Instant,
 };
 
-use oomwatch_common::{ReclaimKind, ReclaimStallRecord, VictimExitRecord};
+use oomwatch_common::{
+    exit::VictimExitRecord,
+    reclaim::{ReclaimKind, ReclaimStallRecord},
+};
 
 use super::kills::KillExplainer;
 use crate::{

@@ -12,7 +12,11 @@ use oomwatch::wire::{ActiveAlert, AlertKey, AlertName, AlertState, AlertsReport,
 use oomwatch::wire::*;
 use oomwatch::wire::{Constraint, Ramp};
 use oomwatch_common::{
-    COMM_LEN, OomKillRecord, RecordHeader, RecordKind, ReclaimStallRecord, VictimExitRecord, victim_field,
+    COMM_LEN,
+    exit::VictimExitRecord,
+    header::{RecordHeader, RecordKind},
+    oom::{MEMCG_LEVELS, MemcgLevel, OomKillRecord, memcg_chain, victim_field},
+    reclaim::ReclaimStallRecord,
 };
 
 fn comm(s: &str) -> [u8; COMM_LEN] {
@@ -31,9 +35,25 @@ fn main() {
     let root = Path::new(&root);
 
     let decode = root.join("decode");
+    // The victim's memcg (no limit of its own) under a parent at its 64 MiB
+    // limit, then two unlimited ancestors, as a v1 host reads them.
+    let mut memcgs = [MemcgLevel::default(); MEMCG_LEVELS];
+    let unlimited = i64::MAX as u64 / 4096;
+    memcgs[0] = MemcgLevel { cgroup_id: 7777, usage_pages: 16_300, max_pages: unlimited, failcnt: 0, oom_events: 0 };
+    memcgs[1] = MemcgLevel { cgroup_id: 7770, usage_pages: 16_384, max_pages: 16_384, failcnt: 412, oom_events: 1 };
+    memcgs[2] = MemcgLevel { cgroup_id: 77, usage_pages: 90_000, max_pages: unlimited, failcnt: 0, oom_events: 0 };
+    memcgs[3] = MemcgLevel { cgroup_id: 7, usage_pages: 400_000, max_pages: unlimited, failcnt: 0, oom_events: 0 };
     let oom = OomKillRecord {
         header: RecordHeader::new(RecordKind::OomKill, 1_234_567_890),
-        present: victim_field::PID | victim_field::COMM | victim_field::ANON_RSS | victim_field::TASK | victim_field::OOM_CONTROL,
+        present: victim_field::PID
+            | victim_field::COMM
+            | victim_field::ANON_RSS
+            | victim_field::TASK
+            | victim_field::OOM_CONTROL
+            | victim_field::MEMCG_CHAIN,
+        memcg_chain: memcg_chain::COMPLETE | memcg_chain::FAILCNT | memcg_chain::OOM_EVENTS,
+        memcg_levels: 4,
+        memcgs,
         victim_pid: 4242,
         victim_tgid: 4242,
         oom_score_adj: 1000,
@@ -55,6 +75,9 @@ fn main() {
     let mut padded = bytemuck::bytes_of(&oom).to_vec();
     padded.extend_from_slice(&[0xAA; 8]);
     write(&decode, "oom_kill_padded", &padded);
+    // A chain count past the array: read as the array, never beyond.
+    let overflow = OomKillRecord { memcg_levels: u32::MAX, ..oom };
+    write(&decode, "oom_kill_chain_count_overflow", bytemuck::bytes_of(&overflow));
     let exit = VictimExitRecord {
         header: RecordHeader::new(RecordKind::VictimExit, 1_237_000_000),
         pid: 4242,

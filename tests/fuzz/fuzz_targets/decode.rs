@@ -1,13 +1,18 @@
 //! Ring-buffer records (`oomwatch::kernel::decode::decode`): whatever the bytes,
 //! decode returns a value, never panics; a record it accepts re-encodes to
 //! exactly the bytes it came from; a well-formed header of a known kind with
-//! enough bytes always decodes.
+//! enough bytes always decodes; a kill's memory cgroup chain
+//! (`memcg_chain`) stays within the record whatever its count says, and its
+//! bytes never overflow.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::kernel::decode::{DecodeError, Record, comm_str, decode};
+use oomwatch::kernel::decode::{DecodeError, Record, comm_str, decode, memcg_chain};
 use oomwatch_common::{
-    OomKillRecord, RECORD_VERSION, ReclaimStallRecord, RecordHeader, RecordKind, VictimExitRecord,
+    exit::VictimExitRecord,
+    header::{RECORD_VERSION, RecordHeader, RecordKind},
+    oom::{MEMCG_LEVELS, OomKillRecord, victim_field},
+    reclaim::ReclaimStallRecord,
 };
 
 /// Ring-buffer records are at most a few hundred bytes; the buffer itself
@@ -50,7 +55,7 @@ fn check(data: &[u8]) {
         Ok(record) => {
             let (bytes, header, kind, comms): (&[u8], RecordHeader, RecordKind, Vec<&[u8]>) = match &record {
                 Record::OomKill(r) => (
-                    bytemuck::bytes_of(r),
+                    bytemuck::bytes_of(&**r),
                     r.header,
                     RecordKind::OomKill,
                     vec![&r.victim_comm[..], &r.trigger_comm[..]],
@@ -58,6 +63,9 @@ fn check(data: &[u8]) {
                 Record::VictimExit(r) => (bytemuck::bytes_of(r), r.header, RecordKind::VictimExit, vec![&r.comm[..]]),
                 Record::ReclaimStall(r) => (bytemuck::bytes_of(r), r.header, RecordKind::ReclaimStall, vec![&r.comm[..]]),
             };
+            if let Record::OomKill(r) = &record {
+                check_chain(r);
+            }
             // Decoding is a copy: the record re-encodes to the bytes it was read from.
             assert_eq!(bytes, &data[..bytes.len()]);
             assert_eq!(bytes.len(), size_of_kind(kind));
@@ -84,6 +92,24 @@ fn check(data: &[u8]) {
                 DecodeError::Version { got } => {
                     assert_eq!(got.to_ne_bytes(), data[4..6]);
                     assert_ne!(got, RECORD_VERSION);
+                }
+            }
+        }
+    }
+}
+
+fn check_chain(r: &OomKillRecord) {
+    assert!(r.memcg_levels().len() <= MEMCG_LEVELS);
+    for page_size in [4096, 65536] {
+        match memcg_chain(r, page_size) {
+            None => assert_eq!(r.present & victim_field::MEMCG_CHAIN, 0),
+            Some(chain) => {
+                assert_eq!(chain.levels.len(), (r.memcg_levels as usize).min(MEMCG_LEVELS));
+                for (level, raw) in chain.levels.iter().zip(r.memcg_levels()) {
+                    assert_eq!(level.cgroup_id, raw.cgroup_id);
+                    // Saturating, never wrapping.
+                    assert!(level.usage_bytes >= raw.usage_pages);
+                    assert!(level.limit_bytes.is_none_or(|l| l >= raw.max_pages));
                 }
             }
         }

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use oomwatch::kernel::tracefs::{mark_victim_layout, parse_format, reclaim_fields};
-use oomwatch_common::{TpField, comm_encoding};
+use oomwatch_common::tracepoint::{TpField, comm_encoding};
 
 /// Real format files are about 1 KiB.
 const MAX_INPUT: usize = 64 * 1024;

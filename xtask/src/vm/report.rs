@@ -330,6 +330,19 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
                 e["limit_cgroup"] == spec.limit_cgroup && e["constraint"] == "memcg",
                 format!("{s}: limit_cgroup {} with constraint memcg (got {} / {})", spec.limit_cgroup, e["limit_cgroup"], e["constraint"]),
             );
+            // The limit cgroup's usage and limit come from the kill record
+            // (the kernel's page counters at the kill), not from files.
+            let usage = e["limit_cgroup_usage_bytes"].as_u64().unwrap_or(0);
+            v.expect(
+                e["limit_bytes"] == 64 * MIB && usage > 48 * MIB && usage <= 64 * MIB,
+                format!("{s}: limit_bytes 64 MiB, limit_cgroup_usage_bytes near it (got {} / {usage})", e["limit_bytes"]),
+            );
+            let needle = format!("kill of pid {pid_s}: explained in ");
+            let kill_path = log.iter().copied().find(|l| l.contains(&needle));
+            v.expect(
+                kill_path.is_some_and(|l| l.contains(" us, 0 cgroupfs/procfs files read; usage and limits from the kernel at the kill")),
+                format!("{s}: no cgroupfs/procfs file read on the kill path (daemon: {})", kill_path.map_or("no kill-path line", |l| l)),
+            );
             v.expect(
                 e["trigger"]["cgroup"] == spec.victim_cgroup,
                 format!("{s}: trigger cgroup is {} (got {})", spec.victim_cgroup, e["trigger"]["cgroup"]),
@@ -379,6 +392,15 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
         v.expect(kills == Some(1.0), format!("{s}: /metrics has {series} 1 (got {kills:?})"));
         let decode_errors = r.metric(s, "oomwatch_decode_errors_total");
         v.expect(decode_errors == Some(0.0), format!("{s}: no decode errors (oomwatch_decode_errors_total {decode_errors:?})"));
+        let program_errors: Vec<&str> = r
+            .all(s, "metric")
+            .filter_map(Value::as_str)
+            .filter(|l| l.starts_with("oomwatch_kernel_program_errors_total{"))
+            .collect();
+        v.expect(
+            !program_errors.is_empty() && program_errors.iter().all(|l| l.ends_with(" 0")),
+            format!("{s}: no failed kernel reads in any program (oomwatch_kernel_program_errors_total: {program_errors:?})"),
+        );
         let lost = r.metric(s, "oomwatch_events_lost_total{kind=\"oom_kill\"}");
         v.expect(lost == Some(0.0), format!("{s}: no lost oom_kill records ({lost:?})"));
         for (probe, want) in [("oom_mark_victim", true), ("oom_victim_task", task_arg), ("victim_exit", true)] {

@@ -16,7 +16,7 @@ use std::{
 };
 
 use aya::maps::{MapData, PerCpuArray};
-use oomwatch_common::counter;
+use oomwatch_common::{counters, names::program};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeLabelValue, EncodeMetric as _, LabelValueEncoder},
@@ -186,7 +186,7 @@ impl Collector for StaticCollector {
         )?;
         let labels = [
             ("version", env!("CARGO_PKG_VERSION").to_owned()),
-            ("record_version", oomwatch_common::RECORD_VERSION.to_string()),
+            ("record_version", oomwatch_common::header::RECORD_VERSION.to_string()),
         ];
         ConstGauge::new(1i64).encode(e.encode_family(&labels)?)?;
         let mut e = encoder.encode_descriptor(
@@ -258,9 +258,9 @@ impl Collector for KernelCounterCollector {
             MetricType::Counter,
         )?;
         for (kind, index) in [
-            ("oom_kill", counter::RINGBUF_FULL_OOM),
-            ("victim_exit", counter::RINGBUF_FULL_EXIT),
-            ("reclaim_stall", counter::RINGBUF_FULL_STALL),
+            ("oom_kill", counters::RINGBUF_FULL_OOM),
+            ("victim_exit", counters::RINGBUF_FULL_EXIT),
+            ("reclaim_stall", counters::RINGBUF_FULL_STALL),
         ] {
             if let Some(v) = sum(index) {
                 ConstCounter::new(v).encode(e.encode_family(&[("kind", kind)])?)?;
@@ -273,14 +273,14 @@ impl Collector for KernelCounterCollector {
             MetricType::Counter,
         )?;
         for (map_name, index) in [
-            ("pending_victims", counter::PENDING_VICTIMS_FULL),
-            ("reclaim_starts", counter::RECLAIM_STARTS_FULL),
+            ("pending_victims", counters::PENDING_VICTIMS_FULL),
+            ("reclaim_starts", counters::RECLAIM_STARTS_FULL),
         ] {
             if let Some(v) = sum(index) {
                 ConstCounter::new(v).encode(e.encode_family(&[("map", map_name)])?)?;
             }
         }
-        if let Some(v) = sum(counter::OOM_SEEN) {
+        if let Some(v) = sum(counters::OOM_SEEN) {
             let e = encoder.encode_descriptor(
                 "kernel_oom_kills_seen",
                 "OOM kills the kernel programs saw, before the ring buffer",
@@ -288,6 +288,17 @@ impl Collector for KernelCounterCollector {
                 MetricType::Counter,
             )?;
             ConstCounter::new(v).encode(e)?;
+        }
+        let mut e = encoder.encode_descriptor(
+            "kernel_program_errors",
+            "Kernel reads that failed in a program; what it could still read, it reported (a kill without some fields)",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in program::ALL {
+            if let Some(v) = sum(counters::program_errors(p)) {
+                ConstCounter::new(v).encode(e.encode_family(&[("program", p.name)])?)?;
+            }
         }
         Ok(())
     }

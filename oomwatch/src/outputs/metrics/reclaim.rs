@@ -9,7 +9,7 @@ use prometheus_client::{
     metrics::{MetricType, counter::ConstCounter},
 };
 
-use oomwatch_common::stall_bucket_upper_us;
+use oomwatch_common::reclaim::stall_bucket_upper_us;
 
 use super::LabelValue;
 use crate::model::{Model, reclaim::CgroupStalls};
@@ -103,7 +103,7 @@ pub fn encode(mut encoder: DescriptorEncoder, cgroups: &BTreeMap<String, CgroupS
 
 #[cfg(test)]
 mod tests {
-    use oomwatch_common::stall_bucket;
+    use oomwatch_common::reclaim::stall_bucket;
     use prometheus_client::registry::Registry;
 
     use super::*;
