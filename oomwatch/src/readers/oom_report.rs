@@ -1135,6 +1135,7 @@ fn kb_fields<const N: usize>(mut s: &[u8], seps: [&[u8]; N]) -> Option<[u64; N]>
 }
 
 /// The summary's parts, borrowed from the line.
+#[derive(Clone, Copy)]
 struct SummaryParts<'a> {
     constraint: &'a [u8],
     nodemask: Option<&'a [u8]>,
@@ -1163,6 +1164,36 @@ fn parse_summary<'a>(
     uid: Option<u32>,
     stats_cgroup: Option<&[u8]>,
 ) -> Option<SummaryParts<'a>> {
+    let (head, uid_seen) = strip_task(line, comm, pid, uid)?;
+    let Head { constraint, nodemask, rest } = split_head(head)?;
+    let base = SummaryParts {
+        constraint,
+        nodemask,
+        cpuset: None,
+        mems_allowed: None,
+        oom_memcg: None,
+        global_oom: false,
+        task_memcg: None,
+        pid,
+        uid: uid_seen,
+    };
+    let mut found = None;
+    let mut readings = 0usize;
+    for start in memcg_starts(rest)? {
+        for reading in readings_at(rest, start, stats_cgroup, base) {
+            readings += 1;
+            found = Some(reading);
+        }
+        if readings > 1 {
+            return None;
+        }
+    }
+    found
+}
+
+/// What precedes ",task=<comm>,pid=<pid>,uid=<uid>", and the uid, when the
+/// tail names exactly this victim.
+fn strip_task<'a>(line: &'a [u8], comm: &[u8], pid: u32, uid: Option<u32>) -> Option<(&'a [u8], u32)> {
     let u = rfind(line, b",uid=")?;
     let uid_seen = parse_u32(&line[u + 5..])?;
     if uid.is_some_and(|uid| uid != uid_seen) {
@@ -1177,94 +1208,106 @@ fn parse_summary<'a>(
     if &before[task_at..task_at + 6] != b",task=" || &before[task_at + 6..] != comm {
         return None;
     }
-    let head = &before[..task_at];
+    Some((&before[..task_at], uid_seen))
+}
+
+/// The start of the summary, "C,nodemask=NL", and what follows it.
+struct Head<'a> {
+    constraint: &'a [u8],
+    /// None for "(null)".
+    nodemask: Option<&'a [u8]>,
+    rest: &'a [u8],
+}
+
+fn split_head(head: &[u8]) -> Option<Head<'_>> {
     let comma = head.iter().position(|&b| b == b',')?;
     let constraint = &head[..comma];
     if constraint.is_empty() || !constraint.iter().all(|&b| b.is_ascii_uppercase() || b == b'_') {
         return None;
     }
     let after = head[comma..].strip_prefix(b",nodemask=")?;
-    let (nodemask, after) = match after.strip_prefix(b"(null)") {
-        Some(rest) => (None, rest),
+    Some(match after.strip_prefix(b"(null)") {
+        Some(rest) => Head { constraint, nodemask: None, rest },
         None => {
             let n = nodelist_len(after);
-            (Some(&after[..n]), &after[n..])
+            Head { constraint, nodemask: Some(&after[..n]), rest: &after[n..] }
         }
-    };
-    let base = |cpuset, mems_allowed| SummaryParts {
-        constraint,
-        nodemask,
-        cpuset,
-        mems_allowed,
-        oom_memcg: None,
-        global_oom: false,
-        task_memcg: None,
-        pid,
-        uid: uid_seen,
-    };
-    // The memcg part starts at one of these (or there is none: the end).
-    let mut starts: Vec<usize> = memchr::memmem::find_iter(after, b",oom_memcg=")
-        .chain(memchr::memmem::find_iter(after, b",global_oom"))
+    })
+}
+
+/// Where the memcg part may start: at each ",oom_memcg=" or ",global_oom",
+/// or at the end (there is none). None past MAX_SUMMARY_CANDIDATES: a line
+/// with that many ways to read it is called ambiguous unread.
+fn memcg_starts(rest: &[u8]) -> Option<Vec<usize>> {
+    let mut starts: Vec<usize> = memchr::memmem::find_iter(rest, b",oom_memcg=")
+        .chain(memchr::memmem::find_iter(rest, b",global_oom"))
         .take(MAX_SUMMARY_CANDIDATES + 1)
         .collect();
-    starts.push(after.len());
-    if starts.len() > MAX_SUMMARY_CANDIDATES {
-        return None;
+    starts.push(rest.len());
+    (starts.len() <= MAX_SUMMARY_CANDIDATES).then_some(starts)
+}
+
+/// Every consistent reading of `rest` with its memcg part starting at `start`.
+fn readings_at<'a>(rest: &'a [u8], start: usize, stats_cgroup: Option<&[u8]>, base: SummaryParts<'a>) -> Vec<SummaryParts<'a>> {
+    // Before it: nothing, or ",cpuset=NAME,mems_allowed=NL".
+    let (cpuset, mems_allowed) = match &rest[..start] {
+        b"" => (None, None),
+        part => match cpuset_part(part) {
+            Some((name, nl)) => (Some(name), Some(nl)),
+            None => return Vec::new(),
+        },
+    };
+    let base = SummaryParts { cpuset, mems_allowed, ..base };
+    let memcg = &rest[start..];
+    if memcg.is_empty() {
+        // No memcg part: memory cgroups compiled out.
+        vec![base]
+    } else if let Some(after) = memcg.strip_prefix(b",global_oom") {
+        global_oom_reading(after, base).into_iter().collect()
+    } else if let Some(paths) = memcg.strip_prefix(b",oom_memcg=") {
+        oom_memcg_readings(paths, stats_cgroup, base)
+    } else {
+        Vec::new()
     }
-    let mut found = None;
-    let mut readings = 0usize;
-    for start in starts {
-        // Before it: nothing, or ",cpuset=NAME,mems_allowed=NL".
-        let (cpuset, mems) = match &after[..start] {
-            b"" => (None, None),
-            part => match cpuset_part(part) {
-                Some((name, nl)) => (Some(name), Some(nl)),
-                None => continue,
-            },
-        };
-        let memcg = &after[start..];
-        if memcg.is_empty() {
-            // No memcg part: memory cgroups compiled out.
-            readings += 1;
-            found = Some(base(cpuset, mems));
-        } else if let Some(rest) = memcg.strip_prefix(b",global_oom") {
-            let task_memcg = match rest {
-                b"" => None,
-                _ => match rest.strip_prefix(b",task_memcg=") {
-                    Some(p) if p.starts_with(b"/") => Some(p),
-                    _ => continue,
-                },
-            };
-            readings += 1;
-            found = Some(SummaryParts { global_oom: true, task_memcg, ..base(cpuset, mems) });
-        } else if let Some(paths) = memcg.strip_prefix(b",oom_memcg=") {
-            let splits: Vec<usize> = match stats_cgroup {
-                Some(known) => {
-                    if paths.starts_with(known) && paths[known.len()..].starts_with(b",task_memcg=") {
-                        vec![known.len()]
-                    } else {
-                        continue;
-                    }
-                }
-                None => memchr::memmem::find_iter(paths, b",task_memcg=").take(MAX_SUMMARY_CANDIDATES).collect(),
-            };
-            for at in splits {
-                let (oom_memcg, task_memcg) = (&paths[..at], &paths[at + b",task_memcg=".len()..]);
-                // The victim is in the cgroup that ran out, or below it.
-                let inside = task_memcg == oom_memcg
-                    || oom_memcg == b"/"
-                    || (task_memcg.starts_with(oom_memcg) && task_memcg.get(oom_memcg.len()) == Some(&b'/'));
-                if oom_memcg.starts_with(b"/") && task_memcg.starts_with(b"/") && inside {
-                    readings += 1;
-                    found = Some(SummaryParts { oom_memcg: Some(oom_memcg), task_memcg: Some(task_memcg), ..base(cpuset, mems) });
-                }
+}
+
+/// After ",global_oom": nothing, or ",task_memcg=/PATH".
+fn global_oom_reading<'a>(after: &'a [u8], base: SummaryParts<'a>) -> Option<SummaryParts<'a>> {
+    let task_memcg = match after {
+        b"" => None,
+        _ => match after.strip_prefix(b",task_memcg=") {
+            Some(p) if p.starts_with(b"/") => Some(p),
+            _ => return None,
+        },
+    };
+    Some(SummaryParts { global_oom: true, task_memcg, ..base })
+}
+
+/// After ",oom_memcg=": "P,task_memcg=P", split everywhere it can be (or
+/// only after `stats_cgroup`, when known).
+fn oom_memcg_readings<'a>(paths: &'a [u8], stats_cgroup: Option<&[u8]>, base: SummaryParts<'a>) -> Vec<SummaryParts<'a>> {
+    let splits: Vec<usize> = match stats_cgroup {
+        Some(known) => {
+            if paths.starts_with(known) && paths[known.len()..].starts_with(b",task_memcg=") {
+                vec![known.len()]
+            } else {
+                return Vec::new();
             }
         }
-        if readings > 1 {
-            return None;
+        None => memchr::memmem::find_iter(paths, b",task_memcg=").take(MAX_SUMMARY_CANDIDATES).collect(),
+    };
+    let mut out = Vec::new();
+    for at in splits {
+        let (oom_memcg, task_memcg) = (&paths[..at], &paths[at + b",task_memcg=".len()..]);
+        // The victim is in the cgroup that ran out, or below it.
+        let inside = task_memcg == oom_memcg
+            || oom_memcg == b"/"
+            || (task_memcg.starts_with(oom_memcg) && task_memcg.get(oom_memcg.len()) == Some(&b'/'));
+        if oom_memcg.starts_with(b"/") && task_memcg.starts_with(b"/") && inside {
+            out.push(SummaryParts { oom_memcg: Some(oom_memcg), task_memcg: Some(task_memcg), ..base });
         }
     }
-    found
+    out
 }
 
 /// ",cpuset=NAME,mems_allowed=NL" (the leading comma included).

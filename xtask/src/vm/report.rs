@@ -15,6 +15,8 @@
 //! which event fields arrived is printed either way (it feeds the README's
 //! kernel support matrix).
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::image::Kernel;
@@ -134,21 +136,33 @@ impl Results {
 
     /// `oomwatch_probe_attached` per probe, from every metric line the
     /// guest reported (the last value wins).
-    pub(super) fn probes_attached(&self) -> std::collections::BTreeMap<String, f64> {
-        self.facts
-            .iter()
-            .filter(|(_, k, _)| k == "metric")
-            .filter_map(|(_, _, v)| v.as_str())
-            .filter_map(|l| {
-                let rest = l.strip_prefix("oomwatch_probe_attached{probe=\"")?;
-                let (probe, value) = rest.split_once("\"} ")?;
-                Some((probe.to_owned(), value.trim().parse().ok()?))
-            })
-            .collect()
+    pub(super) fn probes_attached(&self) -> BTreeMap<String, f64> {
+        self.facts.iter().filter(|(_, k, _)| k == "metric").filter_map(|(_, _, v)| probe_attached(v)).collect()
+    }
+
+    /// `oomwatch_probe_attached` per probe, as one scenario saw it.
+    pub(super) fn probes_attached_in(&self, scenario: &str) -> BTreeMap<String, f64> {
+        self.all(scenario, "metric").filter_map(probe_attached).collect()
     }
 
     fn check_item(&self, name: &str) -> Option<&Value> {
         self.get("vm", "check")?["items"].as_array()?.iter().find(|i| i["name"] == name)
+    }
+
+    fn check_item_ok(&self, name: &str) -> Option<bool> {
+        self.check_item(name).and_then(|i| i["ok"].as_bool())
+    }
+
+    fn check_item_detail(&self, name: &str) -> String {
+        self.check_item(name).and_then(|i| i["detail"].as_str()).unwrap_or("").to_owned()
+    }
+
+    /// The oom_kill event `scenario` saw for victim `pid`.
+    pub(super) fn oom_kill_of(&self, scenario: &str, pid: u64) -> Option<&Value> {
+        self.facts
+            .iter()
+            .find(|(s, k, e)| s == scenario && k == "event" && e["kind"] == "oom_kill" && e["victim"]["pid"] == pid)
+            .map(|(_, _, e)| e)
     }
 
     /// Field names of the guest's `oom/mark_victim` format file, without the
@@ -167,6 +181,13 @@ impl Results {
     }
 }
 
+/// `oomwatch_probe_attached{probe="P"} V` as (P, V).
+fn probe_attached(metric: &Value) -> Option<(String, f64)> {
+    let rest = metric.as_str()?.strip_prefix("oomwatch_probe_attached{probe=\"")?;
+    let (probe, value) = rest.split_once("\"} ")?;
+    Some((probe.to_owned(), value.trim().parse().ok()?))
+}
+
 #[derive(Default)]
 pub struct Verdict {
     pub passed: Vec<String>,
@@ -175,6 +196,17 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Every check starts here: unreadable result lines fail, and so does a
+    /// driver that did not run to the end.
+    pub(super) fn of_run(r: &Results) -> Self {
+        let mut v = Self::default();
+        for line in &r.unparsed {
+            v.failures.push(format!("unreadable result line: {line}"));
+        }
+        v.expect(r.get("vm", "end") == Some(&Value::Bool(true)), "the guest driver ran to the end");
+        v
+    }
+
     pub(super) fn expect(&mut self, ok: bool, what: impl Into<String>) {
         if ok { self.passed.push(what.into()) } else { self.failures.push(what.into()) }
     }
@@ -218,36 +250,63 @@ pub(super) fn table(rows: &[Vec<String>]) -> Vec<String> {
 }
 
 pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
-    let mut v = Verdict::default();
-    for line in &r.unparsed {
-        v.failures.push(format!("unreadable result line: {line}"));
+    let mut v = Verdict::of_run(r);
+    let guest = check_guest(r, &mut v);
+    let log = check_daemon(r, &mut v);
+    let mut kills = KillTable::new(scenarios);
+    for spec in KILL_SCENARIOS.iter().filter(|k| scenarios.contains(&k.name)) {
+        let seen = check_kill(r, spec, &guest, &mut v);
+        kills.add(spec, &seen);
+    }
+    if scenarios.contains(&"pressure") {
+        check_pressure(r, &mut v);
+    }
+    summarize(r, scenarios, kernel, &guest, kills, &log, &mut v);
+    v
+}
+
+/// The guest's kernel, as it describes itself.
+struct Guest<'a> {
+    release: &'a str,
+    /// The fields of its `oom/mark_victim` format file.
+    tp_fields: Vec<String>,
+}
+
+impl Guest<'_> {
+    fn has_tp(&self, field: &str) -> bool {
+        self.tp_fields.iter().any(|t| t == field)
     }
 
-    v.expect(r.get("vm", "end") == Some(&Value::Bool(true)), "the guest driver ran to the end");
+    /// Upstream changed the prototype (int pid) -> (struct task_struct *,
+    /// uid_t) in the same commit that added uid and the other fields.
+    fn task_arg(&self) -> bool {
+        self.has_tp("uid")
+    }
+
+    fn layout(&self) -> &'static str {
+        if self.task_arg() { "full (comm, RSS, uid, ...; task pointer)" } else { "pid only" }
+    }
+}
+
+/// The kernel's own word on mark_victim, then `oomwatch check --json`.
+fn check_guest<'a>(r: &'a Results, v: &mut Verdict) -> Guest<'a> {
     let release = r.str("vm", "kernel").unwrap_or("?");
     v.expect(release.starts_with("6.1."), format!("the guest runs a 6.1 kernel (uname -r: {release})"));
-
-    // The kernel's own word on mark_victim, then `oomwatch check --json`.
     let tp_fields = r.mark_victim_fields();
     v.expect(tp_fields.is_some(), "the guest printed its oom/mark_victim format file");
-    let tp_fields = tp_fields.unwrap_or_default();
-    let has_tp = |f: &str| tp_fields.iter().any(|t| t == f);
-    // Upstream changed the prototype (int pid) -> (struct task_struct *,
-    // uid_t) in the same commit that added uid and the other fields.
-    let task_arg = has_tp("uid");
-    let layout = if task_arg { "full (comm, RSS, uid, ...; task pointer)" } else { "pid only" };
+    let guest = Guest { release, tp_fields: tp_fields.unwrap_or_default() };
 
-    let item_ok = |name: &str| r.check_item(name).and_then(|i| i["ok"].as_bool());
-    let item_detail = |name: &str| r.check_item(name).and_then(|i| i["detail"].as_str()).unwrap_or("").to_owned();
+    let item_ok = |name: &str| r.check_item_ok(name);
+    let item_detail = |name: &str| r.check_item_detail(name);
     v.expect(r.get("vm", "check").is_some(), "`oomwatch check --json` printed a report");
     v.expect(r.get("vm", "check_status") == Some(&Value::from(0)), "`oomwatch check` exits 0 (the daemon can run)");
     v.expect(item_ok("kprobes") == Some(true), format!("check: kprobes available ({})", item_detail("kprobes")));
     v.expect(item_ok("probe oom_mark_victim") == Some(true), "check: tracepoint oom/mark_victim available");
     v.expect(
-        item_detail("mark_victim fields") == tp_fields.join(", "),
+        item_detail("mark_victim fields") == guest.tp_fields.join(", "),
         format!("check: mark_victim fields as the format file lists them ({})", item_detail("mark_victim fields")),
     );
-    if task_arg {
+    if guest.task_arg() {
         v.expect(
             item_ok("probe oom_victim_task") == Some(true),
             format!("check: raw-tracepoint victim-task probe available, mark_victim passes the task ({})", item_detail("probe oom_victim_task")),
@@ -263,225 +322,280 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
         item_ok("cgroups") == Some(true) && cgroups.starts_with("v2"),
         format!("check: pure cgroup v2 with the memory controller ({cgroups})"),
     );
+    guest
+}
 
-    // The daemon.
+/// Returns the daemon's log, for the summary.
+fn check_daemon<'a>(r: &'a Results, v: &mut Verdict) -> Vec<&'a str> {
     let ready = r.str("daemon", "ready_after_s");
     v.expect(ready.is_some(), format!("the daemon started and answered /healthz (after {} s)", ready.unwrap_or("-")));
-    let log: Vec<&str> = r.all("daemon", "log").filter_map(Value::as_str).collect();
     if ready.is_some() {
         v.expect(
             r.get("daemon", "exit_status") == Some(&Value::from(0)),
             format!("the daemon exits 0 on SIGTERM (status {})", r.get("daemon", "exit_status").map_or("-".into(), |s| s.to_string())),
         );
     }
+    r.all("daemon", "log").filter_map(Value::as_str).collect()
+}
 
-    let mut event_rows: Vec<Vec<String>> = vec![std::iter::once("oom_kill event".to_owned()).chain(scenarios.iter().map(|s| s.to_string())).collect()];
-    for path in EVENT_FIELDS {
-        event_rows.push(vec![path.to_string()]);
+/// What one kill scenario left, for the summary table.
+struct KillSeen<'a> {
+    oom: Option<&'a Value>,
+    exit: Option<&'a Value>,
+    /// oom_kill in the limit cgroup's memory.events.
+    kernel_kills: Option<u64>,
+    /// oomwatch_oom_kills_total for the victim cgroup.
+    kills: Option<f64>,
+}
+
+fn check_kill<'a>(r: &'a Results, spec: &KillScenario, guest: &Guest<'_>, v: &mut Verdict) -> KillSeen<'a> {
+    let s = spec.name;
+    v.expect(r.get(s, "finished").is_some(), format!("{s}: the scenario ran"));
+    v.expect(r.str(s, "victim_cgroup") == Some(spec.victim_cgroup), format!("{s}: the driver used {}", spec.victim_cgroup));
+    let pid = r.get(s, "hog_pid").and_then(Value::as_u64);
+    let status = r.get(s, "hog_status").and_then(Value::as_u64);
+    v.expect(
+        status == Some(128 + 9) && r.get(s, "hog_watchdog") == Some(&Value::from(0)),
+        format!("{s}: memhog was SIGKILLed by the kernel (wait status {status:?})"),
+    );
+    let kernel_kills = r.get(s, spec.limit_events_key).and_then(|e| e["oom_kill"].as_u64());
+    v.expect(kernel_kills == Some(1), format!("{s}: the kernel counts 1 oom_kill in {} (memory.events: {kernel_kills:?})", spec.limit_cgroup));
+
+    let oom = pid.and_then(|p| r.oom_kill_of(s, p));
+    let exit = pid.and_then(|p| r.all(s, "event").find(|e| e["kind"] == "victim_exit" && e["pid"] == p));
+    let pid_s = pid.map_or("?".into(), |p| p.to_string());
+    v.expect(oom.is_some(), format!("{s}: an oom_kill event for the hog (pid {pid_s}) in `oomwatch tail --json`"));
+    if let Some(e) = oom {
+        check_oom_event(r, spec, e, pid, v);
+        check_kill_path(r, spec, e, &pid_s, v);
+        check_victim(s, &e["victim"], pid, guest, v);
     }
-    let mut extra_rows: Vec<Vec<String>> = vec![
-        vec!["victim_exit event".into()],
-        vec!["kernel oom_kill (limit cgroup)".into()],
-        vec!["oomwatch_oom_kills_total".into()],
-    ];
+    v.expect(exit.is_some(), format!("{s}: a victim_exit event for pid {pid_s}"));
+    if let Some(e) = exit {
+        v.expect(e["cgroup"] == spec.victim_cgroup, format!("{s}: victim_exit cgroup is {} (got {})", spec.victim_cgroup, e["cgroup"]));
+    }
+    let kills = check_kill_metrics(r, spec, guest, v);
+    KillSeen { oom, exit, kernel_kills, kills }
+}
 
-    for spec in KILL_SCENARIOS.iter().filter(|k| scenarios.contains(&k.name)) {
-        let s = spec.name;
-        v.expect(r.get(s, "finished").is_some(), format!("{s}: the scenario ran"));
-        v.expect(r.str(s, "victim_cgroup") == Some(spec.victim_cgroup), format!("{s}: the driver used {}", spec.victim_cgroup));
-        let pid = r.get(s, "hog_pid").and_then(Value::as_u64);
-        let status = r.get(s, "hog_status").and_then(Value::as_u64);
+/// Where the kill happened and who caused it, as the event says.
+fn check_oom_event(r: &Results, spec: &KillScenario, e: &Value, pid: Option<u64>, v: &mut Verdict) {
+    let s = spec.name;
+    v.expect(e["cgroup"] == spec.victim_cgroup, format!("{s}: oom_kill cgroup is {} (got {})", spec.victim_cgroup, e["cgroup"]));
+    v.expect(pid.is_some_and(|p| e["trigger"]["pid"] == p), format!("{s}: trigger pid is the hog's own (got {})", e["trigger"]["pid"]));
+    v.expect(e["attribution"] == "exact", format!("{s}: attribution exact (got {})", e["attribution"]));
+    // Kprobes work on this kernel: the OOM killer's own view must be there.
+    if r.check_item_ok("probe oom_kill_process") == Some(true) {
+        let oc = &e["oom_control"];
         v.expect(
-            status == Some(128 + 9) && r.get(s, "hog_watchdog") == Some(&Value::from(0)),
-            format!("{s}: memhog was SIGKILLed by the kernel (wait status {status:?})"),
+            oc["memcg"] == spec.limit_cgroup && oc["constraint"] == "memcg" && oc["totalpages"].as_u64().is_some_and(|p| p > 0),
+            format!("{s}: oom_control from the kprobe names {} with constraint memcg (got {oc})", spec.limit_cgroup),
         );
-        let kernel_kills = r.get(s, spec.limit_events_key).and_then(|e| e["oom_kill"].as_u64());
-        v.expect(kernel_kills == Some(1), format!("{s}: the kernel counts 1 oom_kill in {} (memory.events: {kernel_kills:?})", spec.limit_cgroup));
-
-        let events: Vec<&Value> = r.all(s, "event").collect();
-        let oom = pid.and_then(|p| events.iter().copied().find(|e| e["kind"] == "oom_kill" && e["victim"]["pid"] == p));
-        let exit = pid.and_then(|p| events.iter().copied().find(|e| e["kind"] == "victim_exit" && e["pid"] == p));
-        let pid_s = pid.map_or("?".into(), |p| p.to_string());
-        v.expect(oom.is_some(), format!("{s}: an oom_kill event for the hog (pid {pid_s}) in `oomwatch tail --json`"));
-        if let Some(e) = oom {
-            v.expect(
-                e["cgroup"] == spec.victim_cgroup,
-                format!("{s}: oom_kill cgroup is {} (got {})", spec.victim_cgroup, e["cgroup"]),
-            );
-            v.expect(
-                pid.is_some_and(|p| e["trigger"]["pid"] == p),
-                format!("{s}: trigger pid is the hog's own (got {})", e["trigger"]["pid"]),
-            );
-            v.expect(e["attribution"] == "exact", format!("{s}: attribution exact (got {})", e["attribution"]));
-            // Kprobes work on this kernel: the OOM killer's own view must be there.
-            if item_ok("probe oom_kill_process") == Some(true) {
-                let oc = &e["oom_control"];
-                v.expect(
-                    oc["memcg"] == spec.limit_cgroup && oc["constraint"] == "memcg" && oc["totalpages"].as_u64().is_some_and(|p| p > 0),
-                    format!("{s}: oom_control from the kprobe names {} with constraint memcg (got {oc})", spec.limit_cgroup),
-                );
-            } else {
-                v.expect(
-                    e["unavailable"].as_array().is_some_and(|u| u.iter().any(|x| x == "oom_control")),
-                    format!("{s}: without the kprobe the event lists oom_control as unavailable (got {})", e["unavailable"]),
-                );
-            }
-            v.expect(
-                e["limit_cgroup"] == spec.limit_cgroup && e["constraint"] == "memcg",
-                format!("{s}: limit_cgroup {} with constraint memcg (got {} / {})", spec.limit_cgroup, e["limit_cgroup"], e["constraint"]),
-            );
-            // The limit cgroup's usage and limit come from the kill record
-            // (the kernel's page counters at the kill), not from files.
-            let usage = e["limit_cgroup_usage_bytes"].as_u64().unwrap_or(0);
-            v.expect(
-                e["limit_bytes"] == 64 * MIB && usage > 48 * MIB && usage <= 64 * MIB,
-                format!("{s}: limit_bytes 64 MiB, limit_cgroup_usage_bytes near it (got {} / {usage})", e["limit_bytes"]),
-            );
-            let needle = format!("kill of pid {pid_s}: explained in ");
-            let kill_path = log.iter().copied().find(|l| l.contains(&needle));
-            v.expect(
-                kill_path.is_some_and(|l| l.contains(" us, 0 cgroupfs/procfs files read; usage and limits from the kernel at the kill")),
-                format!("{s}: no cgroupfs/procfs file read on the kill path (daemon: {})", kill_path.map_or("no kill-path line", |l| l)),
-            );
-            v.expect(
-                e["trigger"]["cgroup"] == spec.victim_cgroup,
-                format!("{s}: trigger cgroup is {} (got {})", spec.victim_cgroup, e["trigger"]["cgroup"]),
-            );
-            let victim = &e["victim"];
-            let wrong: Vec<String> = TRACEPOINT_FIELDS
-                .iter()
-                .filter(|(tp, ev)| has_tp(tp) != victim.get(*ev).is_some())
-                .map(|(tp, ev)| match victim.get(*ev) {
-                    Some(val) => format!("{ev}={val} (the kernel has no {tp})"),
-                    None => format!("{ev} missing"),
-                })
-                .collect();
-            v.expect(
-                wrong.is_empty(),
-                format!(
-                    "{s}: victim fields match the tracepoint ({layout}): present when the kernel gives them, absent (not zero) when not{}",
-                    if wrong.is_empty() { String::new() } else { format!(": {}", wrong.join(", ")) }
-                ),
-            );
-            let tgid = victim.get("tgid");
-            v.expect(
-                if task_arg { tgid.is_some() && pid.is_some_and(|p| tgid == Some(&Value::from(p))) } else { tgid.is_none() },
-                format!(
-                    "{s}: victim tgid {} (read from the victim task, got {})",
-                    if task_arg { "is the hog's pid" } else { "absent without the task probe" },
-                    tgid.map_or("none".into(), Value::to_string)
-                ),
-            );
-            if has_tp("comm") {
-                v.expect(victim["comm"] == "memhog", format!("{s}: victim comm is memhog (got {})", victim["comm"]));
-            }
-            if has_tp("anon_rss") {
-                let anon = victim["anon_rss_bytes"].as_u64().unwrap_or(0);
-                v.expect(
-                    anon > 32 * MIB && anon <= 64 * MIB,
-                    format!("{s}: victim anon RSS {:.1} MiB is near the 64 MiB limit", anon as f64 / MIB as f64),
-                );
-            }
-        }
-        v.expect(exit.is_some(), format!("{s}: a victim_exit event for pid {pid_s}"));
-        if let Some(e) = exit {
-            v.expect(e["cgroup"] == spec.victim_cgroup, format!("{s}: victim_exit cgroup is {} (got {})", spec.victim_cgroup, e["cgroup"]));
-        }
-        let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", spec.victim_cgroup);
-        let kills = r.metric(s, &series);
-        v.expect(kills == Some(1.0), format!("{s}: /metrics has {series} 1 (got {kills:?})"));
-        let decode_errors = r.metric(s, "oomwatch_decode_errors_total");
-        v.expect(decode_errors == Some(0.0), format!("{s}: no decode errors (oomwatch_decode_errors_total {decode_errors:?})"));
-        let program_errors: Vec<&str> = r
-            .all(s, "metric")
-            .filter_map(Value::as_str)
-            .filter(|l| l.starts_with("oomwatch_kernel_program_errors_total{"))
-            .collect();
+    } else {
         v.expect(
-            !program_errors.is_empty() && program_errors.iter().all(|l| l.ends_with(" 0")),
-            format!("{s}: no failed kernel reads in any program (oomwatch_kernel_program_errors_total: {program_errors:?})"),
+            e["unavailable"].as_array().is_some_and(|u| u.iter().any(|x| x == "oom_control")),
+            format!("{s}: without the kprobe the event lists oom_control as unavailable (got {})", e["unavailable"]),
         );
-        let lost = r.metric(s, "oomwatch_events_lost_total{kind=\"oom_kill\"}");
-        v.expect(lost == Some(0.0), format!("{s}: no lost oom_kill records ({lost:?})"));
-        for (probe, want) in [("oom_mark_victim", true), ("oom_victim_task", task_arg), ("victim_exit", true)] {
-            let got = r.metric(s, &format!("oomwatch_probe_attached{{probe=\"{probe}\"}}"));
-            v.expect(
-                got == Some(if want { 1.0 } else { 0.0 }),
-                format!("{s}: oomwatch_probe_attached{{probe=\"{probe}\"}} {} (got {got:?})", u8::from(want)),
-            );
-        }
+    }
+    v.expect(
+        e["limit_cgroup"] == spec.limit_cgroup && e["constraint"] == "memcg",
+        format!("{s}: limit_cgroup {} with constraint memcg (got {} / {})", spec.limit_cgroup, e["limit_cgroup"], e["constraint"]),
+    );
+    v.expect(
+        e["trigger"]["cgroup"] == spec.victim_cgroup,
+        format!("{s}: trigger cgroup is {} (got {})", spec.victim_cgroup, e["trigger"]["cgroup"]),
+    );
+}
 
-        for (row, path) in event_rows[1..].iter_mut().zip(EVENT_FIELDS) {
-            row.push(match oom.map(|e| field(e, path)) {
+/// The limit cgroup's usage and limit come from the kill record (the
+/// kernel's page counters at the kill), not from files.
+fn check_kill_path(r: &Results, spec: &KillScenario, e: &Value, pid_s: &str, v: &mut Verdict) {
+    let s = spec.name;
+    let usage = e["limit_cgroup_usage_bytes"].as_u64().unwrap_or(0);
+    v.expect(
+        e["limit_bytes"] == 64 * MIB && usage > 48 * MIB && usage <= 64 * MIB,
+        format!("{s}: limit_bytes 64 MiB, limit_cgroup_usage_bytes near it (got {} / {usage})", e["limit_bytes"]),
+    );
+    let needle = format!("kill of pid {pid_s}: explained in ");
+    let log: Vec<&str> = r.all("daemon", "log").filter_map(Value::as_str).collect();
+    let kill_path = log.iter().copied().find(|l| l.contains(&needle));
+    v.expect(
+        kill_path.is_some_and(|l| l.contains(" us, 0 cgroupfs/procfs files read; usage and limits from the kernel at the kill")),
+        format!("{s}: no cgroupfs/procfs file read on the kill path (daemon: {})", kill_path.map_or("no kill-path line", |l| l)),
+    );
+}
+
+/// The victim's fields follow the tracepoint: present when the kernel
+/// gives them, absent (never zero) when it does not.
+fn check_victim(s: &str, victim: &Value, pid: Option<u64>, guest: &Guest<'_>, v: &mut Verdict) {
+    let wrong: Vec<String> = TRACEPOINT_FIELDS
+        .iter()
+        .filter(|(tp, ev)| guest.has_tp(tp) != victim.get(*ev).is_some())
+        .map(|(tp, ev)| match victim.get(*ev) {
+            Some(val) => format!("{ev}={val} (the kernel has no {tp})"),
+            None => format!("{ev} missing"),
+        })
+        .collect();
+    v.expect(
+        wrong.is_empty(),
+        format!(
+            "{s}: victim fields match the tracepoint ({}): present when the kernel gives them, absent (not zero) when not{}",
+            guest.layout(),
+            if wrong.is_empty() { String::new() } else { format!(": {}", wrong.join(", ")) }
+        ),
+    );
+    let task_arg = guest.task_arg();
+    let tgid = victim.get("tgid");
+    v.expect(
+        if task_arg { tgid.is_some() && pid.is_some_and(|p| tgid == Some(&Value::from(p))) } else { tgid.is_none() },
+        format!(
+            "{s}: victim tgid {} (read from the victim task, got {})",
+            if task_arg { "is the hog's pid" } else { "absent without the task probe" },
+            tgid.map_or("none".into(), Value::to_string)
+        ),
+    );
+    if guest.has_tp("comm") {
+        v.expect(victim["comm"] == "memhog", format!("{s}: victim comm is memhog (got {})", victim["comm"]));
+    }
+    if guest.has_tp("anon_rss") {
+        let anon = victim["anon_rss_bytes"].as_u64().unwrap_or(0);
+        v.expect(
+            anon > 32 * MIB && anon <= 64 * MIB,
+            format!("{s}: victim anon RSS {:.1} MiB is near the 64 MiB limit", anon as f64 / MIB as f64),
+        );
+    }
+}
+
+/// Returns the kill counter of the victim cgroup.
+fn check_kill_metrics(r: &Results, spec: &KillScenario, guest: &Guest<'_>, v: &mut Verdict) -> Option<f64> {
+    let s = spec.name;
+    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", spec.victim_cgroup);
+    let kills = r.metric(s, &series);
+    v.expect(kills == Some(1.0), format!("{s}: /metrics has {series} 1 (got {kills:?})"));
+    let decode_errors = r.metric(s, "oomwatch_decode_errors_total");
+    v.expect(decode_errors == Some(0.0), format!("{s}: no decode errors (oomwatch_decode_errors_total {decode_errors:?})"));
+    let program_errors: Vec<&str> =
+        r.all(s, "metric").filter_map(Value::as_str).filter(|l| l.starts_with("oomwatch_kernel_program_errors_total{")).collect();
+    v.expect(
+        !program_errors.is_empty() && program_errors.iter().all(|l| l.ends_with(" 0")),
+        format!("{s}: no failed kernel reads in any program (oomwatch_kernel_program_errors_total: {program_errors:?})"),
+    );
+    let lost = r.metric(s, "oomwatch_events_lost_total{kind=\"oom_kill\"}");
+    v.expect(lost == Some(0.0), format!("{s}: no lost oom_kill records ({lost:?})"));
+    for (probe, want) in [("oom_mark_victim", true), ("oom_victim_task", guest.task_arg()), ("victim_exit", true)] {
+        let got = r.metric(s, &format!("oomwatch_probe_attached{{probe=\"{probe}\"}}"));
+        v.expect(
+            got == Some(if want { 1.0 } else { 0.0 }),
+            format!("{s}: oomwatch_probe_attached{{probe=\"{probe}\"}} {} (got {got:?})", u8::from(want)),
+        );
+    }
+    kills
+}
+
+fn check_pressure(r: &Results, v: &mut Verdict) {
+    let s = "pressure";
+    let cg = "/oomwatch-test-vm3";
+    v.expect(r.get(s, "pressure_event_seen") == Some(&Value::from(true)), format!("{s}: a PSI trigger `pressure` event for {cg} in `oomwatch tail --json`"));
+    let pressure = r.all(s, "event").find(|e| e["kind"] == "pressure" && e["cgroup"] == cg);
+    v.expect(
+        pressure.is_some_and(|e| e["some_total_us"].as_u64().is_some_and(|t| t > 0)),
+        format!("{s}: the pressure event carries the cgroup's PSI totals (got {})", pressure.map_or("none".into(), |e| e.to_string())),
+    );
+    let waiting = r.metric(s, &format!("oomwatch_cgroup_memory_pressure_waiting_seconds_total{{cgroup=\"{cg}\"}}"));
+    v.expect(waiting.is_some_and(|w| w > 0.0), format!("{s}: PSI waiting seconds for {cg} grew (got {waiting:?})"));
+    let stalls = r.metric(s, &format!("oomwatch_cgroup_reclaim_stalls_total{{cgroup=\"{cg}\"}}"));
+    v.expect(stalls.is_some_and(|n| n > 0.0), format!("{s}: memcg reclaim stalls traced for {cg} (got {stalls:?})"));
+    v.expect(
+        r.get(s, "memory_events").and_then(|e| e["oom_kill"].as_u64()) == Some(0),
+        format!("{s}: nothing was killed (memory.events: {:?})", r.get(s, "memory_events")),
+    );
+    let memstall = r.metric(s, &format!("oomwatch_cgroup_memstall_seconds_total{{cgroup=\"{cg}\"}}"));
+    v.table.push(format!(
+        "  pressure scenario: PSI waiting {waiting:?} s, reclaim stalls {stalls:?}, memstall (fentry) {memstall:?} s; kernel: {}",
+        r.str(s, "memory_pressure").unwrap_or("?")
+    ));
+}
+
+/// The oom_kill event's fields, one column per kill scenario, then what
+/// else each kill left.
+struct KillTable {
+    event_rows: Vec<Vec<String>>,
+    extra_rows: Vec<Vec<String>>,
+}
+
+impl KillTable {
+    fn new(scenarios: &[&str]) -> Self {
+        let mut event_rows: Vec<Vec<String>> =
+            vec![std::iter::once("oom_kill event".to_owned()).chain(scenarios.iter().map(|s| s.to_string())).collect()];
+        for path in EVENT_FIELDS {
+            event_rows.push(vec![path.to_string()]);
+        }
+        let extra_rows = vec![
+            vec!["victim_exit event".into()],
+            vec!["kernel oom_kill (limit cgroup)".into()],
+            vec!["oomwatch_oom_kills_total".into()],
+        ];
+        Self { event_rows, extra_rows }
+    }
+
+    fn add(&mut self, spec: &KillScenario, seen: &KillSeen<'_>) {
+        for (row, path) in self.event_rows[1..].iter_mut().zip(EVENT_FIELDS) {
+            row.push(match seen.oom.map(|e| field(e, path)) {
                 None => "(no event)".into(),
                 Some(None) => "absent".into(),
                 Some(Some(value)) => short(value, 26),
             });
         }
-        extra_rows[0].push(exit.map_or("not seen".into(), |e| format!("{} ms after", short(&e["exit_latency_ms"], 8))));
-        extra_rows[1].push(kernel_kills.map_or("?".into(), |k| format!("{k} in {}", spec.limit_cgroup)));
-        extra_rows[2].push(kills.map_or("absent".into(), |k| format!("{k} for {}", spec.victim_cgroup)));
+        self.extra_rows[0].push(seen.exit.map_or("not seen".into(), |e| format!("{} ms after", short(&e["exit_latency_ms"], 8))));
+        self.extra_rows[1].push(seen.kernel_kills.map_or("?".into(), |k| format!("{k} in {}", spec.limit_cgroup)));
+        self.extra_rows[2].push(seen.kills.map_or("absent".into(), |k| format!("{k} for {}", spec.victim_cgroup)));
     }
 
-    if scenarios.contains(&"pressure") {
-        let s = "pressure";
-        let cg = "/oomwatch-test-vm3";
-        v.expect(r.get(s, "pressure_event_seen") == Some(&Value::from(true)), format!("{s}: a PSI trigger `pressure` event for {cg} in `oomwatch tail --json`"));
-        let events: Vec<&Value> = r.all(s, "event").collect();
-        let pressure = events.iter().find(|e| e["kind"] == "pressure" && e["cgroup"] == cg);
-        v.expect(
-            pressure.is_some_and(|e| e["some_total_us"].as_u64().is_some_and(|t| t > 0)),
-            format!("{s}: the pressure event carries the cgroup's PSI totals (got {})", pressure.map_or("none".into(), |e| e.to_string())),
-        );
-        let waiting = r.metric(s, &format!("oomwatch_cgroup_memory_pressure_waiting_seconds_total{{cgroup=\"{cg}\"}}"));
-        v.expect(waiting.is_some_and(|w| w > 0.0), format!("{s}: PSI waiting seconds for {cg} grew (got {waiting:?})"));
-        let stalls = r.metric(s, &format!("oomwatch_cgroup_reclaim_stalls_total{{cgroup=\"{cg}\"}}"));
-        v.expect(stalls.is_some_and(|n| n > 0.0), format!("{s}: memcg reclaim stalls traced for {cg} (got {stalls:?})"));
-        v.expect(
-            r.get(s, "memory_events").and_then(|e| e["oom_kill"].as_u64()) == Some(0),
-            format!("{s}: nothing was killed (memory.events: {:?})", r.get(s, "memory_events")),
-        );
-        let memstall = r.metric(s, &format!("oomwatch_cgroup_memstall_seconds_total{{cgroup=\"{cg}\"}}"));
-        v.table.push(format!(
-            "  pressure scenario: PSI waiting {waiting:?} s, reclaim stalls {stalls:?}, memstall (fentry) {memstall:?} s; kernel: {}",
-            r.str(s, "memory_pressure").unwrap_or("?")
-        ));
+    fn rows(mut self) -> Vec<Vec<String>> {
+        self.event_rows.extend(self.extra_rows);
+        self.event_rows
     }
+}
 
-    // The table: probe by probe, then fields per scenario.
+/// The table: probe by probe, then fields per scenario, then the daemon's log.
+fn summarize(r: &Results, scenarios: &[&str], kernel: &Kernel, guest: &Guest<'_>, kills: KillTable, log: &[&str], v: &mut Verdict) {
     v.table.push(format!(
-        "==== what the Debian 6.1 VM saw: kernel {release} ({} {}) ====",
-        kernel.package, kernel.version
+        "==== what the Debian 6.1 VM saw: kernel {} ({} {}) ====",
+        guest.release, kernel.package, kernel.version
     ));
-    v.table.push(format!("  oom/mark_victim layout: {layout}; fields: {}", tp_fields.join(", ")));
-    let mut rows = vec![vec!["check item".to_owned(), "state".into(), "attached".into(), "detail".into()]];
-    if let Some(items) = r.get("vm", "check").and_then(|c| c["items"].as_array()) {
-        for i in items {
-            let name = i["name"].as_str().unwrap_or("?");
-            let state = match (i["ok"].as_bool(), i["required"].as_bool()) {
-                (Some(true), _) => "ok",
-                (_, Some(true)) => "FAIL",
-                _ => "skip",
-            };
-            let attached = name
-                .strip_prefix("probe ")
-                .and_then(|p| r.metric(scenarios.first().copied().unwrap_or_default(), &format!("oomwatch_probe_attached{{probe=\"{p}\"}}")))
-                .map_or(String::new(), |a| a.to_string());
-            rows.push(vec![name.to_owned(), state.into(), attached, short(&i["detail"], 90)]);
-        }
-    } else {
-        rows.push(vec!["(no check report)".into()]);
-    }
-    v.table.extend(table(&rows));
+    v.table.push(format!("  oom/mark_victim layout: {}; fields: {}", guest.layout(), guest.tp_fields.join(", ")));
+    v.table.extend(table(&check_item_rows(r, scenarios)));
     v.table.push(String::new());
-    event_rows.extend(extra_rows);
-    v.table.extend(table(&event_rows));
+    v.table.extend(table(&kills.rows()));
     if !log.is_empty() {
         v.table.push(String::new());
         v.table.push("  daemon log:".into());
         v.table.extend(log.iter().map(|l| format!("    {l}")));
     }
-    v
+}
+
+/// `oomwatch check` item by item, with whether each probe attached in the
+/// first scenario.
+fn check_item_rows(r: &Results, scenarios: &[&str]) -> Vec<Vec<String>> {
+    let mut rows = vec![vec!["check item".to_owned(), "state".into(), "attached".into(), "detail".into()]];
+    let Some(items) = r.get("vm", "check").and_then(|c| c["items"].as_array()) else {
+        rows.push(vec!["(no check report)".into()]);
+        return rows;
+    };
+    for i in items {
+        let name = i["name"].as_str().unwrap_or("?");
+        let state = match (i["ok"].as_bool(), i["required"].as_bool()) {
+            (Some(true), _) => "ok",
+            (_, Some(true)) => "FAIL",
+            _ => "skip",
+        };
+        let attached = name
+            .strip_prefix("probe ")
+            .and_then(|p| r.metric(scenarios.first().copied().unwrap_or_default(), &format!("oomwatch_probe_attached{{probe=\"{p}\"}}")))
+            .map_or(String::new(), |a| a.to_string());
+        rows.push(vec![name.to_owned(), state.into(), attached, short(&i["detail"], 90)]);
+    }
+    rows
 }
 
 #[cfg(test)]
@@ -538,12 +652,15 @@ mod tests {
         c += &line(
             "oom_kill",
             "event",
-            &format!(r#"{{"kind":"oom_kill","victim":{victim},"trigger":{{"pid":77,"tid":77,"comm":"memhog","cgroup":"{cg}"}},"attribution":"exact","constraint":"memcg","limit_cgroup":"{cg}","oom_control":{{"memcg":"{cg}","constraint":"memcg","totalpages":16384,"points":16000,"gfp_mask":"0xcc0","order":0}},"time":"t","cgroup":"{cg}","seq":1}}"#),
+            &format!(r#"{{"kind":"oom_kill","victim":{victim},"trigger":{{"pid":77,"tid":77,"comm":"memhog","cgroup":"{cg}"}},"attribution":"exact","constraint":"memcg","limit_cgroup":"{cg}","limit_bytes":67108864,"limit_cgroup_usage_bytes":67104768,"oom_control":{{"memcg":"{cg}","constraint":"memcg","totalpages":16384,"points":16000,"gfp_mask":"0xcc0","order":0}},"time":"t","cgroup":"{cg}","seq":1}}"#),
         );
+        c += &text("daemon", "log", "[INFO] kill of pid 77: explained in 41 us, 0 cgroupfs/procfs files read; usage and limits from the kernel at the kill");
         c += &line("oom_kill", "event", &format!(r#"{{"kind":"victim_exit","pid":77,"comm":"memhog","exit_latency_ms":1.5,"time":"t","cgroup":"{cg}","seq":2}}"#));
         for m in [
             format!("oomwatch_oom_kills_total{{cgroup=\"{cg}\",constraint=\"memcg\"}} 1"),
             "oomwatch_decode_errors_total 0".into(),
+            "oomwatch_kernel_program_errors_total{program=\"oom_mark_victim\"} 0".into(),
+            "oomwatch_kernel_program_errors_total{program=\"oom_victim_task\"} 0".into(),
             "oomwatch_events_lost_total{kind=\"oom_kill\"} 0".into(),
             "oomwatch_probe_attached{probe=\"oom_mark_victim\"} 1".into(),
             format!("oomwatch_probe_attached{{probe=\"oom_victim_task\"}} {}", u8::from(full)),

@@ -48,10 +48,6 @@ pub fn exposure(lines: &[&str]) -> Option<(f64, String)> {
     Some((score, words.next().unwrap_or_default().to_owned()))
 }
 
-fn events<'a>(r: &'a Results, check: &'a str) -> Vec<&'a Value> {
-    r.all(check, "event").collect()
-}
-
 /// The checks common to every real kill in a scope: the event, its exit, the
 /// counter. Returns the oom_kill event.
 fn expect_kill<'a>(v: &mut Verdict, r: &'a Results, check: &'a str) -> Option<&'a Value> {
@@ -59,8 +55,7 @@ fn expect_kill<'a>(v: &mut Verdict, r: &'a Results, check: &'a str) -> Option<&'
     let pid = r.get(check, "hog_pid").and_then(Value::as_u64);
     let status = r.get(check, "hog_status").and_then(Value::as_u64);
     v.expect(status == Some(128 + 9), format!("{check}: memhog in {cgroup} was SIGKILLed (wait status {status:?})"));
-    let evs = events(r, check);
-    let oom = pid.and_then(|p| evs.iter().copied().find(|e| e["kind"] == "oom_kill" && e["victim"]["pid"] == p));
+    let oom = pid.and_then(|p| r.oom_kill_of(check, p));
     v.expect(oom.is_some(), format!("{check}: an oom_kill event for the hog (pid {pid:?}) in `oomwatch tail --json`"));
     if let Some(e) = oom {
         v.expect(e["cgroup"] == cgroup && e["attribution"] == "exact", format!("{check}: the event names {cgroup}, attribution exact (got {} / {})", e["cgroup"], e["attribution"]));
@@ -84,47 +79,63 @@ fn kill_alerts(alerts: Option<&Value>, cgroup: &str) -> usize {
 }
 
 pub fn check(r: &Results, console: &str, reference: Option<&BTreeMap<String, f64>>, reference_file: &Path, version: &str, t: &Timings) -> Verdict {
-    let mut v = Verdict::default();
-    for line in &r.unparsed {
-        v.failures.push(format!("unreadable result line: {line}"));
-    }
-    v.expect(r.get("vm", "end") == Some(&Value::Bool(true)), "the guest driver ran to the end");
+    let mut v = Verdict::of_run(r);
     for c in CHECK_NAMES {
         v.expect(r.get(c, "finished").is_some(), format!("check {c} ran"));
     }
+    check_boot(r, &mut v);
+    check_install(r, version, &mut v);
+    check_active(r, &mut v);
+    check_probes(r, reference, reference_file, &mut v);
+    let first_kill_cgroup = check_oom_kill(r, &mut v);
+    check_reload(r, &first_kill_cgroup, &mut v);
+    check_reload_broken(r, &mut v);
+    check_restart_and_upgrade(r, &mut v);
+    let security = check_security(r, &mut v);
+    check_stop(r, &mut v);
+    check_remove_and_purge(r, &mut v);
+    time_table(r, console, t, &mut v);
+    security.report(&mut v);
+    v
+}
 
-    // boot
+fn check_boot(r: &Results, v: &mut Verdict) {
     let release = r.str("boot", "kernel").unwrap_or("?");
     v.expect(release.starts_with("6.1."), format!("boot: the guest runs a 6.1 kernel (uname -r: {release})"));
     let failed = lines(r, "boot", "failed_unit");
     v.expect(failed.is_empty(), format!("boot: no failed units ({})", if failed.is_empty() { "none".into() } else { failed.join("; ") }));
     v.expect(r.str("boot", "cgroup_controllers").is_some_and(|c| c.split_whitespace().any(|x| x == "memory")), "boot: pure cgroup v2 with the memory controller");
+}
 
-    // install
+/// What the package must install.
+const PACKAGE_FILES: &[&str] = &[
+    "/usr/sbin/oomwatch",
+    "/lib/systemd/system/oomwatch.service",
+    "/etc/oomwatch/oomwatch.toml",
+    "/usr/share/man/man8/oomwatch.8.gz",
+    "/usr/share/man/man8/oomwatch-daemon.8.gz",
+    "/usr/share/bash-completion/completions/oomwatch",
+    "/usr/share/zsh/vendor-completions/_oomwatch",
+    "/usr/share/fish/vendor_completions.d/oomwatch.fish",
+    "/usr/share/doc/oomwatch/copyright",
+    "/usr/share/doc/oomwatch/changelog.gz",
+];
+
+fn check_install(r: &Results, version: &str, v: &mut Verdict) {
     v.expect(r.get("install", "apt_status") == Some(&Value::from(0)), format!("install: `apt-get install ./{}` exits 0 offline", r.str("install", "deb").unwrap_or("?")));
     let dpkg = r.str("install", "dpkg_status").unwrap_or("");
     v.expect(dpkg == format!("install ok installed {version}"), format!("install: dpkg says installed, version {version} (got {dpkg:?})"));
     let files = lines(r, "install", "file");
-    for want in [
-        "/usr/sbin/oomwatch",
-        "/lib/systemd/system/oomwatch.service",
-        "/etc/oomwatch/oomwatch.toml",
-        "/usr/share/man/man8/oomwatch.8.gz",
-        "/usr/share/man/man8/oomwatch-daemon.8.gz",
-        "/usr/share/bash-completion/completions/oomwatch",
-        "/usr/share/zsh/vendor-completions/_oomwatch",
-        "/usr/share/fish/vendor_completions.d/oomwatch.fish",
-        "/usr/share/doc/oomwatch/copyright",
-        "/usr/share/doc/oomwatch/changelog.gz",
-    ] {
-        v.expect(files.contains(&want), format!("install: the package has {want}"));
+    for want in PACKAGE_FILES {
+        v.expect(files.contains(want), format!("install: the package has {want}"));
     }
     v.expect(r.str("install", "conffiles").is_some_and(|c| c.contains("/etc/oomwatch/oomwatch.toml")), "install: /etc/oomwatch/oomwatch.toml is a conffile");
     v.expect(r.get("install", "conffile_is_defaults") == Some(&Value::Bool(true)), "install: the conffile is `oomwatch check --print-defaults`");
     v.expect(r.str("install", "is_enabled") == Some("enabled"), format!("install: the unit is enabled (got {:?})", r.str("install", "is_enabled")));
     v.expect(r.str("install", "binary") == Some("/usr/sbin/oomwatch"), format!("install: `oomwatch` is /usr/sbin/oomwatch (got {:?})", r.str("install", "binary")));
+}
 
-    // active
+fn check_active(r: &Results, v: &mut Verdict) {
     let ready = r.str("active", "ready_after_s");
     v.expect(ready.is_some() && r.str("active", "is_active") == Some("active"), format!("active: started by postinst, `systemctl is-active` active, /healthz answered ({} s after install)", ready.unwrap_or("-")));
     v.expect(r.str("active", "oom_score_adj") == Some("-1000"), format!("active: the daemon's oom_score_adj is -1000 (got {:?})", r.str("active", "oom_score_adj")));
@@ -136,8 +147,10 @@ pub fn check(r: &Results, console: &str, reference: Option<&BTreeMap<String, f64
     v.expect(r.str("active", "socket").is_some_and(|s| s.starts_with("socket")), format!("active: the event socket is in /run/oomwatch (got {:?})", r.str("active", "socket")));
     let journal = lines(r, "active", "journal");
     v.expect(journal.iter().any(|l| l.contains("dropped capabilities after loading")), format!("active: `journalctl -u oomwatch` has the daemon's log ({} lines)", journal.len()));
+}
 
-    // probes, against the busybox guest on the same kernel
+/// Against the busybox guest on the same kernel; then the PSI triggers.
+fn check_probes(r: &Results, reference: Option<&BTreeMap<String, f64>>, reference_file: &Path, v: &mut Verdict) {
     let here = r.probes_attached();
     v.expect(!here.is_empty(), "probes: /metrics has oomwatch_probe_attached under the unit");
     match reference {
@@ -170,9 +183,11 @@ pub fn check(r: &Results, console: &str, reference: Option<&BTreeMap<String, f64
             psi_warnings.first().map_or(String::new(), |w| format!("; {w}"))
         ),
     );
+}
 
-    // oom_kill
-    expect_kill(&mut v, r, "oom_kill");
+/// Returns the hog's cgroup, whose alert the reload check still expects.
+fn check_oom_kill(r: &Results, v: &mut Verdict) -> String {
+    expect_kill(v, r, "oom_kill");
     let hog1 = r.str("oom_kill", "cgroup").unwrap_or("?").to_owned();
     v.expect(hog1.starts_with(SLICE), format!("oom_kill: the hog ran in a scope under {SLICE} ({hog1})"));
     let slice_kills = r.get("oom_kill", "slice_memory_events").and_then(|e| e["oom_kill"].as_u64());
@@ -180,20 +195,23 @@ pub fn check(r: &Results, console: &str, reference: Option<&BTreeMap<String, f64
     let logged = lines(r, "oom_kill", "journal");
     v.expect(logged.iter().any(|l| l.contains("ALERT oom_kill")), format!("oom_kill: `journalctl -u oomwatch` has the kill's alert ({})", logged.first().unwrap_or(&"none")));
     v.expect(kill_alerts(r.get("oom_kill", "alerts"), &hog1) > 0, "oom_kill: `oomwatch alerts` has an oom_kill alert for the hog's cgroup");
+    hog1
+}
 
-    // reload
+fn check_reload(r: &Results, hog1: &str, v: &mut Verdict) {
     v.expect(r.get("reload", "reload_status") == Some(&Value::from(0)), "reload: `systemctl reload` exits 0");
     v.expect(r.get("reload", "logged") == Some(&Value::Bool(true)), "reload: the daemon logged `SIGHUP: reloaded`");
     v.expect(r.str("reload", "same_pid") == Some("yes"), "reload: same process (no restart)");
-    expect_kill(&mut v, r, "reload");
+    expect_kill(v, r, "reload");
     let hog2 = r.str("reload", "cgroup").unwrap_or("?").to_owned();
     let alerts2 = kill_alerts(r.get("reload", "alerts"), &hog2);
     v.expect(
-        alerts2 == 0 && kill_alerts(r.get("reload", "alerts"), &hog1) > 0,
+        alerts2 == 0 && kill_alerts(r.get("reload", "alerts"), hog1) > 0,
         format!("reload: with [alerts.oom_kill] enabled = false the second kill raised no alert ({alerts2} for {hog2}), the first's is still listed"),
     );
+}
 
-    // reload_broken
+fn check_reload_broken(r: &Results, v: &mut Verdict) {
     let said = r.str("reload_broken", "check_config").unwrap_or("");
     v.expect(said.contains("critical_eta") && !said.contains('\n'), format!("reload_broken: `oomwatch check --config` names the key ({said})"));
     v.expect(r.get("reload_broken", "reload_status").and_then(Value::as_i64).is_some_and(|s| s != 0), "reload_broken: `systemctl reload` fails on the broken file");
@@ -202,32 +220,52 @@ pub fn check(r: &Results, console: &str, reference: Option<&BTreeMap<String, f64
         r.str("reload_broken", "is_active") == Some("active") && r.str("reload_broken", "same_pid") == Some("yes") && r.get("reload_broken", "healthz") == Some(&Value::Bool(true)),
         "reload_broken: the daemon keeps running (same pid, /healthz ok)",
     );
+}
 
-    // restart
+fn check_restart_and_upgrade(r: &Results, v: &mut Verdict) {
     v.expect(
         r.get("restart", "status") == Some(&Value::from(0)) && r.str("restart", "new_pid") == Some("yes") && r.str("restart", "ready_after_s").is_some(),
         format!("restart: `systemctl restart` gives a new daemon that answers ({} s, ready {} s later)", r.str("restart", "restart_s").unwrap_or("-"), r.str("restart", "ready_after_s").unwrap_or("-")),
     );
-
-    // upgrade
     v.expect(r.get("upgrade", "dpkg_status") == Some(&Value::from(0)), "upgrade: `dpkg -i` over the installed package exits 0");
     v.expect(r.str("upgrade", "new_pid") == Some("yes") && r.str("upgrade", "ready_after_s").is_some(), "upgrade: postinst restarted the daemon, and it answers");
     v.expect(r.str("upgrade", "is_enabled") == Some("enabled"), "upgrade: still enabled");
     v.expect(r.get("upgrade", "conffile_kept") == Some(&Value::Bool(true)), "upgrade: the edited conffile is kept");
+}
 
-    // security
-    let sec = lines(r, "security", "line");
-    let score = exposure(&sec);
+/// `systemd-analyze security oomwatch`, reported after the timings.
+struct Security<'a> {
+    lines: Vec<&'a str>,
+    score: Option<(f64, String)>,
+}
+
+impl Security<'_> {
+    fn report(self, v: &mut Verdict) {
+        v.table.push(String::new());
+        v.table.push(format!(
+            "==== systemd-analyze security oomwatch: {} ====",
+            self.score.map_or("no score".into(), |(s, l)| format!("{s} {l}"))
+        ));
+        v.table.extend(self.lines.iter().filter(|l| l.starts_with('✗') || l.contains("Overall")).map(|l| format!("  {l}")));
+    }
+}
+
+fn check_security<'a>(r: &'a Results, v: &mut Verdict) -> Security<'a> {
+    let output = lines(r, "security", "line");
+    let score = exposure(&output);
     v.expect(score.is_some(), format!("security: `systemd-analyze security oomwatch` gives an exposure level ({})", score.as_ref().map_or("none".into(), |(s, l)| format!("{s} {l}"))));
+    Security { lines: output, score }
+}
 
-    // stop
+fn check_stop(r: &Results, v: &mut Verdict) {
     let stop_s = num(r, "stop", "stop_s");
     v.expect(stop_s.is_some_and(|s| s < STOP_LIMIT_S), format!("stop: `systemctl stop` returns within {STOP_LIMIT_S} s (took {stop_s:?} s)"));
     v.expect(r.str("stop", "is_active") == Some("inactive"), format!("stop: inactive afterwards (got {:?})", r.str("stop", "is_active")));
     v.expect(r.str("stop", "result") == Some("success 0"), format!("stop: the daemon exited 0 on SIGTERM (Result, status: {:?})", r.str("stop", "result")));
     v.expect(r.str("stop", "started_again_after_s").is_some(), "stop: `systemctl start` brings it back");
+}
 
-    // remove
+fn check_remove_and_purge(r: &Results, v: &mut Verdict) {
     v.expect(r.get("remove", "apt_status") == Some(&Value::from(0)), "remove: `apt-get remove oomwatch` exits 0");
     v.expect(r.str("remove", "is_active") == Some("inactive"), format!("remove: prerm stopped the daemon (got {:?})", r.str("remove", "is_active")));
     v.expect(r.str("remove", "load_state") == Some("not-found"), format!("remove: systemd forgot the unit (LoadState {:?})", r.str("remove", "load_state")));
@@ -236,7 +274,6 @@ pub fn check(r: &Results, console: &str, reference: Option<&BTreeMap<String, f64
     v.expect(r.str("remove", "state_dir") == Some("vm-test-marker"), format!("remove: /var/lib/oomwatch is kept (got {:?})", r.str("remove", "state_dir")));
     v.expect(r.str("remove", "conffile") == Some("/etc/oomwatch/oomwatch.toml"), "remove: the conffile is kept");
 
-    // purge
     v.expect(r.get("purge", "apt_status") == Some(&Value::from(0)), "purge: `apt-get purge oomwatch` exits 0");
     v.expect(r.str("purge", "dpkg_status").is_some_and(|s| s.contains("no packages found") || s.contains("not-installed")), format!("purge: dpkg forgot the package (got {:?})", r.str("purge", "dpkg_status")));
     v.expect(r.str("purge", "state_dir").is_some_and(|s| s.contains("No such file")), "purge: /var/lib/oomwatch is deleted");
@@ -245,8 +282,10 @@ pub fn check(r: &Results, console: &str, reference: Option<&BTreeMap<String, f64
         r.str("purge", "enablement").is_some_and(|s| s.matches("No such file").count() == 2),
         format!("purge: no enablement symlink or deb-systemd-helper state left ({:?})", r.str("purge", "enablement")),
     );
+}
 
-    // Timings and the exposure, for the report.
+/// Where the time goes: host steps, the guest's boot, each check.
+fn time_table(r: &Results, console: &str, t: &Timings, v: &mut Verdict) {
     let root_mounted = console.lines().find_map(|l| l.split("vm-initramfs: root mounted, ").nth(1)?.split(' ').next()?.parse::<f64>().ok());
     let userspace = num(r, "boot", "userspace_started_us").map(|us| us / 1e6);
     let driver = num(r, "boot", "driver_started_s");
@@ -268,13 +307,6 @@ pub fn check(r: &Results, console: &str, reference: Option<&BTreeMap<String, f64
     v.table.push(String::new());
     v.table.push("==== systemd guest: where the time goes ====".into());
     v.table.extend(table(&rows));
-    v.table.push(String::new());
-    v.table.push(format!(
-        "==== systemd-analyze security oomwatch: {} ====",
-        score.map_or("no score".into(), |(s, l)| format!("{s} {l}"))
-    ));
-    v.table.extend(sec.iter().filter(|l| l.starts_with('✗') || l.contains("Overall")).map(|l| format!("  {l}")));
-    v
 }
 
 /// `--hardening-matrix`: each candidate directive on its own; the first is
@@ -288,17 +320,10 @@ pub fn hardening_matrix(r: &Results, candidates: &[&str]) -> Verdict {
         let c = format!("hardening_{}", i + 1);
         let c = c.as_str();
         let started = r.str(c, "ready_after_s").is_some();
-        let probes: BTreeMap<String, f64> = r
-            .all(c, "metric")
-            .filter_map(Value::as_str)
-            .filter_map(|l| {
-                let (p, val) = l.strip_prefix("oomwatch_probe_attached{probe=\"")?.split_once("\"} ")?;
-                Some((p.to_owned(), val.trim().parse().ok()?))
-            })
-            .collect();
+        let probes = r.probes_attached_in(c);
         let pid = r.get(c, "hog_pid").and_then(Value::as_u64);
         let cgroup = r.str(c, "cgroup").unwrap_or("?");
-        let kill = pid.and_then(|p| r.all(c, "event").find(|e| e["kind"] == "oom_kill" && e["victim"]["pid"] == p));
+        let kill = pid.and_then(|p| r.oom_kill_of(c, p));
         let kill_ok = kill.is_some_and(|e| e["attribution"] == "exact" && e["cgroup"] == cgroup);
         let probes_col = match &baseline {
             None => format!("{} attached", probes.values().filter(|x| **x == 1.0).count()),
@@ -307,7 +332,7 @@ pub fn hardening_matrix(r: &Results, candidates: &[&str]) -> Verdict {
                 if lost.is_empty() { "same".into() } else { format!("lost {}", lost.join(" ")) }
             }
         };
-        let warnings: Vec<&str> = r.all(c, "journal").filter_map(Value::as_str).collect();
+        let warnings = lines(r, c, "journal");
         let psi = |k: &str| r.metric(c, &format!("oomwatch_psi_triggers_{k}")).map_or("-".into(), |x| x.to_string());
         let psi_col = format!("{} / {}", psi("active"), psi("refused"));
         if i == 0 {

@@ -28,8 +28,6 @@ mod stats;
 mod writer;
 
 #[cfg(test)]
-mod privileged_tests;
-#[cfg(test)]
 mod tests;
 
 use std::{

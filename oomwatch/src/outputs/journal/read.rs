@@ -113,6 +113,92 @@ pub struct JournalFacts {
     pub last_seq: u64,
 }
 
+/// Which cgroups a query keeps, and where it checks them.
+enum CgroupFilter {
+    Any,
+    /// Few enough ids to list in the statement and use the cgroup index.
+    InSql(HashSet<i64>),
+    /// Too many to list: checked on each row read.
+    WhileReading(HashSet<i64>),
+}
+
+/// The seqs a query reads: after `after`, through `through`.
+#[derive(Clone, Copy)]
+struct SeqWindow {
+    after: Option<i64>,
+    through: Option<i64>,
+}
+
+impl SeqWindow {
+    fn through_at_most(&mut self, seq: i64) {
+        self.through = Some(self.through.map_or(seq, |t| t.min(seq)));
+    }
+}
+
+/// A query's statement with its numbered parameters.
+struct Select {
+    sql: String,
+    args: Vec<Box<dyn ToSql>>,
+}
+
+impl Select {
+    fn new(q: &Query, window: SeqWindow, cgroups: &CgroupFilter) -> Self {
+        let mut select = Self {
+            sql: String::from(
+                "SELECT e.seq, e.kind, e.time_ms, c.path, e.body, e.cgroup_id FROM events e JOIN cgroups c ON c.id = e.cgroup_id WHERE 1",
+            ),
+            args: Vec::new(),
+        };
+        if let Some(s) = window.after {
+            select.arg(" AND e.seq > ?", Box::new(s));
+        }
+        if let Some(s) = window.through {
+            select.arg(" AND e.seq <= ?", Box::new(s));
+        }
+        if let Some(t) = q.since {
+            select.arg(" AND e.time_ms >= ?", Box::new(unix_ms(t)));
+        }
+        if let Some(t) = q.until {
+            select.arg(" AND e.time_ms < ?", Box::new(unix_ms(t)));
+        }
+        if !q.kinds.is_empty() {
+            select.any_of("e.kind", q.kinds.iter().map(|kind| Box::new(kind.clone()) as Box<dyn ToSql>));
+        }
+        if let CgroupFilter::InSql(ids) = cgroups {
+            let mut ids: Vec<i64> = ids.iter().copied().collect();
+            ids.sort_unstable();
+            select.any_of("e.cgroup_id", ids.into_iter().map(|id| Box::new(id) as Box<dyn ToSql>));
+        }
+        select.sql.push_str(match q.order {
+            Order::OldestFirst => " ORDER BY e.seq ASC",
+            Order::NewestFirst => " ORDER BY e.seq DESC",
+        });
+        // Rows dropped while reading must not count against the limit.
+        if let (Some(limit), false) = (q.limit, matches!(cgroups, CgroupFilter::WhileReading(_))) {
+            select.arg(" LIMIT ?", Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
+        }
+        select
+    }
+
+    /// Appends `clause` with its `?` numbered as the next parameter.
+    fn arg(&mut self, clause: &str, value: Box<dyn ToSql>) {
+        self.args.push(value);
+        self.sql.push_str(&clause.replace('?', &format!("?{}", self.args.len())));
+    }
+
+    /// " AND column IN (?, ...)"
+    fn any_of(&mut self, column: &str, values: impl Iterator<Item = Box<dyn ToSql>>) {
+        self.sql.push_str(&format!(" AND {column} IN ("));
+        for (i, value) in values.enumerate() {
+            if i > 0 {
+                self.sql.push(',');
+            }
+            self.arg("?", value);
+        }
+        self.sql.push(')');
+    }
+}
+
 pub struct JournalReader {
     conn: Connection,
     path: PathBuf,
@@ -138,27 +224,37 @@ impl JournalReader {
     }
 
     pub fn query(&self, q: &Query) -> Result<Vec<StoredEvent>, JournalError> {
+        let Some(cgroups) = self.cgroup_filter(q)? else { return Ok(Vec::new()) };
+        let window = self.seq_window(q)?;
+        let select = Select::new(q, window, &cgroups);
+        self.read_rows(&select, &cgroups, q.limit)
+    }
+
+    /// None when a glob was given and matches no cgroup: nothing to read.
+    fn cgroup_filter(&self, q: &Query) -> Result<Option<CgroupFilter>, JournalError> {
         // A cgroup glob is matched against the paths table with the same
         // crate as `tail`; the events are then found by id.
-        let cgroups = match &q.cgroup {
-            Some(glob) => {
-                let ids = self.cgroup_ids(glob)?;
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                Some(ids)
-            }
-            None => None,
-        };
-        let mut after = q.after_seq.map(to_i64);
-        let mut through = q.through_seq.map(to_i64);
-        if after.is_some() {
+        let Some(glob) = &q.cgroup else { return Ok(Some(CgroupFilter::Any)) };
+        let ids = self.cgroup_ids(glob)?;
+        Ok(if ids.is_empty() {
+            None
+        } else if ids.len() <= MAX_CGROUP_IDS_IN_SQL {
+            // Few matching cgroups: by the cgroup index. Many: filtered
+            // as the rows are read.
+            Some(CgroupFilter::InSql(ids))
+        } else {
+            Some(CgroupFilter::WhileReading(ids))
+        })
+    }
+
+    fn seq_window(&self, q: &Query) -> Result<SeqWindow, JournalError> {
+        let mut window = SeqWindow { after: q.after_seq.map(to_i64), through: q.through_seq.map(to_i64) };
+        if window.after.is_some() {
             // Resuming from a seq: an incident may be written ahead of
             // high-rate events with lower seqs; stopping at the committed
             // watermark means the next read, from the last seq returned,
             // skips none of them.
-            let committed = to_i64(self.committed_through()?);
-            through = Some(through.map_or(committed, |t| t.min(committed)));
+            window.through_at_most(to_i64(self.committed_through()?));
         }
         // Time bounds become seq bounds through the time index (a few page
         // reads), so a time window reads its own rows only. Seq follows
@@ -167,93 +263,39 @@ impl JournalReader {
         // before it, and so was every seq up to its own; likewise after
         // `until`. The exact time filter stays.
         if let Some(t) = q.since {
-            let before: Option<i64> = self
-                .conn
-                .query_row(
-                    "SELECT seq FROM events INDEXED BY events_by_time WHERE time_ms < ?1 ORDER BY time_ms DESC LIMIT 1",
-                    [unix_ms(t).saturating_sub(TIME_SEQ_MARGIN_MS)],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| self.err(e))?;
+            let before = self.seq_by_time(
+                "SELECT seq FROM events INDEXED BY events_by_time WHERE time_ms < ?1 ORDER BY time_ms DESC LIMIT 1",
+                unix_ms(t).saturating_sub(TIME_SEQ_MARGIN_MS),
+            )?;
             if let Some(before) = before {
-                after = Some(after.map_or(before, |a| a.max(before)));
+                window.after = Some(window.after.map_or(before, |a| a.max(before)));
             }
         }
         if let Some(t) = q.until {
-            let beyond: Option<i64> = self
-                .conn
-                .query_row(
-                    "SELECT seq FROM events INDEXED BY events_by_time WHERE time_ms >= ?1 ORDER BY time_ms LIMIT 1",
-                    [unix_ms(t).saturating_add(TIME_SEQ_MARGIN_MS)],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(|e| self.err(e))?;
+            let beyond = self.seq_by_time(
+                "SELECT seq FROM events INDEXED BY events_by_time WHERE time_ms >= ?1 ORDER BY time_ms LIMIT 1",
+                unix_ms(t).saturating_add(TIME_SEQ_MARGIN_MS),
+            )?;
             if let Some(beyond) = beyond {
-                through = Some(through.map_or(beyond - 1, |t| t.min(beyond - 1)));
+                window.through_at_most(beyond - 1);
             }
         }
+        Ok(window)
+    }
 
-        let mut sql = String::from(
-            "SELECT e.seq, e.kind, e.time_ms, c.path, e.body, e.cgroup_id FROM events e JOIN cgroups c ON c.id = e.cgroup_id WHERE 1",
-        );
-        let mut args: Vec<Box<dyn ToSql>> = Vec::new();
-        let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql>| {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        };
-        if let Some(s) = after {
-            arg(&mut sql, " AND e.seq > ?", Box::new(s));
-        }
-        if let Some(s) = through {
-            arg(&mut sql, " AND e.seq <= ?", Box::new(s));
-        }
-        if let Some(t) = q.since {
-            arg(&mut sql, " AND e.time_ms >= ?", Box::new(unix_ms(t)));
-        }
-        if let Some(t) = q.until {
-            arg(&mut sql, " AND e.time_ms < ?", Box::new(unix_ms(t)));
-        }
-        if !q.kinds.is_empty() {
-            sql.push_str(" AND e.kind IN (");
-            for (i, kind) in q.kinds.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                arg(&mut sql, "?", Box::new(kind.clone()));
-            }
-            sql.push(')');
-        }
-        // Few matching cgroups: by the cgroup index. Many: filtered below.
-        let in_sql = cgroups.as_ref().is_some_and(|ids| ids.len() <= MAX_CGROUP_IDS_IN_SQL);
-        if let (true, Some(ids)) = (in_sql, &cgroups) {
-            sql.push_str(" AND e.cgroup_id IN (");
-            let mut ids: Vec<i64> = ids.iter().copied().collect();
-            ids.sort_unstable();
-            for (i, id) in ids.into_iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                arg(&mut sql, "?", Box::new(id));
-            }
-            sql.push(')');
-        }
-        sql.push_str(match q.order {
-            Order::OldestFirst => " ORDER BY e.seq ASC",
-            Order::NewestFirst => " ORDER BY e.seq DESC",
-        });
-        if let (Some(limit), true) = (q.limit, cgroups.is_none() || in_sql) {
-            arg(&mut sql, " LIMIT ?", Box::new(i64::try_from(limit).unwrap_or(i64::MAX)));
-        }
-        let mut stmt = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let params: Vec<&dyn ToSql> = args.iter().map(|b| b.as_ref()).collect();
+    fn seq_by_time(&self, sql: &str, time_ms: i64) -> Result<Option<i64>, JournalError> {
+        self.conn.query_row(sql, [time_ms], |r| r.get(0)).optional().map_err(|e| self.err(e))
+    }
+
+    fn read_rows(&self, select: &Select, cgroups: &CgroupFilter, limit: Option<usize>) -> Result<Vec<StoredEvent>, JournalError> {
+        let mut stmt = self.conn.prepare(&select.sql).map_err(|e| self.err(e))?;
+        let params: Vec<&dyn ToSql> = select.args.iter().map(|b| b.as_ref()).collect();
         let mut rows = stmt.query(params.as_slice()).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        let limit = q.limit.unwrap_or(usize::MAX);
+        let limit = limit.unwrap_or(usize::MAX);
         while out.len() < limit {
             let Some(row) = rows.next().map_err(|e| self.err(e))? else { break };
-            if let (false, Some(ids)) = (in_sql, &cgroups) {
+            if let CgroupFilter::WhileReading(ids) = cgroups {
                 let id: i64 = row.get(5).map_err(|e| self.err(e))?;
                 if !ids.contains(&id) {
                     continue;

@@ -14,10 +14,10 @@ use std::{
 use super::*;
 use crate::wire::{Event, EventBody, OomKill, PressureEvent, ReclaimKindName, ReclaimStall, Workload};
 
-pub(super) struct TempDir(pub PathBuf);
+struct TempDir(PathBuf);
 
 impl TempDir {
-    pub(super) fn new(name: &str) -> Self {
+    fn new(name: &str) -> Self {
         use std::sync::atomic::{AtomicU32, Ordering};
         static N: AtomicU32 = AtomicU32::new(0);
         let path = std::env::temp_dir().join(format!(
@@ -43,13 +43,13 @@ fn time_at(t: SystemTime) -> String {
     crate::wire::rfc3339(t)
 }
 
-pub(super) fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
+fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
     let mut k = OomKill::of_pid(pid);
     k.workload = Workload { unit: Some(format!("unit-{}.service", pid % 3)), ..Default::default() };
     Event { body: EventBody::OomKill(Box::new(k)), time: time_at(t), cgroup: cgroup.into(), ktime_ns: Some(1), seq: 0 }
 }
 
-pub(super) fn pressure(cgroup: &str, t: SystemTime, padding: usize) -> Event {
+fn pressure(cgroup: &str, t: SystemTime, padding: usize) -> Event {
     Event {
         body: EventBody::Pressure(PressureEvent {
             trigger: format!("some 150000 2000000{}", " ".repeat(padding)),

@@ -196,6 +196,22 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(path: PathBuf, config: JournalConfig, last: u64, stats: WriterStats) -> Self {
+        Self {
+            path,
+            config,
+            queue: Mutex::new(Queue::default()),
+            work: Condvar::new(),
+            progress: Mutex::new(Progress { done: 0, durable_seq: last, durable_ahead: Default::default() }),
+            progressed: Condvar::new(),
+            next_seq: AtomicU64::new(last + 1),
+            dropped: Default::default(),
+            stats: Mutex::new(stats),
+            commits: AtomicU64::new(0),
+            damaged: Mutex::new(None),
+        }
+    }
+
     /// One log line; the file is moved aside at the next start.
     fn note_damage(&self, reason: &str) {
         let mut damaged = lock(&self.damaged);
@@ -208,6 +224,116 @@ impl Shared {
             *damaged = Some(reason.to_owned());
         }
     }
+}
+
+/// A writable connection on a journal that passed the checks at open.
+struct Opened {
+    conn: Connection,
+    loaded: Loaded,
+    moved_aside: Option<MovedAside>,
+}
+
+/// Opens the journal and reads what the writer needs; a file found damaged
+/// on the way is moved aside once and a new journal started in its place.
+fn open_sound(path: &Path) -> Result<Opened, JournalError> {
+    let (conn, moved_aside) = match schema::open_writer(path) {
+        Ok(conn) => (conn, None),
+        Err(OpenFailure::Fatal(e)) => return Err(e),
+        Err(OpenFailure::Damaged(damage)) => {
+            let (conn, moved) = start_afresh(path, damage.to_string())?;
+            (conn, Some(moved))
+        }
+    };
+    let sqlite = |e| JournalError::sqlite(path, e);
+    match load(&conn) {
+        Ok(loaded) => Ok(Opened { conn, loaded, moved_aside }),
+        // The cheap checks passed but reading what the writer needs did
+        // not: damaged all the same.
+        Err(e) if schema::is_damage(&e) && moved_aside.is_none() => {
+            drop(conn);
+            let (conn, moved) = start_afresh(path, e.to_string())?;
+            let loaded = load(&conn).map_err(sqlite)?;
+            Ok(Opened { conn, loaded, moved_aside: Some(moved) })
+        }
+        Err(e) => Err(sqlite(e)),
+    }
+}
+
+/// Moves the damaged file at `path` aside and creates a new journal there.
+fn start_afresh(path: &Path, damage: String) -> Result<(Connection, MovedAside), JournalError> {
+    let to = schema::move_aside(path)?;
+    log::warn!("journal: {} is damaged ({damage}); moved it to {} and started a new journal", path.display(), to.display());
+    let conn = match schema::open_writer(path) {
+        Ok(conn) => conn,
+        Err(OpenFailure::Fatal(e)) => return Err(e),
+        Err(OpenFailure::Damaged(again)) => {
+            return Err(JournalError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::other(format!("a new journal is damaged at once: {again}")),
+            });
+        }
+    };
+    Ok((conn, MovedAside { from: path.to_owned(), to, reason: damage }))
+}
+
+fn spawn_writer(mut writer: Writer) -> Result<JoinHandle<()>, JournalError> {
+    let path = writer.shared.path.clone();
+    std::thread::Builder::new()
+        .name("journal-writer".into())
+        .spawn(move || {
+            let shared = writer.shared.clone();
+            if std::panic::catch_unwind(AssertUnwindSafe(|| writer.run())).is_err() {
+                log::error!("journal: the writer thread panicked; events are no longer kept");
+            }
+            // Whatever happened, later appends are counted as closed
+            // and flush() stops waiting.
+            let mut q = lock(&shared.queue);
+            q.closed = true;
+            let left = q.ops.len() as u64;
+            q.ops.clear();
+            shared.dropped[DropReason::Closed.index()].fetch_add(left, Ordering::Relaxed);
+            let pushed = q.pushed;
+            drop(q);
+            lock(&shared.progress).done = pushed;
+            shared.progressed.notify_all();
+        })
+        .map_err(|source| JournalError::Io { path, source })
+}
+
+/// The checkpointer stops when the returned sender is dropped.
+fn spawn_checkpointer(shared: &Arc<Shared>, conn: Connection) -> Result<(mpsc::Sender<()>, JoinHandle<()>), JournalError> {
+    let (stop, stopped) = mpsc::channel();
+    let shared = shared.clone();
+    let path = shared.path.clone();
+    let handle = std::thread::Builder::new()
+        .name("journal-checkpoint".into())
+        .spawn(move || checkpoint_loop(&shared, &conn, &stopped))
+        .map_err(|source| JournalError::Io { path, source })?;
+    Ok((stop, handle))
+}
+
+/// A journal works without its full check, so failing to start one is
+/// worth a debug line only.
+fn spawn_full_check(shared: &Arc<Shared>) -> Option<(rusqlite::InterruptHandle, JoinHandle<()>)> {
+    let conn = match schema::open_reader(&shared.path) {
+        Ok(conn) => conn,
+        Err(e) => {
+            log::debug!("journal: no full check: {e}");
+            return None;
+        }
+    };
+    let interrupt = conn.get_interrupt_handle();
+    let shared = shared.clone();
+    std::thread::Builder::new()
+        .name("journal-check".into())
+        .spawn(move || match schema::full_check(&conn, &shared.path) {
+            Ok(None) => log::debug!("journal: {} passed its full check", shared.path.display()),
+            Ok(Some(reason)) => shared.note_damage(&reason),
+            Err(e) => log::debug!("journal: full check: {e}"),
+        })
+        .map(|handle| (interrupt, handle))
+        .map_err(|e| log::debug!("journal: no full check: {e}"))
+        .ok()
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,76 +362,13 @@ impl Journal {
         schema::prepare_dir(&config.dir)?;
         let path = config.path();
         let writer_lock = schema::lock_writer(&config.dir, &path)?;
-        let (conn, moved_aside) = match schema::open_writer(&path) {
-            Ok(conn) => (conn, None),
-            Err(OpenFailure::Fatal(e)) => return Err(e),
-            Err(OpenFailure::Damaged(damage)) => {
-                let to = schema::move_aside(&path)?;
-                log::warn!(
-                    "journal: {} is damaged ({damage}); moved it to {} and started a new journal",
-                    path.display(),
-                    to.display()
-                );
-                let conn = match schema::open_writer(&path) {
-                    Ok(conn) => conn,
-                    Err(OpenFailure::Fatal(e)) => return Err(e),
-                    Err(OpenFailure::Damaged(again)) => {
-                        return Err(JournalError::Io {
-                            path: path.clone(),
-                            source: std::io::Error::other(format!("a new journal is damaged at once: {again}")),
-                        });
-                    }
-                };
-                (conn, Some(MovedAside { from: path.clone(), to, reason: damage.to_string() }))
-            }
-        };
-        let sqlite = |e| JournalError::Sqlite { path: path.clone(), source: e };
-        let (conn, loaded, moved_aside) = match load(&conn) {
-            Ok(loaded) => (conn, loaded, moved_aside),
-            // The cheap checks passed but reading what the writer needs did
-            // not: damaged all the same.
-            Err(e) if schema::is_damage(&e) && moved_aside.is_none() => {
-                drop(conn);
-                let to = schema::move_aside(&path)?;
-                log::warn!(
-                    "journal: {} is damaged ({e}); moved it to {} and started a new journal",
-                    path.display(),
-                    to.display()
-                );
-                let conn = match schema::open_writer(&path) {
-                    Ok(conn) => conn,
-                    Err(OpenFailure::Fatal(e)) => return Err(e),
-                    Err(OpenFailure::Damaged(again)) => {
-                        return Err(JournalError::Io {
-                            path: path.clone(),
-                            source: std::io::Error::other(format!("a new journal is damaged at once: {again}")),
-                        });
-                    }
-                };
-                let loaded = load(&conn).map_err(sqlite)?;
-                (conn, loaded, Some(MovedAside { from: path.clone(), to, reason: e.to_string() }))
-            }
-            Err(e) => return Err(sqlite(e)),
-        };
-        let Loaded { last, stats, cgroup_ids } = loaded;
+        let Opened { conn, loaded: Loaded { last, stats, cgroup_ids }, moved_aside } = open_sound(&path)?;
         let lease_until = last + SEQ_LEASE;
-        schema::meta_set(&conn, META_SEQ_LEASE, to_i64(lease_until)).map_err(sqlite)?;
+        schema::meta_set(&conn, META_SEQ_LEASE, to_i64(lease_until))
+            .map_err(|e| JournalError::sqlite(&path, e))?;
         let checkpoint_conn = schema::open_checkpointer(&path)?;
-
-        let shared = Arc::new(Shared {
-            path: path.clone(),
-            config,
-            queue: Mutex::new(Queue::default()),
-            work: Condvar::new(),
-            progress: Mutex::new(Progress { done: 0, durable_seq: last, durable_ahead: Default::default() }),
-            progressed: Condvar::new(),
-            next_seq: AtomicU64::new(last + 1),
-            dropped: Default::default(),
-            stats: Mutex::new(stats),
-            commits: AtomicU64::new(0),
-            damaged: Mutex::new(None),
-        });
-        let mut writer = Writer {
+        let shared = Arc::new(Shared::new(path, config, last, stats));
+        let writer = Writer {
             conn,
             shared: shared.clone(),
             lease_until,
@@ -316,55 +379,10 @@ impl Journal {
             failing_since: None,
             cgroup_ids,
         };
-        let writer = std::thread::Builder::new()
-            .name("journal-writer".into())
-            .spawn(move || {
-                let shared = writer.shared.clone();
-                if std::panic::catch_unwind(AssertUnwindSafe(|| writer.run())).is_err() {
-                    log::error!("journal: the writer thread panicked; events are no longer kept");
-                }
-                // Whatever happened, later appends are counted as closed
-                // and flush() stops waiting.
-                let mut q = lock(&shared.queue);
-                q.closed = true;
-                let left = q.ops.len() as u64;
-                q.ops.clear();
-                shared.dropped[DropReason::Closed.index()].fetch_add(left, Ordering::Relaxed);
-                let pushed = q.pushed;
-                drop(q);
-                lock(&shared.progress).done = pushed;
-                shared.progressed.notify_all();
-            })
-            .map_err(|source| JournalError::Io { path: path.clone(), source })?;
-        let (stop, stopped) = mpsc::channel();
-        let checkpointer = {
-            let shared = shared.clone();
-            std::thread::Builder::new()
-                .name("journal-checkpoint".into())
-                .spawn(move || checkpoint_loop(&shared, &checkpoint_conn, &stopped))
-                .map_err(|source| JournalError::Io { path: path.clone(), source })?
-        };
-        let check = match schema::open_reader(&path) {
-            Ok(conn) => {
-                let interrupt = conn.get_interrupt_handle();
-                let shared = shared.clone();
-                std::thread::Builder::new()
-                    .name("journal-check".into())
-                    .spawn(move || match schema::full_check(&conn, &shared.path) {
-                        Ok(None) => log::debug!("journal: {} passed its full check", shared.path.display()),
-                        Ok(Some(reason)) => shared.note_damage(&reason),
-                        Err(e) => log::debug!("journal: full check: {e}"),
-                    })
-                    .map(|handle| (interrupt, handle))
-                    .map_err(|e| log::debug!("journal: no full check: {e}"))
-                    .ok()
-            }
-            Err(e) => {
-                log::debug!("journal: no full check: {e}");
-                None
-            }
-        };
-        Ok(Self { shared, writer: Some(writer), checkpointer: Some((stop, checkpointer)), moved_aside, check, _writer_lock: writer_lock })
+        let writer = spawn_writer(writer)?;
+        let checkpointer = spawn_checkpointer(&shared, checkpoint_conn)?;
+        let check = spawn_full_check(&shared);
+        Ok(Self { shared, writer: Some(writer), checkpointer: Some(checkpointer), moved_aside, check, _writer_lock: writer_lock })
     }
 
     pub fn path(&self) -> &Path {

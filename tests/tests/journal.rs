@@ -1,33 +1,58 @@
 //! The journal on file systems that fail: a full tmpfs and a read-only
 //! mount, each mounted by the test under a temporary directory and
 //! unmounted by a drop guard. Mounting needs root: without it these fail,
-//! unless OOMWATCH_SKIP_PRIVILEGED=1 says to skip them.
+//! unless OOMWATCH_SKIP_PRIVILEGED=1 says to skip them. The journal on
+//! ordinary directories is covered by the unit tests of
+//! oomwatch::outputs::journal.
 
 use std::{
     ffi::CString,
-    fs,
-    io::{self, Write as _},
+    fs, io,
     os::unix::ffi::OsStrExt as _,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
 
-use super::tests::{TempDir, kill, pressure};
-use super::*;
+use oomwatch::{
+    outputs::journal::{Journal, JournalConfig, JournalReader, Query},
+    wire::{Attribution, Constraint, Event, EventBody, OomKill, PressureEvent, Trigger, Victim, Workload},
+};
+use oomwatch_tests::{TempDir, require_root, temp_dir};
 
-const SKIP_ENV: &str = "OOMWATCH_SKIP_PRIVILEGED";
+fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
+    let kill = OomKill {
+        victim: Victim { pid, ..Default::default() },
+        trigger: Trigger::default(),
+        attribution: Attribution::Exact,
+        constraint: Constraint::Memcg,
+        limit_cgroup: None,
+        limit_cgroup_usage_bytes: None,
+        limit_bytes: None,
+        workload: Workload { unit: Some(format!("unit-{}.service", pid % 3)), ..Default::default() },
+        history: None,
+        oom_control: None,
+        unavailable: Vec::new(),
+        cgroup_id: None,
+        exit_latency_ms: None,
+    };
+    Event { body: EventBody::OomKill(Box::new(kill)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup.into(), ktime_ns: Some(1), seq: 0 }
+}
 
-fn privileged(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
-        return true;
+/// A high-rate event, made `padding` bytes larger to fill a disk sooner.
+fn pressure(cgroup: &str, t: SystemTime, padding: usize) -> Event {
+    Event {
+        body: EventBody::Pressure(PressureEvent {
+            trigger: format!("some 150000 2000000{}", " ".repeat(padding)),
+            some_avg10: Some(12.5),
+            full_avg10: Some(3.25),
+            some_total_us: Some(123_456_789),
+            full_total_us: Some(9_876_543),
+        }),
+        time: oomwatch::wire::rfc3339(t),
+        cgroup: cgroup.into(),
+        ktime_ns: None,
+        seq: 0,
     }
-    if std::env::var_os(SKIP_ENV).is_some_and(|v| v == "1") {
-        let _ = writeln!(io::stderr(), "SKIPPED {test}: needs root (euid is {euid}) and {SKIP_ENV}=1 is set");
-        return false;
-    }
-    panic!("{test} needs root (euid is {euid}) to mount a tmpfs; set {SKIP_ENV}=1 to skip it");
 }
 
 fn c_path(p: &Path) -> CString {
@@ -43,7 +68,7 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(name: &str, size: u64, read_only: bool) -> Self {
-        let dir = TempDir::new(name);
+        let dir = temp_dir(&format!("journal-{name}"));
         let mnt = dir.0.join("mnt");
         fs::create_dir(&mnt).unwrap_or_else(|e| panic!("{}: {e}", mnt.display()));
         let data = CString::new(format!("size={size},mode=0755")).unwrap_or_else(|e| panic!("{e}"));
@@ -76,7 +101,7 @@ impl Drop for Tmpfs {
 
 #[test]
 fn a_full_disk_drops_with_a_reason_and_writes_resume_when_space_returns() {
-    if !privileged("a_full_disk_drops_with_a_reason_and_writes_resume_when_space_returns") {
+    if !require_root("a_full_disk_drops_with_a_reason_and_writes_resume_when_space_returns") {
         return;
     }
     let fs = Tmpfs::mount("full", 4 << 20, false);
@@ -132,9 +157,10 @@ fn a_full_disk_drops_with_a_reason_and_writes_resume_when_space_returns() {
     let j = Journal::open(JournalConfig::new(&dir)).unwrap_or_else(|e| panic!("{e}"));
     assert!(j.moved_aside().is_none());
 }
+
 #[test]
 fn a_read_only_state_dir_is_one_clear_error() {
-    if !privileged("a_read_only_state_dir_is_one_clear_error") {
+    if !require_root("a_read_only_state_dir_is_one_clear_error") {
         return;
     }
     // A state directory that does not exist on a read-only mount...
