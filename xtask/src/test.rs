@@ -91,7 +91,15 @@ fn unit_tests_unprivileged(root: &std::path::Path) -> Result<()> {
 
 /// prometheus (with promtool), prometheus-alertmanager (with amtool),
 /// prometheus-pushgateway, and systemd for `systemd-analyze verify`.
-pub const ECOSYSTEM_PACKAGES: &[&str] = &["prometheus", "prometheus-alertmanager", "prometheus-pushgateway", "systemd"];
+pub const ECOSYSTEM_PACKAGES: &[&str] = &[
+    "prometheus",
+    "prometheus-alertmanager",
+    "prometheus-pushgateway",
+    "systemd",
+    // tests/tests/runtime.rs: a private dockerd and containerd, and the image they run.
+    "docker.io",
+    "busybox-static",
+];
 
 pub fn run(args: TestArgs) -> Result<()> {
     run_suite(&args)?;
