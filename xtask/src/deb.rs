@@ -276,11 +276,16 @@ fn depends_line(shlibdeps: &str) -> Result<String> {
 /// The binary links every crate of oomwatch's dependency graph statically:
 /// their licenses go in the copyright file's header as a generated Comment.
 fn with_bundled_crates(copyright: &str) -> Result<String> {
-    let crates = bundled_crates()?;
+    with_crates(copyright, &bundled_crates()?)
+}
+
+/// The copyright file with `crates` (name -> (version, license)) listed in
+/// the header paragraph's Comment field.
+fn with_crates(copyright: &str, crates: &BTreeMap<String, (String, String)>) -> Result<String> {
     let mut comment = String::from(
         "Comment: The binary statically links these Rust crates (name version:\n license, as each declares it). Texts of the GPL family and Apache-2.0\n are in /usr/share/common-licenses/.\n .\n",
     );
-    for (name, (version, license)) in &crates {
+    for (name, (version, license)) in crates {
         comment.push_str(&format!(" {name} {version}: {license}\n"));
     }
     let Some((header, rest)) = copyright.split_once("\n\n") else {
@@ -293,6 +298,11 @@ fn bundled_crates() -> Result<BTreeMap<String, (String, String)>> {
     let meta: Value = serde_json::from_str(&cmd_output(
         Command::new("cargo").current_dir(workspace_root()).args(["metadata", "--format-version", "1", "--locked", "--filter-platform"]).arg(host_triple()?),
     )?)?;
+    linked_crates(&meta)
+}
+
+/// The crates.io crates `oomwatch` links, from `cargo metadata` output.
+fn linked_crates(meta: &Value) -> Result<BTreeMap<String, (String, String)>> {
     let packages: BTreeMap<&str, &Value> =
         meta["packages"].as_array().context("cargo metadata: no packages")?.iter().filter_map(|p| Some((p["id"].as_str()?, p))).collect();
     let nodes: BTreeMap<&str, &Value> =
@@ -392,13 +402,35 @@ mod tests {
     #[test]
     fn bundled_crates_go_in_the_header_paragraph() {
         let text = fs::read_to_string(workspace_root().join("deploy/debian/copyright")).unwrap();
-        let with = with_bundled_crates(&text).unwrap();
+        // Fixed crates: the unit tests run as nobody too, who cannot run cargo.
+        let crates = BTreeMap::from([
+            ("aya".to_owned(), ("0.14.0".to_owned(), "MIT OR Apache-2.0".to_owned())),
+            ("tokio".to_owned(), ("1.0.0".to_owned(), "MIT".to_owned())),
+        ]);
+        let with = with_crates(&text, &crates).unwrap();
         let header = with.split("\n\n").next().unwrap();
         assert!(header.starts_with("Format: ") && header.contains("\nComment: The binary statically links"), "{header}");
         // Every continuation line of the field is indented, as deb822 wants.
         let comment = header.split_once("\nComment:").unwrap().1;
         assert!(comment.lines().skip(1).all(|l| l.starts_with(' ')), "{comment}");
-        assert!(comment.contains(" tokio ") && comment.contains(" btf-rs "), "{comment}");
-        assert!(!comment.contains(" oomwatch-common "), "workspace crates are under Files: *");
+        assert!(comment.contains(" tokio 1.0.0: MIT") && comment.contains(" aya "), "{comment}");
+    }
+
+    #[test]
+    fn only_linked_crates_io_crates_are_bundled() {
+        let pkg = |id: &str, src: bool| {
+            serde_json::json!({"id": id, "name": id, "version": "1.0.0", "license": "MIT",
+                "source": if src { Value::from("registry+https://github.com/rust-lang/crates.io-index") } else { Value::Null }})
+        };
+        let dep = |id: &str, kind: Value| serde_json::json!({"pkg": id, "dep_kinds": [{"kind": kind}]});
+        let meta = serde_json::json!({
+            "packages": [pkg("oomwatch", false), pkg("oomwatch-common", false), pkg("tokio", true), pkg("cc", true), pkg("btf-rs", true), pkg("proptest", true)],
+            "resolve": {"nodes": [
+                {"id": "oomwatch", "deps": [dep("oomwatch-common", Value::Null), dep("tokio", Value::Null), dep("cc", "build".into()), dep("proptest", "dev".into())]},
+                {"id": "oomwatch-common", "deps": [dep("btf-rs", Value::Null)]},
+            ]}
+        });
+        let crates = linked_crates(&meta).unwrap();
+        assert_eq!(crates.keys().map(String::as_str).collect::<Vec<_>>(), ["btf-rs", "tokio"]);
     }
 }
