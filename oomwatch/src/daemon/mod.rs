@@ -5,6 +5,7 @@
 //!
 //! May depend on: every room.
 
+mod notify;
 mod supervise;
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
@@ -169,7 +170,9 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     log_watching(&config, &probes, web.as_ref().is_some_and(|w| w.tls.is_some()));
     let pusher = start_outputs(&core, metrics, listener, web, socket_listener, &tasks);
     inject_panic(&args, &tasks);
+    notify::notify("READY=1");
     let result = supervise(reader, &mut tasks, &mut hup, shutdown, &args, config, &core.alerts).await;
+    notify::notify("STOPPING=1");
     if let Some(pusher) = pusher {
         pusher.stop().await;
     }
