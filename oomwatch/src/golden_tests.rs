@@ -292,9 +292,15 @@ fn golden_metric_families() {
     metrics.register("push_failures", "push", prometheus_client::metrics::counter::Counter::<u64>::default());
     feed_reclaim_stalls(&model);
     metrics.register_collector(Box::new(crate::outputs::metrics::reclaim::StallCollector { model: model.clone(), memstall: true }));
+    // The journal's series as a running daemon has them: a real journal in
+    // a scratch directory.
+    let state = std::env::temp_dir().join(format!("oomwatch-golden-journal-{}", std::process::id()));
+    let journal = crate::outputs::journal::Journal::open(crate::outputs::journal::JournalConfig::new(&state)).expect("a journal in a scratch directory");
+    metrics.register_collector(Box::new(crate::outputs::metrics::journal::JournalCollector { journal: Some(Arc::new(journal)) }));
     for openmetrics in [false, true] {
         let body = metrics.render(openmetrics);
         let name = if openmetrics { "metrics-openmetrics.txt" } else { "metrics-text.txt" };
         check_golden(name, &families(&body));
     }
+    let _ = std::fs::remove_dir_all(&state);
 }

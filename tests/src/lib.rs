@@ -460,6 +460,22 @@ impl Daemon {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Waits until the daemon's sampler tracks `cgroup` (its usage is on
+    /// /metrics): a test that needs the daemon to know a cgroup before a
+    /// kill must not guess how long discovery takes on a loaded machine.
+    pub fn wait_tracked(&self, cgroup: &str, timeout: Duration) {
+        let label = format!("cgroup=\"{cgroup}\"");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let text = self.metrics();
+            if text.lines().any(|l| l.starts_with("oomwatch_cgroup_memory_usage_bytes{") && l.contains(&label)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the daemon did not track {cgroup} within {timeout:?}:\n{}", self.log_text());
+    }
+
     /// Stops the daemon; returns its exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;

@@ -24,7 +24,9 @@ fn kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters() {
     let daemon = Daemon::start(&["--inject-drop-kills", "1"]);
     let mut tail = Tail::start(&daemon, &[]);
     let cg = TestCgroup::new("unseen", Some(48 * MIB));
-    std::thread::sleep(Duration::from_millis(1500));
+    // The reconciler compares the kernel's counters with what it saw: it
+    // must know the cgroup (and its zero count) before the kill.
+    daemon.wait_tracked(&cg.path, Duration::from_secs(30));
     let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
     hog.wait_timeout(Duration::from_secs(30)).expect("killed");
     assert_eq!(cg.oom_kills(), 1);
