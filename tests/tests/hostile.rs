@@ -230,19 +230,31 @@ fn setting(row: &str) -> Setting {
     Setting { key, min: format!("\"{lo}\""), max: format!("\"{hi}\""), over: format!("\"{hi} 1ms\"") }
 }
 
-/// Settings that the rules between keys would refuse at a bound alone, and
-/// what makes the file valid: (key, bound, value instead of the bound when
-/// the bound itself can never be valid, other settings).
-const COMPANIONS: &[(&str, &str, Option<&str>, &[(&str, &str)])] = &[
-    ("cgroups.sample_interval", "max", None, &[("cgroups.full_sample_every", "\"1h\""), ("forecast.window", "\"10m\"")]),
-    ("cgroups.full_sample_every", "min", None, &[("cgroups.sample_interval", "\"100ms\"")]),
-    ("pressure.trigger_stall", "max", None, &[("pressure.trigger_window", "\"10s\"")]),
-    ("forecast.window", "min", None, &[("cgroups.sample_interval", "\"100ms\"")]),
+/// A setting that the rules between keys would refuse at a bound alone,
+/// and what makes the file valid.
+struct Companion {
+    key: &'static str,
+    bound: &'static str,
+    /// The value instead of the bound, when the bound itself can never be valid.
+    instead: Option<&'static str>,
+    others: &'static [(&'static str, &'static str)],
+}
+
+const COMPANIONS: &[Companion] = &[
+    Companion { key: "cgroups.sample_interval", bound: "max", instead: None, others: &[("cgroups.full_sample_every", "\"1h\""), ("forecast.window", "\"10m\"")] },
+    Companion { key: "cgroups.full_sample_every", bound: "min", instead: None, others: &[("cgroups.sample_interval", "\"100ms\"")] },
+    Companion { key: "pressure.trigger_stall", bound: "max", instead: None, others: &[("pressure.trigger_window", "\"10s\"")] },
+    Companion { key: "forecast.window", bound: "min", instead: None, others: &[("cgroups.sample_interval", "\"100ms\"")] },
     // critical_eta must be shorter than warning_eta, and both share the
     // range 1s..=1day: warning_eta's minimum and critical_eta's maximum
     // can only be approached, to the millisecond.
-    ("alerts.oom_forecast.warning_eta", "min", Some("\"1s 1ms\""), &[("alerts.oom_forecast.critical_eta", "\"1s\"")]),
-    ("alerts.oom_forecast.critical_eta", "max", Some("\"23h 59m 59s 999ms\""), &[("alerts.oom_forecast.warning_eta", "\"1day\"")]),
+    Companion { key: "alerts.oom_forecast.warning_eta", bound: "min", instead: Some("\"1s 1ms\""), others: &[("alerts.oom_forecast.critical_eta", "\"1s\"")] },
+    Companion {
+        key: "alerts.oom_forecast.critical_eta",
+        bound: "max",
+        instead: Some("\"23h 59m 59s 999ms\""),
+        others: &[("alerts.oom_forecast.warning_eta", "\"1day\"")],
+    },
 ];
 
 /// A configuration file setting `key` (a table key such as
@@ -281,10 +293,10 @@ fn config_at(s: &Setting, bound: &str) -> String {
         "max" => s.max.as_str(),
         _ => s.over.as_str(),
     };
-    let companion = COMPANIONS.iter().find(|c| c.0 == s.key && c.1 == if bound == "over" { "max" } else { bound });
-    let value = companion.and_then(|c| c.2).filter(|_| bound != "over").unwrap_or(plain);
+    let companion = COMPANIONS.iter().find(|c| c.key == s.key && c.bound == if bound == "over" { "max" } else { bound });
+    let value = companion.and_then(|c| c.instead).filter(|_| bound != "over").unwrap_or(plain);
     let mut settings = vec![(s.key.as_str(), value)];
-    settings.extend(companion.map(|c| c.3).unwrap_or_default().iter().copied());
+    settings.extend(companion.map(|c| c.others).unwrap_or_default().iter().copied());
     config_text(&settings)
 }
 
@@ -371,7 +383,7 @@ fn all_settings_at_their_minimum_or_maximum_at_once_run() {
             .iter()
             .map(|s| {
                 let plain = if bound == "min" { &s.min } else { &s.max };
-                let adjusted = COMPANIONS.iter().find(|c| c.0 == s.key && c.1 == bound).and_then(|c| c.2);
+                let adjusted = COMPANIONS.iter().find(|c| c.key == s.key && c.bound == bound).and_then(|c| c.instead);
                 (s.key.clone(), adjusted.map(str::to_owned).unwrap_or_else(|| plain.clone()))
             })
             .collect();
