@@ -52,7 +52,9 @@ pub fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("oomwatch: {e:#}");
+            // Not `{e:#}`: a thiserror variant that quotes its `source`
+            // (`{path}: {source}`) would print the cause twice.
+            eprintln!("oomwatch: {}", error_chain(e.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }

@@ -140,6 +140,19 @@ pub struct TestCgroup {
     v1: bool,
 }
 
+/// A cgroup name as the daemon shows it (`readers::path_string`): valid
+/// UTF-8 kept, each byte of an invalid sequence written `\xNN`.
+pub fn display_name(raw: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in raw.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
 /// Removes `oomwatch-test-*` cgroups under `parent_dir` left by a test
 /// process that died before its drop guards ran (SIGKILL, a timeout): the
 /// name carries the creating pid (see [`unique`]), and only cgroups whose
@@ -218,11 +231,25 @@ impl TestCgroup {
         Self::create(&self.dir, &self.path, name, limit_bytes, self.v1)
     }
 
+    /// A child named with any bytes the kernel takes (`oomwatch-test-`,
+    /// `name`, the unique suffix): escape sequences, quotes, bytes that are
+    /// not UTF-8. Its `path` is the daemon's display form of the name:
+    /// valid UTF-8 as is, each invalid byte as `\xNN`.
+    pub fn child_raw(&self, name: &[u8], limit_bytes: Option<u64>) -> Self {
+        let leaf = [b"oomwatch-test-".as_slice(), name, unique("").as_bytes()].concat();
+        Self::create_leaf(&self.dir, &self.path, &leaf, limit_bytes, self.v1)
+    }
+
     fn create(parent_dir: &Path, parent_path: &str, name: &str, limit: Option<u64>, v1: bool) -> Self {
         let leaf = format!("oomwatch-test-{}", unique(name));
-        let dir = parent_dir.join(&leaf);
+        Self::create_leaf(parent_dir, parent_path, leaf.as_bytes(), limit, v1)
+    }
+
+    fn create_leaf(parent_dir: &Path, parent_path: &str, leaf: &[u8], limit: Option<u64>, v1: bool) -> Self {
+        use std::os::unix::ffi::OsStrExt as _;
+        let dir = parent_dir.join(std::ffi::OsStr::from_bytes(leaf));
         fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        let path = format!("{}/{leaf}", parent_path.trim_end_matches('/'));
+        let path = format!("{}/{}", parent_path.trim_end_matches('/'), display_name(leaf));
         let cg = Self { dir, path, v1 };
         if let Some(limit) = limit {
             cg.set_limit(limit);

@@ -63,6 +63,10 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
         print!("{}", crate::config::defaults_toml());
         return Ok(ExitCode::SUCCESS);
     }
+    if args.print_ranges {
+        print!("{}", crate::config::ranges::table());
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(path) = &args.config {
         return validate_config(path, args.json);
     }

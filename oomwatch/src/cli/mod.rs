@@ -333,6 +333,9 @@ pub struct CheckArgs {
     /// Print the embedded default configuration as TOML and exit.
     #[arg(long)]
     pub print_defaults: bool,
+    /// Print the allowed range and default of every numeric and duration setting (a Markdown table) and exit.
+    #[arg(long)]
+    pub print_ranges: bool,
     #[arg(long, default_value = DEFAULT_TRACEFS, value_name = "PATH", hide = true)]
     pub tracefs: PathBuf,
     #[arg(long, default_value = DEFAULT_VMLINUX_BTF, value_name = "PATH", hide = true)]

@@ -424,7 +424,7 @@ fn reload(args: &DaemonArgs, running: &mut Config, alerts: &Alerts) {
     let new = match args.effective_config() {
         Ok(c) => c,
         Err(e) => {
-            log::error!("SIGHUP: {e:#}; keeping the running configuration");
+            log::error!("SIGHUP: {}; keeping the running configuration", crate::error_chain(e.as_ref()));
             return;
         }
     };

@@ -1,0 +1,544 @@
+//! What hostile input does to the daemon, through its real outputs: process
+//! and cgroup names chosen by an attacker, configurations at and past the
+//! edges of every range, readers that hang up, a task that panics. Each
+//! test backs a row of the README's "Security and failure modes" section.
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsStr,
+    fs,
+    io::Read as _,
+    os::unix::{ffi::OsStrExt as _, process::CommandExt as _, process::ExitStatusExt as _},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use oomwatch::wire::printable;
+use oomwatch_tests::*;
+
+const MIB: u64 = 1 << 20;
+
+/// A victim's comm: the kernel keeps 15 bytes of the name exec'd. It
+/// clears the screen, forges a line, is not UTF-8 and turns text red.
+const HOSTILE_COMM: &[u8] = b"\x1b[2J\nFAKE\xff\x1b[31m";
+
+/// The characters a terminal would act on in `out`, each with what
+/// surrounds it: C0 controls but the line feed, DEL, C1 controls, and
+/// bytes that are not UTF-8. Empty when `out` is safe to print.
+fn raw_controls(out: &[u8]) -> Vec<String> {
+    let Ok(text) = std::str::from_utf8(out) else {
+        let e = std::str::from_utf8(out).unwrap_err();
+        let at = e.valid_up_to();
+        return vec![format!("not UTF-8 at byte {at}: {:?}", String::from_utf8_lossy(&out[at.saturating_sub(20)..(at + 20).min(out.len())]))];
+    };
+    text.char_indices()
+        .filter(|&(_, c)| c != '\n' && c.is_control())
+        .map(|(i, c)| format!("{c:?} in {:?}", &text[text.floor_char_boundary(i.saturating_sub(30))..text.ceil_char_boundary((i + 30).min(text.len()))]))
+        .collect()
+}
+
+fn assert_printable(what: &str, out: &[u8]) {
+    let found = raw_controls(out);
+    assert!(found.is_empty(), "{what} passes raw control characters through: {found:?}\n{}", String::from_utf8_lossy(out));
+}
+
+/// A command whose comm is `comm`: a symlink of that name to memhog, exec'd.
+fn memhog_named(dir: &Path, comm: &[u8]) -> Command {
+    let link = dir.join(OsStr::from_bytes(comm));
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(memhog_bin(), &link).unwrap();
+    let mut cmd = Command::new(link);
+    // memhog reads its mode from argv; argv[0] stays plain.
+    cmd.arg0("memhog");
+    cmd
+}
+
+/// A label value as the text exposition writes it.
+fn label_escaped(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn run(args: &[&str], socket: &Path) -> std::process::Output {
+    Command::new(oomwatch_bin()).args(args).arg("--socket").arg(socket).output().unwrap()
+}
+
+/// The hostile cgroup name: escape sequences (clear screen, OSC window
+/// title ended by BEL), quotes, a backslash, bytes that are not UTF-8, and
+/// a newline when the kernel takes one (it refuses them: EINVAL).
+fn hostile_cgroup_name(parent: &TestCgroup) -> Vec<u8> {
+    let base = b"\x1b[2J\x1b]0;pwned\x07\"q'\\\xff\xfe".to_vec();
+    let with_newline = [b"nl\n".as_slice(), &base].concat();
+    let probe = parent.dir.join(OsStr::from_bytes(&[b"oomwatch-test-".as_slice(), &with_newline].concat()));
+    if fs::create_dir(&probe).is_ok() {
+        let _ = fs::remove_dir(&probe);
+        return with_newline;
+    }
+    println!("this kernel refuses a newline in a cgroup name; testing without one");
+    base
+}
+
+#[test]
+fn hostile_process_and_cgroup_names_are_escaped_in_every_output() {
+    if !require_root("hostile_process_and_cgroup_names_are_escaped_in_every_output") {
+        return;
+    }
+    let dir = temp_dir("hostile");
+    let hook = dir.0.join("hook.sh");
+    fs::write(&hook, format!("printf '%s\\n%s\\n' \"$OOMWATCH_CGROUP\" \"$OOMWATCH_SUMMARY\" > '{}'/exec-$$.out\n", dir.0.display())).unwrap();
+    let config = write_config(&dir, &format!("[[sinks.exec]]\ncommand = [\"/bin/sh\", \"{}\"]\ntimeout = \"5s\"\n", hook.display()));
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let mut tail = Tail::start(&daemon, &[]);
+    let human_tail_out = dir.0.join("tail.txt");
+    let human_tail = ChildGuard(
+        Command::new(oomwatch_bin())
+            .arg("tail")
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .stdout(fs::File::create(&human_tail_out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let parent = TestCgroup::new("hostile", None);
+    let name = hostile_cgroup_name(&parent);
+    let cg = parent.child_raw(&name, Some(64 * MIB));
+    // The daemon finds new cgroups by inotify; give it a moment to track this one.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut hog = ChildGuard(cg.spawn(memhog_named(&dir.0, HOSTILE_COMM).args(["hog", "256"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("the hog is killed");
+    assert_eq!(cg.oom_kills(), 1);
+
+    // JSON carries the names exactly (the comm as the kernel's bytes read
+    // as UTF-8, lossily; the cgroup with its invalid bytes as \xNN).
+    let pid = hog.pid();
+    let (kill, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("no oom_kill for pid {pid}; saw {:?}", tail.seen));
+    let comm = String::from_utf8_lossy(HOSTILE_COMM).into_owned();
+    assert_eq!(kill["victim"]["comm"], comm.as_str(), "{kill}");
+    assert_eq!(kill["cgroup"], cg.path.as_str(), "{kill}");
+    assert_eq!(kill["constraint"], "memcg", "a non-UTF-8 cgroup's kill is still a memcg kill: {kill}");
+    assert_eq!(kill["limit_cgroup"], cg.path.as_str(), "{kill}");
+    assert_eq!(kill["limit_bytes"], 64 * MIB, "{kill}");
+    let again: Value = serde_json::from_str(&serde_json::to_string(&kill).unwrap()).unwrap();
+    assert_eq!(again["victim"]["comm"], comm.as_str(), "the name survives a JSON round trip");
+
+    // Human tail: escaped, never interpreted, no forged line.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(human_tail);
+    let human = fs::read(&human_tail_out).unwrap();
+    assert_printable("oomwatch tail", &human);
+    let human = String::from_utf8(human).unwrap();
+    assert!(human.contains(printable(&comm).as_ref()), "the comm, escaped, in:\n{human}");
+    assert!(human.contains(printable(&cg.path).as_ref()), "the cgroup, escaped, in:\n{human}");
+    assert!(!human.lines().any(|l| l.starts_with("FAKE")), "a forged line:\n{human}");
+
+    // status: the cgroup is tracked (its files read at its real name) and escaped.
+    let status = run(&["status", "--json", "--top", "0"], &daemon.socket);
+    let report: Value = serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("status --json: {e}"));
+    let row = report["rows"].as_array().unwrap().iter().find(|r| r["cgroup"] == cg.path.as_str()).cloned();
+    let row = row.unwrap_or_else(|| panic!("{} not tracked: {report}", cg.path));
+    assert_eq!(row["limit_bytes"], 64 * MIB, "{row}");
+    let status = run(&["status", "--top", "0"], &daemon.socket);
+    assert!(status.status.success(), "{status:?}");
+    assert_printable("oomwatch status", &status.stdout);
+    assert!(String::from_utf8_lossy(&status.stdout).contains(printable(&cg.path).as_ref()), "{}", String::from_utf8_lossy(&status.stdout));
+
+    let alerts = run(&["alerts"], &daemon.socket);
+    assert!(alerts.status.success(), "{alerts:?}");
+    assert_printable("oomwatch alerts", &alerts.stdout);
+    assert!(String::from_utf8_lossy(&alerts.stdout).contains(printable(&cg.path).as_ref()), "the kill alert: {}", String::from_utf8_lossy(&alerts.stdout));
+
+    // /metrics: the label value exactly, escaped as the exposition format says.
+    let metrics = daemon.metrics();
+    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", label_escaped(&cg.path));
+    assert_eq!(metric_value(&metrics, &series), Some(1.0), "{series} in:\n{metrics}");
+    if let Some(promtool) = ["/usr/bin/promtool", "/usr/local/bin/promtool"].iter().map(PathBuf::from).find(|p| p.exists()) {
+        let mut child = Command::new(promtool).args(["check", "metrics"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.trim().is_empty(), "promtool check metrics with a hostile cgroup label:\n{said}");
+        println!("promtool check metrics: clean with the hostile label");
+    } else {
+        println!("promtool not installed (Debian package prometheus): exposition checked by series match only");
+    }
+
+    // The exec hook's environment: one line each, escaped.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leaf = printable(cg.path.rsplit_once('/').unwrap().1).into_owned();
+    let hook_out = loop {
+        let outs: Vec<Vec<u8>> = fs::read_dir(&dir.0)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().as_bytes().starts_with(b"exec-"))
+            .filter_map(|e| fs::read(e.path()).ok())
+            .collect();
+        if let Some(o) = outs.iter().find(|o| String::from_utf8_lossy(o).contains(&leaf)) {
+            for o in &outs {
+                assert_printable("the exec hook's OOMWATCH_* variables", o);
+            }
+            break o.clone();
+        }
+        assert!(Instant::now() < deadline, "the exec hook never ran for {}: {outs:?}", cg.path);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let hook_out = String::from_utf8(hook_out).unwrap();
+    let mut lines = hook_out.lines();
+    assert_eq!(lines.next(), Some(printable(&cg.path).as_ref()), "OOMWATCH_CGROUP: {hook_out:?}");
+    assert_eq!(hook_out.lines().count(), 2, "no variable spans lines: {hook_out:?}");
+    assert_eq!(metric_value(&daemon.metrics(), "oomwatch_panics_total"), Some(0.0));
+}
+
+// ---------------------------------------------------------------- ranges
+
+/// One row of `oomwatch check --print-ranges`: the key, and TOML values at
+/// its minimum, its maximum and one past the maximum.
+#[derive(Debug)]
+struct Setting {
+    key: String,
+    min: String,
+    max: String,
+    over: String,
+}
+
+fn ranges() -> Vec<Setting> {
+    let out = Command::new(oomwatch_bin()).args(["check", "--print-ranges"]).output().unwrap();
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    let settings: Vec<Setting> = table.lines().skip(2).map(setting).collect();
+    assert!(settings.len() > 30, "{table}");
+    settings
+}
+
+fn setting(row: &str) -> Setting {
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let (key, range) = (cells[1].trim_matches('`').to_owned(), cells[2]);
+    if let Some(inner) = range.strip_prefix('[').or_else(|| range.strip_prefix('(')) {
+        // A float range; an open minimum is not allowed itself.
+        let (lo, hi) = inner.trim_end_matches(']').split_once(", ").unwrap();
+        let (lo, hi): (f64, f64) = (lo.parse().unwrap(), hi.parse().unwrap());
+        let min = if range.starts_with('(') { lo + 1e-6 } else { lo };
+        return Setting { key, min: format!("{min:?}"), max: format!("{hi:?}"), over: format!("{:?}", hi + 0.01) };
+    }
+    let (lo, hi) = range.split_once("..=").unwrap();
+    if let (Ok(lo), Ok(hi)) = (lo.parse::<i64>(), hi.parse::<i64>()) {
+        return Setting { key, min: lo.to_string(), max: hi.to_string(), over: (hi + 1).to_string() };
+    }
+    Setting { key, min: format!("\"{lo}\""), max: format!("\"{hi}\""), over: format!("\"{hi} 1ms\"") }
+}
+
+/// A setting that the rules between keys would refuse at a bound alone,
+/// and what makes the file valid.
+struct Companion {
+    key: &'static str,
+    bound: &'static str,
+    /// The value instead of the bound, when the bound itself can never be valid.
+    instead: Option<&'static str>,
+    others: &'static [(&'static str, &'static str)],
+}
+
+const COMPANIONS: &[Companion] = &[
+    Companion { key: "cgroups.sample_interval", bound: "max", instead: None, others: &[("cgroups.full_sample_every", "\"1h\""), ("forecast.window", "\"10m\"")] },
+    Companion { key: "cgroups.full_sample_every", bound: "min", instead: None, others: &[("cgroups.sample_interval", "\"100ms\"")] },
+    Companion { key: "pressure.trigger_stall", bound: "max", instead: None, others: &[("pressure.trigger_window", "\"10s\"")] },
+    Companion { key: "forecast.window", bound: "min", instead: None, others: &[("cgroups.sample_interval", "\"100ms\"")] },
+    // critical_eta must be shorter than warning_eta, and both share the
+    // range 1s..=1day: warning_eta's minimum and critical_eta's maximum
+    // can only be approached, to the millisecond.
+    Companion { key: "alerts.oom_forecast.warning_eta", bound: "min", instead: Some("\"1s 1ms\""), others: &[("alerts.oom_forecast.critical_eta", "\"1s\"")] },
+    Companion {
+        key: "alerts.oom_forecast.critical_eta",
+        bound: "max",
+        instead: Some("\"23h 59m 59s 999ms\""),
+        others: &[("alerts.oom_forecast.warning_eta", "\"1day\"")],
+    },
+];
+
+/// A configuration file setting `key` (a table key such as
+/// `sinks.webhook[].queue`) to `value`, with `others` beside it.
+fn config_text(settings: &[(&str, &str)]) -> String {
+    let mut tables: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut sinks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for &(key, value) in settings {
+        let (table, name) = key.rsplit_once('.').unwrap();
+        if let Some(kind) = table.strip_prefix("sinks.") {
+            sinks.entry(kind.trim_end_matches("[]")).or_default().push(format!("{name} = {value}"));
+        } else {
+            tables.entry(table.to_owned()).or_default().push(format!("{name} = {value}"));
+        }
+    }
+    let mut text = String::new();
+    for (table, lines) in tables {
+        text.push_str(&format!("[{table}]\n{}\n\n", lines.join("\n")));
+    }
+    for (kind, lines) in sinks {
+        let target = match kind {
+            "alertmanager" => "url = \"http://127.0.0.1:9/\"",
+            "webhook" => "url = \"http://127.0.0.1:9/hook\"",
+            _ => "command = [\"/bin/true\"]",
+        };
+        text.push_str(&format!("[[sinks.{kind}]]\n{target}\n{}\n\n", lines.join("\n")));
+    }
+    text
+}
+
+/// The file with `s` at `bound` ("min", "max" or "over", which keeps the
+/// companions of "max").
+fn config_at(s: &Setting, bound: &str) -> String {
+    let plain = match bound {
+        "min" => s.min.as_str(),
+        "max" => s.max.as_str(),
+        _ => s.over.as_str(),
+    };
+    let companion = COMPANIONS.iter().find(|c| c.key == s.key && c.bound == if bound == "over" { "max" } else { bound });
+    let value = companion.and_then(|c| c.instead).filter(|_| bound != "over").unwrap_or(plain);
+    let mut settings = vec![(s.key.as_str(), value)];
+    settings.extend(companion.map(|c| c.others).unwrap_or_default().iter().copied());
+    config_text(&settings)
+}
+
+/// The key as errors name it: sinks by position.
+fn error_key(key: &str) -> String {
+    key.replace("[]", "[0]")
+}
+
+fn count_in_log(daemon: &Daemon, needle: &str) -> usize {
+    daemon.log_text().matches(needle).count()
+}
+
+/// Sends SIGHUP and waits until the log says `needle` once more.
+fn reload(daemon: &Daemon, needle: &str) {
+    let before = count_in_log(daemon, needle);
+    signal(daemon.pid(), libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while count_in_log(daemon, needle) == before {
+        assert!(Instant::now() < deadline, "SIGHUP: no {needle:?} within 10 s:\n{}", daemon.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The daemon still serves /healthz ok and no task panicked.
+fn assert_healthy(daemon: &Daemon, what: &str) {
+    // Tasks that use the new values run once or tick within this.
+    std::thread::sleep(Duration::from_millis(300));
+    let health = http_get(daemon.port, "/healthz").unwrap_or_else(|e| panic!("{what}: /healthz: {e}\n{}", daemon.log_text()));
+    assert!(health.starts_with("ok"), "{what}: /healthz says {health:?}\n{}", daemon.log_text());
+    assert_eq!(metric_value(&daemon.metrics(), "oomwatch_panics_total"), Some(0.0), "{what}: a panic\n{}", daemon.log_text());
+}
+
+/// Starts a daemon with `first`, reloads `then`, then the refused `over`
+/// (naming `key`): it runs through all three with no panic.
+fn start_reload_refuse(dir: &TempDir, first: &str, then: &str, over: &str, key: &str, what: &str) {
+    let path = write_config(dir, first);
+    let daemon = Daemon::start(&["--config", path.to_str().unwrap()]);
+    assert_healthy(&daemon, &format!("{what}: started with\n{first}"));
+    fs::write(&path, then).unwrap();
+    reload(&daemon, "SIGHUP: reloaded");
+    assert_healthy(&daemon, &format!("{what}: reloaded with\n{then}"));
+    fs::write(&path, over).unwrap();
+    reload(&daemon, "keeping the running configuration");
+    let log = daemon.log_text();
+    let refusal = log.lines().rfind(|l| l.contains("keeping the running configuration")).unwrap();
+    assert!(refusal.contains(key), "{what}: the refused reload names {key}: {refusal}");
+    assert_healthy(&daemon, &format!("{what}: after the refused reload of\n{over}"));
+}
+
+#[test]
+fn every_range_bound_starts_and_reloads_and_one_past_it_is_refused() {
+    if !require_root("every_range_bound_starts_and_reloads_and_one_past_it_is_refused") {
+        return;
+    }
+    let dir = temp_dir("ranges");
+    let settings = ranges();
+    let t0 = Instant::now();
+    for s in &settings {
+        let key = error_key(&s.key);
+        let (min, max, over) = (config_at(s, "min"), config_at(s, "max"), config_at(s, "over"));
+        for (bound, text) in [("min", &min), ("max", &max)] {
+            let path = write_config(&dir, text);
+            let out = Command::new(oomwatch_bin()).args(["check", "--config"]).arg(&path).output().unwrap();
+            assert!(out.status.success(), "{} at its {bound} is refused:\n{text}\n{}", s.key, String::from_utf8_lossy(&out.stderr));
+        }
+        let path = write_config(&dir, &over);
+        let err = one_line_refusal(Command::new(oomwatch_bin()).args(["check", "--config"]).arg(&path));
+        assert!(err.contains(&key), "one past the maximum of {}: {err}", s.key);
+        start_reload_refuse(&dir, &min, &max, &over, &key, &format!("{} min->max", s.key));
+        start_reload_refuse(&dir, &max, &min, &over, &key, &format!("{} max->min", s.key));
+    }
+    println!("{} settings: min and max each started, reloaded and survived a refused reload ({:.0} s)", settings.len(), t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn all_settings_at_their_minimum_or_maximum_at_once_run() {
+    if !require_root("all_settings_at_their_minimum_or_maximum_at_once_run") {
+        return;
+    }
+    let dir = temp_dir("ranges-all");
+    let settings = ranges();
+    let all = |bound: &str| {
+        let values: Vec<(String, String)> = settings
+            .iter()
+            .map(|s| {
+                let plain = if bound == "min" { &s.min } else { &s.max };
+                let adjusted = COMPANIONS.iter().find(|c| c.key == s.key && c.bound == bound).and_then(|c| c.instead);
+                (s.key.clone(), adjusted.map(str::to_owned).unwrap_or_else(|| plain.clone()))
+            })
+            .collect();
+        config_text(&values.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>())
+    };
+    let (min, max) = (all("min"), all("max"));
+    let over = config_text(&[("sinks.webhook[].queue", "100001")]);
+    start_reload_refuse(&dir, &min, &max, &over, "sinks.webhook[0].queue", "all at min, then all at max");
+    start_reload_refuse(&dir, &max, &min, &over, "sinks.webhook[0].queue", "all at max, then all at min");
+}
+
+/// The values of issue 14, each of which used to pass `check` and then
+/// panic the daemon or one of its tasks.
+const ISSUE_VALUES: &[(&str, &str, &str)] = &[
+    ("sinks.webhook[].queue", "18446744073709551615", "sinks.webhook[0].queue"),
+    ("sinks.alertmanager[].resend_interval", "\"0s\"", "sinks.alertmanager[0].resend_interval"),
+    ("sinks.alertmanager[].resend_interval", "\"500000000000y\"", "sinks.alertmanager[0].resend_interval"),
+    ("sinks.exec[].max_concurrent", "18446744073709551615", "sinks.exec[0].max_concurrent"),
+    ("alerts.evaluate_every", "\"500000000000y\"", "alerts.evaluate_every"),
+];
+
+#[test]
+fn the_configs_that_used_to_panic_are_refused_at_check_start_and_reload() {
+    if !require_root("the_configs_that_used_to_panic_are_refused_at_check_start_and_reload") {
+        return;
+    }
+    let dir = temp_dir("issue-values");
+    let good = config_text(&[("sinks.webhook[].queue", "16")]);
+    let path = write_config(&dir, &good);
+    let daemon = Daemon::start(&["--config", path.to_str().unwrap()]);
+    for &(key, value, named) in ISSUE_VALUES {
+        let text = config_text(&[(key, value)]);
+        fs::write(&path, &text).unwrap();
+        for args in [vec!["check", "--config"], vec!["daemon", "--listen", "127.0.0.1:1", "--config"]] {
+            let err = one_line_refusal(Command::new(oomwatch_bin()).args(&args).arg(&path));
+            assert!(err.contains(named), "{args:?} with {key} = {value}: {err}");
+        }
+        reload(&daemon, "keeping the running configuration");
+        assert_healthy(&daemon, &format!("SIGHUP with {key} = {value}"));
+    }
+}
+
+// ---------------------------------------------------------------- closed pipes
+
+/// Runs `oomwatch ARGS` with its stdout a pipe whose reader is already
+/// gone: its first write fails. Returns (status, stderr).
+fn into_closed_pipe(args: &[&str], socket: &Path) -> (std::process::ExitStatus, String) {
+    let mut fds = [0; 2];
+    // SAFETY: fds is a valid array of two ints.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors are fresh and owned here.
+    let (read, write) = unsafe { (std::os::fd::OwnedFd::from_raw_fd(fds[0]), std::os::fd::OwnedFd::from_raw_fd(fds[1])) };
+    drop(read);
+    let child = Command::new(oomwatch_bin()).args(args).arg("--socket").arg(socket).stdout(Stdio::from(write)).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = ChildGuard(child);
+    let status = child.wait_timeout(Duration::from_secs(20)).unwrap_or_else(|| panic!("oomwatch {args:?} still running 20 s after its reader went"));
+    let mut err = String::new();
+    child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status, err)
+}
+
+use std::os::fd::FromRawFd as _;
+
+#[test]
+fn client_commands_end_quietly_when_their_reader_goes() {
+    if !require_root("client_commands_end_quietly_when_their_reader_goes") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    // One kill, so that `tail --since` has something to replay.
+    let cg = TestCgroup::new("pipe", Some(32 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "128"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("killed");
+    let mut tail = Tail::start(&daemon, &["--since", "10m"]);
+    tail.wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill").expect("the kill is in the journal");
+
+    for args in [vec!["status", "--top", "0"], vec!["alerts"], vec!["tail", "--since", "10m"], vec!["tail", "--json", "--since", "10m"]] {
+        let (status, err) = into_closed_pipe(&args, &daemon.socket);
+        assert!(err.trim().is_empty(), "oomwatch {args:?} into a closed pipe says: {err}");
+        assert!(status.success() || status.signal() == Some(libc::SIGPIPE), "oomwatch {args:?}: {status}");
+    }
+    // As people type it.
+    let (bin, socket) = (oomwatch_bin().display().to_string(), daemon.socket.display().to_string());
+    for cmd in [format!("{bin} status --top 0 --socket {socket} | head -1"), format!("timeout 20 {bin} tail --since 10m --socket {socket} | head -1")]
+    {
+        let out = Command::new("/bin/sh").args(["-c", &cmd]).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe") && err.trim().is_empty(), "{cmd}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "{cmd}");
+    }
+}
+
+// ---------------------------------------------------------------- panics
+
+#[test]
+fn a_panicking_task_ends_the_daemon_non_zero_naming_the_task() {
+    if !require_root("a_panicking_task_ends_the_daemon_non_zero_naming_the_task") {
+        return;
+    }
+    let dir = temp_dir("panic");
+    let log = dir.0.join("daemon.log");
+    let child = Command::new(oomwatch_bin())
+        .args(["daemon", "--listen", &format!("127.0.0.1:{}", closed_port()), "--inject-panic", "alert-rules", "--socket"])
+        .arg(dir.0.join("events.sock"))
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    let status = child.wait_timeout(Duration::from_secs(30)).expect("the daemon ends after the task panics");
+    let log = fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "a non-zero exit, not a signal or an abort: {status}\n{log}");
+    assert!(log.contains("panic in thread") && log.contains("injected by --inject-panic alert-rules"), "the panic is logged:\n{log}");
+    let last = log.lines().last().unwrap_or_default();
+    assert_eq!(last, "oomwatch: the alert-rules task panicked: injected by --inject-panic alert-rules", "the last line says why:\n{log}");
+}
+
+// ---------------------------------------------------------------- no daemon
+
+/// `s` says its cause once: "(os error N)" at most once.
+fn said_once(s: &str) -> bool {
+    s.matches("(os error").count() <= 1
+}
+
+#[test]
+fn a_missing_or_dead_socket_is_one_line_naming_it() {
+    let dir = temp_dir("nosocket");
+    let missing = dir.0.join("missing.sock");
+    // A socket file nobody listens on: connect is refused.
+    let dead = dir.0.join("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+    for socket in [&missing, &dead] {
+        for cmd in ["status", "tail", "alerts"] {
+            let err = one_line_refusal(Command::new(oomwatch_bin()).arg(cmd).arg("--socket").arg(socket));
+            assert!(err.contains(socket.to_str().unwrap()) && said_once(&err), "oomwatch {cmd} --socket {}: {err}", socket.display());
+        }
+    }
+}
+
+#[test]
+fn a_socket_path_that_cannot_be_created_is_one_line_naming_it() {
+    if !require_root("a_socket_path_that_cannot_be_created_is_one_line_naming_it") {
+        return;
+    }
+    // /proc takes no new directories: the daemon cannot create the socket's.
+    let err = one_line_refusal(Command::new(oomwatch_bin()).args(["daemon", "--listen", &format!("127.0.0.1:{}", closed_port()), "--socket", "/proc/oomwatch-none/events.sock"]));
+    assert!(err.contains("/proc/oomwatch-none") && said_once(&err), "{err}");
+}
+
+#[test]
+fn raw_controls_finds_what_a_terminal_acts_on() {
+    for bad in [b"a\x1b[2Jb".as_slice(), b"tab\there", b"del\x7f", "c1\u{9b}".as_bytes(), b"bad\xffutf8", b"cr\r"] {
+        assert!(!raw_controls(bad).is_empty(), "{bad:?}");
+    }
+    assert!(raw_controls("plain \\x1b[2J\\nFAKE \u{e9}\nnext line\n".as_bytes()).is_empty());
+}
