@@ -399,6 +399,15 @@ mod tests {
     }
 
     #[test]
+    fn the_forecast_alert_says_what_was_seen() {
+        use crate::model::Basis;
+        let mut e = engine();
+        let f = Forecast { eta_s: 40.0, slope_bytes_per_s: 3.0 * 1048576.0, basis: Basis::Cycles { cycles: 9, period_s: 5.0, troughs_rising: true }, under_pressure: false };
+        let t = e.evaluate(&Signals { cgroup: "/c".into(), eta_s: Some(40.0), forecast: Some(f), ..Default::default() }, Instant::now(), SystemTime::now());
+        assert_eq!(t[0].summary, "troughs rising 3.0 MiB/s under a GC pattern (9 cycles, one every ~5s): the next peak reaches the memory limit in 40s");
+    }
+
+    #[test]
     fn host_uses_the_host_wording_and_no_reclaim_rule() {
         let mut e = engine();
         let t = e.evaluate(&Signals { cgroup: "/".into(), eta_s: Some(5.0), reclaim_ratio: Some(0.9), ..Default::default() }, Instant::now(), SystemTime::now());
