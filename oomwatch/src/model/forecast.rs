@@ -317,19 +317,17 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// Whether the level rose in most samples of the last [`SUSTAIN_S`]
-/// seconds, with no real fall among them and no single jump making most
-/// of the rise.
+/// seconds, with no real fall among them.
 fn still_rising(points: &[Point], now_s: u32, limit: f64) -> bool {
     let from = points.partition_point(|q| q.at_s < now_s.saturating_sub(SUSTAIN_S));
     let recent = &points[from.saturating_sub(1)..];
     let steps: Vec<f64> = recent.windows(2).map(|w| kib_bytes(w[1].unreclaimable_kib) - kib_bytes(w[0].unreclaimable_kib)).collect();
     let span = recent.last().map_or(0, |l| l.at_s) - recent.first().map_or(0, |f| f.at_s);
-    let growth: f64 = steps.iter().sum();
-    // Rises that are a real part of the growth, not jitter.
-    let rises = steps.iter().filter(|d| **d > 0.05 * growth / steps.len().max(1) as f64).count();
-    let largest = steps.iter().copied().fold(0.0, f64::max);
-    // One jump carrying most of the growth is a step, not a trend.
-    span >= SUSTAIN_S && rises * 5 >= steps.len() * 4 && steps.iter().all(|d| *d > -0.005 * limit) && largest <= 0.5 * growth
+    // A rise counts when it is a fair share of the average one: jitter
+    // between the jumps of a staircase is not growth.
+    let mean = steps.iter().sum::<f64>() / steps.len().max(1) as f64;
+    let rises = steps.iter().filter(|d| **d > 0.0 && **d >= 0.25 * mean).count();
+    span >= SUSTAIN_S && rises * 5 >= steps.len() * 4 && steps.iter().all(|d| *d > -0.005 * limit)
 }
 
 fn trend(points: &[Point], limit: f64, now_s: u32, p: &ForecastParams) -> Option<Forecast> {
@@ -338,6 +336,11 @@ fn trend(points: &[Point], limit: f64, now_s: u32, p: &ForecastParams) -> Option
     if !still_rising(points, now_s, limit) {
         return None;
     }
+    // What the last SUSTAIN_S seconds grew: a window whose slope they fall
+    // far short of has seen growth that has since stopped (steps).
+    let recent_from = points.partition_point(|q| q.at_s < now_s.saturating_sub(SUSTAIN_S)).saturating_sub(1);
+    let recent = &points[recent_from];
+    let recent_rate = (level - kib_bytes(recent.unreclaimable_kib)) / f64::from((now_s.saturating_sub(recent.at_s)).max(1));
     let mut best: Option<Forecast> = None;
     for window in [p.window_s / 4, p.window_s / 2, p.window_s] {
         let from = now_s.saturating_sub(window.max(2));
@@ -347,7 +350,7 @@ fn trend(points: &[Point], limit: f64, now_s: u32, p: &ForecastParams) -> Option
         }
         let Some((slope, r, t)) = fit(w, |y| y) else { continue };
         let growth = level - kib_bytes(w[0].unreclaimable_kib);
-        if slope <= 0.0 || r < MIN_R || t < MIN_T || growth < p.min_growth_fraction * limit {
+        if slope <= 0.0 || r < MIN_R || t < MIN_T || growth < p.min_growth_fraction * limit || recent_rate < 0.5 * slope {
             continue;
         }
         let mut found = Forecast { eta_s: (limit - level) / slope, slope_bytes_per_s: slope, basis: Basis::Linear, under_pressure: false };
@@ -564,13 +567,20 @@ mod tests {
     }
 
     #[test]
-    fn step_growth_that_stops_has_no_eta() {
-        for seed in 1..=20 {
+    /// Steps a few seconds apart are growth while they last (an ETA for a
+    /// second or two is fair), but never long enough to warn, and none
+    /// once the steps stop.
+    fn step_growth_that_stops_raises_no_warning() {
+        for seed in 1..=40 {
             let mut r = Rng(seed);
             let (start, step, every) = (r.range(0.08, 0.2) * LIMIT, r.range(0.12, 0.2) * LIMIT, r.range(4.0, 10.0));
             let level = |t: u32| if t == 0 { 0.0 } else { start + step * (f64::from(t) / every).floor().min(3.0) };
             let pts: Vec<Point> = (0..=80).map(|t| point(t, level(t) + r.range(-0.5, 0.5) * MIB)).collect();
-            assert_eq!(etas(&pts), vec![], "seed {seed}: {:.0} MiB + 3 x {:.0} MiB every {every:.1}s", start / MIB, step / MIB);
+            let what = format!("seed {seed}: {:.0} MiB + 3 x {:.0} MiB every {every:.1}s", start / MIB, step / MIB);
+            assert_eq!(warned_at(&pts), None, "{what}");
+            let last_step = (3.0 * every).ceil() as u32;
+            let late: Vec<(u32, f64)> = etas(&pts).into_iter().filter(|(t, _)| *t > last_step + SUSTAIN_S).collect();
+            assert_eq!(late, vec![], "{what}");
         }
     }
 
