@@ -372,8 +372,12 @@ fn save_and_compare(root: &std::path::Path, label: &str, rows: &[Row]) -> Result
     let other: Vec<Value> = serde_json::from_str(&other).context("reading the other label's results")?;
     let (before, after) = if label == "before" { (out, other) } else { (other, out) };
     println!("\n{:<18}  {:<44}  {:<44}", "scenario", "before (met, runs: lead or false alerts)", "after");
-    let mut names: Vec<&str> = after.iter().filter_map(|r| r["scenario"].as_str()).collect();
-    names.dedup();
+    let mut names: Vec<&str> = Vec::new();
+    for name in after.iter().filter_map(|r| r["scenario"].as_str()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     for name in names {
         println!("{name:<18}  {:<44}  {:<44}", summarize(&before, name), summarize(&after, name));
     }
