@@ -56,6 +56,39 @@ fn a_leak_is_warned_about_before_the_kill() {
     assert_eq!(metric_value(&metrics, &series), Some(1.0), "{series}");
 }
 
+/// Two garbage-collected heaps side by side (about a minute): one fills
+/// to 86% of its limit and frees, every 4 s, and must raise nothing; the
+/// other leaks 2 MiB/s under the same pattern and must be warned about,
+/// in words that say so, at least 15 s before the kill.
+#[test]
+fn a_gc_heap_raises_no_alert_and_a_leak_under_one_is_warned() {
+    if !require_root("a_gc_heap_raises_no_alert_and_a_leak_under_one_is_warned") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let mut tail = Tail::start(&daemon, &[]);
+    let healthy = TestCgroup::new("gc", Some(256 * MIB));
+    let leaking = TestCgroup::new("gcleak", Some(256 * MIB));
+    std::thread::sleep(Duration::from_millis(1500));
+    let _heap = ChildGuard(healthy.spawn(memhog().args(["sawtooth", "60", "220", "2", "4", "70"])));
+    // Peaks from 140 MiB climbing 2 MiB/s: the kill about 58 s in.
+    let mut leak = ChildGuard(leaking.spawn(memhog().args(["sawtooth", "50", "140", "2", "4", "300", "2"])));
+    leak.wait_timeout(Duration::from_secs(100)).expect("the leak under the GC is killed");
+    let (_, killed_at) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == leak.pid())
+        .unwrap_or_else(|| panic!("no kill event; saw {:?}", tail.seen));
+    let (warning, warned_at) = tail
+        .wait_for(Duration::from_secs(1), |v| firing(v, "oom_forecast", "warning", &leaking.path))
+        .unwrap_or_else(|| panic!("no warning for the leak under the GC; saw {:?}", tail.seen));
+    let lead_s = (killed_at - warned_at) as f64 / 1e9;
+    println!("leak under GC: warning {lead_s:.1} s before the kill: {}", warning["summary"]);
+    assert!(lead_s >= 15.0, "warning lead {lead_s:.1} s");
+    assert!(warning["summary"].as_str().is_some_and(|s| s.contains("under a GC pattern")), "{warning}");
+    let noise: Vec<&Value> = tail.seen.iter().map(|(v, _)| v).filter(|v| v["kind"] == "alert" && v["cgroup"] == healthy.path.as_str()).collect();
+    assert!(noise.is_empty(), "the healthy heap raised {noise:?}");
+    assert_eq!(healthy.oom_kills(), 0);
+}
+
 #[test]
 fn a_cache_heavy_workload_at_its_limit_raises_no_alert() {
     if !require_root("a_cache_heavy_workload_at_its_limit_raises_no_alert") {

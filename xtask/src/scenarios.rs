@@ -7,6 +7,11 @@
 //! (c) sudden spike past the limit
 //! (d) a leak that plateaus well below the limit
 //! (e) thrash: a working set slightly larger than what fits, with pressure
+//! (f)-(j) the shapes of real services: see shapes.rs
+//!
+//! `--bin` runs another daemon binary (the forecaster before a change) and
+//! `--label` names the results; the table then sets the other label's
+//! results (target/scenarios/results-<label>.json) beside this run's.
 
 use std::{
     path::PathBuf,
@@ -20,16 +25,31 @@ use serde_json::json;
 
 use crate::{run, workspace_root};
 
+mod shapes;
+
 const MIB: u64 = 1 << 20;
 
 #[derive(clap::Args)]
 pub struct ScenarioArgs {
-    /// Only these scenarios (a,b,c,d,e).
+    /// Only these scenarios (a,b,c,d,e,f,g,h,i,j).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Shorter runs (1 run of (a), 20 s of (b)): for CI and iterating.
+    /// Shorter runs (1 run of each, 20 s of (b)): for CI and iterating.
     #[arg(long)]
     quick: bool,
+    /// Runs of each of (a) and (f)-(j) (default 5, 1 with --quick).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// First seed of the shapes (f)-(j); run i uses seed + i - 1.
+    #[arg(long, default_value_t = 15)]
+    seed: u64,
+    /// The daemon binary to run (default: target/release/oomwatch, built first).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Name of this run's results; the table compares with the other of
+    /// "before" and "after" when its results exist.
+    #[arg(long, default_value = "after")]
+    label: String,
 }
 
 struct Row {
@@ -220,57 +240,106 @@ fn thrash(daemon: &Daemon, threshold: f64) -> Row {
 
 /// The daemon's own default, from `oomwatch check --print-defaults` (xtask
 /// cannot link the daemon crate: its build needs what `setup` installs).
-fn default_pressure_threshold(root: &std::path::Path) -> Result<f64> {
-    let text = crate::cmd_output(Command::new(root.join("target/release/oomwatch")).args(["check", "--print-defaults"]))?;
+fn default_pressure_threshold(bin: &std::path::Path) -> Result<f64> {
+    let text = crate::cmd_output(Command::new(bin).args(["check", "--print-defaults"]))?;
     text.lines()
         .find_map(|l| l.trim().strip_prefix("some_avg10_percent = ")?.parse().ok())
         .context("some_avg10_percent missing from `oomwatch check --print-defaults`")
 }
 
 pub fn run_scenarios(args: ScenarioArgs) -> Result<()> {
-    crate::build()?;
     let root = workspace_root();
+    let bin = match &args.bin {
+        Some(b) => std::fs::canonicalize(b).with_context(|| format!("--bin {}", b.display()))?,
+        None => {
+            crate::build()?;
+            root.join("target/release/oomwatch")
+        }
+    };
     run(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "oomwatch-tests", "--bins"]))?;
     if !crate::is_root() {
         anyhow::bail!("scenarios cause real OOM kills in test cgroups and need root");
     }
     // SAFETY: set before any thread that reads the environment starts.
     unsafe {
-        std::env::set_var("OOMWATCH_BIN", root.join("target/release/oomwatch"));
+        std::env::set_var("OOMWATCH_BIN", &bin);
         std::env::set_var("OOMWATCH_MEMHOG", root.join("target/release/memhog"));
     }
-    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    println!("scenarios: daemon {}, label {:?}", bin.display(), args.label);
     let daemon = Daemon::start(&[]);
-    let threshold = default_pressure_threshold(&root)?;
+    let threshold = default_pressure_threshold(&bin)?;
+    let mut rows = classic(&args, &daemon, threshold);
+    rows.extend(shaped(&args, &daemon));
+    print_table(&rows, threshold);
+    save_and_compare(&root, &args.label, &rows)
+}
+
+fn runs(args: &ScenarioArgs) -> usize {
+    args.runs.unwrap_or(if args.quick { 1 } else { 5 })
+}
+
+fn wanted(args: &ScenarioArgs, s: &str) -> bool {
+    args.only.is_empty() || args.only.iter().any(|o| o == s)
+}
+
+/// (f)-(j), `runs` of each with consecutive seeds.
+fn shaped(args: &ScenarioArgs, daemon: &Daemon) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for i in 1..=runs(args) {
+        let seed = args.seed + i as u64 - 1;
+        let shapes: [(&str, &str, &dyn Fn() -> Row); 5] = [
+            ("f", "flat sawtooth", &|| shapes::flat_sawtooth(daemon, i, seed, args.quick)),
+            ("g", "leak under GC", &|| shapes::gc_leak(daemon, i, seed)),
+            ("h", "step", &|| shapes::step(daemon, i, seed)),
+            ("i", "exponential", &|| shapes::exponential(daemon, i, seed)),
+            ("j", "pod child leak", &|| shapes::pod(daemon, i, seed)),
+        ];
+        for (key, name, f) in shapes {
+            if wanted(args, key) {
+                println!("scenarios: ({key}) {name}, run {i}, seed {seed}");
+                let r = f();
+                println!("  -> {}{}", if r.met { "met" } else { "NOT MET" }, format_args!(": {}", r.extra));
+                rows.push(r);
+            }
+        }
+    }
+    rows
+}
+
+fn classic(args: &ScenarioArgs, daemon: &Daemon, threshold: f64) -> Vec<Row> {
+    let want = |s: &str| wanted(args, s);
     let mut rows = Vec::new();
     if want("a") {
-        for i in 1..=(if args.quick { 1 } else { 5 }) {
+        for i in 1..=runs(args) {
             println!("scenarios: (a) linear leak, run {i}");
-            rows.push(leak(&daemon, i));
+            rows.push(leak(daemon, i));
         }
     }
     if want("b") {
         println!("scenarios: (b) cache-heavy");
-        rows.push(cache_heavy(&daemon, args.quick));
+        rows.push(cache_heavy(daemon, args.quick));
     }
     if want("c") {
         println!("scenarios: (c) spike");
-        rows.push(spike(&daemon));
+        rows.push(spike(daemon));
     }
     if want("d") {
         println!("scenarios: (d) plateau");
-        rows.push(plateau(&daemon));
+        rows.push(plateau(daemon));
     }
     if want("e") {
         println!("scenarios: (e) thrash");
-        rows.push(thrash(&daemon, threshold));
+        rows.push(thrash(daemon, threshold));
     }
+    rows
+}
 
+fn print_table(rows: &[Row], threshold: f64) {
     let f = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}s"));
-    println!("\n{:<16} {:>3} {:>7} {:>8} {:>8}  {:<5}  details", "scenario", "run", "kill", "warning", "critical", "met");
-    for r in &rows {
+    println!("\n{:<18} {:>3} {:>7} {:>8} {:>8}  {:<5}  details", "scenario", "run", "kill", "warning", "critical", "met");
+    for r in rows {
         println!(
-            "{:<16} {:>3} {:>7} {:>8} {:>8}  {:<5}  {}{}",
+            "{:<18} {:>3} {:>7} {:>8} {:>8}  {:<5}  {}{}",
             r.scenario,
             r.run,
             f(r.kill_s),
@@ -281,14 +350,55 @@ pub fn run_scenarios(args: ScenarioArgs) -> Result<()> {
             if r.false_alerts.is_empty() { String::new() } else { format!("; false alerts: {}", r.false_alerts.join(", ")) }
         );
     }
-    println!("targets: (a) warning >= 15 s and critical >= 5 s before the kill, every run; (b), (d) no alerts; (c) kill alert <= 10 ms; (e) pressure alert <= 3 s after PSI crosses {threshold}%");
+    println!("targets: (a) warning >= 15 s and critical >= 5 s before the kill, every run; (b), (d) no alerts; (c) kill alert <= 10 ms; (e) pressure alert <= 3 s after PSI crosses {threshold}%; (f), (h) no alerts; (g), (j) warning >= 15 s before the kill; (i) warning before the kill");
+}
+
+/// Writes target/scenarios/results-<label>.json (and results.json) and,
+/// when the other label's results exist, a before/after table per scenario.
+fn save_and_compare(root: &std::path::Path, label: &str, rows: &[Row]) -> Result<()> {
     let out: Vec<_> = rows
         .iter()
         .map(|r| json!({"scenario": r.scenario, "run": r.run, "kill_s": r.kill_s, "warning_s": r.warning_s, "critical_s": r.critical_s, "details": r.extra, "false_alerts": r.false_alerts, "target": r.target, "met": r.met}))
         .collect();
     let dir: PathBuf = root.join("target/scenarios");
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("results.json"), serde_json::to_string_pretty(&out)?).context("writing target/scenarios/results.json")?;
-    println!("results: {}", dir.join("results.json").display());
+    let text = serde_json::to_string_pretty(&out)?;
+    std::fs::write(dir.join("results.json"), &text).context("writing target/scenarios/results.json")?;
+    let mine = dir.join(format!("results-{label}.json"));
+    std::fs::write(&mine, &text).with_context(|| format!("writing {}", mine.display()))?;
+    println!("results: {}", mine.display());
+    let other_label = if label == "before" { "after" } else { "before" };
+    let Ok(other) = std::fs::read_to_string(dir.join(format!("results-{other_label}.json"))) else { return Ok(()) };
+    let other: Vec<Value> = serde_json::from_str(&other).context("reading the other label's results")?;
+    let (before, after) = if label == "before" { (out, other) } else { (other, out) };
+    println!("\n{:<18}  {:<44}  {:<44}", "scenario", "before (met, runs: lead or false alerts)", "after");
+    let mut names: Vec<&str> = Vec::new();
+    for name in after.iter().filter_map(|r| r["scenario"].as_str()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    for name in names {
+        println!("{name:<18}  {:<44}  {:<44}", summarize(&before, name), summarize(&after, name));
+    }
     Ok(())
+}
+
+/// "3/5 met; warning lead 21.0 19.5 ..." or the false alerts, for one scenario.
+fn summarize(results: &[Value], scenario: &str) -> String {
+    let rows: Vec<&Value> = results.iter().filter(|r| r["scenario"] == scenario).collect();
+    if rows.is_empty() {
+        return "not run".into();
+    }
+    let met = rows.iter().filter(|r| r["met"] == true).count();
+    let each: Vec<String> = rows
+        .iter()
+        .map(|r| match (r["kill_s"].as_f64(), r["warning_s"].as_f64()) {
+            (Some(k), Some(w)) => format!("{:.1}", k - w),
+            (Some(_), None) => "none".into(),
+            _ if r["false_alerts"].as_array().is_some_and(|a| !a.is_empty()) || r["warning_s"].is_number() => "ALERT".into(),
+            _ => "quiet".into(),
+        })
+        .collect();
+    format!("{met}/{} met; {}", rows.len(), each.join(" "))
 }

@@ -25,7 +25,7 @@ use crate::{
     readers::{CgroupLabels, MemInfo, MemoryEvents, MemorySample, Pressure, labels_for},
     wire::{CgroupCounts, Constraint, Ramp, StatusRow, TopStaller},
 };
-pub use forecast::{Forecast, ForecastParams};
+pub use forecast::{Basis, Forecast, ForecastParams};
 pub use history::{History, Point};
 use reclaim::{CgroupStalls, Ledger};
 
@@ -394,19 +394,22 @@ impl Model {
         let now_s = self.now_s(now);
         let params = self.config.forecast;
         let mut s = self.write();
-        for c in s.cgroups.values_mut() {
+        let State { cgroups, pressure, node, node_history, .. } = &mut *s;
+        for (path, c) in cgroups.iter_mut() {
             c.forecast = match (c.removed_at, c.ceiling()) {
                 (None, Some(limit)) => {
                     let pts: Vec<Point> = c.history.points().copied().collect();
-                    forecast::forecast(&pts, limit, now_s, &params)
+                    let psi = pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10);
+                    let evidence = forecast::Pressure { psi_some_avg10: psi, reclaim_ratio: c.reclaim_ratio };
+                    forecast::forecast(&pts, limit, now_s, &params, evidence)
                 }
                 _ => None,
             };
         }
-        let State { node, node_history, .. } = &mut *s;
         node.forecast = node.meminfo.and_then(|m| {
             let pts: Vec<Point> = node_history.points().copied().collect();
-            forecast::forecast(&pts, m.total_bytes, now_s, &params)
+            let evidence = forecast::Pressure { psi_some_avg10: node.pressure.map(|p| p.some.avg10), reclaim_ratio: None };
+            forecast::forecast(&pts, m.total_bytes, now_s, &params, evidence)
         });
     }
 

@@ -10,6 +10,7 @@ use std::{
 
 use crate::{
     config::AlertsConfig,
+    model::Forecast,
     wire::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transition},
 };
 
@@ -18,6 +19,8 @@ use crate::{
 pub struct Signals {
     pub cgroup: String,
     pub eta_s: Option<f64>,
+    /// What the ETA was made from, for the alert text.
+    pub forecast: Option<Forecast>,
     pub psi_some_avg10: Option<f64>,
     /// Share of wall time spent in reclaim stalls over the last interval.
     pub reclaim_ratio: Option<f64>,
@@ -106,7 +109,11 @@ impl Engine {
                     None => (false, true),
                 };
                 let what = if host { "the host runs out of memory" } else { "the working set reaches the memory limit" };
-                let summary = s.eta_s.map(|e| format!("{what} {} at the current trend", fmt_eta(e))).unwrap_or_default();
+                let summary = match (s.eta_s, s.forecast) {
+                    (Some(e), Some(f)) => format!("{} {}", f.describe(what), fmt_eta(e)),
+                    (Some(e), None) => format!("{what} {} at the current trend", fmt_eta(e)),
+                    (None, _) => String::new(),
+                };
                 self.step(AlertKey { alert: AlertName::OomForecast, severity, cgroup: s.cgroup.clone() }, holds, clears, s.eta_s, summary, f.for_, f.resolve_for, now, wall, &mut out);
             }
         }
@@ -389,6 +396,15 @@ mod tests {
             e.on_kill(&format!("/c{i}"), "x", t0, w);
         }
         assert_eq!(e.history().count(), 3);
+    }
+
+    #[test]
+    fn the_forecast_alert_says_what_was_seen() {
+        use crate::model::Basis;
+        let mut e = engine();
+        let f = Forecast { eta_s: 40.0, slope_bytes_per_s: 3.0 * 1048576.0, basis: Basis::Cycles { cycles: 9, period_s: 5.0, troughs_rising: true }, under_pressure: false };
+        let t = e.evaluate(&Signals { cgroup: "/c".into(), eta_s: Some(40.0), forecast: Some(f), ..Default::default() }, Instant::now(), SystemTime::now());
+        assert_eq!(t[0].summary, "troughs rising 3.0 MiB/s under a GC pattern (9 cycles, one every ~5s): the next peak reaches the memory limit in 40s");
     }
 
     #[test]

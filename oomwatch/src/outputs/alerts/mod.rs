@@ -112,12 +112,14 @@ fn gather(model: &Model) -> HashMap<String, Signals> {
     model.for_each_cgroup(|path, c| {
         let s = slot(&mut all, path);
         s.eta_s = c.forecast.map(|f| f.eta_s);
+        s.forecast = c.forecast;
         s.reclaim_ratio = c.reclaim_ratio;
     });
     model.for_each_pressure(|path, p| slot(&mut all, path).psi_some_avg10 = Some(p.some.avg10));
     let node = model.node();
     let host = slot(&mut all, "/");
     host.eta_s = node.forecast.map(|f| f.eta_s);
+    host.forecast = node.forecast;
     host.psi_some_avg10 = node.pressure.map(|p| p.some.avg10);
     all
 }
