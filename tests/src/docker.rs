@@ -342,6 +342,7 @@ impl Docker {
 
     fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        let mut first_answer: Option<Instant> = None;
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.supervisor.as_mut().map(|c| c.try_wait()) {
                 panic!(
@@ -355,20 +356,24 @@ impl Docker {
                     .and_then(|p| p.trim().parse().ok())
                     .unwrap_or(0);
             }
-            if self.containerd_pid == 0 {
+            if self.dockerd_pid != 0 && self.ping() {
+                // Read after the ping: dockerd answers only once its
+                // containerd runs, and the pid file may be written just
+                // before that (read before the ping, it raced).
                 self.containerd_pid =
                     fs::read_to_string(self.exec_root.join("containerd/containerd.pid"))
                         .ok()
                         .and_then(|p| p.trim().parse().ok())
                         .unwrap_or(0);
-            }
-            if self.dockerd_pid != 0 && self.ping() {
+                if self.containerd_pid != 0 {
+                    return;
+                }
+                let answered = *first_answer.get_or_insert_with(Instant::now);
                 assert!(
-                    self.containerd_pid != 0,
+                    answered.elapsed() < Duration::from_secs(5),
                     "dockerd came up without its own containerd (a system containerd at /run/containerd/containerd.sock would be shared with the host):\n{}",
                     self.log_text()
                 );
-                return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
