@@ -285,11 +285,15 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks:
 }
 
 /// The kernel's OOM reports amend the kills (`kernel_report`, `why`).
+/// Started after the capabilities were dropped: the thread inherits the
+/// reduced set.
 fn start_kernel_reports(kmsg: Option<crate::readers::kmsg::KmsgReader>, core: &Core, tasks: &Tasks) {
     let Some(reader) = kmsg else { return };
     log::info!("kernel log: reading OOM reports from {}", reader.path().display());
     let feed = KernelReportFeed::new(core.bus.clone(), core.counters.clone(), limit_file(core.layout.as_ref()));
-    tasks.spawn("kernel-reports", feed.run(reader));
+    if let Err(e) = tasks.spawn_thread("kernel-reports", move || feed.run_blocking(reader)) {
+        log::warn!("kernel log: cannot start its reader thread: {e}; kills are reported without the kernel's report");
+    }
 }
 
 fn trigger_config(config: &Config, layout: Option<&CgroupLayout>) -> anyhow::Result<TriggerConfig> {

@@ -19,10 +19,9 @@ use std::{
     collections::VecDeque,
     path::Path,
     sync::Arc,
+    os::fd::AsRawFd as _,
     time::{Duration, Instant, SystemTime},
 };
-
-use tokio::io::unix::AsyncFd;
 
 use crate::{
     model::{bus::EventBus, counters::DaemonCounters},
@@ -49,6 +48,9 @@ const WAIT_FOR_KILL: Duration = Duration::from_secs(10);
 const MAX_WAITING: usize = 256;
 /// How often waiting kill lines look for their kill again.
 const RETRY: Duration = Duration::from_millis(50);
+/// Waited after the first record of a burst, so that a report (printed
+/// within a millisecond) is read in one wakeup instead of one per record.
+const BATCH: Duration = Duration::from_millis(2);
 
 /// Opens the kernel log at its end, non-blocking.
 pub fn open(path: &Path) -> Result<KmsgReader, KmsgError> {
@@ -78,40 +80,43 @@ impl KernelReportFeed {
         Self { assembler: OomAssembler::new(crate::kernel::decode::page_size()), bus, counters, limit_file, waiting: VecDeque::new() }
     }
 
-    /// Reads the log until the daemon stops. A read error stops the reading
-    /// (said once, and `probe_attached{probe="kmsg"}` goes to 0); the daemon
-    /// goes on without reports.
-    pub async fn run(mut self, reader: KmsgReader) {
-        let path = reader.path().display().to_string();
-        // SAFETY: the reader owns its fd for as long as the AsyncFd lives.
-        let mut fd = match unsafe { AsyncFd::register_with_interest(reader, tokio::io::Interest::READABLE) } {
-            Ok(fd) => fd,
-            Err(e) => return self.stop(&path, &e.to_string()).await,
-        };
+    /// Reads the log until the daemon stops, on a thread of its own: the
+    /// kernel prints a report's 50 to 100 records around the kill, and
+    /// their wakeups must not queue before the kill on the runtime that
+    /// publishes it. A read error stops the reading (said once, and
+    /// `probe_attached{probe="kmsg"}` goes to 0); the daemon goes on
+    /// without reports.
+    pub fn run_blocking(mut self, mut reader: KmsgReader) {
         self.counters.kmsg_attached.set(1);
         loop {
-            let wait = if self.waiting.is_empty() { Duration::from_secs(3600) } else { RETRY };
-            tokio::select! {
-                ready = fd.readable_mut() => {
-                    let mut guard = match ready {
-                        Ok(g) => g,
-                        Err(e) => return self.stop(&path, &e.to_string()).await,
-                    };
-                    if let Err(e) = self.drain(guard.get_inner_mut()) {
-                        return self.stop(&path, &e.to_string()).await;
-                    }
-                    guard.clear_ready();
+            let timeout = if self.waiting.is_empty() { -1 } else { RETRY.as_millis() as i32 };
+            let mut pfd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, timeout) };
+            if ready < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINTR) {
+                    return self.stop(&reader, &err.to_string());
                 }
-                _ = tokio::time::sleep(wait) => {}
+            }
+            if ready > 0 {
+                // The rest of the report is being printed: read it in one go.
+                std::thread::sleep(BATCH);
+                if let Err(e) = self.drain(&mut reader) {
+                    return self.stop(&reader, &e.to_string());
+                }
             }
             self.retry(Instant::now());
         }
     }
 
-    async fn stop(self, path: &str, why: &str) {
+    fn stop(self, reader: &KmsgReader, why: &str) {
         self.counters.kmsg_attached.set(0);
-        log::error!("{path}: {why}; OOM kills are reported without the kernel's report from now on");
-        std::future::pending::<()>().await
+        log::error!("{}: {why}; OOM kills are reported without the kernel's report from now on", reader.path().display());
+        // Ending would end the daemon (a supervised task); it goes on without.
+        loop {
+            std::thread::park();
+        }
     }
 
     /// Every record that is ready.
