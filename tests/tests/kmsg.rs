@@ -528,3 +528,41 @@ fn the_daemon_explains_a_kill_with_the_kernels_report() {
     assert_eq!(metric_value(&metrics, "oomwatch_probe_attached{probe=\"kmsg\"}"), Some(1.0), "{metrics}");
     assert!(metric_value(&metrics, "oomwatch_kernel_reports_joined_total").is_some_and(|n| n >= 1.0), "{metrics}");
 }
+
+/// Without CAP_SYSLOG (kernel.dmesg_restrict=1 here) the kernel log cannot
+/// be opened: the daemon says so, `check` and /metrics show it, and kills
+/// are still reported, with a `why` from the eBPF record and no
+/// `kernel_report`.
+#[test]
+fn without_the_kernel_log_kills_come_without_a_report() {
+    if !require_root("without_the_kernel_log_kills_come_without_a_report") {
+        return;
+    }
+    let restricted = fs::read_to_string("/proc/sys/kernel/dmesg_restrict").unwrap_or_default();
+    assert_eq!(restricted.trim(), "1", "this test needs kernel.dmesg_restrict=1 (then opening /dev/kmsg needs CAP_SYSLOG)");
+    let _serial = one_at_a_time();
+    let without_syslog = ["setpriv", "--bounding-set=-syslog", "--inh-caps=-syslog", "--"];
+    let daemon = Daemon::start_under(&without_syslog, &[]);
+    assert!(daemon.log_text().contains("/dev/kmsg: open: "), "{}", daemon.log_text());
+    assert_eq!(metric_value(&daemon.metrics(), "oomwatch_probe_attached{probe=\"kmsg\"}"), Some(0.0));
+    let check = Command::new(without_syslog[0]).args(&without_syslog[1..]).arg(oomwatch_bin()).arg("check").output().unwrap();
+    let check = String::from_utf8_lossy(&check.stdout);
+    assert!(check.lines().any(|l| l.contains("[skip] probe kmsg") && l.contains("CAP_SYSLOG")), "{check}");
+
+    let mut tail = Tail::connect(&daemon);
+    let cg = TestCgroup::new("kmsg-none", Some(64 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "256"])));
+    wait_killed(&mut hog);
+    let pid = hog.pid();
+    let (kill, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("no oom_kill for {pid}"));
+    let why = kill["why"].as_str().expect("a why from the eBPF record alone");
+    assert!(why.starts_with(&format!("memhog (pid {pid}) was killed because {} hit its 64 MiB limit", cg.path)), "{why}");
+    assert!(!why.contains("top consumer"), "no clause without its field: {why}");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut late = Tail::start(&daemon, &["--since", "5m"]);
+    let (replayed, _) = late.wait_for(Duration::from_secs(5), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid).expect("replayed kill");
+    assert!(replayed.get("kernel_report").is_none(), "{replayed}");
+    assert!(late.seen.iter().all(|(v, _)| v["kind"] != "kill_explained"), "{:?}", late.seen);
+}
