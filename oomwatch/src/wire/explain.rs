@@ -235,3 +235,37 @@ mod tests {
         assert_eq!(why(&OomKill::of_pid(0), None), None);
     }
 }
+
+#[cfg(test)]
+mod human_tests {
+    use crate::wire::{Event, EventBody, KernelReport, KillExplained, OomKill, Victim, human};
+
+    /// Names are the user's: the why line is escaped on its own, and the
+    /// kill is two lines whatever the names hold.
+    #[test]
+    fn the_why_line_is_escaped_and_stays_one_line() {
+        let mut k = OomKill::of_pid(7);
+        k.victim = Victim { pid: 7, comm: Some("evil\nFAKE\u{1b}[2J".into()), ..Default::default() };
+        k.limit_cgroup = Some("/x\u{202e}y".into());
+        k.why = super::why(&k, Some("memory.max"));
+        let e = Event::new(EventBody::OomKill(Box::new(k)), "2026-12-06T07:00:00.000000Z".into(), "/x".into(), None);
+        let text = human(&e);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[1].trim_start().starts_with("why: evil\\nFAKE\\x1b[2J (pid 7) was killed because /x\\u{202e}y hit its memory limit (memory.max)"), "{text}");
+        assert!(!text.chars().any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')), "{text:?}");
+
+        let x = KillExplained {
+            pid: 7,
+            comm: "a\u{1b}b".into(),
+            kill_seq: 3,
+            why: Some("w\u{7}".into()),
+            kernel_report: Box::new(KernelReport { gfp_mask: Some("0xcc0".into()), gfp_flags: vec!["GFP_KERNEL".into()], order: Some(0), ..Default::default() }),
+        };
+        let text = human(&Event::new(EventBody::KillExplained(x), "2026-12-06T07:00:00.000000Z".into(), "/x".into(), None));
+        assert_eq!(
+            text,
+            "2026-12-06T07:00:00.000 REPORT   /x pid=7 (a\\x1bb) kernel report: gfp_mask=0xcc0(GFP_KERNEL) order=0\n                        why: w\\x07"
+        );
+    }
+}
