@@ -74,6 +74,31 @@ fn event(body: EventBody) -> Event {
     Event { body, time: "2026-12-06T03:00:00.000001Z".into(), cgroup: "/a".into(), ktime_ns: Some(1), seq: 1 }
 }
 
+/// A kernel report with every optional field present.
+fn kernel_report() -> crate::wire::KernelReport {
+    crate::wire::KernelReport {
+        kmsg_seq: 1,
+        missing: Some("rate_limited".into()),
+        gfp_mask: Some("0xcc0".into()),
+        gfp_flags: vec!["GFP_KERNEL".into()],
+        order: Some(0),
+        constraint: Some("CONSTRAINT_MEMCG".into()),
+        oom_memcg: Some("/a".into()),
+        task_memcg: Some("/a".into()),
+        memcg: Some(crate::wire::KernelMemcg { usage_bytes: 1, limit_bytes: 1, failcnt: 1, swap_usage_bytes: Some(0), swap_limit_bytes: Some(1) }),
+        composition: Some(crate::wire::Composition {
+            anon_bytes: Some(1),
+            file_bytes: Some(1),
+            shmem_bytes: Some(1),
+            kernel_bytes: Some(1),
+            pagetables_bytes: Some(1),
+            sock_bytes: Some(1),
+        }),
+        top_tasks: vec![crate::wire::ReportTask { pid: 1, comm: "hog".into(), rss_bytes: 1 }],
+        tasks_in_table: Some(1),
+    }
+}
+
 /// One event of every kind, every optional field present.
 fn every_kind() -> Vec<Event> {
     let kill = OomKill {
@@ -114,9 +139,18 @@ fn every_kind() -> Vec<Event> {
         unavailable: vec!["x".into()],
         cgroup_id: Some(1),
         exit_latency_ms: Some(1.0),
+        why: Some("w".into()),
+        kernel_report: Some(Box::new(kernel_report())),
     };
     vec![
         event(EventBody::OomKill(Box::new(kill))),
+        event(EventBody::KillExplained(crate::wire::KillExplained {
+            pid: 1,
+            comm: "hog".into(),
+            kill_seq: 1,
+            why: Some("w".into()),
+            kernel_report: Box::new(kernel_report()),
+        })),
         event(EventBody::VictimExit(VictimExit { pid: 1, comm: "hog".into(), exit_latency_ms: 1.0 })),
         event(EventBody::Pressure(PressureEvent {
             trigger: "some 1 2".into(),

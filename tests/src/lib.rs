@@ -426,22 +426,35 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_under(&[], extra)
+    }
+
+    /// Started by `wrapper` (a command and its arguments, e.g. setpriv
+    /// with a smaller capability set), which runs the daemon.
+    pub fn start_under(wrapper: &[&str], extra: &[&str]) -> Self {
         let dir = temp_dir("daemon");
         let socket = dir.0.join("events.sock");
-        Self::start_in(dir, socket, free_port(), extra)
+        Self::start_in(dir, socket, free_port(), wrapper, extra)
     }
 
     /// A daemon on a given socket and port (a restart of another one).
     pub fn start_at(socket: &Path, port: &str, extra: &[&str]) -> Self {
-        Self::start_in(temp_dir("daemon"), socket.to_path_buf(), port.parse().unwrap(), extra)
+        Self::start_in(temp_dir("daemon"), socket.to_path_buf(), port.parse().unwrap(), &[], extra)
     }
 
-    fn start_in(dir: TempDir, socket: PathBuf, port: u16, extra: &[&str]) -> Self {
+    fn start_in(dir: TempDir, socket: PathBuf, port: u16, wrapper: &[&str], extra: &[&str]) -> Self {
         let log = dir.0.join("daemon.log");
         // Each daemon keeps its journal in its own directory, unless the
         // test says where (a restart that must find the last one's).
         let state = dir.0.join("state");
-        let mut cmd = Command::new(oomwatch_bin());
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(oomwatch_bin());
+                c
+            }
+            None => Command::new(oomwatch_bin()),
+        };
         cmd.arg("daemon").args(["--listen", &format!("127.0.0.1:{port}")]).arg("--socket").arg(&socket);
         if !extra.contains(&"--state-dir") {
             cmd.arg("--state-dir").arg(&state);

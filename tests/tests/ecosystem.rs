@@ -700,7 +700,7 @@ fn deploy_files_are_valid_and_agree_with_each_other() {
         "ExecReload"
     );
     let caps: BTreeSet<String> = unit_values(&unit, "CapabilityBoundingSet")[0].split_whitespace().map(|c| c.trim_start_matches("CAP_").to_owned()).collect();
-    let want: BTreeSet<String> = ["BPF", "PERFMON", "SYS_ADMIN", "DAC_READ_SEARCH", "SYS_RESOURCE"].map(String::from).into();
+    let want: BTreeSet<String> = ["BPF", "PERFMON", "SYS_ADMIN", "DAC_READ_SEARCH", "SYS_RESOURCE", "SYSLOG"].map(String::from).into();
     assert_eq!(caps, want, "CapabilityBoundingSet");
     for cap in &want {
         assert!(unit.contains(&format!("#   CAP_{cap}")), "CAP_{cap} is justified in a comment");
@@ -715,14 +715,16 @@ fn deploy_files_are_valid_and_agree_with_each_other() {
     // needed). Each remaining item is justified in the unit's comments and
     // was tried in the VM (`cargo xtask vm-test --hardening-matrix`); the
     // systemd guest prints the live figure. A change that loosens the unit
-    // must say why here.
+    // must say why here: 2.8 -> 3.1 for reading the kernel log (the kernel's
+    // OOM reports): ProtectKernelLogs=no (0.2), CAP_SYSLOG (0.1), and
+    // /dev/kmsg in DeviceAllow= (0.1, with ProtectClock's rtc).
     let out = Command::new(tool("systemd-analyze", "systemd")).args(["security", "--offline=true", "--no-pager"]).arg(&copy).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     let level: f64 = said
         .lines()
         .find_map(|l| l.split("Overall exposure level for oomwatch.service: ").nth(1)?.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{said}{}", String::from_utf8_lossy(&out.stderr)));
-    assert!(level <= 2.8, "systemd-analyze security: exposure {level} > 2.8; the items:\n{}", said.lines().filter(|l| l.starts_with('✗')).collect::<Vec<_>>().join("\n"));
+    assert!(level <= 3.1, "systemd-analyze security: exposure {level} > 3.1; the items:\n{}", said.lines().filter(|l| l.starts_with('✗')).collect::<Vec<_>>().join("\n"));
 
     // Kubernetes: the same capabilities, the mounts, a valid config.
     let docs = yaml_docs("kubernetes/daemonset.yaml");
@@ -736,7 +738,12 @@ fn deploy_files_are_valid_and_agree_with_each_other() {
     let sc = &c["securityContext"];
     assert_eq!(sc["privileged"], false);
     let k8s_caps: BTreeSet<String> = sc["capabilities"]["add"].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-    assert_eq!(k8s_caps, want, "the DaemonSet adds the systemd unit's capabilities");
+    // But CAP_SYSLOG: a container gets no /dev/kmsg (not among a runtime's
+    // default devices, and a hostPath device node is refused by the device
+    // cgroup unless privileged): kills come without the kernel's report.
+    let mut unit_caps_for_k8s = want.clone();
+    unit_caps_for_k8s.remove("SYSLOG");
+    assert_eq!(k8s_caps, unit_caps_for_k8s, "the DaemonSet adds the systemd unit's capabilities");
     assert_eq!(sc["capabilities"]["drop"][0], "ALL");
     assert_eq!(c["resources"]["limits"]["memory"], "64Mi");
     let host_paths: BTreeSet<String> = spec["volumes"].as_sequence().unwrap().iter().filter_map(|v| v["hostPath"]["path"].as_str().map(String::from)).collect();

@@ -34,6 +34,8 @@ fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
         unavailable: Vec::new(),
         cgroup_id: None,
         exit_latency_ms: None,
+        why: None,
+        kernel_report: None,
     };
     Event { body: EventBody::OomKill(Box::new(kill)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup.into(), ktime_ns: Some(1), seq: 0 }
 }

@@ -408,3 +408,161 @@ fn a_reader_left_behind_counts_what_it_lost() {
     assert!(after_gap > first + 1, "reading went on after a gap ({first} -> {after_gap})");
     assert_eq!(stats.lost_records, after_gap - first - 1, "{stats:?}");
 }
+
+// ------------------------------------------------ the daemon explains a kill
+
+/// What the kernel printed for the kill of `pid`, read from the test's own
+/// /dev/kmsg records by splitting strings: the lines of its report (from
+/// the header before the kill line) and the kill line's sequence number.
+fn printed_report(raw: &[String], pid: u32) -> (u64, Vec<String>) {
+    let recs = records(raw);
+    let kill_at = recs.iter().position(|(_, _, m)| m.contains(&format!("Killed process {pid} ("))).expect("the kill line");
+    let header_at = recs[..kill_at].iter().rposition(|(_, _, m)| m.contains(" invoked oom-killer: ")).expect("a header");
+    // 6.1 prints memory.stat as one record with escaped newlines.
+    let lines = recs[header_at..kill_at].iter().flat_map(|(_, _, m)| m.split("\\x0a").map(str::to_owned).collect::<Vec<_>>()).collect();
+    (recs[kill_at].0, lines)
+}
+
+#[test]
+fn the_daemon_explains_a_kill_with_the_kernels_report() {
+    if !require_root("the_daemon_explains_a_kill_with_the_kernels_report") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let daemon = Daemon::start(&[]);
+    let mut tail = Tail::connect(&daemon);
+    let mut log = Log::open();
+    let (kill, path) = with_report(&mut log, || {
+        let cg = TestCgroup::new("kmsg-explain", Some(64 * MIB));
+        let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "256"])));
+        wait_killed(&mut hog);
+        (hog.pid(), cg.path.clone())
+    });
+    let pid = kill.victim.pid;
+    let (kill_seq, lines) = printed_report(&log.raw, pid);
+
+    // Live clients are told, then the kill itself carries it (replayed).
+    let (explained, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "kill_explained" && v["pid"] == pid)
+        .unwrap_or_else(|| panic!("no kill_explained for {pid}; saw {:?}\n{}", tail.seen, daemon.log_text()));
+    let mut amended = None;
+    for _ in 0..10 {
+        let mut late = Tail::start(&daemon, &["--since", "5m", "--kind", "oom_kill"]);
+        let got = late.wait_for(Duration::from_secs(3), |v| v["victim"]["pid"] == pid && v.get("kernel_report").is_some());
+        if got.is_some() {
+            amended = got.map(|(v, _)| v);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let amended = amended.expect("the replayed kill carries kernel_report");
+    assert_eq!(explained["kill_seq"], amended["seq"]);
+    assert_eq!(explained["kernel_report"], amended["kernel_report"]);
+    assert_eq!(explained["why"], amended["why"]);
+    let r = &amended["kernel_report"];
+    println!("kernel_report of {pid}: {r}\nwhy: {}", amended["why"]);
+
+    // Each field equals the kernel's text for this kill.
+    assert_eq!(r["kmsg_seq"], kill_seq);
+    assert!(r.get("missing").is_none(), "{r}");
+    let header = &lines[0];
+    let gfp = header.split("gfp_mask=").nth(1).unwrap();
+    let (mask, rest) = gfp.split_once('(').unwrap();
+    let (flags, rest) = rest.split_once(')').unwrap();
+    assert_eq!(r["gfp_mask"], mask);
+    let printed_flags: Vec<&str> = flags.split('|').collect();
+    assert_eq!(r["gfp_flags"], serde_json::json!(printed_flags));
+    let order: i64 = rest.split("order=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert_eq!(r["order"], order);
+    let memory = lines.iter().find(|l| l.starts_with("memory: usage ")).expect("memory line");
+    let n: Vec<u64> = memory.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+    assert_eq!((r["memcg"]["usage_bytes"].as_u64(), r["memcg"]["limit_bytes"].as_u64(), r["memcg"]["failcnt"].as_u64()), (Some(n[0] * 1024), Some(n[1] * 1024), Some(n[2])));
+    assert_eq!(r["memcg"]["limit_bytes"], 64 * MIB);
+    let summary: BTreeMap<&str, &str> = lines.iter().find_map(|l| l.strip_prefix("oom-kill:")).expect("summary").split(',').filter_map(|p| p.split_once('=')).collect();
+    assert_eq!(r["constraint"], summary["constraint"]);
+    assert_eq!(r["oom_memcg"], summary["oom_memcg"]);
+    assert_eq!(r["task_memcg"], summary["task_memcg"]);
+    assert_eq!(r["oom_memcg"], path.as_str());
+    let stat = |key: &str| lines.iter().find_map(|l| l.strip_prefix(&format!("{key} "))?.parse::<u64>().ok());
+    assert_eq!(r["composition"]["anon_bytes"].as_u64(), stat("anon").or(stat("total_rss")));
+    assert_eq!(r["composition"]["file_bytes"].as_u64(), stat("file").or(stat("total_cache")));
+    assert_eq!(r["composition"]["shmem_bytes"].as_u64(), stat("total_shmem").or(stat("shmem")));
+    // The task table: the largest rss first, in pages as printed.
+    let cols: Vec<&str> = lines.iter().find(|l| l.starts_with("[  pid  ]")).expect("task table").split(']').nth(1).unwrap().split_whitespace().collect();
+    let mut rows: Vec<(u64, u32, String)> = lines
+        .iter()
+        .filter(|l| l.starts_with('[') && !l.starts_with("[  pid  ]"))
+        .map(|l| {
+            let (pid, rest) = l[1..].split_once(']').unwrap();
+            let vals: Vec<&str> = rest.split_whitespace().collect();
+            let col = |name: &str| vals[cols.iter().position(|c| *c == name).unwrap()];
+            (col("rss").parse::<u64>().unwrap() * page, pid.trim().parse().unwrap(), col("name").to_owned())
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let top: Vec<serde_json::Value> = rows.iter().take(5).map(|(rss, pid, comm)| serde_json::json!({"pid": pid, "comm": comm, "rss_bytes": rss})).collect();
+    assert_eq!(r["top_tasks"], serde_json::json!(top));
+    assert_eq!(r["tasks_in_table"], rows.len());
+
+    // The sentence names the victim, the cgroup and its limit.
+    let why = amended["why"].as_str().expect("why");
+    assert!(why.starts_with(&format!("memhog (pid {pid}) was killed because {path} hit its 64 MiB limit (memory.")), "{why}");
+    assert!(why.contains("while memhog allocated"), "{why}");
+    assert!(why.contains(&format!("; it used {} of 64 MiB", if n[0] * 1024 % MIB == 0 { format!("{} MiB", n[0] * 1024 / MIB) } else { oomwatch::wire::format_bytes(n[0] * 1024) })), "{why}");
+    assert!(why.ends_with(" rss)."), "{why}");
+
+    // `oomwatch tail` shows it to a person under the kill line.
+    let out = Command::new(oomwatch_bin())
+        .args(["tail", "--since", "5m", "--kind", "oom_kill", "--count", "1", "--cgroup", &path, "--socket"])
+        .arg(&daemon.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut human = text.lines();
+    assert!(human.next().is_some_and(|l| l.contains(&format!("OOM-KILL {path} victim={pid} (memhog)"))), "{text}");
+    assert_eq!(human.next().map(str::trim_start), Some(format!("why: {why}").as_str()), "{text}");
+
+    let metrics = daemon.metrics();
+    assert_eq!(metric_value(&metrics, "oomwatch_probe_attached{probe=\"kmsg\"}"), Some(1.0), "{metrics}");
+    assert!(metric_value(&metrics, "oomwatch_kernel_reports_joined_total").is_some_and(|n| n >= 1.0), "{metrics}");
+}
+
+/// Without CAP_SYSLOG (kernel.dmesg_restrict=1 here) the kernel log cannot
+/// be opened: the daemon says so, `check` and /metrics show it, and kills
+/// are still reported, with a `why` from the eBPF record and no
+/// `kernel_report`.
+#[test]
+fn without_the_kernel_log_kills_come_without_a_report() {
+    if !require_root("without_the_kernel_log_kills_come_without_a_report") {
+        return;
+    }
+    let restricted = fs::read_to_string("/proc/sys/kernel/dmesg_restrict").unwrap_or_default();
+    assert_eq!(restricted.trim(), "1", "this test needs kernel.dmesg_restrict=1 (then opening /dev/kmsg needs CAP_SYSLOG)");
+    let _serial = one_at_a_time();
+    let without_syslog = ["setpriv", "--bounding-set=-syslog", "--inh-caps=-syslog", "--"];
+    let daemon = Daemon::start_under(&without_syslog, &[]);
+    assert!(daemon.log_text().contains("/dev/kmsg: open: "), "{}", daemon.log_text());
+    assert_eq!(metric_value(&daemon.metrics(), "oomwatch_probe_attached{probe=\"kmsg\"}"), Some(0.0));
+    let check = Command::new(without_syslog[0]).args(&without_syslog[1..]).arg(oomwatch_bin()).arg("check").output().unwrap();
+    let check = String::from_utf8_lossy(&check.stdout);
+    assert!(check.lines().any(|l| l.contains("[skip] probe kmsg") && l.contains("CAP_SYSLOG")), "{check}");
+
+    let mut tail = Tail::connect(&daemon);
+    let cg = TestCgroup::new("kmsg-none", Some(64 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "256"])));
+    wait_killed(&mut hog);
+    let pid = hog.pid();
+    let (kill, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("no oom_kill for {pid}"));
+    let why = kill["why"].as_str().expect("a why from the eBPF record alone");
+    assert!(why.starts_with(&format!("memhog (pid {pid}) was killed because {} hit its 64 MiB limit", cg.path)), "{why}");
+    assert!(!why.contains("top consumer"), "no clause without its field: {why}");
+    std::thread::sleep(Duration::from_secs(1));
+    let mut late = Tail::start(&daemon, &["--since", "5m"]);
+    let (replayed, _) = late.wait_for(Duration::from_secs(5), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid).expect("replayed kill");
+    assert!(replayed.get("kernel_report").is_none(), "{replayed}");
+    assert!(late.seen.iter().all(|(v, _)| v["kind"] != "kill_explained"), "{:?}", late.seen);
+}

@@ -210,9 +210,25 @@ impl Checks {
         let psi = std::fs::read_to_string("/proc/pressure/memory").is_ok();
         let detail = if psi { "/proc/pressure/memory readable".into() } else { "no PSI (boot with psi=1): no pressure signals".into() };
         self.push("psi", psi, false, detail);
+        self.kernel_log();
         let consoles = std::fs::read_to_string("/proc/consoles").unwrap_or_default();
         let printk = std::fs::read_to_string("/proc/sys/kernel/printk").unwrap_or_default();
         self.push("console", true, false, console_note(&consoles, &printk));
+    }
+
+    /// The kernel's OOM reports come from its log: opened as the daemon
+    /// opens it (the probe `kmsg` of /metrics).
+    fn kernel_log(&mut self) {
+        let path = Path::new(crate::sources::kernel_report::KMSG);
+        match crate::sources::kernel_report::open(path) {
+            Ok(_) => self.push("probe kmsg", true, false, format!("{} readable: kills carry the kernel's OOM report (kernel_report, why)", path.display())),
+            Err(e) => self.push(
+                "probe kmsg",
+                false,
+                false,
+                format!("{e}; cost: kills come without the kernel's report (needs CAP_SYSLOG where kernel.dmesg_restrict=1; under systemd ProtectKernelLogs=no)"),
+            ),
+        }
     }
 
     /// Kprobes and fentry are only known by trying (the kernel decides).

@@ -34,7 +34,8 @@ use crate::{
     },
     readers::{self, CgroupLayout, CgroupVersion, Hierarchy, PsiKind, TriggerSpec},
     sources::{
-        kills::KillExplainer,
+        kernel_report::{self, KernelReportFeed},
+        kills::{KillExplainer, limit_file},
         psi_triggers::{TriggerConfig, TriggerManager},
         reclaim::ReclaimFeed,
         reconcile::Reconciler,
@@ -51,6 +52,8 @@ pub struct Started {
     socket_listener: std::os::unix::net::UnixListener,
     socket_guard: socket::SocketGuard,
     probes: KernelProbes,
+    /// The kernel log, for the kernel's OOM reports; None when unreadable.
+    kmsg: Option<crate::readers::kmsg::KmsgReader>,
 }
 
 pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
@@ -90,6 +93,7 @@ fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Starte
         stall_min_interval_ns: config.reclaim.min_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
     };
     let probes = kernel::loader::load(&load_opts)?;
+    let kmsg = open_kernel_log();
     protect_self(config.daemon.oom_score_adj);
     // Still the only thread: the runtime and the sampler inherit what is left.
     if config.daemon.drop_capabilities {
@@ -98,7 +102,22 @@ fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Starte
             Err(e) => log::warn!("could not drop capabilities: {e}; running with the full set"),
         }
     }
-    Ok(Started { listener, web, socket_listener, socket_guard, probes })
+    Ok(Started { listener, web, socket_listener, socket_guard, probes, kmsg })
+}
+
+/// Opened while the daemon still has CAP_SYSLOG (kernel.dmesg_restrict=1
+/// asks for it at open, not at read). Without it kills are still
+/// reported, without the kernel's report.
+fn open_kernel_log() -> Option<crate::readers::kmsg::KmsgReader> {
+    match kernel_report::open(Path::new(kernel_report::KMSG)) {
+        Ok(reader) => Some(reader),
+        Err(e) => {
+            log::warn!(
+                "{e}; kills are reported without the kernel's OOM report (reading the kernel log needs CAP_SYSLOG where kernel.dmesg_restrict=1, and under systemd ProtectKernelLogs=no)"
+            );
+            None
+        }
+    }
 }
 
 fn require_privileges() -> Result<(), kernel::loader::LoadError> {
@@ -156,7 +175,7 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     // action, which ends the process.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).context("SIGHUP handler")?;
     let shutdown = shutdown_signal()?;
-    let Started { listener, web, socket_listener, socket_guard: _socket_guard, mut probes } = started;
+    let Started { listener, web, socket_listener, socket_guard: _socket_guard, mut probes, kmsg } = started;
     let ring = probes.take_ring().context("the eBPF object has no EVENTS ring buffer")?;
     spawn_kernel_logger(&mut probes.ebpf);
     crate::release_freed_memory();
@@ -166,6 +185,7 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     let mut tasks = Tasks::new();
     let metrics = build_metrics(&config, &core, &mut probes);
     start_sources(&config, &core, &mut probes, &tasks)?;
+    start_kernel_reports(kmsg, &core, &tasks);
     let reader = start_ring_reader(ring, &args, &core, &probes);
     log_watching(&config, &probes, web.as_ref().is_some_and(|w| w.tls.is_some()));
     let pusher = start_outputs(&core, metrics, listener, web, socket_listener, &tasks);
@@ -265,6 +285,18 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks:
     tasks.spawn("reconcile", reconciler.run());
     tasks.spawn("clock", core.clock.clone().keep_fresh(Duration::from_secs(60)));
     Ok(())
+}
+
+/// The kernel's OOM reports amend the kills (`kernel_report`, `why`).
+/// Started after the capabilities were dropped: the thread inherits the
+/// reduced set.
+fn start_kernel_reports(kmsg: Option<crate::readers::kmsg::KmsgReader>, core: &Core, tasks: &Tasks) {
+    let Some(reader) = kmsg else { return };
+    log::info!("kernel log: reading OOM reports from {}", reader.path().display());
+    let feed = KernelReportFeed::new(core.bus.clone(), core.counters.clone(), limit_file(core.layout.as_ref()));
+    if let Err(e) = tasks.spawn_thread("kernel-reports", move || feed.run_blocking(reader)) {
+        log::warn!("kernel log: cannot start its reader thread: {e}; kills are reported without the kernel's report");
+    }
 }
 
 fn trigger_config(config: &Config, layout: Option<&CgroupLayout>) -> anyhow::Result<TriggerConfig> {

@@ -127,11 +127,12 @@ impl EventBus {
 
     /// Replaces a published event (e.g. an OOM kill once its victim's exit
     /// is confirmed), so later replays show the complete picture: in the
-    /// backlog, among the recent kills, and in the durable store.
-    pub fn amend(&self, matches: impl Fn(&Event) -> bool, update: impl FnOnce(&mut Event)) {
+    /// backlog, among the recent kills, and in the durable store. Returns
+    /// the amended event; None when no event still held matches.
+    pub fn amend(&self, matches: impl Fn(&Event) -> bool, update: impl FnOnce(&mut Event)) -> Option<Arc<Published>> {
         let mut state = self.lock();
         let found = state.backlog.iter().rev().chain(state.recent_kills.iter().rev()).find(|p| matches(&p.event)).cloned();
-        let Some(old) = found else { return };
+        let old = found?;
         let mut event = old.event.clone();
         update(&mut event);
         let json = serde_json::to_string(&event).unwrap_or_default();
@@ -145,6 +146,7 @@ impl EventBus {
                 *slot = new.clone();
             }
         }
+        Some(new)
     }
 
     pub fn subscribers(&self) -> usize {

@@ -14,5 +14,13 @@ pub struct DaemonCounters {
     pub psi_triggers_refused: Gauge,
     /// Panics anywhere in the daemon (each also one error line in the log).
     pub panics: Counter,
+    /// 1 while the kernel log (/dev/kmsg) is read for OOM reports.
+    pub kmsg_attached: Gauge,
+    /// Kills amended with what the kernel printed for them (with or
+    /// without its full report).
+    pub kernel_reports_joined: Counter,
+    /// Kill lines in the kernel log that matched no kill oomwatch reported
+    /// (pid, comm, cgroup and time): never attached to another kill.
+    pub kernel_reports_unmatched: Counter,
 }
 

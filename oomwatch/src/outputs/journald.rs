@@ -53,6 +53,7 @@ pub const SYSLOG_IDENTIFIER: &str = "oomwatch";
 pub const MESSAGE_IDS: &[(&str, &str)] = &[
     ("oom_kill", "5e47ed6aa7fc49d3af8ee46489ec5517"),
     ("victim_exit", "57d5da9673264aadab0745a61eee528f"),
+    ("kill_explained", "ab53a26e1854421fa1ee2c385bc634c3"),
     ("reclaim_stall", "18b833b38ee94e9ab13d32eb0a746e85"),
     ("pressure", "babda8b233c544339687db9c4948222d"),
     ("alert", "de26bf53a1ba48e2ac02b669f5fe0528"),

@@ -25,8 +25,16 @@ use crate::{
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
     readers::{CgroupLayout, CgroupVersion, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage},
-    wire::{Attribution, Constraint, Event, EventBody, OomControl, OomKill, Trigger, Victim, rfc3339},
+    wire::{Attribution, Constraint, Event, EventBody, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
 };
+
+/// The file a memory cgroup's limit is set in, for the `why` of a kill.
+pub fn limit_file(layout: Option<&CgroupLayout>) -> LimitFile {
+    layout.map(|l| match l.memory_version {
+        CgroupVersion::V2 => "memory.max",
+        CgroupVersion::V1 => "memory.limit_in_bytes",
+    })
+}
 
 /// How much of the victim cgroup's history goes into each kill event.
 const RAMP_SECONDS: u32 = 60;
@@ -106,7 +114,7 @@ impl KillExplainer {
             }
         }
         self.model.record_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), now);
-        let body = EventBody::OomKill(Box::new(OomKill {
+        let mut kill = Box::new(OomKill {
                 victim,
                 trigger,
                 attribution,
@@ -120,7 +128,11 @@ impl KillExplainer {
                 unavailable,
                 cgroup_id,
                 exit_latency_ms: None,
-        }));
+                why: None,
+                kernel_report: None,
+        });
+        kill.why = why(&kill, limit_file(self.layout.as_ref()));
+        let body = EventBody::OomKill(kill);
         let event = Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns));
         // The kill path's own cost, for `--log-level debug` and the tests
         // that check no file is read on it.

@@ -5,6 +5,7 @@
 //!
 //! May depend on: `kernel`, `readers`, `config`, `model`, `wire`.
 
+pub mod kernel_report;
 pub mod kills;
 pub mod psi_trigger;
 pub mod psi_triggers;

@@ -5,7 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::alert::{AlertName, AlertState, Severity};
+use super::{
+    alert::{AlertName, AlertState, Severity},
+    explain::KernelReport,
+};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Event {
@@ -30,6 +33,9 @@ pub enum EventBody {
     /// bytes), and every other event in the backlog would pay for them.
     OomKill(Box<OomKill>),
     VictimExit(VictimExit),
+    /// The kernel's report of a kill was read: the kill (`kill_seq`) now
+    /// carries it, and its `why` says more.
+    KillExplained(KillExplained),
     /// A PSI trigger fired: memory stalls crossed its threshold.
     Pressure(PressureEvent),
     /// An alert changed state (pending, firing, resolved, cancelled).
@@ -85,6 +91,7 @@ macro_rules! event_kinds {
 event_kinds! {
     OomKill => "oom_kill",
     VictimExit => "victim_exit",
+    KillExplained => "kill_explained",
     ReclaimStall => "reclaim_stall",
     Pressure => "pressure",
     Alert => "alert",
@@ -208,6 +215,14 @@ pub struct OomKill {
     /// Time from the kill to the victim's exit, once confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_latency_ms: Option<f64>,
+    /// One sentence of why it happened, from the fields of this event
+    /// (rewritten when the kernel's report amends it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// The kernel's own report of this kill (dmesg), once read: absent
+    /// when the kernel log is not readable (see `oomwatch check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_report: Option<Box<KernelReport>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -232,6 +247,18 @@ pub struct VictimExit {
     pub pid: u32,
     pub comm: String,
     pub exit_latency_ms: f64,
+}
+
+/// Sent when the kernel's report of a kill has been joined to it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KillExplained {
+    pub pid: u32,
+    pub comm: String,
+    /// The `seq` of the kill this explains (amended with the same fields).
+    pub kill_seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    pub kernel_report: Box<KernelReport>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -374,6 +401,8 @@ impl OomKill {
             unavailable: Vec::new(),
             cgroup_id: None,
             exit_latency_ms: None,
+            why: None,
+            kernel_report: None,
         }
     }
 }
@@ -398,6 +427,8 @@ mod tests {
                 unavailable: Vec::new(),
                 cgroup_id: Some(77),
                 exit_latency_ms: None,
+                why: None,
+                kernel_report: None,
             })),
             time: "2026-11-22T05:40:01.123456Z".into(),
             cgroup: "/a".into(),

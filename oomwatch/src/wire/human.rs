@@ -1,4 +1,4 @@
-//! The one-line text of an event for people: what `oomwatch tail` prints
+//! The text of an event for people (one line; a kill's `why` on a second): what `oomwatch tail` prints
 //! and what journald shows as MESSAGE. One function, so the two never drift.
 
 use super::event::{Attribution, Event, EventBody};
@@ -16,13 +16,30 @@ pub fn format_bytes(b: u64) -> String {
 
 /// One line for a person at 3 a.m.: when, what, where, who. Names in it
 /// are chosen by users: escaped as a whole (see [`super::printable`]).
+/// A kill's `why` follows on a second line, escaped on its own.
 pub fn human(e: &Event) -> String {
     let line = line(e);
-    match super::printable(&line) {
+    let mut text = match super::printable(&line) {
         std::borrow::Cow::Borrowed(_) => line,
         std::borrow::Cow::Owned(escaped) => escaped,
+    };
+    let why = match &e.body {
+        EventBody::OomKill(k) => k.why.as_deref(),
+        EventBody::KillExplained(x) => x.why.as_deref(),
+        _ => None,
+    };
+    if let Some(why) = why {
+        text.push('\n');
+        text.push_str(WHY_INDENT);
+        text.push_str("why: ");
+        text.push_str(&super::printable(why));
     }
+    text
 }
+
+/// The explanation goes on its own line under the event's, indented past
+/// the timestamp.
+const WHY_INDENT: &str = "                        ";
 
 fn line(e: &Event) -> String {
     let time = e.time.get(..23).unwrap_or(&e.time);
@@ -50,6 +67,20 @@ fn line(e: &Event) -> String {
                 "{time} OOM-KILL {} victim={} ({comm}){rss} trigger={trigger}{exit}{approx}",
                 e.cgroup, k.victim.pid
             )
+        }
+        EventBody::KillExplained(x) => {
+            let r = &x.kernel_report;
+            let mut line = format!("{time} REPORT   {} pid={} ({}) kernel report", e.cgroup, x.pid, x.comm);
+            if let Some(missing) = &r.missing {
+                line.push_str(&format!(": none ({})", missing.replace('_', " ")));
+            }
+            if let (Some(mask), Some(order)) = (&r.gfp_mask, r.order) {
+                line.push_str(&format!(": gfp_mask={mask}({}) order={order}", r.gfp_flags.join("|")));
+            }
+            if let Some(m) = r.memcg {
+                line.push_str(&format!(", usage {} limit {} failcnt {}", format_bytes(m.usage_bytes), format_bytes(m.limit_bytes), m.failcnt));
+            }
+            line
         }
         EventBody::VictimExit(x) => format!(
             "{time} EXITED   {} pid={} ({}) {:.1}ms after the kill",

@@ -134,7 +134,17 @@ impl Metrics {
             "PSI triggers the kernel refused (see the daemon log)",
             daemon.psi_triggers_refused.clone(),
         );
-        registry.register_collector(Box::new(StaticCollector { probes }));
+        registry.register_collector(Box::new(StaticCollector { probes, kmsg: daemon.kmsg_attached.clone() }));
+        registry.register(
+            "kernel_reports_joined",
+            "OOM kills amended with what the kernel printed for them in its log (probe kmsg)",
+            daemon.kernel_reports_joined.clone(),
+        );
+        registry.register(
+            "kernel_reports_unmatched",
+            "Kill lines in the kernel log that matched no kill oomwatch reported (victim pid, comm, cgroup, time): never attached to another kill",
+            daemon.kernel_reports_unmatched.clone(),
+        );
         if let Some(alerts) = alerts {
             registry.register(
                 "alert_notifications",
@@ -174,6 +184,8 @@ impl Metrics {
 #[derive(Debug)]
 struct StaticCollector {
     probes: Vec<ProbeReport>,
+    /// The kernel log reader, reported as the probe `kmsg`.
+    kmsg: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Collector for StaticCollector {
@@ -198,6 +210,7 @@ impl Collector for StaticCollector {
         for p in &self.probes {
             ConstGauge::new(i64::from(p.attached())).encode(e.encode_family(&[("probe", p.spec.name)])?)?;
         }
+        ConstGauge::new(self.kmsg.get()).encode(e.encode_family(&[("probe", "kmsg")])?)?;
         Ok(())
     }
 }

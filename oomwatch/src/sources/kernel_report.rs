@@ -1,0 +1,385 @@
+//! The kernel's own OOM reports, read from /dev/kmsg as the kernel prints
+//! them, amend the kills the eBPF programs reported: `kernel_report` (the
+//! failed allocation, the limit cgroup's counters and memory by kind, the
+//! largest tasks) and a `why` that uses them, then a `kill_explained` event
+//! tells live clients.
+//!
+//! eBPF stays the source of truth: a kill is published at once and never
+//! waits for its report; a report never creates a kill. The log is shared
+//! and partly user-written, so a report is attached only to the kill with
+//! the same victim pid and comm, in the same memory cgroup (when that was
+//! read exactly), printed within [`JOIN_WINDOW_NS`] of the eBPF timestamp
+//! (printk's clock is not CLOCK_MONOTONIC; they differ by milliseconds).
+//! Anything else is counted as unmatched, never attached elsewhere.
+//!
+//! The reader starts at the end of the log: reports of kills before the
+//! daemon started are not replayed.
+
+use std::{
+    collections::VecDeque,
+    path::Path,
+    sync::Arc,
+    os::fd::AsRawFd as _,
+    time::{Duration, Instant, SystemTime},
+};
+
+use crate::{
+    model::{bus::EventBus, counters::DaemonCounters},
+    readers::{
+        kmsg::{KmsgError, KmsgReader},
+        oom_report::{self, MissingReport, OomAssembler, OomOutput},
+    },
+    wire::{
+        Attribution, Composition, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, ReportTask, TOP_TASKS, rfc3339, why,
+    },
+};
+
+/// The kernel log; opened before capabilities are dropped (reading it
+/// needs CAP_SYSLOG where kernel.dmesg_restrict=1, as on Debian).
+pub const KMSG: &str = "/dev/kmsg";
+
+/// How far apart the kill line's printk time and the eBPF kill's
+/// CLOCK_MONOTONIC time may be: measured 1 ms here and 35 ms in the 6.1
+/// VM; kills of one pid are never this close.
+pub const JOIN_WINDOW_NS: u64 = 10_000_000_000;
+/// A kill line read before its eBPF kill was published waits this long.
+const WAIT_FOR_KILL: Duration = Duration::from_secs(10);
+/// Kill lines waiting for their kill at most (a storm's worth).
+const MAX_WAITING: usize = 256;
+/// How often waiting kill lines look for their kill again.
+const RETRY: Duration = Duration::from_millis(50);
+/// Waited after the first record of a burst, so that a report (printed
+/// within a millisecond) is read in one wakeup instead of one per record.
+const BATCH: Duration = Duration::from_millis(2);
+
+/// Opens the kernel log at its end, non-blocking.
+pub fn open(path: &Path) -> Result<KmsgReader, KmsgError> {
+    KmsgReader::open_nonblocking(path)
+}
+
+/// One kill line of the kernel log, with what it will amend.
+struct Waiting {
+    since: Instant,
+    pid: u32,
+    comm: String,
+    task_memcg: Option<String>,
+    printk_ns: u64,
+    report: KernelReport,
+}
+
+pub struct KernelReportFeed {
+    assembler: OomAssembler,
+    bus: Arc<EventBus>,
+    counters: Arc<DaemonCounters>,
+    limit_file: LimitFile,
+    waiting: VecDeque<Waiting>,
+}
+
+impl KernelReportFeed {
+    pub fn new(bus: Arc<EventBus>, counters: Arc<DaemonCounters>, limit_file: LimitFile) -> Self {
+        Self { assembler: OomAssembler::new(crate::kernel::decode::page_size()), bus, counters, limit_file, waiting: VecDeque::new() }
+    }
+
+    /// Reads the log until the daemon stops, on a thread of its own: the
+    /// kernel prints a report's 50 to 100 records around the kill, and
+    /// their wakeups must not queue before the kill on the runtime that
+    /// publishes it. A read error stops the reading (said once, and
+    /// `probe_attached{probe="kmsg"}` goes to 0); the daemon goes on
+    /// without reports.
+    pub fn run_blocking(mut self, mut reader: KmsgReader) {
+        self.counters.kmsg_attached.set(1);
+        loop {
+            let timeout = if self.waiting.is_empty() { -1 } else { RETRY.as_millis() as i32 };
+            let mut pfd = libc::pollfd { fd: reader.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, timeout) };
+            if ready < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINTR) {
+                    return self.stop(&reader, &err.to_string());
+                }
+            }
+            if ready > 0 {
+                // The rest of the report is being printed: read it in one go.
+                std::thread::sleep(BATCH);
+                if let Err(e) = self.drain(&mut reader) {
+                    return self.stop(&reader, &e.to_string());
+                }
+            }
+            self.retry(Instant::now());
+        }
+    }
+
+    fn stop(self, reader: &KmsgReader, why: &str) {
+        self.counters.kmsg_attached.set(0);
+        log::error!("{}: {why}; OOM kills are reported without the kernel's report from now on", reader.path().display());
+        // Ending would end the daemon (a supervised task); it goes on without.
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// Every record that is ready.
+    fn drain(&mut self, reader: &mut KmsgReader) -> Result<(), KmsgError> {
+        while let Some(record) = reader.next()? {
+            if let Some(OomOutput::Kill(kill)) = self.assembler.push(record) {
+                self.kill_line(&kill);
+            }
+        }
+        Ok(())
+    }
+
+    fn kill_line(&mut self, kill: &oom_report::OomKill) {
+        let waiting = Waiting {
+            since: Instant::now(),
+            pid: kill.victim.pid,
+            comm: kill.victim.comm.clone(),
+            task_memcg: kill.report.as_ref().and_then(|r| r.summary.task_memcg.clone()),
+            printk_ns: kill.ts_usec.saturating_mul(1000),
+            report: kernel_report(kill),
+        };
+        if !self.join(&waiting) {
+            if self.waiting.len() == MAX_WAITING {
+                self.waiting.pop_front();
+                self.counters.kernel_reports_unmatched.inc();
+            }
+            self.waiting.push_back(waiting);
+        }
+    }
+
+    /// Kill lines read before their kill was published try again; the ones
+    /// that waited too long are counted as unmatched.
+    fn retry(&mut self, now: Instant) {
+        let mut still = VecDeque::with_capacity(self.waiting.len());
+        while let Some(w) = self.waiting.pop_front() {
+            if self.join(&w) {
+                continue;
+            }
+            if now.duration_since(w.since) >= WAIT_FOR_KILL {
+                self.counters.kernel_reports_unmatched.inc();
+                log::debug!("kernel log: the kill line of pid {} matched no kill oomwatch reported", w.pid);
+            } else {
+                still.push_back(w);
+            }
+        }
+        self.waiting = still;
+    }
+
+    /// Amends the kill `w` belongs to, and tells live clients.
+    fn join(&self, w: &Waiting) -> bool {
+        let limit_file = self.limit_file;
+        let Some(amended) = self.bus.amend(
+            |e| belongs_to(e, w),
+            |e| {
+                if let EventBody::OomKill(k) = &mut e.body {
+                    k.kernel_report = Some(Box::new(w.report.clone()));
+                    k.why = why(k, limit_file);
+                }
+            },
+        ) else {
+            return false;
+        };
+        self.counters.kernel_reports_joined.inc();
+        let EventBody::OomKill(k) = &amended.event.body else { return true };
+        let body = EventBody::KillExplained(KillExplained {
+            pid: w.pid,
+            comm: w.comm.clone(),
+            kill_seq: amended.event.seq,
+            why: k.why.clone(),
+            kernel_report: Box::new(w.report.clone()),
+        });
+        self.counters.events_published.inc();
+        self.bus.publish(Event::new(body, rfc3339(SystemTime::now()), amended.event.cgroup.clone(), None));
+        true
+    }
+}
+
+/// Whether the kill line `w` is the kernel's account of `event`: same
+/// victim pid and comm, same memory cgroup when the kill's was read
+/// exactly, printed close to the eBPF timestamp, not explained yet.
+fn belongs_to(event: &Event, w: &Waiting) -> bool {
+    let EventBody::OomKill(k) = &event.body else { return false };
+    if k.victim.pid != w.pid || k.kernel_report.is_some() {
+        return false;
+    }
+    if k.victim.comm.as_deref().is_some_and(|c| c != w.comm) {
+        return false;
+    }
+    if k.attribution == Attribution::Exact
+        && let Some(memcg) = &w.task_memcg
+        && *memcg != event.cgroup
+    {
+        return false;
+    }
+    event.ktime_ns.is_none_or(|t| t.abs_diff(w.printk_ns) <= JOIN_WINDOW_NS)
+}
+
+/// The event's `kernel_report` of one assembled kill line.
+pub fn kernel_report(kill: &oom_report::OomKill) -> KernelReport {
+    let mut out = KernelReport { kmsg_seq: kill.seq, missing: kill.missing.map(missing_name), ..Default::default() };
+    let Some(r) = kill.report.as_deref() else { return out };
+    out.gfp_mask = Some(format!("{:#x}", r.gfp_mask));
+    out.gfp_flags = r.gfp_flags.clone();
+    out.order = Some(r.order);
+    out.constraint = Some(r.summary.constraint.clone());
+    out.oom_memcg = r.summary.oom_memcg.clone();
+    out.task_memcg = r.summary.task_memcg.clone();
+    out.memcg = r.memcg.map(|m| KernelMemcg {
+        usage_bytes: m.memory.usage_bytes,
+        limit_bytes: m.memory.limit_bytes,
+        failcnt: m.memory.failcnt,
+        swap_usage_bytes: m.swap.map(|s| s.usage_bytes),
+        swap_limit_bytes: m.swap.map(|s| s.limit_bytes),
+    });
+    out.composition = composition(&r.stats, r.memcg.and_then(|m| m.kmem).map(|k| k.usage_bytes));
+    let mut tasks: Vec<&oom_report::OomTask> = r.tasks.iter().collect();
+    tasks.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
+    out.top_tasks = tasks.iter().take(TOP_TASKS).map(|t| ReportTask { pid: t.pid, comm: t.name.clone(), rss_bytes: t.rss_bytes }).collect();
+    out.tasks_in_table = Some(u32::try_from(r.tasks.len()).unwrap_or(u32::MAX).saturating_add(r.cut.tasks));
+    out
+}
+
+/// Memory by kind from the printed memory.stat: v2 keys (anon, file,
+/// hierarchical already), or v1's hierarchical total_* (6.12+ prints v1
+/// keys on cgroup v1; the plain ones count the cgroup's own pages only).
+/// Kernel memory: v2's `kernel`, else v1's kmem counter.
+fn composition(stats: &[(String, u64)], kmem: Option<u64>) -> Option<Composition> {
+    let get = |keys: &[&str]| keys.iter().find_map(|key| stats.iter().find(|(k, _)| k == key).map(|(_, v)| *v));
+    let c = Composition {
+        anon_bytes: get(&["anon", "total_rss", "rss"]),
+        file_bytes: get(&["file", "total_cache", "cache"]),
+        shmem_bytes: get(&["total_shmem", "shmem"]),
+        kernel_bytes: get(&["kernel"]).or(kmem),
+        pagetables_bytes: get(&["pagetables"]),
+        sock_bytes: get(&["sock"]),
+    };
+    (c != Composition::default()).then_some(c)
+}
+
+fn missing_name(m: MissingReport) -> String {
+    match m {
+        MissingReport::RateLimited => "rate_limited",
+        MissingReport::RecordsLost => "records_lost",
+        MissingReport::BeforeFirstHeader => "before_first_header",
+        MissingReport::NotThisVictim => "not_this_victim",
+        MissingReport::GroupMemberNotInTable => "group_member_not_in_table",
+    }
+    .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        readers::kmsg::{parse_record, split_records},
+        wire::{OomKill, Trigger, Victim},
+    };
+
+    const PLAIN_618_CGROUP: &str = "/process_api/c1c59e057489a0e4f0a24676328a662e/oomwatch-test-kmsg-plain-30833-0";
+
+    /// The one kill line of a captured report (oomwatch/tests/fixtures/kmsg).
+    fn captured(name: &str) -> oom_report::OomKill {
+        let path = format!("{}/tests/fixtures/kmsg/{name}.kmsg", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read(&path).unwrap();
+        let mut a = OomAssembler::new(4096);
+        let kills: Vec<_> = split_records(&text)
+            .filter_map(|raw| a.push(&parse_record(raw).unwrap()))
+            .filter_map(|o| match o {
+                OomOutput::Kill(k) => Some(*k),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(kills.len(), 1, "{name}");
+        kills.into_iter().next().unwrap()
+    }
+
+    fn event_of(pid: u32, comm: &str, cgroup: &str, ktime_ns: u64) -> Event {
+        let mut k = OomKill::of_pid(pid);
+        k.victim = Victim { pid, comm: Some(comm.into()), ..Default::default() };
+        k.trigger = Trigger { pid, tid: pid, comm: comm.into(), cgroup: Some(cgroup.into()) };
+        k.limit_cgroup = Some(cgroup.into());
+        Event::new(EventBody::OomKill(Box::new(k)), "t".into(), cgroup.into(), Some(ktime_ns))
+    }
+
+    // Expected values copied from the fixture text.
+    #[test]
+    fn a_v1_report_on_6_18() {
+        let r = kernel_report(&captured("6.18/plain"));
+        assert_eq!((r.kmsg_seq, r.missing.as_deref()), (584, None));
+        assert_eq!((r.gfp_mask.as_deref(), r.gfp_flags.join("|"), r.order), (Some("0xcc0"), "GFP_KERNEL".into(), Some(0)));
+        assert_eq!(r.constraint.as_deref(), Some("CONSTRAINT_MEMCG"));
+        assert_eq!((r.oom_memcg.as_deref(), r.task_memcg.as_deref()), (Some(PLAIN_618_CGROUP), Some(PLAIN_618_CGROUP)));
+        assert_eq!(r.memcg, Some(KernelMemcg { usage_bytes: 65536 * 1024, limit_bytes: 65536 * 1024, failcnt: 19, swap_usage_bytes: None, swap_limit_bytes: None }));
+        let c = r.composition.unwrap();
+        assert_eq!((c.anon_bytes, c.file_bytes, c.shmem_bytes, c.kernel_bytes), (Some(66908160), Some(0), Some(0), Some(196 * 1024)));
+        assert_eq!(r.top_tasks, vec![ReportTask { pid: 30835, comm: "memhog".into(), rss_bytes: 16749 * 4096 }]);
+        assert_eq!(r.tasks_in_table, Some(1));
+    }
+
+    #[test]
+    fn a_tmpfs_kill_on_6_1_names_shmem() {
+        let r = kernel_report(&captured("6.1/shmem"));
+        let c = r.composition.unwrap();
+        assert_eq!((c.anon_bytes, c.file_bytes, c.shmem_bytes, c.kernel_bytes), (Some(126976), Some(66621440), Some(66621440), Some(360448)));
+        assert_eq!(r.memcg.unwrap().swap_usage_bytes, Some(0));
+        let mut e = event_of(200, "memhog", "/oomwatch-test-shm", 0);
+        let EventBody::OomKill(k) = &mut e.body else { unreachable!() };
+        k.kernel_report = Some(Box::new(r));
+        let why = why(k, Some("memory.max")).unwrap();
+        assert!(why.contains("/oomwatch-test-shm hit its 64 MiB limit (memory.max)"), "{why}");
+        assert!(why.contains("63.5MiB shmem/tmpfs"), "{why}");
+    }
+
+    #[test]
+    fn joins_only_the_same_pid_comm_cgroup_and_time() {
+        let kill = captured("6.18/plain");
+        let printk_ns = kill.ts_usec * 1000;
+        let w = Waiting {
+            since: Instant::now(),
+            pid: 30835,
+            comm: "memhog".into(),
+            task_memcg: Some(PLAIN_618_CGROUP.into()),
+            printk_ns,
+            report: kernel_report(&kill),
+        };
+        assert!(belongs_to(&event_of(30835, "memhog", PLAIN_618_CGROUP, printk_ns - 1_100_000), &w));
+        assert!(!belongs_to(&event_of(30836, "memhog", PLAIN_618_CGROUP, printk_ns), &w), "another pid");
+        assert!(!belongs_to(&event_of(30835, "memhogX", PLAIN_618_CGROUP, printk_ns), &w), "another comm");
+        assert!(!belongs_to(&event_of(30835, "memhog", "/elsewhere", printk_ns), &w), "another cgroup");
+        assert!(!belongs_to(&event_of(30835, "memhog", PLAIN_618_CGROUP, printk_ns + JOIN_WINDOW_NS + 1), &w), "a later kill of a reused pid");
+        let mut explained = event_of(30835, "memhog", PLAIN_618_CGROUP, printk_ns);
+        if let EventBody::OomKill(k) = &mut explained.body {
+            k.kernel_report = Some(Box::new(w.report.clone()));
+        }
+        assert!(!belongs_to(&explained, &w), "already explained");
+    }
+
+    #[test]
+    fn a_kill_line_amends_its_kill_and_tells_live_clients() {
+        let kill = captured("6.18/plain");
+        let bus = Arc::new(EventBus::new(16, 16));
+        let counters = Arc::new(DaemonCounters::default());
+        let mut feed = KernelReportFeed::new(bus.clone(), counters.clone(), Some("memory.limit_in_bytes"));
+        // Read before the kill was published: it waits, then joins.
+        feed.kill_line(&kill);
+        assert_eq!(feed.waiting.len(), 1);
+        bus.publish(event_of(30835, "memhog", PLAIN_618_CGROUP, kill.ts_usec * 1000));
+        feed.retry(Instant::now());
+        assert!(feed.waiting.is_empty());
+        let (past, _) = bus.subscribe(|_| true);
+        let EventBody::OomKill(k) = &past[0].event.body else { panic!() };
+        assert_eq!(k.kernel_report.as_ref().unwrap().memcg.unwrap().failcnt, 19);
+        let why = k.why.as_deref().unwrap();
+        assert!(why.starts_with(&format!("memhog (pid 30835) was killed because {PLAIN_618_CGROUP} hit its 64 MiB limit (memory.limit_in_bytes)")), "{why}");
+        assert!(why.ends_with("the top consumer was itself (65.4MiB rss)."), "{why}");
+        let EventBody::KillExplained(x) = &past[1].event.body else { panic!("{:?}", past[1].event) };
+        assert_eq!((x.kill_seq, x.why.as_deref()), (past[0].event.seq, Some(why)));
+        assert_eq!(counters.kernel_reports_joined.get(), 1);
+        // A kill line nobody reported waits, then is counted, never attached.
+        let mut other = kill.clone();
+        other.victim.pid = 4;
+        feed.kill_line(&other);
+        feed.retry(Instant::now() + WAIT_FOR_KILL);
+        assert_eq!((feed.waiting.len(), counters.kernel_reports_unmatched.get()), (0, 1));
+    }
+}

@@ -1,0 +1,271 @@
+//! Why a process was killed: the kernel's own OOM report as structured
+//! fields (`kernel_report` of a kill), and one sentence built from the kill
+//! and that report (`why`). Every clause of the sentence comes from a field
+//! of the event; a clause whose field is absent is left out.
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    event::{Constraint, OomKill},
+    human::format_bytes,
+};
+
+/// What the kernel printed for one kill (dmesg), read from /dev/kmsg and
+/// joined to the kill by victim pid, comm, cgroup and time.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct KernelReport {
+    /// The kernel log's sequence number of the "Killed process" line.
+    pub kmsg_seq: u64,
+    /// Why the kernel printed only the kill line for this kill (then every
+    /// field below but the victim's line is absent): `rate_limited` (the
+    /// kernel prints at most 10 reports every 5 s), `records_lost`,
+    /// `before_first_header`, `not_this_victim`, `group_member_not_in_table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
+    /// The failed allocation, as the kernel printed it: the mask in hex, its
+    /// flag names, and the order (0 = one page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gfp_mask: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gfp_flags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<i32>,
+    /// The kernel's constraint (CONSTRAINT_MEMCG, CONSTRAINT_NONE, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// The memory cgroup whose limit was hit (`oom_memcg`), and the
+    /// victim's (`task_memcg`), as the kernel names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_memcg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_memcg: Option<String>,
+    /// The "memory: usage, limit, failcnt" line of the OOM memcg.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memcg: Option<KernelMemcg>,
+    /// The OOM memcg's memory by kind, from the memory.stat it printed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composition: Option<Composition>,
+    /// The largest tasks of the report's task table by rss, largest first
+    /// (at most [`TOP_TASKS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_tasks: Vec<ReportTask>,
+    /// Rows of the task table (the tasks the OOM killer chose from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_in_table: Option<u32>,
+}
+
+/// Tasks of the report's table kept in `top_tasks`.
+pub const TOP_TASKS: usize = 5;
+
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KernelMemcg {
+    pub usage_bytes: u64,
+    pub limit_bytes: u64,
+    pub failcnt: u64,
+    /// cgroup v2: the swap counter's usage and limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_usage_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_limit_bytes: Option<u64>,
+}
+
+/// Bytes by kind; a key the kernel did not print is absent.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Composition {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anon_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_bytes: Option<u64>,
+    /// tmpfs and shared memory (charged to the cgroup, counted in `file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shmem_bytes: Option<u64>,
+    /// Kernel memory (slab, page tables, stacks, sockets...), v2 on 5.18+.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagetables_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sock_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReportTask {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_bytes: u64,
+}
+
+/// What the event names the limit file by (`memory.max` on cgroup v2,
+/// `memory.limit_in_bytes` on v1), when the daemon knows the hierarchy.
+pub type LimitFile = Option<&'static str>;
+
+/// One sentence of why `kill` happened; `cgroup` is the victim's. None when
+/// not even the victim is known.
+pub fn why(kill: &OomKill, limit_file: LimitFile) -> Option<String> {
+    let v = &kill.victim;
+    if v.pid == 0 {
+        return None;
+    }
+    let name = v.comm.as_deref().unwrap_or("a process");
+    let mut s = format!("{name} (pid {}) was killed because ", v.pid);
+    let report = kill.kernel_report.as_deref();
+    let counters = report.and_then(|r| r.memcg);
+    let limit = counters.map(|m| m.limit_bytes).or(kill.limit_bytes);
+    let usage = counters.map(|m| m.usage_bytes).or(kill.limit_cgroup_usage_bytes);
+    let limit_cgroup = kill.limit_cgroup.as_deref().or(report.and_then(|r| r.oom_memcg.as_deref()));
+    match (kill.constraint, limit_cgroup) {
+        (Constraint::Memcg, Some(cg)) => {
+            s.push_str(cg);
+            match limit {
+                Some(l) => s.push_str(&format!(" hit its {} limit", size(l))),
+                None => s.push_str(" hit its memory limit"),
+            }
+            if let Some(file) = limit_file {
+                s.push_str(&format!(" ({file})"));
+            }
+        }
+        (Constraint::Memcg, None) => s.push_str("a memory cgroup hit its limit"),
+        (Constraint::Global, _) => s.push_str("the host ran out of memory"),
+        (Constraint::Cpuset, _) => s.push_str("its cpuset's memory nodes ran out of memory"),
+        (Constraint::MemoryPolicy, _) => s.push_str("the nodes of its memory policy ran out of memory"),
+    }
+    s.push_str(&allocating(kill));
+    if kill.constraint == Constraint::Memcg
+        && let (Some(u), Some(l)) = (usage, limit)
+    {
+        s.push_str(&format!("; it used {} of {}", size(u), size(l)));
+    }
+    if let Some(c) = report.and_then(|r| r.composition) {
+        s.push_str(&composition(&c));
+    }
+    if let Some(top) = report.and_then(|r| r.top_tasks.first()) {
+        if top.pid == v.pid {
+            s.push_str(&format!("; the top consumer was itself ({} rss)", size(top.rss_bytes)));
+        } else {
+            s.push_str(&format!("; the top consumer was {} (pid {}, {} rss)", top.comm, top.pid, size(top.rss_bytes)));
+        }
+    }
+    if let Some(missing) = report.and_then(|r| r.missing.as_deref()) {
+        s.push_str(&format!("; the kernel printed no report for it ({})", missing.replace('_', " ")));
+    }
+    s.push('.');
+    Some(s)
+}
+
+/// "while memhog allocated", naming the trigger when it is another process.
+fn allocating(kill: &OomKill) -> String {
+    let t = &kill.trigger;
+    if t.pid == 0 || t.comm.is_empty() {
+        return String::new();
+    }
+    if t.pid == kill.victim.pid {
+        return format!(" while {} allocated", t.comm);
+    }
+    let place = t.cgroup.as_deref().map(|c| format!(" in {c}")).unwrap_or_default();
+    format!(" while {} (pid {}){place} allocated", t.comm, t.pid)
+}
+
+fn composition(c: &Composition) -> String {
+    let parts: Vec<String> = [("anon", c.anon_bytes), ("file", c.file_bytes), ("shmem/tmpfs", c.shmem_bytes), ("kernel", c.kernel_bytes)]
+        .iter()
+        .filter_map(|(name, b)| b.map(|b| format!("{} {name}", size(b))))
+        .collect();
+    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+}
+
+/// Sizes in the sentence: whole MiB from 1 MiB up (as limits are set),
+/// otherwise [`format_bytes`].
+fn size(b: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    if b >= MIB && b % MIB == 0 {
+        format!("{} MiB", b / MIB)
+    } else {
+        format_bytes(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Trigger, Victim};
+
+    fn kill() -> OomKill {
+        let mut k = OomKill::of_pid(123);
+        k.victim = Victim { pid: 123, comm: Some("memhog".into()), ..Default::default() };
+        k.trigger = Trigger { pid: 123, tid: 123, comm: "memhog".into(), cgroup: Some("/oomwatch-test-x".into()) };
+        k.limit_cgroup = Some("/oomwatch-test-x".into());
+        k.limit_bytes = Some(64 << 20);
+        k.limit_cgroup_usage_bytes = Some(63 << 20);
+        k
+    }
+
+    #[test]
+    fn from_the_record_alone() {
+        assert_eq!(
+            why(&kill(), Some("memory.max")).unwrap(),
+            "memhog (pid 123) was killed because /oomwatch-test-x hit its 64 MiB limit (memory.max) while memhog allocated; it used 63 MiB of 64 MiB."
+        );
+    }
+
+    #[test]
+    fn with_the_kernel_report_and_another_trigger() {
+        let mut k = kill();
+        k.trigger = Trigger { pid: 9, tid: 10, comm: "web".into(), cgroup: Some("/pod/web".into()) };
+        k.kernel_report = Some(Box::new(KernelReport {
+            memcg: Some(KernelMemcg { usage_bytes: 64 << 20, limit_bytes: 64 << 20, failcnt: 3, ..Default::default() }),
+            composition: Some(Composition { anon_bytes: Some(40 << 20), shmem_bytes: Some(20 << 20), ..Default::default() }),
+            top_tasks: vec![ReportTask { pid: 9, comm: "web".into(), rss_bytes: 30 << 20 }],
+            ..Default::default()
+        }));
+        assert_eq!(
+            why(&k, None).unwrap(),
+            "memhog (pid 123) was killed because /oomwatch-test-x hit its 64 MiB limit while web (pid 9) in /pod/web allocated; it used 64 MiB of 64 MiB (40 MiB anon, 20 MiB shmem/tmpfs); the top consumer was web (pid 9, 30 MiB rss)."
+        );
+    }
+
+    #[test]
+    fn global_and_unknown() {
+        let mut k = kill();
+        k.constraint = Constraint::Global;
+        k.kernel_report = Some(Box::new(KernelReport { missing: Some("rate_limited".into()), ..Default::default() }));
+        assert_eq!(
+            why(&k, Some("memory.max")).unwrap(),
+            "memhog (pid 123) was killed because the host ran out of memory while memhog allocated; the kernel printed no report for it (rate limited)."
+        );
+        assert_eq!(why(&OomKill::of_pid(0), None), None);
+    }
+}
+
+#[cfg(test)]
+mod human_tests {
+    use crate::wire::{Event, EventBody, KernelReport, KillExplained, OomKill, Victim, human};
+
+    /// Names are the user's: the why line is escaped on its own, and the
+    /// kill is two lines whatever the names hold.
+    #[test]
+    fn the_why_line_is_escaped_and_stays_one_line() {
+        let mut k = OomKill::of_pid(7);
+        k.victim = Victim { pid: 7, comm: Some("evil\nFAKE\u{1b}[2J".into()), ..Default::default() };
+        k.limit_cgroup = Some("/x\u{202e}y".into());
+        k.why = super::why(&k, Some("memory.max"));
+        let e = Event::new(EventBody::OomKill(Box::new(k)), "2026-12-06T07:00:00.000000Z".into(), "/x".into(), None);
+        let text = human(&e);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[1].trim_start().starts_with("why: evil\\nFAKE\\x1b[2J (pid 7) was killed because /x\\u{202e}y hit its memory limit (memory.max)"), "{text}");
+        assert!(!text.chars().any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')), "{text:?}");
+
+        let x = KillExplained {
+            pid: 7,
+            comm: "a\u{1b}b".into(),
+            kill_seq: 3,
+            why: Some("w\u{7}".into()),
+            kernel_report: Box::new(KernelReport { gfp_mask: Some("0xcc0".into()), gfp_flags: vec!["GFP_KERNEL".into()], order: Some(0), ..Default::default() }),
+        };
+        let text = human(&Event::new(EventBody::KillExplained(x), "2026-12-06T07:00:00.000000Z".into(), "/x".into(), None));
+        assert_eq!(
+            text,
+            "2026-12-06T07:00:00.000 REPORT   /x pid=7 (a\\x1bb) kernel report: gfp_mask=0xcc0(GFP_KERNEL) order=0\n                        why: w\\x07"
+        );
+    }
+}
