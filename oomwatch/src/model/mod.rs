@@ -697,7 +697,7 @@ impl Model {
     pub fn kill_accounting(&self) -> KillAccounting {
         let s = self.read();
         let seen_total: u64 = s.kills.values().map(|k| k.count).sum();
-        let cgroups = s
+        let mut cgroups: HashMap<String, u64> = s
             .cgroups
             .iter()
             .filter(|(_, c)| c.removed_at.is_none())
@@ -706,6 +706,11 @@ impl Model {
                 (accounted > 0).then(|| (p.clone(), accounted))
             })
             .collect();
+        // Restored baselines of cgroups the first scan has not sampled yet
+        // are still owed to the next run.
+        for (path, accounted) in s.restored_kills.iter().flatten() {
+            cgroups.entry(path.clone()).or_insert(*accounted);
+        }
         KillAccounting { host: s.host_kills.accounted(seen_total), cgroups }
     }
 
