@@ -317,6 +317,17 @@ fn a_restart_keeps_seqs_growing_the_kills_and_the_firing_alerts() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(transitions, vec!["firing", "resolved"], "one firing, one resolved across the restart");
+
+    // `oomwatch check` says where the journal is, how large and old, and that it is writable.
+    let out = std::process::Command::new(oomwatch_bin()).args(["check", "--json", "--state-dir"]).arg(&state).output().unwrap_or_else(|e| panic!("{e}"));
+    let check: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("oomwatch check --json: {e}"));
+    let facts = &check["journal"];
+    assert_eq!(facts["path"], state.join("journal.db").display().to_string(), "{check}");
+    assert_eq!(facts["writable"], true, "{facts}");
+    assert!(facts["events"].as_u64().is_some_and(|n| n >= 4) && facts["size_bytes"].as_u64().is_some_and(|n| n > 0), "{facts}");
+    assert!(facts["oldest_event_age"].is_object(), "{facts}");
+    let item = check["items"].as_array().and_then(|i| i.iter().find(|i| i["name"] == "journal")).unwrap_or_else(|| panic!("{check}"));
+    assert!(item["ok"] == true && item["detail"].as_str().is_some_and(|d| d.contains("oldest event") && d.contains("writable")), "{item}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::{
         loader::{self, Hook, PROBES},
         privileges, tracefs,
     },
-    outputs::journal::{JournalError, JournalReader},
+    outputs::journal::{JournalError, JournalFacts, JournalReader},
     readers::mountinfo as layout,
 };
 
@@ -41,6 +41,9 @@ struct Report {
     kernel: String,
     can_run: bool,
     items: Vec<Item>,
+    /// What the journal holds, when there is one to read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    journal: Option<JournalFacts>,
 }
 
 fn kernel_release() -> String {
@@ -114,6 +117,7 @@ fn validate_config(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 #[derive(Default)]
 struct Checks {
     items: Vec<Item>,
+    journal: Option<JournalFacts>,
 }
 
 impl Checks {
@@ -252,7 +256,10 @@ impl Checks {
                         format!("oldest event {} ago", humantime::format_duration(std::time::Duration::from_secs(age.as_secs())))
                     });
                     let access = if f.writable { "writable" } else { "NOT writable: the daemon runs without a journal" };
-                    (f.writable, format!("{}: {} in {} events, {oldest}; {access}", f.path.display(), crate::wire::format_bytes(f.size_bytes), f.events))
+                    let line = format!("{}: {} in {} events, {oldest}; {access}", f.path.display(), crate::wire::format_bytes(f.size_bytes), f.events);
+                    let ok = f.writable;
+                    self.journal = Some(f);
+                    (ok, line)
                 }
                 Err(e) => (false, format!("{e}; the daemon moves a damaged journal aside and starts a new one")),
             },
@@ -265,7 +272,7 @@ impl Checks {
 
     fn report(self, json: bool) -> anyhow::Result<ExitCode> {
         let can_run = self.items.iter().all(|i| i.ok || !i.required);
-        let report = Report { kernel: kernel_release(), can_run, items: self.items };
+        let report = Report { kernel: kernel_release(), can_run, items: self.items, journal: self.journal };
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {
