@@ -424,7 +424,8 @@ fn a_corrupted_journal_is_moved_aside_and_the_daemon_runs() {
     let seq = seen_kill(&mut tail, pid)["seq"].as_u64().expect("seq");
     // Durable within milliseconds; history reads it from the new journal.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while kill_pids(&history(&state, &["--kind", "oom_kill"])) != vec![u64::from(pid)] {
+    // (Only this cgroup: other tests on the host kill too.)
+    while kill_pids(&history(&state, &["--kind", "oom_kill", "--cgroup", &cg.path])) != vec![u64::from(pid)] {
         assert!(Instant::now() < deadline, "kill {seq} not in the new journal");
         std::thread::sleep(Duration::from_millis(50));
     }
