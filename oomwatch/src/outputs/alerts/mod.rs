@@ -33,9 +33,11 @@ pub struct Alerts {
 
 /// Where the firing alerts are kept across restarts (the daemon hands the
 /// journal's state area), and what was last handed to it.
+type KeepFiring = Box<dyn Fn(&[FiringAlert]) + Send + Sync>;
+
 #[derive(Default)]
 struct Keeper {
-    keep: Option<Box<dyn Fn(&[FiringAlert]) + Send + Sync>>,
+    keep: Option<KeepFiring>,
     last: Option<(Instant, Vec<FiringAlert>)>,
 }
 
