@@ -182,7 +182,11 @@ fn memory_comes_back_after_5000_cgroups_come_and_go() {
     let dir = temp_dir("churn");
     let config = write_config(&dir, "[cgroups]\nmax_cgroups = 10000\nremoval_grace = \"2s\"\n");
     let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_secs(4));
+    // One warm-up round first: what the daemon sizes once (the journal's
+    // page cache, the id-to-path cache, the allocator's arenas) is not a
+    // leak; what grows with every round of churn is.
+    churn_round(&daemon, "churn-warmup");
+    wait_removed_expired(&daemon);
     let start = rss_kib(daemon.pid());
     let mut peak = start;
     for round in 0..10 {
@@ -205,4 +209,23 @@ fn memory_comes_back_after_5000_cgroups_come_and_go() {
     assert!(end <= start + start / 10, "RSS back within 10%: start {start} KiB, end {end} KiB");
     let m = daemon.metrics();
     assert!(metric_value(&m, "oomwatch_cgroups{state=\"removed\"}").is_some_and(|n| n < 10.0), "removed cgroups expired");
+}
+
+/// 500 cgroups that the daemon sees come and go.
+fn churn_round(daemon: &Daemon, name: &str) {
+    let batch: Vec<TestCgroup> = (0..500).map(|i| TestCgroup::new(&format!("{name}-{i}"), Some(256 * MIB))).collect();
+    daemon.wait_tracked(&batch[499].path, Duration::from_secs(30));
+    drop(batch);
+}
+
+/// Until the removed cgroups' grace period has passed and they left the model.
+fn wait_removed_expired(daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if metric_value(&daemon.metrics(), "oomwatch_cgroups{state=\"removed\"}").is_some_and(|n| n < 10.0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("removed cgroups did not expire within 30 s:\n{}", daemon.log_text());
 }

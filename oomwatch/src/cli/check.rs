@@ -12,8 +12,20 @@ use crate::{
         loader::{self, Hook, PROBES},
         privileges, tracefs,
     },
+    outputs::journal::{JournalError, JournalFacts, JournalReader},
     readers::mountinfo as layout,
 };
+
+/// Whether this process could create files in `dir`, or in the nearest
+/// existing parent when `dir` is missing (the daemon creates it).
+fn dir_writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Some(existing) = dir.ancestors().find(|d| d.exists()) else { return false };
+    let Ok(c) = std::ffi::CString::new(existing.as_os_str().as_bytes()) else { return false };
+    // SAFETY: a valid NUL-terminated path; access() only reads it.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+}
+
 
 #[derive(Serialize)]
 struct Item {
@@ -29,6 +41,9 @@ struct Report {
     kernel: String,
     can_run: bool,
     items: Vec<Item>,
+    /// What the journal holds, when there is one to read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    journal: Option<JournalFacts>,
 }
 
 fn kernel_release() -> String {
@@ -78,6 +93,7 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let to_attach = checks.probes(tracefs_root.as_deref(), btf_info.as_ref());
     checks.mark_victim_fields(tracefs_root.as_deref());
     checks.host();
+    checks.journal(&args.state_dir);
     checks.attach_trial(&to_attach, may_load, &args.btf);
     checks.report(args.json)
 }
@@ -105,6 +121,7 @@ fn validate_config(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
 #[derive(Default)]
 struct Checks {
     items: Vec<Item>,
+    journal: Option<JournalFacts>,
 }
 
 impl Checks {
@@ -247,9 +264,35 @@ impl Checks {
     }
 
     /// Prints the report; non-zero when a required item failed.
+    /// The journal: where, how large, the oldest event, and whether the
+    /// daemon could write there (without it, nothing survives a restart;
+    /// the daemon still runs).
+    fn journal(&mut self, state_dir: &Path) {
+        let writable = dir_writable(state_dir);
+        let (ok, detail) = match JournalReader::open(state_dir) {
+            Ok(r) => match r.facts() {
+                Ok(f) => {
+                    let oldest = f.oldest_event_age.map_or("no events yet".to_owned(), |age| {
+                        format!("oldest event {} ago", humantime::format_duration(std::time::Duration::from_secs(age.as_secs())))
+                    });
+                    let access = if f.writable { "writable" } else { "NOT writable: the daemon runs without a journal" };
+                    let line = format!("{}: {} in {} events, {oldest}; {access}", f.path.display(), crate::wire::format_bytes(f.size_bytes), f.events);
+                    let ok = f.writable;
+                    self.journal = Some(f);
+                    (ok, line)
+                }
+                Err(e) => (false, format!("{e}; the daemon moves a damaged journal aside and starts a new one")),
+            },
+            Err(JournalError::Missing { path }) if writable => (true, format!("{}: none yet; the daemon creates it (directory writable)", path.display())),
+            Err(e) => (writable, e.to_string()),
+        };
+        let detail = if ok || writable { detail } else { format!("{detail}; {} is not writable: the daemon runs without a journal, and nothing survives a restart", state_dir.display()) };
+        self.push("journal", ok, false, detail);
+    }
+
     fn report(self, json: bool) -> anyhow::Result<ExitCode> {
         let can_run = self.items.iter().all(|i| i.ok || !i.required);
-        let report = Report { kernel: kernel_release(), can_run, items: self.items };
+        let report = Report { kernel: kernel_release(), can_run, items: self.items, journal: self.journal };
         if json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

@@ -119,7 +119,8 @@ fn print_summary(rows: &[SummaryRow], by: SummaryBy, json: bool) -> anyhow::Resu
                 None => line.push_str(&format!(" {:>5}", ".")),
             }
         }
-        let name = if key.is_empty() { "(unnamed)" } else { key };
+        // Unnamed workloads come as their cgroup path; "/" is the last resort.
+        let name = if key.is_empty() { "/" } else { key };
         println!("{line}  {}", printable(name));
     }
     if days.len() > shown.len() {

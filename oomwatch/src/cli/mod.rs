@@ -340,6 +340,10 @@ pub struct CheckArgs {
     pub tracefs: PathBuf,
     #[arg(long, default_value = DEFAULT_VMLINUX_BTF, value_name = "PATH", hide = true)]
     pub btf: PathBuf,
+    /// The daemon's state directory (its --state-dir): where the journal is,
+    /// how large, how old, and whether it can be written.
+    #[arg(long, default_value = crate::config::DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
 }
 
 /// Runs every command but `daemon` (the crate root starts that one, as the

@@ -6,6 +6,7 @@
 //! May depend on: every room.
 
 mod notify;
+mod restore;
 mod supervise;
 
 use std::{path::Path, process::ExitCode, sync::Arc, time::Duration};
@@ -183,6 +184,7 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     let core = build_core(&config, detect_layout(), journal);
     supervise::count_panics(core.counters.panics.clone());
     let mut tasks = Tasks::new();
+    take_over_last_run(&core, &tasks);
     let metrics = build_metrics(&config, &core, &mut probes);
     start_sources(&config, &core, &mut probes, &tasks)?;
     start_kernel_reports(kmsg, &core, &tasks);
@@ -198,6 +200,7 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     }
     drop(probes);
     if let Some(journal) = &core.journal {
+        restore::AccountingKeeper::new(journal.clone(), core.model.clone()).keep();
         // What is queued is written before the process goes.
         if !journal.flush(Duration::from_secs(3)) {
             log::warn!("journal: not everything queued was written within 3s of the stop");
@@ -219,6 +222,17 @@ fn detect_layout() -> Option<CgroupLayout> {
     }
 }
 
+/// Before any source runs: the last run's kill accounting goes to the model
+/// (the sampler's first scan and the reconciler start from it), and from now
+/// on the firing alerts and the accounting are kept in the journal.
+fn take_over_last_run(core: &Core, tasks: &Tasks) {
+    let Some(journal) = &core.journal else { return };
+    restore::restore_kill_accounting(journal, &core.model);
+    restore::keep_firing_alerts(&core.alerts, journal.clone());
+    let keeper = restore::AccountingKeeper::new(journal.clone(), core.model.clone());
+    tasks.spawn("kill-accounting", keeper.run(core.bus.clone()));
+}
+
 fn build_core(config: &Config, layout: Option<CgroupLayout>, journal: Option<Arc<Journal>>) -> Core {
     let resolver = Arc::new(CgroupResolver::new(
         layout.as_ref().map(|l| l.memory_root.as_path()),
@@ -236,7 +250,11 @@ fn build_core(config: &Config, layout: Option<CgroupLayout>, journal: Option<Arc
         )),
         model: Arc::new(Model::new(model_config(config))),
         counters: Arc::new(DaemonCounters::default()),
-        alerts: Alerts::new(config.alerts.clone(), &config.sinks),
+        alerts: {
+            let last = journal.as_deref().map(|j| restore::last_alerts(j, config.alerts.history)).unwrap_or_default();
+            restore::log_restored(&last);
+            Alerts::restored(config.alerts.clone(), &config.sinks, last.firing, last.history)
+        },
         sampled: Arc::new(tokio::sync::Notify::new()),
         journal,
     }

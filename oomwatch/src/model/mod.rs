@@ -700,7 +700,7 @@ impl Model {
     pub fn kill_accounting(&self) -> KillAccounting {
         let s = self.read();
         let seen_total: u64 = s.kills.values().map(|k| k.count).sum();
-        let cgroups = s
+        let mut cgroups: HashMap<String, u64> = s
             .cgroups
             .iter()
             .filter(|(_, c)| c.removed_at.is_none())
@@ -709,6 +709,11 @@ impl Model {
                 (accounted > 0).then(|| (p.clone(), accounted))
             })
             .collect();
+        // Restored baselines of cgroups the first scan has not sampled yet
+        // are still owed to the next run.
+        for (path, accounted) in s.restored_kills.iter().flatten() {
+            cgroups.entry(path.clone()).or_insert(*accounted);
+        }
         KillAccounting { host: s.host_kills.accounted(seen_total), cgroups }
     }
 
@@ -854,6 +859,41 @@ mod tests {
             working_set_bytes: usage - inactive,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn kill_accounting_round_trips_through_a_restart() {
+        let with_kills = |n: u64| {
+            let mut s = sample(10 * MIB, Some(64 * MIB), 0);
+            s.events_local = Some(MemoryEvents { oom_kill: Some(n), ..Default::default() });
+            s
+        };
+        let now = Instant::now();
+        let last = KillAccounting { host: Some(40), cgroups: HashMap::from([("/a".to_owned(), 3), ("/gone-yet".to_owned(), 5)]) };
+        let m = Model::default();
+        m.restore_kill_accounting(last, true);
+        assert_eq!(m.host_kills().kernel_baseline, Some(40));
+        // /a killed twice while no daemon ran: its baseline is where the last run left it.
+        assert_eq!(m.admit("/a", 1, Path::new("/a")), Admission::Tracked);
+        m.observe_full("/a", &with_kills(5), None, now);
+        let b = m.kill_baselines();
+        assert_eq!((b[0].kernel_baseline, b[0].seen_since), (3, 0));
+        // A cgroup the first scan has not sampled yet keeps its restored
+        // baseline in what is kept for the next run.
+        let kept = m.kill_accounting();
+        assert_eq!(kept.cgroups.get("/gone-yet"), Some(&5), "{kept:?}");
+        assert_eq!(kept.cgroups.get("/a"), Some(&3));
+        m.note_unobserved_reported("/a", 2);
+        assert_eq!(m.kill_accounting().cgroups.get("/a"), Some(&5), "reported kills are accounted for");
+        m.end_restore();
+        assert_eq!(m.kill_accounting().cgroups.get("/gone-yet"), None, "after the first scan, a cgroup not found is gone");
+        // A new boot: every kill since boot went unseen.
+        let fresh = Model::default();
+        fresh.restore_kill_accounting(KillAccounting { host: Some(40), cgroups: HashMap::from([("/a".to_owned(), 3)]) }, false);
+        assert_eq!(fresh.host_kills().kernel_baseline, Some(0));
+        fresh.admit("/a", 1, Path::new("/a"));
+        fresh.observe_full("/a", &with_kills(2), None, now);
+        assert_eq!(fresh.kill_baselines()[0].kernel_baseline, 0);
     }
 
     #[test]

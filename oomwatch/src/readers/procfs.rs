@@ -10,6 +10,14 @@ pub fn vmstat_oom_kills(proc_root: &std::path::Path) -> Option<u64> {
     parse_flat_keyed(&text, ["oom_kill"])[0]
 }
 
+/// This boot's id (/proc/sys/kernel/random/boot_id), to tell whether the
+/// kernel's counters went on from where a saved reading left them.
+pub fn boot_id(proc_root: &Path) -> Option<String> {
+    let text = fs::read_to_string(proc_root.join("sys/kernel/random/boot_id")).ok()?;
+    let id = text.trim();
+    (!id.is_empty()).then(|| id.to_owned())
+}
+
 /// The cgroup of a process on a hierarchy, from /proc/PID/cgroup: the
 /// fallback when BTF is missing (approximate: the process may be gone or
 /// have moved by the time we look).

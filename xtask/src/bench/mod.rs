@@ -20,9 +20,13 @@
 //! - `metrics`: `/metrics` render time for 10,000 cgroups
 //!   (`oomwatch/benches/metrics.rs`).
 //! - `read-cost`: the sampler's cgroup file reads (`oomwatch/benches/cgroup_read.rs`).
+//! - `journal`: the durable journal on this machine's disk: kill durable
+//!   latency, sustained events/s, bytes per kill, the kill summary over
+//!   1,000,000 events (`oomwatch/benches/journal.rs`).
 
 mod bpf;
 mod footprint;
+mod journal;
 mod latency;
 mod metrics;
 mod peer;
@@ -47,7 +51,7 @@ pub const MIB: u64 = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost.
+    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost, journal.
     #[arg(long, value_delimiter = ',', value_name = "FIGURE,...")]
     only: Vec<String>,
     /// Short runs for iterating (fewer kills, shorter windows); the numbers are noisier.
@@ -76,6 +80,7 @@ const FIGURES: &[(&str, Figure)] = &[
     ("footprint", footprint::run),
     ("metrics", metrics::run),
     ("read-cost", readcost::run),
+    ("journal", journal::run),
 ];
 
 /// What every figure needs.
@@ -134,6 +139,7 @@ impl Ctx {
 #[derive(Clone, Copy, Debug)]
 pub enum Target {
     AtMost(f64),
+    AtLeast(f64),
     Exactly(f64),
 }
 
@@ -141,6 +147,7 @@ impl Target {
     fn holds(self, v: f64) -> bool {
         match self {
             Target::AtMost(t) => v <= t,
+            Target::AtLeast(t) => v >= t,
             Target::Exactly(t) => v == t,
         }
     }
@@ -148,6 +155,7 @@ impl Target {
     fn show(self, unit: &str) -> String {
         match self {
             Target::AtMost(t) => format!("<= {} {unit}", trim_num(t)),
+            Target::AtLeast(t) => format!(">= {} {unit}", trim_num(t)),
             Target::Exactly(t) => format!("= {} {unit}", trim_num(t)),
         }
     }
@@ -401,6 +409,7 @@ impl Report {
                     "measured": r.measured(),
                     "target": r.target.map(|t| match t {
                         Target::AtMost(v) => json!({"at_most": v}),
+                        Target::AtLeast(v) => json!({"at_least": v}),
                         Target::Exactly(v) => json!({"exactly": v}),
                     }),
                     "pass": r.pass(),

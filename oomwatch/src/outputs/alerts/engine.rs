@@ -39,6 +39,21 @@ struct Instance {
     last_kill: Option<Instant>,
 }
 
+/// A firing alert as kept across restarts: restored firing, so a restart
+/// neither announces it again nor forgets it (it resolves, with a
+/// transition, when its condition is gone).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FiringAlert {
+    pub key: AlertKey,
+    pub value: Option<f64>,
+    pub summary: String,
+    /// RFC 3339, as in transitions (Alertmanager's startsAt).
+    pub firing_since: String,
+    /// Kill alerts: the last kill (RFC 3339); they resolve `resolve_after` later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_kill: Option<String>,
+}
+
 pub struct Engine {
     config: AlertsConfig,
     instances: HashMap<AlertKey, Instance>,
@@ -89,6 +104,64 @@ impl Engine {
             .collect();
         v.sort_by(|a, b| (b.key.severity, &a.key.cgroup, a.key.alert).cmp(&(a.key.severity, &b.key.cgroup, b.key.alert)));
         v
+    }
+
+    /// The firing alerts, to be kept for the next run.
+    pub fn firing_alerts(&self, now: Instant, wall: SystemTime) -> Vec<FiringAlert> {
+        let wall_of = |t: Instant| crate::wire::rfc3339(wall.checked_sub(now.saturating_duration_since(t)).unwrap_or(wall));
+        let mut v: Vec<FiringAlert> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| i.state == AlertState::Firing)
+            .map(|(k, i)| FiringAlert {
+                key: k.clone(),
+                value: i.value,
+                summary: i.summary.clone(),
+                firing_since: crate::wire::rfc3339(i.firing_since.unwrap_or(i.since_wall)),
+                last_kill: i.last_kill.map(wall_of),
+            })
+            .collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Takes over what the last run left: its firing alerts (firing again,
+    /// without a transition) and its transitions, oldest first. Call before
+    /// the first evaluation.
+    pub fn restore(&mut self, firing: Vec<FiringAlert>, history: Vec<Transition>, now: Instant, wall: SystemTime) {
+        let instant_of = |t: &str| {
+            let at = humantime::parse_rfc3339_weak(t).ok()?;
+            Some(now.checked_sub(wall.duration_since(at).unwrap_or_default()).unwrap_or(now))
+        };
+        for f in firing {
+            let since_wall = humantime::parse_rfc3339_weak(&f.firing_since).unwrap_or(wall);
+            let last_kill = match f.key.alert {
+                // A kill alert without its last kill resolves a full
+                // `resolve_after` from now rather than never.
+                AlertName::OomKill => Some(f.last_kill.as_deref().and_then(instant_of).unwrap_or(now)),
+                _ => None,
+            };
+            let inst = Instance {
+                state: AlertState::Firing,
+                since: instant_of(&f.firing_since).unwrap_or(now),
+                since_wall,
+                firing_since: Some(since_wall),
+                clearing_since: None,
+                value: f.value,
+                summary: f.summary,
+                last_kill,
+            };
+            self.instances.insert(f.key, inst);
+        }
+        let keep = self.config.history.max(1);
+        let skip = history.len().saturating_sub(keep);
+        let mut restored: VecDeque<Transition> = history.into_iter().skip(skip).collect();
+        // Transitions of this run (none yet, normally) stay the newest.
+        restored.extend(self.history.drain(..));
+        while restored.len() > keep {
+            restored.pop_front();
+        }
+        self.history = restored;
     }
 
     pub fn firing(&self) -> impl Iterator<Item = &AlertKey> {
@@ -385,6 +458,47 @@ mod tests {
         let t = e.tick(&|_| false, t0 + Duration::from_secs(4), w);
         assert!(t.iter().all(|t| t.state == AlertState::Resolved), "{t:?}");
         assert!(e.instances.is_empty());
+    }
+
+    #[test]
+    fn restored_alerts_fire_on_without_a_new_transition_and_resolve_when_gone() {
+        let t0 = Instant::now();
+        let w = SystemTime::now();
+        let mut before = engine();
+        before.evaluate(&eta(Some(40.0)), t0, w);
+        before.evaluate(&eta(Some(36.0)), t0 + Duration::from_secs(2), w);
+        before.on_kill("/k", "hog (pid 1)", t0, w);
+        let firing = before.firing_alerts(t0 + Duration::from_secs(2), w);
+        assert_eq!(firing.len(), 2, "{firing:?}");
+        let history: Vec<Transition> = before.history().cloned().collect();
+
+        // A restart: the engine is new, its clock too.
+        let t1 = Instant::now() + Duration::from_secs(100);
+        let mut after = engine();
+        after.restore(firing.clone(), history.clone(), t1, w);
+        assert_eq!(after.firing().count(), 2);
+        assert_eq!(after.history().cloned().collect::<Vec<_>>(), history);
+        assert!(after.evaluate(&eta(Some(30.0)), t1, w).is_empty(), "still firing: not announced again");
+        assert!(after.on_kill("/k", "hog (pid 2)", t1, w).is_empty(), "a kill while restored firing: no duplicate");
+        assert_eq!(after.firing_alerts(t1, w).iter().map(|f| &f.firing_since).collect::<Vec<_>>(), firing.iter().map(|f| &f.firing_since).collect::<Vec<_>>());
+        // The condition is gone: resolved (a transition), after resolve_for.
+        assert!(after.evaluate(&eta(None), t1 + Duration::from_secs(1), w).is_empty());
+        let t = after.evaluate(&eta(None), t1 + Duration::from_secs(12), w);
+        assert_eq!(states(&t), vec![(AlertName::OomForecast, Severity::Warning, AlertState::Resolved)]);
+        assert!(t[0].firing_since.is_some());
+    }
+
+    #[test]
+    fn a_restored_kill_alert_resolves_from_its_last_kill() {
+        let w = SystemTime::now();
+        let t1 = Instant::now() + Duration::from_secs(1000);
+        let mut e = engine();
+        let key = AlertKey { alert: AlertName::OomKill, severity: Severity::Critical, cgroup: "/k".into() };
+        let kill_at = crate::wire::rfc3339(w - Duration::from_secs(290));
+        e.restore(vec![FiringAlert { key, value: Some(2.0), summary: "s".into(), firing_since: kill_at.clone(), last_kill: Some(kill_at) }], Vec::new(), t1, w);
+        assert!(e.tick(&|_| true, t1, w).is_empty(), "290 s after the last kill: still firing");
+        let t = e.tick(&|_| true, t1 + Duration::from_secs(11), w);
+        assert_eq!(states(&t), vec![(AlertName::OomKill, Severity::Critical, AlertState::Resolved)]);
     }
 
     #[test]

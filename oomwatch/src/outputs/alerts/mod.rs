@@ -19,7 +19,7 @@ use crate::{
     model::{Model, bus::EventBus},
     wire::{AlertEvent, AlertKey, AlertState, AlertsReport, Event, EventBody, Transition},
 };
-pub use engine::{Engine, Signals};
+pub use engine::{Engine, FiringAlert, Signals};
 use sinks::{NotificationCounters, SinkSet};
 
 /// Shared between the evaluation task and the readers (metrics, socket).
@@ -28,17 +28,82 @@ pub struct Alerts {
     sinks: Mutex<SinkSet>,
     log: Mutex<bool>,
     pub notifications: NotificationCounters,
+    keeper: Mutex<Keeper>,
 }
+
+/// Where the firing alerts are kept across restarts (the daemon hands the
+/// journal's state area), and what was last handed to it.
+type KeepFiring = Box<dyn Fn(&[FiringAlert]) + Send + Sync>;
+
+#[derive(Default)]
+struct Keeper {
+    keep: Option<KeepFiring>,
+    last: Option<(Instant, Vec<FiringAlert>)>,
+}
+
+/// A kill while its alert fires changes only its count and last kill: kept
+/// at most this often.
+const KEEP_UPDATES_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Alerts {
     pub fn new(alerts: AlertsConfig, sinks: &SinksConfig) -> Arc<Self> {
+        Self::restored(alerts, sinks, Vec::new(), Vec::new())
+    }
+
+    /// Alerts that take over the last run's firing alerts (the Alertmanager
+    /// sinks go on re-sending them: no flap) and its transitions.
+    pub fn restored(alerts: AlertsConfig, sinks: &SinksConfig, firing: Vec<FiringAlert>, history: Vec<Transition>) -> Arc<Self> {
         let notifications = NotificationCounters::default();
+        let still_firing: Vec<Transition> = firing
+            .iter()
+            .map(|f| Transition {
+                key: f.key.clone(),
+                state: AlertState::Firing,
+                value: f.value,
+                summary: f.summary.clone(),
+                at: f.firing_since.clone(),
+                firing_since: Some(f.firing_since.clone()),
+            })
+            .collect();
+        let mut engine = Engine::new(alerts);
+        engine.restore(firing, history, Instant::now(), SystemTime::now());
         Arc::new(Self {
-            engine: Mutex::new(Engine::new(alerts)),
-            sinks: Mutex::new(SinkSet::start(sinks, notifications.clone(), &[])),
+            engine: Mutex::new(engine),
+            sinks: Mutex::new(SinkSet::start(sinks, notifications.clone(), &still_firing)),
             log: Mutex::new(sinks.log),
             notifications,
+            keeper: Mutex::default(),
         })
+    }
+
+    /// `keep` gets the firing alerts whenever they change (not waiting on a disk).
+    pub fn keep_firing_with(&self, keep: impl Fn(&[FiringAlert]) + Send + Sync + 'static) {
+        let now = Instant::now();
+        let firing = self.engine().firing_alerts(now, SystemTime::now());
+        let mut k = self.keeper.lock().unwrap_or_else(|e| e.into_inner());
+        k.last = Some((now, firing));
+        k.keep = Some(Box::new(keep));
+    }
+
+    /// Hands the firing alerts to the keeper when they changed: at once
+    /// after a transition, at most every [`KEEP_UPDATES_EVERY`] otherwise.
+    fn keep_firing(&self, transitioned: bool) {
+        let now = Instant::now();
+        let mut k = self.keeper.lock().unwrap_or_else(|e| e.into_inner());
+        if k.keep.is_none() {
+            return;
+        }
+        if !transitioned && k.last.as_ref().is_some_and(|(at, _)| now.saturating_duration_since(*at) < KEEP_UPDATES_EVERY) {
+            return;
+        }
+        let firing = self.engine().firing_alerts(now, SystemTime::now());
+        if k.last.as_ref().is_some_and(|(_, last)| *last == firing) {
+            return;
+        }
+        if let Some(keep) = &k.keep {
+            keep(&firing);
+        }
+        k.last = Some((now, firing));
     }
 
     fn engine(&self) -> std::sync::MutexGuard<'_, Engine> {
@@ -75,9 +140,16 @@ impl Alerts {
     }
 
     fn publish(&self, bus: &EventBus, transitions: Vec<Transition>) {
-        if transitions.is_empty() {
-            return;
+        let transitioned = !transitions.is_empty();
+        if transitioned {
+            self.announce(bus, transitions);
         }
+        // After the events: the journal holds a transition before the state
+        // that follows from it.
+        self.keep_firing(transitioned);
+    }
+
+    fn announce(&self, bus: &EventBus, transitions: Vec<Transition>) {
         let log = *self.log.lock().unwrap_or_else(|e| e.into_inner());
         let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
         for t in transitions {

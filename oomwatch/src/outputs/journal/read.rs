@@ -76,7 +76,7 @@ pub enum SummaryBy {
     #[default]
     Cgroup,
     /// The workload's name (its unit or container id until enrichment
-    /// names it); "" for kills with none.
+    /// names it); the cgroup path for kills with none.
     Workload,
 }
 
@@ -345,7 +345,12 @@ impl JournalReader {
             }
             let key = match q.by {
                 SummaryBy::Cgroup => cgroup,
-                SummaryBy::Workload => row.get(2).map_err(|e| self.err(e))?,
+                SummaryBy::Workload => {
+                    let workload: String = row.get(2).map_err(|e| self.err(e))?;
+                    // A kill with no workload name is still a place a
+                    // person can look up: its cgroup.
+                    if workload.is_empty() { cgroup } else { workload }
+                }
             };
             let kills: i64 = row.get(3).map_err(|e| self.err(e))?;
             *sums.entry((day, key)).or_default() += u64::try_from(kills).unwrap_or(0);

@@ -226,6 +226,23 @@ fn an_amended_kill_is_stored_under_its_seq_and_moves_in_the_summary() {
 }
 
 #[test]
+fn a_kill_without_a_workload_name_is_summarized_under_its_cgroup() {
+    let dir = TempDir::new("unnamed");
+    let j = open(&dir.0);
+    let mut e = kill(7, "/system.slice/anon", SystemTime::now());
+    if let EventBody::OomKill(k) = &mut e.body {
+        k.workload = Workload::default();
+    }
+    j.append_event(&mut e);
+    j.append_event(&mut kill(8, "/named", SystemTime::now()));
+    assert!(j.flush(WAIT));
+    let rows = j.reader().unwrap().summary(&SummaryQuery { by: SummaryBy::Workload, ..Default::default() }).unwrap();
+    let mut keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, vec!["/system.slice/anon", "unit-2.service"], "{rows:?}");
+}
+
+#[test]
 fn summary_counts_kills_per_cgroup_per_day() {
     let dir = TempDir::new("summary");
     let mut cfg = config(&dir.0);

@@ -88,6 +88,13 @@ impl Collector for JournalCollector {
         for (kind, n) in &s.retention_dropped {
             ConstCounter::new(*n).encode(e.encode_family(&[("kind", LabelValue(kind))])?)?;
         }
+        let e = encoder.encode_descriptor(
+            "journal_moved_aside",
+            "Damaged journal files moved aside at start (a new journal was started; the daemon log names both paths)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(u64::from(journal.moved_aside().is_some())).encode(e)?;
         let e = encoder.encode_descriptor("journal_queue_events", "Events waiting for the journal's writer", None, MetricType::Gauge)?;
         ConstGauge::new(s.queue_len as i64).encode(e)?;
         Ok(())
