@@ -198,6 +198,7 @@ fn memory_comes_back_after_5000_cgroups_come_and_go() {
     }
     let tracked_at_peak = peak;
     // Removed cgroups stay for the grace period, then leave the model.
+    wait_removed_expired(&daemon);
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut end = rss_kib(daemon.pid());
     while Instant::now() < deadline && end > start + start / 10 {
@@ -207,8 +208,6 @@ fn memory_comes_back_after_5000_cgroups_come_and_go() {
     println!("cgroup churn: RSS {start} KiB at start, {tracked_at_peak} KiB at the peak with 500 cgroups, {end} KiB after 5,000 came and went");
     assert!(peak > start, "the churn was visible to the daemon");
     assert!(end <= start + start / 10, "RSS back within 10%: start {start} KiB, end {end} KiB");
-    let m = daemon.metrics();
-    assert!(metric_value(&m, "oomwatch_cgroups{state=\"removed\"}").is_some_and(|n| n < 10.0), "removed cgroups expired");
 }
 
 /// 500 cgroups that the daemon sees come and go.
@@ -227,5 +226,5 @@ fn wait_removed_expired(daemon: &Daemon) {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    panic!("removed cgroups did not expire within 30 s:\n{}", daemon.log_text());
+    panic!("removed cgroups did not expire (leave the model) within 30 s:\n{}", daemon.log_text());
 }
