@@ -14,5 +14,10 @@ pub struct DaemonCounters {
     pub psi_triggers_refused: Gauge,
     /// Panics anywhere in the daemon (each also one error line in the log).
     pub panics: Counter,
+    /// Container lookups in the runtimes' records, and those that failed
+    /// or were never made (queue full).
+    pub workload_lookups: Counter,
+    pub workload_lookup_errors: Counter,
+    pub workload_lookups_dropped: Counter,
 }
 
