@@ -200,3 +200,75 @@ impl WorkloadResolver {
         .map_or("a runtime record", |(key, _)| key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::PathBuf};
+
+    use super::*;
+
+    /// A real record captured from dockerd (readers/runtime/testdata).
+    const PLAIN_ID: &str = "87e498ba7d8439060ef55093c6acb78b4afb3d2392cd35e6e2f99b59c513f877";
+    const BROKEN_ID: &str = "11e498ba7d8439060ef55093c6acb78b4afb3d2392cd35e6e2f99b59c513f877";
+
+    struct Dir(PathBuf);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn docker_host(name: &str) -> (Dir, RuntimeRoots) {
+        let root = std::env::temp_dir().join(format!("oomwatch-workloads-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let containers = root.join("var/lib/docker/containers");
+        fs::create_dir_all(containers.join(PLAIN_ID)).unwrap();
+        fs::create_dir_all(containers.join(BROKEN_ID)).unwrap();
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/readers/runtime/testdata/docker-plain.config.v2.json");
+        fs::copy(fixture, containers.join(PLAIN_ID).join("config.v2.json")).unwrap();
+        fs::write(containers.join(BROKEN_ID).join("config.v2.json"), b"{\"ID\": ").unwrap();
+        let roots = RuntimeRoots::under(&root);
+        (Dir(root), roots)
+    }
+
+    #[test]
+    fn names_new_container_cgroups_and_counts_broken_records() {
+        let (_dir, roots) = docker_host("resolve");
+        let model = Arc::new(Model::default());
+        let counters = WorkloadCounters::default();
+        let (resolver, feed) = WorkloadResolver::new(roots, model.clone(), 16, counters.clone());
+        let good = format!("/system.slice/docker-{PLAIN_ID}.scope");
+        let broken = format!("/system.slice/docker-{BROKEN_ID}.scope");
+        for path in [&good, &broken, &"/system.slice/nginx.service".to_owned()] {
+            model.admit(path, 1, std::path::Path::new("/nonexistent"));
+            feed.found(path);
+        }
+        let thread = std::thread::spawn(move || resolver.run());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while model.workload(&good).0.container_name.is_none() || counters.errors.get() == 0 {
+            assert!(Instant::now() < deadline, "not resolved: {:?}, errors {}", model.workload(&good), counters.errors.get());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (w, init_pid) = model.workload(&good);
+        assert_eq!((w.container_name.as_deref(), w.image.as_deref(), w.runtime.as_deref()), (Some("web-frontend"), Some("oomwatch-test-busybox:1"), Some("docker")));
+        assert_eq!(init_pid, Some(6845), "Docker's State.Pid");
+        assert_eq!(model.workload(&broken).0.container_name, None, "a malformed record names nothing");
+        assert_eq!(model.containers_remembered(), 1, "a unit without a container is not looked up");
+        drop(feed);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let (_dir, roots) = docker_host("full");
+        let counters = WorkloadCounters::default();
+        let (_resolver, feed) = WorkloadResolver::new(roots, Arc::new(Model::default()), 1, counters.clone());
+        let started = Instant::now();
+        for _ in 0..3 {
+            feed.found(&format!("/d/{PLAIN_ID}"));
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(counters.dropped.get(), 2);
+    }
+}
