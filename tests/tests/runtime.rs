@@ -617,7 +617,7 @@ fn the_daemon_names_oom_killed_containers_in_events_tail_metrics_and_history() {
         "{kills:#?}"
     );
     let child_series = format!("cgroup=\"{}\"", docker.cgroup_path(&child));
-    assert!(kills.iter().any(|l| l.contains(&child_series) && l.contains("main_process=\"false\"") && !l.contains("namespace=")), "{kills:#?}");
+    assert!(kills.iter().any(|l| l.contains(&child_series) && l.contains("namespace=\"\",pod=\"\",container=\"\",main_process=\"false\"")), "{kills:#?}");
     let info = metrics
         .lines()
         .find(|l| l.starts_with("oomwatch_cgroup_info{") && l.contains(&child_series))

@@ -183,18 +183,6 @@ impl WorkloadsConfig {
             container_logs: self.container_logs.clone(),
         }
     }
-
-    /// Each root by its key, for checks and messages.
-    pub fn named_roots(&self) -> [(&'static str, &Path); 6] {
-        [
-            ("workloads.docker_data_root", &self.docker_data_root),
-            ("workloads.containerd_state", &self.containerd_state),
-            ("workloads.storage_graph_root", &self.storage_graph_root),
-            ("workloads.storage_run_root", &self.storage_run_root),
-            ("workloads.pod_logs", &self.pod_logs),
-            ("workloads.container_logs", &self.container_logs),
-        ]
-    }
 }
 
 pub const DEFAULT_PUSH_INTERVAL: Duration = Duration::from_secs(15);
@@ -605,9 +593,9 @@ impl Config {
         }
         // A missing root is fine (that runtime does not run here); a
         // relative one would depend on the daemon's working directory.
-        for (key, root) in self.workloads.named_roots() {
+        for (name, root) in self.workloads.roots().named() {
             if !root.is_absolute() {
-                return Err(bad(key, format!("'{}' is not an absolute path", root.display())));
+                return Err(bad(&format!("workloads.{name}"), format!("'{}' is not an absolute path", root.display())));
             }
         }
         self.validate_sinks()

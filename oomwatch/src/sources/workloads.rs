@@ -171,7 +171,7 @@ impl WorkloadResolver {
                 self.counters.errors.inc();
                 let root = self.root_of(&e);
                 if self.warned.insert(root) {
-                    log::warn!("container names from {root}: {e} (names are left out; further errors are counted in oomwatch_workload_lookup_errors_total)");
+                    log::warn!("container names from {root} ([workloads]): {e} (names are left out; further errors are counted in oomwatch_workload_lookup_errors_total)");
                 } else {
                     log::debug!("container names: {e}");
                 }
@@ -180,24 +180,18 @@ impl WorkloadResolver {
         }
     }
 
-    /// The setting whose directory an error is under, to log once per runtime.
+    /// The `[workloads]` setting whose directory an error is under, to log
+    /// once per runtime.
     fn root_of(&self, e: &LookupError) -> &'static str {
         let path = match e {
             LookupError::Read { path, .. } | LookupError::NotAFile { path } | LookupError::TooLarge { path, .. } | LookupError::Parse { path, .. } => path,
             LookupError::InvalidId(_) => return "a container id",
         };
-        let r = &self.roots;
-        [
-            ("workloads.docker_data_root", &r.docker_data_root),
-            ("workloads.containerd_state", &r.containerd_state),
-            ("workloads.storage_graph_root", &r.storage_graph_root),
-            ("workloads.storage_run_root", &r.storage_run_root),
-            ("workloads.pod_logs", &r.pod_logs),
-            ("workloads.container_logs", &r.container_logs),
-        ]
-        .into_iter()
-        .find(|(_, root)| path.starts_with(root))
-        .map_or("a runtime record", |(key, _)| key)
+        self.roots
+            .named()
+            .into_iter()
+            .find(|(_, root)| path.starts_with(root))
+            .map_or("a runtime record", |(key, _)| key)
     }
 }
 

@@ -408,21 +408,28 @@ impl ModelCollector {
         )?;
         let mut result = Ok(());
         // Kills are few series: they carry the workload's Kubernetes names
-        // and whether the victim was its container's main process, each
-        // only when known.
+        // and whether the victim was its container's main process. Unknown
+        // is the empty value (to Prometheus, no label), so every series has
+        // the same label names.
         self.model.for_each_kill_series(|(cgroup, constraint, main_process), names, count| {
             if result.is_err() {
                 return;
             }
-            let mut labels = vec![("cgroup", LabelValue(cgroup)), ("constraint", LabelValue(constraint.as_str()))];
-            for (key, value) in [("namespace", &names.namespace), ("pod", &names.pod), ("container", &names.container)] {
-                if let Some(v) = value {
-                    labels.push((key, LabelValue(v)));
-                }
-            }
-            if let Some(main) = main_process {
-                labels.push(("main_process", LabelValue(if *main { "true" } else { "false" })));
-            }
+            let name = |v: &Option<String>| v.as_deref().unwrap_or("").to_owned();
+            let (namespace, pod, container) = (name(&names.namespace), name(&names.pod), name(&names.container));
+            let main = match main_process {
+                Some(true) => "true",
+                Some(false) => "false",
+                None => "",
+            };
+            let labels = [
+                ("cgroup", LabelValue(cgroup)),
+                ("constraint", LabelValue(constraint.as_str())),
+                ("namespace", LabelValue(&namespace)),
+                ("pod", LabelValue(&pod)),
+                ("container", LabelValue(&container)),
+                ("main_process", LabelValue(main)),
+            ];
             result = e.encode_family(&labels).and_then(|f| ConstCounter::new(count).encode(f));
         });
         result
@@ -632,7 +639,7 @@ mod tests {
         let om = m.render(true);
         assert!(om.ends_with("# EOF\n"));
         let text = m.render(false);
-        assert!(text.contains(r#"oomwatch_oom_kills_total{cgroup="/a\"b\\c\nd",constraint="memcg"} 1"#), "{text}");
+        assert!(text.contains(r#"oomwatch_oom_kills_total{cgroup="/a\"b\\c\nd",constraint="memcg",namespace="",pod="",container="",main_process=""} 1"#), "{text}");
         assert!(text.contains("# TYPE oomwatch_oom_kills_total counter"));
         assert!(text.contains("oomwatch_build_info{version="));
         assert!(!text.contains("# EOF"));
