@@ -72,7 +72,9 @@ fn kill(i: u64, t: SystemTime) -> Event {
             runtime: Some("containerd".into()),
             pod_uid: Some(format!("{:08x}-{:04x}-4abc-8def-{:012x}", i % 500, (i % 500) * 7, (i % 500) * 7919)),
             qos: Some("burstable".into()),
+            ..Default::default()
         },
+        main_process: None,
         history: Some(Ramp {
             seconds_ago: (0..samples).rev().collect(),
             working_set_bytes: usage.iter().map(|u| u - 3 * MIB).collect(),

@@ -53,7 +53,9 @@ fn kill(seq: u64) -> Event {
                 runtime: Some("containerd".into()),
                 pod_uid: Some("1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b".into()),
                 qos: Some("burstable".into()),
+                ..Default::default()
             },
+            main_process: None,
             history: Some(Ramp {
                 seconds_ago: (0..60).rev().collect(),
                 usage_bytes: (0..60u64).map(|i| (10 + i) << 20).collect(),

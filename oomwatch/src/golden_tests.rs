@@ -126,7 +126,13 @@ fn every_kind() -> Vec<Event> {
             runtime: Some("docker".into()),
             pod_uid: Some("p".into()),
             qos: Some("burstable".into()),
+            container_name: Some("web".into()),
+            image: Some("nginx:1.25".into()),
+            pod: Some("web-7d9f".into()),
+            namespace: Some("shop".into()),
+            container: Some("frontend".into()),
         },
+        main_process: Some(false),
         history: Some(Ramp { seconds_ago: vec![1], usage_bytes: vec![1], working_set_bytes: vec![1], pressure_some_avg10: vec![1.0] }),
         oom_control: Some(OomControl {
             memcg: Some("/a".into()),
@@ -298,6 +304,21 @@ fn populated_model() -> Arc<Model> {
     }
     model.update_forecasts(t0 + Duration::from_secs(19));
     model.record_kill(path, Constraint::Memcg, Some("hog"), t0);
+    // A named container: the kill counter carries its names.
+    model.remember_container(
+        path,
+        crate::readers::runtime::ContainerMeta {
+            id: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into(),
+            name: Some("k8s_frontend_web".into()),
+            image: Some("nginx:1.25".into()),
+            pod: Some("web-7d9f".into()),
+            namespace: Some("shop".into()),
+            container: Some("frontend".into()),
+            ..Default::default()
+        },
+    );
+    let (workload, _) = model.workload(path);
+    model.record_workload_kill(path, Constraint::Memcg, Some("hog"), &workload, Some(false), t0);
     model
 }
 

@@ -63,7 +63,7 @@ fn parent_limit_is_named_as_limit_cgroup() {
     assert_eq!(ws.len(), ramp["seconds_ago"].as_array().unwrap().len());
 
     let metrics = daemon.metrics();
-    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", child.path);
+    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}}", child.path);
     assert_eq!(metric_value(&metrics, &series), Some(1.0), "{series}");
     let limit = format!("oomwatch_cgroup_memory_limit_bytes{{cgroup=\"{}\"}}", parent.path);
     assert_eq!(metric_value(&metrics, &limit), Some((64 * MIB) as f64), "{limit}");

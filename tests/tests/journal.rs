@@ -30,6 +30,7 @@ fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
         limit_cgroup_usage_bytes: None,
         limit_bytes: None,
         workload: Workload { unit: Some(format!("unit-{}.service", pid % 3)), ..Default::default() },
+        main_process: None,
         history: None,
         oom_control: None,
         unavailable: Vec::new(),

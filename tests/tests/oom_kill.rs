@@ -60,7 +60,7 @@ fn oom_kill_reaches_tail_and_metrics() {
         assert!(unavailable.iter().any(|u| u == "oom_control"), "{kill}");
     }
 
-    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", cg.path);
+    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}}", cg.path);
     let metrics = daemon.metrics();
     assert_eq!(metric_value(&metrics, &series), Some(1.0), "{series} in:\n{metrics}");
     assert_eq!(metric_value(&metrics, "oomwatch_events_lost_total{kind=\"oom_kill\"}"), Some(0.0));

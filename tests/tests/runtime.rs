@@ -19,7 +19,7 @@ use oomwatch::readers::runtime::{
 use oomwatch_tests::docker::{
     ContainerSpec, CriTaskSpec, Docker, IMAGE, KernelLog, oom_kill_line, output_within,
 };
-use oomwatch_tests::require_root;
+use oomwatch_tests::{ChildGuard, Daemon, Tail, oomwatch_bin, require_root, temp_dir, write_config};
 
 const POD_UID: &str = "1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b";
 
@@ -455,4 +455,194 @@ fn names_a_containerd_cri_task_from_its_bundle() {
             .join("init.pid")
             .exists()
     );
+}
+
+/// `oomwatch tail` as a person runs it (human lines), read on a thread.
+struct HumanTail {
+    _child: ChildGuard,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl HumanTail {
+    fn start(daemon: &Daemon) -> Self {
+        let mut child = std::process::Command::new(oomwatch_bin())
+            .args(["tail", "--kind", "oom_kill", "--socket"])
+            .arg(&daemon.socket)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start oomwatch tail");
+        let stdout = child.stdout.take().expect("tail stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { _child: ChildGuard(child), lines, seen: Vec::new() }
+    }
+
+    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.seen.iter().find(|l| pred(l)) {
+                return Some(l.clone());
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let line = self.lines.recv_timeout(left).ok()?;
+            eprintln!("tail: {line}");
+            self.seen.push(line);
+        }
+    }
+}
+
+/// Every string in the event's `workload` is a name: none is empty.
+fn assert_no_empty_names(kill: &serde_json::Value) {
+    let workload = kill["workload"].as_object().expect("a workload object");
+    for (k, v) in workload {
+        assert!(v.as_str().is_some_and(|s| !s.is_empty()), "workload.{k} = {v}");
+    }
+}
+
+/// The daemon's kill events, metrics, tail and history name an OOM-killed
+/// container as Docker does: a cri-dockerd-labelled container whose PID 1
+/// is killed, and a plain named one whose child is killed while PID 1
+/// lives on. Both are removed after the kills, the daemon is stopped, and
+/// `oomwatch history` (from the journal alone) still names them.
+#[test]
+fn the_daemon_names_oom_killed_containers_in_events_tail_metrics_and_history() {
+    if !require_root("the_daemon_names_oom_killed_containers_in_events_tail_metrics_and_history") {
+        return;
+    }
+    let docker = Docker::start();
+    let roots = roots(&docker);
+    let dir = temp_dir("workloads-daemon");
+    let state = dir.0.join("state");
+    let config = write_config(
+        &dir,
+        &format!(
+            "[workloads]\ndocker_data_root = {:?}\ncontainerd_state = {:?}\nstorage_graph_root = {:?}\nstorage_run_root = {:?}\npod_logs = {:?}\ncontainer_logs = {:?}\n",
+            roots.docker_data_root,
+            roots.containerd_state,
+            roots.storage_graph_root,
+            roots.storage_run_root,
+            roots.pod_logs,
+            roots.container_logs,
+        ),
+    );
+    let check = output_within(
+        std::process::Command::new(oomwatch_bin()).args(["check", "--config"]).arg(&config),
+        Duration::from_secs(30),
+    )
+    .expect("oomwatch check --config finishes");
+    assert!(check.status.success(), "oomwatch check --config: {}", String::from_utf8_lossy(&check.stdout));
+    let mut daemon = Daemon::start(&["--config", config.to_str().unwrap(), "--state-dir", state.to_str().unwrap()]);
+    let mut events = Tail::connect(&daemon);
+    let mut human = HumanTail::start(&daemon);
+    let since = unix_now();
+
+    // PID 1 grows a string until the 64 MiB limit, after a pause in which
+    // the daemon finds the cgroup and Docker's record has the pid.
+    let main = docker.run(
+        &ContainerSpec::shell("unused", "sleep 2; x=a; while :; do x=$x$x; done")
+            .kubernetes("web-7d9f", "shop", "frontend", POD_UID),
+    );
+    // A child grows it; PID 1 lives on.
+    let child = docker.run(&ContainerSpec::shell(
+        "web-frontend",
+        "sh -c 'sleep 2; x=a; while :; do x=$x$x; done'; echo child-died; exec sleep 1000",
+    ));
+    let kill_of = |events: &mut Tail, cgroup: String| {
+        events
+            .wait_for(Duration::from_secs(60), |v| v["kind"] == "oom_kill" && v["cgroup"] == cgroup.as_str())
+            .unwrap_or_else(|| panic!("no oom_kill event for {cgroup}\n{}", daemon.log_text()))
+            .0
+    };
+    let main_kill = kill_of(&mut events, docker.cgroup_path(&main));
+    let child_kill = kill_of(&mut events, docker.cgroup_path(&child));
+    eprintln!("main: {main_kill}\nchild: {child_kill}");
+
+    let w = &main_kill["workload"];
+    assert_eq!(w["container_id"], main.as_str());
+    assert_eq!(w["runtime"], "docker");
+    assert_eq!(w["container_name"], format!("k8s_frontend_web-7d9f_shop_{POD_UID}_0").as_str());
+    assert_eq!(w["image"], IMAGE);
+    assert_eq!((w["namespace"].as_str(), w["pod"].as_str(), w["container"].as_str()), (Some("shop"), Some("web-7d9f"), Some("frontend")));
+    assert_eq!(w["pod_uid"], POD_UID);
+    assert_eq!(main_kill["main_process"], true, "{main_kill}");
+    assert_no_empty_names(&main_kill);
+
+    let w = &child_kill["workload"];
+    assert_eq!(w["container_name"], "web-frontend");
+    assert_eq!(w["image"], IMAGE);
+    for absent in ["pod", "namespace", "container", "pod_uid"] {
+        assert!(w.get(absent).is_none(), "workload.{absent} of a plain container: {w}");
+    }
+    assert_eq!(child_kill["main_process"], false, "{child_kill}");
+    assert_no_empty_names(&child_kill);
+
+    // Docker's own verdicts agree: the first container died of the kill,
+    // the second runs on (Kubernetes would report nothing for it).
+    assert!(wait_until(Duration::from_secs(30), || docker.inspect(&main, "{{.State.Status}}") == "exited"));
+    assert_eq!(docker.inspect(&main, "{{.State.OOMKilled}}"), "true");
+    assert_eq!(docker.inspect(&child, "{{.State.Running}}"), "true");
+    let until = unix_now() + 1;
+    assert!(docker.events(&main, since, until).iter().any(|a| a == "oom"));
+    assert!(docker.events(&child, since, until).iter().any(|a| a == "oom"));
+
+    // The human line names the workload before its path.
+    let line = human
+        .wait_for(Duration::from_secs(10), |l| l.contains(&docker.cgroup_path(&main)))
+        .expect("tail printed the first kill");
+    assert!(line.contains(&format!("OOM-KILL shop/web-7d9f/frontend {}", docker.cgroup_path(&main))), "{line}");
+    let line = human
+        .wait_for(Duration::from_secs(10), |l| l.contains(&docker.cgroup_path(&child)))
+        .expect("tail printed the second kill");
+    assert!(line.contains(&format!("OOM-KILL docker:web-frontend {}", docker.cgroup_path(&child))), "{line}");
+    assert!(line.contains("Kubernetes does not report this kill"), "{line}");
+
+    // Metrics: the kill counter carries the pod's names and main_process;
+    // the info metric joins the container's names to its cgroup.
+    let metrics = daemon.metrics();
+    let kills: Vec<&str> = metrics.lines().filter(|l| l.starts_with("oomwatch_oom_kills_total{")).collect();
+    let main_series = format!("cgroup=\"{}\"", docker.cgroup_path(&main));
+    assert!(
+        kills.iter().any(|l| l.contains(&main_series)
+            && l.contains("namespace=\"shop\",pod=\"web-7d9f\",container=\"frontend\",main_process=\"true\"")
+            && l.ends_with(" 1")),
+        "{kills:#?}"
+    );
+    let child_series = format!("cgroup=\"{}\"", docker.cgroup_path(&child));
+    assert!(kills.iter().any(|l| l.contains(&child_series) && l.contains("namespace=\"\",pod=\"\",container=\"\",main_process=\"false\"")), "{kills:#?}");
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("oomwatch_cgroup_info{") && l.contains(&child_series))
+        .unwrap_or_else(|| panic!("no cgroup_info for the running container:\n{metrics}"));
+    assert!(info.contains("container_name=\"web-frontend\"") && info.contains(&format!("image=\"{IMAGE}\"")), "{info}");
+
+    // The containers go, then the daemon: the journal still names them.
+    docker.docker(&["rm", "-f", &main, &child]);
+    daemon.stop();
+    let history = |args: &[&str]| {
+        let out = output_within(
+            std::process::Command::new(oomwatch_bin()).arg("history").arg("--state-dir").arg(&state).args(args),
+            Duration::from_secs(30),
+        )
+        .expect("oomwatch history finishes");
+        assert!(out.status.success(), "oomwatch history {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = history(&["--kind", "oom_kill"]);
+    eprintln!("history:\n{text}");
+    assert!(text.contains(&format!("OOM-KILL shop/web-7d9f/frontend {}", docker.cgroup_path(&main))), "{text}");
+    assert!(text.contains(&format!("OOM-KILL docker:web-frontend {}", docker.cgroup_path(&child))), "{text}");
+    let summary = history(&["--summary"]);
+    eprintln!("history --summary:\n{summary}");
+    assert!(summary.contains("shop/web-7d9f/frontend") && summary.contains("docker:web-frontend"), "{summary}");
+    let json = history(&["--kind", "oom_kill", "--json"]);
+    assert!(json.lines().any(|l| l.contains("\"container_name\":\"web-frontend\"") && l.contains("\"main_process\":false")), "{json}");
 }

@@ -62,7 +62,9 @@ fn kill(seq: u64, history_points: usize) -> Event {
                 runtime: Some("containerd".into()),
                 pod_uid: Some("1f2e3d4c-0000-1111-2222-333344445555".into()),
                 qos: Some("burstable".into()),
+                ..Default::default()
             },
+            main_process: None,
             history: (history_points > 0).then_some(ramp),
             oom_control: None,
             unavailable: vec!["oom_control".into()],

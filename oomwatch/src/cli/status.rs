@@ -79,9 +79,11 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     println!("{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}  CGROUP", "USAGE", "LIMIT", "HEADROOM", "WORKSET", "SWAP", "PSI10", "OOM-ETA", "KILLS");
     let rows = if args.top == 0 { &report.rows[..] } else { &report.rows[..report.rows.len().min(args.top)] };
     for r in rows {
-        let name = match (&r.unit, &r.container_id) {
-            (_, Some(id)) => format!("{} [{}]", r.cgroup, &id[..id.len().min(12)]),
-            (Some(u), None) if !r.cgroup.ends_with(u.as_str()) => format!("{} [{u}]", r.cgroup),
+        // The name people know first, the path after it.
+        let name = match (&r.workload, &r.unit, &r.container_id) {
+            (Some(w), _, _) if !r.cgroup.ends_with(w.as_str()) => format!("{w} {}", r.cgroup),
+            (_, _, Some(id)) => format!("{} [{}]", r.cgroup, &id[..id.len().min(12)]),
+            (_, Some(u), None) if !r.cgroup.ends_with(u.as_str()) => format!("{} [{u}]", r.cgroup),
             _ => r.cgroup.clone(),
         };
         println!(

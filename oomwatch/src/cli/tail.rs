@@ -173,6 +173,41 @@ mod tests {
     }
 
     #[test]
+    fn kill_line_names_the_workload_before_the_path_escaped() {
+        let kill = |workload: crate::wire::Workload, main_process| {
+            let mut k = crate::wire::OomKill::of_pid(7);
+            k.victim.comm = Some("hog".into());
+            k.trigger.pid = 7;
+            k.workload = workload;
+            k.main_process = main_process;
+            human(&Event { body: EventBody::OomKill(Box::new(k)), time: "2026-11-22T05:46:54.250123Z".into(), cgroup: "/d/abc".into(), ktime_ns: None, seq: 0 })
+        };
+        let pod = crate::wire::Workload {
+            container_id: Some("abc".into()),
+            namespace: Some("shop".into()),
+            pod: Some("web-7d9f".into()),
+            container: Some("frontend".into()),
+            container_name: Some("k8s_frontend_web".into()),
+            runtime: Some("docker".into()),
+            ..Default::default()
+        };
+        assert_eq!(kill(pod.clone(), Some(true)), "2026-11-22T05:46:54.250 OOM-KILL shop/web-7d9f/frontend /d/abc victim=7 (hog) trigger=itself");
+        assert!(kill(pod, Some(false)).ends_with("trigger=itself [not the container's main process: the container kept running, and Kubernetes does not report this kill]"));
+        let hostile = crate::wire::Workload {
+            container_id: Some("abc".into()),
+            container_name: Some("web\u{1b}[2J\u{202e}x".into()),
+            runtime: Some("docker".into()),
+            ..Default::default()
+        };
+        let line = kill(hostile, None);
+        assert!(line.starts_with("2026-11-22T05:46:54.250 OOM-KILL docker:web"), "{line}");
+        assert!(!line.contains('\u{1b}') && !line.contains('\u{202e}'), "{line:?}");
+        let unit = crate::wire::Workload { unit: Some("nginx.service".into()), ..Default::default() };
+        assert!(kill(unit, None).contains("OOM-KILL nginx.service /d/abc victim=7"));
+        assert!(kill(Default::default(), None).contains("OOM-KILL /d/abc victim=7"));
+    }
+
+    #[test]
     fn filter_by_kind_and_glob() {
         let e = |kind_oom: bool, cgroup: &str| Event {
             body: if kind_oom {

@@ -42,6 +42,7 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub sinks: SinksConfig,
     pub journal: JournalConfig,
+    pub workloads: WorkloadsConfig,
 }
 
 impl Config {
@@ -56,6 +57,7 @@ impl Config {
             (new.reclaim != self.reclaim, "[reclaim]"),
             (new.forecast != self.forecast, "[forecast]"),
             (new.journal != self.journal, "[journal]"),
+            (new.workloads != self.workloads, "[workloads]"),
         ] {
             if differs {
                 out.push(name);
@@ -124,6 +126,62 @@ pub struct JournalConfig {
 impl Default for JournalConfig {
     fn default() -> Self {
         Self { enabled: true, max_size_mib: 256, max_age: Duration::from_secs(30 * 86_400), incident_max_age: Duration::from_secs(365 * 86_400) }
+    }
+}
+
+/// Names of the workloads behind container cgroups, from the container
+/// runtimes' records on disk (`readers::runtime`): where those records are,
+/// and how many names are kept once their cgroups are gone.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadsConfig {
+    /// Off: kills name cgroup paths, units and container ids only.
+    pub enabled: bool,
+    /// Names kept per cgroup path, including cgroups already removed (a
+    /// kill is often a container's last moment). The oldest removed ones
+    /// go first.
+    pub max_remembered: usize,
+    /// dockerd's `--data-root`.
+    pub docker_data_root: PathBuf,
+    /// containerd's `state` directory (`<exec-root>/containerd/daemon` for
+    /// the containerd dockerd starts itself).
+    pub containerd_state: PathBuf,
+    /// containers/storage `graphroot` (CRI-O, podman).
+    pub storage_graph_root: PathBuf,
+    /// containers/storage `runroot` (CRI-O, podman).
+    pub storage_run_root: PathBuf,
+    /// The kubelet's pod log directory.
+    pub pod_logs: PathBuf,
+    /// The kubelet's per-container log links.
+    pub container_logs: PathBuf,
+}
+
+impl Default for WorkloadsConfig {
+    fn default() -> Self {
+        let r = crate::readers::runtime::RuntimeRoots::default();
+        Self {
+            enabled: true,
+            max_remembered: 8192,
+            docker_data_root: r.docker_data_root,
+            containerd_state: r.containerd_state,
+            storage_graph_root: r.storage_graph_root,
+            storage_run_root: r.storage_run_root,
+            pod_logs: r.pod_logs,
+            container_logs: r.container_logs,
+        }
+    }
+}
+
+impl WorkloadsConfig {
+    pub fn roots(&self) -> crate::readers::runtime::RuntimeRoots {
+        crate::readers::runtime::RuntimeRoots {
+            docker_data_root: self.docker_data_root.clone(),
+            containerd_state: self.containerd_state.clone(),
+            storage_graph_root: self.storage_graph_root.clone(),
+            storage_run_root: self.storage_run_root.clone(),
+            pod_logs: self.pod_logs.clone(),
+            container_logs: self.container_logs.clone(),
+        }
     }
 }
 
@@ -532,6 +590,13 @@ impl Config {
             .map_err(|e| bad("pressure.trigger_window", e.to_string()))?;
         if let Some(url) = &self.daemon.push_gateway {
             check_push_gateway(url).map_err(|e| bad("daemon.push_gateway", e.to_string()))?;
+        }
+        // A missing root is fine (that runtime does not run here); a
+        // relative one would depend on the daemon's working directory.
+        for (name, root) in self.workloads.roots().named() {
+            if !root.is_absolute() {
+                return Err(bad(&format!("workloads.{name}"), format!("'{}' is not an absolute path", root.display())));
+            }
         }
         self.validate_sinks()
     }

@@ -133,6 +133,7 @@ pub fn each_setting(c: &Config, f: &mut dyn FnMut(&str, Value, Range)) {
     f("journal.max_size_mib", Value::Count(j.max_size_mib), count(16, 1 << 20));
     f("journal.max_age", Value::Duration(j.max_age), secs(60_000, 3650 * DAY));
     f("journal.incident_max_age", Value::Duration(j.incident_max_age), secs(60_000, 3650 * DAY));
+    f("workloads.max_remembered", Value::Count(c.workloads.max_remembered as u64), count(1, 1_000_000));
     each_sink_setting(c, f);
 }
 

@@ -219,3 +219,17 @@ fn every_accepted_value_is_inside_its_range() {
     }
     assert!(accepted > 100, "the generator must also produce valid configurations ({accepted})");
 }
+
+#[test]
+fn workload_roots_are_settings_and_must_be_absolute() {
+    let c = Config::parse("[workloads]\ndocker_data_root = \"/data/docker\"\nmax_remembered = 100\n", "x.toml").unwrap();
+    assert_eq!(c.workloads.roots().docker_data_root, Path::new("/data/docker"));
+    assert_eq!(c.workloads.roots().containerd_state, Path::new("/run/containerd"), "the others keep their defaults");
+    assert_eq!(c.workloads.max_remembered, 100);
+    let e = err("[workloads]\ncontainerd_state = \"run/containerd\"\n");
+    assert!(e.contains("workloads.containerd_state") && e.contains("not an absolute path"), "{e}");
+    let e = err("[workloads]\nmax_remembered = 0\n");
+    assert!(e.contains("workloads.max_remembered"), "{e}");
+    let e = err("[workloads]\ndocker_root = \"/x\"\n");
+    assert!(e.contains("docker_root"), "{e}");
+}

@@ -43,6 +43,7 @@ use crate::{
         records::RecordHandler,
         resolve::CgroupResolver,
         sampler::{Sampler, SamplerConfig},
+        workloads::{WorkloadCounters, WorkloadResolver},
     },
 };
 
@@ -288,7 +289,19 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks:
             full_every: config.cgroups.full_sample_every,
             ..SamplerConfig::default()
         };
-        let sampler = Sampler::new(layout, core.model.clone(), sampler_config).notify_after_each_pass(core.sampled.clone());
+        let mut sampler = Sampler::new(layout, core.model.clone(), sampler_config).notify_after_each_pass(core.sampled.clone());
+        if config.workloads.enabled {
+            let counters = WorkloadCounters {
+                lookups: core.counters.workload_lookups.clone(),
+                errors: core.counters.workload_lookup_errors.clone(),
+                dropped: core.counters.workload_lookups_dropped.clone(),
+            };
+            // Room for every cgroup of a first scan.
+            let queue = config.cgroups.max_cgroups + 64;
+            let (resolver, feed) = WorkloadResolver::new(config.workloads.roots(), core.model.clone(), queue, counters);
+            sampler = sampler.name_workloads(feed);
+            tasks.spawn_thread("workloads", move || resolver.run()).context("starting the workload resolver")?;
+        }
         tasks.spawn_thread("sampler", move || sampler.run()).context("starting the cgroup sampler")?;
     }
     let triggers = TriggerManager::new(trigger_config(config, core.layout.as_ref())?, core.model.clone(), core.bus.clone(), core.counters.clone());
@@ -549,6 +562,7 @@ fn model_config(config: &Config) -> ModelConfig {
             min_growth_fraction: config.forecast.min_growth_fraction,
             horizon_s: config.forecast.horizon.as_secs_f64(),
         },
+        max_workloads: config.workloads.max_remembered,
         ..ModelConfig::default()
     }
 }

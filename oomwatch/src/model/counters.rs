@@ -22,5 +22,10 @@ pub struct DaemonCounters {
     /// Kill lines in the kernel log that matched no kill oomwatch reported
     /// (pid, comm, cgroup and time): never attached to another kill.
     pub kernel_reports_unmatched: Counter,
+    /// Container lookups in the runtimes' records, and those that failed
+    /// or were never made (queue full).
+    pub workload_lookups: Counter,
+    pub workload_lookup_errors: Counter,
+    pub workload_lookups_dropped: Counter,
 }
 

@@ -11,6 +11,7 @@ pub mod forecast;
 pub mod history;
 pub mod limit;
 pub mod reclaim;
+pub mod workloads;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -22,9 +23,10 @@ use std::{
 use oomwatch_common::reclaim::ThreadStalls;
 
 use crate::{
-    readers::{CgroupLabels, MemInfo, MemoryEvents, MemorySample, Pressure, labels_for},
-    wire::{CgroupCounts, Constraint, Ramp, StatusRow, TopStaller},
+    readers::{CgroupLabels, MemInfo, MemoryEvents, MemorySample, Pressure, labels_for, runtime::ContainerMeta},
+    wire::{CgroupCounts, Constraint, Ramp, StatusRow, TopStaller, Workload},
 };
+use workloads::{ContainerNames, workload_of};
 pub use forecast::{Basis, Forecast, ForecastParams};
 pub use history::{History, Point};
 use reclaim::{CgroupStalls, Ledger};
@@ -41,6 +43,8 @@ pub struct ModelConfig {
     /// Points of history kept per cgroup (one per sampling interval).
     pub history_len: usize,
     pub forecast: ForecastParams,
+    /// Container names kept by cgroup path, removed cgroups included.
+    pub max_workloads: usize,
 }
 
 impl Default for ModelConfig {
@@ -52,6 +56,7 @@ impl Default for ModelConfig {
             removal_grace: Duration::from_secs(600),
             history_len: 120,
             forecast: ForecastParams::default(),
+            max_workloads: 8192,
         }
     }
 }
@@ -160,7 +165,22 @@ struct KillSeries {
     count: u64,
     last_at: Option<Instant>,
     last_victim: Option<String>,
+    /// The workload's Kubernetes names at the series' first kill: a
+    /// series keeps its labels even after the names leave the model.
+    names: KillNames,
 }
+
+/// What a kill series is labelled with besides its cgroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KillNames {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub container: Option<String>,
+}
+
+/// One kill counter series: cgroup, constraint, and whether the victims
+/// were their container's main process (`None`: not known).
+pub type KillKey = (String, Constraint, Option<bool>);
 
 /// PSI of one cgroup, keyed by its path in the hierarchy that has
 /// `memory.pressure` (the memory hierarchy on v2; the unified one on hybrid
@@ -222,7 +242,8 @@ struct State {
     /// from the last run (cgroups found later start counting at once).
     restored_kills: Option<HashMap<String, u64>>,
     node_history: History,
-    kills: BTreeMap<(String, Constraint), KillSeries>,
+    kills: BTreeMap<KillKey, KillSeries>,
+    containers: ContainerNames,
     excluded_filter: usize,
     excluded_cap: usize,
 }
@@ -255,6 +276,7 @@ impl Default for Model {
 
 impl Model {
     pub fn new(config: ModelConfig) -> Self {
+        let containers = ContainerNames::new(config.max_workloads);
         Self {
             config,
             started: Instant::now(),
@@ -264,6 +286,7 @@ impl Model {
                 node: NodeState::default(),
                 node_history: History::new(120),
                 kills: BTreeMap::new(),
+                containers,
                 excluded_filter: 0,
                 excluded_cap: 0,
                 host_kills: HostKills::default(),
@@ -598,7 +621,7 @@ impl Model {
         s.cgroups.retain(|_, c| !old(c.removed_at));
         s.pressure.retain(|_, p| !old(p.removed_at));
         let State { cgroups, kills, pressure, .. } = &mut *s;
-        kills.retain(|(path, _), k| cgroups.contains_key(path) || !old(k.last_at) || exists(path));
+        kills.retain(|(path, _, _), k| cgroups.contains_key(path) || !old(k.last_at) || exists(path));
         // After churn, give the tables back: a host that had 5,000 cgroups
         // an hour ago should not pay for them now.
         shrink(cgroups);
@@ -634,16 +657,70 @@ impl Model {
     }
 
     pub fn record_kill(&self, cgroup: &str, constraint: Constraint, victim_comm: Option<&str>, now: Instant) {
+        self.record_workload_kill(cgroup, constraint, victim_comm, &Workload::default(), None, now);
+    }
+
+    /// A kill, counted with the workload's names and whether the victim was
+    /// its container's main process.
+    pub fn record_workload_kill(
+        &self,
+        cgroup: &str,
+        constraint: Constraint,
+        victim_comm: Option<&str>,
+        workload: &Workload,
+        main_process: Option<bool>,
+        now: Instant,
+    ) {
         let mut s = self.write();
-        let k = s.kills.entry((cgroup.to_owned(), constraint)).or_default();
+        let k = s.kills.entry((cgroup.to_owned(), constraint, main_process)).or_default();
+        if k.count == 0 {
+            k.names = KillNames { namespace: workload.namespace.clone(), pod: workload.pod.clone(), container: workload.container.clone() };
+        }
         k.count += 1;
         k.last_at = Some(now);
         k.last_victim = victim_comm.map(str::to_owned);
     }
 
     pub fn for_each_kill_count(&self, mut f: impl FnMut(&str, Constraint, u64)) {
-        for ((cgroup, constraint), k) in &self.read().kills {
-            f(cgroup, *constraint, k.count);
+        self.for_each_kill_series(|(cgroup, constraint, _), _, count| f(cgroup, *constraint, count));
+    }
+
+    /// Every kill counter series with its names.
+    pub fn for_each_kill_series(&self, mut f: impl FnMut(&KillKey, &KillNames, u64)) {
+        for (key, k) in &self.read().kills {
+            f(key, &k.names, k.count);
+        }
+    }
+
+    /// The names the runtime's records give the container at `path`, found
+    /// when its cgroup appeared (`sources::workloads`).
+    pub fn remember_container(&self, path: &str, meta: ContainerMeta) {
+        self.write().containers.insert(path, meta);
+    }
+
+    /// Container names held, removed cgroups included.
+    pub fn containers_remembered(&self) -> usize {
+        self.read().containers.len()
+    }
+
+    /// The workload at `path` as events name it, and its container's init
+    /// pid as last looked up (to tell its main process from the others).
+    pub fn workload(&self, path: &str) -> (Workload, Option<u32>) {
+        let s = self.read();
+        let labels = s.cgroups.get(path).map(|c| c.labels.clone()).unwrap_or_else(|| labels_for(path));
+        let meta = s.containers.get(path);
+        let workload = workload_of(labels, meta.map(|m| &**m));
+        let init_pid = meta.filter(|m| workload.container_id.as_deref() == Some(m.id.as_str())).and_then(|m| m.init_pid);
+        (workload, init_pid)
+    }
+
+    /// Visits every live tracked cgroup's workload names (for metrics).
+    pub fn for_each_workload(&self, mut f: impl FnMut(&str, &Workload)) {
+        let s = self.read();
+        for (path, c) in &s.cgroups {
+            if c.removed_at.is_none() {
+                f(path, &workload_of(c.labels.clone(), s.containers.get(path).map(|m| &**m)));
+            }
         }
     }
 
@@ -761,7 +838,8 @@ impl Model {
             .cgroups
             .iter()
             .filter(|(_, c)| c.removed_at.is_none())
-            .map(|(path, c)| StatusRow {
+            .map(|(path, c)| (path, c, workload_of(c.labels.clone(), s.containers.get(path).map(|m| &**m))))
+            .map(|(path, c, w)| StatusRow {
                 cgroup: path.clone(),
                 usage_bytes: c.usage_bytes,
                 working_set_bytes: c.working_set_bytes,
@@ -770,10 +848,12 @@ impl Model {
                 oom_eta_seconds: c.forecast.map(|f| f.eta_s.round()),
                 swap_bytes: c.swap_usage_bytes,
                 pressure_some_avg10: s.pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10),
-                kills: s.kills.iter().filter(|((p, _), _)| p == path).map(|(_, k)| k.count).sum(),
+                kills: s.kills.iter().filter(|((p, _, _), _)| p == path).map(|(_, k)| k.count).sum(),
                 unit: c.labels.unit.clone(),
                 container_id: c.labels.container_id.clone(),
                 pod_uid: c.labels.pod_uid.clone(),
+                workload: w.display_name(),
+                image: w.image,
             })
             .collect();
         rows.sort_by(|a, b| risk_order(a).partial_cmp(&risk_order(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.cgroup.cmp(&b.cgroup)));
@@ -831,8 +911,9 @@ pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
     }
 }
 
-fn kills_of(kills: &BTreeMap<(String, Constraint), KillSeries>, cgroup: &str) -> u64 {
-    kills.range((cgroup.to_owned(), Constraint::Memcg)..).take_while(|((c, _), _)| c == cgroup).map(|(_, k)| k.count).sum()
+fn kills_of(kills: &BTreeMap<KillKey, KillSeries>, cgroup: &str) -> u64 {
+    // Memcg and None sort first among a cgroup's series.
+    kills.range((cgroup.to_owned(), Constraint::Memcg, None)..).take_while(|((c, _, _), _)| c == cgroup).map(|(_, k)| k.count).sum()
 }
 
 /// Lower sorts first: recent killers and little headroom lead; unlimited

@@ -192,6 +192,7 @@ impl From<CgroupLabels> for crate::wire::Workload {
             runtime: l.runtime.map(str::to_owned),
             pod_uid: l.pod_uid,
             qos: l.qos.map(str::to_owned),
+            ..Default::default()
         }
     }
 }

@@ -24,7 +24,10 @@ use crate::{
         Model,
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
-    readers::{CgroupLayout, CgroupVersion, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage},
+    readers::{
+        CgroupLayout, CgroupVersion, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage,
+        runtime::{MainProcess, main_process},
+    },
     wire::{Attribution, Constraint, Event, EventBody, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
 };
 
@@ -113,7 +116,11 @@ impl KillExplainer {
                 unavailable.push(group.to_owned());
             }
         }
-        self.model.record_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), now);
+        // Names and the container's init pid were looked up when the cgroup
+        // appeared: nothing is read here.
+        let (workload, init_pid) = self.model.workload(&cgroup);
+        let main_process = is_main_process(init_pid, &victim);
+        self.model.record_workload_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), &workload, main_process, now);
         let mut kill = Box::new(OomKill {
                 victim,
                 trigger,
@@ -122,7 +129,8 @@ impl KillExplainer {
                 limit_cgroup: verdict.limit_cgroup,
                 limit_cgroup_usage_bytes: verdict.usage_bytes,
                 limit_bytes: verdict.limit_bytes,
-                workload: self.model.labels(&cgroup).into(),
+                workload,
+                main_process,
                 history,
                 oom_control,
                 unavailable,
@@ -264,6 +272,17 @@ impl KillExplainer {
             hits_before: evidence.hits_before,
             recently_hit: evidence.recently_hit,
         }
+    }
+}
+
+/// Whether the victim is its container's PID 1: its process (thread group)
+/// id against the init pid the runtime recorded. `None` without either.
+fn is_main_process(init_pid: Option<u32>, victim: &Victim) -> Option<bool> {
+    let tgid = victim.tgid.or((victim.pid != 0).then_some(victim.pid))?;
+    match main_process(init_pid, tgid) {
+        MainProcess::Main => Some(true),
+        MainProcess::NotMain => Some(false),
+        MainProcess::Unknown => None,
     }
 }
 

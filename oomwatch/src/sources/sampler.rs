@@ -21,6 +21,7 @@ use std::{
 
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
+use super::workloads::WorkloadFeed;
 use crate::{
     model::{Admission, Model, NodeState, UsageSeen},
     readers::{CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, path_string, read_meminfo, read_memory, read_pressure},
@@ -89,6 +90,8 @@ pub struct Sampler {
     proc_root: PathBuf,
     /// Woken after every sampling pass: the alert rules evaluate fresh data.
     sampled: Option<Arc<tokio::sync::Notify>>,
+    /// Told of every cgroup found, for the names of its container.
+    workloads: Option<WorkloadFeed>,
 }
 
 /// A cgroup as the model names it, and its directory. Names are bytes
@@ -150,7 +153,14 @@ impl Sampler {
             spread: 0,
             proc_root: PathBuf::from("/proc"),
             sampled: None,
+            workloads: None,
         }
+    }
+
+    /// Names the workloads of the cgroups found (see `sources::workloads`).
+    pub fn name_workloads(mut self, feed: WorkloadFeed) -> Self {
+        self.workloads = Some(feed);
+        self
     }
 
     pub fn notify_after_each_pass(mut self, n: Arc<tokio::sync::Notify>) -> Self {
@@ -403,6 +413,9 @@ impl Sampler {
                     }
                 }
                 self.tracked.insert(path.clone(), Tracked { poller, next_full: now, idle_ticks: 0, next_usage: now });
+                if let Some(feed) = &self.workloads {
+                    feed.found(path);
+                }
                 self.sample_full(path, now);
                 // Children made before the watch above existed raised no
                 // event: look for them now.

@@ -160,7 +160,11 @@ pub struct Trigger {
     pub cgroup: Option<String>,
 }
 
-/// Names people recognize, derived from the cgroup path.
+/// Names people recognize: the unit, container id, pod uid and QoS class
+/// from the cgroup path; the container's name and image, and for
+/// Kubernetes the pod, its namespace and the container's name in the pod,
+/// from the container runtime's records (looked up when the cgroup
+/// appeared). Absent when unknown, never empty.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Workload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -173,11 +177,47 @@ pub struct Workload {
     pub pod_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qos: Option<String>,
+    /// The runtime's name of the container (`docker run --name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    /// The image as asked for (`nginx:1.25`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Kubernetes pod name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    /// Kubernetes namespace of the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// The container's name in the pod spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
 }
 
 impl Workload {
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
+    }
+
+    /// The name people know the workload by: `namespace/pod/container` for
+    /// Kubernetes, `docker:web-frontend` for a named container, the unit
+    /// (`nginx.service`) for anything else systemd runs. `None` when only
+    /// the path names it. Not escaped: callers showing it to people do.
+    pub fn display_name(&self) -> Option<String> {
+        if let (Some(namespace), Some(pod)) = (&self.namespace, &self.pod) {
+            return Some(match &self.container {
+                Some(container) => format!("{namespace}/{pod}/{container}"),
+                None => format!("{namespace}/{pod}"),
+            });
+        }
+        if let Some(name) = &self.container_name {
+            return Some(match &self.runtime {
+                Some(runtime) => format!("{runtime}:{name}"),
+                None => name.clone(),
+            });
+        }
+        // A container's scope (`docker-<id>.scope`) names nothing a person knows.
+        self.unit.clone().filter(|_| self.container_id.is_none())
     }
 }
 
@@ -198,6 +238,13 @@ pub struct OomKill {
     pub limit_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Workload::is_empty")]
     pub workload: Workload,
+    /// Whether the victim was its container's main process (PID 1 in the
+    /// container). `false`: the container kept running, and Kubernetes
+    /// reports no OOMKilled and no restart for it (kubernetes#78973).
+    /// Absent outside containers and when the container's init pid was
+    /// not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_process: Option<bool>,
     /// The victim cgroup's last 60 s: the ramp that led here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<Ramp>,
@@ -396,6 +443,7 @@ impl OomKill {
             limit_cgroup_usage_bytes: None,
             limit_bytes: None,
             workload: Default::default(),
+            main_process: None,
             history: None,
             oom_control: None,
             unavailable: Vec::new(),
@@ -422,6 +470,7 @@ mod tests {
                 limit_cgroup_usage_bytes: None,
                 limit_bytes: None,
                 workload: Workload::default(),
+                main_process: None,
                 history: None,
                 oom_control: None,
                 unavailable: Vec::new(),

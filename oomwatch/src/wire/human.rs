@@ -63,8 +63,15 @@ fn line(e: &Event) -> String {
                 Attribution::Approximate => " [cgroup approximate]",
                 Attribution::Unknown => " [cgroup unknown]",
             };
+            // The name people know first, then the path it runs in.
+            let name = k.workload.display_name().map(|n| format!("{n} ")).unwrap_or_default();
+            let kept_running = if k.main_process == Some(false) {
+                " [not the container's main process: the container kept running, and Kubernetes does not report this kill]"
+            } else {
+                ""
+            };
             format!(
-                "{time} OOM-KILL {} victim={} ({comm}){rss} trigger={trigger}{exit}{approx}",
+                "{time} OOM-KILL {name}{} victim={} ({comm}){rss} trigger={trigger}{exit}{approx}{kept_running}",
                 e.cgroup, k.victim.pid
             )
         }

@@ -59,6 +59,13 @@ pub struct StatusRow {
     pub container_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The name people know the workload by (`shop/web-7d9f/frontend`,
+    /// `docker:web-frontend`, `nginx.service`); see `Workload::display_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    /// The container's image, from the runtime's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// One row of the top stallers (`oomwatch status`).

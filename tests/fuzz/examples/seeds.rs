@@ -141,7 +141,9 @@ fn main() {
                         runtime: None,
                         pod_uid: Some("1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b".into()),
                         qos: Some("burstable".into()),
+                        ..Default::default()
                     },
+                    main_process: None,
                     history: Some(Ramp {
                         seconds_ago: vec![2, 1, 0],
                         usage_bytes: vec![1 << 29, 3 << 28, 1 << 30],

@@ -659,24 +659,19 @@ fn with_seq(json: &str, seq: u64) -> String {
     }
 }
 
-/// The name a kill is summarized under besides its cgroup: the workload's
-/// name once enrichment gives one, else its unit or container id.
+/// The name a kill is summarized under besides its cgroup: the name people
+/// know the workload by (`shop/web-7d9f/frontend`, `docker:web`, a unit),
+/// else its unit or container id, as before names were known.
 pub(super) fn workload_label(json: &str) -> String {
     #[derive(serde::Deserialize)]
     struct Kill {
         #[serde(default)]
-        workload: Option<Workload>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Workload {
-        name: Option<String>,
-        unit: Option<String>,
-        container_id: Option<String>,
+        workload: Option<crate::wire::Workload>,
     }
     serde_json::from_str::<Kill>(json)
         .ok()
         .and_then(|k| k.workload)
-        .and_then(|w| w.name.or(w.unit).or(w.container_id))
+        .and_then(|w| w.display_name().or(w.unit).or(w.container_id))
         .unwrap_or_default()
 }
 

@@ -130,6 +130,21 @@ impl Metrics {
             daemon.panics.clone(),
         );
         registry.register(
+            "workload_lookups",
+            "Lookups of new container cgroups in the container runtimes' records (retries included)",
+            daemon.workload_lookups.clone(),
+        );
+        registry.register(
+            "workload_lookup_errors",
+            "Container lookups that found a runtime record unreadable or malformed (the daemon log names the first per runtime)",
+            daemon.workload_lookup_errors.clone(),
+        );
+        registry.register(
+            "workload_lookups_dropped",
+            "New container cgroups not looked up because the lookup queue was full",
+            daemon.workload_lookups_dropped.clone(),
+        );
+        registry.register(
             "psi_triggers_refused",
             "PSI triggers the kernel refused (see the daemon log)",
             daemon.psi_triggers_refused.clone(),
@@ -405,12 +420,30 @@ impl ModelCollector {
             MetricType::Counter,
         )?;
         let mut result = Ok(());
-        self.model.for_each_kill_count(|cgroup, constraint, count| {
-            if result.is_ok() {
-                result = e
-                    .encode_family(&[("cgroup", LabelValue(cgroup)), ("constraint", LabelValue(constraint.as_str()))])
-                    .and_then(|f| ConstCounter::new(count).encode(f));
+        // Kills are few series: they carry the workload's Kubernetes names
+        // and whether the victim was its container's main process. Unknown
+        // is the empty value (to Prometheus, no label), so every series has
+        // the same label names.
+        self.model.for_each_kill_series(|(cgroup, constraint, main_process), names, count| {
+            if result.is_err() {
+                return;
             }
+            let name = |v: &Option<String>| v.as_deref().unwrap_or("").to_owned();
+            let (namespace, pod, container) = (name(&names.namespace), name(&names.pod), name(&names.container));
+            let main = match main_process {
+                Some(true) => "true",
+                Some(false) => "false",
+                None => "",
+            };
+            let labels = [
+                ("cgroup", LabelValue(cgroup)),
+                ("constraint", LabelValue(constraint.as_str())),
+                ("namespace", LabelValue(&namespace)),
+                ("pod", LabelValue(&pod)),
+                ("container", LabelValue(&container)),
+                ("main_process", LabelValue(main)),
+            ];
+            result = e.encode_family(&labels).and_then(|f| ConstCounter::new(count).encode(f));
         });
         result
     }
@@ -463,23 +496,30 @@ impl ModelCollector {
     fn encode_info(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let mut e = encoder.encode_descriptor(
             "cgroup_info",
-            "Workload names derived from the cgroup path (systemd unit, container, pod); always 1. Join on cgroup.",
+            "Workload names of the cgroup: systemd unit, container, pod from its path; container name, image, Kubernetes namespace, pod and container from the container runtime's records; always 1. Join on cgroup.",
             None,
             MetricType::Gauge,
         )?;
         let mut result = Ok(());
-        self.model.for_each_cgroup(|path, c| {
-            let l = &c.labels;
-            if result.is_err() || (l.unit.is_none() && l.container_id.is_none() && l.pod_uid.is_none()) {
+        self.model.for_each_workload(|path, w| {
+            if result.is_err() || (w.unit.is_none() && w.container_id.is_none() && w.pod_uid.is_none()) {
                 return;
+            }
+            fn label(v: &Option<String>) -> LabelValue<'_> {
+                LabelValue(v.as_deref().unwrap_or(""))
             }
             let labels = [
                 ("cgroup", LabelValue(path)),
-                ("unit", LabelValue(l.unit.as_deref().unwrap_or(""))),
-                ("container_id", LabelValue(l.container_id.as_deref().unwrap_or(""))),
-                ("runtime", LabelValue(l.runtime.unwrap_or(""))),
-                ("pod_uid", LabelValue(l.pod_uid.as_deref().unwrap_or(""))),
-                ("qos", LabelValue(l.qos.unwrap_or(""))),
+                ("unit", label(&w.unit)),
+                ("container_id", label(&w.container_id)),
+                ("runtime", label(&w.runtime)),
+                ("pod_uid", label(&w.pod_uid)),
+                ("qos", label(&w.qos)),
+                ("container_name", label(&w.container_name)),
+                ("image", label(&w.image)),
+                ("namespace", label(&w.namespace)),
+                ("pod", label(&w.pod)),
+                ("container", label(&w.container)),
             ];
             result = e.encode_family(&labels).and_then(|f| ConstGauge::new(1i64).encode(f));
         });
@@ -612,7 +652,7 @@ mod tests {
         let om = m.render(true);
         assert!(om.ends_with("# EOF\n"));
         let text = m.render(false);
-        assert!(text.contains(r#"oomwatch_oom_kills_total{cgroup="/a\"b\\c\nd",constraint="memcg"} 1"#), "{text}");
+        assert!(text.contains(r#"oomwatch_oom_kills_total{cgroup="/a\"b\\c\nd",constraint="memcg",namespace="",pod="",container="",main_process=""} 1"#), "{text}");
         assert!(text.contains("# TYPE oomwatch_oom_kills_total counter"));
         assert!(text.contains("oomwatch_build_info{version="));
         assert!(!text.contains("# EOF"));

@@ -218,6 +218,18 @@ impl Default for RuntimeRoots {
 }
 
 impl RuntimeRoots {
+    /// Each root by its setting's name (`[workloads]` in the config).
+    pub fn named(&self) -> [(&'static str, &Path); 6] {
+        [
+            ("docker_data_root", &self.docker_data_root),
+            ("containerd_state", &self.containerd_state),
+            ("storage_graph_root", &self.storage_graph_root),
+            ("storage_run_root", &self.storage_run_root),
+            ("pod_logs", &self.pod_logs),
+            ("container_logs", &self.container_logs),
+        ]
+    }
+
     /// The default roots under `host_root`, for a daemon that sees the
     /// host's filesystem mounted somewhere (e.g. `/host` in a DaemonSet).
     pub fn under(host_root: &Path) -> Self {
