@@ -661,3 +661,22 @@ fn the_daemon_killed_and_started_again_resumes_without_loss_or_repeats() {
     assert!(kill_seqs.is_subset(&unique), "every kill in the file too: {kill_seqs:?} / {unique:?}");
     assert!(file_seqs.windows(2).all(|w| w[0] < w[1]), "in seq order: {file_seqs:?}");
 }
+
+#[test]
+fn the_pipeline_examples_read_what_the_journald_sink_writes_and_the_readme_lists_every_message_id() {
+    let root = oomwatch_tests::workspace_root();
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let ident = format!("SYSLOG_IDENTIFIER={}", journald::SYSLOG_IDENTIFIER);
+    let vector: Value = serde_yaml_ng::from_str(&read("deploy/shipping/vector.yaml")).expect("vector.yaml is YAML");
+    assert_eq!(vector["sources"]["oomwatch_journal"]["include_matches"]["SYSLOG_IDENTIFIER"][0], journald::SYSLOG_IDENTIFIER);
+    assert_eq!(vector["sinks"]["elasticsearch"]["id_key"], "record_uid", "copies collapse by record uid");
+    let fluent = read("deploy/shipping/fluent-bit.conf");
+    assert!(fluent.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Systemd_Filter", ident.as_str()]), "{fluent}");
+    assert!(fluent.contains("Key_Name      OOMWATCH_JSON"));
+    let alloy = read("deploy/shipping/alloy.alloy");
+    assert!(alloy.contains(&format!("matches        = \"{ident}\"")) && alloy.contains("\"OOMWATCH_JSON\""), "{alloy}");
+    let readme = read("README.md");
+    for (kind, id) in journald::MESSAGE_IDS.iter().chain([&("other", journald::OTHER_MESSAGE_ID)]) {
+        assert!(readme.contains(id), "README lists the MESSAGE_ID of {kind}");
+    }
+}
