@@ -608,7 +608,8 @@ impl Config {
                 return Err(bad(key, format!("'{name}' names another sink too (each sink keeps its own cursor by name)")));
             }
         }
-        if !self.journal.enabled && !(s.otlp.is_empty() && s.file.is_empty() && s.journald.enabled != shipping::Switch::Fixed(true)) {
+        let wants_journal = !s.otlp.is_empty() || !s.file.is_empty() || s.journald.enabled == shipping::Switch::Fixed(true);
+        if wants_journal && !self.journal.enabled {
             return Err(bad("journal.enabled".into(), "shipping sinks (journald, otlp, file) deliver from the journal: it must be on".into()));
         }
         Ok(())
