@@ -246,16 +246,24 @@ impl SinkWorker {
         let _ = self.journal.put_state(cursor_key(self.name()), seq.to_string());
     }
 
-    /// Skips what lies beyond `max_backlog` behind the newest event.
-    fn bound_backlog(&self) {
-        let last = self.journal.last_seq();
-        let cursor = self.cursor();
-        if last.saturating_sub(cursor) > self.delivery.max_backlog {
-            let skip_to = last - self.delivery.max_backlog;
-            self.stats.dropped.fetch_add(skip_to - cursor, Ordering::Relaxed);
-            log::warn!("sink {}: more than {} events behind; skipped seqs {}..={skip_to}", self.name(), self.delivery.max_backlog, cursor + 1);
+    /// Skips the oldest events when more than `max_backlog` wait. Counted
+    /// in stored events, not seqs: seqs skip ahead at a restart.
+    fn bound_backlog(&self, reader: &JournalReader) -> Result<(), super::journal::JournalError> {
+        let (cursor, max) = (self.cursor(), self.delivery.max_backlog);
+        if self.journal.last_seq().saturating_sub(cursor) <= max {
+            return Ok(());
+        }
+        let waiting = reader.count_after(cursor)?;
+        if waiting <= max {
+            return Ok(());
+        }
+        let skip = waiting - max;
+        if let Some(skip_to) = reader.nth_seq_after(cursor, skip)? {
+            self.stats.dropped.fetch_add(skip, Ordering::Relaxed);
+            log::warn!("sink {}: {waiting} events behind, more than max_backlog {max}; skipped the oldest {skip} (seqs {}..={skip_to})", self.name(), cursor + 1);
             self.save_cursor(skip_to);
         }
+        Ok(())
     }
 
     fn read_batch(&self, reader: &JournalReader) -> Result<(Vec<StoredEvent>, u64), super::journal::JournalError> {
@@ -267,7 +275,7 @@ impl SinkWorker {
     }
 
     fn step(&mut self, reader: &JournalReader) -> Result<Step, super::journal::JournalError> {
-        self.bound_backlog();
+        self.bound_backlog(reader)?;
         let (events, through) = self.read_batch(reader)?;
         if events.is_empty() {
             if through > self.cursor() {
