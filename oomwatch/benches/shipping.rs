@@ -5,7 +5,12 @@
 //! systemd-journald (a private instance, as root; `null` with the reason
 //! otherwise). Prints one JSON object on stdout:
 //!
-//!   cargo bench -p oomwatch --bench shipping -- [--iters N] [--journald-entries N]
+//!   cargo bench -p oomwatch --bench shipping -- [--iters N] [--journald-entries N] [--drain-events N]
+//!
+//! `backlog_drain`: N kills waiting in a journal (a receiver was down),
+//! then the daemon's own delivery workers (outputs::shipping) with a file
+//! sink and an OTLP sink (to a local HTTP server that takes everything),
+//! each timed until its cursor reaches the last seq: events per second.
 //!
 //! The event is a realistic kill (victim, trigger, workload, 60 s of
 //! history: about 2 KiB of JSON).
@@ -144,6 +149,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 
     let journald_send = journald_send(&record, journald_entries);
+    let drain = drain(arg(&args, "--drain-events", 20_000).max(1));
     let out = serde_json::json!({
         "bench": "shipping",
         "iters": iters,
@@ -162,6 +168,7 @@ fn main() {
         "file_dir": std::env::temp_dir(),
         "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" "),
         "journald_send": journald_send,
+        "backlog_drain": drain,
     });
     println!("{out}");
 }
@@ -191,4 +198,87 @@ fn journald_send(record: &Record, n: u64) -> serde_json::Value {
         // Until journalctl finds them all (it is polled every 50 ms).
         "all_stored_after_s": total_s,
     })
+}
+
+/// An HTTP/1.1 server on loopback that reads each request and answers 200
+/// with an empty body (an empty ExportLogsServiceResponse): the receiver
+/// costs next to nothing, so the rate is oomwatch's.
+fn accept_everything() -> u16 {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut writer = stream;
+                loop {
+                    let mut length = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':')
+                            && k.eq_ignore_ascii_case("content-length")
+                        {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+                    if writer.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn drain(n: u64) -> serde_json::Value {
+    use std::{sync::Arc, time::Duration};
+
+    use oomwatch::outputs::{
+        journal::{Journal, JournalConfig},
+        shipping,
+    };
+    let dir = std::env::temp_dir().join(format!("oomwatch-bench-drain-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut jc = JournalConfig::new(dir.join("state"));
+    jc.queue_capacity = (n as usize).max(jc.queue_capacity);
+    let journal = Arc::new(Journal::open(jc).expect("journal"));
+    for _ in 0..n {
+        journal.append_event(&mut kill(0));
+    }
+    assert!(journal.flush(Duration::from_secs(120)), "journal flush");
+    let last = journal.last_seq();
+    let port = accept_everything();
+    let toml = format!(
+        "[sinks.journald]\nenabled = false\n[[sinks.otlp]]\nendpoint = \"http://127.0.0.1:{port}\"\nstart_at = \"beginning\"\n[[sinks.file]]\npath = \"{}\"\nstart_at = \"beginning\"\nmax_size_mib = 64\n",
+        dir.join("events.json").display()
+    );
+    let config = oomwatch::config::Config::parse(&toml, "bench").expect("config");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
+    let mut out = serde_json::Map::new();
+    for sink in shipping::build(&config.sinks, &journal, runtime.handle()) {
+        let (name, stats) = (sink.name().to_owned(), sink.stats.clone());
+        let start = Instant::now();
+        std::thread::spawn(move || sink.run());
+        while stats.cursor.load(std::sync::atomic::Ordering::Relaxed) < last {
+            assert!(start.elapsed() < Duration::from_secs(300), "{name} did not drain");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let s = start.elapsed().as_secs_f64();
+        out.insert(name, serde_json::json!({ "events": last, "seconds": s, "events_per_s": last as f64 / s }));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    serde_json::Value::Object(out)
 }

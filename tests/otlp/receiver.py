@@ -13,13 +13,15 @@ script every request gets 200. Items, comma-separated:
   503, 429, 400  that status (any number); 503:2 adds "Retry-After: 2"
   close          read the request, then close the connection without answering
 
-Prints "listening PORT" on stdout once it accepts connections.
+Prints "listening PORT" on stdout once it accepts connections. --port
+listens on a given port (a receiver started again after an outage).
 """
 
 import argparse
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
@@ -84,6 +86,7 @@ def make_handler(script, out, lock):
                 "headers": {k.lower(): v for k, v in self.headers.items()},
                 "answer": action,
                 "length": length,
+                "received_unix_nano": time.time_ns(),
             }
             try:
                 record["encoding"], record["request"], record["unknown_field_bytes"] = decode(content_type, body)
@@ -128,10 +131,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--responses", default="")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
     args = parser.parse_args()
     script = Script(item.strip() for item in args.responses.split(",") if item.strip())
     with open(args.out, "a", encoding="utf-8") as out:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(script, out, threading.Lock()))
+        server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(script, out, threading.Lock()))
         print(f"listening {server.server_address[1]}", flush=True)
         server.serve_forever()
 

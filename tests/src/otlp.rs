@@ -38,6 +38,11 @@ impl OtlpReceiver {
     /// receiver's help: "200", "partial:N", "503", "503:2" with Retry-After,
     /// "400", "close"); 200 after that.
     pub fn start(responses: &[&str]) -> Self {
+        Self::start_on(0, responses)
+    }
+
+    /// On `port` (0: any free one): a receiver back after an outage.
+    pub fn start_on(port: u16, responses: &[&str]) -> Self {
         let dir = crate::temp_dir("otlp");
         let out = dir.0.join("requests.jsonl");
         let script = workspace_root().join("tests/otlp/receiver.py");
@@ -48,6 +53,8 @@ impl OtlpReceiver {
             .arg(&out)
             .arg("--responses")
             .arg(responses.join(","))
+            .arg("--port")
+            .arg(port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -75,6 +82,10 @@ impl OtlpReceiver {
         Self { child, port, out, _dir: dir }
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
     /// `http://127.0.0.1:PORT`: the OTLP endpoint (requests go to /v1/logs).
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
@@ -83,7 +94,8 @@ impl OtlpReceiver {
     /// What it received, one object per request, oldest first: `path`,
     /// `content_type`, `headers`, `answer`, `encoding`, `request` (the
     /// ExportLogsServiceRequest as protobuf's MessageToDict gives it, with
-    /// the .proto's field names), `unknown_field_bytes`, or `decode_error`.
+    /// the .proto's field names), `unknown_field_bytes`, or `decode_error`;
+    /// `received_unix_nano`.
     pub fn requests(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.out)
             .unwrap_or_default()

@@ -21,7 +21,10 @@ use oomwatch::{
         Trigger, Victim, Workload,
     },
 };
-use oomwatch_tests::{Value, journald::Journald as TestJournald, otlp::OtlpReceiver, require_root};
+use oomwatch_tests::{
+    ChildGuard, Daemon, TestCgroup, Value, journald::Journald as TestJournald, memhog, metric_value, oomwatch_bin, otlp::OtlpReceiver, require_root, signal, temp_dir,
+    write_config,
+};
 
 /// Names as a hostile or unlucky workload can make them: newlines (a forged
 /// second log line), terminal escapes, `=` (the native protocol's
@@ -404,5 +407,308 @@ fn otlp_nothing_listening_is_a_retry_naming_the_endpoint() {
     match &runtime().block_on(exporter.export(&batch()))[0] {
         Outcome::Retry { reason, .. } => assert!(reason.contains(&format!("127.0.0.1:{port}/v1/logs")), "{reason}"),
         other => panic!("{other:?}"),
+    }
+}
+
+// ------------------------------------------------- the daemon's delivery
+
+const MIB: u64 = 1 << 20;
+
+/// A real OOM kill: a hog in a 64 MiB cgroup of its own. Returns its pid.
+fn real_kill(name: &str) -> u32 {
+    let cg = TestCgroup::new(name, Some(64 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "256"])));
+    let status = hog.wait_timeout(Duration::from_secs(30)).expect("the hog is killed within 30 s");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL), "hog: {status}");
+    assert_eq!(cg.oom_kills(), 1, "the kernel counts one OOM kill in {}", cg.dir.display());
+    hog.pid()
+}
+
+/// Every log record the receiver decoded, with the time its request came.
+fn received_logs(requests: &[Value]) -> Vec<(Value, u64)> {
+    requests
+        .iter()
+        .filter(|r| r.get("decode_error").is_none())
+        .flat_map(|r| {
+            let at = r["received_unix_nano"].as_u64().unwrap_or(0);
+            r["request"]["resource_logs"][0]["scope_logs"][0]["log_records"].as_array().cloned().unwrap_or_default().into_iter().map(move |l| (l, at))
+        })
+        .collect()
+}
+
+/// The kills of `pids` among `logs` (other tests on this host kill too):
+/// seq -> (record uid, times received).
+fn kills_by_seq(logs: &[(Value, u64)], pids: &[u32]) -> BTreeMap<u64, (String, usize)> {
+    let mut out: BTreeMap<u64, (String, usize)> = BTreeMap::new();
+    for (log, _) in logs.iter().filter(|(l, _)| l["event_name"] == "oomwatch.oom_kill") {
+        let a = attributes(&log["attributes"]);
+        let pid: u64 = a["process.pid"].1.as_str().unwrap().parse().unwrap();
+        if !pids.iter().any(|p| u64::from(*p) == pid) {
+            continue;
+        }
+        let seq = a["oomwatch.seq"].1.as_str().unwrap().parse().unwrap();
+        let uid = a["log.record.uid"].1.as_str().unwrap().to_owned();
+        let entry = out.entry(seq).or_insert_with(|| (uid.clone(), 0));
+        assert_eq!(entry.0, uid, "a copy of seq {seq} carries the same record uid");
+        entry.1 += 1;
+    }
+    out
+}
+
+fn kill_pids(logs: &[(Value, u64)]) -> BTreeSet<u64> {
+    logs.iter()
+        .filter(|(l, _)| l["event_name"] == "oomwatch.oom_kill")
+        .map(|(l, _)| attributes(&l["attributes"])["process.pid"].1.as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn metric(daemon: &Daemon, series: &str) -> f64 {
+    metric_value(&daemon.metrics(), series).unwrap_or_else(|| panic!("{series} missing from /metrics"))
+}
+
+#[test]
+fn a_real_kill_reaches_journald_otlp_and_the_file_with_its_fields() {
+    if !require_root("a_real_kill_reaches_journald_otlp_and_the_file_with_its_fields") {
+        return;
+    }
+    let journald = TestJournald::start();
+    let receiver = OtlpReceiver::start(&[]);
+    let dir = temp_dir("ship-all");
+    let file = dir.0.join("log/events.json");
+    let config = write_config(
+        &dir,
+        &format!(
+            "[sinks.journald]\nenabled = true\nsocket = \"{}\"\n\n[[sinks.otlp]]\nendpoint = \"{}\"\nheaders = {{ x-scope-orgid = \"tenant-1\" }}\n\n[[sinks.file]]\npath = \"{}\"\n",
+            journald.socket().display(),
+            receiver.endpoint(),
+            file.display()
+        ),
+    );
+    let check = std::process::Command::new(oomwatch_bin()).arg("check").arg("--config").arg(&config).output().unwrap();
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let pid = real_kill("ship-all");
+
+    // OTLP: the kill, with the semantic conventions and the whole event.
+    let mut logs = Vec::new();
+    wait_until("the kill at the OTLP receiver", Duration::from_secs(20), || {
+        logs = received_logs(&receiver.requests());
+        kill_pids(&logs).contains(&u64::from(pid))
+    });
+    let (log, received_at) = logs
+        .iter()
+        .find(|(l, _)| l["event_name"] == "oomwatch.oom_kill" && attributes(&l["attributes"])["process.pid"].1 == pid.to_string())
+        .unwrap();
+    let a = attributes(&log["attributes"]);
+    let body = any_to_json(&log["body"]);
+    assert_eq!(a["process.pid"], typed("int_value", pid.to_string()));
+    assert_eq!(a["process.executable.name"], typed("string_value", "memhog"));
+    assert_eq!(a["oomwatch.constraint"], typed("string_value", "memcg"));
+    assert_eq!(a["oomwatch.limit_bytes"], typed("int_value", (64 * MIB).to_string()));
+    assert_eq!(body["kind"], "oom_kill");
+    assert_eq!(body["victim"]["pid"], pid);
+    assert_eq!((log["severity_text"].as_str(), log["severity_number"].as_str()), (Some("ERROR"), Some("SEVERITY_NUMBER_ERROR")));
+    let seq = body["seq"].as_u64().expect("the event's seq");
+    let uid = a["log.record.uid"].1.as_str().unwrap().to_owned();
+    assert!(uid.contains(&format!("-{seq}-")), "the uid names the journal seq: {uid}");
+    let requests = receiver.requests();
+    assert!(requests.iter().all(|r| r["headers"]["x-scope-orgid"] == "tenant-1" && r["unknown_field_bytes"] == 0), "{requests:?}");
+    let kill_ns = log["time_unix_nano"].as_str().unwrap().parse::<u64>().unwrap();
+    println!("kill -> OTLP receiver: {:.1} ms", received_at.saturating_sub(kill_ns) as f64 / 1e6);
+
+    // journald: the same event, by MESSAGE_ID and seq.
+    let entries = journald.wait_for(&[("MESSAGE_ID", journald::message_id("oom_kill")), ("OOMWATCH_SEQ", &seq.to_string())], 1, Duration::from_secs(20));
+    assert_eq!(entries.len(), 1, "stored once");
+    let e = &entries[0];
+    assert_eq!(e.text("OOMWATCH_VICTIM_PID"), Some(pid.to_string()));
+    assert_eq!(e.text("OOMWATCH_VICTIM_COMM").as_deref(), Some("memhog"));
+    assert_eq!(e.text("OOMWATCH_CONSTRAINT").as_deref(), Some("memcg"));
+    assert_eq!(e.text("OOMWATCH_LIMIT_BYTES"), Some((64 * MIB).to_string()));
+    assert_eq!(e.text("OOMWATCH_RECORD_UID").as_deref(), Some(uid.as_str()), "one uid for the event in every sink");
+    assert_eq!(e.text("PRIORITY").as_deref(), Some("3"));
+    assert!(e.text("MESSAGE").is_some_and(|m| m.contains("OOM-KILL") && m.contains(&pid.to_string())), "{:?}", e.text("MESSAGE"));
+    let stored: Value = serde_json::from_slice(e.bytes("OOMWATCH_JSON").unwrap()).unwrap();
+    assert_eq!(stored, body, "journald and OTLP carry the same event");
+
+    // The file: the line `tail --json` prints, created with its directory.
+    let mut line = None;
+    wait_until("the kill in the file", Duration::from_secs(20), || {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        line = text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["seq"] == seq);
+        line.is_some()
+    });
+    assert_eq!(line.unwrap(), body);
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
+
+    for sink in ["journald", "otlp", "file"] {
+        wait_until(&format!("{sink} backlog 0"), Duration::from_secs(10), || {
+            metric(&daemon, &format!("oomwatch_sink_backlog_events{{sink=\"{sink}\"}}")) == 0.0
+        });
+        assert!(metric(&daemon, &format!("oomwatch_sink_events_total{{sink=\"{sink}\",result=\"delivered\"}}")) >= 1.0);
+        assert_eq!(metric(&daemon, &format!("oomwatch_sink_events_total{{sink=\"{sink}\",result=\"dropped\"}}")), 0.0);
+        assert_eq!(metric(&daemon, &format!("oomwatch_sink_up{{sink=\"{sink}\"}}")), 1.0);
+    }
+    assert!(check.status.success(), "oomwatch check accepts the sinks: {}", String::from_utf8_lossy(&check.stderr));
+}
+
+#[test]
+fn otlp_down_for_a_while_then_back_gets_every_kill_once() {
+    if !require_root("otlp_down_for_a_while_then_back_gets_every_kill_once") {
+        return;
+    }
+    let receiver = OtlpReceiver::start(&[]);
+    let port = receiver.port();
+    let dir = temp_dir("ship-outage");
+    let config = write_config(&dir, &format!("[[sinks.otlp]]\nendpoint = \"{}\"\nmax_retry_interval = \"2s\"\n", receiver.endpoint()));
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let first = real_kill("ship-outage");
+    let mut before = Vec::new();
+    wait_until("the first kill delivered", Duration::from_secs(20), || {
+        before = received_logs(&receiver.requests());
+        kill_pids(&before).contains(&u64::from(first))
+    });
+    drop(receiver);
+
+    // Down: kills wait in the journal, the sink says so.
+    let during: Vec<u32> = (0..3).map(|i| real_kill(&format!("ship-outage-{i}"))).collect();
+    wait_until("failures counted while the receiver is down", Duration::from_secs(20), || {
+        metric(&daemon, "oomwatch_sink_send_failures_total{sink=\"otlp\"}") >= 2.0 && metric(&daemon, "oomwatch_sink_up{sink=\"otlp\"}") == 0.0
+    });
+    let backlog = metric(&daemon, "oomwatch_sink_backlog_events{sink=\"otlp\"}");
+    assert!(backlog >= 3.0, "three kills at least wait: backlog {backlog}");
+    std::thread::sleep(Duration::from_secs(5));
+
+    // Back on the same port: the backlog drains.
+    let back = OtlpReceiver::start_on(port, &[]);
+    let started = std::time::Instant::now();
+    let mut after = Vec::new();
+    wait_until("the kills of the outage delivered", Duration::from_secs(30), || {
+        after = received_logs(&back.requests());
+        let pids = kill_pids(&after);
+        during.iter().all(|p| pids.contains(&u64::from(*p)))
+    });
+    println!("backlog of {backlog} events drained {:.1} s after the receiver came back", started.elapsed().as_secs_f64());
+    wait_until("backlog 0", Duration::from_secs(10), || metric(&daemon, "oomwatch_sink_backlog_events{sink=\"otlp\"}") == 0.0);
+    assert_eq!(metric(&daemon, "oomwatch_sink_up{sink=\"otlp\"}"), 1.0);
+
+    let all: Vec<(Value, u64)> = before.into_iter().chain(received_logs(&back.requests())).collect();
+    let ours: Vec<u32> = [first].iter().chain(&during).copied().collect();
+    let kills = kills_by_seq(&all, &ours);
+    assert_eq!(kills.len(), 4, "four kills: {kills:?}");
+    assert!(kills.values().all(|(_, n)| *n == 1), "none twice: {kills:?}");
+    assert_eq!(metric(&daemon, "oomwatch_sink_events_total{sink=\"otlp\",result=\"dropped\"}"), 0.0);
+}
+
+#[test]
+fn the_daemon_killed_and_started_again_resumes_without_loss_or_repeats() {
+    if !require_root("the_daemon_killed_and_started_again_resumes_without_loss_or_repeats") {
+        return;
+    }
+    let receiver = OtlpReceiver::start(&[]);
+    let dir = temp_dir("ship-restart");
+    let state = dir.0.join("state");
+    let file = dir.0.join("events.json");
+    let config = write_config(
+        &dir,
+        &format!("[[sinks.otlp]]\nendpoint = \"{}\"\nmax_retry_interval = \"1s\"\n\n[[sinks.file]]\npath = \"{}\"\n", receiver.endpoint(), file.display()),
+    );
+    let args = ["--config", config.to_str().unwrap(), "--state-dir", state.to_str().unwrap()];
+    let mut pids = Vec::new();
+    let mut daemon = Daemon::start(&args);
+    pids.push(real_kill("ship-restart-a"));
+    wait_until("the first kill delivered", Duration::from_secs(20), || kill_pids(&received_logs(&receiver.requests())).contains(&u64::from(pids[0])));
+    // Its cursor is committed right after the delivery.
+    std::thread::sleep(Duration::from_millis(500));
+    signal(daemon.pid(), libc::SIGKILL);
+    daemon.stop();
+
+    let mut daemon = Daemon::start(&args);
+    pids.push(real_kill("ship-restart-b"));
+    wait_until("the second kill delivered", Duration::from_secs(20), || kill_pids(&received_logs(&receiver.requests())).contains(&u64::from(pids[1])));
+    // Killed again mid-delivery: the receiver down, a kill being retried.
+    let port = receiver.port();
+    let before = received_logs(&receiver.requests());
+    drop(receiver);
+    pids.push(real_kill("ship-restart-c"));
+    wait_until("the sink retrying", Duration::from_secs(20), || metric(&daemon, "oomwatch_sink_send_failures_total{sink=\"otlp\"}") >= 1.0);
+    signal(daemon.pid(), libc::SIGKILL);
+    daemon.stop();
+    let back = OtlpReceiver::start_on(port, &[]);
+    let mut daemon = Daemon::start(&args);
+    wait_until("the kill of the outage delivered after the restart", Duration::from_secs(30), || {
+        kill_pids(&received_logs(&back.requests())).contains(&u64::from(pids[2]))
+    });
+    wait_until("backlog 0", Duration::from_secs(10), || metric(&daemon, "oomwatch_sink_backlog_events{sink=\"otlp\"}") == 0.0);
+
+    // A clean stop and start (SIGTERM, as systemd restarts it): nothing is sent again.
+    std::thread::sleep(Duration::from_millis(500));
+    let file_lines = || -> Vec<(u64, String)> {
+        std::fs::read_to_string(&file).unwrap().lines().map(|l| (serde_json::from_str::<Value>(l).unwrap()["seq"].as_u64().unwrap(), l.to_owned())).collect()
+    };
+    let before_clean_stop = file_lines();
+    daemon.stop();
+    let daemon = Daemon::start(&args);
+    pids.push(real_kill("ship-restart-d"));
+    wait_until("the kill after the clean restart delivered", Duration::from_secs(20), || {
+        kill_pids(&received_logs(&back.requests())).contains(&u64::from(pids[3]))
+    });
+    wait_until("file backlog 0", Duration::from_secs(10), || metric(&daemon, "oomwatch_sink_backlog_events{sink=\"file\"}") == 0.0);
+
+    let all: Vec<(Value, u64)> = before.into_iter().chain(received_logs(&back.requests())).collect();
+    let kills = kills_by_seq(&all, &pids);
+    assert_eq!(kills.len(), 4, "no kill lost: {kills:?}");
+    assert!(kills.values().all(|(_, n)| *n == 1), "no kill sent twice across restarts: {kills:?}");
+    // Every event, not only kills: no seq twice at the receiver (it was
+    // down when the daemon was killed mid-delivery, so nothing was in flight).
+    let mut seqs: BTreeMap<u64, usize> = BTreeMap::new();
+    for (log, _) in &all {
+        *seqs.entry(attributes(&log["attributes"])["oomwatch.seq"].1.as_str().unwrap().parse().unwrap()).or_default() += 1;
+    }
+    assert!(seqs.values().all(|n| *n == 1), "each seq once at the receiver: {seqs:?}");
+
+    // The file sink was writing when SIGKILL came: the batch whose cursor was
+    // not yet stored may be there twice (same seq, kind and time). After the
+    // clean stop, nothing repeats.
+    let lines = file_lines();
+    let mut copies: BTreeMap<u64, BTreeSet<(String, String)>> = BTreeMap::new();
+    for (seq, line) in &lines {
+        let v: Value = serde_json::from_str(line).unwrap();
+        copies.entry(*seq).or_default().insert((v["kind"].to_string(), v["time"].to_string()));
+    }
+    // One event (a kill may have been amended in between: its exit latency).
+    assert!(copies.values().all(|c| c.len() == 1), "copies of one seq are one event: {copies:?}");
+    println!("file: {} lines, {} events ({} repeated after a SIGKILL)", lines.len(), copies.len(), lines.len() - copies.len());
+    let last_before = before_clean_stop.iter().map(|(s, _)| *s).max().unwrap();
+    let after: Vec<u64> = lines[before_clean_stop.len()..].iter().map(|(s, _)| *s).collect();
+    assert!(!after.is_empty() && after.iter().all(|s| *s > last_before), "after a clean restart nothing is written again: {last_before} then {after:?}");
+    let kill_seqs: BTreeSet<u64> = kills.keys().copied().collect();
+    assert!(kill_seqs.iter().all(|s| copies.contains_key(s)), "every kill in the file too: {kill_seqs:?}");
+    assert!(lines.windows(2).all(|w| w[0].0 <= w[1].0), "in seq order");
+}
+
+#[test]
+fn the_pipeline_examples_read_what_the_journald_sink_writes_and_the_readme_lists_every_message_id() {
+    let root = oomwatch_tests::workspace_root();
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let ident = format!("SYSLOG_IDENTIFIER={}", journald::SYSLOG_IDENTIFIER);
+    let vector: Value = serde_yaml_ng::from_str(&read("deploy/shipping/vector.yaml")).expect("vector.yaml is YAML");
+    assert_eq!(vector["sources"]["oomwatch_journal"]["include_matches"]["SYSLOG_IDENTIFIER"][0], journald::SYSLOG_IDENTIFIER);
+    assert_eq!(vector["sinks"]["elasticsearch"]["id_key"], "record_uid", "copies collapse by record uid");
+    let fluent = read("deploy/shipping/fluent-bit.conf");
+    assert!(fluent.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Systemd_Filter", ident.as_str()]), "{fluent}");
+    assert!(fluent.contains("Key_Name      OOMWATCH_JSON"));
+    let alloy = read("deploy/shipping/alloy.alloy");
+    assert!(alloy.contains(&format!("matches        = \"{ident}\"")) && alloy.contains("\"OOMWATCH_JSON\""), "{alloy}");
+    let readme = read("README.md");
+    for (kind, id) in journald::MESSAGE_IDS.iter().chain([&("other", journald::OTHER_MESSAGE_ID)]) {
+        assert!(readme.contains(id), "README lists the MESSAGE_ID of {kind}");
     }
 }

@@ -110,6 +110,9 @@ fn validate_config(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             "alertmanager": config.sinks.alertmanager.len(),
             "webhook": config.sinks.webhook.len(),
             "exec": config.sinks.exec.len(),
+            "journald": config.sinks.journald.enabled,
+            "otlp": config.sinks.otlp.len(),
+            "file": config.sinks.file.len(),
         }}));
     } else {
         println!("{}: valid", path.display());

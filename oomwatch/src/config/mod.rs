@@ -7,6 +7,7 @@
 
 mod duration;
 pub mod ranges;
+pub mod shipping;
 
 use std::{
     collections::BTreeMap,
@@ -18,6 +19,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 
 pub use duration::{parse_duration, serde_duration};
+pub use shipping::{FileSink, JournaldSink, OtlpSink};
 
 /// Where /metrics and /healthz are served unless told otherwise: loopback
 /// only, so nothing is exposed by default.
@@ -58,6 +60,9 @@ impl Config {
             (new.forecast != self.forecast, "[forecast]"),
             (new.journal != self.journal, "[journal]"),
             (new.workloads != self.workloads, "[workloads]"),
+            (new.sinks.journald != self.sinks.journald, "[sinks.journald]"),
+            (new.sinks.otlp != self.sinks.otlp, "[[sinks.otlp]]"),
+            (new.sinks.file != self.sinks.file, "[[sinks.file]]"),
         ] {
             if differs {
                 out.push(name);
@@ -443,11 +448,25 @@ pub struct SinksConfig {
     pub alertmanager: Vec<AlertmanagerSink>,
     pub webhook: Vec<WebhookSink>,
     pub exec: Vec<ExecSink>,
+    /// Every event into the systemd journal (shipping: see [`shipping`]).
+    pub journald: JournaldSink,
+    /// Every event as OTLP/HTTP logs.
+    pub otlp: Vec<OtlpSink>,
+    /// Every event appended to a rotated NDJSON file.
+    pub file: Vec<FileSink>,
 }
 
 impl Default for SinksConfig {
     fn default() -> Self {
-        Self { log: true, alertmanager: Vec::new(), webhook: Vec::new(), exec: Vec::new() }
+        Self {
+            log: true,
+            alertmanager: Vec::new(),
+            webhook: Vec::new(),
+            exec: Vec::new(),
+            journald: JournaldSink::default(),
+            otlp: Vec::new(),
+            file: Vec::new(),
+        }
     }
 }
 
@@ -611,6 +630,52 @@ impl Config {
         }
         for (i, s) in self.sinks.exec.iter().enumerate() {
             check_program(s.command.first().map(String::as_str)).map_err(|e| bad(format!("sinks.exec[{i}].command"), e.to_string()))?;
+        }
+        self.validate_shipping()
+    }
+
+    /// The shipping sinks: reachable-looking endpoints, usable headers,
+    /// absolute paths, one name per sink, and the journal they read from.
+    fn validate_shipping(&self) -> Result<(), InvalidSetting> {
+        let bad = |key: String, reason: String| InvalidSetting { key, reason };
+        let s = &self.sinks;
+        for (i, o) in s.otlp.iter().enumerate() {
+            check_url(&o.endpoint).map_err(|e| bad(format!("sinks.otlp[{i}].endpoint"), e.to_string()))?;
+            for name in o.headers.keys() {
+                match hyper::header::HeaderName::from_bytes(name.as_bytes()) {
+                    Err(e) => return Err(bad(format!("sinks.otlp[{i}].headers"), format!("{name:?} is not a header name: {e}"))),
+                    Ok(n) if n == hyper::header::CONTENT_TYPE || n == hyper::header::CONTENT_LENGTH => {
+                        return Err(bad(format!("sinks.otlp[{i}].headers"), format!("{name} is set by oomwatch from the encoding")));
+                    }
+                    Ok(_) => {}
+                }
+            }
+            for (name, value) in &o.headers {
+                hyper::header::HeaderValue::from_str(value)
+                    .map_err(|_| bad(format!("sinks.otlp[{i}].headers.{name}"), "is not a valid header value (control characters?)".into()))?;
+            }
+        }
+        for (i, f) in s.file.iter().enumerate() {
+            if !f.path.is_absolute() || f.path.file_name().is_none() {
+                return Err(bad(format!("sinks.file[{i}].path"), format!("'{}' is not an absolute file path", f.path.display())));
+            }
+        }
+        if !s.journald.socket.is_absolute() {
+            return Err(bad("sinks.journald.socket".into(), format!("'{}' is not an absolute path", s.journald.socket.display())));
+        }
+        let (otlp, file) = shipping::sink_names(&s.otlp, &s.file);
+        let mut seen = std::collections::BTreeSet::from(["journald".to_owned()]);
+        for (key, name) in otlp.iter().enumerate().map(|(i, n)| (format!("sinks.otlp[{i}].name"), n)).chain(file.iter().enumerate().map(|(i, n)| (format!("sinks.file[{i}].name"), n))) {
+            if !shipping::valid_sink_name(name) {
+                return Err(bad(key, format!("'{name}': 1 to 64 of a-z, 0-9, '-' and '_'")));
+            }
+            if !seen.insert(name.clone()) {
+                return Err(bad(key, format!("'{name}' names another sink too (each sink keeps its own cursor by name)")));
+            }
+        }
+        let wants_journal = !s.otlp.is_empty() || !s.file.is_empty() || s.journald.enabled == shipping::Switch::Fixed(true);
+        if wants_journal && !self.journal.enabled {
+            return Err(bad("journal.enabled".into(), "shipping sinks (journald, otlp, file) deliver from the journal: it must be on".into()));
         }
         Ok(())
     }

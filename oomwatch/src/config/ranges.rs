@@ -155,6 +155,33 @@ fn each_sink_setting(c: &Config, f: &mut dyn FnMut(&str, Value, Range)) {
         f(&format!("sinks.exec[{i}].queue"), Value::Count(s.queue as u64), queue);
         f(&format!("sinks.exec[{i}].max_concurrent"), Value::Count(s.max_concurrent as u64), count(1, 64));
     }
+    each_shipping_setting(c, f);
+}
+
+fn each_shipping_setting(c: &Config, f: &mut dyn FnMut(&str, Value, Range)) {
+    let mut delivery = |prefix: &str, d: super::shipping::Delivery| {
+        f(&format!("{prefix}.batch"), Value::Count(d.batch as u64), count(1, 10_000));
+        // Up to a hundred million events behind (the journal's own size
+        // limit usually comes first).
+        f(&format!("{prefix}.max_backlog"), Value::Count(d.max_backlog), count(1, 100_000_000));
+        f(&format!("{prefix}.max_retry_interval"), Value::Duration(d.max_retry_interval), secs(1000, HOUR));
+    };
+    let j = &c.sinks.journald;
+    delivery("sinks.journald", j.delivery());
+    for (i, s) in c.sinks.otlp.iter().enumerate() {
+        delivery(&format!("sinks.otlp[{i}]"), s.delivery());
+    }
+    for (i, s) in c.sinks.file.iter().enumerate() {
+        delivery(&format!("sinks.file[{i}]"), s.delivery());
+    }
+    f("sinks.journald.timeout", Value::Duration(j.timeout), secs(1, MINUTE));
+    for (i, s) in c.sinks.otlp.iter().enumerate() {
+        f(&format!("sinks.otlp[{i}].timeout"), Value::Duration(s.timeout), secs(1, 5 * MINUTE));
+    }
+    for (i, s) in c.sinks.file.iter().enumerate() {
+        f(&format!("sinks.file[{i}].max_size_mib"), Value::Count(s.max_size_mib), count(1, 1 << 20));
+        f(&format!("sinks.file[{i}].backups"), Value::Count(u64::from(s.backups)), count(0, 1000));
+    }
 }
 
 /// The first setting outside its range: (key, reason).
@@ -176,6 +203,8 @@ pub fn table() -> String {
     c.sinks.alertmanager.push(super::AlertmanagerSink::example());
     c.sinks.webhook.push(super::WebhookSink::example());
     c.sinks.exec.push(super::ExecSink::example());
+    c.sinks.otlp.push(super::OtlpSink::example());
+    c.sinks.file.push(super::FileSink::example());
     let mut out = String::from("| setting | allowed | default |\n|---|---|---|\n");
     each_setting(&c, &mut |key, value, range| {
         let key = key.replace("[0]", "[]");

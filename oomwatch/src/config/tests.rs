@@ -233,3 +233,67 @@ fn workload_roots_are_settings_and_must_be_absolute() {
     let e = err("[workloads]\ndocker_root = \"/x\"\n");
     assert!(e.contains("docker_root"), "{e}");
 }
+
+#[test]
+fn reads_shipping_sinks_with_their_defaults_and_names() {
+    let text = r#"
+        [sinks.journald]
+        enabled = true
+        socket = "/run/j/socket"
+
+        [[sinks.otlp]]
+        endpoint = "http://collector:4318"
+        encoding = "json"
+        headers = { x-scope-orgid = "tenant-1" }
+
+        [[sinks.otlp]]
+        name = "siem"
+        endpoint = "http://siem:4318/v1/logs"
+        start_at = "beginning"
+        max_backlog = 10
+
+        [[sinks.file]]
+        path = "/var/log/oomwatch/events.json"
+        max_size_mib = 1
+        backups = 0
+    "#;
+    let c = Config::parse(text, "x.toml").unwrap();
+    assert_eq!(c.sinks.journald.enabled, shipping::Switch::Fixed(true));
+    assert_eq!(c.sinks.otlp[0].encoding, shipping::OtlpEncoding::Json);
+    assert_eq!(c.sinks.otlp[0].headers["x-scope-orgid"], "tenant-1");
+    assert_eq!(c.sinks.otlp[0].timeout, Duration::from_secs(10));
+    assert_eq!(c.sinks.otlp[0].batch, 256);
+    assert_eq!(c.sinks.otlp[1].delivery().start_at, shipping::StartAt::Beginning);
+    assert_eq!(c.sinks.otlp[1].max_backlog, 10);
+    assert_eq!(c.sinks.file[0].backups, 0);
+    let (otlp, file) = shipping::sink_names(&c.sinks.otlp, &c.sinks.file);
+    assert_eq!((otlp, file), (vec!["otlp".to_owned(), "siem".to_owned()], vec!["file".to_owned()]));
+    assert_eq!(Config::default().sinks.journald.enabled, shipping::Switch::Auto, "journald: on where its socket exists");
+    assert_eq!(Config::parse("[sinks.journald]\nenabled = \"auto\"\n", "x.toml").unwrap(), Config::default());
+}
+
+#[test]
+fn refuses_shipping_sinks_that_cannot_work_naming_the_key() {
+    let e = err("[[sinks.otlp]]\nendpoint = \"grpc://x:4317\"\n");
+    assert!(e.contains("sinks.otlp[0].endpoint"), "{e}");
+    let e = err("[[sinks.otlp]]\nendpoint = \"http://x:4318\"\nheaders = { content-type = \"text/plain\" }\n");
+    assert!(e.contains("sinks.otlp[0].headers") && e.contains("content-type"), "{e}");
+    let e = err("[[sinks.otlp]]\nendpoint = \"http://x:4318\"\nheaders = { \"a b\" = \"c\" }\n");
+    assert!(e.contains("sinks.otlp[0].headers"), "{e}");
+    let e = err("[[sinks.otlp]]\nendpoint = \"http://x:4318\"\nbatch = 0\n");
+    assert!(e.contains("sinks.otlp[0].batch") && e.contains("1..=10000"), "{e}");
+    let e = err("[[sinks.file]]\npath = \"events.json\"\n");
+    assert!(e.contains("sinks.file[0].path") && e.contains("absolute"), "{e}");
+    let e = err("[[sinks.file]]\npath = \"/a/e.json\"\nmax_size_mib = 0\n");
+    assert!(e.contains("sinks.file[0].max_size_mib"), "{e}");
+    let e = err("[[sinks.file]]\npath = \"/a/e.json\"\n[[sinks.file]]\nname = \"file\"\npath = \"/b/e.json\"\n");
+    assert!(e.contains("sinks.file[1].name") && e.contains("another sink"), "{e}");
+    let e = err("[[sinks.otlp]]\nname = \"Big Name\"\nendpoint = \"http://x:4318\"\n");
+    assert!(e.contains("sinks.otlp[0].name"), "{e}");
+    let e = err("[sinks.journald]\nenabled = \"sometimes\"\n");
+    assert!(e.contains("sinks.journald"), "{e}");
+    let e = err("[journal]\nenabled = false\n[[sinks.file]]\npath = \"/a/e.json\"\n");
+    assert!(e.contains("journal.enabled") && e.contains("shipping"), "{e}");
+    // journald on "auto" needs nothing: no journal, no journald.
+    assert!(Config::parse("[journal]\nenabled = false\n", "x.toml").is_ok());
+}

@@ -29,7 +29,8 @@ use crate::{
         alerts::{self, Alerts},
         http,
         journal::{self, Journal},
-        metrics::{Metrics, journal::JournalCollector, push::Pusher, reclaim::StallCollector},
+        metrics::{Metrics, journal::JournalCollector, push::Pusher, reclaim::StallCollector, shipping::ShippingCollector},
+        shipping::{self, SinkWorker},
         socket,
         web_config::WebConfig,
     },
@@ -186,9 +187,11 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     supervise::count_panics(core.counters.panics.clone());
     let mut tasks = Tasks::new();
     take_over_last_run(&core, &tasks);
-    let metrics = build_metrics(&config, &core, &mut probes);
+    let sinks = build_sinks(&config, &core);
+    let metrics = build_metrics(&config, &core, &mut probes, &sinks);
     start_sources(&config, &core, &mut probes, &tasks)?;
     start_kernel_reports(kmsg, &core, &tasks);
+    start_sinks(sinks, &tasks)?;
     let reader = start_ring_reader(ring, &args, &core, &probes);
     log_watching(&config, &probes, web.as_ref().is_some_and(|w| w.tls.is_some()));
     let pusher = start_outputs(&core, metrics, listener, web, socket_listener, &tasks);
@@ -264,9 +267,13 @@ fn build_core(config: &Config, layout: Option<CgroupLayout>, journal: Option<Arc
 /// The registry: the daemon's counters, the model's series, the kernel's
 /// counters and probe states, the alerts, and the reclaim stall series
 /// when the reclaim probes are attached.
-fn build_metrics(config: &Config, core: &Core, probes: &mut KernelProbes) -> (Metrics, Option<Pusher>) {
+fn build_metrics(config: &Config, core: &Core, probes: &mut KernelProbes, sinks: &[SinkWorker]) -> (Metrics, Option<Pusher>) {
     let mut metrics = Metrics::new(core.model.clone(), probes.take_counters(), probes.probes.clone(), core.counters.clone(), Some(core.alerts.clone()));
     metrics.register_collector(Box::new(JournalCollector { journal: core.journal.clone() }));
+    if let Some(journal) = &core.journal {
+        let sinks = sinks.iter().map(|s| s.stats.clone()).collect();
+        metrics.register_collector(Box::new(ShippingCollector { sinks, journal: journal.clone() }));
+    }
     if probes.has_stall_maps() {
         let memstall = probes.attached("memstall_leave_fentry") || probes.attached("memstall_leave_kprobe");
         metrics.register_collector(Box::new(StallCollector { model: core.model.clone(), memstall }));
@@ -277,6 +284,27 @@ fn build_metrics(config: &Config, core: &Core, probes: &mut KernelProbes) -> (Me
         Pusher::new(base, &crate::outputs::http_client::hostname(), config.daemon.push_interval, failures)
     });
     (metrics, pusher)
+}
+
+/// The shipping sinks the configuration turns on; none without a journal
+/// (they deliver from it).
+fn build_sinks(config: &Config, core: &Core) -> Vec<SinkWorker> {
+    let Some(journal) = &core.journal else {
+        if !config.sinks.otlp.is_empty() || !config.sinks.file.is_empty() {
+            log::error!("shipping sinks (otlp, file) not started: they deliver from the journal, which is not open");
+        }
+        return Vec::new();
+    };
+    shipping::build(&config.sinks, journal, &tokio::runtime::Handle::current())
+}
+
+/// Each sink on a thread of its own: a dead receiver holds back nothing else.
+fn start_sinks(sinks: Vec<SinkWorker>, tasks: &Tasks) -> anyhow::Result<()> {
+    for sink in sinks {
+        let task: &'static str = Box::leak(format!("sink-{}", sink.name()).into_boxed_str());
+        tasks.spawn_thread(task, move || sink.run()).with_context(|| format!("starting the {task} thread"))?;
+    }
+    Ok(())
 }
 
 /// The loops that feed the model: sampler, PSI triggers, reclaim feed,

@@ -19,5 +19,6 @@ pub mod journal;
 pub mod journald;
 pub mod metrics;
 pub mod otlp;
+pub mod shipping;
 pub mod socket;
 pub mod web_config;

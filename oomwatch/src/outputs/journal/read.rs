@@ -374,6 +374,23 @@ impl JournalReader {
         }
     }
 
+    /// Events held with a seq above `after` (seqs have gaps: a restart
+    /// skips ahead, dropped events leave holes).
+    pub fn count_after(&self, after: u64) -> Result<u64, JournalError> {
+        let n: i64 = self.conn.query_row("SELECT count(*) FROM events WHERE seq > ?1", [to_i64(after)], |r| r.get(0)).map_err(|e| self.err(e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The seq of the `n`th event (1-based) held above `after`.
+    pub fn nth_seq_after(&self, after: u64, n: u64) -> Result<Option<u64>, JournalError> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row("SELECT seq FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2", [to_i64(after), to_i64(n.saturating_sub(1))], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(seq.and_then(|s| u64::try_from(s).ok()))
+    }
+
     /// The highest seq held (0 when empty).
     pub fn last_seq(&self) -> Result<u64, JournalError> {
         // A bare max(): SQLite reads the end of the table for it, where

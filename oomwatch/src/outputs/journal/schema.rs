@@ -232,7 +232,8 @@ fn probe(conn: &Connection) -> rusqlite::Result<()> {
         "SELECT count(*), sum(length(value)) FROM state",
         "SELECT count(*) FROM meta",
     ] {
-        conn.query_row(sql, [], |_| Ok(()))?;
+        // An empty table has no row to return: reading is the probe, not a row.
+        conn.prepare(sql)?.query([])?.next()?;
     }
     Ok(())
 }

@@ -785,3 +785,17 @@ fn another_process_reads_while_the_daemon_writes() {
     assert_eq!(last_seen + rest.len() as u64, 20_000);
     assert!(reads > 3, "only {reads} reads overlapped the writer");
 }
+
+#[test]
+fn a_journal_with_no_events_yet_opens_again() {
+    // A daemon stopped before its first event, with only state written (a
+    // shipping sink's cursor): the next start must not take it for damaged.
+    let d = TempDir::new("empty-reopen");
+    let j = Journal::open(JournalConfig::new(&d.0)).unwrap();
+    j.put_state("sink.file.cursor", "0").unwrap();
+    assert!(j.flush(WAIT));
+    j.close();
+    let j = Journal::open(JournalConfig::new(&d.0)).unwrap_or_else(|e| panic!("reopen: {e}"));
+    assert!(j.moved_aside().is_none(), "kept, not moved aside");
+    assert_eq!(j.reader().unwrap().state("sink.file.cursor").unwrap().as_deref(), Some("0"));
+}

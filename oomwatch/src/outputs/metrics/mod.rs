@@ -9,6 +9,7 @@
 pub mod journal;
 pub mod push;
 pub mod reclaim;
+pub mod shipping;
 
 use std::{
     fmt::{self, Write as _},
