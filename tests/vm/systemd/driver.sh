@@ -226,6 +226,15 @@ check_oom_kill() {
     sleep 1
     journalctl -u "$UNIT" -o cat --no-pager | grep -F "$HOG_CGROUP" | emit_lines oom_kill journal
     emit_alerts oom_kill
+    # The journald shipping sink (on by default where journald runs): the
+    # kill as a structured entry, found by its MESSAGE_ID and cgroup.
+    local entry="" i
+    for i in $(seq 1 20); do
+        entry=$(journalctl -o json --no-pager MESSAGE_ID=5e47ed6aa7fc49d3af8ee46489ec5517 "OOMWATCH_CGROUP=$HOG_CGROUP" 2>/dev/null | tail -n 1)
+        [ -n "$entry" ] && break
+        sleep 0.5
+    done
+    emit_json oom_kill journal_entry "${entry:-null}"
 }
 
 # An observable change: the oom_kill alert switched off. After the reload a
@@ -336,7 +345,7 @@ check_remove() {
     emit_str remove load_state "$(systemctl show -p LoadState --value "$UNIT")"
     emit_str remove dpkg_status "$(dpkg-query -W -f='${Status}' oomwatch 2>&1)"
     emit_str remove binary "$(ls /usr/sbin/oomwatch 2>&1)"
-    emit_str remove state_dir "$(ls -A /var/lib/oomwatch 2>&1)"
+    emit_str remove state_dir "$(ls -A /var/lib/oomwatch 2>&1 | tr '\n' ' ')"
     emit_str remove conffile "$(ls "$CONF" 2>&1)"
 }
 

@@ -195,6 +195,21 @@ fn check_oom_kill(r: &Results, v: &mut Verdict) -> String {
     let logged = lines(r, "oom_kill", "journal");
     v.expect(logged.iter().any(|l| l.contains("ALERT oom_kill")), format!("oom_kill: `journalctl -u oomwatch` has the kill's alert ({})", logged.first().unwrap_or(&"none")));
     v.expect(kill_alerts(r.get("oom_kill", "alerts"), &hog1) > 0, "oom_kill: `oomwatch alerts` has an oom_kill alert for the hog's cgroup");
+    let hog_pid = r.get("oom_kill", "hog_pid").and_then(Value::as_u64);
+    let entry = r.get("oom_kill", "journal_entry").filter(|e| !e.is_null());
+    let shipped = entry.is_some_and(|e| {
+        e["OOMWATCH_KIND"] == "oom_kill"
+            && e["OOMWATCH_VICTIM_PID"].as_str().and_then(|p| p.parse::<u64>().ok()) == hog_pid
+            && e["OOMWATCH_RECORD_UID"].is_string()
+            && e["OOMWATCH_JSON"].as_str().is_some_and(|j| j.contains("\"kind\":\"oom_kill\""))
+    });
+    v.expect(
+        shipped,
+        format!(
+            "oom_kill: `journalctl -o json MESSAGE_ID=...` has the kill from the journald sink (OOMWATCH_KIND, OOMWATCH_VICTIM_PID {hog_pid:?}, OOMWATCH_RECORD_UID, OOMWATCH_JSON; got {})",
+            entry.map_or("no entry".to_owned(), |e| e.to_string().chars().take(300).collect())
+        ),
+    );
     hog1
 }
 
@@ -271,7 +286,13 @@ fn check_remove_and_purge(r: &Results, v: &mut Verdict) {
     v.expect(r.str("remove", "load_state") == Some("not-found"), format!("remove: systemd forgot the unit (LoadState {:?})", r.str("remove", "load_state")));
     v.expect(r.str("remove", "dpkg_status") == Some("deinstall ok config-files"), format!("remove: dpkg keeps the config files (got {:?})", r.str("remove", "dpkg_status")));
     v.expect(r.str("remove", "binary").is_some_and(|s| s.contains("No such file")), "remove: /usr/sbin/oomwatch is gone");
-    v.expect(r.str("remove", "state_dir") == Some("vm-test-marker"), format!("remove: /var/lib/oomwatch is kept (got {:?})", r.str("remove", "state_dir")));
+    // The state directory survives `apt remove` with what it held: our
+    // marker and the daemon's journal.
+    let kept: Vec<&str> = r.str("remove", "state_dir").unwrap_or("").split_whitespace().collect();
+    v.expect(
+        kept.contains(&"vm-test-marker") && kept.contains(&"journal.db"),
+        format!("remove: /var/lib/oomwatch is kept with the journal (got {kept:?})"),
+    );
     v.expect(r.str("remove", "conffile") == Some("/etc/oomwatch/oomwatch.toml"), "remove: the conffile is kept");
 
     v.expect(r.get("purge", "apt_status") == Some(&Value::from(0)), "purge: `apt-get purge oomwatch` exits 0");
