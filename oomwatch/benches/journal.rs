@@ -85,6 +85,8 @@ fn kill(i: u64, t: SystemTime) -> Event {
         unavailable: vec!["oom_control".into()],
         cgroup_id: Some(4242 + i),
         exit_latency_ms: Some(1.7),
+        why: None,
+        kernel_report: None,
     };
     Event { body: EventBody::OomKill(Box::new(k)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup(i), ktime_ns: Some(i), seq: 0 }
 }

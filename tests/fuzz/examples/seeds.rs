@@ -161,6 +161,8 @@ fn main() {
                     unavailable: vec!["oom_control".into()],
                     cgroup_id: Some(7777),
                     exit_latency_ms: Some(2.8),
+                    why: None,
+                    kernel_report: None,
                 })),
                 Some(1_234_567_890),
             ),
@@ -222,9 +224,9 @@ fn main() {
         write(&json, &format!("event-{name}.json"), serde_json::to_string(&e).unwrap().as_bytes());
     }
     for (name, r) in [
-        ("request-tail", Request { op: RequestOp::Tail, since_secs: Some(600.0) }),
-        ("request-status", Request { op: RequestOp::Status, since_secs: None }),
-        ("request-alerts", Request { op: RequestOp::Alerts, since_secs: None }),
+        ("request-tail", Request { op: RequestOp::Tail, since_secs: Some(600.0), since_seq: None }),
+        ("request-status", Request { op: RequestOp::Status, since_secs: None, since_seq: None }),
+        ("request-alerts", Request { op: RequestOp::Alerts, since_secs: None, since_seq: None }),
     ] {
         write(&json, &format!("{name}.json"), serde_json::to_string(&r).unwrap().as_bytes());
     }
