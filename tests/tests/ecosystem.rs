@@ -413,10 +413,10 @@ const CONDITIONAL: &[&str] = &[
     "oomwatch_push_failures_total",
 ];
 
-/// The README's metric table: name -> (type, label names).
+/// The metric table (docs/prometheus.md, linked from the README): name -> (type, label names).
 fn readme_metrics() -> BTreeMap<String, (String, BTreeSet<String>)> {
-    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
-    let section = readme.split("### Every metric and label").nth(1).expect("README has a section '### Every metric and label'");
+    let readme = fs::read_to_string(repo().join("docs/prometheus.md")).unwrap();
+    let section = readme.split("### Every metric and label").nth(1).expect("docs/prometheus.md has a section '### Every metric and label'");
     let section = section.split("\n#").next().unwrap();
     let mut out = BTreeMap::new();
     for row in section.lines().filter(|l| l.starts_with("| `oomwatch_")) {

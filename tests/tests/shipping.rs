@@ -707,8 +707,8 @@ fn the_pipeline_examples_read_what_the_journald_sink_writes_and_the_readme_lists
     assert!(fluent.contains("Key_Name      OOMWATCH_JSON"));
     let alloy = read("deploy/shipping/alloy.alloy");
     assert!(alloy.contains(&format!("matches        = \"{ident}\"")) && alloy.contains("\"OOMWATCH_JSON\""), "{alloy}");
-    let readme = read("README.md");
+    let readme = read("docs/fleet.md");
     for (kind, id) in journald::MESSAGE_IDS.iter().chain([&("other", journald::OTHER_MESSAGE_ID)]) {
-        assert!(readme.contains(id), "README lists the MESSAGE_ID of {kind}");
+        assert!(readme.contains(id), "docs/fleet.md lists the MESSAGE_ID of {kind}");
     }
 }
