@@ -411,6 +411,11 @@ const CONDITIONAL: &[&str] = &[
     "oomwatch_cgroup_memstall_seconds_total",
     "oomwatch_alert_notifications_total",
     "oomwatch_push_failures_total",
+    // Only for configured shipping sinks (journald is on where its socket exists).
+    "oomwatch_sink_backlog_events",
+    "oomwatch_sink_events_total",
+    "oomwatch_sink_send_failures_total",
+    "oomwatch_sink_up",
 ];
 
 /// The metric table (docs/prometheus.md, linked from the README): name -> (type, label names).

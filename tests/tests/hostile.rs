@@ -153,7 +153,10 @@ fn hostile_process_and_cgroup_names_are_escaped_in_every_output() {
 
     // /metrics: the label value exactly, escaped as the exposition format says.
     let metrics = daemon.metrics();
-    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", label_escaped(&cg.path));
+    let series = format!(
+        "oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}}",
+        label_escaped(&cg.path)
+    );
     assert_eq!(metric_value(&metrics, &series), Some(1.0), "{series} in:\n{metrics}");
     // `cargo xtask test` installs Debian's prometheus, which brings promtool.
     let promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"]
@@ -279,14 +282,36 @@ fn config_text(settings: &[(&str, &str)]) -> String {
         text.push_str(&format!("[{table}]\n{}\n\n", lines.join("\n")));
     }
     for (kind, lines) in sinks {
-        let target = match kind {
-            "alertmanager" => "url = \"http://127.0.0.1:9/\"",
-            "webhook" => "url = \"http://127.0.0.1:9/hook\"",
-            _ => "command = [\"/bin/true\"]",
+        let (header, target) = match kind {
+            "alertmanager" => ("[[sinks.alertmanager]]", "url = \"http://127.0.0.1:9/\"".to_owned()),
+            "webhook" => ("[[sinks.webhook]]", "url = \"http://127.0.0.1:9/hook\"".to_owned()),
+            "exec" => ("[[sinks.exec]]", "command = [\"/bin/true\"]".to_owned()),
+            "otlp" => ("[[sinks.otlp]]", "endpoint = \"http://127.0.0.1:9/v1/logs\"".to_owned()),
+            "file" => ("[[sinks.file]]", format!("path = \"{}\"", SinkFiles::dir().join("events.json").display())),
+            // One table, on where journald runs ("auto").
+            "journald" => ("[sinks.journald]", String::new()),
+            other => panic!("config_text: no template for sinks.{other}: add one"),
         };
-        text.push_str(&format!("[[sinks.{kind}]]\n{target}\n{}\n\n", lines.join("\n")));
+        text.push_str(&format!("{header}\n{target}\n{}\n\n", lines.join("\n")));
     }
     text
+}
+
+/// Where the file sink of the range configs writes; removed when the test ends.
+struct SinkFiles;
+
+impl SinkFiles {
+    fn dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("oomwatch-test-hostile-sinks-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}
+
+impl Drop for SinkFiles {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(Self::dir());
+    }
 }
 
 /// The file with `s` at `bound` ("min", "max" or "over", which keeps the
@@ -355,6 +380,7 @@ fn every_range_bound_starts_and_reloads_and_one_past_it_is_refused() {
     if !require_root("every_range_bound_starts_and_reloads_and_one_past_it_is_refused") {
         return;
     }
+    let _sink_files = SinkFiles;
     let dir = temp_dir("ranges");
     let settings = ranges();
     let t0 = Instant::now();
@@ -380,6 +406,7 @@ fn all_settings_at_their_minimum_or_maximum_at_once_run() {
     if !require_root("all_settings_at_their_minimum_or_maximum_at_once_run") {
         return;
     }
+    let _sink_files = SinkFiles;
     let dir = temp_dir("ranges-all");
     let settings = ranges();
     let all = |bound: &str| {
@@ -414,6 +441,7 @@ fn the_configs_that_used_to_panic_are_refused_at_check_start_and_reload() {
     if !require_root("the_configs_that_used_to_panic_are_refused_at_check_start_and_reload") {
         return;
     }
+    let _sink_files = SinkFiles;
     let dir = temp_dir("issue-values");
     let good = config_text(&[("sinks.webhook[].queue", "16")]);
     let path = write_config(&dir, &good);
