@@ -188,18 +188,28 @@ impl SinkWorker {
         self.stats.cursor.store(cursor, Ordering::Relaxed);
         log::info!("sink {}: delivering events after seq {cursor}", self.name());
         let mut retry = FIRST_RETRY;
+        // The last wait for the next event returned at once.
+        let mut woke_at_once = false;
         loop {
             match self.step(&reader) {
                 Ok(Step::Idle) => {
                     retry = FIRST_RETRY;
                     let waited = std::time::Instant::now();
-                    // Durable in memory but not yet readable (a commit that
-                    // failed moves the watermark without the table): no spin.
-                    if self.journal.wait_durable(self.cursor() + 1, IDLE_WAIT) && waited.elapsed() < Duration::from_millis(1) {
+                    let at_once = self.journal.wait_durable(self.cursor() + 1, IDLE_WAIT) && waited.elapsed() < Duration::from_millis(1);
+                    // Usually the next event was committed just after the
+                    // read: read again at once (sleeping here cost that
+                    // event 100 ms). Twice in a row means durable but not
+                    // readable (a commit that failed moves the watermark
+                    // without the table): then no spin.
+                    if at_once && woke_at_once {
                         std::thread::sleep(Duration::from_millis(100));
                     }
+                    woke_at_once = at_once && !woke_at_once;
                 }
-                Ok(Step::Progress) => retry = FIRST_RETRY,
+                Ok(Step::Progress) => {
+                    retry = FIRST_RETRY;
+                    woke_at_once = false;
+                }
                 Ok(Step::Retry(after)) => {
                     std::thread::sleep(after.unwrap_or(retry).max(retry));
                     retry = (retry * 2).min(self.delivery.max_retry_interval);

@@ -161,6 +161,7 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, OpenFailure> {
     let classify = |e: rusqlite::Error| if is_damage(&e) { OpenFailure::Damaged(Damage::Sqlite(e)) } else { fatal(e) };
     let conn = Connection::open_with_flags(path, open_flags_rw()).map_err(classify)?;
     conn.busy_timeout(WRITER_BUSY_TIMEOUT).map_err(fatal)?;
+    bound_page_cache(&conn).map_err(fatal)?;
     // Checked before anything is written, so a damaged file is moved aside
     // exactly as it was found. A full `quick_check` reads every page (13 s
     // for 800 MiB here): it runs in the background after the start
@@ -364,6 +365,16 @@ pub(super) fn move_aside(path: &Path) -> Result<PathBuf, JournalError> {
     Ok(target)
 }
 
+/// Page cache per connection, in KiB. SQLite's default (2 MiB) is sized
+/// for databases that are read at random; the journal appends, and reads
+/// recent rows by index, so a small cache costs nothing measurable and
+/// keeps the daemon's resident memory (three connections) 4.5 MiB lower.
+const PAGE_CACHE_KIB: i64 = 512;
+
+fn bound_page_cache(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
+}
+
 /// A read-only connection for queries. Never creates the file.
 pub(super) fn open_reader(path: &Path) -> Result<Connection, JournalError> {
     if !path.exists() {
@@ -381,6 +392,7 @@ pub(super) fn open_reader(path: &Path) -> Result<Connection, JournalError> {
     }
     .map_err(|e| JournalError::sqlite(path, e))?;
     conn.busy_timeout(READER_BUSY_TIMEOUT).map_err(|e| JournalError::sqlite(path, e))?;
+    bound_page_cache(&conn).map_err(|e| JournalError::sqlite(path, e))?;
     let version: i64 =
         conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| JournalError::sqlite(path, e))?;
     if version > SCHEMA_VERSION {
@@ -421,6 +433,7 @@ fn uri_escape(path: &Path) -> String {
 pub(super) fn open_checkpointer(path: &Path) -> Result<Connection, JournalError> {
     let conn = Connection::open_with_flags(path, open_flags_rw()).map_err(|e| JournalError::sqlite(path, e))?;
     conn.busy_timeout(WRITER_BUSY_TIMEOUT).map_err(|e| JournalError::sqlite(path, e))?;
+    bound_page_cache(&conn).map_err(|e| JournalError::sqlite(path, e))?;
     conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| JournalError::sqlite(path, e))?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT).map_err(|e| JournalError::sqlite(path, e))?;
     Ok(conn)
