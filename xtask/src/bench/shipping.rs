@@ -33,7 +33,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use oomwatch_tests::{ChildGuard, Daemon, TempDir, TestCgroup, monotonic_ns, otlp::OtlpReceiver};
+use oomwatch_tests::{ChildGuard, Daemon, Tail, TempDir, TestCgroup, monotonic_ns, otlp::OtlpReceiver};
 use serde_json::{Value, json};
 
 use super::{
@@ -287,6 +287,9 @@ fn delivery_latency(ctx: &Ctx, rep: &mut Report, p: &mut Pipeline) -> Result<Val
     let cg = TestCgroup::new("bench-shipping", Some(32 * MIB));
     p.daemon.wait_tracked(&cg.path, Duration::from_secs(20));
     let (mut to_otlp, mut to_file) = (Vec::with_capacity(kills), Vec::with_capacity(kills));
+    // The daemon's live stream, before the journal: what the sinks add to it.
+    let mut socket = Tail::connect(&p.daemon);
+    let mut to_socket = Vec::with_capacity(kills);
     let offset = realtime_offset_ns();
     let metrics_before = p.daemon.metrics();
     for i in 0..kills {
@@ -296,6 +299,10 @@ fn delivery_latency(ctx: &Ctx, rep: &mut Report, p: &mut Pipeline) -> Result<Val
             .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
             .with_context(|| format!("kill {i}: pid {pid} not in the file sink within 10 s"))?;
         let ktime = ev["ktime_ns"].as_u64().context("oom_kill event without ktime_ns")?;
+        let (_, socket_at) = socket
+            .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+            .with_context(|| format!("kill {i}: pid {pid} not on the event socket within 10 s"))?;
+        to_socket.push(socket_at.saturating_sub(ktime) as f64 / 1e6);
         let received = wait_received(p, pid, Duration::from_secs(10))
             .with_context(|| format!("kill {i}: pid {pid} not at the OTLP receiver within 10 s"))?;
         to_otlp.push((received as i128 - (ktime as i128 + offset)) as f64 / 1e6);
@@ -303,11 +310,15 @@ fn delivery_latency(ctx: &Ctx, rep: &mut Report, p: &mut Pipeline) -> Result<Val
         std::thread::sleep(Duration::from_millis(50));
     }
     let commits = JournalCommits::between(&metrics_before, &p.daemon.metrics());
+    drop(socket);
     latency_rows(rep, kills, &to_otlp, &to_file, &commits);
+    let socket_p50 = percentile_of(&to_socket, 50.0);
+    println!("shipping: {kills} kills, kernel -> event socket (before the journal): p50 {socket_p50:.1} ms, p99 {:.1} ms", percentile_of(&to_socket, 99.0));
+    rep.row(Row::new(GROUP, "kill -> daemon's event socket p50 (before the journal, same kills)", socket_p50, "ms"));
     Ok(json!({
         "journal_commits": commits.count, "journal_commit_mean_ms": commits.mean_ms, "journal_commits_over_50ms": commits.over_50ms,
         "kills": kills, "limit_bytes": 32 * MIB, "realtime_minus_monotonic_ns": offset.to_string(),
-        "kill_to_otlp_receiver_ms": to_otlp, "kill_to_file_ms": to_file,
+        "kill_to_otlp_receiver_ms": to_otlp, "kill_to_event_socket_ms": to_socket, "kill_to_file_ms": to_file,
         "clocks": "ktime_ns (CLOCK_MONOTONIC) + offset vs received_unix_nano (CLOCK_REALTIME); file: CLOCK_MONOTONIC, polled every 1 ms",
     }))
 }
