@@ -23,6 +23,9 @@
 //! - `journal`: the durable journal on this machine's disk: kill durable
 //!   latency, sustained events/s, bytes per kill, the kill summary over
 //!   1,000,000 events (`oomwatch/benches/journal.rs`).
+//! - `shipping`: per-event cost of each sink and backlog drain rate
+//!   (`oomwatch/benches/shipping.rs`); real kills through the daemon to the
+//!   OTLP test receiver and the file sink: latency p50/p99, a 200-kill storm.
 
 mod bpf;
 mod footprint;
@@ -33,6 +36,7 @@ mod peer;
 mod procfs;
 mod readcost;
 mod reclaim;
+mod shipping;
 mod storm;
 
 use std::{
@@ -51,7 +55,7 @@ pub const MIB: u64 = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost, journal.
+    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost, journal, shipping.
     #[arg(long, value_delimiter = ',', value_name = "FIGURE,...")]
     only: Vec<String>,
     /// Short runs for iterating (fewer kills, shorter windows); the numbers are noisier.
@@ -81,6 +85,7 @@ const FIGURES: &[(&str, Figure)] = &[
     ("metrics", metrics::run),
     ("read-cost", readcost::run),
     ("journal", journal::run),
+    ("shipping", shipping::run),
 ];
 
 /// What every figure needs.
@@ -554,6 +559,7 @@ fn build(selected: &[&(&str, Figure)]) -> Result<()> {
         .filter_map(|(n, _)| match *n {
             "metrics" => Some("metrics"),
             "read-cost" => Some("cgroup_read"),
+            "shipping" => Some("shipping"),
             _ => None,
         })
         .collect();
