@@ -23,12 +23,16 @@
 //! - `journal`: the durable journal on this machine's disk: kill durable
 //!   latency, sustained events/s, bytes per kill, the kill summary over
 //!   1,000,000 events (`oomwatch/benches/journal.rs`).
+//! - `names`: workload names: a runtime record lookup per new container
+//!   (`oomwatch/benches/runtime_lookup.rs`), and the daemon's RSS with 1,000
+//!   named containers against the same with `[workloads] enabled = false`.
 
 mod bpf;
 mod footprint;
 mod journal;
 mod latency;
 mod metrics;
+mod names;
 mod peer;
 mod procfs;
 mod readcost;
@@ -51,7 +55,7 @@ pub const MIB: u64 = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost, journal.
+    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost, journal, names.
     #[arg(long, value_delimiter = ',', value_name = "FIGURE,...")]
     only: Vec<String>,
     /// Short runs for iterating (fewer kills, shorter windows); the numbers are noisier.
@@ -81,6 +85,7 @@ const FIGURES: &[(&str, Figure)] = &[
     ("metrics", metrics::run),
     ("read-cost", readcost::run),
     ("journal", journal::run),
+    ("names", names::run),
 ];
 
 /// What every figure needs.
@@ -554,6 +559,7 @@ fn build(selected: &[&(&str, Figure)]) -> Result<()> {
         .filter_map(|(n, _)| match *n {
             "metrics" => Some("metrics"),
             "read-cost" => Some("cgroup_read"),
+            "names" => Some("runtime_lookup"),
             _ => None,
         })
         .collect();
