@@ -4,7 +4,8 @@
 //! 4.3; CRI-O's spec assembled from its source), laid out in a scratch
 //! directory as each runtime lays out its state, next to `--others N`
 //! other containers per runtime (default 100) so directory lookups pay for
-//! a populated host. Prints one JSON object on stdout:
+//! a populated host. Prints one JSON object on one line on stdout
+//! (`cargo xtask bench --only names` reads it):
 //!
 //!   cargo bench -p oomwatch --bench runtime_lookup -- [--iters N] [--others N]
 //!
@@ -213,5 +214,6 @@ fn main() {
             "container_log_scan": time(&|| lookup_container_log(&roots, DOCKER_ID).is_ok_and(|n| n.is_some())),
         },
     });
-    println!("{}", serde_json::to_string_pretty(&out).expect("serialize"));
+    // One line: `cargo xtask bench` reads the last line that is a JSON object.
+    println!("{out}");
 }

@@ -26,12 +26,16 @@
 //! - `shipping`: per-event cost of each sink and backlog drain rate
 //!   (`oomwatch/benches/shipping.rs`); real kills through the daemon to the
 //!   OTLP test receiver and the file sink: latency p50/p99, a 200-kill storm.
+//! - `names`: workload names: a runtime record lookup per new container
+//!   (`oomwatch/benches/runtime_lookup.rs`), and the daemon's RSS with 1,000
+//!   named containers against the same with `[workloads] enabled = false`.
 
 mod bpf;
 mod footprint;
 mod journal;
 mod latency;
 mod metrics;
+mod names;
 mod peer;
 mod procfs;
 mod readcost;
@@ -55,7 +59,7 @@ pub const MIB: u64 = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost, journal, shipping.
+    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost, journal, shipping, names.
     #[arg(long, value_delimiter = ',', value_name = "FIGURE,...")]
     only: Vec<String>,
     /// Short runs for iterating (fewer kills, shorter windows); the numbers are noisier.
@@ -86,6 +90,7 @@ const FIGURES: &[(&str, Figure)] = &[
     ("read-cost", readcost::run),
     ("journal", journal::run),
     ("shipping", shipping::run),
+    ("names", names::run),
 ];
 
 /// What every figure needs.
@@ -560,6 +565,7 @@ fn build(selected: &[&(&str, Figure)]) -> Result<()> {
             "metrics" => Some("metrics"),
             "read-cost" => Some("cgroup_read"),
             "shipping" => Some("shipping"),
+            "names" => Some("runtime_lookup"),
             _ => None,
         })
         .collect();

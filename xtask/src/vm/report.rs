@@ -469,7 +469,7 @@ fn check_victim(s: &str, victim: &Value, pid: Option<u64>, guest: &Guest<'_>, v:
 /// Returns the kill counter of the victim cgroup.
 fn check_kill_metrics(r: &Results, spec: &KillScenario, guest: &Guest<'_>, v: &mut Verdict) -> Option<f64> {
     let s = spec.name;
-    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\"}}", spec.victim_cgroup);
+    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}}", spec.victim_cgroup);
     let kills = r.metric(s, &series);
     v.expect(kills == Some(1.0), format!("{s}: /metrics has {series} 1 (got {kills:?})"));
     let decode_errors = r.metric(s, "oomwatch_decode_errors_total");
@@ -657,7 +657,7 @@ mod tests {
         c += &text("daemon", "log", "[INFO] kill of pid 77: explained in 41 us, 0 cgroupfs/procfs files read; usage and limits from the kernel at the kill");
         c += &line("oom_kill", "event", &format!(r#"{{"kind":"victim_exit","pid":77,"comm":"memhog","exit_latency_ms":1.5,"time":"t","cgroup":"{cg}","seq":2}}"#));
         for m in [
-            format!("oomwatch_oom_kills_total{{cgroup=\"{cg}\",constraint=\"memcg\"}} 1"),
+            format!("oomwatch_oom_kills_total{{cgroup=\"{cg}\",constraint=\"memcg\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}} 1"),
             "oomwatch_decode_errors_total 0".into(),
             "oomwatch_kernel_program_errors_total{program=\"oom_mark_victim\"} 0".into(),
             "oomwatch_kernel_program_errors_total{program=\"oom_victim_task\"} 0".into(),

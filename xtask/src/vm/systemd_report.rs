@@ -65,7 +65,7 @@ fn expect_kill<'a>(v: &mut Verdict, r: &'a Results, check: &'a str) -> Option<&'
         }
     }
     v.expect(r.get(check, "victim_exit_seen") == Some(&Value::Bool(true)), format!("{check}: a victim_exit event for the hog"));
-    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{cgroup}\",constraint=\"memcg\"}}");
+    let series = format!("oomwatch_oom_kills_total{{cgroup=\"{cgroup}\",constraint=\"memcg\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}}");
     let kills = r.metric(check, &series);
     v.expect(kills == Some(1.0), format!("{check}: /metrics has {series} 1 (got {kills:?})"));
     oom
