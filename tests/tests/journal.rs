@@ -18,7 +18,9 @@ use oomwatch::{
     outputs::journal::{Journal, JournalConfig, JournalReader, Query},
     wire::{Attribution, Constraint, Event, EventBody, OomKill, PressureEvent, Trigger, Victim, Workload},
 };
-use oomwatch_tests::{ChildGuard, Daemon, Tail, TempDir, TestCgroup, Value, memhog, metric_value, oomwatch_bin, require_root, signal, temp_dir};
+use oomwatch_tests::{
+    ChildGuard, Daemon, PsiCgroup, Tail, TempDir, TestCgroup, Value, disk_dir, memhog, metric_value, oomwatch_bin, require_root, signal, temp_dir,
+};
 
 fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
     let kill = OomKill {
@@ -553,4 +555,96 @@ fn history_reads_a_journal_the_daemon_is_writing() {
     }
     println!("history: {reads} consistent reads while the daemon journalled {hogs} kills");
     drop(daemon);
+}
+
+/// Every event a tail client read in one run of the daemon, until the
+/// daemon died under it.
+fn drain(tail: &mut Tail, for_: Duration) {
+    tail.wait_for(for_, |_| false);
+}
+
+/// Ends a background loop when dropped, also when the test fails: a scope
+/// would otherwise wait for it forever.
+struct StopOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn repeated_sigkills_during_a_kill_storm_and_pressure_keep_every_seen_kill() {
+    if !require_root("repeated_sigkills_during_a_kill_storm_and_pressure_keep_every_seen_kill") {
+        return;
+    }
+    const CRASHES: usize = 5;
+    let dir = temp_dir("journal-storm");
+    let state = dir.0.join("state");
+    // Low thresholds turn the thrashing cgroup's stalls into a stream of
+    // pressure and reclaim_stall events beside the kills.
+    let flags = ["--psi-stall", "50ms", "--psi-window", "500ms", "--stall-threshold", "200us"];
+    let kills_cg = TestCgroup::new("storm-kills", Some(16 * MIB));
+    let thrash = PsiCgroup::new("storm-psi", Some(64 * MIB));
+    let data = disk_dir("storm");
+    let file = data.0.join("stream.bin");
+    let _thrasher = ChildGuard(thrash.spawn(memhog().args(["cache", file.to_str().expect("UTF-8"), "256", "600", "48"])));
+    let storming = std::sync::atomic::AtomicBool::new(true);
+
+    // (seq, pid) of every kill a tail client saw, over every run.
+    let mut seen_kills: Vec<(u64, u64)> = Vec::new();
+    let mut high_seq = 0;
+    let mut events_seen = 0;
+    std::thread::scope(|scope| {
+        let storm = scope.spawn(|| {
+            let mut n = 0;
+            while storming.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut hog = ChildGuard(kills_cg.spawn(memhog().args(["hog", "64"])));
+                hog.wait_timeout(Duration::from_secs(30));
+                n += 1;
+            }
+            n
+        });
+        let stop_storm = StopOnDrop(&storming);
+        for crash in 0..=CRASHES {
+            let mut daemon = daemon_on(&state, &flags);
+            let log = daemon.log_text();
+            assert!(!log.contains("damaged") && !log.contains("moved it to"), "run {crash}: the journal did not open as it was:\n{log}");
+            // Everything seen before the last crash is in the journal.
+            let kept: std::collections::HashSet<(u64, u64)> = history(&state, &["--kind", "oom_kill"])
+                .iter()
+                .filter_map(|k| Some((k["seq"].as_u64()?, k["victim"]["pid"].as_u64()?)))
+                .collect();
+            let lost: Vec<_> = seen_kills.iter().filter(|k| !kept.contains(k)).collect();
+            assert!(lost.is_empty(), "run {crash}: kills seen on the tail but not in the journal (seq, pid): {lost:?}\n{}", daemon.log_text());
+            if crash == CRASHES {
+                break;
+            }
+            let mut tail = Tail::connect(&daemon);
+            drain(&mut tail, Duration::from_millis(2500));
+            // Die right after a kill reached the client: the worst moment.
+            tail.wait_for(Duration::from_secs(15), |v| v["kind"] == "oom_kill")
+                .unwrap_or_else(|| panic!("run {crash}: no kill on the tail during the storm; saw {:?}", tail.seen));
+            signal(daemon.pid(), libc::SIGKILL);
+            daemon.stop();
+            drain(&mut tail, Duration::from_millis(200));
+            let seqs: Vec<u64> = tail.seen.iter().filter_map(|(v, _)| v["seq"].as_u64()).collect();
+            assert!(seqs.iter().all(|s| *s > high_seq), "run {crash}: a seq went back (the last run reached {high_seq}): {seqs:?}");
+            high_seq = seqs.iter().copied().max().unwrap_or(high_seq);
+            events_seen += seqs.len();
+            seen_kills.extend(
+                tail.seen.iter().filter(|(v, _)| v["kind"] == "oom_kill").filter_map(|(v, _)| Some((v["seq"].as_u64()?, v["victim"]["pid"].as_u64()?))),
+            );
+        }
+        drop(stop_storm);
+        let hogs = storm.join().unwrap_or_else(|_| panic!("the kill storm panicked"));
+        println!(
+            "storm: {CRASHES} SIGKILLs, {hogs} hogs, {} kills and {events_seen} events seen on the tail, all kills kept; last seq {high_seq}",
+            seen_kills.len()
+        );
+    });
+    let kinds: std::collections::BTreeSet<String> =
+        history(&state, &[]).iter().filter_map(|e| e["kind"].as_str().map(str::to_owned)).collect();
+    println!("storm: kinds journalled {kinds:?}");
+    assert!(seen_kills.len() >= CRASHES, "at least one kill per run: {seen_kills:?}");
 }

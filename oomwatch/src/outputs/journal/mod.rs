@@ -196,25 +196,24 @@ impl Record {
     /// From a JSON line as the event socket sends it: only `kind`, `time`,
     /// `cgroup` and `seq` are read; the line is kept as it is.
     pub fn from_json(line: &str) -> Result<Self, JournalError> {
-        #[derive(serde::Deserialize)]
-        struct Head<'a> {
-            #[serde(borrow)]
-            kind: std::borrow::Cow<'a, str>,
-            #[serde(borrow, default)]
-            time: std::borrow::Cow<'a, str>,
-            #[serde(borrow)]
-            cgroup: std::borrow::Cow<'a, str>,
-            #[serde(default)]
-            seq: u64,
-        }
-        let head: Head<'_> = serde_json::from_str(line).map_err(|e| JournalError::BadEvent(e.to_string()))?;
-        Ok(Self {
-            seq: head.seq,
-            kind: head.kind.into_owned(),
-            time_ms: parse_time_ms(&head.time),
-            cgroup: head.cgroup.into_owned(),
-            json: line.to_owned(),
-        })
+        // The whole line as a JSON value, not only the head: a field the
+        // head skips (a number out of range, say) would otherwise be
+        // stored and refused later by every reader.
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| JournalError::BadEvent(e.to_string()))?;
+        let field = |name: &str| value.get(name);
+        let text = |name: &str| match field(name) {
+            Some(serde_json::Value::String(s)) => Ok(Some(s.as_str())),
+            None => Ok(None),
+            Some(_) => Err(JournalError::BadEvent(format!("`{name}` is not a string"))),
+        };
+        let kind = text("kind")?.ok_or_else(|| JournalError::BadEvent("missing field `kind`".into()))?;
+        let cgroup = text("cgroup")?.ok_or_else(|| JournalError::BadEvent("missing field `cgroup`".into()))?;
+        let time = text("time")?.unwrap_or("");
+        let seq = match field("seq") {
+            None => 0,
+            Some(v) => v.as_u64().ok_or_else(|| JournalError::BadEvent("`seq` is not a whole number".into()))?,
+        };
+        Ok(Self { seq, kind: kind.to_owned(), time_ms: parse_time_ms(time), cgroup: cgroup.to_owned(), json: line.to_owned() })
     }
 }
 

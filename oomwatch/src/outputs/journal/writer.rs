@@ -378,6 +378,7 @@ impl Journal {
             evicting: false,
             failing_since: None,
             cgroup_ids,
+            last_took_urgent_only: false,
         };
         let writer = spawn_writer(writer)?;
         let checkpointer = spawn_checkpointer(&shared, checkpoint_conn)?;
@@ -589,6 +590,8 @@ impl Journal {
                 if let Some(i) = q.ops.iter().position(Pending::is_bulk_append) {
                     q.ops.remove(i);
                     q.bulk -= 1;
+                    // Never to be taken: `flush` must not wait for it.
+                    q.pushed -= 1;
                     true
                 } else {
                     false
@@ -693,6 +696,28 @@ struct Writer {
     failing_since: Option<(Instant, DropReason, u64)>,
     /// Committed `cgroups` rows by path.
     cgroup_ids: HashMap<String, i64>,
+    /// The last batch held incidents only: a due high-rate batch goes next,
+    /// so a steady stream of kills cannot starve the high-rate kinds.
+    last_took_urgent_only: bool,
+}
+
+/// Takes the next batch off the queue. Incidents (and amendments, state
+/// writes) go in a small transaction of their own, ahead of any high-rate
+/// events queued before them: a kill waits for at most the one commit in
+/// flight, never for a backlog. `bulk_turn`: high-rate events are due and
+/// the last batch was incidents only, so up to `batch_max` ops from the
+/// front go now (with any incidents among them).
+fn take_ops(q: &mut Queue, batch_max: usize, bulk_turn: bool) -> Vec<Pending> {
+    if q.flush || q.closed {
+        return q.ops.drain(..).collect();
+    }
+    if q.urgent > 0 && !bulk_turn {
+        let (urgent, rest): (VecDeque<Pending>, VecDeque<Pending>) = q.ops.drain(..).partition(|p| p.urgent);
+        q.ops = rest;
+        return urgent.into();
+    }
+    let n = q.ops.len().min(batch_max);
+    q.ops.drain(..n).collect()
 }
 
 /// What one taken batch holds.
@@ -744,29 +769,9 @@ impl Writer {
                     || q.ops.len() >= batch_max
                     || linger_at.is_some_and(|t| now >= t));
             if ready && may_write {
-                let ops: Vec<Pending> = if q.flush || q.closed {
-                    q.ops.drain(..).collect()
-                } else if q.urgent > 0 {
-                    // Incidents go now, with at most `batch_max` high-rate
-                    // events from the front: a kill never waits for a backlog
-                    // of pressure events to be written first.
-                    let mut taken = Vec::new();
-                    let mut rest = VecDeque::with_capacity(q.ops.len());
-                    let mut bulk = 0;
-                    for p in q.ops.drain(..) {
-                        if p.urgent || bulk < batch_max {
-                            bulk += usize::from(!p.urgent);
-                            taken.push(p);
-                        } else {
-                            rest.push_back(p);
-                        }
-                    }
-                    q.ops = rest;
-                    taken
-                } else {
-                    let n = q.ops.len().min(batch_max);
-                    q.ops.drain(..n).collect()
-                };
+                let bulk_due = q.bulk >= batch_max || linger_at.is_some_and(|t| now >= t);
+                let ops = take_ops(&mut q, batch_max, bulk_due && self.last_took_urgent_only);
+                self.last_took_urgent_only = !(q.flush || q.closed) && ops.iter().all(|p| p.urgent);
                 q.taken += ops.len() as u64;
                 q.bulk -= ops.iter().filter(|p| p.is_bulk_append()).count();
                 q.urgent -= ops.iter().filter(|p| p.urgent).count();
