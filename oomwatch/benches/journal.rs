@@ -135,6 +135,7 @@ fn alert(i: u64, t: SystemTime) -> Event {
             value: Some(42.0),
             summary: format!("{} reaches its limit in 42 s at the current rate", cgroup(i)),
             firing_since: Some(oomwatch::wire::rfc3339(t)),
+            workload: None,
         }),
         time: oomwatch::wire::rfc3339(t),
         cgroup: cgroup(i),

@@ -172,6 +172,12 @@ fn every_kind() -> Vec<Event> {
             value: Some(1.0),
             summary: "s".into(),
             firing_since: Some("t".into()),
+            workload: Some(crate::wire::Workload {
+                namespace: Some("shop".into()),
+                pod: Some("web-7d9f".into()),
+                container: Some("frontend".into()),
+                ..Default::default()
+            }),
         })),
         event(EventBody::UnobservedKills(UnobservedKills { count: 1, kernel_total: 1, observed_total: 0 })),
         event(EventBody::ReclaimStall(ReclaimStall {

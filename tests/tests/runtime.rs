@@ -575,6 +575,13 @@ fn the_daemon_names_oom_killed_containers_in_events_tail_metrics_and_history() {
     assert_eq!(w["pod_uid"], POD_UID);
     assert_eq!(main_kill["main_process"], true, "{main_kill}");
     assert_no_empty_names(&main_kill);
+    // The kill's alert names the workload too (Alertmanager routes on it).
+    let main_cgroup = docker.cgroup_path(&main);
+    let (alert, _) = events
+        .wait_for(Duration::from_secs(30), |v| v["kind"] == "alert" && v["alert"] == "oom_kill" && v["cgroup"] == main_cgroup.as_str())
+        .unwrap_or_else(|| panic!("no oom_kill alert for {main_cgroup}\n{}", daemon.log_text()));
+    let aw = &alert["workload"];
+    assert_eq!((aw["namespace"].as_str(), aw["pod"].as_str(), aw["container"].as_str()), (Some("shop"), Some("web-7d9f"), Some("frontend")), "{alert}");
 
     let w = &child_kill["workload"];
     assert_eq!(w["container_name"], "web-frontend");

@@ -111,6 +111,7 @@ fn alert(seq: u64) -> Event {
             value: Some(42.5),
             summary: "memory runs out in 42 s".into(),
             firing_since: Some("2026-11-22T05:46:00Z".into()),
+            workload: None,
         }),
         time: "2026-11-22T05:46:56Z".into(),
         cgroup: "/system.slice/app.service".into(),

@@ -91,6 +91,7 @@ fn alert_history(reader: &JournalReader, history_len: usize) -> Vec<Transition> 
                 summary: a.summary,
                 at: e.time,
                 firing_since: a.firing_since,
+                workload: a.workload,
             }),
             _ => None,
         })

@@ -79,6 +79,11 @@ pub struct Transition {
     /// When the alert started firing (RFC 3339), for Alertmanager's startsAt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing_since: Option<String>,
+    /// The workload of the alert's cgroup, as people name it (namespace,
+    /// pod, container, container name, image, unit), when known: sinks
+    /// carry it so that routing by team works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<super::Workload>,
 }
 
 /// A row of `oomwatch alerts`.

@@ -344,6 +344,9 @@ pub struct AlertEvent {
     pub summary: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing_since: Option<String>,
+    /// The cgroup's workload names, when known (see [`Workload`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Workload>,
 }
 
 /// A task stalled in reclaim for at least the daemon's `--stall-threshold`.

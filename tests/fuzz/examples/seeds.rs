@@ -194,6 +194,7 @@ fn main() {
                     value: Some(12.0),
                     summary: "working set reaches the limit in 12s".into(),
                     firing_since: Some("2026-11-22T05:46:50Z".into()),
+                    workload: None,
                 }),
                 None,
             ),
@@ -250,6 +251,7 @@ fn main() {
             summary: "recovered".into(),
             at: "2026-11-22T05:40:00Z".into(),
             firing_since: Some("2026-11-22T05:30:00Z".into()),
+            workload: None,
         }],
     };
     write(&json, "alerts.json", serde_json::to_string(&alerts).unwrap().as_bytes());

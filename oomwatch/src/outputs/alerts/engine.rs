@@ -358,6 +358,7 @@ impl Engine {
             summary: inst.summary.clone(),
             at: crate::wire::rfc3339(wall),
             firing_since: inst.firing_since.map(crate::wire::rfc3339),
+            workload: None,
         };
         if self.history.len() >= self.config.history.max(1) {
             self.history.pop_front();

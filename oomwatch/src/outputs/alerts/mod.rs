@@ -63,6 +63,7 @@ impl Alerts {
                 summary: f.summary.clone(),
                 at: f.firing_since.clone(),
                 firing_since: Some(f.firing_since.clone()),
+                workload: None,
             })
             .collect();
         let mut engine = Engine::new(alerts);
@@ -168,10 +169,20 @@ impl Alerts {
                 value: t.value,
                 summary: t.summary.clone(),
                 firing_since: t.firing_since.clone(),
+                workload: t.workload.clone(),
             });
             bus.publish(Event::new(body, t.at.clone(), t.key.cgroup.clone(), Some(crate::kernel::clock::monotonic_ns())));
         }
     }
+}
+
+/// Each transition with its cgroup's workload names, from the model.
+fn named(model: &Model, mut transitions: Vec<Transition>) -> Vec<Transition> {
+    for t in &mut transitions {
+        let (workload, _) = model.workload(&t.key.cgroup);
+        t.workload = (!workload.is_empty()).then_some(workload);
+    }
+    transitions
 }
 
 fn slot<'a>(all: &'a mut HashMap<String, Signals>, path: &str) -> &'a mut Signals {
@@ -216,7 +227,7 @@ pub async fn run(alerts: Arc<Alerts>, model: Arc<Model>, bus: Arc<EventBus>, sam
                     }
                     out.extend(e.tick(&|p| signals.contains_key(p), now, wall));
                 }
-                alerts.publish(&bus, out);
+                alerts.publish(&bus, named(&model, out));
             }
             ev = rx.recv() => {
                 let p = match ev {
@@ -239,7 +250,7 @@ pub async fn run(alerts: Arc<Alerts>, model: Arc<Model>, bus: Arc<EventBus>, sam
                     }
                     _ => Vec::new(),
                 };
-                alerts.publish(&bus, out);
+                alerts.publish(&bus, named(&model, out));
             }
         }
     }

@@ -97,6 +97,14 @@ fn am_alert(t: &Transition, extra: &BTreeMap<String, String>, host: &str, ends_a
     labels.insert("alert".into(), t.key.alert.as_str().into());
     labels.insert("severity".into(), t.key.severity.as_str().into());
     labels.insert("cgroup".into(), t.key.cgroup.clone().into());
+    // Kubernetes names as labels, so Alertmanager routes by namespace or
+    // team; the rest of the workload as annotations.
+    let w = t.workload.clone().unwrap_or_default();
+    for (name, value) in [("namespace", &w.namespace), ("pod", &w.pod), ("container", &w.container)] {
+        if let Some(v) = value {
+            labels.insert(name.into(), v.clone().into());
+        }
+    }
     labels.insert("instance".into(), host.into());
     labels.insert("source".into(), "oomwatch".into());
     serde_json::json!({
@@ -162,6 +170,7 @@ async fn webhook(cfg: WebhookSink, mut rx: mpsc::Receiver<Transition>, counters:
             "summary": t.summary,
             "time": t.at,
             "firing_since": t.firing_since,
+            "workload": t.workload,
             "host": host,
         });
         match client.post_json(&cfg.url, body.to_string(), cfg.timeout).await {
@@ -207,8 +216,22 @@ async fn run_hook(cfg: &ExecSink, t: &Transition, host: &str) -> Result<(), Stri
         .env("OOMWATCH_VALUE", t.value.map(|v| format!("{v:.2}")).unwrap_or_default())
         .env("OOMWATCH_SUMMARY", printable(&t.summary).as_ref())
         .env("OOMWATCH_TIME", &t.at)
-        .env("OOMWATCH_HOST", host)
-        .stdin(std::process::Stdio::piped())
+        .env("OOMWATCH_HOST", host);
+    // The workload's names, escaped like every other name: set only when known.
+    let w = t.workload.clone().unwrap_or_default();
+    for (var, value) in [
+        ("OOMWATCH_NAMESPACE", &w.namespace),
+        ("OOMWATCH_POD", &w.pod),
+        ("OOMWATCH_CONTAINER", &w.container),
+        ("OOMWATCH_CONTAINER_NAME", &w.container_name),
+        ("OOMWATCH_IMAGE", &w.image),
+        ("OOMWATCH_UNIT", &w.unit),
+    ] {
+        if let Some(v) = value {
+            cmd.env(var, printable(v).as_ref());
+        }
+    }
+    cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
@@ -228,5 +251,37 @@ async fn run_hook(cfg: &ExecSink, t: &Transition, host: &str) -> Result<(), Stri
         // Dropping the future drops the child, which kill_on_drop ends (by
         // its own pid).
         Err(_) => Err(format!("{program} did not finish within {:?}; killed", cfg.timeout)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{AlertKey, AlertName, AlertState, Severity, Workload};
+
+    fn transition(workload: Option<Workload>) -> Transition {
+        Transition {
+            key: AlertKey { alert: AlertName::OomKill, severity: Severity::Critical, cgroup: "/kubepods/pod1/c1".into() },
+            state: AlertState::Firing,
+            value: Some(1.0),
+            summary: "s".into(),
+            at: "2026-12-06T08:00:00Z".into(),
+            firing_since: None,
+            workload,
+        }
+    }
+
+    #[test]
+    fn alertmanager_labels_carry_the_kubernetes_names_when_known() {
+        let named = Workload { namespace: Some("shop".into()), pod: Some("web-7d9f".into()), container: Some("frontend".into()), image: Some("web:1".into()), ..Default::default() };
+        let a = am_alert(&transition(Some(named)), &BTreeMap::new(), "h", SystemTime::now());
+        assert_eq!(a["labels"]["namespace"], "shop");
+        assert_eq!(a["labels"]["pod"], "web-7d9f");
+        assert_eq!(a["labels"]["container"], "frontend");
+        assert!(a["labels"].get("image").is_none(), "the image is not a routing label: {a}");
+        let a = am_alert(&transition(None), &BTreeMap::new(), "h", SystemTime::now());
+        for label in ["namespace", "pod", "container"] {
+            assert!(a["labels"].get(label).is_none(), "no empty {label} label: {a}");
+        }
     }
 }
