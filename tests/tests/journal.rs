@@ -154,6 +154,9 @@ fn a_full_disk_drops_with_a_reason_and_writes_resume_when_space_returns() {
         }
         assert!(Instant::now() < deadline, "writes did not resume after space returned: {:?}", j.stats());
     };
+    // The kill commits ahead of the queued batch (incidents first): the
+    // batch follows in the next commit.
+    assert!(j.flush(Duration::from_secs(10)), "the batch behind the kill is written: {:?}", j.stats());
     let r = j.reader().unwrap_or_else(|e| panic!("{e}"));
     let after = r.query(&Query { after_seq: Some(first - 1), ..Default::default() }).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(after.len(), 201, "the whole batch after the space returned is kept");
