@@ -423,6 +423,69 @@ fn printed_report(raw: &[String], pid: u32) -> (u64, Vec<String>) {
     (recs[kill_at].0, lines)
 }
 
+/// The oracle: every field of the daemon's `kernel_report` equals what the
+/// kernel printed for the kill (`lines`, from [`printed_report`]), read
+/// here by splitting strings, in the units the event promises.
+fn assert_report_is_the_printed_one(r: &serde_json::Value, kill_seq: u64, lines: &[String], page: u64) {
+    assert_eq!(r["kmsg_seq"], kill_seq, "{r}");
+    assert!(r.get("missing").is_none(), "{r}");
+    let header = &lines[0];
+    let gfp = header.split("gfp_mask=").nth(1).unwrap();
+    let (mask, rest) = gfp.split_once('(').unwrap();
+    let (flags, rest) = rest.split_once(')').unwrap();
+    assert_eq!(r["gfp_mask"], mask, "{r}");
+    let printed_flags: Vec<&str> = flags.split('|').collect();
+    assert_eq!(r["gfp_flags"], serde_json::json!(printed_flags), "{r}");
+    let order: i64 = rest.split("order=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert_eq!(r["order"], order, "{r}");
+
+    let counter = |name: &str| {
+        lines.iter().find(|l| l.starts_with(&format!("{name}: usage "))).map(|l| {
+            let n: Vec<u64> = l.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
+            (n[n.len() - 3] * 1024, n[n.len() - 2] * 1024, n[n.len() - 1])
+        })
+    };
+    let (usage, limit, failcnt) = counter("memory").expect("memory line");
+    let m = &r["memcg"];
+    assert_eq!((m["usage_bytes"].as_u64(), m["limit_bytes"].as_u64(), m["failcnt"].as_u64()), (Some(usage), Some(limit), Some(failcnt)), "{r}");
+    let swap = counter("swap");
+    assert_eq!((m["swap_usage_bytes"].as_u64(), m["swap_limit_bytes"].as_u64()), (swap.map(|s| s.0), swap.map(|s| s.1)), "{r}");
+
+    let summary: BTreeMap<&str, &str> = lines.iter().find_map(|l| l.strip_prefix("oom-kill:")).expect("summary").split(',').filter_map(|p| p.split_once('=')).collect();
+    assert_eq!(r["constraint"], summary["constraint"], "{r}");
+    assert_eq!(r["oom_memcg"].as_str(), summary.get("oom_memcg").copied(), "{r}");
+    assert_eq!(r["task_memcg"].as_str(), summary.get("task_memcg").copied(), "{r}");
+
+    // memory.stat as printed (6.1: one record, lines split by the caller).
+    let stats_at = lines.iter().position(|l| l.starts_with("Memory cgroup stats for ")).expect("stats header");
+    let stats_end = lines.iter().position(|l| l.starts_with("Tasks state")).unwrap_or(lines.len());
+    let stat = |key: &str| lines[stats_at + 1..stats_end].iter().find_map(|l| l.strip_prefix(&format!("{key} "))?.parse::<u64>().ok());
+    let c = &r["composition"];
+    assert_eq!(c["anon_bytes"].as_u64(), stat("anon").or(stat("total_rss")).or(stat("rss")), "{r}");
+    assert_eq!(c["file_bytes"].as_u64(), stat("file").or(stat("total_cache")).or(stat("cache")), "{r}");
+    assert_eq!(c["shmem_bytes"].as_u64(), stat("total_shmem").or(stat("shmem")), "{r}");
+    assert_eq!(c["kernel_bytes"].as_u64(), stat("kernel").or(counter("kmem").map(|k| k.0)), "{r}");
+    assert_eq!(c["pagetables_bytes"].as_u64(), stat("pagetables"), "{r}");
+    assert_eq!(c["sock_bytes"].as_u64(), stat("sock"), "{r}");
+
+    // The task table: the largest rss first, in pages as printed.
+    let cols: Vec<&str> = lines.iter().find(|l| l.starts_with("[  pid  ]")).expect("task table").split(']').nth(1).unwrap().split_whitespace().collect();
+    let mut rows: Vec<(u64, u32, String)> = lines
+        .iter()
+        .filter(|l| l.starts_with('[') && !l.starts_with("[  pid  ]"))
+        .map(|l| {
+            let (pid, rest) = l[1..].split_once(']').unwrap();
+            let vals: Vec<&str> = rest.split_whitespace().collect();
+            let col = |name: &str| vals[cols.iter().position(|c| *c == name).unwrap()];
+            (col("rss").parse::<u64>().unwrap() * page, pid.trim().parse().unwrap(), col("name").to_owned())
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let top: Vec<serde_json::Value> = rows.iter().take(5).map(|(rss, pid, comm)| serde_json::json!({"pid": pid, "comm": comm, "rss_bytes": rss})).collect();
+    assert_eq!(r["top_tasks"], serde_json::json!(top), "{r}");
+    assert_eq!(r["tasks_in_table"], rows.len(), "{r}");
+}
+
 #[test]
 fn the_daemon_explains_a_kill_with_the_kernels_report() {
     if !require_root("the_daemon_explains_a_kill_with_the_kernels_report") {
@@ -465,46 +528,11 @@ fn the_daemon_explains_a_kill_with_the_kernels_report() {
     println!("kernel_report of {pid}: {r}\nwhy: {}", amended["why"]);
 
     // Each field equals the kernel's text for this kill.
-    assert_eq!(r["kmsg_seq"], kill_seq);
-    assert!(r.get("missing").is_none(), "{r}");
-    let header = &lines[0];
-    let gfp = header.split("gfp_mask=").nth(1).unwrap();
-    let (mask, rest) = gfp.split_once('(').unwrap();
-    let (flags, rest) = rest.split_once(')').unwrap();
-    assert_eq!(r["gfp_mask"], mask);
-    let printed_flags: Vec<&str> = flags.split('|').collect();
-    assert_eq!(r["gfp_flags"], serde_json::json!(printed_flags));
-    let order: i64 = rest.split("order=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
-    assert_eq!(r["order"], order);
+    assert_report_is_the_printed_one(r, kill_seq, &lines, page);
+    assert_eq!(r["memcg"]["limit_bytes"], 64 * MIB);
+    assert_eq!(r["oom_memcg"], path.as_str());
     let memory = lines.iter().find(|l| l.starts_with("memory: usage ")).expect("memory line");
     let n: Vec<u64> = memory.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().unwrap()).collect();
-    assert_eq!((r["memcg"]["usage_bytes"].as_u64(), r["memcg"]["limit_bytes"].as_u64(), r["memcg"]["failcnt"].as_u64()), (Some(n[0] * 1024), Some(n[1] * 1024), Some(n[2])));
-    assert_eq!(r["memcg"]["limit_bytes"], 64 * MIB);
-    let summary: BTreeMap<&str, &str> = lines.iter().find_map(|l| l.strip_prefix("oom-kill:")).expect("summary").split(',').filter_map(|p| p.split_once('=')).collect();
-    assert_eq!(r["constraint"], summary["constraint"]);
-    assert_eq!(r["oom_memcg"], summary["oom_memcg"]);
-    assert_eq!(r["task_memcg"], summary["task_memcg"]);
-    assert_eq!(r["oom_memcg"], path.as_str());
-    let stat = |key: &str| lines.iter().find_map(|l| l.strip_prefix(&format!("{key} "))?.parse::<u64>().ok());
-    assert_eq!(r["composition"]["anon_bytes"].as_u64(), stat("anon").or(stat("total_rss")));
-    assert_eq!(r["composition"]["file_bytes"].as_u64(), stat("file").or(stat("total_cache")));
-    assert_eq!(r["composition"]["shmem_bytes"].as_u64(), stat("total_shmem").or(stat("shmem")));
-    // The task table: the largest rss first, in pages as printed.
-    let cols: Vec<&str> = lines.iter().find(|l| l.starts_with("[  pid  ]")).expect("task table").split(']').nth(1).unwrap().split_whitespace().collect();
-    let mut rows: Vec<(u64, u32, String)> = lines
-        .iter()
-        .filter(|l| l.starts_with('[') && !l.starts_with("[  pid  ]"))
-        .map(|l| {
-            let (pid, rest) = l[1..].split_once(']').unwrap();
-            let vals: Vec<&str> = rest.split_whitespace().collect();
-            let col = |name: &str| vals[cols.iter().position(|c| *c == name).unwrap()];
-            (col("rss").parse::<u64>().unwrap() * page, pid.trim().parse().unwrap(), col("name").to_owned())
-        })
-        .collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let top: Vec<serde_json::Value> = rows.iter().take(5).map(|(rss, pid, comm)| serde_json::json!({"pid": pid, "comm": comm, "rss_bytes": rss})).collect();
-    assert_eq!(r["top_tasks"], serde_json::json!(top));
-    assert_eq!(r["tasks_in_table"], rows.len());
 
     // The sentence names the victim, the cgroup and its limit.
     let why = amended["why"].as_str().expect("why");
@@ -565,4 +593,219 @@ fn without_the_kernel_log_kills_come_without_a_report() {
     let (replayed, _) = late.wait_for(Duration::from_secs(5), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid).expect("replayed kill");
     assert!(replayed.get("kernel_report").is_none(), "{replayed}");
     assert!(late.seen.iter().all(|(v, _)| v["kind"] != "kill_explained"), "{:?}", late.seen);
+}
+
+// ------------------------------------------- a storm past the rate limit
+
+/// /dev/kmsg read by this test alone, with nothing of oomwatch's: a
+/// non-blocking read(2) loop from the end of the log on its own thread,
+/// one record per read, kept as read.
+struct RawKmsg {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    records: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RawKmsg {
+    fn open() -> Self {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let file = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg").expect("open /dev/kmsg");
+        // SAFETY: lseek on an fd this test owns.
+        assert_eq!(unsafe { libc::lseek(file.as_raw_fd(), 0, libc::SEEK_END) }, 0, "seek /dev/kmsg to its end");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let records = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, records) = (stop.clone(), records.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 16384];
+                loop {
+                    // SAFETY: buf is valid for its length; the fd lives in `file`.
+                    let n = unsafe { libc::read(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    if n > 0 {
+                        records.lock().unwrap().push(buf[..n as usize].to_vec());
+                        continue;
+                    }
+                    match std::io::Error::last_os_error().raw_os_error() {
+                        Some(libc::EAGAIN) if stop.load(std::sync::atomic::Ordering::Relaxed) => break,
+                        Some(libc::EAGAIN) => std::thread::sleep(Duration::from_millis(2)),
+                        Some(libc::EPIPE) => panic!("this test's /dev/kmsg reader fell behind the ring buffer"),
+                        Some(libc::EINTR) => {}
+                        e => panic!("read /dev/kmsg: {e:?}"),
+                    }
+                }
+            })
+        };
+        Self { stop, records, thread: Some(thread) }
+    }
+
+    /// The records so far, as text ([`records`] reads them).
+    fn raw(&self) -> Vec<String> {
+        self.records.lock().unwrap().iter().map(|r| String::from_utf8_lossy(r).trim_end().to_owned()).collect()
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        self.records.lock().unwrap().concat()
+    }
+
+    /// Reads until every pid in `pids` has its kill line (or `timeout`).
+    fn wait_kill_lines(&self, pids: &[u32], timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let raw = self.raw();
+            let recs = records(&raw);
+            let missing: Vec<&u32> = pids.iter().filter(|p| !recs.iter().any(|(_, _, m)| m.contains(&format!("Killed process {p} (")))).collect();
+            if missing.is_empty() {
+                return raw;
+            }
+            assert!(Instant::now() < deadline, "no kill line in /dev/kmsg for {missing:?} within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for RawKmsg {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the kernel printed for the kill of `pid`, by this test's reading:
+/// the kill line's seq, and the report's lines when a header came after
+/// the previous kill line (the kernel prints a report under oom_lock,
+/// right before its kill line) and its summary names `pid`; None when the
+/// kernel printed the kill line alone.
+fn printed_for(raw: &[String], pid: u32) -> (u64, Option<Vec<String>>) {
+    let recs = records(raw);
+    let kill_at = recs.iter().position(|(_, _, m)| m.contains(&format!("Killed process {pid} ("))).expect("the kill line");
+    let previous_kill = recs[..kill_at].iter().rposition(|(_, _, m)| m.contains(": Killed process ")).map_or(0, |i| i + 1);
+    let Some(header_at) = recs[previous_kill..kill_at].iter().rposition(|(_, _, m)| m.contains(" invoked oom-killer: ")) else {
+        return (recs[kill_at].0, None);
+    };
+    let lines: Vec<String> = recs[previous_kill + header_at..kill_at].iter().flat_map(|(_, _, m)| m.split("\\x0a").map(str::to_owned).collect::<Vec<_>>()).collect();
+    let names_pid = lines.iter().filter_map(|l| l.strip_prefix("oom-kill:")).any(|s| s.split(',').any(|kv| kv == format!("pid={pid}")));
+    assert!(names_pid, "the report before the kill line of {pid} names another victim:\n{}", lines.join("\n"));
+    (recs[kill_at].0, Some(lines))
+}
+
+/// Kills until one has its report in this test's reading of the log:
+/// from then on a kill line without a header is the rate limit's doing
+/// for the daemon too (its reader opened before this test's kill).
+fn warm_up(kmsg: &RawKmsg) {
+    for _ in 0..3 {
+        let cg = TestCgroup::new("kmsg-warmup", Some(16 * MIB));
+        let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "64"])));
+        wait_killed(&mut hog);
+        let raw = kmsg.wait_kill_lines(&[hog.pid()], Duration::from_secs(10));
+        if printed_for(&raw, hog.pid()).1.is_some() {
+            return;
+        }
+        eprintln!("the kernel held back the warm-up kill's report; again after its 5 s window");
+        std::thread::sleep(Duration::from_secs(6));
+    }
+    panic!("three warm-up kills without a report");
+}
+
+/// 36 kills in about a second over four cgroups with different limits,
+/// past the kernel's allowance of 10 reports per 5 s (oom_kill.c's
+/// `oom_rs`). Every kill reaches a tail client; every kill whose report
+/// the kernel printed carries exactly that report (each field equal to
+/// the text, parsed here); every other one is marked rate limited and its
+/// `why` says so; no kill carries another's (pid, cgroup, limit, kmsg seq).
+#[test]
+fn a_storm_past_the_kernels_rate_limit_misattributes_no_report() {
+    if !require_root("a_storm_past_the_kernels_rate_limit_misattributes_no_report") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+    let kmsg = RawKmsg::open();
+    let daemon = Daemon::start(&[]);
+    let mut tail = Tail::connect(&daemon);
+    warm_up(&kmsg);
+
+    const PER_CGROUP: usize = 9;
+    let cgroups: Vec<TestCgroup> = [16, 20, 24, 28].iter().map(|mib| TestCgroup::new(&format!("kmsg-storm{mib}"), Some(mib * MIB))).collect();
+    let started = Instant::now();
+    let kills: Vec<(u32, &TestCgroup)> = std::thread::scope(|scope| {
+        let streams: Vec<_> = cgroups
+            .iter()
+            .map(|cg| {
+                scope.spawn(move || {
+                    (0..PER_CGROUP)
+                        .map(|_| {
+                            let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "64"])));
+                            wait_killed(&mut hog);
+                            (hog.pid(), cg)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        streams.into_iter().flat_map(|s| s.join().unwrap_or_else(|_| panic!("a hog stream panicked"))).collect()
+    });
+    let storm_secs = started.elapsed().as_secs_f64();
+    let pids: Vec<u32> = kills.iter().map(|(p, _)| *p).collect();
+    let raw = kmsg.wait_kill_lines(&pids, Duration::from_secs(10));
+    if let Some(out) = std::env::var_os("OOMWATCH_KMSG_CAPTURE") {
+        fs::write(&out, kmsg.bytes()).unwrap();
+    }
+
+    let mut with_report = 0;
+    let mut rate_limited = Vec::new();
+    for (pid, cg) in &kills {
+        let pid = *pid;
+        let (kill, _) = tail
+            .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+            .unwrap_or_else(|| panic!("no oom_kill event for {pid}\n{}", daemon.log_text()));
+        assert_eq!(kill["cgroup"], cg.path.as_str(), "{kill}");
+        let (explained, _) = tail
+            .wait_for(Duration::from_secs(10), |v| v["kind"] == "kill_explained" && v["pid"] == pid)
+            .unwrap_or_else(|| panic!("no kill_explained for {pid}\n{}", daemon.log_text()));
+        assert_eq!(explained["kill_seq"], kill["seq"], "{explained}");
+        assert_eq!(explained["cgroup"], cg.path.as_str(), "{explained}");
+        let r = &explained["kernel_report"];
+        let why = explained["why"].as_str().expect("why");
+        match printed_for(&raw, pid) {
+            (kill_seq, Some(lines)) => {
+                assert_report_is_the_printed_one(r, kill_seq, &lines, page);
+                // This cgroup's report: its path, its limit, its one task.
+                assert_eq!((r["oom_memcg"].as_str(), r["task_memcg"].as_str()), (Some(cg.path.as_str()), Some(cg.path.as_str())), "{r}");
+                assert_eq!(r["memcg"]["limit_bytes"].as_u64(), cg.read("memory.limit_in_bytes").trim().parse().ok().or(cg.read("memory.max").trim().parse().ok()), "{r}");
+                assert_eq!(r["top_tasks"][0]["pid"], pid, "{r}");
+                assert!(!why.contains("rate limit"), "{why}");
+                with_report += 1;
+            }
+            (kill_seq, None) => {
+                assert_eq!(*r, serde_json::json!({"kmsg_seq": kill_seq, "missing": "rate_limited"}), "the kill line of {pid} came alone");
+                assert!(why.ends_with("; its kernel report: suppressed by the kernel's rate limit."), "{why}");
+                rate_limited.push(pid);
+            }
+        }
+    }
+    println!("storm: {} kills in {storm_secs:.1} s: {with_report} with the kernel's report, {} rate limited", kills.len(), rate_limited.len());
+    assert!(!rate_limited.is_empty(), "the storm never went past the kernel's rate limit (a kill without a report)");
+    assert!(with_report >= 1, "no kill of the storm had its report");
+
+    // The kills as replayed carry what kill_explained said.
+    let mut late = Tail::start(&daemon, &["--since", "5m", "--kind", "oom_kill"]);
+    for pid in &pids {
+        let (replayed, _) = late.wait_for(Duration::from_secs(5), |v| v["victim"]["pid"] == *pid).unwrap_or_else(|| panic!("no replayed kill of {pid}"));
+        let (explained, _) = tail.wait_for(Duration::ZERO, |v| v["kind"] == "kill_explained" && v["pid"] == *pid).unwrap();
+        assert_eq!((&replayed["kernel_report"], &replayed["why"]), (&explained["kernel_report"], &explained["why"]), "{pid}");
+    }
+
+    // A person reading `oomwatch tail` is told the same.
+    let (_, cg) = kills.iter().find(|(p, _)| *p == rate_limited[0]).unwrap();
+    let out = Command::new(oomwatch_bin())
+        .args(["tail", "--since", "5m", "--kind", "kill_explained", "--cgroup", &cg.path, "--count", &PER_CGROUP.to_string(), "--socket"])
+        .arg(&daemon.socket)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.contains(&format!(" pid={} (", rate_limited[0]))).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.ends_with("kernel report: suppressed by the kernel's rate limit"), "{line}");
 }

@@ -146,10 +146,23 @@ pub fn why(kill: &OomKill, limit_file: LimitFile) -> Option<String> {
         }
     }
     if let Some(missing) = report.and_then(|r| r.missing.as_deref()) {
-        s.push_str(&format!("; the kernel printed no report for it ({})", missing.replace('_', " ")));
+        s.push_str(&format!("; its kernel report: {}", missing_reason(missing)));
     }
     s.push('.');
     Some(s)
+}
+
+/// Why a kill has no kernel report, for people: the `missing` value of
+/// `kernel_report` said as the kernel's behaviour behind it.
+pub fn missing_reason(missing: &str) -> std::borrow::Cow<'_, str> {
+    match missing {
+        "rate_limited" => "suppressed by the kernel's rate limit".into(),
+        "records_lost" => "lost (the kernel log wrapped before it was read)".into(),
+        "before_first_header" => "printed before oomwatch began reading the kernel log".into(),
+        "not_this_victim" => "the kernel printed one that names another victim".into(),
+        "group_member_not_in_table" => "the group kill's task table does not list it".into(),
+        other => other.replace('_', " ").into(),
+    }
 }
 
 /// "while memhog allocated", naming the trigger when it is another process.
@@ -230,7 +243,7 @@ mod tests {
         k.kernel_report = Some(Box::new(KernelReport { missing: Some("rate_limited".into()), ..Default::default() }));
         assert_eq!(
             why(&k, Some("memory.max")).unwrap(),
-            "memhog (pid 123) was killed because the host ran out of memory while memhog allocated; the kernel printed no report for it (rate limited)."
+            "memhog (pid 123) was killed because the host ran out of memory while memhog allocated; its kernel report: suppressed by the kernel's rate limit."
         );
         assert_eq!(why(&OomKill::of_pid(0), None), None);
     }
@@ -267,5 +280,21 @@ mod human_tests {
             text,
             "2026-12-06T07:00:00.000 REPORT   /x pid=7 (a\\x1bb) kernel report: gfp_mask=0xcc0(GFP_KERNEL) order=0\n                        why: w\\x07"
         );
+    }
+
+    /// A kill the kernel printed only the kill line for says why, in words.
+    #[test]
+    fn a_rate_limited_kill_says_its_report_was_suppressed() {
+        let x = KillExplained {
+            pid: 7,
+            comm: "memhog".into(),
+            kill_seq: 3,
+            why: None,
+            kernel_report: Box::new(KernelReport { kmsg_seq: 9, missing: Some("rate_limited".into()), ..Default::default() }),
+        };
+        let text = human(&Event::new(EventBody::KillExplained(x), "2026-12-06T07:00:00.000000Z".into(), "/x".into(), None));
+        assert_eq!(text, "2026-12-06T07:00:00.000 REPORT   /x pid=7 (memhog) kernel report: suppressed by the kernel's rate limit");
+        assert_eq!(super::missing_reason("records_lost"), "lost (the kernel log wrapped before it was read)");
+        assert_eq!(super::missing_reason("something_new"), "something new");
     }
 }

@@ -79,7 +79,7 @@ fn line(e: &Event) -> String {
             let r = &x.kernel_report;
             let mut line = format!("{time} REPORT   {} pid={} ({}) kernel report", e.cgroup, x.pid, x.comm);
             if let Some(missing) = &r.missing {
-                line.push_str(&format!(": none ({})", missing.replace('_', " ")));
+                line.push_str(&format!(": {}", super::missing_reason(missing)));
             }
             if let (Some(mask), Some(order)) = (&r.gfp_mask, r.order) {
                 line.push_str(&format!(": gfp_mask={mask}({}) order={order}", r.gfp_flags.join("|")));

@@ -18,7 +18,7 @@ mod time;
 pub use alert::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transition};
 pub use escape::printable;
 pub use event::*;
-pub use explain::{Composition, KernelMemcg, KernelReport, LimitFile, ReportTask, TOP_TASKS, why};
+pub use explain::{Composition, KernelMemcg, KernelReport, LimitFile, ReportTask, TOP_TASKS, missing_reason, why};
 pub use human::{format_bytes, human};
 pub use report::{AlertsReport, CgroupCounts, StatusReport, StatusRow, TopStaller};
 pub use request::{DEFAULT_SOCKET, Request, RequestOp};

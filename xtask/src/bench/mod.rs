@@ -11,6 +11,9 @@
 //!   client; bpftrace on the same tracepoint as the peer.
 //! - `storm`: 200 kills in 20 s over 20 cgroups, checked against the
 //!   kernel's own counters.
+//! - `explain`: the kernel's OOM report read from /dev/kmsg: kill latency
+//!   with it on and off (a daemon without CAP_SYSLOG) in one run, kill ->
+//!   `kill_explained`, daemon CPU in a 200-kill storm with it on and off.
 //! - `reclaim`: per-program eBPF run time (kernel.bpf_stats_enabled) during a
 //!   reclaiming workload, events/s, events lost, daemon CPU. Programs are
 //!   found at run time from the daemon's fds, so new probes (vmscan) appear
@@ -31,6 +34,7 @@
 //!   named containers against the same with `[workloads] enabled = false`.
 
 mod bpf;
+mod explain;
 mod footprint;
 mod journal;
 mod latency;
@@ -59,7 +63,7 @@ pub const MIB: u64 = 1 << 20;
 
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
-    /// Only these figures (comma-separated): latency, storm, reclaim, footprint, metrics, read-cost, journal, shipping, names.
+    /// Only these figures (comma-separated): latency, storm, explain, reclaim, footprint, metrics, read-cost, journal, shipping, names.
     #[arg(long, value_delimiter = ',', value_name = "FIGURE,...")]
     only: Vec<String>,
     /// Short runs for iterating (fewer kills, shorter windows); the numbers are noisier.
@@ -85,6 +89,7 @@ const FIGURES: &[(&str, Figure)] = &[
     ("reclaim", reclaim::run),
     ("latency", latency::run),
     ("storm", storm::run),
+    ("explain", explain::run),
     ("footprint", footprint::run),
     ("metrics", metrics::run),
     ("read-cost", readcost::run),
