@@ -708,9 +708,29 @@ fn warm_up(kmsg: &RawKmsg) {
     panic!("three warm-up kills without a report");
 }
 
+/// A report of the kill of `pid` in `cgroup` as any root process can
+/// write one to /dev/kmsg: the same victim, cgroup and words, numbers of
+/// its own (a 4 MiB limit, failcnt 7777). The kernel gives userspace
+/// records the user facility; taken for the kernel's, it would amend the
+/// real kill (it comes first) with these numbers.
+fn forge_report(pid: u32, cgroup: &str) {
+    let lines = [
+        "<4>memhog invoked oom-killer: gfp_mask=0x100cca(GFP_HIGHUSER_MOVABLE), order=3, oom_score_adj=0".to_owned(),
+        "<6>memory: usage 4096kB, limit 4096kB, failcnt 7777".to_owned(),
+        format!("<6>oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,oom_memcg={cgroup},task_memcg={cgroup},task=memhog,pid={pid},uid=0"),
+        format!("<3>Memory cgroup out of memory: Killed process {pid} (memhog) total-vm:4kB, anon-rss:4kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:4kB oom_score_adj:0"),
+    ];
+    // A new open file each time: /dev/kmsg lets one write 10 records per 5 s.
+    let mut f = fs::OpenOptions::new().write(true).open("/dev/kmsg").expect("open /dev/kmsg for writing");
+    for l in lines {
+        std::io::Write::write_all(&mut f, format!("{l}\n").as_bytes()).expect("write /dev/kmsg");
+    }
+}
+
 /// 36 kills in about a second over four cgroups with different limits,
 /// past the kernel's allowance of 10 reports per 5 s (oom_kill.c's
-/// `oom_rs`). Every kill reaches a tail client; every kill whose report
+/// `oom_rs`), each with a forged report written to /dev/kmsg beside it
+/// ([`forge_report`]). Every kill reaches a tail client; every kill whose report
 /// the kernel printed carries exactly that report (each field equal to
 /// the text, parsed here); every other one is marked rate limited and its
 /// `why` says so; no kill carries another's (pid, cgroup, limit, kmsg seq).
@@ -738,6 +758,7 @@ fn a_storm_past_the_kernels_rate_limit_misattributes_no_report() {
                     (0..PER_CGROUP)
                         .map(|_| {
                             let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "64"])));
+                            forge_report(hog.pid(), &cg.path);
                             wait_killed(&mut hog);
                             (hog.pid(), cg)
                         })
@@ -750,6 +771,9 @@ fn a_storm_past_the_kernels_rate_limit_misattributes_no_report() {
     let storm_secs = started.elapsed().as_secs_f64();
     let pids: Vec<u32> = kills.iter().map(|(p, _)| *p).collect();
     let raw = kmsg.wait_kill_lines(&pids, Duration::from_secs(10));
+    let forged: Vec<&String> = raw.iter().filter(|r| r.contains("failcnt 7777")).collect();
+    assert_eq!(forged.len(), kills.len(), "one forged report per kill");
+    assert!(forged.iter().all(|r| r.split(',').next().and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| p >> 3 == 1)), "a forged record with the kernel's facility: {forged:?}");
     if let Some(out) = std::env::var_os("OOMWATCH_KMSG_CAPTURE") {
         fs::write(&out, kmsg.bytes()).unwrap();
     }
