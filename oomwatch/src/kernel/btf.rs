@@ -255,7 +255,8 @@ impl<'a> Finder<'a> {
         let in_memory = |f: &str| match &memory {
             Ok(memory) => self
                 .member_offset("page_counter", f)
-                .map(|o| memory + o)
+                .ok()
+                .and_then(|o| memory.checked_add(o))
                 .unwrap_or(OFFSET_ABSENT),
             Err(_) => OFFSET_ABSENT,
         };
@@ -264,7 +265,11 @@ impl<'a> Finder<'a> {
             self.enum_value("memcg_memory_event", "MEMCG_OOM"),
         ) {
             // atomic_long_t[]: 8 bytes each on the 64-bit kernels BPF runs on.
-            (Ok(events), Ok(oom)) => events + 8 * oom,
+            // Checked: the enum value and offset come from the file.
+            (Ok(events), Ok(oom)) => oom
+                .checked_mul(8)
+                .and_then(|o| events.checked_add(o))
+                .unwrap_or(OFFSET_ABSENT),
             _ => OFFSET_ABSENT,
         };
         Ok(MemcgOffsets {
