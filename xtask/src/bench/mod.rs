@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: performance figures against their targets, measured
-//! on this machine in one run, with peers (node_exporter, bpftrace) measured
-//! in the same run so ratios stay meaningful on a noisy shared machine.
+//! on this machine in one run, with peers (node_exporter, bpftrace, BCC's
+//! libbpf tools) measured in the same run so ratios stay meaningful on a
+//! noisy shared machine. The bench installs the peers it needs
+//! ([`PEER_PACKAGES`]); a peer that cannot run fails the command.
 //!
 //! Benchmarks print numbers; they are not tests. A missed target is shown
 //! as such and does not fail the command. The command fails only when a
@@ -15,8 +17,9 @@
 //!   reclaiming workload, events/s, events lost, daemon CPU. Programs are
 //!   found at run time from the daemon's fds, so new probes (vmscan) appear
 //!   without changes here.
-//! - `footprint`: 1,000 real cgroups, daemon RSS and CPU over 60 s, series
-//!   count, scrape time; node_exporter as the peer.
+//! - `footprint`: 1,000 and 10,000 real cgroups, daemon RSS, peak RSS and
+//!   CPU over 60 s, CPU per cgroup per tick, series count, scrape time;
+//!   node_exporter as the peer.
 //! - `metrics`: `/metrics` render time for 10,000 cgroups
 //!   (`oomwatch/benches/metrics.rs`).
 //! - `read-cost`: the sampler's cgroup file reads (`oomwatch/benches/cgroup_read.rs`).
