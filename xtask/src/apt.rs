@@ -24,7 +24,11 @@ pub fn ensure(packages: &[&str]) -> Result<()> {
     println!("xtask: installing {}", missing.join(" "));
     let apt = |args: &[&str]| {
         let mut c = Command::new("apt-get");
-        c.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        // Another apt (unattended upgrades, a second session) may hold the
+        // lock for a while: wait for it rather than fail.
+        c.args(["-o", "DPkg::Lock::Timeout=300"])
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive");
         c
     };
     if run(apt(&["install", "-y", "--no-install-recommends"]).args(&missing)).is_err() {

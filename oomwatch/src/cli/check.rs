@@ -94,7 +94,9 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
     checks.mark_victim_fields(tracefs_root.as_deref());
     checks.host();
     checks.journal(&args.state_dir);
-    checks.attach_trial(&to_attach, may_load, &args.btf);
+    let function_ids =
+        btf_info.as_ref().map(|b| b.function_ids.as_slice()).map_err(|e| format!("fentry needs BTF ({e})"));
+    checks.attach_trial(&to_attach, may_load, function_ids);
     checks.report(args.json)
 }
 
@@ -146,7 +148,7 @@ impl Checks {
     }
 
     fn btf(&mut self, path: &Path) -> Result<btf::KernelBtfInfo, btf::BtfError> {
-        let info = btf::load(path);
+        let info = btf::load(path, &loader::fentry_functions());
         let detail = match &info {
             Ok(_) => format!("{}: struct offsets found; exact memory-cgroup attribution", path.display()),
             Err(e) => format!("{e}; attribution falls back to /proc (approximate)"),
@@ -252,11 +254,16 @@ impl Checks {
     }
 
     /// Kprobes and fentry are only known by trying (the kernel decides).
-    fn attach_trial(&mut self, specs: &[&'static loader::ProbeSpec], may_load: bool, btf_path: &Path) {
+    fn attach_trial(
+        &mut self,
+        specs: &[&'static loader::ProbeSpec],
+        may_load: bool,
+        function_ids: Result<&[(String, u32)], String>,
+    ) {
         if specs.is_empty() {
             return;
         }
-        let results = if may_load { loader::try_attach(specs, btf_path) } else { specs.iter().map(|_| Err("unknown without privileges".to_owned())).collect() };
+        let results = if may_load { loader::try_attach(specs, function_ids) } else { specs.iter().map(|_| Err("unknown without privileges".to_owned())).collect() };
         for (spec, result) in specs.iter().zip(results) {
             let Some(item) = self.items.iter_mut().find(|i| i.name == format!("probe {}", spec.name)) else { continue };
             (item.ok, item.detail) = match result {

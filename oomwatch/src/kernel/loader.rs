@@ -297,7 +297,7 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
         reason,
     })?;
 
-    let btf = btf::load(&opts.btf).map_err(|e| e.to_string());
+    let btf = btf::load(&opts.btf, &fentry_functions()).map_err(|e| e.to_string());
     let offsets = match &btf {
         Ok(info) => info.offsets,
         Err(e) => {
@@ -322,7 +322,10 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
         Err(_) => MemcgOffsets::default(),
     };
     let stall_settings = StallSettings { threshold_ns: opts.stall_threshold_ns, min_interval_ns: opts.stall_min_interval_ns };
+    // No kernel BTF for aya's loader: the object has no CO-RE relocations
+    // (rustc emits none), and its default parses all of vmlinux BTF.
     let mut ebpf = EbpfLoader::new()
+        .btf(None)
         .override_global(global::MARK_VICTIM_LAYOUT, &layout, true)
         .override_global(global::KERNEL_OFFSETS, &offsets, true)
         .override_global(global::OOM_CONTROL_OFFSETS, &oom_control_offsets, true)
@@ -332,7 +335,7 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
         .load(EBPF_OBJECT)
         .map_err(LoadError::Load)?;
 
-    let mut fentry_btf = LazyBtf::new(&opts.btf);
+    let mut fentry_btf = LazyBtf::new(btf.as_ref().map(|b| b.function_ids.as_slice()).map_err(Clone::clone));
     let mut probes: Vec<ProbeReport> = Vec::with_capacity(PROBES.len());
     for spec in PROBES {
         let not_needed = not_needed(spec, &probes);
@@ -432,36 +435,43 @@ fn detach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
     result.map_err(|e| e.to_string())
 }
 
-/// aya's kernel BTF, parsed only when an fentry row gets that far.
+/// The kernel functions fentry rows attach to.
+pub fn fentry_functions() -> Vec<&'static str> {
+    PROBES
+        .iter()
+        .filter_map(|p| match p.hook {
+            Hook::FEntry { function } => Some(function),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The BTF aya needs for fentry (ids of the attach functions only), built
+/// when an fentry row gets that far.
 struct LazyBtf<'a> {
-    path: &'a Path,
+    function_ids: Result<&'a [(String, u32)], String>,
     btf: Option<Result<aya::Btf, String>>,
 }
 
 impl<'a> LazyBtf<'a> {
-    fn new(path: &'a Path) -> Self {
-        Self { path, btf: None }
+    fn new(function_ids: Result<&'a [(String, u32)], String>) -> Self {
+        Self { function_ids, btf: None }
     }
 
     fn get(&mut self) -> Result<&aya::Btf, String> {
-        let path = self.path;
-        self.btf
-            .get_or_insert_with(|| {
-                aya::Btf::parse_file(path, aya::Endianness::default()).map_err(|e| format!("{}: {e}", path.display()))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        let ids = &self.function_ids;
+        self.btf.get_or_insert_with(|| btf::aya_btf_for_functions(ids.clone()?)).as_ref().map_err(Clone::clone)
     }
 }
 
 /// Loads the eBPF object once more and tries the given optional rows, then
 /// drops everything: `oomwatch check` asks the kernel instead of guessing.
-pub fn try_attach(specs: &[&ProbeSpec], btf_path: &Path) -> Vec<Result<(), String>> {
-    let mut ebpf = match EbpfLoader::new().load(EBPF_OBJECT) {
+pub fn try_attach(specs: &[&ProbeSpec], function_ids: Result<&[(String, u32)], String>) -> Vec<Result<(), String>> {
+    let mut ebpf = match EbpfLoader::new().btf(None).load(EBPF_OBJECT) {
         Ok(e) => e,
         Err(e) => return specs.iter().map(|_| Err(format!("loading the eBPF object: {e}"))).collect(),
     };
-    let mut btf = LazyBtf::new(btf_path);
+    let mut btf = LazyBtf::new(function_ids);
     specs.iter().map(|spec| attach(&mut ebpf, spec, &mut btf)).collect()
 }
 

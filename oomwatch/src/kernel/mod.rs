@@ -6,6 +6,7 @@
 //! May depend on: `readers`, `wire`.
 
 pub mod btf;
+pub mod btf_reader;
 pub mod clock;
 pub mod decode;
 pub mod loader;

@@ -144,8 +144,7 @@ fn pass(ctx: &Ctx, rep: &mut Report, cg: &TestCgroup, suffix: &str, key: &str) -
     let figures = Figures::of(&samples);
     figures.print(&samples);
     if let Some(e) = &samples.peer_err {
-        println!("bpftrace peer not measured: {e}");
-        rep.note(format!("bpftrace peer not measured: {e}"));
+        rep.peer_failed("latency", "bpftrace", &anyhow::anyhow!("{e}"));
     }
     latency_rows(rep, suffix, &samples, &figures);
     let breakdown = if ctx.breakdown && suffix.is_empty() {

@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: performance figures against their targets, measured
-//! on this machine in one run, with peers (node_exporter, bpftrace) measured
-//! in the same run so ratios stay meaningful on a noisy shared machine.
+//! on this machine in one run, with peers (node_exporter, bpftrace, BCC's
+//! libbpf tools) measured in the same run so ratios stay meaningful on a
+//! noisy shared machine. The bench installs the peers it needs
+//! ([`PEER_PACKAGES`]); a peer that cannot run fails the command.
 //!
 //! Benchmarks print numbers; they are not tests. A missed target is shown
 //! as such and does not fail the command. The command fails only when a
@@ -18,8 +20,9 @@
 //!   reclaiming workload, events/s, events lost, daemon CPU. Programs are
 //!   found at run time from the daemon's fds, so new probes (vmscan) appear
 //!   without changes here.
-//! - `footprint`: 1,000 real cgroups, daemon RSS and CPU over 60 s, series
-//!   count, scrape time; node_exporter as the peer.
+//! - `footprint`: 1,000 and 10,000 real cgroups, daemon RSS, peak RSS and
+//!   CPU over 60 s, CPU per cgroup per tick, series count, scrape time;
+//!   node_exporter as the peer.
 //! - `metrics`: `/metrics` render time for 10,000 cgroups
 //!   (`oomwatch/benches/metrics.rs`).
 //! - `read-cost`: the sampler's cgroup file reads (`oomwatch/benches/cgroup_read.rs`).
@@ -301,6 +304,14 @@ impl Report {
         self.notes.push(n.into());
     }
 
+    /// A peer that could not run: its comparison is a figure that could not
+    /// be measured, so the command fails with the reason (not a note).
+    pub fn peer_failed(&mut self, figure: &str, peer: &str, e: &anyhow::Error) {
+        println!("{figure}: peer {peer} could not run: {e:#}");
+        self.errors
+            .push((format!("{figure} (peer {peer})"), format!("{e:#}")));
+    }
+
     fn table(&self) -> String {
         let head = [
             "figure",
@@ -482,6 +493,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let started = humantime_now();
     let t0 = Instant::now();
     let mut report = Report::default();
+    install_peers(&selected, &mut report);
     for (name, figure) in selected {
         measure(name, *figure, &ctx, &mut report);
     }
@@ -491,6 +503,37 @@ pub fn run(args: BenchArgs) -> Result<()> {
     report.write_json(&out, args.quick, &started, t0.elapsed().as_secs_f64())?;
     report.print_summary(args.quick, &started, t0.elapsed().as_secs_f64(), &out);
     report.fail_if_unmeasured()
+}
+
+/// Debian packages of the peers each figure compares with: bpftrace, BCC's
+/// libbpf tools (CO-RE: they need no kernel headers, which the Python BCC
+/// tools compile against and this kind of host lacks), node_exporter, and
+/// bpftool for program names. Installed by the bench only, before anything
+/// is measured; `cargo xtask test` never needs them.
+const PEER_PACKAGES: &[(&str, &[&str])] = &[
+    ("reclaim", &["bpftrace", "libbpf-tools", "bpftool"]),
+    ("latency", &["bpftrace"]),
+    ("storm", &["bpftrace"]),
+    ("footprint", &["prometheus-node-exporter"]),
+];
+
+fn install_peers(selected: &[&(&str, Figure)], report: &mut Report) {
+    let mut packages: Vec<&str> = PEER_PACKAGES
+        .iter()
+        .filter(|(figure, _)| selected.iter().any(|(n, _)| n == figure))
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    packages.sort_unstable();
+    packages.dedup();
+    if packages.is_empty() {
+        return;
+    }
+    if let Err(e) = crate::apt::ensure(&packages) {
+        println!("bench: peers could not be installed: {e:#}");
+        report
+            .errors
+            .push(("peers (apt-get install)".to_owned(), format!("{e:#}")));
+    }
 }
 
 /// The figures named by `--only` (all without it), in [`FIGURES`] order.

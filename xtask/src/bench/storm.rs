@@ -34,13 +34,17 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     std::thread::sleep(Duration::from_secs(2));
     // What the OOM programs cost per kill (kernel.bpf_stats_enabled, restored
     // after), next to bpftrace printing each kill (perf buffer + wakeup).
-    let peer = start_peer();
+    let peer = start_peer()
+        .inspect_err(|e| rep.peer_failed("storm", "bpftrace", e))
+        .ok();
+    let oomkill = start_oomkill(rep);
     let stats = bpf::StatsEnabled::enable();
-    let before = Before::read(&daemon, peer.as_ref(), &storm)?;
+    let before = Before::read(&daemon, peer.as_ref(), oomkill.as_ref(), &storm)?;
     let kills = storm.unleash(ctx);
     let counted = Counted::after(&storm, &before, &daemon, &mut tail);
     drop(stats);
     drop(peer);
+    drop(oomkill);
     counted.print(&storm, &kills);
     report_rows(rep, &storm, &kills, &counted);
     rep.detail("storm", detail(&storm, &kills, &counted, &before, &tail));
@@ -119,28 +123,74 @@ struct Kills {
     storm_secs: f64,
 }
 
-/// bpftrace printing each kill; the storm goes on without it.
-fn start_peer() -> Option<Peer> {
-    let peer = peer::bpftrace_quiet(BPFTRACE_PROGRAM, 1).ok()?;
+/// bpftrace printing each kill; without it the storm still runs (its own
+/// figures stand) and the missing comparison fails the command.
+fn start_peer() -> Result<Peer> {
+    // An empty program first (lower id): the floor at this hook, same run.
+    let script = format!("tracepoint:oom:mark_victim {{ }}\n{BPFTRACE_PROGRAM}");
+    let peer = peer::bpftrace_quiet(&script, 2)?;
     // bpftrace loads its program before it attaches it.
     std::thread::sleep(Duration::from_millis(500));
-    Some(peer)
+    Ok(peer)
+}
+
+const OOMKILL: &str = "/usr/sbin/oomkill";
+const KPROBE_PMU: &str = "/sys/bus/event_source/devices/kprobe";
+
+/// BCC's oomkill (libbpf build): a kprobe at oom_kill_process printing each
+/// kill. A kernel without kprobes (no kprobe PMU, as `oomwatch check` says)
+/// cannot run it: that is a row with the cause; any other failure fails
+/// the command.
+fn start_oomkill(rep: &mut Report) -> Option<Peer> {
+    let log = std::env::temp_dir().join(format!("oomwatch-bench-oomkill-{}.log", std::process::id()));
+    let started = (|| -> Result<Peer> {
+        let err = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = std::process::Command::new(OOMKILL);
+        cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(err);
+        let mut p = Peer::spawn(&mut cmd, libc::SIGINT, &format!("starting {OOMKILL}"))?;
+        p.wait_ready("oomkill", Duration::from_secs(30), "has not loaded its program", |pid| {
+            bpf::progs_of(pid).is_ok()
+        })?;
+        // It loads, then attaches: still running a moment later means attached.
+        std::thread::sleep(Duration::from_millis(500));
+        p.wait_ready("oomkill", Duration::from_secs(1), "stopped", |_| true)?;
+        Ok(p)
+    })();
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    match started {
+        Ok(p) => Some(p),
+        Err(_) if !std::path::Path::new(KPROBE_PMU).exists() && said.contains("kprobe") => {
+            rep.row(Row::text(
+                "kill storm",
+                "peer BCC oomkill (kprobe at oom_kill_process)",
+                format!("cannot run on this kernel: no kprobe PMU ({KPROBE_PMU} missing)"),
+            ));
+            None
+        }
+        Err(e) => {
+            rep.peer_failed("storm", "BCC oomkill", &e.context(said.trim().to_owned()));
+            None
+        }
+    }
 }
 
 /// The counters before the storm; program windows open from here.
 struct Before {
     progs: Option<bpf::ProgWindow>,
     peer_progs: Option<bpf::ProgWindow>,
+    oomkill_progs: Option<bpf::ProgWindow>,
     metrics: String,
     vmstat: u64,
     per_cgroup: Vec<u64>,
 }
 
 impl Before {
-    fn read(daemon: &Daemon, peer: Option<&Peer>, storm: &Storm) -> Result<Self> {
+    fn read(daemon: &Daemon, peer: Option<&Peer>, oomkill: Option<&Peer>, storm: &Storm) -> Result<Self> {
         Ok(Self {
             progs: bpf::ProgWindow::start(daemon.pid()).ok(),
             peer_progs: peer.and_then(|p| bpf::ProgWindow::start(p.pid()).ok()),
+            oomkill_progs: oomkill.and_then(|p| bpf::ProgWindow::start(p.pid()).ok()),
             metrics: daemon.metrics(),
             vmstat: procfs::vmstat("oom_kill").context("/proc/vmstat has no oom_kill")?,
             per_cgroup: storm.cgroups.iter().map(TestCgroup::oom_kills).collect(),
@@ -159,8 +209,12 @@ struct Counted {
     seen_delta: u64,
     lost: f64,
     progs: Vec<bpf::ProgDelta>,
-    /// bpftrace's program at mark_victim.
+    /// bpftrace's printf program at mark_victim.
     peer_prog: Option<bpf::ProgDelta>,
+    /// bpftrace's empty program at mark_victim.
+    empty_prog: Option<bpf::ProgDelta>,
+    /// BCC oomkill's program (kprobe at oom_kill_process).
+    oomkill_prog: Option<bpf::ProgDelta>,
 }
 
 impl Counted {
@@ -201,11 +255,18 @@ impl Counted {
                 as u64,
             lost: metric_delta(m0, &m1, "oomwatch_events_lost_total"),
             progs: progs.unwrap_or_default(),
-            peer_prog: peer_progs.and_then(|d| {
-                d.into_iter()
-                    .find(|d| d.prog_type == bpf::TRACEPOINT && d.runs > 0)
-            }),
+            empty_prog: peer_tracepoints(peer_progs.as_deref(), 0),
+            oomkill_prog: before
+                .oomkill_progs
+                .as_ref()
+                .and_then(|w| w.end().ok())
+                .and_then(|d| d.into_iter().max_by_key(|d| d.runs)),
+            peer_prog: peer_tracepoints(peer_progs.as_deref(), 1),
         }
+    }
+
+    fn empty_ns(&self) -> Option<f64> {
+        self.empty_prog.as_ref()?.ns_per_run()
     }
 
     fn missed_tail(&self) -> u64 {
@@ -236,6 +297,16 @@ impl Counted {
             self.tail_all
         );
     }
+}
+
+/// bpftrace's `nth` tracepoint program in load (id) order.
+fn peer_tracepoints(progs: Option<&[bpf::ProgDelta]>, nth: usize) -> Option<bpf::ProgDelta> {
+    let mut tp: Vec<&bpf::ProgDelta> = progs?
+        .iter()
+        .filter(|d| d.prog_type == bpf::TRACEPOINT)
+        .collect();
+    tp.sort_by_key(|d| d.id);
+    tp.get(nth).map(|d| (*d).clone())
 }
 
 /// Waits (10 s at most) for the stream to bring the kills in our cgroups;
@@ -280,26 +351,7 @@ fn report_rows(rep: &mut Report, storm: &Storm, kills: &Kills, c: &Counted) {
         rep.row(Row::new(g, figure, missed as f64, "").target(Target::Exactly(0.0)));
     }
     rep.row(Row::new(g, "events lost (ring buffer full)", c.lost, "").target(Target::Exactly(0.0)));
-    let peer_ns = c.peer_prog.as_ref().and_then(|p| p.ns_per_run());
-    for d in &c.progs {
-        if let Some(ns) = d.ns_per_run() {
-            let mut row = Row::new(
-                g,
-                format!("prog {} per run during the storm ({} runs)", d.name, d.runs),
-                ns,
-                "ns",
-            );
-            if let Some(p) = peer_ns
-                && d.name.starts_with("mark_victim")
-            {
-                row = row.peer(format!(
-                    "bpftrace printf at mark_victim: {p:.0} ns ({})",
-                    ratio(ns, p)
-                ));
-            }
-            rep.row(row);
-        }
-    }
+    program_rows(rep, c);
     if kills.not_killed > 0 {
         rep.row(Row::new(
             g,
@@ -313,6 +365,42 @@ fn report_rows(rep: &mut Report, storm: &Storm, kills: &Kills, c: &Counted) {
     }
 }
 
+/// Our kill programs as a multiple of an empty program at mark_victim (the
+/// target), beside bpftrace printing each kill. The raw tracepoint has no
+/// empty twin (bpftrace 0.17 has no raw tracepoints): its ratio is to the
+/// tracepoint's, shown without a target.
+fn program_rows(rep: &mut Report, c: &Counted) {
+    let g = "kill storm";
+    let peer_ns = c.peer_prog.as_ref().and_then(|p| p.ns_per_run());
+    let empty = c.empty_ns();
+    for d in &c.progs {
+        let Some(ns) = d.ns_per_run() else { continue };
+        let figure = format!("prog {} per run during the storm ({} runs)", d.name, d.runs);
+        let mut row = match empty {
+            Some(e) if d.name.starts_with("mark_victim") => {
+                let row = Row::new(g, figure, ns / e, "x empty")
+                    .shown(format!("{ns:.0} ns = {:.2}x empty at tracepoint oom:mark_victim ({e:.0} ns)", ns / e));
+                if d.name == "mark_victim" { row.target(Target::AtMost(2.0)) } else { row }
+            }
+            _ => Row::new(g, figure, ns, "ns"),
+        };
+        if d.name.starts_with("mark_victim") {
+            let mut peers = Vec::new();
+            if let Some(p) = peer_ns {
+                peers.push(format!("bpftrace printf at mark_victim: {p:.0} ns ({})", ratio(ns, p)));
+            }
+            if let Some(p) = c.oomkill_prog.as_ref().and_then(|d| d.ns_per_run()) {
+                peers.push(format!("BCC oomkill (kprobe oom_kill_process): {p:.0} ns ({})", ratio(ns, p)));
+            }
+            row = row.peer(peers.join("; "));
+        }
+        rep.row(row);
+    }
+    if let Some(e) = empty {
+        rep.row(Row::new(g, "baseline: bpftrace empty prog at oom:mark_victim", e, "ns"));
+    }
+}
+
 fn detail(storm: &Storm, kills: &Kills, c: &Counted, before: &Before, tail: &Tail) -> Value {
     json!({
         "cgroups": storm.cgroups.len(), "hogs": kills.spawned, "burst": storm.burst, "period_s": storm.period.as_secs_f64(),
@@ -321,6 +409,7 @@ fn detail(storm: &Storm, kills: &Kills, c: &Counted, before: &Before, tail: &Tai
         "vmstat_delta": c.vm_delta, "daemon_seen_delta": c.seen_delta, "tail_all": c.tail_all,
         "events_lost_delta": c.lost,
         "bpftrace_printf_ns_per_run": c.peer_prog.as_ref().and_then(|p| p.ns_per_run()),
+        "bpftrace_empty_ns_per_run": c.empty_ns(),
         "programs": c.progs.iter().map(|d| json!({"name": d.name, "runs": d.runs, "run_time_ns": d.run_time_ns, "ns_per_run": d.ns_per_run()})).collect::<Vec<_>>(),
         "per_cgroup": storm.cgroups.iter().zip(&before.per_cgroup).map(|(c, b)| json!({"cgroup": c.path, "kernel": c.oom_kills() - b,
             "tail": tail.seen.iter().filter(|(v, _)| v["kind"] == "oom_kill" && v["cgroup"] == c.path.as_str()).count()})).collect::<Vec<_>>(),
