@@ -7,10 +7,13 @@
 
 pub mod bus;
 pub mod counters;
+pub mod episodes;
 pub mod forecast;
 pub mod history;
+pub mod incidents;
 pub mod limit;
 pub mod reclaim;
+pub mod throttle;
 pub mod workloads;
 
 use std::{
@@ -114,6 +117,9 @@ pub struct CgroupState {
     /// Kills the reconciler already reported as unobserved here.
     pub unobserved_reported: u64,
     reclaim_total: Option<(Instant, u64)>,
+    /// v2 `memory.events.local` `high` at the last full sample.
+    pub high_hits: Option<u64>,
+    pub throttle: throttle::Throttle,
 }
 
 impl CgroupState {
@@ -150,6 +156,8 @@ impl CgroupState {
             kernel_kills_baseline: None,
             seen_kills_baseline: 0,
             unobserved_reported: 0,
+            high_hits: None,
+            throttle: throttle::Throttle::default(),
         }
     }
 
@@ -257,6 +265,8 @@ pub struct Model {
     /// of the rest of the state (the kill path).
     reclaim: Mutex<Ledger>,
     top_stallers: Mutex<Vec<TopStaller>>,
+    /// Kills grouped by OOM-killer invocation; its own lock, taken on the kill path only.
+    incidents: Mutex<incidents::Incidents>,
 }
 
 /// Evidence the model has on a cgroup's limit hits, for `limit::find_limit`.
@@ -294,6 +304,7 @@ impl Model {
             }),
             reclaim: Mutex::default(),
             top_stallers: Mutex::default(),
+            incidents: Mutex::default(),
         }
     }
 
@@ -490,6 +501,7 @@ impl Model {
         c.swap_usage_bytes = sample.swap_usage_bytes;
         c.swap_limit_bytes = sample.swap_limit_bytes;
         c.events = sample.events;
+        c.high_hits = sample.events_local.and_then(|e| e.high);
         if c.kernel_kills_baseline.is_none() {
             // v2 memory.events counts descendants too; the local file does not.
             let now_counter = sample.events_local.unwrap_or(sample.events).oom_kill;
