@@ -24,7 +24,7 @@ use super::image::Kernel;
 pub(super) const MARK: &str = "OOMWATCH-VM-RESULT ";
 
 /// Kill scenarios the driver runs, in its order.
-pub const SCENARIO_NAMES: &[&str] = &["oom_kill", "nested_limit", "pressure"];
+pub const SCENARIO_NAMES: &[&str] = &["oom_kill", "nested_limit", "pressure", "group_kill", "throttle_kill"];
 
 struct KillScenario {
     name: &'static str,
@@ -260,6 +260,12 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
     }
     if scenarios.contains(&"pressure") {
         check_pressure(r, &mut v);
+    }
+    if scenarios.contains(&"group_kill") {
+        super::report_episodes::check_group_kill(r, &mut v);
+    }
+    if scenarios.contains(&"throttle_kill") {
+        super::report_episodes::check_throttle_kill(r, &mut v);
     }
     summarize(r, scenarios, kernel, &guest, kills, &log, &mut v);
     v
