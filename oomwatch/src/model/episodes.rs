@@ -29,8 +29,29 @@ impl Model {
     }
 
     /// Places a kill in its OOM incident (see `incidents.rs`).
+    ///
+    /// A group kill's first victim is killed twice by the kernel: once as
+    /// the chosen victim, and again as a member of its group (6.1's
+    /// `oom_kill_memcg_member` does not skip it), and both count in
+    /// /proc/vmstat and memory.events `oom_kill`; `mark_victim` fires only
+    /// once. Noted here, so the reconciler does not take the second count
+    /// for a kill it missed.
     pub fn join_incident(&self, kill: KillSeen, now: Instant) -> IncidentRef {
-        self.incidents().join(kill, now)
+        let mut incidents = self.incidents();
+        let joined = incidents.join(kill, now);
+        if joined.victims_so_far == 2 {
+            incidents.note_recount();
+            drop(incidents);
+            if let Some(c) = self.write().cgroups.get_mut(&joined.first_victim_cgroup) {
+                c.kernel_recounts += 1;
+            }
+        }
+        joined
+    }
+
+    /// Kills the kernel counted twice (see [`Model::join_incident`]).
+    pub fn kernel_recounts(&self) -> u64 {
+        self.incidents().recounts()
     }
 
     /// Group kills that settled by `now`, and when the next one may.
@@ -78,10 +99,39 @@ mod tests {
     fn sample(high: u64) -> MemorySample {
         MemorySample {
             usage_bytes: 1 << 20,
-            events_local: Some(MemoryEvents { high: Some(high), ..Default::default() }),
+            events_local: Some(MemoryEvents { high: Some(high), oom_kill: Some(0), ..Default::default() }),
             high_bytes: Some(1 << 20),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_group_kill_notes_the_kernels_second_count_of_its_first_victim() {
+        use crate::{
+            model::incidents::KillSeen,
+            wire::{Constraint, IncidentVictim, Trigger},
+        };
+        let m = Model::default();
+        let t0 = Instant::now();
+        m.admit("/g/c", 3, Path::new("/nonexistent/g/c"));
+        m.observe_full("/g/c", &sample(0), None, t0);
+        let kill = |ktime_ns, pid, first| KillSeen {
+            ktime_ns,
+            trigger: Trigger { pid: 9, tid: 9, comm: "hog".into(), cgroup: Some("/g/c".into()) },
+            constraint: Constraint::Memcg,
+            limit_cgroup: Some("/g".into()),
+            victim: IncidentVictim { pid, comm: None, cgroup: if first { "/g/c".into() } else { format!("/g/{pid}") } },
+            group_kills_possible: true,
+            starts_invocation: first,
+        };
+        m.join_incident(kill(10, 9, true), t0);
+        assert_eq!(m.kernel_recounts(), 0, "a kill alone is counted once");
+        m.join_incident(kill(11, 1, false), t0);
+        m.join_incident(kill(12, 2, false), t0);
+        assert_eq!(m.kernel_recounts(), 1, "once per group kill");
+        let c = m.kill_baselines().into_iter().find(|b| b.path == "/g/c").expect("tracked");
+        assert_eq!(c.seen_since, 1, "the first victim's cgroup expects the kernel's second count");
+        assert_eq!(m.incidents_total(), 1);
     }
 
     #[test]

@@ -120,6 +120,9 @@ pub struct CgroupState {
     /// v2 `memory.events.local` `high` at the last full sample.
     pub high_hits: Option<u64>,
     pub throttle: throttle::Throttle,
+    /// Kills the kernel counted twice here: a group kill's first victim is
+    /// killed again as a member of its group (see `episodes.rs`).
+    pub kernel_recounts: u64,
 }
 
 impl CgroupState {
@@ -158,6 +161,7 @@ impl CgroupState {
             unobserved_reported: 0,
             high_hits: None,
             throttle: throttle::Throttle::default(),
+            kernel_recounts: 0,
         }
     }
 
@@ -755,7 +759,7 @@ impl Model {
                     path: p.clone(),
                     dir: c.dir.clone(),
                     kernel_baseline: c.kernel_kills_baseline?,
-                    seen_since: kills_of(&s.kills, p).saturating_sub(c.seen_kills_baseline),
+                    seen_since: (kills_of(&s.kills, p) + c.kernel_recounts).saturating_sub(c.seen_kills_baseline),
                     unobserved_reported: c.unobserved_reported,
                 })
             })
