@@ -1,18 +1,21 @@
 //! Throttling at memory.high (cgroup v2): above it the kernel reclaims
 //! the cgroup and makes its tasks sleep on allocation, and counts each
 //! time in `memory.events.local` `high`. A cgroup "keeps hitting" it when
-//! that counter rises on consecutive sampler ticks: an episode starts;
-//! it ends once the counter stood still for [`END_QUIET`]. One change per
-//! episode edge, never one per tick.
+//! that counter rises on [`START_TICKS`] sampler ticks, each within
+//! [`END_QUIET`] of the previous rise (the kernel's penalty sleeps last up
+//! to 2 s, so the hardest-throttled cgroups rise only every other tick):
+//! an episode starts; it ends once the counter stood still for
+//! [`END_QUIET`]. One change per episode edge, never one per tick.
 
 use std::time::{Duration, Instant};
 
-/// Consecutive ticks with the counter rising before an episode starts: one
-/// rise is a brush with the threshold, not throttling.
+/// Ticks with the counter rising before an episode starts: one rise is a
+/// brush with the threshold, not throttling.
 pub const START_TICKS: u32 = 2;
 
-/// An episode ends when the counter did not move for this long.
-pub const END_QUIET: Duration = Duration::from_secs(3);
+/// An episode ends when the counter did not move for this long (more than
+/// the kernel's longest penalty sleep, 2 s, and the sampler's tick).
+pub const END_QUIET: Duration = Duration::from_secs(5);
 
 /// How long after an episode ended a kill still counts as throttled before it.
 pub const RECENT: Duration = Duration::from_secs(10);
@@ -42,8 +45,9 @@ impl Episode {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Throttle {
     last_count: Option<u64>,
-    /// Where the current run of rising ticks began: (when, counter before it).
-    rising_from: Option<(Instant, u64)>,
+    /// Where the current run of rising ticks began: (when, counter before
+    /// it), and its last rise.
+    rising_from: Option<(Instant, u64, Instant)>,
     rising_ticks: u32,
     episode: Option<Episode>,
     /// The last episode that ended: (since, last rise).
@@ -74,11 +78,16 @@ impl Throttle {
                 high_events: ep.high_events(),
             });
         }
-        if !rose {
+        let quiet_since = |last: Instant| now.saturating_duration_since(last) >= END_QUIET;
+        if self.rising_from.is_some_and(|(_, _, last)| quiet_since(last)) || count < before {
             (self.rising_ticks, self.rising_from) = (0, None);
+        }
+        if !rose {
             return None;
         }
-        let (since, from) = *self.rising_from.get_or_insert((now, before));
+        let (since, from, last) = self.rising_from.get_or_insert((now, before, now));
+        *last = now;
+        let (since, from) = (*since, *from);
         self.rising_ticks += 1;
         if self.rising_ticks < START_TICKS {
             return None;
@@ -122,7 +131,7 @@ mod tests {
             changes,
             vec![
                 (3, ThrottleChange::Started { since: t0 + TICK * 2, high_events: 9 }),
-                (9, ThrottleChange::Ended { since: t0 + TICK * 2, duration: TICK * 4, high_events: 26 }),
+                (11, ThrottleChange::Ended { since: t0 + TICK * 2, duration: TICK * 4, high_events: 26 }),
             ],
             "one start, one end: nothing per tick between"
         );
@@ -131,10 +140,24 @@ mod tests {
     }
 
     #[test]
-    fn a_single_rise_is_not_throttling() {
+    fn rises_far_apart_are_not_throttling() {
         let (mut t, t0) = (Throttle::default(), Instant::now());
-        assert!(run(&mut t, t0, &[0, 1, 1, 2, 2, 2, 3, 3]).is_empty());
-        assert!(!t.is_throttled() && t.throttled_for(t0 + TICK * 9).is_none());
+        assert!(run(&mut t, t0, &[0, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3]).is_empty());
+        assert!(!t.is_throttled() && t.throttled_for(t0 + TICK * 15).is_none());
+    }
+
+    #[test]
+    fn the_hardest_throttled_rise_every_other_tick_and_are_one_episode() {
+        // The kernel's penalty sleeps 2 s between charges.
+        let (mut t, t0) = (Throttle::default(), Instant::now());
+        let changes = run(&mut t, t0, &[0, 5, 5, 10, 10, 15, 15, 20, 20, 20, 20, 20, 20, 20]);
+        assert_eq!(
+            changes,
+            vec![
+                (3, ThrottleChange::Started { since: t0 + TICK, high_events: 10 }),
+                (12, ThrottleChange::Ended { since: t0 + TICK, duration: TICK * 6, high_events: 20 }),
+            ]
+        );
     }
 
     #[test]
