@@ -9,7 +9,9 @@
 //! Where the kprobe on `oom_kill_process` runs, it fires once per
 //! invocation and only the first kill of a group carries its
 //! `oom_control`: a kill with one always starts a new incident, so two
-//! invocations by the same thread moments apart are never joined. v1 has
+//! invocations by the same thread moments apart are never joined, and the
+//! members (whose limit cgroup is only inferred) join within
+//! [`MARKED_GROUP_GAP_NS`] whatever limit was inferred for them. v1 has
 //! no group kills: there every kill is its own incident.
 
 use std::time::{Duration, Instant};
