@@ -87,6 +87,8 @@ fn kill(i: u64, t: SystemTime) -> Event {
         exit_latency_ms: Some(1.7),
         why: None,
         kernel_report: None,
+        incident: None,
+        throttled_for_s: None,
     };
     Event { body: EventBody::OomKill(Box::new(k)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup(i), ktime_ns: Some(i), seq: 0 }
 }

@@ -73,6 +73,8 @@ fn kill(seq: u64) -> Event {
             exit_latency_ms: Some(2.8),
             why: None,
             kernel_report: None,
+            incident: None,
+            throttled_for_s: None,
         })),
         time: "2026-11-22T05:46:54.250123Z".into(),
         cgroup: "/kubepods/burstable/pod1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b/3f1b2c4d5e6f".into(),

@@ -99,9 +99,9 @@ fn kernel_report() -> crate::wire::KernelReport {
     }
 }
 
-/// One event of every kind, every optional field present.
-fn every_kind() -> Vec<Event> {
-    let kill = OomKill {
+/// A kill with every optional field present.
+fn example_kill() -> OomKill {
+    OomKill {
         victim: Victim {
             pid: 1,
             tgid: Some(1),
@@ -147,9 +147,15 @@ fn every_kind() -> Vec<Event> {
         exit_latency_ms: Some(1.0),
         why: Some("w".into()),
         kernel_report: Some(Box::new(kernel_report())),
-    };
+        incident: Some(crate::wire::IncidentRef { id: 1, victims_so_far: 1, first_victim_cgroup: "/a".into() }),
+        throttled_for_s: Some(1.0),
+    }
+}
+
+/// One event of every kind, every optional field present.
+fn every_kind() -> Vec<Event> {
     vec![
-        event(EventBody::OomKill(Box::new(kill))),
+        event(EventBody::OomKill(Box::new(example_kill()))),
         event(EventBody::KillExplained(crate::wire::KillExplained {
             pid: 1,
             comm: "hog".into(),
@@ -189,6 +195,24 @@ fn every_kind() -> Vec<Event> {
             nr_reclaimed: Some(1),
             order: Some(0),
             suppressed: 0,
+        })),
+        event(EventBody::Incident(crate::wire::Incident {
+            id: 1,
+            trigger: Trigger { pid: 1, tid: 1, comm: "hog".into(), cgroup: Some("/a".into()) },
+            constraint: Constraint::Memcg,
+            limit_cgroup: Some("/a".into()),
+            count: 2,
+            victims: vec![crate::wire::IncidentVictim { pid: 1, comm: Some("hog".into()), cgroup: "/a".into() }],
+            span_ms: 1.0,
+        })),
+        event(EventBody::Throttled(crate::wire::Throttled {
+            state: crate::wire::ThrottleState::Ended,
+            since: "2026-12-06T03:00:00.000001Z".into(),
+            duration_s: 1.0,
+            high_events: 1,
+            high_bytes: Some(1),
+            some_avg10: Some(1.0),
+            full_avg10: Some(1.0),
         })),
         event(EventBody::Lagged { dropped: 1 }),
     ]

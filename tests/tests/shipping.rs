@@ -75,6 +75,8 @@ fn kill(seq: u64, history_points: usize) -> Event {
             exit_latency_ms: Some(2.75),
             why: None,
             kernel_report: None,
+            incident: None,
+            throttled_for_s: None,
         })),
         time: "2026-11-22T05:46:54.250123Z".into(),
         cgroup: format!("/kubepods/burstable/pod1f2e/{HOSTILE}"),

@@ -18,6 +18,7 @@
 mod cpio;
 mod image;
 mod report;
+mod report_episodes;
 mod rootfs;
 mod systemd;
 mod systemd_report;

@@ -36,6 +36,7 @@ use crate::{
     },
     readers::{self, CgroupLayout, CgroupVersion, Hierarchy, PsiKind, TriggerSpec},
     sources::{
+        episodes,
         kernel_report::{self, KernelReportFeed},
         kills::{KillExplainer, limit_file},
         psi_triggers::{TriggerConfig, TriggerManager},
@@ -317,7 +318,9 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks:
             full_every: config.cgroups.full_sample_every,
             ..SamplerConfig::default()
         };
-        let mut sampler = Sampler::new(layout, core.model.clone(), sampler_config).notify_after_each_pass(core.sampled.clone());
+        let mut sampler = Sampler::new(layout, core.model.clone(), sampler_config)
+            .notify_after_each_pass(core.sampled.clone())
+            .publish_throttling(core.bus.clone(), core.counters.clone());
         if config.workloads.enabled {
             let counters = WorkloadCounters {
                 lookups: core.counters.workload_lookups.clone(),
@@ -342,6 +345,7 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks:
     }
     let reconciler = Reconciler::new(core.layout.clone(), core.model.clone(), core.bus.clone(), core.counters.oom_kills_unobserved.clone());
     tasks.spawn("reconcile", reconciler.run());
+    tasks.spawn("incidents", episodes::settle_incidents(core.model.clone(), core.bus.clone(), core.counters.clone()));
     tasks.spawn("clock", core.clock.clone().keep_fresh(Duration::from_secs(60)));
     Ok(())
 }

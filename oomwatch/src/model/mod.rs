@@ -7,10 +7,13 @@
 
 pub mod bus;
 pub mod counters;
+pub mod episodes;
 pub mod forecast;
 pub mod history;
+pub mod incidents;
 pub mod limit;
 pub mod reclaim;
+pub mod throttle;
 pub mod workloads;
 
 use std::{
@@ -114,6 +117,12 @@ pub struct CgroupState {
     /// Kills the reconciler already reported as unobserved here.
     pub unobserved_reported: u64,
     reclaim_total: Option<(Instant, u64)>,
+    /// v2 `memory.events.local` `high` at the last full sample.
+    pub high_hits: Option<u64>,
+    pub throttle: throttle::Throttle,
+    /// Kills the kernel counted twice here: a group kill's first victim is
+    /// killed again as a member of its group (see `episodes.rs`).
+    pub kernel_recounts: u64,
 }
 
 impl CgroupState {
@@ -150,6 +159,9 @@ impl CgroupState {
             kernel_kills_baseline: None,
             seen_kills_baseline: 0,
             unobserved_reported: 0,
+            high_hits: None,
+            throttle: throttle::Throttle::default(),
+            kernel_recounts: 0,
         }
     }
 
@@ -257,6 +269,8 @@ pub struct Model {
     /// of the rest of the state (the kill path).
     reclaim: Mutex<Ledger>,
     top_stallers: Mutex<Vec<TopStaller>>,
+    /// Kills grouped by OOM-killer invocation; its own lock, taken on the kill path only.
+    incidents: Mutex<incidents::Incidents>,
 }
 
 /// Evidence the model has on a cgroup's limit hits, for `limit::find_limit`.
@@ -294,6 +308,7 @@ impl Model {
             }),
             reclaim: Mutex::default(),
             top_stallers: Mutex::default(),
+            incidents: Mutex::default(),
         }
     }
 
@@ -490,6 +505,7 @@ impl Model {
         c.swap_usage_bytes = sample.swap_usage_bytes;
         c.swap_limit_bytes = sample.swap_limit_bytes;
         c.events = sample.events;
+        c.high_hits = sample.events_local.and_then(|e| e.high);
         if c.kernel_kills_baseline.is_none() {
             // v2 memory.events counts descendants too; the local file does not.
             let now_counter = sample.events_local.unwrap_or(sample.events).oom_kill;
@@ -743,7 +759,7 @@ impl Model {
                     path: p.clone(),
                     dir: c.dir.clone(),
                     kernel_baseline: c.kernel_kills_baseline?,
-                    seen_since: kills_of(&s.kills, p).saturating_sub(c.seen_kills_baseline),
+                    seen_since: (kills_of(&s.kills, p) + c.kernel_recounts).saturating_sub(c.seen_kills_baseline),
                     unobserved_reported: c.unobserved_reported,
                 })
             })

@@ -140,8 +140,8 @@ impl Level {
     pub fn of(json: &Value) -> Self {
         let text = |k: &str| json.get(k).and_then(Value::as_str).unwrap_or("");
         match text("kind") {
-            "oom_kill" if text("constraint") == "memcg" => Self::Error,
-            "oom_kill" => Self::Critical,
+            "oom_kill" | "incident" if text("constraint") == "memcg" => Self::Error,
+            "oom_kill" | "incident" => Self::Critical,
             "alert" => match (text("state"), text("severity")) {
                 ("firing", "critical") => Self::Critical,
                 ("firing", _) => Self::Warning,
@@ -150,7 +150,7 @@ impl Level {
             },
             "unobserved_kills" => Self::Error,
             "lagged" => Self::Warning,
-            "reclaim_stall" | "pressure" => Self::Notice,
+            "reclaim_stall" | "pressure" | "throttled" => Self::Notice,
             _ => Self::Info,
         }
     }

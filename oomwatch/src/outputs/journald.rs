@@ -58,6 +58,8 @@ pub const MESSAGE_IDS: &[(&str, &str)] = &[
     ("pressure", "babda8b233c544339687db9c4948222d"),
     ("alert", "de26bf53a1ba48e2ac02b669f5fe0528"),
     ("unobserved_kills", "41ceeecd46824ad1a260ec5b699c36e6"),
+    ("incident", "c26358325cb04b259822317024f8ecf0"),
+    ("throttled", "ed63ab52e2b1495690fd2422bb00b00a"),
     ("lagged", "0c6ea8b659004219acd5a8a1db5f8352"),
 ];
 /// For kinds newer than this table.

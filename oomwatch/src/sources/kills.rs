@@ -22,13 +22,14 @@ use crate::{
     },
     model::{
         Model,
+        incidents::KillSeen,
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
     readers::{
         CgroupLayout, CgroupVersion, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage,
         runtime::{MainProcess, main_process},
     },
-    wire::{Attribution, Constraint, Event, EventBody, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
+    wire::{Attribution, Constraint, Event, EventBody, IncidentRef, IncidentVictim, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
 };
 
 /// The file a memory cgroup's limit is set in, for the `why` of a kill.
@@ -121,6 +122,8 @@ impl KillExplainer {
         let (workload, init_pid) = self.model.workload(&cgroup);
         let main_process = is_main_process(init_pid, &victim);
         self.model.record_workload_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), &workload, main_process, now);
+        let incident = self.join_incident(r.header.ktime_ns, &trigger, &verdict, &victim, &cgroup, oom_control.is_some(), now);
+        let throttled_for_s = self.model.throttled_for(&cgroup, now).map(|d| d.as_secs_f64());
         let mut kill = Box::new(OomKill {
                 victim,
                 trigger,
@@ -138,6 +141,8 @@ impl KillExplainer {
                 exit_latency_ms: None,
                 why: None,
                 kernel_report: None,
+                incident: Some(incident),
+                throttled_for_s,
         });
         kill.why = why(&kill, limit_file(self.layout.as_ref()));
         let body = EventBody::OomKill(kill);
@@ -156,6 +161,31 @@ impl KillExplainer {
             }
         );
         event
+    }
+
+    /// The OOM-killer invocation the kill belongs to (a group kill's
+    /// victims share one): see `model::incidents`.
+    #[allow(clippy::too_many_arguments)]
+    fn join_incident(
+        &self,
+        ktime_ns: u64,
+        trigger: &Trigger,
+        verdict: &Verdict,
+        victim: &Victim,
+        cgroup: &str,
+        has_oom_control: bool,
+        now: Instant,
+    ) -> IncidentRef {
+        let kill = KillSeen {
+            ktime_ns,
+            trigger: trigger.clone(),
+            constraint: verdict.constraint,
+            limit_cgroup: verdict.limit_cgroup.clone(),
+            victim: IncidentVictim { pid: victim.pid, comm: victim.comm.clone(), cgroup: cgroup.to_owned() },
+            group_kills_possible: self.layout.as_ref().is_some_and(|l| l.memory_version == CgroupVersion::V2),
+            starts_invocation: has_oom_control,
+        };
+        self.model.join_incident(kill, now)
     }
 
     /// The victim's memory cgroup: exactly from the kernel when the victim's

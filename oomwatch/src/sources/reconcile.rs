@@ -55,7 +55,8 @@ impl Reconciler {
         let mut host = self.model.host_kills();
         let (Some(base), Some(now)) = (host.kernel_baseline, vmstat_oom_kills(&self.proc_root)) else { return };
         let kernel = now.saturating_sub(base);
-        let seen = self.model.total_kills().saturating_sub(host.seen_baseline);
+        // The kernel counts a group kill's first victim twice.
+        let seen = (self.model.total_kills() + self.model.kernel_recounts()).saturating_sub(host.seen_baseline);
         let gap = kernel.saturating_sub(seen);
         // Only what two passes agree on: in-flight events close small gaps.
         let confirmed = gap.min(host.last_gap);

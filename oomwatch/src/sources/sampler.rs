@@ -21,9 +21,9 @@ use std::{
 
 use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
-use super::workloads::WorkloadFeed;
+use super::{episodes::throttled_event, workloads::WorkloadFeed};
 use crate::{
-    model::{Admission, Model, NodeState, UsageSeen},
+    model::{Admission, Model, NodeState, UsageSeen, bus::EventBus, counters::DaemonCounters},
     readers::{CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, path_string, read_meminfo, read_memory, read_pressure},
 };
 
@@ -92,6 +92,8 @@ pub struct Sampler {
     sampled: Option<Arc<tokio::sync::Notify>>,
     /// Told of every cgroup found, for the names of its container.
     workloads: Option<WorkloadFeed>,
+    /// Where throttling at memory.high is published (`throttled` events).
+    throttling: Option<(Arc<EventBus>, Arc<DaemonCounters>)>,
 }
 
 /// A cgroup as the model names it, and its directory. Names are bytes
@@ -154,12 +156,19 @@ impl Sampler {
             proc_root: PathBuf::from("/proc"),
             sampled: None,
             workloads: None,
+            throttling: None,
         }
     }
 
     /// Names the workloads of the cgroups found (see `sources::workloads`).
     pub fn name_workloads(mut self, feed: WorkloadFeed) -> Self {
         self.workloads = Some(feed);
+        self
+    }
+
+    /// Publishes the edges of throttling at memory.high seen each tick.
+    pub fn publish_throttling(mut self, bus: Arc<EventBus>, counters: Arc<DaemonCounters>) -> Self {
+        self.throttling = Some((bus, counters));
         self
     }
 
@@ -492,6 +501,14 @@ impl Sampler {
         }
         self.sample_pressure(now);
         self.model.update_forecasts(now);
+        // Per tick, not per full sample: "keeps hitting" is a rate.
+        let edges = self.model.update_throttling(now);
+        if let Some((bus, counters)) = &self.throttling {
+            for seen in edges {
+                counters.events_published.inc();
+                bus.publish(throttled_event(seen, now));
+            }
+        }
         if let Some(n) = &self.sampled {
             n.notify_one();
         }

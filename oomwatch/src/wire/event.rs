@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     alert::{AlertName, AlertState, Severity},
+    episode::{Incident, IncidentRef, Throttled},
     explain::KernelReport,
 };
 
@@ -43,6 +44,10 @@ pub enum EventBody {
     /// The kernel counted OOM kills oomwatch did not see (reconciliation).
     UnobservedKills(UnobservedKills),
     ReclaimStall(ReclaimStall),
+    /// Every kill of one OOM-killer invocation (a group kill), once settled.
+    Incident(Incident),
+    /// A cgroup's throttling at memory.high started or ended.
+    Throttled(Throttled),
     /// The client fell behind and `dropped` events were not sent to it.
     Lagged { dropped: u64 },
 }
@@ -96,6 +101,8 @@ event_kinds! {
     Pressure => "pressure",
     Alert => "alert",
     UnobservedKills => "unobserved_kills",
+    Incident => "incident",
+    Throttled => "throttled",
     Lagged => "lagged",
 }
 
@@ -270,6 +277,13 @@ pub struct OomKill {
     /// when the kernel log is not readable (see `oomwatch check`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_report: Option<Box<KernelReport>>,
+    /// The OOM-killer invocation this kill was part of (see `incident` events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentRef>,
+    /// How long the victim's cgroup (or an ancestor) had been throttled at
+    /// memory.high before the kill, when it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttled_for_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -454,6 +468,8 @@ impl OomKill {
             exit_latency_ms: None,
             why: None,
             kernel_report: None,
+            incident: None,
+            throttled_for_s: None,
         }
     }
 }
@@ -481,6 +497,8 @@ mod tests {
                 exit_latency_ms: None,
                 why: None,
                 kernel_report: None,
+                incident: None,
+                throttled_for_s: None,
             })),
             time: "2026-11-22T05:40:01.123456Z".into(),
             cgroup: "/a".into(),

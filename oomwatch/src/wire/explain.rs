@@ -148,6 +148,9 @@ pub fn why(kill: &OomKill, limit_file: LimitFile) -> Option<String> {
     if let Some(missing) = report.and_then(|r| r.missing.as_deref()) {
         s.push_str(&format!("; its kernel report: {}", missing_reason(missing)));
     }
+    if let Some(secs) = kill.throttled_for_s.filter(|&t| t >= 1.0) {
+        s.push_str(&format!("; it was throttled at memory.high for {secs:.0} s before the kill"));
+    }
     s.push('.');
     Some(s)
 }

@@ -132,8 +132,34 @@ fn line(e: &Event) -> String {
             "{time} UNSEEN   {} {} OOM kill(s) the kernel counted were not observed (kernel {} since start, oomwatch {})",
             e.cgroup, u.count, u.kernel_total, u.observed_total
         ),
+        EventBody::Incident(i) => incident_line(time, &e.cgroup, i),
+        EventBody::Throttled(t) => throttled_line(time, &e.cgroup, t),
         EventBody::Lagged { dropped } => {
             format!("{time} LAGGED   this client fell behind: {dropped} events dropped")
         }
     }
+}
+
+fn incident_line(time: &str, cgroup: &str, i: &super::Incident) -> String {
+    let victims: Vec<String> = i.victims.iter().map(|v| format!("{} ({})", v.pid, v.comm.as_deref().unwrap_or("?"))).collect();
+    format!(
+        "{time} INCIDENT {cgroup} {} victims of one OOM kill in {:.1}ms by {} ({}): {}",
+        i.count,
+        i.span_ms,
+        i.trigger.pid,
+        i.trigger.comm,
+        victims.join(", ")
+    )
+}
+
+fn throttled_line(time: &str, cgroup: &str, t: &super::Throttled) -> String {
+    format!(
+        "{time} THROTTLE {cgroup} {} at memory.high{}: {:.0} s since {}, {} high events{}",
+        t.state.as_str(),
+        t.high_bytes.map(|b| format!(" ({})", format_bytes(b))).unwrap_or_default(),
+        t.duration_s,
+        t.since,
+        t.high_events,
+        t.some_avg10.map(|v| format!(", memory pressure some avg10={v:.2}%")).unwrap_or_default()
+    )
 }

@@ -7,6 +7,7 @@
 //! a client links only this.
 
 mod alert;
+mod episode;
 mod escape;
 mod event;
 mod explain;
@@ -16,6 +17,7 @@ mod request;
 mod time;
 
 pub use alert::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transition};
+pub use episode::{INCIDENT_VICTIMS, Incident, IncidentRef, IncidentVictim, ThrottleState, Throttled};
 pub use escape::printable;
 pub use event::*;
 pub use explain::{Composition, KernelMemcg, KernelReport, LimitFile, ReportTask, TOP_TASKS, missing_reason, why};

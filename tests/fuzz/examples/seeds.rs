@@ -163,6 +163,8 @@ fn main() {
                     exit_latency_ms: Some(2.8),
                     why: None,
                     kernel_report: None,
+                    incident: None,
+                    throttled_for_s: None,
                 })),
                 Some(1_234_567_890),
             ),

@@ -24,7 +24,7 @@ use super::image::Kernel;
 pub(super) const MARK: &str = "OOMWATCH-VM-RESULT ";
 
 /// Kill scenarios the driver runs, in its order.
-pub const SCENARIO_NAMES: &[&str] = &["oom_kill", "nested_limit", "pressure"];
+pub const SCENARIO_NAMES: &[&str] = &["oom_kill", "nested_limit", "pressure", "group_kill", "throttle_kill"];
 
 struct KillScenario {
     name: &'static str,
@@ -260,6 +260,12 @@ pub fn check(r: &Results, scenarios: &[&str], kernel: &Kernel) -> Verdict {
     }
     if scenarios.contains(&"pressure") {
         check_pressure(r, &mut v);
+    }
+    if scenarios.contains(&"group_kill") {
+        super::report_episodes::check_group_kill(r, &mut v);
+    }
+    if scenarios.contains(&"throttle_kill") {
+        super::report_episodes::check_throttle_kill(r, &mut v);
     }
     summarize(r, scenarios, kernel, &guest, kills, &log, &mut v);
     v
@@ -509,6 +515,10 @@ fn check_pressure(r: &Results, v: &mut Verdict) {
         r.get(s, "memory_events").and_then(|e| e["oom_kill"].as_u64()) == Some(0),
         format!("{s}: nothing was killed (memory.events: {:?})", r.get(s, "memory_events")),
     );
+    // memory.high far below what the hog holds: the hardest throttling
+    // (2 s penalty sleeps), still one episode.
+    let started = r.all(s, "event").filter(|e| e["kind"] == "throttled" && e["cgroup"] == cg && e["state"] == "started").count();
+    v.expect(started == 1, format!("{s}: one `throttled` started event for {cg} (got {started})"));
     let memstall = r.metric(s, &format!("oomwatch_cgroup_memstall_seconds_total{{cgroup=\"{cg}\"}}"));
     v.table.push(format!(
         "  pressure scenario: PSI waiting {waiting:?} s, reclaim stalls {stalls:?}, memstall (fentry) {memstall:?} s; kernel: {}",

@@ -245,6 +245,16 @@ impl Engine {
         out
     }
 
+    /// A further kill of an incident whose first kill fired (in
+    /// `first_victim_cgroup`): counted in that alert, no new transition.
+    pub fn on_incident_kill(&mut self, first_victim_cgroup: &str, now: Instant) {
+        let key = AlertKey { alert: AlertName::OomKill, severity: Severity::Critical, cgroup: first_victim_cgroup.to_owned() };
+        if let Some(i) = self.instances.get_mut(&key).filter(|i| i.state == AlertState::Firing) {
+            i.last_kill = Some(now);
+            i.value = Some(i.value.unwrap_or(1.0) + 1.0);
+        }
+    }
+
     /// Resolves kill alerts that saw no kill for `resolve_after`, and
     /// conditions for cgroups that vanished (they have no signals any more).
     pub fn tick(&mut self, live: &dyn Fn(&str) -> bool, now: Instant, wall: SystemTime) -> Vec<Transition> {
@@ -446,6 +456,18 @@ mod tests {
         assert!(e.tick(&|_| true, t0 + Duration::from_secs(200), w).is_empty());
         let t = e.tick(&|_| true, t0 + Duration::from_secs(302), w);
         assert_eq!(states(&t), vec![(AlertName::OomKill, Severity::Critical, AlertState::Resolved)]);
+    }
+
+    #[test]
+    fn a_group_kill_fires_once_for_its_incident() {
+        let (mut e, t0, w) = (engine(), Instant::now(), SystemTime::now());
+        let t = e.on_kill("/g/a", "w (pid 1)", t0, w);
+        assert_eq!(states(&t), vec![(AlertName::OomKill, Severity::Critical, AlertState::Firing)]);
+        e.on_incident_kill("/g/a", t0);
+        e.on_incident_kill("/g/a", t0);
+        let active = e.active();
+        assert_eq!(active.len(), 1, "one alert for the incident, not one per victim cgroup");
+        assert_eq!(active[0].value, Some(3.0), "the alert counts every victim");
     }
 
     #[test]

@@ -237,6 +237,13 @@ pub async fn run(alerts: Arc<Alerts>, model: Arc<Model>, bus: Arc<EventBus>, sam
                 };
                 let (now, wall) = (Instant::now(), SystemTime::now());
                 let out = match &p.event.body {
+                    // The later kills of a group kill belong to its first's alert.
+                    EventBody::OomKill(k) if k.incident.as_ref().is_some_and(|i| i.victims_so_far > 1) => {
+                        if let Some(i) = &k.incident {
+                            alerts.engine().on_incident_kill(&i.first_victim_cgroup, now);
+                        }
+                        Vec::new()
+                    }
                     EventBody::OomKill(k) => {
                         let victim = format!("{} (pid {})", k.victim.comm.as_deref().unwrap_or("?"), k.victim.pid);
                         alerts.engine().on_kill(&p.event.cgroup, &victim, now, wall)

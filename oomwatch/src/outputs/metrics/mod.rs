@@ -449,6 +449,17 @@ impl ModelCollector {
         result
     }
 
+    /// OOM-killer invocations: a group kill is one, however many it killed.
+    fn encode_incidents(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let e = encoder.encode_descriptor(
+            "oom_incidents",
+            "OOM incidents: OOM-killer invocations seen (a group kill with memory.oom.group is one incident of many kills)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.model.incidents_total()).encode(e)
+    }
+
     /// Usage, working set, limits and swap per cgroup.
     fn encode_usage(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         self.gauge_family(encoder, "cgroup_memory_usage_bytes", "Memory charged to the cgroup (v2 memory.current, v1 usage_in_bytes)", |c| Some(c.usage_bytes))?;
@@ -460,6 +471,12 @@ impl ModelCollector {
         )?;
         self.gauge_family(encoder, "cgroup_memory_limit_bytes", "Hard memory limit (v2 memory.max, v1 limit_in_bytes); absent when unlimited", |c| c.limit_bytes)?;
         self.gauge_family(encoder, "cgroup_memory_high_bytes", "v2 memory.high throttling threshold; absent when unset", |c| c.high_bytes)?;
+        self.gauge_family(
+            encoder,
+            "cgroup_memory_high_throttled",
+            "1 while the cgroup keeps hitting its memory.high (memory.events.local high rising tick after tick), else 0; absent when memory.high is unset",
+            |c| c.high_bytes.map(|_| u64::from(c.throttle.is_throttled())),
+        )?;
         self.gauge_family(encoder, "cgroup_memory_swap_usage_bytes", "Swap used by the cgroup, where the kernel accounts it", |c| c.swap_usage_bytes)?;
         Ok(())
     }
@@ -579,6 +596,7 @@ impl ModelCollector {
 impl Collector for ModelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         self.encode_kills(&mut encoder)?;
+        self.encode_incidents(&mut encoder)?;
         self.encode_usage(&mut encoder)?;
         self.encode_memory_events(&mut encoder)?;
         self.encode_info(&mut encoder)?;
