@@ -80,6 +80,7 @@ fn kill(i: u64, t: SystemTime) -> Event {
             working_set_bytes: usage.iter().map(|u| u - 3 * MIB).collect(),
             usage_bytes: usage,
             pressure_some_avg10: (0..samples).map(|s| s as f32 * 0.37).collect(),
+            limit_bytes: None,
         }),
         oom_control: None,
         unavailable: vec!["oom_control".into()],
@@ -87,6 +88,9 @@ fn kill(i: u64, t: SystemTime) -> Event {
         exit_latency_ms: Some(1.7),
         why: None,
         kernel_report: None,
+        top_consumers: Vec::new(),
+        limit_history: None,
+        composition: None,
     };
     Event { body: EventBody::OomKill(Box::new(k)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup(i), ktime_ns: Some(i), seq: 0 }
 }

@@ -40,6 +40,9 @@ fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
         exit_latency_ms: None,
         why: None,
         kernel_report: None,
+        top_consumers: Vec::new(),
+        limit_history: None,
+        composition: None,
     };
     Event { body: EventBody::OomKill(Box::new(kill)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup.into(), ktime_ns: Some(1), seq: 0 }
 }

@@ -138,7 +138,11 @@ impl KillExplainer {
                 exit_latency_ms: None,
                 why: None,
                 kernel_report: None,
+                top_consumers: Vec::new(),
+                limit_history: None,
+                composition: None,
         });
+        super::holders::who_used(&self.model, &mut kill, &cgroup, RAMP_SECONDS, now);
         kill.why = why(&kill, limit_file(self.layout.as_ref()));
         let body = EventBody::OomKill(kill);
         let event = Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns));

@@ -18,7 +18,7 @@ mod time;
 pub use alert::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transition};
 pub use escape::printable;
 pub use event::*;
-pub use explain::{Composition, KernelMemcg, KernelReport, LimitFile, ReportTask, TOP_TASKS, why};
+pub use explain::{Composition, Consumer, KernelMemcg, KernelReport, LimitFile, ReportTask, TOP_CHILDREN, TOP_TASKS, amend_with_report, why};
 pub use human::{format_bytes, human};
 pub use report::{AlertsReport, CgroupCounts, StatusReport, StatusRow, TopStaller};
 pub use request::{DEFAULT_SOCKET, Request, RequestOp};

@@ -149,6 +149,7 @@ fn main() {
                         usage_bytes: vec![1 << 29, 3 << 28, 1 << 30],
                         working_set_bytes: vec![1 << 29, 3 << 28, 1 << 30],
                         pressure_some_avg10: vec![0.5, 12.25, 40.0],
+                        limit_bytes: None,
                     }),
                     oom_control: Some(OomControl {
                         memcg: Some("/kubepods/burstable".into()),
@@ -163,6 +164,9 @@ fn main() {
                     exit_latency_ms: Some(2.8),
                     why: None,
                     kernel_report: None,
+                    top_consumers: Vec::new(),
+                    limit_history: None,
+                    composition: None,
                 })),
                 Some(1_234_567_890),
             ),
