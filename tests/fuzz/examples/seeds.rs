@@ -256,6 +256,7 @@ fn main() {
             at: "2026-11-22T05:40:00Z".into(),
             firing_since: Some("2026-11-22T05:30:00Z".into()),
             workload: None,
+            description: None,
         }],
     };
     write(&json, "alerts.json", serde_json::to_string(&alerts).unwrap().as_bytes());
