@@ -838,6 +838,7 @@ impl Model {
 
     /// Per-cgroup rows for `oomwatch status`, riskiest first.
     pub fn status(&self) -> Vec<StatusRow> {
+        let now_s = self.now_s(Instant::now());
         let s = self.read();
         let mut rows: Vec<StatusRow> = s
             .cgroups
@@ -859,6 +860,7 @@ impl Model {
                 pod_uid: c.labels.pod_uid.clone(),
                 workload: w.display_name(),
                 image: w.image,
+                history: c.limit_bytes.filter(|_| !c.history.is_empty()).map(|l| Ramp { limit_bytes: Some(l), ..c.history.recent(now_s, 60) }),
             })
             .collect();
         rows.sort_by(|a, b| risk_order(a).partial_cmp(&risk_order(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.cgroup.cmp(&b.cgroup)));
