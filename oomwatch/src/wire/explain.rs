@@ -198,14 +198,14 @@ fn cause(kill: &OomKill, limit: Option<u64>, limit_file: LimitFile) -> String {
 }
 
 /// ", growing 12 MiB/s for 50 s": the rise of `limit_history`'s usage that
-/// ended at the kill (dips under 1/64 ignored), when it lasted 2 s or more
-/// and added at least 1 MiB.
+/// ended at the kill (each sample above the one before: a plateau ends
+/// it), when it lasted 2 s or more and added at least 1 MiB.
 fn growth(history: Option<&Ramp>) -> String {
     let Some(r) = history else { return String::new() };
     let points: Vec<(u32, u64)> = r.seconds_ago.iter().copied().zip(r.usage_bytes.iter().copied()).collect();
     let Some(&(last_ago, last)) = points.last() else { return String::new() };
     let mut start = points.len() - 1;
-    while start > 0 && points[start - 1].1 <= points[start].1 + points[start].1 / 64 {
+    while start > 0 && points[start - 1].1 < points[start].1 {
         start -= 1;
     }
     let (from_ago, from) = points[start];
@@ -386,6 +386,15 @@ mod tests {
         k.composition = Some(Composition { anon_bytes: Some(60 << 20), shmem_bytes: Some(1 << 20), pagetables_bytes: Some(2 << 20), ..Default::default() });
         let w = why(&k, None).unwrap();
         assert!(!w.contains("growing") && !w.contains("of it is") && !w.contains("holds"), "{w}");
+        // A plateau ends the rise: only the last 4 s count.
+        k.limit_history = Some(Ramp {
+            seconds_ago: (0..8).rev().collect(),
+            usage_bytes: [0u64, 40, 40, 40, 46, 52, 58, 64].iter().map(|m| m << 20).collect(),
+            working_set_bytes: vec![0; 8],
+            ..Default::default()
+        });
+        assert!(why(&k, None).unwrap().contains("; it used 63 MiB of 64 MiB, growing 6 MiB/s for 4 s (60 MiB anon"), "{:?}", why(&k, None));
+        k.limit_history = None;
         k.composition = Some(Composition { anon_bytes: Some(40 << 20), pagetables_bytes: Some(20 << 20), ..Default::default() });
         assert!(why(&k, None).unwrap().ends_with("(40 MiB anon); 20 MiB of it is page tables."));
     }
