@@ -149,15 +149,7 @@ fn every_kind() -> Vec<Event> {
         exit_latency_ms: Some(1.0),
         why: Some("w".into()),
         kernel_report: Some(Box::new(kernel_report())),
-        top_consumers: vec![crate::wire::Consumer {
-            cgroup: Some("/a/b".into()),
-            pid: Some(1),
-            comm: Some("hog".into()),
-            workload: Some("shop/web-7d9f/frontend".into()),
-            bytes: 1,
-            victim: true,
-            trigger: true,
-        }],
+        top_consumers: vec![crate::wire::Consumer { cgroup: Some("/a/b".into()), pid: Some(1), comm: Some("hog".into()), workload: Some("w".into()), bytes: 1, victim: true, trigger: true }],
         limit_history: Some(Ramp { seconds_ago: vec![1], usage_bytes: vec![1], working_set_bytes: vec![1], pressure_some_avg10: vec![1.0], limit_bytes: Some(1) }),
         composition: kernel_report().composition.map(|c| crate::wire::Composition { sampled_seconds_ago: Some(1), ..c }),
     };
