@@ -14,6 +14,10 @@ use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
 
+/// A host with more cgroups than the default `--max-cgroups` (other tests
+/// make thousands for a while) would leave this file's new ones untracked.
+const TRACK_OURS: [&str; 2] = ["--max-cgroups", "65536"];
+
 /// The kills of this file one at a time: they share the kernel's
 /// allowance of OOM reports (10 in 5 s).
 fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
@@ -56,7 +60,7 @@ fn nested_limits_name_the_children_that_held_the_memory() {
         return;
     }
     let _serial = one_at_a_time();
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&TRACK_OURS);
     let mut tail = Tail::connect(&daemon);
     let parent = TestCgroup::new("who-pod", Some(64 * MIB));
     let holder = parent.child("holder", None);
@@ -106,6 +110,27 @@ fn nested_limits_name_the_children_that_held_the_memory() {
     assert!(why.contains("; it used 64 MiB of 64 MiB, growing "), "the parent grew with the grower: {why}");
     assert!(why.contains(&format!("; {} holds ", holder.path)) && why.contains(" (the victim's), "), "{why}");
     assert!(why.contains(&format!(", {} ", grower.path)) && why.contains(" (the trigger's)"), "{why}");
+
+    // `tail` draws the parent's last minute under the why: bars on a
+    // terminal (script(1) gives it one), numbers through a pipe.
+    let tail_args = format!("tail --since 5m --kind oom_kill --count 1 --cgroup {} --socket {}", holder.path, daemon.socket.display());
+    let piped = Command::new(oomwatch_bin()).args(tail_args.split(' ')).output().unwrap();
+    let piped = String::from_utf8_lossy(&piped.stdout);
+    let usage_line = piped.lines().nth(2).unwrap_or_default().trim_start();
+    assert!(usage_line.starts_with(&format!("usage of {}, last 60 s: -", parent.path)) && usage_line.ends_with(" (limit 64.0MiB)"), "{piped}");
+    let on_terminal = terminal(&format!("{} {tail_args}", oomwatch_bin().display()));
+    println!("tail on a terminal:\n{on_terminal}");
+    assert!(on_terminal.contains(&format!("usage of {}, last 60 s: ", parent.path)) && on_terminal.contains('█'), "{on_terminal}");
+    let status = terminal(&format!("{} status --top 0 --socket {}", oomwatch_bin().display(), daemon.socket.display()));
+    let row = status.lines().find(|l| l.ends_with(parent.path.as_str())).unwrap_or_else(|| panic!("{status}"));
+    println!("status on a terminal:\n{}\n{row}", status.lines().nth(1).unwrap_or_default());
+    assert!(status.contains("LAST 60s") && row.contains('▁'), "{status}");
+}
+
+/// What a command prints on a terminal: run under script(1).
+fn terminal(command: &str) -> String {
+    let out = Command::new("script").args(["-qec", command, "/dev/null"]).output().expect("script(1)");
+    String::from_utf8_lossy(&out.stdout).replace('\r', "")
 }
 
 /// A tmpfs this test mounted; lazily unmounted on drop.
@@ -127,7 +152,7 @@ fn a_tmpfs_kill_is_named_as_such() {
         return;
     }
     let _serial = one_at_a_time();
-    let daemon = Daemon::start(&[]);
+    let daemon = Daemon::start(&TRACK_OURS);
     let mut tail = Tail::connect(&daemon);
     // The kernel may hold back a report (others' kills use its allowance):
     // then again after its 5 s window.
