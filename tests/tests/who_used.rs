@@ -124,7 +124,7 @@ fn nested_limits_name_the_children_that_held_the_memory() {
     let status = terminal(&format!("{} status --top 0 --socket {}", oomwatch_bin().display(), daemon.socket.display()));
     let row = status.lines().find(|l| l.ends_with(parent.path.as_str())).unwrap_or_else(|| panic!("{status}"));
     println!("status on a terminal:\n{}\n{row}", status.lines().nth(1).unwrap_or_default());
-    assert!(status.contains("LAST 60s") && row.contains('▁'), "{status}");
+    assert!(status.contains("LAST 60s") && row.contains('█'), "the parent at its limit: {status}");
 }
 
 /// What a command prints on a terminal: run under script(1).
@@ -152,7 +152,9 @@ fn a_tmpfs_kill_is_named_as_such() {
         return;
     }
     let _serial = one_at_a_time();
-    let daemon = Daemon::start(&TRACK_OURS);
+    let state = temp_dir("who-state");
+    let state_arg = state.0.to_str().expect("a UTF-8 temp path").to_owned();
+    let daemon = Daemon::start(&[TRACK_OURS[0], TRACK_OURS[1], "--state-dir", &state_arg]);
     let mut tail = Tail::connect(&daemon);
     // The kernel may hold back a report (others' kills use its allowance):
     // then again after its 5 s window.
@@ -186,6 +188,13 @@ fn a_tmpfs_kill_is_named_as_such() {
         // The top consumer among tasks is the victim itself.
         let tasks: Vec<&Value> = kill["top_consumers"].as_array().expect("top_consumers").iter().filter(|c| c.get("pid").is_some()).collect();
         assert_eq!(tasks.first().map(|t| (t["pid"].clone(), t["victim"].clone())), Some((pid.into(), true.into())), "{}", kill["top_consumers"]);
+        // The journal keeps the kill as published (why from the daemon's
+        // sample) and the report's amendment (why naming tmpfs).
+        let out = Command::new(oomwatch_bin()).args(["history", "--json", "--kind", "oom_kill,kill_explained", "--state-dir", &state_arg]).output().unwrap();
+        let journal: Vec<Value> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        let kept = |kind: &str| journal.iter().find(|v| v["kind"] == kind && (v["pid"] == pid || v["victim"]["pid"] == pid)).unwrap_or_else(|| panic!("no {kind} of {pid} in the journal: {journal:?}"));
+        assert!(kept("oom_kill")["why"].as_str().is_some_and(|w| w.starts_with(&format!("memhog (pid {pid}) was killed because {}", cg.path))));
+        assert_eq!(kept("kill_explained")["why"], kill["why"]);
         return;
     }
     panic!("three kills in a row without a report");
