@@ -80,6 +80,7 @@ fn kill(i: u64, t: SystemTime) -> Event {
             working_set_bytes: usage.iter().map(|u| u - 3 * MIB).collect(),
             usage_bytes: usage,
             pressure_some_avg10: (0..samples).map(|s| s as f32 * 0.37).collect(),
+            limit_bytes: None,
         }),
         oom_control: None,
         unavailable: vec!["oom_control".into()],
@@ -89,6 +90,9 @@ fn kill(i: u64, t: SystemTime) -> Event {
         kernel_report: None,
         incident: None,
         throttled_for_s: None,
+        top_consumers: Vec::new(),
+        limit_history: None,
+        composition: None,
     };
     Event { body: EventBody::OomKill(Box::new(k)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup(i), ktime_ns: Some(i), seq: 0 }
 }

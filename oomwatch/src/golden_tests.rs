@@ -93,6 +93,8 @@ fn kernel_report() -> crate::wire::KernelReport {
             kernel_bytes: Some(1),
             pagetables_bytes: Some(1),
             sock_bytes: Some(1),
+            swap_bytes: Some(1),
+            sampled_seconds_ago: None,
         }),
         top_tasks: vec![crate::wire::ReportTask { pid: 1, comm: "hog".into(), rss_bytes: 1 }],
         tasks_in_table: Some(1),
@@ -133,7 +135,7 @@ fn example_kill() -> OomKill {
             container: Some("frontend".into()),
         },
         main_process: Some(false),
-        history: Some(Ramp { seconds_ago: vec![1], usage_bytes: vec![1], working_set_bytes: vec![1], pressure_some_avg10: vec![1.0] }),
+        history: Some(Ramp { seconds_ago: vec![1], usage_bytes: vec![1], working_set_bytes: vec![1], pressure_some_avg10: vec![1.0], limit_bytes: Some(1) }),
         oom_control: Some(OomControl {
             memcg: Some("/a".into()),
             totalpages: 1,
@@ -149,6 +151,9 @@ fn example_kill() -> OomKill {
         kernel_report: Some(Box::new(kernel_report())),
         incident: Some(crate::wire::IncidentRef { id: 1, victims_so_far: 1, first_victim_cgroup: "/a".into() }),
         throttled_for_s: Some(1.0),
+        top_consumers: vec![crate::wire::Consumer { cgroup: Some("/a/b".into()), pid: Some(1), comm: Some("hog".into()), workload: Some("w".into()), bytes: 1, victim: true, trigger: true }],
+        limit_history: Some(Ramp { seconds_ago: vec![1], usage_bytes: vec![1], working_set_bytes: vec![1], pressure_some_avg10: vec![1.0], limit_bytes: Some(1) }),
+        composition: kernel_report().composition.map(|c| crate::wire::Composition { sampled_seconds_ago: Some(1), ..c }),
     }
 }
 

@@ -152,6 +152,9 @@ timeout = "5s"
         .expect("the webhook received the kill alert");
     assert_eq!(body["state"], "firing");
     assert_eq!(body["severity"], "critical");
+    // The kill's why, as the kill event says it.
+    let why = format!("memhog (pid {}) was killed because {} hit its 48 MiB limit", hog.pid(), cg.path);
+    assert!(body["description"].as_str().is_some_and(|d| d.starts_with(&why)), "{body}");
 
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !exec_out.exists() && std::time::Instant::now() < deadline {
@@ -160,6 +163,7 @@ timeout = "5s"
     let env = std::fs::read_to_string(&exec_out).expect("the exec hook ran");
     assert!(env.contains("OOMWATCH_ALERT=oom_kill"), "{env}");
     assert!(env.contains(&format!("OOMWATCH_CGROUP={}", cg.path)), "{env}");
+    assert!(env.contains(&format!("OOMWATCH_DESCRIPTION={why}")), "{env}");
     let json: Value = serde_json::from_str(&std::fs::read_to_string(format!("{}.json", exec_out.display())).unwrap()).unwrap();
     assert_eq!(json["key"]["alert"], "oom_kill");
 

@@ -42,6 +42,9 @@ fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
         kernel_report: None,
         incident: None,
         throttled_for_s: None,
+        top_consumers: Vec::new(),
+        limit_history: None,
+        composition: None,
     };
     Event { body: EventBody::OomKill(Box::new(kill)), time: oomwatch::wire::rfc3339(t), cgroup: cgroup.into(), ktime_ns: Some(1), seq: 0 }
 }

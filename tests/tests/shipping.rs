@@ -38,6 +38,7 @@ fn kill(seq: u64, history_points: usize) -> Event {
         usage_bytes: (0..history_points as u64).map(|i| (i + 1) << 20).collect(),
         working_set_bytes: (0..history_points as u64).map(|i| i << 20).collect(),
         pressure_some_avg10: Vec::new(),
+        limit_bytes: None,
     };
     Event {
         body: EventBody::OomKill(Box::new(OomKill {
@@ -77,6 +78,9 @@ fn kill(seq: u64, history_points: usize) -> Event {
             kernel_report: None,
             incident: None,
             throttled_for_s: None,
+            top_consumers: Vec::new(),
+            limit_history: None,
+            composition: None,
         })),
         time: "2026-11-22T05:46:54.250123Z".into(),
         cgroup: format!("/kubepods/burstable/pod1f2e/{HOSTILE}"),

@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 
 use super::{StatusArgs, tail::format_bytes};
-use crate::wire::{Request, RequestOp, StatusReport, printable};
+use crate::wire::{Request, RequestOp, StatusReport, printable, sparkline};
 
 /// Sends one request line and reads one JSON answer.
 pub fn ask<T: serde::de::DeserializeOwned>(socket: &std::path::Path, op: RequestOp) -> anyhow::Result<T> {
@@ -65,6 +65,14 @@ fn print_top_stallers(top: &[crate::wire::TopStaller]) {
     }
 }
 
+/// Columns of the last-minute bars: 3 s each.
+const SPARK_COLUMNS: usize = 20;
+
+/// A row's last minute against its limit; blank without a limit.
+fn status_bars(r: &crate::wire::StatusRow) -> String {
+    r.history.as_ref().map(|h| sparkline(h, h.limit_bytes.or(r.limit_bytes), 60, SPARK_COLUMNS)).unwrap_or_default()
+}
+
 pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let report: StatusReport = ask(&args.socket, RequestOp::Status)?;
     if args.json {
@@ -76,7 +84,11 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "{} cgroups tracked ({} excluded by filter, {} over --max-cgroups), {} OOM kills seen",
         c.tracked, c.excluded_filter, c.excluded_cap, report.kills_total
     );
-    println!("{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}  CGROUP", "USAGE", "LIMIT", "HEADROOM", "WORKSET", "SWAP", "PSI10", "OOM-ETA", "KILLS");
+    // Bars of the last minute against the limit on a terminal; a pipe gets
+    // the numbers alone (the table as before).
+    let bars = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let last_minute = if bars { format!(" {:<SPARK_COLUMNS$}", "LAST 60s") } else { String::new() };
+    println!("{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}{last_minute}  CGROUP", "USAGE", "LIMIT", "HEADROOM", "WORKSET", "SWAP", "PSI10", "OOM-ETA", "KILLS");
     let rows = if args.top == 0 { &report.rows[..] } else { &report.rows[..report.rows.len().min(args.top)] };
     for r in rows {
         // The name people know first, the path after it.
@@ -86,8 +98,9 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
             (_, Some(u), None) if !r.cgroup.ends_with(u.as_str()) => format!("{} [{u}]", r.cgroup),
             _ => r.cgroup.clone(),
         };
+        let last_minute = if bars { format!(" {:<SPARK_COLUMNS$}", status_bars(r)) } else { String::new() };
         println!(
-            "{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}  {}",
+            "{:>10} {:>10} {:>9} {:>10} {:>8} {:>6} {:>7} {:>5}{last_minute}  {}",
             format_bytes(r.usage_bytes),
             r.limit_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
             r.headroom_percent.map(|h| format!("{h:.1}%")).unwrap_or_else(|| "-".into()),

@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::TailArgs;
-use crate::wire::{Event, EventBody, EventKind, Request, RequestOp};
+use crate::wire::{Event, EventBody, EventKind, Request, RequestOp, kill_usage_line};
 pub use crate::wire::{format_bytes, human};
 
 pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
@@ -125,6 +125,12 @@ fn follow(
             writeln!(out, "{line}")?;
         } else {
             writeln!(out, "{}", human(&event))?;
+            // The kill's last minute under its why: bars on a terminal.
+            if let EventBody::OomKill(k) = &event.body
+                && let Some(usage) = kill_usage_line(k, std::io::IsTerminal::is_terminal(&std::io::stdout()), "                        ")
+            {
+                writeln!(out, "{usage}")?;
+            }
         }
         out.flush()?;
         if !matches!(event.body, EventBody::Lagged { .. }) {

@@ -92,6 +92,7 @@ fn alert_history(reader: &JournalReader, history_len: usize) -> Vec<Transition> 
                 at: e.time,
                 firing_since: a.firing_since,
                 workload: a.workload,
+                description: None,
             }),
             _ => None,
         })

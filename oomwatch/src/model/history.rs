@@ -66,6 +66,7 @@ impl History {
             usage_bytes: pts.iter().map(|p| u64::from(p.usage_kib) * 1024).collect(),
             working_set_bytes: pts.iter().map(|p| u64::from(p.working_set_kib) * 1024).collect(),
             pressure_some_avg10: Vec::new(),
+            limit_bytes: None,
         }
     }
 }

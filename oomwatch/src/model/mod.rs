@@ -6,6 +6,7 @@
 //! May depend on: `readers`, `config`, `wire`.
 
 pub mod bus;
+pub mod consumers;
 pub mod counters;
 pub mod episodes;
 pub mod forecast;
@@ -97,6 +98,8 @@ pub struct CgroupState {
     pub limit_hit_at: Option<Instant>,
     pub history: History,
     pub full_sample_at: Option<Instant>,
+    /// Memory by kind (anon, file, shmem) at the last full sample.
+    pub kinds: Option<consumers::Kinds>,
     /// Usage at the last full sample: memory.stat need not be read again
     /// while usage has not moved since.
     pub full_sample_usage_bytes: u64,
@@ -150,6 +153,7 @@ impl CgroupState {
             limit_hit_at: None,
             history: History::new(history_len),
             full_sample_at: None,
+            kinds: None,
             full_sample_usage_bytes: 0,
             full_samples: 0,
             removed_at: None,
@@ -519,6 +523,7 @@ impl Model {
             c.seen_kills_baseline = kills_of(kills, path);
         }
         c.full_sample_at = Some(now);
+        c.kinds = consumers::Kinds::of(sample);
         c.full_sample_usage_bytes = sample.usage_bytes;
         c.full_samples = c.full_samples.saturating_add(1);
         Self::note_hits(c, limit_hits, now);
@@ -821,7 +826,7 @@ impl Model {
     pub fn ramp(&self, path: &str, window_s: u32, now: Instant) -> Option<Ramp> {
         let s = self.read();
         let c = s.cgroups.get(path)?;
-        (!c.history.is_empty()).then(|| c.history.recent(self.now_s(now), window_s))
+        (!c.history.is_empty()).then(|| Ramp { limit_bytes: c.limit_bytes, ..c.history.recent(self.now_s(now), window_s) })
     }
 
     pub fn labels(&self, path: &str) -> CgroupLabels {
@@ -849,6 +854,7 @@ impl Model {
 
     /// Per-cgroup rows for `oomwatch status`, riskiest first.
     pub fn status(&self) -> Vec<StatusRow> {
+        let now_s = self.now_s(Instant::now());
         let s = self.read();
         let mut rows: Vec<StatusRow> = s
             .cgroups
@@ -870,6 +876,7 @@ impl Model {
                 pod_uid: c.labels.pod_uid.clone(),
                 workload: w.display_name(),
                 image: w.image,
+                history: c.limit_bytes.filter(|_| !c.history.is_empty()).map(|l| Ramp { limit_bytes: Some(l), ..c.history.recent(now_s, 60) }),
             })
             .collect();
         rows.sort_by(|a, b| risk_order(a).partial_cmp(&risk_order(b)).unwrap_or(std::cmp::Ordering::Equal).then_with(|| a.cgroup.cmp(&b.cgroup)));

@@ -30,7 +30,7 @@ use crate::{
         oom_report::{self, MissingReport, OomAssembler, OomOutput},
     },
     wire::{
-        Attribution, Composition, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, ReportTask, TOP_TASKS, rfc3339, why,
+        Attribution, Composition, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, ReportTask, TOP_TASKS, amend_with_report, rfc3339,
     },
 };
 
@@ -180,8 +180,7 @@ impl KernelReportFeed {
             |e| belongs_to(e, w),
             |e| {
                 if let EventBody::OomKill(k) = &mut e.body {
-                    k.kernel_report = Some(Box::new(w.report.clone()));
-                    k.why = why(k, limit_file);
+                    amend_with_report(k, &w.report, limit_file);
                 }
             },
         ) else {
@@ -239,7 +238,7 @@ pub fn kernel_report(kill: &oom_report::OomKill) -> KernelReport {
         swap_usage_bytes: m.swap.map(|s| s.usage_bytes),
         swap_limit_bytes: m.swap.map(|s| s.limit_bytes),
     });
-    out.composition = composition(&r.stats, r.memcg.and_then(|m| m.kmem).map(|k| k.usage_bytes));
+    out.composition = composition(&r.stats, r.memcg.and_then(|m| m.kmem).map(|k| k.usage_bytes), r.memcg.and_then(|m| m.swap).map(|s| s.usage_bytes));
     let mut tasks: Vec<&oom_report::OomTask> = r.tasks.iter().collect();
     tasks.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then(a.pid.cmp(&b.pid)));
     out.top_tasks = tasks.iter().take(TOP_TASKS).map(|t| ReportTask { pid: t.pid, comm: t.name.clone(), rss_bytes: t.rss_bytes }).collect();
@@ -250,8 +249,9 @@ pub fn kernel_report(kill: &oom_report::OomKill) -> KernelReport {
 /// Memory by kind from the printed memory.stat: v2 keys (anon, file,
 /// hierarchical already), or v1's hierarchical total_* (6.12+ prints v1
 /// keys on cgroup v1; the plain ones count the cgroup's own pages only).
-/// Kernel memory: v2's `kernel`, else v1's kmem counter.
-fn composition(stats: &[(String, u64)], kmem: Option<u64>) -> Option<Composition> {
+/// Kernel memory: v2's `kernel`, else v1's kmem counter. Swap: v1's
+/// `total_swap`, else v2's swap counter (its memory.stat has no swap key).
+fn composition(stats: &[(String, u64)], kmem: Option<u64>, swap: Option<u64>) -> Option<Composition> {
     let get = |keys: &[&str]| keys.iter().find_map(|key| stats.iter().find(|(k, _)| k == key).map(|(_, v)| *v));
     let c = Composition {
         anon_bytes: get(&["anon", "total_rss", "rss"]),
@@ -260,6 +260,8 @@ fn composition(stats: &[(String, u64)], kmem: Option<u64>) -> Option<Composition
         kernel_bytes: get(&["kernel"]).or(kmem),
         pagetables_bytes: get(&["pagetables"]),
         sock_bytes: get(&["sock"]),
+        swap_bytes: get(&["total_swap", "swap"]).or(swap),
+        sampled_seconds_ago: None,
     };
     (c != Composition::default()).then_some(c)
 }
@@ -280,7 +282,7 @@ mod tests {
     use super::*;
     use crate::{
         readers::kmsg::{parse_record, split_records},
-        wire::{OomKill, Trigger, Victim},
+        wire::{OomKill, Trigger, Victim, why},
     };
 
     const PLAIN_618_CGROUP: &str = "/process_api/c1c59e057489a0e4f0a24676328a662e/oomwatch-test-kmsg-plain-30833-0";

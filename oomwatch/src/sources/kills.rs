@@ -143,7 +143,11 @@ impl KillExplainer {
                 kernel_report: None,
                 incident: Some(incident),
                 throttled_for_s,
+                top_consumers: Vec::new(),
+                limit_history: None,
+                composition: None,
         });
+        super::holders::who_used(&self.model, &mut kill, &cgroup, RAMP_SECONDS, now);
         kill.why = why(&kill, limit_file(self.layout.as_ref()));
         let body = EventBody::OomKill(kill);
         let event = Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns));

@@ -7,6 +7,7 @@
 //! May depend on: `kernel`, `readers`, `config`, `model`, `wire`.
 
 pub mod episodes;
+pub mod holders;
 pub mod kernel_report;
 pub mod kills;
 pub mod psi_trigger;

@@ -84,6 +84,10 @@ pub struct Transition {
     /// carry it so that routing by team works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<super::Workload>,
+    /// Kill alerts: the kill's `why`, for Alertmanager's `description`
+    /// annotation and the webhook's body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// A row of `oomwatch alerts`.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     alert::{AlertName, AlertState, Severity},
     episode::{Incident, IncidentRef, Throttled},
-    explain::KernelReport,
+    explain::{Composition, Consumer, KernelReport},
 };
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -284,6 +284,20 @@ pub struct OomKill {
     /// memory.high before the kill, when it was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttled_for_s: Option<f64>,
+    /// Who held the limit cgroup's memory, largest first: its child cgroups
+    /// at the daemon's last sample (at most [`crate::wire::TOP_CHILDREN`]),
+    /// and the largest tasks of the kernel's report once it amends the kill.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_consumers: Vec<Consumer>,
+    /// The limit cgroup's own last 60 s, when it is not the victim's
+    /// cgroup (then `history` is its history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_history: Option<Ramp>,
+    /// The limit cgroup's memory by kind at the kill: the kernel report's
+    /// memory.stat once it amends the kill, until then (or when the kernel
+    /// printed none) the daemon's last reading of it (`sampled_seconds_ago`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composition: Option<Composition>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -445,6 +459,9 @@ pub struct Ramp {
     /// PSI "some" avg10 (%) of the cgroup, where the kernel keeps it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pressure_some_avg10: Vec<f32>,
+    /// The cgroup's hard limit as last read (None: unlimited or unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
 }
 
 #[cfg(test)]
@@ -470,6 +487,9 @@ impl OomKill {
             kernel_report: None,
             incident: None,
             throttled_for_s: None,
+            top_consumers: Vec::new(),
+            limit_history: None,
+            composition: None,
         }
     }
 }
@@ -499,6 +519,9 @@ mod tests {
                 kernel_report: None,
                 incident: None,
                 throttled_for_s: None,
+                top_consumers: Vec::new(),
+                limit_history: None,
+                composition: None,
             })),
             time: "2026-11-22T05:40:01.123456Z".into(),
             cgroup: "/a".into(),

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{
-    event::{Constraint, OomKill},
+    event::{Constraint, OomKill, Ramp},
     human::format_bytes,
 };
 
@@ -86,7 +86,40 @@ pub struct Composition {
     pub pagetables_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sock_bytes: Option<u64>,
+    /// Swapped out: v1 `total_swap`, v2 the swap counter's usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_bytes: Option<u64>,
+    /// Set when this is the daemon's last memory.stat reading of the
+    /// cgroup, not the kernel's at the kill: how long before the kill it
+    /// was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_seconds_ago: Option<u32>,
 }
+
+/// One holder of the limit cgroup's memory in `top_consumers`: a child
+/// cgroup (`cgroup`, its usage at the daemon's last sample) or a task of
+/// the kernel's report (`pid`, `comm`, its rss at the kill).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Consumer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm: Option<String>,
+    /// The name people know it by (see `Workload::display_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    pub bytes: u64,
+    /// It is (or holds) the victim, the task that triggered the kill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub victim: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trigger: bool,
+}
+
+/// Child cgroups kept in `top_consumers` (tasks: [`TOP_TASKS`]).
+pub const TOP_CHILDREN: usize = 5;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReportTask {
@@ -100,7 +133,8 @@ pub struct ReportTask {
 pub type LimitFile = Option<&'static str>;
 
 /// One sentence of why `kill` happened; `cgroup` is the victim's. None when
-/// not even the victim is known.
+/// not even the victim is known. Each clause comes from the fields named
+/// in its helper, and is left out when they are absent.
 pub fn why(kill: &OomKill, limit_file: LimitFile) -> Option<String> {
     let v = &kill.victim;
     if v.pid == 0 {
@@ -112,32 +146,19 @@ pub fn why(kill: &OomKill, limit_file: LimitFile) -> Option<String> {
     let counters = report.and_then(|r| r.memcg);
     let limit = counters.map(|m| m.limit_bytes).or(kill.limit_bytes);
     let usage = counters.map(|m| m.usage_bytes).or(kill.limit_cgroup_usage_bytes);
-    let limit_cgroup = kill.limit_cgroup.as_deref().or(report.and_then(|r| r.oom_memcg.as_deref()));
-    match (kill.constraint, limit_cgroup) {
-        (Constraint::Memcg, Some(cg)) => {
-            s.push_str(cg);
-            match limit {
-                Some(l) => s.push_str(&format!(" hit its {} limit", size(l))),
-                None => s.push_str(" hit its memory limit"),
-            }
-            if let Some(file) = limit_file {
-                s.push_str(&format!(" ({file})"));
-            }
-        }
-        (Constraint::Memcg, None) => s.push_str("a memory cgroup hit its limit"),
-        (Constraint::Global, _) => s.push_str("the host ran out of memory"),
-        (Constraint::Cpuset, _) => s.push_str("its cpuset's memory nodes ran out of memory"),
-        (Constraint::MemoryPolicy, _) => s.push_str("the nodes of its memory policy ran out of memory"),
-    }
+    s.push_str(&cause(kill, limit, limit_file));
     s.push_str(&allocating(kill));
     if kill.constraint == Constraint::Memcg
         && let (Some(u), Some(l)) = (usage, limit)
     {
         s.push_str(&format!("; it used {} of {}", size(u), size(l)));
+        s.push_str(&growth(kill.limit_history.as_ref()));
     }
-    if let Some(c) = report.and_then(|r| r.composition) {
+    if let Some(c) = kill.composition.or(report.and_then(|r| r.composition)) {
         s.push_str(&composition(&c));
+        s.push_str(&dominant(&c, usage));
     }
+    s.push_str(&holders(&kill.top_consumers));
     if let Some(top) = report.and_then(|r| r.top_tasks.first()) {
         if top.pid == v.pid {
             s.push_str(&format!("; the top consumer was itself ({} rss)", size(top.rss_bytes)));
@@ -168,6 +189,106 @@ pub fn missing_reason(missing: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Which limit was hit: `constraint`, `limit_cgroup` (else the report's
+/// `oom_memcg`), the limit and the file it is set in.
+fn cause(kill: &OomKill, limit: Option<u64>, limit_file: LimitFile) -> String {
+    let report = kill.kernel_report.as_deref();
+    let limit_cgroup = kill.limit_cgroup.as_deref().or(report.and_then(|r| r.oom_memcg.as_deref()));
+    match (kill.constraint, limit_cgroup) {
+        (Constraint::Memcg, Some(cg)) => {
+            let mut s = cg.to_owned();
+            match limit {
+                Some(l) => s.push_str(&format!(" hit its {} limit", size(l))),
+                None => s.push_str(" hit its memory limit"),
+            }
+            if let Some(file) = limit_file {
+                s.push_str(&format!(" ({file})"));
+            }
+            s
+        }
+        (Constraint::Memcg, None) => "a memory cgroup hit its limit".to_owned(),
+        (Constraint::Global, _) => "the host ran out of memory".to_owned(),
+        (Constraint::Cpuset, _) => "its cpuset's memory nodes ran out of memory".to_owned(),
+        (Constraint::MemoryPolicy, _) => "the nodes of its memory policy ran out of memory".to_owned(),
+    }
+}
+
+/// ", growing 12 MiB/s for 50 s": the rise of `limit_history`'s usage that
+/// ended at the kill (each sample above the one before: a plateau ends
+/// it), when it lasted 2 s or more and added at least 1 MiB.
+fn growth(history: Option<&Ramp>) -> String {
+    let Some(r) = history else { return String::new() };
+    let points: Vec<(u32, u64)> = r.seconds_ago.iter().copied().zip(r.usage_bytes.iter().copied()).collect();
+    let Some(&(last_ago, last)) = points.last() else { return String::new() };
+    let mut start = points.len() - 1;
+    while start > 0 && points[start - 1].1 < points[start].1 {
+        start -= 1;
+    }
+    let (from_ago, from) = points[start];
+    let seconds = from_ago.saturating_sub(last_ago);
+    let grew = last.saturating_sub(from);
+    if seconds < 2 || grew < 1 << 20 {
+        return String::new();
+    }
+    format!(", growing {}/s for {seconds} s", size(grew / u64::from(seconds)))
+}
+
+/// "; 40 MiB of it is tmpfs/shmem": kinds people do not expect to count
+/// against a limit (`composition.shmem_bytes`, `pagetables_bytes`), named
+/// when they hold a quarter of the usage or more.
+fn dominant(c: &Composition, usage: Option<u64>) -> String {
+    let total = usage.unwrap_or_else(|| c.anon_bytes.unwrap_or(0) + c.file_bytes.unwrap_or(0) + c.kernel_bytes.unwrap_or(0));
+    [(c.shmem_bytes, "tmpfs/shmem"), (c.pagetables_bytes, "page tables")]
+        .iter()
+        .filter_map(|(bytes, what)| bytes.filter(|&b| total > 0 && b >= total / 4).map(|b| format!("; {} of it is {what}", size(b))))
+        .collect()
+}
+
+/// "; /p/sidecar holds 700 MiB, /p/web 200 MiB (the victim's)": the two
+/// largest child cgroups of `top_consumers`.
+fn holders(consumers: &[Consumer]) -> String {
+    let mut children = consumers.iter().filter(|c| c.cgroup.is_some());
+    let Some(first) = children.next() else { return String::new() };
+    let name = |c: &Consumer| c.workload.clone().or(c.cgroup.clone()).unwrap_or_default();
+    let role = |c: &Consumer| match (c.victim, c.trigger) {
+        (true, true) => " (the victim's and the trigger's)",
+        (true, false) => " (the victim's)",
+        (false, true) => " (the trigger's)",
+        (false, false) => "",
+    };
+    let mut s = format!("; {} holds {}{}", name(first), size(first.bytes), role(first));
+    if let Some(second) = children.next() {
+        s.push_str(&format!(", {} {}{}", name(second), size(second.bytes), role(second)));
+    }
+    s
+}
+
+/// Amends `kill` with the kernel's report of it: the report itself, its
+/// composition (the kernel's at the kill beats the daemon's last sample),
+/// its largest tasks among `top_consumers`, and a `why` that uses them.
+pub fn amend_with_report(kill: &mut OomKill, report: &KernelReport, limit_file: LimitFile) {
+    if let Some(c) = report.composition {
+        kill.composition = Some(c);
+    }
+    kill.top_consumers.retain(|c| c.pid.is_none());
+    for t in &report.top_tasks {
+        let victim = t.pid == kill.victim.pid;
+        kill.top_consumers.push(Consumer {
+            pid: Some(t.pid),
+            comm: Some(t.comm.clone()),
+            workload: if victim { kill.workload.display_name() } else { None },
+            bytes: t.rss_bytes,
+            victim,
+            trigger: t.pid == kill.trigger.pid,
+            ..Default::default()
+        });
+    }
+    // Stable: a child cgroup stays before a task of the same size.
+    kill.top_consumers.sort_by(|a, b| b.bytes.cmp(&a.bytes));
+    kill.kernel_report = Some(Box::new(report.clone()));
+    kill.why = why(kill, limit_file);
+}
+
 /// "while memhog allocated", naming the trigger when it is another process.
 fn allocating(kill: &OomKill) -> String {
     let t = &kill.trigger;
@@ -182,11 +303,17 @@ fn allocating(kill: &OomKill) -> String {
 }
 
 fn composition(c: &Composition) -> String {
-    let parts: Vec<String> = [("anon", c.anon_bytes), ("file", c.file_bytes), ("shmem/tmpfs", c.shmem_bytes), ("kernel", c.kernel_bytes)]
+    let mut parts: Vec<String> = [("anon", c.anon_bytes), ("file", c.file_bytes), ("shmem/tmpfs", c.shmem_bytes), ("kernel", c.kernel_bytes), ("swap", c.swap_bytes.filter(|&b| b > 0))]
         .iter()
         .filter_map(|(name, b)| b.map(|b| format!("{} {name}", size(b))))
         .collect();
-    if parts.is_empty() { String::new() } else { format!(" ({})", parts.join(", ")) }
+    if parts.is_empty() {
+        return String::new();
+    }
+    if let Some(ago) = c.sampled_seconds_ago {
+        parts.push(format!("as sampled {ago} s before"));
+    }
+    format!(" ({})", parts.join(", "))
 }
 
 /// Sizes in the sentence: whole MiB from 1 MiB up (as limits are set),
@@ -235,8 +362,79 @@ mod tests {
         }));
         assert_eq!(
             why(&k, None).unwrap(),
-            "memhog (pid 123) was killed because /oomwatch-test-x hit its 64 MiB limit while web (pid 9) in /pod/web allocated; it used 64 MiB of 64 MiB (40 MiB anon, 20 MiB shmem/tmpfs); the top consumer was web (pid 9, 30 MiB rss)."
+            "memhog (pid 123) was killed because /oomwatch-test-x hit its 64 MiB limit while web (pid 9) in /pod/web allocated; it used 64 MiB of 64 MiB (40 MiB anon, 20 MiB shmem/tmpfs); 20 MiB of it is tmpfs/shmem; the top consumer was web (pid 9, 30 MiB rss)."
         );
+    }
+
+    fn child(path: &str, mib: u64, victim: bool, trigger: bool) -> Consumer {
+        Consumer { cgroup: Some(path.into()), bytes: mib << 20, victim, trigger, ..Default::default() }
+    }
+
+    /// Nested limits: the parent's limit was hit; the sentence names the
+    /// children holding most, the growth of the parent, and tmpfs.
+    #[test]
+    fn holders_growth_and_tmpfs() {
+        let mut k = kill();
+        k.limit_cgroup = Some("/pod".into());
+        k.top_consumers = vec![
+            Consumer { workload: Some("shop/web/sidecar".into()), ..child("/pod/side", 40, false, false) },
+            child("/pod/app", 20, true, true),
+            child("/pod/idle", 1, false, false),
+        ];
+        k.limit_history = Some(Ramp {
+            seconds_ago: vec![60, 50, 40, 30, 20, 10, 0],
+            usage_bytes: [30u64, 20, 24, 36, 48, 60, 63].iter().map(|m| m << 20).collect(),
+            working_set_bytes: vec![0; 7],
+            ..Default::default()
+        });
+        k.composition = Some(Composition { anon_bytes: Some(45 << 20), file_bytes: Some(18 << 20), shmem_bytes: Some(17 << 20), sampled_seconds_ago: Some(2), ..Default::default() });
+        assert_eq!(
+            why(&k, None).unwrap(),
+            "memhog (pid 123) was killed because /pod hit its 64 MiB limit while memhog allocated; it used 63 MiB of 64 MiB, growing 880.6KiB/s for 50 s (45 MiB anon, 18 MiB file, 17 MiB shmem/tmpfs, as sampled 2 s before); 17 MiB of it is tmpfs/shmem; shop/web/sidecar holds 40 MiB, /pod/app 20 MiB (the victim's and the trigger's)."
+        );
+    }
+
+    #[test]
+    fn no_clause_without_its_field() {
+        let mut k = kill();
+        // A flat history, small kinds, no children: nothing more to say.
+        k.limit_history = Some(Ramp { seconds_ago: vec![2, 1, 0], usage_bytes: vec![63 << 20; 3], working_set_bytes: vec![0; 3], ..Default::default() });
+        k.composition = Some(Composition { anon_bytes: Some(60 << 20), shmem_bytes: Some(1 << 20), pagetables_bytes: Some(2 << 20), ..Default::default() });
+        let w = why(&k, None).unwrap();
+        assert!(!w.contains("growing") && !w.contains("of it is") && !w.contains("holds"), "{w}");
+        // A plateau ends the rise: only the last 4 s count.
+        k.limit_history = Some(Ramp {
+            seconds_ago: (0..8).rev().collect(),
+            usage_bytes: [0u64, 40, 40, 40, 46, 52, 58, 64].iter().map(|m| m << 20).collect(),
+            working_set_bytes: vec![0; 8],
+            ..Default::default()
+        });
+        assert!(why(&k, None).unwrap().contains("; it used 63 MiB of 64 MiB, growing 6 MiB/s for 4 s (60 MiB anon"), "{:?}", why(&k, None));
+        k.limit_history = None;
+        k.composition = Some(Composition { anon_bytes: Some(40 << 20), pagetables_bytes: Some(20 << 20), ..Default::default() });
+        assert!(why(&k, None).unwrap().ends_with("(40 MiB anon); 20 MiB of it is page tables."));
+    }
+
+    /// The report amends: its tasks join the children largest first, its
+    /// composition replaces the sample, and the victim's task is named.
+    #[test]
+    fn the_report_amends_consumers_and_composition() {
+        let mut k = kill();
+        k.workload.pod = Some("web".into());
+        k.workload.namespace = Some("shop".into());
+        k.top_consumers = vec![child("/x/a", 30, false, false)];
+        k.composition = Some(Composition { anon_bytes: Some(1), sampled_seconds_ago: Some(9), ..Default::default() });
+        let report = KernelReport {
+            composition: Some(Composition { anon_bytes: Some(60 << 20), ..Default::default() }),
+            top_tasks: vec![ReportTask { pid: 123, comm: "memhog".into(), rss_bytes: 50 << 20 }, ReportTask { pid: 5, comm: "sh".into(), rss_bytes: 1 << 20 }],
+            ..Default::default()
+        };
+        amend_with_report(&mut k, &report, None);
+        amend_with_report(&mut k, &report, None);
+        let got: Vec<(Option<u32>, u64, bool, Option<&str>)> = k.top_consumers.iter().map(|c| (c.pid, c.bytes >> 20, c.victim, c.workload.as_deref())).collect();
+        assert_eq!(got, vec![(Some(123), 50, true, Some("shop/web")), (None, 30, false, None), (Some(5), 1, false, None)], "tasks once, largest first");
+        assert_eq!(k.composition, report.composition);
+        assert!(k.why.as_deref().unwrap().contains("(60 MiB anon); /x/a holds 30 MiB; the top consumer was itself (50 MiB rss)."), "{:?}", k.why);
     }
 
     #[test]

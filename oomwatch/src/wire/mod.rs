@@ -13,6 +13,7 @@ mod event;
 mod explain;
 mod human;
 mod report;
+mod sparkline;
 mod request;
 mod time;
 
@@ -20,8 +21,9 @@ pub use alert::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transiti
 pub use episode::{INCIDENT_VICTIMS, Incident, IncidentRef, IncidentVictim, ThrottleState, Throttled};
 pub use escape::printable;
 pub use event::*;
-pub use explain::{Composition, KernelMemcg, KernelReport, LimitFile, ReportTask, TOP_TASKS, missing_reason, why};
+pub use explain::{Composition, Consumer, KernelMemcg, KernelReport, LimitFile, ReportTask, TOP_CHILDREN, TOP_TASKS, amend_with_report, missing_reason, why};
 pub use human::{format_bytes, human};
+pub use sparkline::{kill_usage_line, plain_numbers, sparkline};
 pub use report::{AlertsReport, CgroupCounts, StatusReport, StatusRow, TopStaller};
 pub use request::{DEFAULT_SOCKET, Request, RequestOp};
 pub use time::rfc3339;

@@ -66,6 +66,10 @@ pub struct StatusRow {
     /// The container's image, from the runtime's records.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The last 60 s of samples, for cgroups with a limit (what `status`
+    /// draws against it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<super::Ramp>,
 }
 
 /// One row of the top stallers (`oomwatch status`).

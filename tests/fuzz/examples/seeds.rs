@@ -149,6 +149,7 @@ fn main() {
                         usage_bytes: vec![1 << 29, 3 << 28, 1 << 30],
                         working_set_bytes: vec![1 << 29, 3 << 28, 1 << 30],
                         pressure_some_avg10: vec![0.5, 12.25, 40.0],
+                        limit_bytes: None,
                     }),
                     oom_control: Some(OomControl {
                         memcg: Some("/kubepods/burstable".into()),
@@ -165,6 +166,9 @@ fn main() {
                     kernel_report: None,
                     incident: None,
                     throttled_for_s: None,
+                    top_consumers: Vec::new(),
+                    limit_history: None,
+                    composition: None,
                 })),
                 Some(1_234_567_890),
             ),
@@ -254,6 +258,7 @@ fn main() {
             at: "2026-11-22T05:40:00Z".into(),
             firing_since: Some("2026-11-22T05:30:00Z".into()),
             workload: None,
+            description: None,
         }],
     };
     write(&json, "alerts.json", serde_json::to_string(&alerts).unwrap().as_bytes());

@@ -369,6 +369,7 @@ impl Engine {
             at: crate::wire::rfc3339(wall),
             firing_since: inst.firing_since.map(crate::wire::rfc3339),
             workload: None,
+            description: None,
         };
         if self.history.len() >= self.config.history.max(1) {
             self.history.pop_front();

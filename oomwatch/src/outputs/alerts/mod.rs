@@ -64,6 +64,7 @@ impl Alerts {
                 at: f.firing_since.clone(),
                 firing_since: Some(f.firing_since.clone()),
                 workload: None,
+                description: None,
             })
             .collect();
         let mut engine = Engine::new(alerts);
@@ -246,7 +247,10 @@ pub async fn run(alerts: Arc<Alerts>, model: Arc<Model>, bus: Arc<EventBus>, sam
                     }
                     EventBody::OomKill(k) => {
                         let victim = format!("{} (pid {})", k.victim.comm.as_deref().unwrap_or("?"), k.victim.pid);
-                        alerts.engine().on_kill(&p.event.cgroup, &victim, now, wall)
+                        let mut out = alerts.engine().on_kill(&p.event.cgroup, &victim, now, wall);
+                        // Sinks tell why; the stream's alert event stays short.
+                        out.iter_mut().for_each(|t| t.description = k.why.clone());
+                        out
                     }
                     EventBody::Pressure(pe) => {
                         let mut s = gather(&model).remove(&p.event.cgroup).unwrap_or_else(|| Signals { cgroup: p.event.cgroup.clone(), ..Default::default() });

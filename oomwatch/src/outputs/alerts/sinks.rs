@@ -107,12 +107,17 @@ fn am_alert(t: &Transition, extra: &BTreeMap<String, String>, host: &str, ends_a
     }
     labels.insert("instance".into(), host.into());
     labels.insert("source".into(), "oomwatch".into());
+    let mut annotations = serde_json::Map::new();
+    annotations.insert("summary".into(), format!("{} on {host}: {}", t.key.cgroup, t.summary).into());
+    annotations.insert("value".into(), t.value.map(|v| format!("{v:.2}")).unwrap_or_default().into());
+    // Kill alerts say why; receivers show it to people, so names in it
+    // are escaped (the webhook carries it as data, unescaped).
+    if let Some(why) = &t.description {
+        annotations.insert("description".into(), printable(why).into_owned().into());
+    }
     serde_json::json!({
         "labels": labels,
-        "annotations": {
-            "summary": format!("{} on {host}: {}", t.key.cgroup, t.summary),
-            "value": t.value.map(|v| format!("{v:.2}")).unwrap_or_default(),
-        },
+        "annotations": annotations,
         "startsAt": t.firing_since.clone().unwrap_or_else(|| t.at.clone()),
         "endsAt": crate::wire::rfc3339(ends_at),
     })
@@ -171,6 +176,7 @@ async fn webhook(cfg: WebhookSink, mut rx: mpsc::Receiver<Transition>, counters:
             "time": t.at,
             "firing_since": t.firing_since,
             "workload": t.workload,
+            "description": t.description,
             "host": host,
         });
         match client.post_json(&cfg.url, body.to_string(), cfg.timeout).await {
@@ -215,6 +221,7 @@ async fn run_hook(cfg: &ExecSink, t: &Transition, host: &str) -> Result<(), Stri
         .env("OOMWATCH_CGROUP", printable(&t.key.cgroup).as_ref())
         .env("OOMWATCH_VALUE", t.value.map(|v| format!("{v:.2}")).unwrap_or_default())
         .env("OOMWATCH_SUMMARY", printable(&t.summary).as_ref())
+        .env("OOMWATCH_DESCRIPTION", t.description.as_deref().map(printable).unwrap_or_default().as_ref())
         .env("OOMWATCH_TIME", &t.at)
         .env("OOMWATCH_HOST", host);
     // The workload's names, escaped like every other name: set only when known.
@@ -268,6 +275,7 @@ mod tests {
             at: "2026-12-06T08:00:00Z".into(),
             firing_since: None,
             workload,
+            description: Some("memhog (pid 7) was killed because /kubepods/pod1 hit its 64 MiB limit.".into()),
         }
     }
 
@@ -283,5 +291,19 @@ mod tests {
         for label in ["namespace", "pod", "container"] {
             assert!(a["labels"].get(label).is_none(), "no empty {label} label: {a}");
         }
+    }
+
+    /// A kill alert's description is the kill's why, escaped for the people
+    /// Alertmanager shows it to; other alerts have none.
+    #[test]
+    fn kill_alerts_say_why_in_the_description() {
+        let mut t = transition(None);
+        let a = am_alert(&t, &BTreeMap::new(), "h", SystemTime::now());
+        assert_eq!(a["annotations"]["description"], "memhog (pid 7) was killed because /kubepods/pod1 hit its 64 MiB limit.");
+        t.description = Some("x\u{1b}[2J\u{202e} (pid 7) was killed".into());
+        let a = am_alert(&t, &BTreeMap::new(), "h", SystemTime::now());
+        assert_eq!(a["annotations"]["description"], "x\\x1b[2J\\u{202e} (pid 7) was killed");
+        t.description = None;
+        assert!(am_alert(&t, &BTreeMap::new(), "h", SystemTime::now())["annotations"].get("description").is_none());
     }
 }
