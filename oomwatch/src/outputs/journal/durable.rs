@@ -22,4 +22,8 @@ impl Durable for Journal {
     fn amend(&self, event: &Event, json: &str) {
         let _ = Journal::amend(self, event.seq, json.to_owned());
     }
+
+    fn wait_kept(&self, seq: u64, timeout: std::time::Duration) -> bool {
+        Journal::wait_durable(self, seq, timeout)
+    }
 }
