@@ -13,8 +13,6 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use std::time::Duration;
-
 use tokio::sync::broadcast;
 
 use crate::wire::{Event, EventBody};
@@ -38,9 +36,9 @@ pub trait Durable: Send + Sync {
     fn append(&self, event: &Event, json: &str);
     /// Replaces what is kept of `event.seq`.
     fn amend(&self, event: &Event, json: &str);
-    /// Waits until `seq` is kept (survives the daemon's death); false after
-    /// `timeout`.
-    fn wait_kept(&self, seq: u64, timeout: Duration) -> bool;
+    /// Runs `then` once `seq` is kept (survives the daemon's death), on
+    /// whichever thread keeps it; never when it could not be kept.
+    fn when_kept(&self, seq: u64, then: Box<dyn FnOnce() + Send>);
 }
 
 /// Receivers served on the publisher's own thread, before the broadcast
@@ -80,10 +78,6 @@ struct BusState {
     recent_kills: VecDeque<Arc<Published>>,
 }
 
-/// How long a kill's publisher waits for the durable store before leaving
-/// the kill to the broadcast's receivers: a commit takes well under this.
-const KEEP_WAIT: Duration = Duration::from_millis(20);
-
 /// Kills that can still be amended.
 const AMENDABLE_KILLS: usize = 256;
 
@@ -114,17 +108,16 @@ impl EventBus {
     }
 
     /// Publishes a kill: as [`EventBus::publish`], but where a durable store
-    /// is plugged in, the receivers served on this thread ([`Immediate`])
-    /// get it only once the store keeps it (a kill a client saw survives the
-    /// daemon's death). The wait is bounded; past it, the broadcast's
-    /// receivers write it as for any event.
+    /// is plugged in, the [`Immediate`] receivers get it only once the store
+    /// keeps it (a kill a client saw survives the daemon's death), from the
+    /// thread that kept it: the publisher does not wait on the disk, and no
+    /// thread is woken between the commit and the client.
     pub fn publish_kept(&self, event: Event) -> Arc<Published> {
         let Some(durable) = &self.durable else { return self.publish(event) };
         let (published, previous) = self.publish_with(event, false);
-        if let Some(i) = self.immediate.get()
-            && durable.wait_kept(published.event.seq, KEEP_WAIT)
-        {
-            i.deliver(&published, previous);
+        if let Some(i) = self.immediate.get() {
+            let (i, p) = (i.clone(), published.clone());
+            durable.when_kept(published.event.seq, Box::new(move || i.deliver(&p, previous)));
         }
         published
     }

@@ -23,7 +23,7 @@ impl Durable for Journal {
         let _ = Journal::amend(self, event.seq, json.to_owned());
     }
 
-    fn wait_kept(&self, seq: u64, timeout: std::time::Duration) -> bool {
-        Journal::wait_durable(self, seq, timeout)
+    fn when_kept(&self, seq: u64, then: Box<dyn FnOnce() + Send>) {
+        Journal::when_durable(self, seq, then);
     }
 }
