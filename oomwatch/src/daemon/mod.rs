@@ -394,7 +394,7 @@ fn start_ring_reader(
     args: &DaemonArgs,
     core: &Core,
     probes: &KernelProbes,
-) -> anyhow::Result<tokio::sync::oneshot::Receiver<anyhow::Error>> {
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Error>> {
     let explainer = KillExplainer {
         resolver: core.resolver.clone(),
         clock: core.clock.clone(),
@@ -403,28 +403,43 @@ fn start_ring_reader(
         oom_constraints: probes.facts.btf.as_ref().map(|b| b.oom_constraints.clone()).unwrap_or_default(),
         proc_root: "/proc".into(),
     };
-    let handler = RecordHandler::new(explainer, core.bus.clone(), core.counters.clone(), args.inject_drop_kills);
-    let counters = core.counters.clone();
-    let (ended, ended_rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("oomwatch-ring".into())
-        .spawn(move || {
-            if let Err(e) = kernel::sched::prefer_short_slice(RING_READER_SLICE) {
-                log::debug!("ring buffer reader: no short scheduler slice ({e}); kills are read at the default one");
-            }
-            let run = std::panic::AssertUnwindSafe(move || {
-                kernel::ring::run_blocking(ring, move |record| handler.handle(record), move |e| {
+    let handler = Arc::new(RecordHandler::new(explainer, core.bus.clone(), core.counters.clone(), args.inject_drop_kills));
+    let ring = kernel::ring::SharedRing::new(ring);
+    let (ended, ended_rx) = tokio::sync::mpsc::channel(2);
+    // Two readers, each kept on a CPU of its own: the CPU a kill keeps busy
+    // (the console write of its report) holds one of them at most, and the
+    // other reads the kill at once. One reader left to the scheduler was
+    // woken on the kill's CPU whenever it had last run there (the previous
+    // kill's exit confirmation): 3 ms later (docs/performance.md).
+    let cpus = kernel::sched::allowed_cpus(2);
+    let pins: Vec<Option<usize>> = if cpus.len() < 2 { vec![None] } else { cpus.into_iter().map(Some).collect() };
+    for (i, pin) in pins.into_iter().enumerate() {
+        let (ring, handler, counters, ended) = (ring.clone(), handler.clone(), core.counters.clone(), ended.clone());
+        std::thread::Builder::new()
+            .name(format!("oomwatch-ring{i}"))
+            .spawn(move || {
+                if let Some(cpu) = pin
+                    && let Err(e) = kernel::sched::pin_to(cpu)
+                {
+                    log::debug!("ring buffer reader {i}: cannot keep it on CPU {cpu}: {e}");
+                }
+                if let Err(e) = kernel::sched::prefer_short_slice(RING_READER_SLICE) {
+                    log::debug!("ring buffer reader: no short scheduler slice ({e}); kills are read at the default one");
+                }
+                let on_record = |record| handler.handle(record);
+                let on_garbage = |e| {
                     counters.decode_errors.inc();
                     log::warn!("dropped a kernel record: {e}");
-                })
-            });
-            let why = match std::panic::catch_unwind(run) {
-                Ok(e) => anyhow::Error::new(e).context("reading the ring buffer"),
-                Err(_) => anyhow::anyhow!("ring buffer reader panicked"),
-            };
-            let _ = ended.send(why);
-        })
-        .context("starting the ring buffer reader thread")?;
+                };
+                let run = std::panic::AssertUnwindSafe(|| kernel::ring::run_blocking(&ring, &on_record, &on_garbage));
+                let why = match std::panic::catch_unwind(run) {
+                    Ok(e) => anyhow::Error::new(e).context("reading the ring buffer"),
+                    Err(_) => anyhow::anyhow!("ring buffer reader panicked"),
+                };
+                let _ = ended.try_send(why);
+            })
+            .context("starting a ring buffer reader thread")?;
+    }
     Ok(ended_rx)
 }
 
@@ -508,7 +523,7 @@ fn log_watching(config: &Config, probes: &KernelProbes, tls: bool) {
 /// Runs until a signal to stop (Ok) or the ring buffer reader ends (Err:
 /// without it the daemon would be blind). SIGHUP reloads the configuration.
 async fn supervise(
-    reader: tokio::sync::oneshot::Receiver<anyhow::Error>,
+    mut reader: tokio::sync::mpsc::Receiver<anyhow::Error>,
     tasks: &mut Tasks,
     hup: &mut tokio::signal::unix::Signal,
     shutdown: impl std::future::Future<Output = &'static str>,
@@ -516,12 +531,11 @@ async fn supervise(
     mut running: Config,
     alerts: &Alerts,
 ) -> anyhow::Result<()> {
-    tokio::pin!(reader);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            ended = &mut reader => {
-                return Err(ended.unwrap_or_else(|_| anyhow::anyhow!("ring buffer reader stopped")));
+            ended = reader.recv() => {
+                return Err(ended.unwrap_or_else(|| anyhow::anyhow!("ring buffer reader stopped")));
             }
             ended = tasks.first_ended() => {
                 log::error!("the {} task {}; exiting so that the service manager starts a whole daemon again", ended.task, ended.why);

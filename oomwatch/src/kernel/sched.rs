@@ -50,3 +50,26 @@ pub fn lower_priority(n: i32) {
     // Linux); raising nice needs no privilege.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) };
 }
+
+/// Up to `n` CPUs this thread may run on, lowest first.
+pub fn allowed_cpus(n: usize) -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; sched_getaffinity fills
+    // it for the calling thread.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the size passed is the set's own.
+    if unsafe { libc::sched_getaffinity(0, size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET reads a bit of the set, in range by construction.
+    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).take(n).collect()
+}
+
+/// Keeps the calling thread on `cpu`.
+pub fn pin_to(cpu: usize) -> io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET adds one CPU
+    // below CPU_SETSIZE (the caller's CPUs come from allowed_cpus).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: sched_setaffinity on the calling thread with a set of its size.
+    if unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) } == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}

@@ -462,7 +462,7 @@ fn bpftrace_peer(ctx: &Ctx, cg: &TestCgroup, n: usize) -> Result<(Vec<f64>, Opti
 const BREAKDOWN_SCRIPT: &str = r#"
 tracepoint:oom:mark_victim { @mark = nsecs; printf("%llu MARK %d\n", nsecs, args->pid); }
 tracepoint:syscalls:sys_exit_epoll_wait /pid == $1/ { if (@mark && nsecs - @mark < 50000000 && args->ret > 0) { printf("%llu WAKE %d\n", nsecs, tid); } }
-tracepoint:syscalls:sys_exit_poll /pid == $1 && comm == "oomwatch-ring"/ { if (@mark && nsecs - @mark < 50000000 && args->ret > 0) { printf("%llu WAKE %d\n", nsecs, tid); } }
+tracepoint:syscalls:sys_exit_poll /pid == $1 && strncmp(comm, "oomwatch-ring", 13) == 0/ { if (@mark && nsecs - @mark < 50000000 && args->ret > 0) { printf("%llu WAKE %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_openat /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu OPEN %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_sendto /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_write /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
