@@ -40,6 +40,9 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
     let mut request = Request { op: RequestOp::Tail, since_secs: args.since.map(|d| d.as_secs_f64()), since_seq: None };
     let mut progress = Progress::default();
     let stdout = std::io::stdout();
+    // A line read is written at once: ask to run as soon as the daemon's
+    // write wakes us, rather than behind a busy CPU's slice.
+    let _ = crate::kernel::sched::prefer_short_slice(std::time::Duration::from_micros(100));
     loop {
         let lost_at = follow(&mut stream, &request, &args, &filter, &mut progress, &mut stdout.lock())?;
         let Some(lost_at) = lost_at else { return Ok(ExitCode::SUCCESS) };

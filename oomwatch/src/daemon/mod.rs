@@ -193,7 +193,7 @@ pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::
     start_sources(&config, &core, &mut probes, &tasks)?;
     start_kernel_reports(kmsg, &core, &tasks);
     start_sinks(sinks, &tasks)?;
-    let reader = start_ring_reader(ring, &args, &core, &probes);
+    let reader = start_ring_reader(ring, &args, &core, &probes)?;
     log_watching(&config, &probes, web.as_ref().is_some_and(|w| w.tls.is_some()));
     let pusher = start_outputs(&core, metrics, listener, web, socket_listener, &tasks);
     inject_panic(&args, &tasks);
@@ -357,10 +357,20 @@ fn start_kernel_reports(kmsg: Option<crate::readers::kmsg::KmsgReader>, core: &C
     let Some(reader) = kmsg else { return };
     log::info!("kernel log: reading OOM reports from {}", reader.path().display());
     let feed = KernelReportFeed::new(core.bus.clone(), core.counters.clone(), limit_file(core.layout.as_ref()));
-    if let Err(e) = tasks.spawn_thread("kernel-reports", move || feed.run_blocking(reader)) {
+    let run = move || {
+        // Its report amends a kill already published: it must not take the
+        // CPU from the publication (it is woken by the same kill, once per
+        // line the kernel prints).
+        kernel::sched::lower_priority(KERNEL_REPORTS_NICE);
+        feed.run_blocking(reader)
+    };
+    if let Err(e) = tasks.spawn_thread("kernel-reports", run) {
         log::warn!("kernel log: cannot start its reader thread: {e}; kills are reported without the kernel's report");
     }
 }
+
+/// Nice value of the kernel log reader thread.
+const KERNEL_REPORTS_NICE: i32 = 5;
 
 fn trigger_config(config: &Config, layout: Option<&CgroupLayout>) -> anyhow::Result<TriggerConfig> {
     // Per-cgroup PSI lives on the unified hierarchy (on hybrid hosts, the
@@ -379,14 +389,16 @@ fn trigger_config(config: &Config, layout: Option<&CgroupLayout>) -> anyhow::Res
     })
 }
 
-/// Kernel records -> events, on the runtime (a kill is published within a
-/// fraction of a millisecond of the ring buffer's wakeup).
+/// Kernel records -> events, on a thread of their own (`kernel::ring`):
+/// a kill is explained and published by the thread the kernel woke.
+/// What it ends with (an error polling the ring buffer, or a panic) is
+/// sent back for the supervisor.
 fn start_ring_reader(
     ring: aya::maps::RingBuf<aya::maps::MapData>,
     args: &DaemonArgs,
     core: &Core,
     probes: &KernelProbes,
-) -> tokio::task::JoinHandle<Result<(), std::io::Error>> {
+) -> anyhow::Result<tokio::sync::mpsc::Receiver<anyhow::Error>> {
     let explainer = KillExplainer {
         resolver: core.resolver.clone(),
         clock: core.clock.clone(),
@@ -395,13 +407,49 @@ fn start_ring_reader(
         oom_constraints: probes.facts.btf.as_ref().map(|b| b.oom_constraints.clone()).unwrap_or_default(),
         proc_root: "/proc".into(),
     };
-    let handler = RecordHandler::new(explainer, core.bus.clone(), core.counters.clone(), args.inject_drop_kills);
-    let counters = core.counters.clone();
-    tokio::spawn(kernel::ring::run(ring, move |record| handler.handle(record), move |e| {
-        counters.decode_errors.inc();
-        log::warn!("dropped a kernel record: {e}");
-    }))
+    let handler = Arc::new(RecordHandler::new(explainer, core.bus.clone(), core.counters.clone(), args.inject_drop_kills));
+    let ring = kernel::ring::SharedRing::new(ring);
+    let (ended, ended_rx) = tokio::sync::mpsc::channel(2);
+    // Two readers, each kept on a CPU of its own: the CPU a kill keeps busy
+    // (the console write of its report) holds one of them at most, and the
+    // other reads the kill at once. One reader left to the scheduler was
+    // woken on the kill's CPU whenever it had last run there (the previous
+    // kill's exit confirmation): 3 ms later (docs/performance.md).
+    let cpus = kernel::sched::allowed_cpus(2);
+    let pins: Vec<Option<usize>> = if cpus.len() < 2 { vec![None] } else { cpus.into_iter().map(Some).collect() };
+    for (i, pin) in pins.into_iter().enumerate() {
+        let (ring, handler, counters, ended) = (ring.clone(), handler.clone(), core.counters.clone(), ended.clone());
+        std::thread::Builder::new()
+            .name(format!("oomwatch-ring{i}"))
+            .spawn(move || {
+                if let Some(cpu) = pin
+                    && let Err(e) = kernel::sched::pin_to(cpu)
+                {
+                    log::debug!("ring buffer reader {i}: cannot keep it on CPU {cpu}: {e}");
+                }
+                if let Err(e) = kernel::sched::prefer_short_slice(RING_READER_SLICE) {
+                    log::debug!("ring buffer reader: no short scheduler slice ({e}); kills are read at the default one");
+                }
+                let on_record = |record| handler.handle(record);
+                let on_garbage = |e| {
+                    counters.decode_errors.inc();
+                    log::warn!("dropped a kernel record: {e}");
+                };
+                let run = std::panic::AssertUnwindSafe(|| kernel::ring::run_blocking(&ring, &on_record, &on_garbage));
+                let why = match std::panic::catch_unwind(run) {
+                    Ok(e) => anyhow::Error::new(e).context("reading the ring buffer"),
+                    Err(_) => anyhow::anyhow!("ring buffer reader panicked"),
+                };
+                let _ = ended.try_send(why);
+            })
+            .context("starting a ring buffer reader thread")?;
+    }
+    Ok(ended_rx)
 }
+
+/// The ring buffer reader's work per wakeup (decode, explain, publish) takes
+/// well under this; the kernel's minimum custom slice is 0.1 ms.
+const RING_READER_SLICE: Duration = Duration::from_micros(200);
 
 /// Test-only fault injection (`--inject-panic TASK`): a supervised task
 /// that panics a second after start, to prove it is not silent.
@@ -458,6 +506,7 @@ fn start_outputs(
         counters: core.counters.clone(),
         alerts: core.alerts.clone(),
         journal: core.journal.clone(),
+        lanes: Arc::default(),
     };
     tasks.spawn("event-socket", socket::serve(socket_listener, Arc::new(sources)));
     push
@@ -478,7 +527,7 @@ fn log_watching(config: &Config, probes: &KernelProbes, tls: bool) {
 /// Runs until a signal to stop (Ok) or the ring buffer reader ends (Err:
 /// without it the daemon would be blind). SIGHUP reloads the configuration.
 async fn supervise(
-    reader: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    mut reader: tokio::sync::mpsc::Receiver<anyhow::Error>,
     tasks: &mut Tasks,
     hup: &mut tokio::signal::unix::Signal,
     shutdown: impl std::future::Future<Output = &'static str>,
@@ -486,16 +535,11 @@ async fn supervise(
     mut running: Config,
     alerts: &Alerts,
 ) -> anyhow::Result<()> {
-    tokio::pin!(reader);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            result = &mut reader => {
-                return Err(match result {
-                    Ok(Ok(())) => anyhow::anyhow!("ring buffer reader stopped"),
-                    Ok(Err(e)) => anyhow::Error::new(e).context("reading the ring buffer"),
-                    Err(e) => anyhow::Error::new(e).context("ring buffer reader panicked"),
-                });
+            ended = reader.recv() => {
+                return Err(ended.unwrap_or_else(|| anyhow::anyhow!("ring buffer reader stopped")));
             }
             ended = tasks.first_ended() => {
                 log::error!("the {} task {}; exiting so that the service manager starts a whole daemon again", ended.task, ended.why);

@@ -12,6 +12,7 @@ pub mod decode;
 pub mod loader;
 pub mod privileges;
 pub mod ring;
+pub mod sched;
 pub mod thread_map;
 pub mod tracefs;
 

@@ -10,7 +10,7 @@
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use tokio::sync::broadcast;
@@ -36,16 +36,41 @@ pub trait Durable: Send + Sync {
     fn append(&self, event: &Event, json: &str);
     /// Replaces what is kept of `event.seq`.
     fn amend(&self, event: &Event, json: &str);
+    /// Runs `then` once `seq` is kept (survives the daemon's death), on
+    /// whichever thread keeps it; never when it could not be kept.
+    fn when_kept(&self, seq: u64, then: Box<dyn FnOnce() + Send>);
+}
+
+/// Receivers served on the publisher's own thread, before the broadcast
+/// wakes anyone: the event socket's tail clients that have written
+/// everything before (implemented in outputs). A kill then reaches them
+/// with no wakeup between the thread the kernel woke and the client.
+pub trait Immediate: Send + Sync {
+    /// `published` follows the event of seq `previous` (0: none); called
+    /// under the bus's lock, in publication order. Must not block.
+    fn deliver(&self, published: &Published, previous: u64);
+}
+
+/// A live subscription: the backlog events asked for, the receiver, and
+/// the seq of the last event published before it (every later one comes
+/// through the receiver).
+pub struct Subscription {
+    pub past: Vec<Arc<Published>>,
+    pub rx: broadcast::Receiver<Arc<Published>>,
+    pub last_seq: u64,
 }
 
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Published>>,
     state: Mutex<BusState>,
     durable: Option<Arc<dyn Durable>>,
+    immediate: OnceLock<Arc<dyn Immediate>>,
 }
 
 struct BusState {
     next_seq: u64,
+    /// Seq of the last event published (0: none yet).
+    last_seq: u64,
     backlog: VecDeque<Arc<Published>>,
     capacity: usize,
     /// The last kills, whatever the backlog's size: they are amended later
@@ -63,15 +88,42 @@ impl EventBus {
 
     pub fn with_durable(backlog: usize, channel: usize, durable: Option<Arc<dyn Durable>>) -> Self {
         let (tx, _) = broadcast::channel(channel.max(1));
-        let state = BusState { next_seq: 1, backlog: VecDeque::with_capacity(backlog), capacity: backlog, recent_kills: VecDeque::new() };
-        Self { tx, state: Mutex::new(state), durable }
+        let state = BusState { next_seq: 1, last_seq: 0, backlog: VecDeque::with_capacity(backlog), capacity: backlog, recent_kills: VecDeque::new() };
+        Self { tx, state: Mutex::new(state), durable, immediate: OnceLock::new() }
+    }
+
+    /// Plugs in the receivers served on the publisher's thread; once.
+    pub fn set_immediate(&self, immediate: Arc<dyn Immediate>) {
+        if self.immediate.set(immediate).is_err() {
+            log::warn!("event bus: immediate receivers set twice; the first stay");
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BusState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn publish(&self, mut event: Event) -> Arc<Published> {
+    pub fn publish(&self, event: Event) -> Arc<Published> {
+        self.publish_with(event, true).0
+    }
+
+    /// Publishes a kill: as [`EventBus::publish`], but where a durable store
+    /// is plugged in, the [`Immediate`] receivers get it only once the store
+    /// keeps it (a kill a client saw survives the daemon's death), from the
+    /// thread that kept it: the publisher does not wait on the disk, and no
+    /// thread is woken between the commit and the client.
+    pub fn publish_kept(&self, event: Event) -> Arc<Published> {
+        let Some(durable) = &self.durable else { return self.publish(event) };
+        let (published, previous) = self.publish_with(event, false);
+        if let Some(i) = self.immediate.get() {
+            let (i, p) = (i.clone(), published.clone());
+            durable.when_kept(published.event.seq, Box::new(move || i.deliver(&p, previous)));
+        }
+        published
+    }
+
+    /// The event as published, and the seq of the one before it.
+    fn publish_with(&self, mut event: Event, immediate: bool) -> (Arc<Published>, u64) {
         let mut state = self.lock();
         event.seq = match &self.durable {
             Some(d) => d.next_seq(),
@@ -85,6 +137,11 @@ impl EventBus {
             d.append(&event, &json);
         }
         let published = Arc::new(Published { event, json });
+        let previous = state.last_seq;
+        state.last_seq = published.event.seq;
+        if immediate && let Some(i) = self.immediate.get() {
+            i.deliver(&published, previous);
+        }
         if matches!(published.event.body, EventBody::OomKill(_)) {
             if state.recent_kills.len() == AMENDABLE_KILLS {
                 state.recent_kills.pop_front();
@@ -100,20 +157,31 @@ impl EventBus {
         // Sent under the lock so a subscriber sees each event exactly once,
         // either in its backlog or live. No receivers is fine.
         let _ = self.tx.send(published.clone());
-        published
+        (published, previous)
     }
 
     /// Live events from now on, and the seq the first of them will have:
     /// every event with a lower seq was published before (for a client that
     /// replays the durable store up to it).
-    pub fn subscribe_after_store(&self) -> (u64, broadcast::Receiver<Arc<Published>>) {
+    /// Also the seq of the last event published before (as
+    /// [`Subscription::last_seq`]).
+    pub fn subscribe_after_store(&self) -> (u64, u64, broadcast::Receiver<Arc<Published>>) {
         let state = self.lock();
         let rx = self.tx.subscribe();
         let next = match &self.durable {
             Some(d) => d.next_seq_peek(),
             None => state.next_seq,
         };
-        (next, rx)
+        (next, state.last_seq, rx)
+    }
+
+    /// As [`EventBus::subscribe`], with the seq of the last event published
+    /// before the subscription.
+    pub fn subscribe_live(&self, keep: impl Fn(&Event) -> bool) -> Subscription {
+        let state = self.lock();
+        let rx = self.tx.subscribe();
+        let past = state.backlog.iter().filter(|p| keep(&p.event)).cloned().collect();
+        Subscription { past, rx, last_seq: state.last_seq }
     }
 
     /// Buffered events accepted by `keep`, then live ones, with no gap and

@@ -21,4 +21,5 @@ pub mod metrics;
 pub mod otlp;
 pub mod shipping;
 pub mod socket;
+pub mod tail_lane;
 pub mod web_config;

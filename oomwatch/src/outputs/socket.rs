@@ -14,7 +14,10 @@
 use std::{
     collections::HashMap,
     io,
-    os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
+    os::{
+        fd::AsFd as _,
+        unix::fs::{DirBuilderExt as _, FileTypeExt as _, MetadataExt as _, PermissionsExt as _},
+    },
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
     time::Duration,
@@ -22,7 +25,10 @@ use std::{
 
 use tokio::{
     io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader, BufWriter},
-    net::{UnixListener, UnixStream},
+    net::{
+        UnixListener, UnixStream,
+        unix::{OwnedReadHalf, OwnedWriteHalf},
+    },
     sync::broadcast::error::RecvError,
 };
 
@@ -36,6 +42,7 @@ use crate::{
     outputs::{
         alerts::Alerts,
         journal::{Journal, Query},
+        tail_lane::Lanes,
     },
     wire::{Request, RequestOp, StatusReport, rfc3339},
 };
@@ -48,6 +55,8 @@ pub struct Sources {
     pub alerts: Arc<Alerts>,
     /// Where `tail --since` replays from, when the daemon keeps a journal.
     pub journal: Option<Arc<Journal>>,
+    /// Caught-up tail clients, written to by the publishing thread.
+    pub lanes: Arc<Lanes>,
 }
 pub const MAX_CLIENTS: usize = 128;
 /// One user other than root cannot take every slot.
@@ -217,6 +226,7 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, sources: Arc<Sour
         }
     };
     let slots = Arc::new(Slots::default());
+    sources.bus.set_immediate(sources.lanes.clone());
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -266,7 +276,7 @@ async fn refuse(mut stream: UnixStream, why: &str) {
 }
 
 /// The request line; None when the client hung up before sending one.
-async fn read_request(reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Option<Request> {
+async fn read_request(reader: &mut BufReader<OwnedReadHalf>) -> Option<Request> {
     let mut line = String::new();
     let mut limited = (&mut *reader).take(MAX_REQUEST_BYTES);
     match tokio::time::timeout(Duration::from_secs(2), limited.read_line(&mut line)).await {
@@ -281,7 +291,7 @@ async fn read_request(reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -
 }
 
 /// Writes one answer and flushes, or gives up after `limit`.
-async fn send(out: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>, line: &[u8], limit: Duration) -> io::Result<()> {
+async fn send(out: &mut BufWriter<OwnedWriteHalf>, line: &[u8], limit: Duration) -> io::Result<()> {
     let write = async {
         out.write_all(line).await?;
         out.write_all(b"\n").await?;
@@ -295,7 +305,7 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
     let mut reader = BufReader::new(read);
     let Some(request) = read_request(&mut reader).await else { return Ok(()) };
     let mut out = BufWriter::new(write);
-    let Sources { bus, model, counters, alerts, .. } = &*sources;
+    let Sources { model, alerts, .. } = &*sources;
     match request.op {
         RequestOp::Alerts => {
             let line = serde_json::to_string(&alerts.report()).unwrap_or_default();
@@ -312,71 +322,91 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
             let line = serde_json::to_string(&report).unwrap_or_default();
             send(&mut out, line.as_bytes(), ANSWER_TIMEOUT).await
         }
-        RequestOp::Tail => {
-            let mut rx = match (&sources.journal, replay_from_journal(&request)) {
-                (Some(journal), Some(from)) => {
-                    let (next, rx) = bus.subscribe_after_store();
-                    replay_journal(journal, from, next, &mut out).await?;
-                    rx
+        RequestOp::Tail => tail(&request, &sources, reader, out).await,
+    }
+}
+
+/// A tail client: what it asked to replay, then live events until it hangs
+/// up or stops reading. Once it has caught up, the events it is given are
+/// written by the publishing thread when it can (`outputs::tail_lane`).
+async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedReadHalf>, mut out: BufWriter<OwnedWriteHalf>) -> io::Result<()> {
+    let Sources { bus, counters, lanes, .. } = sources;
+    let (mut rx, mut through) = match (&sources.journal, replay_from_journal(request)) {
+        (Some(journal), Some(from)) => {
+            let (next, last_seq, rx) = bus.subscribe_after_store();
+            replay_journal(journal, from, next, &mut out).await?;
+            (rx, last_seq)
+        }
+        _ => {
+            let since_ns = request
+                .since_secs
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(|s| monotonic_ns().saturating_sub((s * 1e9) as u64));
+            // Without a journal, seqs start again with each daemon:
+            // a resuming client's time is the better guide.
+            let sub = bus.subscribe_live(|e| match (since_ns, request.since_seq) {
+                (Some(since), _) => e.ktime_ns.is_some_and(|k| k >= since),
+                (None, Some(after)) => e.seq > after,
+                (None, None) => false,
+            });
+            let replay = async {
+                for p in sub.past {
+                    out.write_all(p.json.as_bytes()).await?;
+                    out.write_all(b"\n").await?;
                 }
-                _ => {
-                    let since_ns = request
-                        .since_secs
-                        .filter(|s| s.is_finite() && *s > 0.0)
-                        .map(|s| monotonic_ns().saturating_sub((s * 1e9) as u64));
-                    // Without a journal, seqs start again with each daemon:
-                    // a resuming client's time is the better guide.
-                    let (past, rx) = bus.subscribe(|e| match (since_ns, request.since_seq) {
-                        (Some(since), _) => e.ktime_ns.is_some_and(|k| k >= since),
-                        (None, Some(after)) => e.seq > after,
-                        (None, None) => false,
-                    });
-                    let replay = async {
-                        for p in past {
-                            out.write_all(p.json.as_bytes()).await?;
-                            out.write_all(b"\n").await?;
-                        }
-                        out.flush().await
-                    };
-                    tokio::time::timeout(TAIL_WRITE_STALL, replay).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
-                    rx
-                }
+                out.flush().await
             };
-            let mut scratch = [0u8; 256];
-            loop {
-                let event = tokio::select! {
-                    event = rx.recv() => event,
-                    // Nothing more is expected from a tail client: end of
-                    // file (or an error) means it is gone, and its slot is
-                    // freed now, not when the next event fails to reach it.
-                    n = reader.read(&mut scratch) => match n {
-                        Ok(0) | Err(_) => return Ok(()),
-                        Ok(_) => continue,
-                    },
+            tokio::time::timeout(TAIL_WRITE_STALL, replay).await.unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))?;
+            (sub.rx, sub.last_seq)
+        }
+    };
+    let lane = lanes.open(out.get_ref().as_ref().as_fd(), through)?;
+    let mut scratch = [0u8; 256];
+    let mut flushed = true;
+    loop {
+        if flushed {
+            lane.hand_back(through, || rx.is_empty());
+        }
+        let event = tokio::select! {
+            event = rx.recv() => event,
+            // Nothing more is expected from a tail client: end of
+            // file (or an error) means it is gone, and its slot is
+            // freed now, not when the next event fails to reach it.
+            n = reader.read(&mut scratch) => match n {
+                Ok(0) | Err(_) => return Ok(()),
+                Ok(_) => continue,
+            },
+        };
+        let given = lane.take_over();
+        let stalled = || io::Error::new(io::ErrorKind::TimedOut, "tail client stopped reading");
+        match event {
+            Ok(p) => {
+                let already_given = p.event.seq <= given.through_seq;
+                through = through.max(p.event.seq);
+                let write = async {
+                    out.write_all(&given.rest).await?;
+                    if !already_given {
+                        out.write_all(p.json.as_bytes()).await?;
+                        out.write_all(b"\n").await?;
+                    }
+                    // Batch what is already queued, then flush once.
+                    let flush = rx.is_empty();
+                    if flush {
+                        out.flush().await?;
+                    }
+                    Ok::<_, io::Error>(flush)
                 };
-                let stalled = || io::Error::new(io::ErrorKind::TimedOut, "tail client stopped reading");
-                match event {
-                    Ok(p) => {
-                        let write = async {
-                            out.write_all(p.json.as_bytes()).await?;
-                            out.write_all(b"\n").await?;
-                            // Batch what is already queued, then flush once.
-                            if rx.is_empty() {
-                                out.flush().await?;
-                            }
-                            Ok::<_, io::Error>(())
-                        };
-                        tokio::time::timeout(TAIL_WRITE_STALL, write).await.map_err(|_| stalled())??;
-                    }
-                    Err(RecvError::Lagged(n)) => {
-                        counters.stream_events_dropped.inc_by(n);
-                        let lag = lagged_event(n, rfc3339(std::time::SystemTime::now()));
-                        let line = serde_json::to_string(&lag).unwrap_or_default();
-                        send(&mut out, line.as_bytes(), TAIL_WRITE_STALL).await?;
-                    }
-                    Err(RecvError::Closed) => return Ok(()),
-                }
+                flushed = tokio::time::timeout(TAIL_WRITE_STALL, write).await.map_err(|_| stalled())??;
             }
+            Err(RecvError::Lagged(n)) => {
+                counters.stream_events_dropped.inc_by(n);
+                let lag = lagged_event(n, rfc3339(std::time::SystemTime::now()));
+                let line = serde_json::to_string(&lag).unwrap_or_default();
+                out.write_all(&given.rest).await?;
+                send(&mut out, line.as_bytes(), TAIL_WRITE_STALL).await?;
+                flushed = true;
+            }
+            Err(RecvError::Closed) => return Ok(()),
         }
     }
 }
@@ -404,7 +434,7 @@ async fn replay_journal(
     journal: &Arc<Journal>,
     from: ReplayFrom,
     next: u64,
-    out: &mut BufWriter<tokio::net::unix::OwnedWriteHalf>,
+    out: &mut BufWriter<OwnedWriteHalf>,
 ) -> io::Result<()> {
     const PAGE: usize = 2048;
     let journal = journal.clone();

@@ -71,7 +71,9 @@ impl RecordHandler {
             Record::OomKill(r) => {
                 let event = self.kills.explain(&r, Instant::now());
                 self.victims.lock().unwrap_or_else(|e| e.into_inner()).insert(r.victim_pid, event.cgroup.clone());
-                event
+                self.counters.events_published.inc();
+                self.bus.publish_kept(event);
+                return;
             }
             Record::VictimExit(r) => self.victim_exit(&r),
             Record::ReclaimStall(r) => self.reclaim_stall(&r),

@@ -452,7 +452,8 @@ fn bpftrace_peer(ctx: &Ctx, cg: &TestCgroup, n: usize) -> Result<(Vec<f64>, Opti
 /// Where the latency goes, per kill: a separate pass (tracing adds its own
 /// cost, so these kills are not in the figures above) with bpftrace on the
 /// daemon's and tail's syscalls, relative to the kernel's mark_victim:
-/// - wake: until the daemon's epoll_wait returns with the ring buffer ready;
+/// - wake: until the daemon's poll (the ring buffer reader) or epoll_wait
+///   (an older daemon's runtime) returns with the ring buffer ready;
 /// - daemon: until it sends the event on the socket (cgroup files opened
 ///   on the way are counted);
 /// - tail: until `oomwatch tail` writes the line to its stdout;
@@ -460,12 +461,13 @@ fn bpftrace_peer(ctx: &Ctx, cg: &TestCgroup, n: usize) -> Result<(Vec<f64>, Opti
 const BREAKDOWN_SCRIPT: &str = r#"
 tracepoint:oom:mark_victim { @mark = nsecs; printf("%llu MARK %d\n", nsecs, args->pid); }
 tracepoint:syscalls:sys_exit_epoll_wait /pid == $1/ { if (@mark && nsecs - @mark < 50000000 && args->ret > 0) { printf("%llu WAKE %d\n", nsecs, tid); } }
+tracepoint:syscalls:sys_exit_poll /pid == $1 && strncmp(comm, "oomwatch-ring", 13) == 0/ { if (@mark && nsecs - @mark < 50000000 && args->ret > 0) { printf("%llu WAKE %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_openat /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu OPEN %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_sendto /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_write /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_writev /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_write /pid == $2/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu TAIL %d\n", nsecs, tid); } }
-tracepoint:sched:sched_wakeup { if (@mark && nsecs - @mark < 50000000 && args->comm == "oomwatch") { printf("%llu WAKEUP %d\n", nsecs, args->pid); } }
+tracepoint:sched:sched_wakeup { if (@mark && nsecs - @mark < 50000000 && strncmp(args->comm, "oomwatch", 8) == 0) { printf("%llu WAKEUP %d\n", nsecs, args->pid); } }
 "#;
 
 fn breakdown(ctx: &Ctx, cg: &TestCgroup, n: usize, rep: &mut Report) -> Result<Value> {
@@ -676,7 +678,7 @@ fn follow(
 /// How a segment key reads in the table.
 fn segment_label(key: &str) -> &'static str {
     match key {
-        "1 wake" => "kernel mark_victim -> daemon epoll_wait returns",
+        "1 wake" => "kernel mark_victim -> daemon's poll returns",
         "1a wake: mark_victim -> daemon thread woken" => {
             "  of which: kernel wakes the daemon thread"
         }

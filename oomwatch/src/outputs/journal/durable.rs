@@ -22,4 +22,8 @@ impl Durable for Journal {
     fn amend(&self, event: &Event, json: &str) {
         let _ = Journal::amend(self, event.seq, json.to_owned());
     }
+
+    fn when_kept(&self, seq: u64, then: Box<dyn FnOnce() + Send>) {
+        Journal::when_durable(self, seq, then);
+    }
 }

@@ -832,3 +832,18 @@ fn a_journal_with_no_events_yet_opens_again() {
     assert!(j.moved_aside().is_none(), "kept, not moved aside");
     assert_eq!(j.reader().unwrap().state("sink.file.cursor").unwrap().as_deref(), Some("0"));
 }
+
+#[test]
+fn what_waits_for_a_seq_runs_once_it_is_committed_and_at_once_when_it_already_is() {
+    let dir = TempDir::new("when-durable");
+    let j = open(&dir.0);
+    let mut e = kill(1, "/a", SystemTime::now());
+    let Appended::Queued(seq) = j.append_event(&mut e) else { panic!("not queued") };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tx2 = tx.clone();
+    j.when_durable(seq, Box::new(move || tx.send("after the commit").unwrap()));
+    assert_eq!(rx.recv_timeout(WAIT), Ok("after the commit"));
+    assert!(j.durable_seq() >= seq);
+    j.when_durable(seq, Box::new(move || tx2.send("at once").unwrap()));
+    assert_eq!(rx.try_recv(), Ok("at once"));
+}

@@ -166,6 +166,21 @@ struct Progress {
     durable_seq: u64,
     /// Incidents written ahead of high-rate events with lower seqs.
     durable_ahead: std::collections::BTreeSet<u64>,
+    /// What to run once a seq is durable ([`Journal::when_durable`]).
+    on_durable: Vec<(u64, OnDurable)>,
+}
+
+/// Run by the writer once a seq is durable.
+pub type OnDurable = Box<dyn FnOnce() + Send>;
+
+/// Pending [`Journal::when_durable`] calls at most: past it (the disk
+/// stalls), a new one is dropped and its seq reaches readers another way.
+const ON_DURABLE_MAX: usize = 1024;
+
+impl Progress {
+    fn is_durable(&self, seq: u64) -> bool {
+        seq <= self.durable_seq || self.durable_ahead.contains(&seq)
+    }
 }
 
 #[derive(Default)]
@@ -202,7 +217,7 @@ impl Shared {
             config,
             queue: Mutex::new(Queue::default()),
             work: Condvar::new(),
-            progress: Mutex::new(Progress { done: 0, durable_seq: last, durable_ahead: Default::default() }),
+            progress: Mutex::new(Progress { durable_seq: last, ..Default::default() }),
             progressed: Condvar::new(),
             next_seq: AtomicU64::new(last + 1),
             dropped: Default::default(),
@@ -334,6 +349,22 @@ fn spawn_full_check(shared: &Arc<Shared>) -> Option<(rusqlite::InterruptHandle, 
         .map(|handle| (interrupt, handle))
         .map_err(|e| log::debug!("journal: no full check: {e}"))
         .ok()
+}
+
+/// The [`Journal::when_durable`] calls this batch settled: those to run
+/// (their seq was committed), the rest of the settled ones dropped (a failed
+/// commit, or a seq the writer dropped); the unsettled stay.
+fn take_ready(p: &mut Progress, committed: bool) -> Vec<OnDurable> {
+    let mut ready = Vec::new();
+    let waiting = std::mem::take(&mut p.on_durable);
+    for (seq, then) in waiting {
+        if !p.is_durable(seq) {
+            p.on_durable.push((seq, then));
+        } else if committed {
+            ready.push(then);
+        }
+    }
+    ready
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -489,6 +520,19 @@ impl Journal {
         };
         self.shared.work.notify_one();
         self.wait_progress(timeout, |p| p.done >= target)
+    }
+
+    /// Runs `then` once `seq` is durable: at once when it is already, else
+    /// on the writer's thread right after the commit that makes it so
+    /// (never on a failed one: a seq dropped is not run for).
+    pub fn when_durable(&self, seq: u64, then: OnDurable) {
+        let mut p = lock(&self.shared.progress);
+        if p.is_durable(seq) {
+            drop(p);
+            then();
+        } else if p.on_durable.len() < ON_DURABLE_MAX {
+            p.on_durable.push((seq, then));
+        }
     }
 
     /// Waits until `seq` is durable. False on timeout.
@@ -904,8 +948,12 @@ impl Writer {
         }
         p.durable_seq = watermark;
         p.durable_ahead = p.durable_ahead.split_off(&(watermark + 1));
+        let ready = take_ready(&mut p, committed);
         drop(p);
         self.shared.progressed.notify_all();
+        for then in ready {
+            then();
+        }
     }
 
     fn commit(&mut self, ops: &[Pending], watermark: u64) -> rusqlite::Result<Effects> {

@@ -1,0 +1,199 @@
+//! The event socket's immediate lane: a tail client that has written
+//! everything published so far gets the next event from the publishing
+//! thread itself, with one non-blocking send(2), before the broadcast wakes
+//! its task. A kill then goes from the thread the kernel woke straight to
+//! the client's socket: no hop through the async runtime, whose worker,
+//! woken from another CPU, may be queued on the very CPU the kill keeps busy
+//! printing to a serial console (docs/performance.md).
+//!
+//! The client's task stays in charge of everything else (replay, batches,
+//! lag notices, a full socket): the bus writes only while the task is idle
+//! and has given the client every event up to the one before, and the task
+//! skips what the bus already wrote. A short write leaves the rest to the
+//! task, which writes it before anything else.
+
+use std::{
+    io,
+    os::fd::{AsRawFd as _, BorrowedFd, OwnedFd},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use crate::model::bus::{Immediate, Published};
+
+/// Every tail client's lane.
+#[derive(Default)]
+pub struct Lanes {
+    lanes: Mutex<Vec<Arc<Lane>>>,
+}
+
+struct Lane {
+    /// A duplicate of the client's socket, closed when the client ends.
+    fd: OwnedFd,
+    state: Mutex<LaneState>,
+}
+
+struct LaneState {
+    /// The task has nothing buffered or half-written and nothing waiting in
+    /// its receiver: the bus may write.
+    idle: bool,
+    /// Seq of the last event the client was given, by either side.
+    through_seq: u64,
+    /// What a short write of the bus left; the task writes it first.
+    rest: Vec<u8>,
+}
+
+/// A client's place in the lanes, given back on drop.
+pub struct LaneGuard {
+    lanes: Arc<Lanes>,
+    lane: Arc<Lane>,
+}
+
+/// What the task must know when it takes over from the bus.
+pub struct TakeOver {
+    /// Bytes of an event the bus could only partly write.
+    pub rest: Vec<u8>,
+    /// The client has every event through this seq.
+    pub through_seq: u64,
+}
+
+impl Lanes {
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Lane>>> {
+        self.lanes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A lane for the client on `fd`, which has been given every event
+    /// through `through_seq`. Not idle until the task says so.
+    pub fn open(self: &Arc<Self>, fd: BorrowedFd<'_>, through_seq: u64) -> io::Result<LaneGuard> {
+        let lane = Arc::new(Lane {
+            fd: fd.try_clone_to_owned()?,
+            state: Mutex::new(LaneState { idle: false, through_seq, rest: Vec::new() }),
+        });
+        self.lock().push(lane.clone());
+        Ok(LaneGuard { lanes: self.clone(), lane })
+    }
+}
+
+impl Immediate for Lanes {
+    fn deliver(&self, published: &Published, previous: u64) {
+        let lanes = self.lock();
+        if lanes.is_empty() {
+            return;
+        }
+        let mut line = Vec::with_capacity(published.json.len() + 1);
+        line.extend_from_slice(published.json.as_bytes());
+        line.push(b'\n');
+        for lane in lanes.iter() {
+            lane.offer(&line, published.event.seq, previous);
+        }
+    }
+}
+
+impl Lane {
+    fn state(&self) -> MutexGuard<'_, LaneState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `line` (event `seq`, which follows `previous`) when the task
+    /// is idle and the client has everything before it; never waits.
+    fn offer(&self, line: &[u8], seq: u64, previous: u64) {
+        // The task holds the lock only for a moment; if it does now, it is
+        // awake and writes this event itself.
+        let Ok(mut state) = self.state.try_lock() else { return };
+        if !state.idle || state.through_seq != previous {
+            return;
+        }
+        // SAFETY: send(2) on a descriptor this lane owns, from a buffer of
+        // `line.len()` valid bytes; MSG_DONTWAIT: a full socket returns at once.
+        let sent = unsafe {
+            libc::send(self.fd.as_raw_fd(), line.as_ptr().cast(), line.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        // Full or gone: the task writes it (and sees the error).
+        let Ok(sent) = usize::try_from(sent) else { return };
+        if sent == 0 {
+            return;
+        }
+        state.through_seq = seq;
+        if sent < line.len() {
+            state.rest = line[sent..].to_vec();
+            state.idle = false;
+        }
+    }
+}
+
+impl LaneGuard {
+    /// The task is awake with something to write: the bus stops writing.
+    pub fn take_over(&self) -> TakeOver {
+        let mut state = self.lane.state();
+        state.idle = false;
+        TakeOver { rest: std::mem::take(&mut state.rest), through_seq: state.through_seq }
+    }
+
+    /// The task has flushed everything through `seq`: the bus may write
+    /// again, unless an event is already waiting for the task
+    /// (`nothing_waiting`, checked under the lane's lock so that an event
+    /// published meanwhile is either waiting or offered, never neither).
+    pub fn hand_back(&self, seq: u64, nothing_waiting: impl FnOnce() -> bool) {
+        let mut state = self.lane.state();
+        if state.rest.is_empty() && nothing_waiting() {
+            state.through_seq = state.through_seq.max(seq);
+            state.idle = true;
+        }
+    }
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        self.lanes.lock().retain(|l| !Arc::ptr_eq(l, &self.lane));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read as _, os::fd::AsFd as _, os::unix::net::UnixStream};
+
+    use super::*;
+    use crate::model::bus::lagged_event;
+
+    fn published(seq: u64) -> Published {
+        let mut event = lagged_event(seq, "t".into());
+        event.seq = seq;
+        Published { json: format!("{{\"seq\":{seq}}}"), event }
+    }
+
+    fn pending(client: &mut UnixStream) -> String {
+        client.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = client.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    #[test]
+    fn the_bus_writes_only_to_an_idle_client_that_has_every_event_before() {
+        let (daemon_end, mut client) = UnixStream::pair().unwrap();
+        let lanes = Arc::new(Lanes::default());
+        let lane = lanes.open(daemon_end.as_fd(), 4).unwrap();
+
+        lanes.deliver(&published(5), 4);
+        assert_eq!(pending(&mut client), "", "not idle until the task hands back");
+
+        lane.hand_back(5, || false);
+        lanes.deliver(&published(6), 5);
+        assert_eq!(pending(&mut client), "", "an event waiting for the task keeps the bus out");
+
+        lane.hand_back(5, || true);
+        lanes.deliver(&published(7), 6);
+        assert_eq!(pending(&mut client), "", "a gap (6 not given yet) keeps the bus out");
+
+        lane.hand_back(6, || true);
+        lanes.deliver(&published(7), 6);
+        assert_eq!(pending(&mut client), "{\"seq\":7}\n");
+        let given = lane.take_over();
+        assert_eq!((given.through_seq, given.rest.len()), (7, 0), "the task skips 7");
+
+        lanes.deliver(&published(8), 7);
+        assert_eq!(pending(&mut client), "", "the task is awake: it writes 8 itself");
+
+        drop(lane);
+        assert!(lanes.lock().is_empty(), "a client that ends leaves the lanes");
+    }
+}
