@@ -67,18 +67,7 @@ impl KillExplainer {
         let started = Instant::now();
         let mut files = FileReads::default();
         let has = |bit| r.present & bit != 0;
-        let victim = Victim {
-            pid: r.victim_pid,
-            tgid: (has(victim_field::TASK) && r.victim_tgid != 0).then_some(r.victim_tgid),
-            comm: has(victim_field::COMM).then(|| comm_str(&r.victim_comm)),
-            uid: has(victim_field::UID).then_some(r.victim_uid),
-            oom_score_adj: has(victim_field::OOM_SCORE_ADJ).then_some(r.oom_score_adj),
-            total_vm_bytes: has(victim_field::TOTAL_VM).then_some(r.total_vm_kb * KIB),
-            anon_rss_bytes: has(victim_field::ANON_RSS).then_some(r.anon_rss_kb * KIB),
-            file_rss_bytes: has(victim_field::FILE_RSS).then_some(r.file_rss_kb * KIB),
-            shmem_rss_bytes: has(victim_field::SHMEM_RSS).then_some(r.shmem_rss_kb * KIB),
-            pgtables_bytes: has(victim_field::PGTABLES).then_some(r.pgtables_kb * KIB),
-        };
+        let victim = victim_of(r);
         let trigger_cgroup = if has(victim_field::TRIGGER_MEMCG) {
             self.resolver.resolve(Hierarchy::Memory, r.trigger_memcg_id)
         } else {
@@ -101,22 +90,7 @@ impl KillExplainer {
             Some(oc) => self.kernel_verdict(r, oc, chain.as_ref(), &mut files),
             None => self.limit_verdict(&cgroup, cgroup_id, chain.as_ref(), now, &mut files),
         };
-        let mut unavailable = Vec::new();
-        for (bit, group) in [
-            // Only when every read of it failed (counted in the kernel): the
-            // kill is still reported, with pid 0.
-            (victim_field::PID, "victim.pid"),
-            (victim_field::COMM, "victim.comm"),
-            (victim_field::ANON_RSS, "victim memory (total_vm, rss, pgtables)"),
-            (victim_field::UID, "victim.uid"),
-            (victim_field::OOM_SCORE_ADJ, "victim.oom_score_adj"),
-            (victim_field::TASK, "victim task (exact cgroup)"),
-            (victim_field::OOM_CONTROL, "oom_control"),
-        ] {
-            if !has(bit) {
-                unavailable.push(group.to_owned());
-            }
-        }
+        let unavailable = unavailable_groups(r);
         // Names and the container's init pid were looked up when the cgroup
         // appeared: nothing is read here.
         let (workload, init_pid) = self.model.workload(&cgroup);
@@ -311,6 +285,45 @@ impl KillExplainer {
 
 /// Whether the victim is its container's PID 1: its process (thread group)
 /// id against the init pid the runtime recorded. `None` without either.
+/// The victim as the kernel program read it; a field it could not read is absent.
+fn victim_of(r: &OomKillRecord) -> Victim {
+    let has = |bit| r.present & bit != 0;
+    Victim {
+        pid: r.victim_pid,
+        tgid: (has(victim_field::TASK) && r.victim_tgid != 0).then_some(r.victim_tgid),
+        comm: has(victim_field::COMM).then(|| comm_str(&r.victim_comm)),
+        uid: has(victim_field::UID).then_some(r.victim_uid),
+        oom_score_adj: has(victim_field::OOM_SCORE_ADJ).then_some(r.oom_score_adj),
+        total_vm_bytes: has(victim_field::TOTAL_VM).then_some(r.total_vm_kb * KIB),
+        anon_rss_bytes: has(victim_field::ANON_RSS).then_some(r.anon_rss_kb * KIB),
+        file_rss_bytes: has(victim_field::FILE_RSS).then_some(r.file_rss_kb * KIB),
+        shmem_rss_bytes: has(victim_field::SHMEM_RSS).then_some(r.shmem_rss_kb * KIB),
+        pgtables_bytes: has(victim_field::PGTABLES).then_some(r.pgtables_kb * KIB),
+    }
+}
+
+/// Groups of fields the kernel program could not read for this kill.
+fn unavailable_groups(r: &OomKillRecord) -> Vec<String> {
+    let has = |bit| r.present & bit != 0;
+    let mut unavailable = Vec::new();
+    for (bit, group) in [
+        // Only when every read of it failed (counted in the kernel): the
+        // kill is still reported, with pid 0.
+        (victim_field::PID, "victim.pid"),
+        (victim_field::COMM, "victim.comm"),
+        (victim_field::ANON_RSS, "victim memory (total_vm, rss, pgtables)"),
+        (victim_field::UID, "victim.uid"),
+        (victim_field::OOM_SCORE_ADJ, "victim.oom_score_adj"),
+        (victim_field::TASK, "victim task (exact cgroup)"),
+        (victim_field::OOM_CONTROL, "oom_control"),
+    ] {
+        if !has(bit) {
+            unavailable.push(group.to_owned());
+        }
+    }
+    unavailable
+}
+
 fn is_main_process(init_pid: Option<u32>, victim: &Victim) -> Option<bool> {
     let tgid = victim.tgid.or((victim.pid != 0).then_some(victim.pid))?;
     match main_process(init_pid, tgid) {
