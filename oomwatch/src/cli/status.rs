@@ -80,8 +80,12 @@ pub fn main(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let c = &report.cgroups;
+    let unreadable = match c.excluded_unreadable {
+        0 => String::new(),
+        n => format!(", {n} unreadable (see the daemon's log)"),
+    };
     println!(
-        "{} cgroups tracked ({} excluded by filter, {} over --max-cgroups), {} OOM kills seen",
+        "{} cgroups tracked ({} excluded by filter, {} over --max-cgroups{unreadable}), {} OOM kills seen",
         c.tracked, c.excluded_filter, c.excluded_cap, report.kills_total
     );
     // Bars of the last minute against the limit on a terminal; a pipe gets

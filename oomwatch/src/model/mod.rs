@@ -70,6 +70,9 @@ pub enum Admission {
     Tracked,
     Filtered,
     OverCap,
+    /// Admitted, but its files could not be opened (the open-file limit,
+    /// a permission): not tracked, and counted apart from the filter.
+    Unreadable,
 }
 
 /// What the model knows of one cgroup.
@@ -262,6 +265,7 @@ struct State {
     containers: ContainerNames,
     excluded_filter: usize,
     excluded_cap: usize,
+    excluded_unreadable: usize,
 }
 
 pub struct Model {
@@ -307,6 +311,7 @@ impl Model {
                 containers,
                 excluded_filter: 0,
                 excluded_cap: 0,
+                excluded_unreadable: 0,
                 host_kills: HostKills::default(),
                 restored_kills: None,
             }),
@@ -459,10 +464,11 @@ impl Model {
         self.read().node
     }
 
-    pub fn set_excluded(&self, filtered: usize, over_cap: usize) {
+    pub fn set_excluded(&self, filtered: usize, over_cap: usize, unreadable: usize) {
         let mut s = self.write();
         s.excluded_filter = filtered;
         s.excluded_cap = over_cap;
+        s.excluded_unreadable = unreadable;
     }
 
     /// The directory of a tracked cgroup (None: not tracked).
@@ -849,6 +855,7 @@ impl Model {
             removed_in_grace: s.cgroups.values().filter(|c| c.removed_at.is_some()).count(),
             excluded_filter: s.excluded_filter,
             excluded_cap: s.excluded_cap,
+            excluded_unreadable: s.excluded_unreadable,
         }
     }
 

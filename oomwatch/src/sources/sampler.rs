@@ -79,6 +79,10 @@ pub struct Sampler {
     model: Arc<Model>,
     config: SamplerConfig,
     tracked: HashMap<String, Tracked>,
+    /// The last error opening a cgroup's files, and the count of such
+    /// cgroups last warned about.
+    last_unreadable: Option<String>,
+    unreadable_warned: usize,
     /// Open memory.pressure files, by path in the pressure tree.
     pressure: HashMap<String, PressurePoller>,
     inotify: Option<Inotify>,
@@ -148,6 +152,8 @@ impl Sampler {
             model,
             config,
             tracked: HashMap::new(),
+            last_unreadable: None,
+            unreadable_warned: 0,
             pressure: HashMap::new(),
             inotify,
             watches,
@@ -330,7 +336,7 @@ impl Sampler {
             self.scan_unified(now);
         }
         let mut seen = std::collections::HashSet::new();
-        let (mut filtered, mut over_cap) = (0usize, 0usize);
+        let (mut filtered, mut over_cap, mut unreadable) = (0usize, 0usize, 0usize);
         let root = self.root(Tree::Memory);
         self.watch_dir(&root);
         let mut queue = VecDeque::from([(root, 0usize)]);
@@ -344,14 +350,16 @@ impl Sampler {
                     Admission::Tracked => {}
                     Admission::Filtered => filtered += 1,
                     Admission::OverCap => over_cap += 1,
+                    Admission::Unreadable => unreadable += 1,
                 }
             }
         }
+        self.warn_unreadable(unreadable);
         let gone: Vec<String> = self.tracked.keys().filter(|p| !seen.contains(*p)).cloned().collect();
         for p in gone {
             self.forget(&p, now);
         }
-        self.model.set_excluded(filtered, over_cap);
+        self.model.set_excluded(filtered, over_cap, unreadable);
         crate::model::shrink(&mut self.tracked);
         crate::model::shrink(&mut self.pressure);
         crate::model::shrink(&mut self.watched);
@@ -446,9 +454,27 @@ impl Sampler {
             }
             Err(e) => {
                 log::debug!("{e}");
+                self.last_unreadable = Some(e.to_string());
                 self.model.mark_removed(path, now);
-                Admission::Filtered
+                Admission::Unreadable
             }
+        }
+    }
+
+    /// Once per change of the count: cgroups nobody chose to leave out are
+    /// not watched, and the operator must hear why (the open-file limit is
+    /// the usual one: 3 files per v1 cgroup).
+    fn warn_unreadable(&mut self, unreadable: usize) {
+        if unreadable == self.unreadable_warned {
+            return;
+        }
+        self.unreadable_warned = unreadable;
+        if unreadable > 0 {
+            log::warn!(
+                "{unreadable} memory cgroups are not tracked because their files could not be opened (last: {}); \
+                 if it says too many open files, raise LimitNOFILE (the unit sets 65536)",
+                self.last_unreadable.as_deref().unwrap_or("unknown error")
+            );
         }
     }
 
@@ -664,6 +690,26 @@ mod tests {
         assert_eq!(row.cgroup, "/a/sec-\\xff\u{1b}[2J", "invalid bytes as \\xNN, the rest as is");
         assert_eq!(row.limit_bytes, Some(64 << 20), "its files were read");
         assert_eq!(model.dir_of(&row.cgroup), Some(hostile));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A cgroup whose files cannot be opened (here a symlink loop; on a
+    /// host, usually the open-file limit) is counted as unreadable, not as
+    /// left out by the filter the operator never set.
+    #[test]
+    fn cgroups_that_cannot_be_opened_are_counted_as_unreadable() {
+        let root = std::env::temp_dir().join(format!("oomwatch-watch-unreadable-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fake_v2_tree(&root, &[("/a", 1, "max"), ("/b", 1, "max")]);
+        let usage = root.join("b").join("memory.current");
+        fs::remove_file(&usage).unwrap();
+        std::os::unix::fs::symlink(&usage, &usage).unwrap();
+        let model = Arc::new(Model::default());
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        s.scan(Instant::now());
+        let c = model.counts();
+        assert_eq!((c.tracked, c.excluded_filter, c.excluded_unreadable), (1, 0, 1), "{c:?}");
+        assert!(s.last_unreadable.as_deref().is_some_and(|e| e.contains("memory.current")), "{:?}", s.last_unreadable);
         fs::remove_dir_all(&root).unwrap();
     }
 

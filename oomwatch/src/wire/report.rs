@@ -34,6 +34,9 @@ pub struct CgroupCounts {
     pub removed_in_grace: usize,
     pub excluded_filter: usize,
     pub excluded_cap: usize,
+    /// Cgroups whose files could not be opened (e.g. the open-file limit).
+    #[serde(default)]
+    pub excluded_unreadable: usize,
 }
 
 #[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]

@@ -576,7 +576,7 @@ impl ModelCollector {
         let counts = self.model.counts();
         let mut e = encoder.encode_descriptor(
             "cgroups",
-            "Memory cgroups by state: tracked, removed (kept for the grace period), excluded by filter or by --max-cgroups",
+            "Memory cgroups by state: tracked, removed (kept for the grace period), excluded by filter, by --max-cgroups, or because their files could not be opened",
             None,
             MetricType::Gauge,
         )?;
@@ -585,6 +585,7 @@ impl ModelCollector {
             ("removed", counts.removed_in_grace),
             ("excluded_filter", counts.excluded_filter),
             ("excluded_cap", counts.excluded_cap),
+            ("excluded_unreadable", counts.excluded_unreadable),
         ] {
             ConstGauge::new(n as i64).encode(e.encode_family(&[("state", state)])?)?;
         }
