@@ -602,20 +602,28 @@ fn a_kill_behind_a_backlog_of_high_rate_events_is_committed_first_on_its_own() {
     let dir = TempDir::new("priority");
     let mut cfg = config(&dir.0);
     // The backlog never becomes due on its own: only the kill can make
-    // the writer commit, and it must not take the backlog with it.
+    // the writer commit. The kill goes in a commit of its own, first; the
+    // backlog queued before it follows at once (readers in seq order, the
+    // shipping sinks, would otherwise wait out the linger behind the kill).
     cfg.batch_max = 100_000;
     cfg.batch_linger = Duration::from_secs(30);
     let j = Journal::open(cfg).unwrap();
     let backlog: Vec<u64> = (0..5_000).map(|_| j.append_event(&mut pressure("/p", SystemTime::now(), 0)).seq()).collect();
+    // What the journal holds at the instant the kill is durable: run on the
+    // writer's thread right after that commit, before any other.
+    let kill_seq = backlog.last().unwrap() + 1;
+    let reader = j.reader().unwrap();
+    let (tx, rx) = mpsc::channel();
+    j.when_durable(kill_seq, Box::new(move || tx.send(reader.query(&Query::default()).map(|h| seqs(&h))).unwrap()));
     let k = j.append_event(&mut kill(7, "/k", SystemTime::now()));
     assert!(matches!(k, Appended::Queued(_)), "{k:?}");
-    assert!(j.wait_durable(k.seq(), WAIT), "the kill is committed without waiting for the linger");
-    let held = j.reader().unwrap().query(&Query::default()).unwrap();
-    assert_eq!(seqs(&held), vec![k.seq()], "the kill went in a commit of its own, ahead of the backlog queued before it");
-    assert!(j.durable_seq() < backlog[0], "the backlog is not reported durable: {}", j.durable_seq());
-    assert!(!j.wait_durable(backlog[0], Duration::from_millis(50)));
-    // Then everything, in seq order, the kill once.
-    assert!(j.flush(WAIT));
+    assert_eq!(k.seq(), kill_seq);
+    let at_kill_commit = rx.recv_timeout(WAIT).expect("the kill is committed without waiting for the linger").unwrap();
+    assert_eq!(at_kill_commit, vec![kill_seq], "the kill went in a commit of its own, ahead of the backlog queued before it");
+    let started = Instant::now();
+    assert!(j.wait_durable(*backlog.last().unwrap(), WAIT), "the backlog follows the kill");
+    assert!(started.elapsed() < Duration::from_secs(10), "without its 30 s linger: {:?}", started.elapsed());
+    // Everything, in seq order, the kill once.
     let held = j.reader().unwrap().query(&Query::default()).unwrap();
     let mut want = backlog.clone();
     want.push(k.seq());

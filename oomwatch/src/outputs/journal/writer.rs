@@ -806,14 +806,19 @@ impl Writer {
             let retry_at = self.failing_since.map(|(at, _, _)| at + RETRY_INTERVAL);
             let may_write = retry_at.is_none_or(|t| now >= t) || q.closed;
             let linger_at = q.oldest_bulk_at.map(|t| t + linger);
+            // High-rate events queued before an incident that went ahead go
+            // right after it: readers in seq order (the shipping sinks) would
+            // otherwise wait out their linger behind every kill.
+            let catch_up = self.last_took_urgent_only && q.bulk > 0;
             let ready = !q.ops.is_empty()
                 && (q.urgent > 0
                     || q.flush
                     || q.closed
+                    || catch_up
                     || q.ops.len() >= batch_max
                     || linger_at.is_some_and(|t| now >= t));
             if ready && may_write {
-                let bulk_due = q.bulk >= batch_max || linger_at.is_some_and(|t| now >= t);
+                let bulk_due = catch_up || q.bulk >= batch_max || linger_at.is_some_and(|t| now >= t);
                 let ops = take_ops(&mut q, batch_max, bulk_due && self.last_took_urgent_only);
                 self.last_took_urgent_only = !(q.flush || q.closed) && ops.iter().all(|p| p.urgent);
                 q.taken += ops.len() as u64;
