@@ -169,10 +169,20 @@ pub fn bind(path: &Path) -> Result<(std::os::unix::net::UnixListener, SocketGuar
     Ok((listener, SocketGuard { path: path.to_path_buf(), ino }))
 }
 
+/// How long a client waits for a slot before it is refused: clients that
+/// hung up a moment ago may still hold theirs until their task runs, and a
+/// burst of connect-and-hang-up must not lock out the next `oomwatch status`.
+const SLOT_WAIT: Duration = Duration::from_millis(500);
+
 /// Who holds the slots: a count per user id.
 #[derive(Default)]
 struct Slots {
     by_uid: Mutex<HashMap<u32, usize>>,
+    /// Woken whenever a slot is given back.
+    freed: tokio::sync::Notify,
+    /// Clients waiting for a slot; bounded so a flood of connections is
+    /// refused at once instead of holding descriptors while it waits.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// Gives a slot back when its client ends.
@@ -190,6 +200,8 @@ impl Drop for SlotGuard<'_> {
                 by_uid.remove(&self.uid);
             }
         }
+        drop(by_uid);
+        self.slots.freed.notify_waiters();
     }
 }
 
@@ -214,6 +226,40 @@ impl Slots {
         }
         *by_uid.entry(uid).or_default() += 1;
         Ok(SlotGuard { slots: self, uid })
+    }
+
+    /// A slot for a client of `uid`, waiting up to `patience` for one to be
+    /// given back; the last reason it could not have one otherwise.
+    async fn take_within(&self, uid: u32, patience: Duration) -> Result<SlotGuard<'_>, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let deadline = tokio::time::Instant::now() + patience;
+        let first = match self.take(uid) {
+            Ok(slot) => return Ok(slot),
+            Err(why) => why,
+        };
+        if self.waiting.fetch_add(1, Relaxed) >= MAX_CLIENTS {
+            self.waiting.fetch_sub(1, Relaxed);
+            return Err(first);
+        }
+        let got = self.wait_for_slot(uid, deadline).await;
+        self.waiting.fetch_sub(1, Relaxed);
+        got
+    }
+
+    async fn wait_for_slot(&self, uid: u32, deadline: tokio::time::Instant) -> Result<SlotGuard<'_>, String> {
+        loop {
+            // Registered before the check, so a slot freed in between wakes us.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let why = match self.take(uid) {
+                Ok(slot) => return Ok(slot),
+                Err(why) => why,
+            };
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(why);
+            }
+        }
     }
 }
 
@@ -241,7 +287,7 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, sources: Arc<Sour
         let sources = sources.clone();
         let slots = slots.clone();
         tokio::spawn(async move {
-            let _slot = match slots.take(uid) {
+            let _slot = match slots.take_within(uid, SLOT_WAIT).await {
                 Ok(slot) => slot,
                 Err(why) => {
                     log::debug!("event socket: refused a client of uid {uid}: {why}");
@@ -539,6 +585,26 @@ mod tests {
         assert!(matches!(bind(&below.join("e.sock")), Err(SocketError::UnsafeDirectory { .. })));
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let (_l, _g) = bind(&open.join("events.sock")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_waits_briefly_for_a_slot_given_back_then_is_refused() {
+        let slots = Arc::new(Slots::default());
+        let mut held: Vec<_> = (0..MAX_CLIENTS).map(|_| slots.take(0).unwrap()).collect();
+        // Nothing is given back: refused after its patience, with the reason.
+        let t = std::time::Instant::now();
+        let err = slots.take_within(0, Duration::from_millis(50)).await.err().unwrap();
+        assert!(err.contains("too many clients") && t.elapsed() >= Duration::from_millis(50), "{err} after {:?}", t.elapsed());
+        // A slot given back while it waits is its.
+        let waiter = {
+            let slots = slots.clone();
+            tokio::spawn(async move { slots.take_within(0, Duration::from_secs(10)).await.map(drop) })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiter.is_finished(), "got a slot while all were held");
+        drop(held.pop());
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("woken when a slot was freed").unwrap();
+        assert!(got.is_ok(), "{got:?}");
     }
 
     #[test]
