@@ -42,9 +42,10 @@ pub fn run_suite(args: &TestArgs) -> Result<()> {
     crate::apt::ensure(ECOSYSTEM_PACKAGES)?;
     // The OTLP receiver of tests/tests/shipping.rs (official opentelemetry-proto).
     crate::python::ensure_test_venv()?;
+    // Every test binary runs, so one failure does not hide the next.
     run_cmd(Command::new("cargo")
         .current_dir(&root)
-        .args(["test", "--release", "-p", "oomwatch-tests", "--", "--nocapture", "--test-threads=2"])
+        .args(["test", "--release", "--no-fail-fast", "-p", "oomwatch-tests", "--", "--nocapture", "--test-threads=2"])
         .env("OOMWATCH_BIN", &bin))?;
 
     section("Debian package, checked by lintian (cargo xtask deb)");
