@@ -22,6 +22,9 @@ use crate::wire::{Event, EventBody};
 pub struct Published {
     pub event: Event,
     pub json: String,
+    /// Published with [`EventBus::publish_kept`]: a client may be given it
+    /// only once the durable store keeps it.
+    pub kept_first: bool,
 }
 
 /// A store that keeps every published event (implemented by the journal,
@@ -104,17 +107,19 @@ impl EventBus {
     }
 
     pub fn publish(&self, event: Event) -> Arc<Published> {
-        self.publish_with(event, true).0
+        self.publish_with(event, false).0
     }
 
     /// Publishes a kill: as [`EventBus::publish`], but where a durable store
     /// is plugged in, the [`Immediate`] receivers get it only once the store
     /// keeps it (a kill a client saw survives the daemon's death), from the
     /// thread that kept it: the publisher does not wait on the disk, and no
-    /// thread is woken between the commit and the client.
+    /// thread is woken between the commit and the client. Broadcast
+    /// subscribers get it at once, marked [`Published::kept_first`]; those
+    /// that hand events to clients wait for the store themselves.
     pub fn publish_kept(&self, event: Event) -> Arc<Published> {
         let Some(durable) = &self.durable else { return self.publish(event) };
-        let (published, previous) = self.publish_with(event, false);
+        let (published, previous) = self.publish_with(event, true);
         if let Some(i) = self.immediate.get() {
             let (i, p) = (i.clone(), published.clone());
             durable.when_kept(published.event.seq, Box::new(move || i.deliver(&p, previous)));
@@ -123,7 +128,7 @@ impl EventBus {
     }
 
     /// The event as published, and the seq of the one before it.
-    fn publish_with(&self, mut event: Event, immediate: bool) -> (Arc<Published>, u64) {
+    fn publish_with(&self, mut event: Event, kept_first: bool) -> (Arc<Published>, u64) {
         let mut state = self.lock();
         event.seq = match &self.durable {
             Some(d) => d.next_seq(),
@@ -136,10 +141,10 @@ impl EventBus {
         if let Some(d) = &self.durable {
             d.append(&event, &json);
         }
-        let published = Arc::new(Published { event, json });
+        let published = Arc::new(Published { event, json, kept_first: kept_first && self.durable.is_some() });
         let previous = state.last_seq;
         state.last_seq = published.event.seq;
-        if immediate && let Some(i) = self.immediate.get() {
+        if !published.kept_first && let Some(i) = self.immediate.get() {
             i.deliver(&published, previous);
         }
         if matches!(published.event.body, EventBody::OomKill(_)) {
@@ -207,7 +212,7 @@ impl EventBus {
         if let Some(d) = &self.durable {
             d.amend(&event, &json);
         }
-        let new = Arc::new(Published { event, json });
+        let new = Arc::new(Published { event, json, kept_first: old.kept_first });
         let BusState { backlog, recent_kills, .. } = &mut *state;
         for slot in backlog.iter_mut().chain(recent_kills.iter_mut()) {
             if Arc::ptr_eq(slot, &old) {

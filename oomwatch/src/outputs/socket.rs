@@ -71,6 +71,8 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// a suspended pager, a dead pipeline) is let go; `oomwatch tail`
 /// reconnects and asks for what it missed.
 pub const TAIL_WRITE_STALL: Duration = Duration::from_secs(30);
+/// How long a tail client's kill waits for the journal to keep it.
+const KEPT_WAIT: Duration = Duration::from_secs(2);
 /// A refused client gets its one line within this, or nothing.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -423,6 +425,13 @@ async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedR
                 Ok(_) => continue,
             },
         };
+        if let (Ok(p), Some(journal)) = (&event, &sources.journal)
+            && p.kept_first
+        {
+            // Meanwhile the lane may give it to the client from the
+            // writer's thread; `already_given` below then skips it.
+            kept(journal, p.event.seq).await;
+        }
         let given = lane.take_over();
         let stalled = || io::Error::new(io::ErrorKind::TimedOut, "tail client stopped reading");
         match event {
@@ -454,6 +463,25 @@ async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedR
             }
             Err(RecvError::Closed) => return Ok(()),
         }
+    }
+}
+
+/// Waits until the journal keeps `seq`: a kill a client was shown must
+/// survive the daemon's death. Gives up when the journal cannot keep it
+/// (a failed write drops the wait) or takes longer than [`KEPT_WAIT`]: a
+/// sick disk must not hide kills from the operator.
+async fn kept(journal: &Journal, seq: u64) {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    journal.when_durable(
+        seq,
+        Box::new(move || {
+            let _ = tx.send(());
+        }),
+    );
+    match tokio::time::timeout(KEPT_WAIT, rx).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => log::debug!("event socket: seq {seq} could not be kept by the journal; the client gets it anyway"),
+        Err(_) => log::warn!("event socket: the journal did not keep seq {seq} within {KEPT_WAIT:?}; the client gets it anyway"),
     }
 }
 
@@ -585,6 +613,26 @@ mod tests {
         assert!(matches!(bind(&below.join("e.sock")), Err(SocketError::UnsafeDirectory { .. })));
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         let (_l, _g) = bind(&open.join("events.sock")).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_kill_is_handed_to_a_client_only_once_the_journal_keeps_it() {
+        use crate::{model::bus::Durable, outputs::journal::JournalConfig, wire::{Event, EventBody, OomKill}};
+        let dir = tmp_sock("kept").parent().unwrap().join("state");
+        let journal = Arc::new(Journal::open(JournalConfig::new(&dir)).unwrap());
+        let bus = EventBus::with_durable(16, 16, Some(journal.clone() as Arc<dyn Durable>));
+        let mut rx = bus.subscribe(|_| false).1;
+        for pid in 1..=20 {
+            let kill = Event::new(EventBody::OomKill(Box::new(OomKill::of_pid(pid))), String::new(), "/a".into(), None);
+            bus.publish_kept(kill);
+            let p = rx.recv().await.unwrap();
+            assert!(p.kept_first, "a kill published to be kept first is marked so");
+            kept(&journal, p.event.seq).await;
+            assert!(journal.durable_seq() >= p.event.seq, "kill {pid}: kept() returned before the journal kept seq {}", p.event.seq);
+        }
+        bus.publish(Event::new(EventBody::Lagged { dropped: 1 }, String::new(), "/".into(), None));
+        assert!(!rx.recv().await.unwrap().kept_first, "other events go at once");
+        let _ = std::fs::remove_dir_all(dir.parent().unwrap());
     }
 
     #[tokio::test]

@@ -157,7 +157,7 @@ mod tests {
     fn published(seq: u64) -> Published {
         let mut event = lagged_event(seq, "t".into());
         event.seq = seq;
-        Published { json: format!("{{\"seq\":{seq}}}"), event }
+        Published { json: format!("{{\"seq\":{seq}}}"), event, kept_first: false }
     }
 
     fn pending(client: &mut UnixStream) -> String {
