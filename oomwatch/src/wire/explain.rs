@@ -154,7 +154,7 @@ pub fn why(kill: &OomKill, limit_file: LimitFile) -> Option<String> {
         s.push_str(&format!("; it used {} of {}", size(u), size(l)));
         s.push_str(&growth(kill.limit_history.as_ref()));
     }
-    if let Some(c) = kill.composition.or(report.and_then(|r| r.composition)) {
+    if let Some(c) = kill.composition.or(report.and_then(|r| r.composition)).filter(|c| describes_usage(c, usage)) {
         s.push_str(&composition(&c));
         s.push_str(&dominant(&c, usage));
     }
@@ -302,6 +302,16 @@ fn allocating(kill: &OomKill) -> String {
     format!(" while {} (pid {}){place} allocated", t.comm, t.pid)
 }
 
+/// A composition read by the daemon before the kill is said only when it
+/// still accounts for at least half of the usage at the kill: a sample
+/// taken while the cgroup was still filling would name the wrong kind (the
+/// event keeps it, with its age, for whoever wants it).
+fn describes_usage(c: &Composition, usage_at_kill: Option<u64>) -> bool {
+    let (Some(_), Some(usage)) = (c.sampled_seconds_ago, usage_at_kill) else { return true };
+    let accounted: u64 = [c.anon_bytes, c.file_bytes, c.shmem_bytes, c.kernel_bytes].iter().flatten().fold(0, |a, b| a.saturating_add(*b));
+    accounted.saturating_mul(2) >= usage
+}
+
 fn composition(c: &Composition) -> String {
     let mut parts: Vec<String> = [("anon", c.anon_bytes), ("file", c.file_bytes), ("shmem/tmpfs", c.shmem_bytes), ("kernel", c.kernel_bytes), ("swap", c.swap_bytes.filter(|&b| b > 0))]
         .iter()
@@ -413,6 +423,21 @@ mod tests {
         k.limit_history = None;
         k.composition = Some(Composition { anon_bytes: Some(40 << 20), pagetables_bytes: Some(20 << 20), ..Default::default() });
         assert!(why(&k, None).unwrap().ends_with("(40 MiB anon); 20 MiB of it is page tables."));
+    }
+
+    #[test]
+    fn a_sample_taken_before_most_of_the_usage_is_not_said() {
+        let mut k = kill();
+        k.constraint = Constraint::Memcg;
+        k.limit_cgroup_usage_bytes = Some(64 << 20);
+        k.composition = Some(Composition { anon_bytes: Some(0), file_bytes: Some(2 << 20), sampled_seconds_ago: Some(6), ..Default::default() });
+        let said = why(&k, None).unwrap();
+        assert!(!said.contains("as sampled") && !said.contains("anon"), "{said}");
+        k.composition = Some(Composition { anon_bytes: Some(40 << 20), sampled_seconds_ago: Some(1), ..Default::default() });
+        assert!(why(&k, None).unwrap().contains("(40 MiB anon, as sampled 1 s before)"), "{:?}", why(&k, None));
+        // The kernel's own report is of the moment: always said.
+        k.composition = Some(Composition { anon_bytes: Some(1 << 20), ..Default::default() });
+        assert!(why(&k, None).unwrap().contains("(1 MiB anon)"), "{:?}", why(&k, None));
     }
 
     /// The report amends: its tasks join the children largest first, its
