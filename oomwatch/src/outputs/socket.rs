@@ -466,13 +466,13 @@ async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedR
     }
 }
 
-/// Waits until the journal keeps `seq`: a kill a client was shown must
-/// survive the daemon's death. Gives up when the journal cannot keep it
+/// Waits until the journal keeps `seq` (committed: it survives the daemon's
+/// death; the fsync follows): a kill a client was shown must survive it. Gives up when the journal cannot keep it
 /// (a failed write drops the wait) or takes longer than [`KEPT_WAIT`]: a
 /// sick disk must not hide kills from the operator.
 async fn kept(journal: &Journal, seq: u64) {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    journal.when_durable(
+    journal.when_kept(
         seq,
         Box::new(move || {
             let _ = tx.send(());
@@ -628,7 +628,8 @@ mod tests {
             let p = rx.recv().await.unwrap();
             assert!(p.kept_first, "a kill published to be kept first is marked so");
             kept(&journal, p.event.seq).await;
-            assert!(journal.durable_seq() >= p.event.seq, "kill {pid}: kept() returned before the journal kept seq {}", p.event.seq);
+            let held = journal.reader().unwrap().query(&crate::outputs::journal::Query { after_seq: Some(p.event.seq - 1), ..Default::default() }).unwrap();
+            assert!(held.iter().any(|e| e.seq == p.event.seq), "kill {pid}: kept() returned before the journal kept seq {}", p.event.seq);
         }
         bus.publish(Event::new(EventBody::Lagged { dropped: 1 }, String::new(), "/".into(), None));
         assert!(!rx.recv().await.unwrap().kept_first, "other events go at once");

@@ -24,6 +24,6 @@ impl Durable for Journal {
     }
 
     fn when_kept(&self, seq: u64, then: Box<dyn FnOnce() + Send>) {
-        Journal::when_durable(self, seq, then);
+        Journal::when_kept(self, seq, then);
     }
 }

@@ -614,7 +614,7 @@ fn a_kill_behind_a_backlog_of_high_rate_events_is_committed_first_on_its_own() {
     let kill_seq = backlog.last().unwrap() + 1;
     let reader = j.reader().unwrap();
     let (tx, rx) = mpsc::channel();
-    j.when_durable(kill_seq, Box::new(move || tx.send(reader.query(&Query::default()).map(|h| seqs(&h))).unwrap()));
+    j.when_kept(kill_seq, Box::new(move || tx.send(reader.query(&Query::default()).map(|h| seqs(&h))).unwrap()));
     let k = j.append_event(&mut kill(7, "/k", SystemTime::now()));
     assert!(matches!(k, Appended::Queued(_)), "{k:?}");
     assert_eq!(k.seq(), kill_seq);
@@ -842,16 +842,20 @@ fn a_journal_with_no_events_yet_opens_again() {
 }
 
 #[test]
-fn what_waits_for_a_seq_runs_once_it_is_committed_and_at_once_when_it_already_is() {
+fn what_waits_for_a_seq_runs_once_it_is_committed_and_at_once_when_it_is_durable() {
     let dir = TempDir::new("when-durable");
     let j = open(&dir.0);
     let mut e = kill(1, "/a", SystemTime::now());
     let Appended::Queued(seq) = j.append_event(&mut e) else { panic!("not queued") };
     let (tx, rx) = std::sync::mpsc::channel();
     let tx2 = tx.clone();
-    j.when_durable(seq, Box::new(move || tx.send("after the commit").unwrap()));
-    assert_eq!(rx.recv_timeout(WAIT), Ok("after the commit"));
-    assert!(j.durable_seq() >= seq);
-    j.when_durable(seq, Box::new(move || tx2.send("at once").unwrap()));
+    // Run right after the commit (before its fsync): another connection,
+    // as a process reading after the daemon died, already finds the kill.
+    let reader = j.reader().unwrap();
+    let found = move || reader.query(&Query::default()).map(|h| seqs(&h).contains(&seq)).unwrap_or(false);
+    j.when_kept(seq, Box::new(move || tx.send(if found() { "after the commit, readable" } else { "before it was readable" }).unwrap()));
+    assert_eq!(rx.recv_timeout(WAIT), Ok("after the commit, readable"));
+    assert!(j.wait_durable(seq, WAIT), "and durable (fsync'd) right after");
+    j.when_kept(seq, Box::new(move || tx2.send("at once").unwrap()));
     assert_eq!(rx.try_recv(), Ok("at once"));
 }

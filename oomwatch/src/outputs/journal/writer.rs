@@ -166,7 +166,7 @@ struct Progress {
     durable_seq: u64,
     /// Incidents written ahead of high-rate events with lower seqs.
     durable_ahead: std::collections::BTreeSet<u64>,
-    /// What to run once a seq is durable ([`Journal::when_durable`]).
+    /// What to run once a seq is kept ([`Journal::when_kept`]).
     on_durable: Vec<(u64, OnDurable)>,
 }
 
@@ -351,7 +351,7 @@ fn spawn_full_check(shared: &Arc<Shared>) -> Option<(rusqlite::InterruptHandle, 
         .ok()
 }
 
-/// The [`Journal::when_durable`] calls this batch settled: those to run
+/// The [`Journal::when_kept`] calls this batch settled: those to run
 /// (their seq was committed), the rest of the settled ones dropped (a failed
 /// commit, or a seq the writer dropped); the unsettled stay.
 fn take_ready(p: &mut Progress, committed: bool) -> Vec<OnDurable> {
@@ -410,6 +410,8 @@ impl Journal {
             failing_since: None,
             cgroup_ids,
             last_took_urgent_only: false,
+            wal: None,
+            wal_sync_failing: false,
         };
         let writer = spawn_writer(writer)?;
         let checkpointer = spawn_checkpointer(&shared, checkpoint_conn)?;
@@ -522,10 +524,13 @@ impl Journal {
         self.wait_progress(timeout, |p| p.done >= target)
     }
 
-    /// Runs `then` once `seq` is durable: at once when it is already, else
-    /// on the writer's thread right after the commit that makes it so
-    /// (never on a failed one: a seq dropped is not run for).
-    pub fn when_durable(&self, seq: u64, then: OnDurable) {
+    /// Runs `then` once `seq` is kept: at once when it is already durable,
+    /// else on the writer's thread right after the commit that holds it,
+    /// before that commit is fsync'd (the commit survives the daemon's death
+    /// from then; [`Journal::durable_seq`] and [`Journal::wait_durable`]
+    /// follow the fsync, a power loss's measure). Never on a failed commit:
+    /// a seq dropped is not run for.
+    pub fn when_kept(&self, seq: u64, then: OnDurable) {
         let mut p = lock(&self.shared.progress);
         if p.is_durable(seq) {
             drop(p);
@@ -743,6 +748,10 @@ struct Writer {
     /// The last batch held incidents only: a due high-rate batch goes next,
     /// so a steady stream of kills cannot starve the high-rate kinds.
     last_took_urgent_only: bool,
+    /// The WAL file (and its inode), fsync'd by the writer after each
+    /// commit: see [`Writer::sync_wal`].
+    wal: Option<(std::fs::File, u64)>,
+    wal_sync_failing: bool,
 }
 
 /// Takes the next batch off the queue. Incidents (and amendments, state
@@ -884,6 +893,10 @@ impl Writer {
         };
         let started = Instant::now();
         let result = self.commit(&ops, watermark);
+        if result.is_ok() {
+            self.run_kept(&ops, watermark);
+            self.sync_wal();
+        }
         let finished = Instant::now();
         let events = ops.iter().filter(|p| matches!(p.op, Op::Append(_))).count() as u64;
         let committed = result.is_ok();
@@ -958,6 +971,58 @@ impl Writer {
         self.shared.progressed.notify_all();
         for then in ready {
             then();
+        }
+    }
+
+    /// Runs the [`Journal::when_kept`] calls a commit just settled: its
+    /// WAL frames are written (synchronous=NORMAL), so it survives the
+    /// daemon's death; a tail client then gets a kill without waiting for
+    /// the disk's fsync.
+    fn run_kept(&self, ops: &[Pending], watermark: u64) {
+        let in_batch = |seq: u64| ops.iter().any(|o| matches!(&o.op, Op::Append(r) if r.seq == seq));
+        let ready: Vec<(u64, OnDurable)> = {
+            let mut p = lock(&self.shared.progress);
+            let (ready, waiting) = std::mem::take(&mut p.on_durable).into_iter().partition(|(seq, _)| *seq <= watermark || in_batch(*seq));
+            p.on_durable = waiting;
+            ready
+        };
+        for (_, then) in ready {
+            then();
+        }
+    }
+
+    /// Fsyncs the WAL after a commit, which synchronous=NORMAL leaves to
+    /// checkpoints: a commit is durable (survives a power loss) once this
+    /// returns, as with FULL, but the [`Journal::when_kept`] calls ran
+    /// before it. The file is opened again when SQLite replaced it.
+    fn sync_wal(&mut self) {
+        let mut wal_path = self.shared.path.clone().into_os_string();
+        wal_path.push("-wal");
+        let ino = match std::fs::metadata(&wal_path) {
+            Ok(m) => std::os::unix::fs::MetadataExt::ino(&m),
+            Err(e) => return self.wal_sync_failed(&wal_path, &e),
+        };
+        if self.wal.as_ref().is_none_or(|(_, open)| *open != ino) {
+            match std::fs::File::open(&wal_path) {
+                Ok(f) => self.wal = Some((f, ino)),
+                Err(e) => return self.wal_sync_failed(&wal_path, &e),
+            }
+        }
+        if let Some((f, _)) = &self.wal {
+            match f.sync_data() {
+                Ok(()) if self.wal_sync_failing => {
+                    self.wal_sync_failing = false;
+                    log::info!("journal: {}: fsync works again", Path::new(&wal_path).display());
+                }
+                Ok(()) => {}
+                Err(e) => self.wal_sync_failed(&wal_path, &e),
+            }
+        }
+    }
+
+    fn wal_sync_failed(&mut self, wal_path: &std::ffi::OsStr, e: &std::io::Error) {
+        if !std::mem::replace(&mut self.wal_sync_failing, true) {
+            log::warn!("journal: {}: cannot fsync: {e}; recent events survive the daemon's death but maybe not a power loss", Path::new(wal_path).display());
         }
     }
 
