@@ -679,9 +679,14 @@ impl Tail {
     /// the NDJSON stream read directly (no `oomwatch tail` process and no
     /// pipe between it and this one).
     pub fn connect(daemon: &Daemon) -> Self {
+        Self::connect_with(daemon, r#"{"op":"tail"}"#)
+    }
+
+    /// As [`Tail::connect`], sending `request` (one JSON line) instead.
+    pub fn connect_with(daemon: &Daemon, request: &str) -> Self {
         let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket)
             .unwrap_or_else(|e| panic!("connect {}: {e}", daemon.socket.display()));
-        stream.write_all(b"{\"op\":\"tail\"}\n").expect("send the tail request");
+        stream.write_all(format!("{request}\n").as_bytes()).expect("send the tail request");
         let lines = read_lines(stream);
         Self { child: None, lines, seen: Vec::new() }
     }

@@ -65,6 +65,43 @@ fn clients_that_hang_up_give_their_slot_back_at_once() {
     );
 }
 
+/// `oomwatch tail --kind oom_kill` and a client's `kinds`: the daemon sends
+/// only what was asked for, live and replayed from the journal, so the
+/// client is not even woken for the rest (victim_exit, kill_explained...).
+#[test]
+fn a_client_gets_only_the_kinds_and_cgroups_it_asked_for_live_and_replayed() {
+    if !require_root("a_client_gets_only_the_kinds_and_cgroups_it_asked_for_live_and_replayed") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let mut everything = Tail::connect(&daemon);
+    let mut kills = Tail::connect_with(&daemon, r#"{"op":"tail","kinds":["oom_kill"]}"#);
+    let mut elsewhere = Tail::connect_with(&daemon, r#"{"op":"tail","kinds":["oom_kill"],"cgroup":"/no-such-place/*"}"#);
+    let mut cli = Tail::start(&daemon, &["--kind", "victim_exit"]);
+    let cg = TestCgroup::new("kindfilter", Some(48 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("the hog is OOM-killed");
+    let pid = hog.pid();
+    let is_exit = |v: &Value| v["kind"] == "victim_exit" && v["pid"] == pid;
+    everything.wait_for(Duration::from_secs(15), is_exit).unwrap_or_else(|| panic!("no victim_exit for {pid}: {:?}", everything.seen));
+    kills.wait_for(Duration::from_secs(15), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid).expect("the kill");
+    cli.wait_for(Duration::from_secs(15), is_exit).expect("oomwatch tail --kind victim_exit gets the exit");
+    // What the unfiltered client got after the kill has reached the others.
+    everything.wait_for(Duration::from_secs(2), |_| false);
+    kills.wait_for(Duration::from_secs(1), |_| false);
+    elsewhere.wait_for(Duration::from_millis(100), |_| false);
+    let kinds = |t: &Tail| t.seen.iter().map(|(v, _)| v["kind"].as_str().unwrap_or("?").to_owned()).collect::<std::collections::BTreeSet<_>>();
+    println!("unfiltered client: {:?}; kills only: {:?}", kinds(&everything), kinds(&kills));
+    assert!(kinds(&everything).len() > 1, "the kill brought other events too: {:?}", kinds(&everything));
+    assert_eq!(kinds(&kills), ["oom_kill".to_owned()].into(), "a client that asked for kills got: {:?}", kills.seen);
+    assert!(elsewhere.seen.is_empty(), "a client of another cgroup got: {:?}", elsewhere.seen);
+    // The same filter on a replay from the journal.
+    let mut replay = Tail::connect_with(&daemon, r#"{"op":"tail","since_seq":0,"kinds":["victim_exit"]}"#);
+    replay.wait_for(Duration::from_secs(10), is_exit).expect("the exit, replayed");
+    replay.wait_for(Duration::from_millis(500), |_| false);
+    assert!(replay.seen.iter().all(|(v, _)| v["kind"] == "victim_exit"), "replayed: {:?}", replay.seen);
+}
+
 #[test]
 fn a_full_daemon_says_so_in_one_line_and_frees_slots_of_clients_that_leave() {
     if !require_root("a_full_daemon_says_so_in_one_line_and_frees_slots_of_clients_that_leave") {

@@ -11,7 +11,10 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::TailArgs;
-use crate::wire::{Event, EventBody, EventKind, Request, RequestOp, kill_usage_line};
+use crate::{
+    outputs::socket::TailFilter,
+    wire::{Event, EventBody, EventKind, Request, RequestOp, kill_usage_line},
+};
 pub use crate::wire::{format_bytes, human};
 
 pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
@@ -29,7 +32,7 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
         .map(glob::Pattern::new)
         .transpose()
         .context("--cgroup: invalid glob")?;
-    let filter = Filter { kinds, cgroup: cgroup_glob };
+    let filter = TailFilter { kinds: (!kinds.is_empty()).then_some(kinds), cgroup: cgroup_glob };
 
     let mut stream = UnixStream::connect(&args.socket).map_err(|e| {
         anyhow::anyhow!(
@@ -37,7 +40,15 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
             args.socket.display()
         )
     })?;
-    let mut request = Request { op: RequestOp::Tail, since_secs: args.since.map(|d| d.as_secs_f64()), since_seq: None };
+    // The daemon filters too (a daemon older than the request's `kinds`
+    // and `cgroup` ignores them; `filter` below keeps the output right).
+    let mut request = Request {
+        op: RequestOp::Tail,
+        since_secs: args.since.map(|d| d.as_secs_f64()),
+        since_seq: None,
+        kinds: args.kind.clone(),
+        cgroup: args.cgroup.clone(),
+    };
     let mut progress = Progress::default();
     let stdout = std::io::stdout();
     // A line read is written at once: ask to run as soon as the daemon's
@@ -64,22 +75,6 @@ struct Progress {
     last_seq: u64,
 }
 
-struct Filter {
-    kinds: Vec<EventKind>,
-    cgroup: Option<glob::Pattern>,
-}
-
-impl Filter {
-    fn keep(&self, e: &Event) -> bool {
-        let kind = e.body.kind();
-        if kind == EventKind::Lagged {
-            return true;
-        }
-        (self.kinds.is_empty() || self.kinds.contains(&kind))
-            && self.cgroup.as_ref().is_none_or(|g| g.matches(&e.cgroup))
-    }
-}
-
 fn reconnect(args: &TailArgs) -> UnixStream {
     let mut delay = Duration::from_millis(100);
     loop {
@@ -97,7 +92,7 @@ fn follow(
     stream: &mut UnixStream,
     request: &Request,
     args: &TailArgs,
-    filter: &Filter,
+    filter: &TailFilter,
     progress: &mut Progress,
     out: &mut impl std::io::Write,
 ) -> anyhow::Result<Option<Instant>> {
@@ -229,7 +224,7 @@ mod tests {
             ktime_ns: None,
             seq: 0,
         };
-        let f = Filter { kinds: vec![EventKind::OomKill], cgroup: Some(glob::Pattern::new("/kubepods*").unwrap()) };
+        let f = TailFilter { kinds: Some(vec![EventKind::OomKill]), cgroup: Some(glob::Pattern::new("/kubepods*").unwrap()) };
         assert!(f.keep(&e(true, "/kubepods/burstable/pod1")));
         assert!(!f.keep(&e(true, "/system.slice")));
         assert!(!f.keep(&e(false, "/kubepods/x")));

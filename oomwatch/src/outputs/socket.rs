@@ -44,7 +44,7 @@ use crate::{
         journal::{Journal, Query},
         tail_lane::Lanes,
     },
-    wire::{Request, RequestOp, StatusReport, rfc3339},
+    wire::{Event, EventKind, Request, RequestOp, StatusReport, rfc3339},
 };
 
 /// What the socket serves from.
@@ -379,10 +379,11 @@ async fn client(stream: UnixStream, sources: Arc<Sources>) -> io::Result<()> {
 /// written by the publishing thread when it can (`outputs::tail_lane`).
 async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedReadHalf>, mut out: BufWriter<OwnedWriteHalf>) -> io::Result<()> {
     let Sources { bus, counters, lanes, .. } = sources;
+    let filter = Arc::new(TailFilter::of_request(request));
     let (mut rx, mut through) = match (&sources.journal, replay_from_journal(request)) {
         (Some(journal), Some(from)) => {
             let (next, last_seq, rx) = bus.subscribe_after_store();
-            replay_journal(journal, from, next, &mut out).await?;
+            replay_journal(journal, from, next, &filter, &mut out).await?;
             (rx, last_seq)
         }
         _ => {
@@ -392,10 +393,13 @@ async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedR
                 .map(|s| monotonic_ns().saturating_sub((s * 1e9) as u64));
             // Without a journal, seqs start again with each daemon:
             // a resuming client's time is the better guide.
-            let sub = bus.subscribe_live(|e| match (since_ns, request.since_seq) {
-                (Some(since), _) => e.ktime_ns.is_some_and(|k| k >= since),
-                (None, Some(after)) => e.seq > after,
-                (None, None) => false,
+            let sub = bus.subscribe_live(|e| {
+                filter.keep(e)
+                    && match (since_ns, request.since_seq) {
+                        (Some(since), _) => e.ktime_ns.is_some_and(|k| k >= since),
+                        (None, Some(after)) => e.seq > after,
+                        (None, None) => false,
+                    }
             });
             let replay = async {
                 for p in sub.past {
@@ -408,7 +412,7 @@ async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedR
             (sub.rx, sub.last_seq)
         }
     };
-    let lane = lanes.open(out.get_ref().as_ref().as_fd(), through)?;
+    let lane = lanes.open(out.get_ref().as_ref().as_fd(), through, filter.clone())?;
     let mut scratch = [0u8; 256];
     let mut flushed = true;
     loop {
@@ -427,6 +431,7 @@ async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedR
         };
         if let (Ok(p), Some(journal)) = (&event, &sources.journal)
             && p.kept_first
+            && filter.keep(&p.event)
         {
             // Meanwhile the lane may give it to the client from the
             // writer's thread; `already_given` below then skips it.
@@ -436,7 +441,7 @@ async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedR
         let stalled = || io::Error::new(io::ErrorKind::TimedOut, "tail client stopped reading");
         match event {
             Ok(p) => {
-                let already_given = p.event.seq <= given.through_seq;
+                let already_given = p.event.seq <= given.through_seq || !filter.keep(&p.event);
                 through = through.max(p.event.seq);
                 let write = async {
                     out.write_all(&given.rest).await?;
@@ -485,6 +490,45 @@ async fn kept(journal: &Journal, seq: u64) {
     }
 }
 
+/// The events a tail client asked for: the request's `kinds` and `cgroup`,
+/// as the daemon applies them and `oomwatch tail` again (in case the daemon
+/// is older than them). `lagged` notices always pass.
+#[derive(Debug, Default)]
+pub struct TailFilter {
+    /// None: every kind. Some(empty): only kinds this daemon does not know
+    /// were asked for, so none.
+    pub kinds: Option<Vec<EventKind>>,
+    pub cgroup: Option<glob::Pattern>,
+}
+
+impl TailFilter {
+    /// The filter of `request`: kinds this daemon does not know match
+    /// nothing; a glob that does not parse is not applied (the client's
+    /// own filter then decides), and is logged.
+    pub fn of_request(request: &Request) -> Self {
+        let kinds = (!request.kinds.is_empty()).then(|| request.kinds.iter().filter_map(|k| EventKind::from_name(k)).collect());
+        let cgroup = request.cgroup.as_deref().and_then(|g| {
+            glob::Pattern::new(g).map_err(|e| log::debug!("event socket: tail cgroup glob {g:?}: {e}; not applied")).ok()
+        });
+        Self { kinds, cgroup }
+    }
+
+    pub fn keep(&self, e: &Event) -> bool {
+        let kind = e.body.kind();
+        kind == EventKind::Lagged
+            || (self.kinds.as_ref().is_none_or(|k| k.contains(&kind)) && self.cgroup.as_ref().is_none_or(|g| g.matches(&e.cgroup)))
+    }
+
+    /// The journal query's `kinds`; None when no stored event can match.
+    fn query_kinds(&self) -> Option<Vec<String>> {
+        match &self.kinds {
+            None => Some(Vec::new()),
+            Some(k) if k.is_empty() => None,
+            Some(k) => Some(k.iter().map(|k| k.as_str().to_owned()).collect()),
+        }
+    }
+}
+
 /// Where a tail client's replay starts in the journal, if it asked for one.
 enum ReplayFrom {
     Seq(u64),
@@ -508,9 +552,11 @@ async fn replay_journal(
     journal: &Arc<Journal>,
     from: ReplayFrom,
     next: u64,
+    filter: &TailFilter,
     out: &mut BufWriter<OwnedWriteHalf>,
 ) -> io::Result<()> {
     const PAGE: usize = 2048;
+    let Some(kinds) = filter.query_kinds() else { return Ok(()) };
     let journal = journal.clone();
     let (mut after, since) = match from {
         ReplayFrom::Seq(s) => (s, None),
@@ -527,7 +573,15 @@ async fn replay_journal(
     .map_err(io::Error::other)?;
     let reader = Arc::new(std::sync::Mutex::new(reader));
     while after + 1 < next {
-        let q = Query { after_seq: Some(after), through_seq: Some(next - 1), since, limit: Some(PAGE), ..Query::default() };
+        let q = Query {
+            after_seq: Some(after),
+            through_seq: Some(next - 1),
+            since,
+            limit: Some(PAGE),
+            kinds: kinds.clone(),
+            cgroup: filter.cgroup.clone(),
+            ..Query::default()
+        };
         let r = reader.clone();
         let page = tokio::task::spawn_blocking(move || r.lock().unwrap_or_else(|e| e.into_inner()).query(&q))
             .await
@@ -634,6 +688,29 @@ mod tests {
         bus.publish(Event::new(EventBody::Lagged { dropped: 1 }, String::new(), "/".into(), None));
         assert!(!rx.recv().await.unwrap().kept_first, "other events go at once");
         let _ = std::fs::remove_dir_all(dir.parent().unwrap());
+    }
+
+    #[test]
+    fn a_tail_request_filters_by_kind_and_cgroup_and_unknown_kinds_match_nothing() {
+        use crate::wire::{Event, EventBody, OomKill};
+        let kill = |cgroup: &str| Event::new(EventBody::OomKill(Box::new(OomKill::of_pid(1))), String::new(), cgroup.into(), None);
+        let lagged = crate::model::bus::lagged_event(3, String::new());
+        let request = |kinds: &[&str], cgroup: Option<&str>| Request {
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            cgroup: cgroup.map(str::to_owned),
+            ..Request::default()
+        };
+        let all = TailFilter::of_request(&request(&[], None));
+        assert!(all.keep(&kill("/a")) && all.query_kinds() == Some(vec![]));
+        let kills_in_pods = TailFilter::of_request(&request(&["oom_kill", "pressure"], Some("/pods/*")));
+        assert!(kills_in_pods.keep(&kill("/pods/a")) && !kills_in_pods.keep(&kill("/system.slice/a")));
+        assert_eq!(kills_in_pods.query_kinds(), Some(vec!["oom_kill".to_owned(), "pressure".to_owned()]));
+        let newer = TailFilter::of_request(&request(&["from_the_future"], None));
+        assert!(!newer.keep(&kill("/a")), "a kind this daemon does not know matches nothing, not everything");
+        assert_eq!(newer.query_kinds(), None);
+        assert!(newer.keep(&lagged), "lag notices always pass");
+        let bad_glob = TailFilter::of_request(&request(&[], Some("/pods/[")));
+        assert!(bad_glob.keep(&kill("/x")), "a glob that does not parse is not applied");
     }
 
     #[tokio::test]

@@ -18,7 +18,10 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use crate::model::bus::{Immediate, Published};
+use crate::{
+    model::bus::{Immediate, Published},
+    outputs::socket::TailFilter,
+};
 
 /// Every tail client's lane.
 #[derive(Default)]
@@ -29,6 +32,8 @@ pub struct Lanes {
 struct Lane {
     /// A duplicate of the client's socket, closed when the client ends.
     fd: OwnedFd,
+    /// What the client asked for: the rest passes it by (not even a wakeup).
+    filter: Arc<TailFilter>,
     state: Mutex<LaneState>,
 }
 
@@ -63,9 +68,10 @@ impl Lanes {
 
     /// A lane for the client on `fd`, which has been given every event
     /// through `through_seq`. Not idle until the task says so.
-    pub fn open(self: &Arc<Self>, fd: BorrowedFd<'_>, through_seq: u64) -> io::Result<LaneGuard> {
+    pub fn open(self: &Arc<Self>, fd: BorrowedFd<'_>, through_seq: u64, filter: Arc<TailFilter>) -> io::Result<LaneGuard> {
         let lane = Arc::new(Lane {
             fd: fd.try_clone_to_owned()?,
+            filter,
             state: Mutex::new(LaneState { idle: false, through_seq, rest: Vec::new() }),
         });
         self.lock().push(lane.clone());
@@ -83,7 +89,7 @@ impl Immediate for Lanes {
         line.extend_from_slice(published.json.as_bytes());
         line.push(b'\n');
         for lane in lanes.iter() {
-            lane.offer(&line, published.event.seq, previous);
+            lane.offer(&line, published, previous);
         }
     }
 }
@@ -93,13 +99,19 @@ impl Lane {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes `line` (event `seq`, which follows `previous`) when the task
-    /// is idle and the client has everything before it; never waits.
-    fn offer(&self, line: &[u8], seq: u64, previous: u64) {
+    /// Writes `line` (of `published`, which follows `previous`) when the
+    /// task is idle and the client has everything before it; never waits.
+    /// An event the client did not ask for is passed over the same way.
+    fn offer(&self, line: &[u8], published: &Published, previous: u64) {
+        let seq = published.event.seq;
         // The task holds the lock only for a moment; if it does now, it is
         // awake and writes this event itself.
         let Ok(mut state) = self.state.try_lock() else { return };
         if !state.idle || state.through_seq != previous {
+            return;
+        }
+        if !self.filter.keep(&published.event) {
+            state.through_seq = seq;
             return;
         }
         // SAFETY: send(2) on a descriptor this lane owns, from a buffer of
@@ -171,7 +183,7 @@ mod tests {
     fn the_bus_writes_only_to_an_idle_client_that_has_every_event_before() {
         let (daemon_end, mut client) = UnixStream::pair().unwrap();
         let lanes = Arc::new(Lanes::default());
-        let lane = lanes.open(daemon_end.as_fd(), 4).unwrap();
+        let lane = lanes.open(daemon_end.as_fd(), 4, Arc::default()).unwrap();
 
         lanes.deliver(&published(5), 4);
         assert_eq!(pending(&mut client), "", "not idle until the task hands back");
@@ -195,5 +207,33 @@ mod tests {
 
         drop(lane);
         assert!(lanes.lock().is_empty(), "a client that ends leaves the lanes");
+    }
+
+    /// `tail --kind oom_kill`: the rest passes the client by, not even
+    /// waking it, and the next kill still follows on.
+    #[test]
+    fn events_a_client_did_not_ask_for_pass_it_by() {
+        use crate::wire::{Event, EventBody, EventKind, OomKill, VictimExit};
+        let (daemon_end, mut client) = UnixStream::pair().unwrap();
+        let lanes = Arc::new(Lanes::default());
+        let filter = TailFilter { kinds: Some(vec![EventKind::OomKill]), cgroup: Some(glob::Pattern::new("/pods/*").unwrap()) };
+        let lane = lanes.open(daemon_end.as_fd(), 1, Arc::new(filter)).unwrap();
+        lane.hand_back(1, || true);
+        let kill = |seq: u64, cgroup: &str| {
+            let mut event = Event::new(EventBody::OomKill(Box::new(OomKill::of_pid(seq as u32))), "t".into(), cgroup.into(), None);
+            event.seq = seq;
+            Published { json: format!("{{\"kill\":{seq}}}"), event, kept_first: false }
+        };
+        let exit = |seq: u64| {
+            let mut p = kill(seq, "/pods/a");
+            p.event.body = EventBody::VictimExit(VictimExit { pid: 2, comm: "memhog".into(), exit_latency_ms: 1.0 });
+            p
+        };
+        lanes.deliver(&kill(2, "/pods/a"), 1);
+        lanes.deliver(&exit(3), 2);
+        lanes.deliver(&kill(4, "/system.slice/x"), 3);
+        lanes.deliver(&kill(5, "/pods/b"), 4);
+        assert_eq!(pending(&mut client), "{\"kill\":2}\n{\"kill\":5}\n");
+        assert_eq!(lane.take_over().through_seq, 5, "passed over, and given");
     }
 }

@@ -18,6 +18,14 @@ pub struct Request {
     /// stopped: seqs keep growing across daemon restarts with a journal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since_seq: Option<u64>,
+    /// Only events of these kinds (names as in `kind`; empty: all).
+    /// `lagged` notices always come. The daemon filters, so a client is
+    /// not woken for events it would drop (`oomwatch tail --kind`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<String>,
+    /// Only events of cgroups matching this glob (`oomwatch tail --cgroup`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

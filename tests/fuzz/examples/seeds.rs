@@ -231,9 +231,10 @@ fn main() {
         write(&json, &format!("event-{name}.json"), serde_json::to_string(&e).unwrap().as_bytes());
     }
     for (name, r) in [
-        ("request-tail", Request { op: RequestOp::Tail, since_secs: Some(600.0), since_seq: None }),
-        ("request-status", Request { op: RequestOp::Status, since_secs: None, since_seq: None }),
-        ("request-alerts", Request { op: RequestOp::Alerts, since_secs: None, since_seq: None }),
+        ("request-tail", Request { op: RequestOp::Tail, since_secs: Some(600.0), ..Request::default() }),
+        ("request-tail-filtered", Request { op: RequestOp::Tail, since_seq: Some(7), kinds: vec!["oom_kill".into(), "no_such_kind".into()], cgroup: Some("/kubepods/*[".into()), ..Request::default() }),
+        ("request-status", Request { op: RequestOp::Status, ..Request::default() }),
+        ("request-alerts", Request { op: RequestOp::Alerts, ..Request::default() }),
     ] {
         write(&json, &format!("{name}.json"), serde_json::to_string(&r).unwrap().as_bytes());
     }

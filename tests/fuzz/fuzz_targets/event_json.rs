@@ -9,6 +9,7 @@ use std::fmt::Debug;
 
 use libfuzzer_sys::fuzz_target;
 use oomwatch::wire::AlertsReport;
+use oomwatch::outputs::socket::TailFilter;
 use oomwatch::wire::{Event, EventKind, Request, StatusReport};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -24,11 +25,15 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if text.len() <= MAX_REQUEST {
-        round_trip::<Request>(text.trim());
-    }
+    // A request's filter (kinds, cgroup glob) is applied by the daemon.
+    let filter = (text.len() <= MAX_REQUEST).then(|| round_trip::<Request>(text.trim())).flatten().map(|r| TailFilter::of_request(&r));
     if let Some(e) = round_trip::<Event>(text) {
         assert!(EventKind::ALL.contains(&e.body.kind()));
+        let everything = TailFilter::default();
+        assert!(everything.keep(&e));
+        if let Some(f) = filter {
+            f.keep(&e);
+        }
     }
     round_trip::<StatusReport>(text);
     round_trip::<AlertsReport>(text);

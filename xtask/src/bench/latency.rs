@@ -1,10 +1,13 @@
 //! OOM-kill delivery latency: real kills, one at a time, from the kernel's
 //! timestamp of the kill (`ktime_ns`, CLOCK_MONOTONIC at `oom/mark_victim`)
 //! to receipt by two tail clients of the same daemon:
-//! - a client of the event socket in this process (`{"op":"tail"}`, the
-//!   NDJSON read directly): the daemon's delivery, the figure with the target;
-//! - `oomwatch tail --json`, its line read here through a pipe: what a person
-//!   at a terminal sees, one more process and one more wakeup later.
+//! - a client of the event socket in this process asking for kills, as the
+//!   bpftrace peer prints only kills (`{"op":"tail","kinds":["oom_kill"]}`,
+//!   the NDJSON read directly): the daemon's delivery, the figure with the
+//!   target;
+//! - `oomwatch tail --json --kind oom_kill`, its line read here through a
+//!   pipe: what a person at a terminal sees, one more process and one more
+//!   wakeup later.
 //!
 //! Peer, same run: a bpftrace one-liner on the same tracepoint printing
 //! `nsecs` (CLOCK_MONOTONIC too), timed the same way, and its RSS.
@@ -23,6 +26,10 @@ use super::{
 };
 
 const SPACING: Duration = Duration::from_millis(50);
+/// The socket client's request: the daemon then wakes it for kills only,
+/// not for each kill's `victim_exit` and `kill_explained`, which arrive
+/// from threads on the victim's CPU and would move the client there.
+const KILLS_ONLY: &str = r#"{"op":"tail","kinds":["oom_kill"]}"#;
 const GROUP: &str = "OOM latency";
 pub const BPFTRACE_PROGRAM: &str =
     r#"tracepoint:oom:mark_victim { printf("%d %llu\n", args->pid, nsecs); }"#;
@@ -233,7 +240,7 @@ impl Samples {
         kills: usize,
     ) -> Result<()> {
         let daemon = Daemon::start(&[]);
-        let mut socket = Tail::connect(&daemon);
+        let mut socket = Tail::connect_with(&daemon, KILLS_ONLY);
         let mut tail = Tail::start(&daemon, &["--kind", "oom_kill"]);
         for i in 0..kills {
             let pid = kill_one(ctx, cg)?;
