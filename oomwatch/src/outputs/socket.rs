@@ -472,9 +472,10 @@ async fn tail(request: &Request, sources: &Sources, mut reader: BufReader<OwnedR
 }
 
 /// Waits until the journal keeps `seq` (committed: it survives the daemon's
-/// death; the fsync follows): a kill a client was shown must survive it. Gives up when the journal cannot keep it
-/// (a failed write drops the wait) or takes longer than [`KEPT_WAIT`]: a
-/// sick disk must not hide kills from the operator.
+/// death; the fsync follows): a kill a client was shown must survive it.
+/// Gives up when the journal cannot keep it (a failed write drops the
+/// wait) or takes longer than [`KEPT_WAIT`]: a sick disk must not hide
+/// kills from the operator.
 async fn kept(journal: &Journal, seq: u64) {
     let (tx, rx) = tokio::sync::oneshot::channel();
     journal.when_kept(
