@@ -50,13 +50,14 @@ fn without_btf_the_daemon_runs_and_says_attribution_is_approximate() {
         return;
     }
     let _one_at_a_time = NO_BTF_KILLS.lock().unwrap_or_else(|e| e.into_inner());
+    // Known before the kill, as a workload's cgroup is: should /proc come
+    // too late, its kill counter is compared with a count taken before.
+    // Made before the daemon starts, so that its first scan finds it.
+    let cg = TestCgroup::new("nobtf", Some(48 * MIB));
     let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux"]);
     let log = daemon.log_text();
     assert!(log.contains("/nonexistent/vmlinux") && log.contains("approximately"), "{log}");
     let mut tail = Tail::start(&daemon, &[]);
-    let cg = TestCgroup::new("nobtf", Some(48 * MIB));
-    // Known before the kill, as a workload's cgroup is: should /proc come
-    // too late, its kill counter is compared with a count taken before.
     daemon.wait_tracked(&cg.path, Duration::from_secs(30));
     let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
     hog.wait_timeout(Duration::from_secs(30)).expect("killed");
@@ -87,9 +88,9 @@ fn without_btf_a_victim_gone_from_proc_is_found_by_its_cgroups_kill_counter() {
         return;
     }
     let _one_at_a_time = NO_BTF_KILLS.lock().unwrap_or_else(|e| e.into_inner());
+    let cg = TestCgroup::new("nobtf-gone", Some(48 * MIB));
     let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux", "--inject-victim-gone"]);
     let mut tail = Tail::start(&daemon, &[]);
-    let cg = TestCgroup::new("nobtf-gone", Some(48 * MIB));
     daemon.wait_tracked(&cg.path, Duration::from_secs(30));
     let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
     hog.wait_timeout(Duration::from_secs(30)).expect("killed");
