@@ -85,6 +85,7 @@ fn kill(i: u64, t: SystemTime) -> Event {
         oom_control: None,
         unavailable: vec!["oom_control".into()],
         cgroup_id: Some(4242 + i),
+        cgroup_from: None,
         exit_latency_ms: Some(1.7),
         why: None,
         kernel_report: None,

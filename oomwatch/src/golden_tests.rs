@@ -146,6 +146,7 @@ fn example_kill() -> OomKill {
         }),
         unavailable: vec!["x".into()],
         cgroup_id: Some(1),
+        cgroup_from: None,
         exit_latency_ms: Some(1.0),
         why: Some("w".into()),
         kernel_report: Some(Box::new(kernel_report())),

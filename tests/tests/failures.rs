@@ -39,21 +39,35 @@ fn kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters() {
     assert!(daemon.log_text().contains("did not observe (kernel counts") && daemon.log_text().contains(&cg.path), "logged with the cgroup");
 }
 
+/// The no-BTF kill tests run one at a time: in step, each one's kill
+/// moves a second tracked cgroup's oom_kill counter in the other's daemon
+/// at the same moment, and the counters then tell nothing.
+static NO_BTF_KILLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn without_btf_the_daemon_runs_and_says_attribution_is_approximate() {
     if !require_root("without_btf_the_daemon_runs_and_says_attribution_is_approximate") {
         return;
     }
+    let _one_at_a_time = NO_BTF_KILLS.lock().unwrap_or_else(|e| e.into_inner());
+    // Known before the kill, as a workload's cgroup is: should /proc come
+    // too late, its kill counter is compared with a count taken before.
+    // Made before the daemon starts, so that its first scan finds it.
+    let cg = TestCgroup::new("nobtf", Some(48 * MIB));
     let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux"]);
     let log = daemon.log_text();
     assert!(log.contains("/nonexistent/vmlinux") && log.contains("approximately"), "{log}");
     let mut tail = Tail::start(&daemon, &[]);
-    let cg = TestCgroup::new("nobtf", Some(48 * MIB));
+    daemon.wait_tracked(&cg.path, Duration::from_secs(30));
     let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
     hog.wait_timeout(Duration::from_secs(30)).expect("killed");
     let (kill, _) = tail.wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == hog.pid()).expect("kill event");
     assert_eq!(kill["attribution"], "approximate", "{kill}");
     assert_eq!(kill["cgroup"], cg.path.as_str(), "still the right cgroup, from /proc");
+    // From /proc when read before the victim began exiting, else from the
+    // cgroup's own oom_kill counter or the kernel's report: never the "/"
+    // cgroup v1 shows for an exiting task.
+    assert!(["proc_cgroup", "oom_kill_counter", "kernel_report"].iter().any(|from| kill["cgroup_from"] == *from), "{kill}");
     // Usage and limits cannot come from the kernel without BTF: the
     // cgroup files are read after the kill, and still name the limit.
     assert_eq!(kill["limit_cgroup"], cg.path.as_str(), "{kill}");
@@ -63,6 +77,32 @@ fn without_btf_the_daemon_runs_and_says_attribution_is_approximate() {
     let check = std::process::Command::new(oomwatch_bin()).args(["check", "--btf", "/nonexistent/vmlinux"]).output().unwrap();
     assert!(check.status.success(), "missing BTF is not fatal");
     assert!(String::from_utf8_lossy(&check.stdout).contains("approximate"));
+}
+
+/// The victim reaped before /proc was read (forced, as it happens on a
+/// busy host): the kernel's oom_kill counter of the test cgroup names it,
+/// not the root cgroup /proc would have shown.
+#[test]
+fn without_btf_a_victim_gone_from_proc_is_found_by_its_cgroups_kill_counter() {
+    if !require_root("without_btf_a_victim_gone_from_proc_is_found_by_its_cgroups_kill_counter") {
+        return;
+    }
+    let _one_at_a_time = NO_BTF_KILLS.lock().unwrap_or_else(|e| e.into_inner());
+    let cg = TestCgroup::new("nobtf-gone", Some(48 * MIB));
+    let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux", "--inject-victim-gone"]);
+    let mut tail = Tail::start(&daemon, &[]);
+    daemon.wait_tracked(&cg.path, Duration::from_secs(30));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("killed");
+    let (kill, _) = tail.wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == hog.pid()).expect("kill event");
+    assert_eq!(cg.oom_kills(), 1, "the kernel counted it in the test cgroup");
+    assert_eq!(kill["cgroup"], cg.path.as_str(), "{kill}");
+    assert_eq!(kill["attribution"], "approximate", "{kill}");
+    // The counter, unless another kill on the host moved a second one at
+    // the same moment: then the kernel's report, never a guess.
+    assert!(kill["cgroup_from"] == "oom_kill_counter" || kill["cgroup_from"] == "kernel_report", "{kill}");
+    assert_eq!(kill["limit_cgroup"], cg.path.as_str(), "{kill}");
+    assert_eq!(kill["limit_bytes"], 48 * MIB, "{kill}");
 }
 
 #[test]

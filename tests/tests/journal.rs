@@ -37,6 +37,7 @@ fn kill(pid: u32, cgroup: &str, t: SystemTime) -> Event {
         oom_control: None,
         unavailable: Vec::new(),
         cgroup_id: None,
+        cgroup_from: None,
         exit_latency_ms: None,
         why: None,
         kernel_report: None,

@@ -73,6 +73,7 @@ fn kill(seq: u64, history_points: usize) -> Event {
             oom_control: None,
             unavailable: vec!["oom_control".into()],
             cgroup_id: Some(12345),
+            cgroup_from: None,
             exit_latency_ms: Some(2.75),
             why: None,
             kernel_report: None,

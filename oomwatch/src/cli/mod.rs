@@ -224,6 +224,10 @@ pub struct DaemonArgs {
     /// ring buffer would (proves the reconciliation).
     #[arg(long, hide = true, default_value_t = 0, value_name = "N")]
     pub inject_drop_kills: u64,
+    /// Test-only fault injection: the victim's /proc/PID/cgroup is not
+    /// read, as if the victim was reaped first (proves the fallbacks).
+    #[arg(long, hide = true)]
+    pub inject_victim_gone: bool,
     /// Test-only fault injection: a supervised task named TASK panics a
     /// second after start (proves a panic is never silent).
     #[arg(long, hide = true, value_name = "TASK")]

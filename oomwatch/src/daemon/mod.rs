@@ -171,6 +171,8 @@ struct Core {
     journal: Option<Arc<Journal>>,
     /// Woken after every sampling pass: the alert rules evaluate fresh data.
     sampled: Arc<tokio::sync::Notify>,
+    /// Victims' cgroups named by the kernel's reports, for the kill path.
+    reported_victims: Arc<kernel_report::ReportedVictims>,
 }
 
 pub async fn run(args: DaemonArgs, config: Config, started: Started) -> anyhow::Result<()> {
@@ -255,6 +257,7 @@ fn build_core(config: &Config, layout: Option<CgroupLayout>, journal: Option<Arc
         )),
         model: Arc::new(Model::new(model_config(config))),
         counters: Arc::new(DaemonCounters::default()),
+        reported_victims: Arc::default(),
         alerts: {
             let last = journal.as_deref().map(|j| restore::last_alerts(j, config.alerts.history)).unwrap_or_default();
             restore::log_restored(&last);
@@ -356,7 +359,7 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks:
 fn start_kernel_reports(kmsg: Option<crate::readers::kmsg::KmsgReader>, core: &Core, tasks: &Tasks) {
     let Some(reader) = kmsg else { return };
     log::info!("kernel log: reading OOM reports from {}", reader.path().display());
-    let feed = KernelReportFeed::new(core.bus.clone(), core.counters.clone(), limit_file(core.layout.as_ref()));
+    let feed = KernelReportFeed::new(core.bus.clone(), core.counters.clone(), limit_file(core.layout.as_ref()), core.reported_victims.clone());
     let run = move || {
         // Its report amends a kill already published: it must not take the
         // CPU from the publication (it is woken by the same kill, once per
@@ -406,6 +409,8 @@ fn start_ring_reader(
         layout: core.layout.clone(),
         oom_constraints: probes.facts.btf.as_ref().map(|b| b.oom_constraints.clone()).unwrap_or_default(),
         proc_root: "/proc".into(),
+        reported_victims: core.reported_victims.clone(),
+        inject_victim_gone: args.inject_victim_gone,
     };
     let handler = Arc::new(RecordHandler::new(explainer, core.bus.clone(), core.counters.clone(), args.inject_drop_kills));
     let ring = kernel::ring::SharedRing::new(ring);

@@ -915,6 +915,15 @@ pub struct KillBaseline {
     pub unobserved_reported: u64,
 }
 
+impl KillBaseline {
+    /// Kills the kernel counted here (`counter_now`: its own oom_kill
+    /// counter) that oomwatch has not reported yet, as kills or as
+    /// unobserved ones.
+    pub fn unaccounted(&self, counter_now: u64) -> u64 {
+        counter_now.saturating_sub(self.kernel_baseline).saturating_sub(self.seen_since).saturating_sub(self.unobserved_reported)
+    }
+}
+
 /// One read of the kernel's stall map, holding the ledger.
 pub struct ReclaimRead<'a> {
     model: &'a Model,

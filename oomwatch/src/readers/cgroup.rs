@@ -293,6 +293,12 @@ pub fn read_events(
     r.finish(events)
 }
 
+/// The kernel's count of OOM kills of this cgroup's own tasks (v1
+/// `memory.oom_control`, local already; v2 `memory.events.local`).
+pub fn read_own_oom_kills(dir: &Path, version: CgroupVersion) -> Option<u64> {
+    read_events_local(dir, version).ok().flatten().and_then(|e| e.oom_kill)
+}
+
 /// The event counters of this cgroup alone, without descendants:
 /// v2 `memory.events.local`; on v1 the same as [`read_events`], whose
 /// counters are local already. `Ok(None)` when the cgroup is gone, and also

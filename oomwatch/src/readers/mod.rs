@@ -20,14 +20,14 @@ pub mod runtime;
 
 pub use cgroup::{
     CgroupPoller, Limit, MemoryEvents, MemorySample, parse_flat_keyed, parse_limit, parse_u64,
-    read_events, read_events_local, read_limit, read_limit_hits, read_memory, read_usage,
+    read_events, read_events_local, read_limit, read_limit_hits, read_memory, read_own_oom_kills, read_usage,
 };
 pub use labels::{CgroupLabels, labels_for};
 pub use meminfo::{MemInfo, parse_meminfo, read_meminfo};
 pub use mountinfo::{
     CgroupLayout, CgroupMode, CgroupVersion, Hierarchy, detect, own_memory_cgroup, parse_mountinfo,
 };
-pub use procfs::{boot_id, parse_proc_cgroup, proc_cgroup, vmstat_oom_kills};
+pub use procfs::{ProcCgroup, boot_id, parse_proc_cgroup, proc_memory_cgroup, vmstat_oom_kills};
 pub use psi::{
     Pressure, PressureError, PressurePoller, PsiKind, PsiLine, PsiParseError, SpecError, TriggerSpec,
     parse_pressure, read_pressure,

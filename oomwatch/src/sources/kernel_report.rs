@@ -18,7 +18,10 @@
 use std::{
     collections::VecDeque,
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     os::fd::AsRawFd as _,
     time::{Duration, Instant, SystemTime},
 };
@@ -30,7 +33,7 @@ use crate::{
         oom_report::{self, MissingReport, OomAssembler, OomOutput},
     },
     wire::{
-        Attribution, Composition, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, ReportTask, TOP_TASKS, amend_with_report, rfc3339,
+        Attribution, CgroupSource, Composition, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, OomKill, ReportTask, TOP_TASKS, amend_with_report, rfc3339,
     },
 };
 
@@ -61,6 +64,55 @@ pub fn open(path: &Path) -> Result<KmsgReader, KmsgError> {
     KmsgReader::open_nonblocking(path)
 }
 
+/// The victims' memory cgroups as the kernel's reports named them
+/// (`task_memcg`), for the kill path: without BTF, a kill whose cgroup
+/// neither /proc nor the oom_kill counters could tell waits a moment for
+/// its report here (the kernel prints it before it writes the kill
+/// record, unless its rate limit suppressed it) instead of going out as
+/// unknown. The log is partly user-written: a cgroup from here is
+/// approximate, never exact.
+#[derive(Default)]
+pub struct ReportedVictims {
+    /// (pid, comm, task_memcg), newest last.
+    recent: Mutex<VecDeque<(u32, String, String)>>,
+    noted: Condvar,
+    /// The kernel log is being read: there is something to wait for.
+    reading: AtomicBool,
+}
+
+/// Reported victims kept for the kill path: more than a storm's worth of
+/// kills in flight.
+const REPORTED_VICTIMS: usize = 64;
+
+impl ReportedVictims {
+    fn note(&self, pid: u32, comm: &str, task_memcg: &str) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == REPORTED_VICTIMS {
+            recent.pop_front();
+        }
+        recent.push_back((pid, comm.to_owned(), task_memcg.to_owned()));
+        self.noted.notify_all();
+    }
+
+    /// The memory cgroup the kernel's report named for victim `pid`
+    /// (`comm`, when known, must match), waiting up to `timeout` for it.
+    pub fn wait_for(&self, pid: u32, comm: Option<&str>, timeout: Duration) -> Option<String> {
+        if !self.reading.load(Ordering::Relaxed) {
+            return None;
+        }
+        let deadline = Instant::now() + timeout;
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let found = recent.iter().rposition(|(p, c, _)| *p == pid && comm.is_none_or(|comm| comm == c));
+            if let Some(i) = found {
+                return recent.remove(i).map(|(_, _, memcg)| memcg);
+            }
+            let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
+            recent = self.noted.wait_timeout(recent, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+}
+
 /// One kill line of the kernel log, with what it will amend.
 struct Waiting {
     since: Instant,
@@ -77,11 +129,13 @@ pub struct KernelReportFeed {
     counters: Arc<DaemonCounters>,
     limit_file: LimitFile,
     waiting: VecDeque<Waiting>,
+    victims: Arc<ReportedVictims>,
 }
 
 impl KernelReportFeed {
-    pub fn new(bus: Arc<EventBus>, counters: Arc<DaemonCounters>, limit_file: LimitFile) -> Self {
-        Self { assembler: OomAssembler::new(crate::kernel::decode::page_size()), bus, counters, limit_file, waiting: VecDeque::new() }
+    pub fn new(bus: Arc<EventBus>, counters: Arc<DaemonCounters>, limit_file: LimitFile, victims: Arc<ReportedVictims>) -> Self {
+        victims.reading.store(true, Ordering::Relaxed);
+        Self { assembler: OomAssembler::new(crate::kernel::decode::page_size()), bus, counters, limit_file, waiting: VecDeque::new(), victims }
     }
 
     /// Reads the log until the daemon stops, on a thread of its own: the
@@ -120,6 +174,7 @@ impl KernelReportFeed {
 
     fn stop(self, reader: &KmsgReader, why: &str) {
         self.counters.kmsg_attached.set(0);
+        self.victims.reading.store(false, Ordering::Relaxed);
         log::error!("{}: {why}; OOM kills are reported without the kernel's report from now on", reader.path().display());
         // Ending would end the daemon (a supervised task); it goes on without.
         loop {
@@ -146,6 +201,9 @@ impl KernelReportFeed {
             printk_ns: kill.ts_usec.saturating_mul(1000),
             report: kernel_report(kill),
         };
+        if let Some(memcg) = &waiting.task_memcg {
+            self.victims.note(waiting.pid, &waiting.comm, memcg);
+        }
         if !self.join(&waiting) {
             if self.waiting.len() == MAX_WAITING {
                 self.waiting.pop_front();
@@ -181,6 +239,9 @@ impl KernelReportFeed {
             |e| {
                 if let EventBody::OomKill(k) = &mut e.body {
                     amend_with_report(k, &w.report, limit_file);
+                    if let Some(memcg) = cgroup_from_report(k, w.task_memcg.as_deref()) {
+                        e.cgroup = memcg;
+                    }
                 }
             },
         ) else {
@@ -219,6 +280,19 @@ fn belongs_to(event: &Event, w: &Waiting) -> bool {
         return false;
     }
     event.ktime_ns.is_none_or(|t| t.abs_diff(w.printk_ns) <= JOIN_WINDOW_NS)
+}
+
+/// A kill published with its cgroup unknown (no BTF, the victim gone from
+/// /proc) takes the kernel's own `task_memcg`: the report printed it from
+/// the victim's task at the kill (approximate still: the log is partly
+/// user-written). Returns the cgroup to put on the event; the
+/// `unavailable` entry that said it was unknown goes.
+fn cgroup_from_report(k: &mut OomKill, task_memcg: Option<&str>) -> Option<String> {
+    let memcg = task_memcg.filter(|_| k.attribution == Attribution::Unknown)?;
+    k.attribution = Attribution::Approximate;
+    k.cgroup_from = Some(CgroupSource::KernelReport);
+    k.unavailable.retain(|u| !u.starts_with("victim cgroup "));
+    Some(memcg.to_owned())
 }
 
 /// The event's `kernel_report` of one assembled kill line.
@@ -282,7 +356,7 @@ mod tests {
     use super::*;
     use crate::{
         readers::kmsg::{parse_record, split_records},
-        wire::{OomKill, Trigger, Victim, why},
+        wire::{Trigger, Victim, why},
     };
 
     const PLAIN_618_CGROUP: &str = "/process_api/c1c59e057489a0e4f0a24676328a662e/oomwatch-test-kmsg-plain-30833-0";
@@ -365,11 +439,57 @@ mod tests {
     }
 
     #[test]
+    fn a_kill_published_with_its_cgroup_unknown_takes_the_reports() {
+        let kill = captured("6.18/plain");
+        let bus = Arc::new(EventBus::new(16, 16));
+        let mut feed = KernelReportFeed::new(bus.clone(), Arc::new(DaemonCounters::default()), Some("memory.limit_in_bytes"), Arc::default());
+        let mut unknown = event_of(30835, "memhog", "unknown", kill.ts_usec * 1000);
+        if let EventBody::OomKill(k) = &mut unknown.body {
+            k.attribution = Attribution::Unknown;
+            k.unavailable = vec!["victim task (exact cgroup)".into(), "victim cgroup (/proc/PID/cgroup: the victim was gone; ...)".into()];
+        }
+        bus.publish(unknown);
+        feed.kill_line(&kill);
+        let (past, _) = bus.subscribe(|_| true);
+        assert_eq!(past[0].event.cgroup, PLAIN_618_CGROUP);
+        let EventBody::OomKill(k) = &past[0].event.body else { panic!() };
+        assert_eq!((k.attribution, k.cgroup_from), (Attribution::Approximate, Some(CgroupSource::KernelReport)));
+        assert_eq!(k.unavailable, vec!["victim task (exact cgroup)".to_owned()]);
+        assert_eq!(past[1].event.cgroup, PLAIN_618_CGROUP, "kill_explained names it too");
+
+        // A cgroup /proc gave stays: the report only fills what was unknown.
+        let mut approximate = OomKill::of_pid(1);
+        approximate.attribution = Attribution::Approximate;
+        assert_eq!(cgroup_from_report(&mut approximate, Some("/elsewhere")), None);
+        assert_eq!(approximate.cgroup_from, None);
+    }
+
+    #[test]
+    fn the_kill_path_finds_a_victims_cgroup_in_its_report() {
+        let victims = Arc::new(ReportedVictims::default());
+        let short = Duration::from_millis(1);
+        assert_eq!(victims.wait_for(30835, Some("memhog"), Duration::from_secs(5)), None, "no kernel log read: nothing to wait for");
+        let feed = KernelReportFeed::new(Arc::new(EventBus::new(16, 16)), Arc::new(DaemonCounters::default()), None, victims.clone());
+        let late = std::thread::spawn({
+            let victims = victims.clone();
+            move || victims.wait_for(30835, Some("memhog"), Duration::from_secs(5))
+        });
+        let mut feed = feed;
+        feed.kill_line(&captured("6.18/plain"));
+        assert_eq!(late.join().unwrap().as_deref(), Some(PLAIN_618_CGROUP), "noted while it waited");
+        assert_eq!(victims.wait_for(30835, Some("memhog"), short), None, "taken once");
+        feed.kill_line(&captured("6.18/plain"));
+        assert_eq!(victims.wait_for(30835, Some("other"), short), None, "another comm");
+        assert_eq!(victims.wait_for(4, None, short), None, "another pid");
+        assert_eq!(victims.wait_for(30835, None, short).as_deref(), Some(PLAIN_618_CGROUP));
+    }
+
+    #[test]
     fn a_kill_line_amends_its_kill_and_tells_live_clients() {
         let kill = captured("6.18/plain");
         let bus = Arc::new(EventBus::new(16, 16));
         let counters = Arc::new(DaemonCounters::default());
-        let mut feed = KernelReportFeed::new(bus.clone(), counters.clone(), Some("memory.limit_in_bytes"));
+        let mut feed = KernelReportFeed::new(bus.clone(), counters.clone(), Some("memory.limit_in_bytes"), Arc::default());
         // Read before the kill was published: it waits, then joins.
         feed.kill_line(&kill);
         assert_eq!(feed.waiting.len(), 1);

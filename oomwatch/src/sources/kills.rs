@@ -14,7 +14,11 @@ use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use oomwatch_common::oom::{OomKillRecord, victim_field};
 
-use super::resolve::CgroupResolver;
+use super::{
+    resolve::CgroupResolver,
+    kernel_report::ReportedVictims,
+    victim_cgroup::{Fallbacks, VictimCgroup, read_proc, without_the_kernel},
+};
 use crate::{
     kernel::{
         clock::KernelClock,
@@ -26,10 +30,10 @@ use crate::{
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
     readers::{
-        CgroupLayout, CgroupVersion, Hierarchy, proc_cgroup, read_limit, read_limit_hits, read_usage,
+        CgroupLayout, CgroupVersion, Hierarchy, ProcCgroup, read_limit, read_limit_hits, read_usage,
         runtime::{MainProcess, main_process},
     },
-    wire::{Attribution, Constraint, Event, EventBody, IncidentRef, IncidentVictim, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
+    wire::{Constraint, Event, EventBody, IncidentRef, IncidentVictim, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
 };
 
 /// The file a memory cgroup's limit is set in, for the `why` of a kill.
@@ -45,6 +49,12 @@ const RAMP_SECONDS: u32 = 60;
 
 const KIB: u64 = 1024;
 
+/// How long a kill whose cgroup neither /proc nor the counters could tell
+/// waits for the kernel's report of it (printed before the kill record;
+/// read by a thread of lower priority, which sleeps 2 ms to read a report
+/// in one go). Only without BTF, and only then.
+const REPORT_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Files opened on the kill path (cgroupfs, procfs): what
 /// `--log-level debug` reports per kill.
 #[derive(Default)]
@@ -59,6 +69,12 @@ pub struct KillExplainer {
     /// `enum oom_constraint` from BTF: value -> name.
     pub oom_constraints: Vec<(u32, String)>,
     pub proc_root: PathBuf,
+    /// The victims' cgroups the kernel's reports named, for kills whose
+    /// cgroup nothing else could tell.
+    pub reported_victims: Arc<ReportedVictims>,
+    /// Test-only (`--inject-victim-gone`): /proc is not asked, as when
+    /// the victim was reaped before it could be.
+    pub inject_victim_gone: bool,
 }
 
 impl KillExplainer {
@@ -66,6 +82,8 @@ impl KillExplainer {
     pub fn explain(&self, r: &OomKillRecord, now: Instant) -> Event {
         let started = Instant::now();
         let mut files = FileReads::default();
+        // Before anything else: the victim is exiting already.
+        let proc = self.victim_cgroup_needs_proc(r).then(|| self.read_victim_proc(r.victim_pid, &mut files));
         let has = |bit| r.present & bit != 0;
         let victim = victim_of(r);
         let trigger_cgroup = if has(victim_field::TRIGGER_MEMCG) {
@@ -80,9 +98,10 @@ impl KillExplainer {
             cgroup: trigger_cgroup.clone(),
         };
 
-        let (cgroup, cgroup_id, attribution) = self.victim_cgroup(r, trigger_cgroup.as_deref(), &mut files);
+        let found = self.victim_cgroup(r, trigger_cgroup.as_deref(), proc, &mut files);
+        let (cgroup_id, attribution, cgroup_from) = (found.id, found.attribution, found.from);
         let chain = memcg_chain(r, page_size());
-        let cgroup = cgroup.unwrap_or_else(|| "unknown".to_owned());
+        let cgroup = found.path.unwrap_or_else(|| "unknown".to_owned());
         let history = self.model.ramp(&cgroup, RAMP_SECONDS, now);
         let oom_control = has(victim_field::OOM_CONTROL).then(|| self.oom_control(r));
         // The kernel's own answer, where readable; else inferred from counters.
@@ -90,7 +109,8 @@ impl KillExplainer {
             Some(oc) => self.kernel_verdict(r, oc, chain.as_ref(), &mut files),
             None => self.limit_verdict(&cgroup, cgroup_id, chain.as_ref(), now, &mut files),
         };
-        let unavailable = unavailable_groups(r);
+        let mut unavailable = unavailable_groups(r);
+        unavailable.extend(found.unavailable);
         // Names and the container's init pid were looked up when the cgroup
         // appeared: nothing is read here.
         let (workload, init_pid) = self.model.workload(&cgroup);
@@ -112,6 +132,7 @@ impl KillExplainer {
                 oom_control,
                 unavailable,
                 cgroup_id,
+                cgroup_from,
                 exit_latency_ms: None,
                 why: None,
                 kernel_report: None,
@@ -166,24 +187,50 @@ impl KillExplainer {
         self.model.join_incident(kill, now)
     }
 
+    /// Whether the kernel program read neither the victim's memcg nor,
+    /// the victim being the trigger, the trigger's: /proc must be asked.
+    fn victim_cgroup_needs_proc(&self, r: &OomKillRecord) -> bool {
+        let read_task = r.present & victim_field::TASK != 0 && r.victim_memcg_id != 0;
+        let read_trigger = r.present & victim_field::TRIGGER_MEMCG != 0 && r.victim_pid == r.trigger_tgid;
+        !read_task && !read_trigger
+    }
+
     /// The victim's memory cgroup: exactly from the kernel when the victim's
-    /// task was read, else from /proc while the victim is still exiting.
-    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>, files: &mut FileReads) -> (Option<String>, Option<u64>, Attribution) {
+    /// task was read, else from /proc (`proc`, read first thing) or the
+    /// kernel's oom_kill counters, or its report (`sources::victim_cgroup`).
+    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>, proc: Option<ProcCgroup>, files: &mut FileReads) -> VictimCgroup {
         if r.present & victim_field::TASK != 0
             && r.victim_memcg_id != 0
             && let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id)
         {
-            return (Some(path), Some(r.victim_memcg_id), Attribution::Exact);
+            return VictimCgroup::exact(path, r.victim_memcg_id);
         }
         // The victim is the trigger's own process: its memcg was read exactly.
-        if r.present & victim_field::TRIGGER_MEMCG != 0 && r.victim_pid == r.trigger_tgid && trigger_cgroup.is_some() {
-            return (trigger_cgroup.map(str::to_owned), Some(r.trigger_memcg_id), Attribution::Exact);
+        if r.present & victim_field::TRIGGER_MEMCG != 0
+            && r.victim_pid == r.trigger_tgid
+            && let Some(path) = trigger_cgroup
+        {
+            return VictimCgroup::exact(path.to_owned(), r.trigger_memcg_id);
         }
-        files.0 += 1;
-        match proc_cgroup(&self.proc_root, r.victim_pid, Hierarchy::Memory) {
-            Some(path) => (Some(path), None, Attribution::Approximate),
-            None => (None, None, Attribution::Unknown),
+        let proc = proc.unwrap_or_else(|| self.read_victim_proc(r.victim_pid, files));
+        let fallbacks = Fallbacks {
+            proc,
+            baselines: || self.model.kill_baselines(),
+            version: self.layout.as_ref().map(|l| l.memory_version),
+            report: || {
+                let comm = (r.present & victim_field::COMM != 0).then(|| comm_str(&r.victim_comm));
+                self.reported_victims.wait_for(r.victim_pid, comm.as_deref(), REPORT_WAIT)
+            },
+        };
+        without_the_kernel(fallbacks, &mut files.0)
+    }
+
+    fn read_victim_proc(&self, pid: u32, files: &mut FileReads) -> ProcCgroup {
+        if self.inject_victim_gone {
+            return ProcCgroup::Gone;
         }
+        files.0 += 2;
+        read_proc(&self.proc_root, pid, self.layout.as_ref().map(|l| l.memory_version))
     }
 
     fn oom_control(&self, r: &OomKillRecord) -> OomControl {

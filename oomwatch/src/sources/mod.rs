@@ -17,4 +17,5 @@ pub mod reconcile;
 pub mod records;
 pub mod resolve;
 pub mod sampler;
+pub mod victim_cgroup;
 pub mod workloads;

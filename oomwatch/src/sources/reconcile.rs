@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::{
     kernel::clock::monotonic_ns,
     model::{Model, bus::EventBus},
-    readers::{CgroupLayout, CgroupVersion, read_events, read_events_local, vmstat_oom_kills},
+    readers::{CgroupLayout, read_own_oom_kills, vmstat_oom_kills},
     wire::{Event, EventBody, UnobservedKills, rfc3339},
 };
 
@@ -87,16 +87,11 @@ impl Reconciler {
         let Some(layout) = &self.layout else { return Vec::new() };
         let mut out = Vec::new();
         for b in self.model.kill_baselines() {
-            let dir = &b.dir;
-            let events = match layout.memory_version {
-                CgroupVersion::V2 => read_events_local(dir, CgroupVersion::V2),
-                CgroupVersion::V1 => read_events(dir, CgroupVersion::V1),
-            };
-            let Some(now) = events.ok().flatten().and_then(|e| e.oom_kill) else { continue };
-            let gap = now.saturating_sub(b.kernel_baseline).saturating_sub(b.seen_since);
-            if gap > b.unobserved_reported {
-                self.model.note_unobserved_reported(&b.path, gap);
-                out.push((b.path, gap - b.unobserved_reported));
+            let Some(now) = read_own_oom_kills(&b.dir, layout.memory_version) else { continue };
+            let new = b.unaccounted(now);
+            if new > 0 {
+                self.model.note_unobserved_reported(&b.path, b.unobserved_reported + new);
+                out.push((b.path, new));
             }
         }
         out

@@ -124,6 +124,24 @@ pub enum Attribution {
     Unknown,
 }
 
+/// Where the victim's cgroup was read (see [`OomKill::cgroup_from`]).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupSource {
+    /// The victim's task (or the trigger's, when it is the victim), read
+    /// by the kernel program at the kill.
+    Kernel,
+    /// /proc/PID/cgroup, read before the victim started exiting.
+    ProcCgroup,
+    /// The one tracked cgroup whose own oom_kill counter had moved past
+    /// every kill reported there: the kernel counts a kill in the victim's
+    /// memory cgroup before the kill record is written.
+    OomKillCounter,
+    /// `task_memcg` of the kernel's OOM report (/dev/kmsg), which amended
+    /// a kill published with its cgroup unknown.
+    KernelReport,
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Victim {
     pub pid: u32,
@@ -266,6 +284,10 @@ pub struct OomKill {
     /// Kernel inode id of the victim's memory cgroup, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_id: Option<u64>,
+    /// The evidence the victim's cgroup (the event's `cgroup`) rests on;
+    /// absent when it is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_from: Option<CgroupSource>,
     /// Time from the kill to the victim's exit, once confirmed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_latency_ms: Option<f64>,
@@ -482,6 +504,7 @@ impl OomKill {
             oom_control: None,
             unavailable: Vec::new(),
             cgroup_id: None,
+            cgroup_from: None,
             exit_latency_ms: None,
             why: None,
             kernel_report: None,
@@ -514,6 +537,7 @@ mod tests {
                 oom_control: None,
                 unavailable: Vec::new(),
                 cgroup_id: Some(77),
+                cgroup_from: None,
                 exit_latency_ms: None,
                 why: None,
                 kernel_report: None,

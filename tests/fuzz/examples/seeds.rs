@@ -161,6 +161,7 @@ fn main() {
                     }),
                     unavailable: vec!["oom_control".into()],
                     cgroup_id: Some(7777),
+                    cgroup_from: None,
                     exit_latency_ms: Some(2.8),
                     why: None,
                     kernel_report: None,
