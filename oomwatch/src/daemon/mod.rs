@@ -585,11 +585,18 @@ fn reload(args: &DaemonArgs, running: &mut Config, alerts: &Alerts) {
 /// The daemon allocates little, from a handful of threads: one glibc arena
 /// costs no contention, and unlike per-thread arenas it can hand freed
 /// memory back after cgroup churn.
+///
+/// Large blocks always get their own mapping, given back when freed: by
+/// default glibc raises that threshold to the size of the last such block
+/// freed, so after the first scrape a /metrics body of several MB (10,000
+/// cgroups) and its text-format copy came from the heap, where they stayed
+/// resident between scrapes.
 fn one_malloc_arena() {
     #[cfg(target_env = "gnu")]
     // SAFETY: called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
     }
 }
 

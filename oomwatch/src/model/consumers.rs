@@ -46,7 +46,7 @@ impl Model {
     pub fn children_by_usage(&self, parent: &str, max: usize) -> Vec<ChildUsage> {
         let s = self.read();
         let mut children: Vec<(&String, &CgroupState)> =
-            s.cgroups.iter().filter(|(path, c)| c.removed_at.is_none() && is_child(path, parent)).collect();
+            s.cgroups.iter().filter(|(path, c)| c.removed_at.is_none() && is_child(path, parent)).map(|(path, c)| (path, &**c)).collect();
         children.sort_by(|a, b| b.1.usage_bytes.cmp(&a.1.usage_bytes).then_with(|| a.0.cmp(b.0)));
         children.truncate(max);
         children

@@ -136,6 +136,12 @@ pub fn forecast(points: &[Point], limit: u64, now_s: u32, p: &ForecastParams, pr
     if level >= limit {
         return Some(Forecast { eta_s: 0.0, slope_bytes_per_s: 0.0, basis: Basis::AtLimit, under_pressure: stalled });
     }
+    // Most cgroups of a big host sit still: a level that did not move over
+    // the whole history has no swing (no cycles) and no growth (no trend),
+    // so the answer is known without the series and fits below.
+    if p.min_growth_fraction > 0.0 && points.iter().all(|q| q.unreclaimable_kib == last.unreclaimable_kib) {
+        return None;
+    }
     let series: Vec<(f64, f64)> = points.iter().map(|q| (f64::from(q.at_s), kib_bytes(q.unreclaimable_kib))).collect();
     let extremes = extremes(&series, SWING_FRACTION * limit);
     let found = match Cycles::of(&extremes, f64::from(now_s)) {
@@ -424,6 +430,24 @@ mod tests {
 
     fn eta(points: &[Point], limit_mib: f64) -> Option<f64> {
         eta_with(points, limit_mib * MIB, Pressure::default())
+    }
+
+    /// The model forecasts a level that never moved from its last point
+    /// alone (most cgroups of a big host, every tick): same answer.
+    #[test]
+    fn a_level_that_never_moved_forecasts_as_its_last_point() {
+        let p = ForecastParams::default();
+        let stalled = Pressure { psi_some_avg10: Some(50.0), reclaim_ratio: Some(0.5) };
+        for (level, limit) in [(0.0, LIMIT), (100.0 * MIB, LIMIT), (LIMIT, LIMIT), (300.0 * MIB, LIMIT)] {
+            let flat = series(|_| level, 0, 119);
+            for pressure in [Pressure::default(), stalled] {
+                let all = forecast(&flat, limit as u64, 119, &p, pressure);
+                let last = forecast(&flat[flat.len() - 1..], limit as u64, 119, &p, pressure);
+                assert_eq!(all, last, "level {level}, limit {limit}");
+            }
+        }
+        let at_limit = series(|_| LIMIT, 0, 119);
+        assert!(forecast(&at_limit, LIMIT as u64, 119, &p, Pressure::default()).is_some_and(|f| f.basis == Basis::AtLimit));
     }
 
     /// splitmix64, so every case replays from its seed.

@@ -21,6 +21,10 @@ pub struct Point {
 pub struct History {
     points: VecDeque<Point>,
     capacity: usize,
+    /// Trailing points known to share the last point's unreclaimable level
+    /// (a lower bound): the forecast of a level that never moved is known
+    /// without reading the ring.
+    level_run: usize,
 }
 
 impl History {
@@ -28,24 +32,46 @@ impl History {
     /// leaves freed chunks scattered through the heap, which after cgroup
     /// churn the allocator cannot give back.
     pub fn new(capacity: usize) -> Self {
-        Self { points: VecDeque::with_capacity(capacity), capacity }
+        Self { points: VecDeque::with_capacity(capacity), capacity, level_run: 0 }
     }
 
     pub fn push(&mut self, p: Point) {
         if let Some(last) = self.points.back_mut()
             && last.at_s == p.at_s
         {
+            if last.unreclaimable_kib != p.unreclaimable_kib {
+                // Whether it matches the point before is not known: start over.
+                self.level_run = 1;
+            }
             *last = p;
             return;
         }
+        let same_level = self.points.back().is_some_and(|last| last.unreclaimable_kib == p.unreclaimable_kib);
         if self.points.len() == self.capacity {
             self.points.pop_front();
         }
         self.points.push_back(p);
+        self.level_run = if same_level { (self.level_run + 1).min(self.points.len()) } else { 1 };
+    }
+
+    /// Whether every point has the same unreclaimable level.
+    pub fn level_never_moved(&self) -> bool {
+        !self.points.is_empty() && self.level_run >= self.points.len()
+    }
+
+    /// The last point, as a slice of one.
+    pub fn last_as_slice(&self) -> &[Point] {
+        self.points.back().map(std::slice::from_ref).unwrap_or(&[])
     }
 
     pub fn points(&self) -> impl DoubleEndedIterator<Item = &Point> + ExactSizeIterator {
         self.points.iter()
+    }
+
+    /// The points, oldest first, as one slice (the ring is rotated in
+    /// place when it wrapped: no allocation).
+    pub fn as_slice(&mut self) -> &[Point] {
+        self.points.make_contiguous()
     }
 
     pub fn len(&self) -> usize {
@@ -93,6 +119,24 @@ mod tests {
         let at: Vec<u32> = h.points().map(|p| p.at_s).collect();
         assert_eq!(at, vec![2, 3, 4]);
         assert_eq!(h.points().last().unwrap().usage_kib, 40 * 1024);
+    }
+
+    #[test]
+    fn knows_when_the_level_never_moved() {
+        let mut h = History::new(3);
+        assert!(!h.level_never_moved(), "empty");
+        h.push(p(0, 5));
+        h.push(p(1, 5));
+        assert!(h.level_never_moved());
+        h.push(p(2, 6));
+        assert!(!h.level_never_moved());
+        h.push(p(3, 6));
+        assert!(!h.level_never_moved(), "5 MiB is still in the ring");
+        h.push(p(4, 6));
+        assert!(h.level_never_moved(), "the ring holds 6 MiB only");
+        h.push(p(4, 7));
+        assert!(!h.level_never_moved(), "the same second replaced by another level");
+        assert_eq!(h.last_as_slice(), &[p(4, 7)]);
     }
 
     #[test]

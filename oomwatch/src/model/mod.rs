@@ -253,7 +253,10 @@ pub struct KillAccounting {
 }
 
 struct State {
-    cgroups: HashMap<String, CgroupState>,
+    /// Boxed: a state is several hundred bytes, and a table sized for
+    /// 10,000 cgroups keeps a third of its slots empty (and, while it grows,
+    /// two tables at once); empty slots of pointers cost little.
+    cgroups: HashMap<String, Box<CgroupState>>,
     pressure: HashMap<String, PressureState>,
     node: NodeState,
     host_kills: HostKills,
@@ -356,12 +359,33 @@ impl Model {
             c.dir = dir.to_path_buf();
             return Admission::Tracked;
         }
-        let live = s.cgroups.values().filter(|c| c.removed_at.is_none()).count();
-        if live >= self.config.max_cgroups {
-            return Admission::OverCap;
+        // Under the cap whatever is removed: counting the live ones for
+        // each admission made a cold start at 10,000 cgroups quadratic.
+        if s.cgroups.len() >= self.config.max_cgroups {
+            let live = s.cgroups.values().filter(|c| c.removed_at.is_none()).count();
+            if live >= self.config.max_cgroups {
+                return Admission::OverCap;
+            }
         }
-        s.cgroups.insert(path.to_owned(), CgroupState::new(id, path, dir, self.config.history_len));
+        s.cgroups.insert(path.to_owned(), Box::new(CgroupState::new(id, path, dir, self.config.history_len)));
         Admission::Tracked
+    }
+
+    /// A cgroup admitted a moment ago whose files could not be opened: it
+    /// leaves the model at once if nothing was ever read from it, instead
+    /// of holding its state and its series for the removal grace period
+    /// (and, readmitted by every rescan, for ever).
+    pub fn reject(&self, path: &str, now: Instant) {
+        let mut s = self.write();
+        match s.cgroups.get_mut(path) {
+            Some(c) if c.full_samples == 0 && c.history.is_empty() => {
+                s.cgroups.remove(path);
+            }
+            Some(c) => {
+                c.removed_at.get_or_insert(now);
+            }
+            None => {}
+        }
     }
 
     /// Admission for a pressure-only cgroup (hybrid hosts): same filters,
@@ -445,10 +469,17 @@ impl Model {
         for (path, c) in cgroups.iter_mut() {
             c.forecast = match (c.removed_at, c.ceiling()) {
                 (None, Some(limit)) => {
-                    let pts: Vec<Point> = c.history.points().copied().collect();
+                    // In place, not copied: this runs for every limited cgroup
+                    // each tick. A level that never moved forecasts as its
+                    // last point alone does (see forecast::forecast).
+                    let pts = if c.history.level_never_moved() && params.min_growth_fraction > 0.0 {
+                        c.history.last_as_slice()
+                    } else {
+                        c.history.as_slice()
+                    };
                     let psi = pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10);
                     let evidence = forecast::Pressure { psi_some_avg10: psi, reclaim_ratio: c.reclaim_ratio };
-                    forecast::forecast(&pts, limit, now_s, &params, evidence)
+                    forecast::forecast(pts, limit, now_s, &params, evidence)
                 }
                 _ => None,
             };
@@ -804,12 +835,19 @@ impl Model {
     pub fn kill_accounting(&self) -> KillAccounting {
         let s = self.read();
         let seen_total: u64 = s.kills.values().map(|k| k.count).sum();
+        // Summed once: a range query per cgroup allocated a key for each of
+        // 10,000 cgroups every pass.
+        let mut kills_by_cgroup: HashMap<&str, u64> = HashMap::new();
+        for ((path, _, _), k) in &s.kills {
+            *kills_by_cgroup.entry(path.as_str()).or_default() += k.count;
+        }
         let mut cgroups: HashMap<String, u64> = s
             .cgroups
             .iter()
             .filter(|(_, c)| c.removed_at.is_none())
             .filter_map(|(p, c)| {
-                let accounted = c.kernel_kills_baseline? + kills_of(&s.kills, p).saturating_sub(c.seen_kills_baseline) + c.unobserved_reported;
+                let kills = kills_by_cgroup.get(p.as_str()).copied().unwrap_or(0);
+                let accounted = c.kernel_kills_baseline? + kills.saturating_sub(c.seen_kills_baseline) + c.unobserved_reported;
                 (accounted > 0).then(|| (p.clone(), accounted))
             })
             .collect();

@@ -331,12 +331,16 @@ fn events_file(version: CgroupVersion) -> &'static str {
     }
 }
 
-/// The per-second poll of one cgroup: its usage and event files, kept open.
+/// The per-second poll of one cgroup: its usage file, kept open, and its
+/// event files, opened the first time they are polled and kept from then.
 ///
-/// Holds 2 file descriptors on v2 and 3 on v1 (`memory.usage_in_bytes`,
-/// `memory.oom_control`, `memory.failcnt`), so a daemon polling 1,000
-/// cgroups should raise its `RLIMIT_NOFILE` soft limit to the hard limit at
-/// start (allowed without privileges).
+/// Holds 1 file descriptor until the events are first polled, then 2 on v2
+/// and 3 on v1 (`memory.usage_in_bytes`, `memory.oom_control`,
+/// `memory.failcnt`). The sampler polls events only for v1 cgroups near
+/// their limit, so a host of 10,000 idle cgroups costs 10,000 descriptors,
+/// not 30,000 (an open-file hard limit of 20,000 used to leave a third of
+/// them untracked). A daemon should still raise its `RLIMIT_NOFILE` soft
+/// limit to the hard limit at start (allowed without privileges).
 ///
 /// An open file does not keep the cgroup alive: after rmdir the kernel
 /// answers reads with ENODEV, which the methods report as `Ok(None)`; the
@@ -347,58 +351,85 @@ pub struct CgroupPoller {
     dir: PathBuf,
     version: CgroupVersion,
     usage: File,
+    events: std::cell::OnceCell<EventFiles>,
+}
+
+#[derive(Debug)]
+struct EventFiles {
     /// v2 `memory.events`, v1 `memory.oom_control`.
     events: File,
     /// v1 `memory.failcnt`; `None` on v2 (and if a v1 kernel lacks it).
     failcnt: Option<File>,
 }
 
-impl CgroupPoller {
-    /// Opens the files of the memory cgroup `dir`. `Ok(None)` when the
-    /// cgroup is gone; [`CgroupError::NotMemoryCgroup`] when `dir` exists but
-    /// lacks them.
-    pub fn open(dir: &Path, version: CgroupVersion) -> Result<Option<Self>, CgroupError> {
-        let mut path = dir.to_path_buf();
-        let mut open = |name: &'static str, required: bool| -> Result<Option<File>, CgroupError> {
-            path.push(name);
-            let res = File::open(&path);
-            path.pop();
-            match res {
-                Ok(f) => Ok(Some(f)),
-                Err(e) if is_gone(&e) => Ok(None),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    if required && dir_exists(dir)? {
-                        Err(CgroupError::NotMemoryCgroup {
-                            path: dir.to_path_buf(),
-                            file: name,
-                        })
-                    } else {
-                        Ok(None)
-                    }
-                }
-                Err(source) => Err(CgroupError::Io {
-                    path: dir.join(name),
-                    source,
-                }),
+/// Opens `name` in the cgroup `dir`: `Ok(None)` when the cgroup is gone (or,
+/// for a file not `required`, when the file does not exist);
+/// [`CgroupError::NotMemoryCgroup`] when a required file is missing from a
+/// directory that exists.
+fn open_in(dir: &Path, name: &'static str, required: bool) -> Result<Option<File>, CgroupError> {
+    match File::open(dir.join(name)) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if is_gone(&e) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            if required && dir_exists(dir)? {
+                Err(CgroupError::NotMemoryCgroup { path: dir.to_path_buf(), file: name })
+            } else {
+                Ok(None)
             }
-        };
-        let Some(usage) = open(usage_file(version), true)? else {
+        }
+        Err(source) => Err(CgroupError::Io { path: dir.join(name), source }),
+    }
+}
+
+/// Whether the required file `name` is in the cgroup `dir`, as [`open_in`]
+/// would find it, without holding a descriptor.
+fn file_present(dir: &Path, name: &'static str) -> Result<bool, CgroupError> {
+    match std::fs::metadata(dir.join(name)) {
+        Ok(_) => Ok(true),
+        Err(e) if is_gone(&e) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            if dir_exists(dir)? {
+                Err(CgroupError::NotMemoryCgroup { path: dir.to_path_buf(), file: name })
+            } else {
+                Ok(false)
+            }
+        }
+        Err(source) => Err(CgroupError::Io { path: dir.join(name), source }),
+    }
+}
+
+impl CgroupPoller {
+    /// Opens the usage file of the memory cgroup `dir` (and checks that its
+    /// event file is there). `Ok(None)` when the cgroup is gone;
+    /// [`CgroupError::NotMemoryCgroup`] when `dir` exists but lacks them.
+    pub fn open(dir: &Path, version: CgroupVersion) -> Result<Option<Self>, CgroupError> {
+        let Some(usage) = open_in(dir, usage_file(version), true)? else {
             return Ok(None);
         };
-        let Some(events) = open(events_file(version), true)? else {
+        if !file_present(dir, events_file(version))? {
             return Ok(None);
-        };
-        let failcnt = match version {
-            CgroupVersion::V1 => open("memory.failcnt", false)?,
-            CgroupVersion::V2 => None,
-        };
+        }
         Ok(Some(CgroupPoller {
             dir: dir.to_path_buf(),
             version,
             usage,
-            events,
-            failcnt,
+            events: std::cell::OnceCell::new(),
         }))
+    }
+
+    /// The event files, opened on first use. `Ok(None)` when the cgroup is gone.
+    fn event_files(&self) -> Result<Option<&EventFiles>, CgroupError> {
+        if let Some(files) = self.events.get() {
+            return Ok(Some(files));
+        }
+        let Some(events) = open_in(&self.dir, events_file(self.version), true)? else {
+            return Ok(None);
+        };
+        let failcnt = match self.version {
+            CgroupVersion::V1 => open_in(&self.dir, "memory.failcnt", false)?,
+            CgroupVersion::V2 => None,
+        };
+        Ok(Some(self.events.get_or_init(|| EventFiles { events, failcnt })))
     }
 
     /// The cgroup directory this poller reads.
@@ -420,16 +451,19 @@ impl CgroupPoller {
     /// Event counters, as [`read_events`] reads them; `Ok(None)` once the
     /// cgroup is gone.
     pub fn events(&self) -> Result<Option<MemoryEvents>, CgroupError> {
+        let Some(files) = self.event_files()? else {
+            return Ok(None);
+        };
         let mut buf = [0u8; 512];
         let name = events_file(self.version);
-        let Some(c) = self.pread(&self.events, name, &mut buf)? else {
+        let Some(c) = self.pread(&files.events, name, &mut buf)? else {
             return Ok(None);
         };
         match self.version {
             CgroupVersion::V2 => Ok(Some(v2_events(c))),
             CgroupVersion::V1 => {
                 let [oom_kill] = parse_flat_keyed(c, ["oom_kill"]);
-                let failcnt = match &self.failcnt {
+                let failcnt = match &files.failcnt {
                     Some(f) => {
                         let mut buf = [0u8; 32];
                         let Some(n) = self.pread_u64(f, "memory.failcnt", &mut buf)? else {
@@ -1147,10 +1181,23 @@ total_active_file 3145728
             .expect("opens")
             .expect("present");
         assert_eq!(p.usage().expect("reads"), Some(8388608));
+        assert!(p.events.get().is_none(), "one descriptor until events are polled");
         assert_eq!(
             p.events().expect("reads"),
             read_events(&dir, CgroupVersion::V1).expect("reads")
         );
+        assert!(p.events.get().is_some_and(|f| f.failcnt.is_some()), "then kept: 3 on v1");
+        // Kept, not reopened: a rewrite of the same file is seen.
+        std::fs::write(dir.join("memory.failcnt"), "9\n").expect("rewrite");
+        assert_eq!(p.events().expect("reads").and_then(|e| e.max), Some(9));
+        // The event file missing from a cgroup that has usage: not a memory cgroup.
+        let half = v1.path().join("half");
+        std::fs::create_dir_all(&half).expect("mkdir");
+        std::fs::write(half.join("memory.usage_in_bytes"), "1\n").expect("write");
+        assert!(matches!(
+            CgroupPoller::open(&half, CgroupVersion::V1),
+            Err(CgroupError::NotMemoryCgroup { file: "memory.oom_control", .. })
+        ));
 
         // Gone before opening, not a memory cgroup, oversized and bad content.
         assert!(matches!(

@@ -455,7 +455,7 @@ impl Sampler {
             Err(e) => {
                 log::debug!("{e}");
                 self.last_unreadable = Some(e.to_string());
-                self.model.mark_removed(path, now);
+                self.model.reject(path, now);
                 Admission::Unreadable
             }
         }

@@ -59,9 +59,10 @@ fn measure(ctx: &Ctx, rep: &mut Report, size: Size) -> Result<()> {
     let plan = Plan::new(ctx, size);
     let workload = Workload::create(ctx, &plan);
     // 10,000 is over the default cap (cgroups.max_cgroups = 4096): a host
-    // that size raises it, and so does this run. The sampler keeps 3 files
-    // open per cgroup on v1: the daemon gets the open-file limit its
-    // systemd unit sets (LimitNOFILE=65536), not this shell's.
+    // that size raises it, and so does this run. The sampler keeps a file
+    // open per cgroup (3 on v1 near the limit): the daemon gets the
+    // open-file limit its systemd unit sets (LimitNOFILE=65536) where this
+    // shell may give it, not this shell's.
     let cap = (size.cgroups + 1000).to_string();
     let args = ["--max-cgroups", cap.as_str()];
     let daemon = if nofile_raisable() {
@@ -183,7 +184,8 @@ fn fd_limit_cause(pid: u32) -> String {
     let open = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
     format!(
         "the daemon holds {open} files, its open-file hard limit here is {hard} and this sandbox \
-         cannot raise it (no CAP_SYS_RESOURCE); v1 needs 3 per cgroup, the systemd unit sets 65536"
+         cannot raise it (no CAP_SYS_RESOURCE); a cgroup needs 1, 3 on v1 once near its limit; \
+         the systemd unit sets 65536"
     )
 }
 
@@ -209,9 +211,21 @@ fn wait_tracked(daemon: &Daemon, n: usize, within: Duration) -> Result<f64> {
         std::thread::sleep(Duration::from_millis(500));
     };
     if tracked < n.min(1000) as f64 {
+        // What the daemon says of the others, its files and its last words:
+        // a full run once saw 3 tracked for 160 s and left nothing to go on.
+        let m = daemon.metrics();
+        let counts: Vec<String> = metric_samples(&m, "oomwatch_cgroups")
+            .iter()
+            .map(|(l, v)| format!("{l}={v}"))
+            .collect();
+        let log = daemon.log_text();
+        let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
         bail!(
-            "the daemon tracks {tracked} cgroups after {} s, expected at least {n}",
-            within.as_secs()
+            "the daemon tracks {tracked} cgroups after {} s, expected at least {n}; counts: {}; {}; daemon log tail:\n{}",
+            within.as_secs(),
+            counts.join(", "),
+            fd_limit_cause(daemon.pid()),
+            tail.join("\n")
         );
     }
     println!("footprint: daemon tracks {tracked} cgroups after {:.1} s", t.elapsed().as_secs_f64());

@@ -257,6 +257,19 @@ impl Engine {
 
     /// Resolves kill alerts that saw no kill for `resolve_after`, and
     /// conditions for cgroups that vanished (they have no signals any more).
+    /// Cgroups with an alert pending or firing: these are evaluated even
+    /// when nothing holds any more (so that they clear).
+    pub fn open_cgroups(&self) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| matches!(i.state, AlertState::Pending | AlertState::Firing))
+            .map(|(k, _)| k.cgroup.clone())
+            .collect();
+        paths.dedup();
+        paths
+    }
+
     pub fn tick(&mut self, live: &dyn Fn(&str) -> bool, now: Instant, wall: SystemTime) -> Vec<Transition> {
         let resolve_after = self.config.oom_kill.resolve_after;
         let mut out = Vec::new();
