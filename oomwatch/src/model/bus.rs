@@ -39,6 +39,12 @@ pub trait Durable: Send + Sync {
     fn append(&self, event: &Event, json: &str);
     /// Replaces what is kept of `event.seq`.
     fn amend(&self, event: &Event, json: &str);
+    /// Keeps the event `seq` (its JSON line is `json`) at once, on the
+    /// caller's thread, so that it survives the daemon's death without
+    /// waiting for [`Durable::when_kept`]; false when it cannot.
+    fn keep_now(&self, _seq: u64, _json: &str) -> bool {
+        false
+    }
     /// Runs `then` once `seq` is kept (survives the daemon's death), on
     /// whichever thread keeps it; never when it could not be kept.
     fn when_kept(&self, seq: u64, then: Box<dyn FnOnce() + Send>);
@@ -120,7 +126,10 @@ impl EventBus {
     pub fn publish_kept(&self, event: Event) -> Arc<Published> {
         let Some(durable) = &self.durable else { return self.publish(event) };
         let (published, previous) = self.publish_with(event, true);
-        if let Some(i) = self.immediate.get() {
+        // Kept at once (`Durable::keep_now`): already given like any event.
+        if published.kept_first
+            && let Some(i) = self.immediate.get()
+        {
             let (i, p) = (i.clone(), published.clone());
             durable.when_kept(published.event.seq, Box::new(move || i.deliver(&p, previous)));
         }
@@ -141,7 +150,9 @@ impl EventBus {
         if let Some(d) = &self.durable {
             d.append(&event, &json);
         }
-        let published = Arc::new(Published { event, json, kept_first: kept_first && self.durable.is_some() });
+        // Kept on this thread, it needs no wait for the store's commit.
+        let kept_first = kept_first && self.durable.as_ref().is_some_and(|d| !d.keep_now(event.seq, &json));
+        let published = Arc::new(Published { event, json, kept_first });
         let previous = state.last_seq;
         state.last_seq = published.event.seq;
         if !published.kept_first && let Some(i) = self.immediate.get() {

@@ -23,6 +23,10 @@ impl Durable for Journal {
         let _ = Journal::amend(self, event.seq, json.to_owned());
     }
 
+    fn keep_now(&self, seq: u64, json: &str) -> bool {
+        Journal::keep_now(self, seq, json)
+    }
+
     fn when_kept(&self, seq: u64, then: Box<dyn FnOnce() + Send>) {
         Journal::when_kept(self, seq, then);
     }

@@ -22,6 +22,7 @@
 //!   ([`INCIDENT_KINDS`]) that a flood of high-rate events never evicts.
 
 mod durable;
+mod intent;
 mod read;
 mod schema;
 mod stats;

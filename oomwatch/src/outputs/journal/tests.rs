@@ -859,3 +859,36 @@ fn what_waits_for_a_seq_runs_once_it_is_committed_and_at_once_when_it_is_durable
     j.when_kept(seq, Box::new(move || tx2.send("at once").unwrap()));
     assert_eq!(rx.try_recv(), Ok("at once"));
 }
+
+/// A kill written ahead of its commit (`intent.rs`) by a daemon that died
+/// before committing it: shown to clients, so the next start keeps it, and
+/// a kill the database already holds is not added twice.
+#[test]
+fn kills_written_ahead_of_their_commit_are_kept_at_the_next_start_once() {
+    let dir = TempDir::new("intent");
+    let j = open(&dir.0);
+    let Appended::Queued(committed) = j.append_event(&mut kill(1, "/a", SystemTime::now())) else { panic!("not queued") };
+    assert!(j.wait_durable(committed, WAIT));
+    j.close();
+    // What a daemon killed between its write(2) and the commit leaves.
+    let mut lost = kill(2, "/b", SystemTime::now());
+    lost.seq = committed + 5;
+    let mut again = kill(1, "/a-rewritten", SystemTime::now());
+    again.seq = committed;
+    let lines = [serde_json::to_string(&again).unwrap(), serde_json::to_string(&lost).unwrap(), "{\"kind\":\"oom".to_owned()];
+    std::fs::write(dir.0.join("kills.intent"), lines.join("\n")).unwrap();
+    let j = open(&dir.0);
+    let held = j.reader().unwrap().query(&Query::default()).unwrap();
+    assert_eq!(seqs(&held), vec![committed, committed + 5], "the lost kill is kept, the committed one once");
+    assert_eq!(held[0].cgroup, "/a", "what the database held stays");
+    assert!(j.last_seq() >= committed + 5, "seqs go on after the imported kill");
+    // Emptied once the database holds it; a kill kept at once is written there.
+    assert!(j.keep_now(j.next_seq(), "{}"));
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::fs::metadata(dir.0.join("kills.intent")).unwrap().len() > 0 {
+        assert!(std::time::Instant::now() < deadline, "the intent file was not emptied");
+        j.append_event(&mut pressure("/p", SystemTime::now(), 0));
+        j.flush(WAIT);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

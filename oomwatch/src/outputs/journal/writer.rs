@@ -30,6 +30,7 @@ use super::{
     schema::{self, META_COMMITTED_THROUGH, META_SEQ_LEASE, OpenFailure},
     stats::Histogram,
 };
+use super::intent::{self, IntentLog};
 use crate::wire::Event;
 
 /// Seqs are leased from the database in blocks: the lease is stored (in a
@@ -208,10 +209,13 @@ struct Shared {
     /// Set when a damage was found while running (the full check, or a
     /// write that SQLite refused as corrupt).
     damaged: Mutex<Option<String>>,
+    /// Kills written ahead of their commit (`intent.rs`).
+    intent: Mutex<IntentLog>,
 }
 
 impl Shared {
     fn new(path: PathBuf, config: JournalConfig, last: u64, stats: WriterStats) -> Self {
+        let config_dir = config.dir.clone();
         Self {
             path,
             config,
@@ -224,6 +228,7 @@ impl Shared {
             stats: Mutex::new(stats),
             commits: AtomicU64::new(0),
             damaged: Mutex::new(None),
+            intent: Mutex::new(IntentLog::open(&config_dir)),
         }
     }
 
@@ -413,10 +418,48 @@ impl Journal {
             wal: None,
             wal_sync_failing: false,
         };
+        // Read before the writer runs: it empties the file once it commits.
+        let left_over = intent::left_over(&shared.config.dir);
         let writer = spawn_writer(writer)?;
         let checkpointer = spawn_checkpointer(&shared, checkpoint_conn)?;
         let check = spawn_full_check(&shared);
-        Ok(Self { shared, writer: Some(writer), checkpointer: Some(checkpointer), moved_aside, check, _writer_lock: writer_lock })
+        let journal = Self { shared, writer: Some(writer), checkpointer: Some(checkpointer), moved_aside, check, _writer_lock: writer_lock };
+        journal.import_left_over(left_over);
+        Ok(journal)
+    }
+
+    /// The kills a previous run wrote ahead of their commit and died before
+    /// committing: they were shown to tail clients, so they go in now (by
+    /// their seq: a kill the database holds is not added twice).
+    fn import_left_over(&self, lines: std::io::Result<Vec<String>>) {
+        let dir = &self.shared.config.dir;
+        let lines = match lines {
+            Ok(lines) => lines,
+            Err(e) => {
+                log::warn!("journal: {}: {e}; kills it may hold are not imported", dir.join(intent::INTENT_FILE).display());
+                return;
+            }
+        };
+        let mut imported = 0;
+        for line in lines {
+            match serde_json::from_str::<Event>(&line) {
+                Ok(event) if event.seq > 0 => {
+                    if matches!(self.append(super::Record::from_event(&event, line)), Appended::Queued(_)) {
+                        imported += 1;
+                    }
+                }
+                _ => log::warn!("journal: {}: a line that is not an event with a seq is skipped", dir.join(intent::INTENT_FILE).display()),
+            }
+        }
+        if imported > 0 && self.flush(Duration::from_secs(10)) {
+            log::info!("journal: {imported} kill(s) the last run showed before their commit are kept (by seq, never twice)");
+        }
+    }
+
+    /// Writes the kill `seq`'s line ahead of its commit; true once written
+    /// (it survives the daemon's death from then). `intent.rs`.
+    pub fn keep_now(&self, seq: u64, json: &str) -> bool {
+        lock(&self.shared.intent).write(seq, json)
     }
 
     pub fn path(&self) -> &Path {
@@ -967,6 +1010,9 @@ impl Writer {
         p.durable_seq = watermark;
         p.durable_ahead = p.durable_ahead.split_off(&(watermark + 1));
         let ready = take_ready(&mut p, committed);
+        if committed {
+            lock(&self.shared.intent).settle(|seq| p.is_durable(seq));
+        }
         drop(p);
         self.shared.progressed.notify_all();
         for then in ready {
