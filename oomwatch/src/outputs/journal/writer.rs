@@ -997,6 +997,13 @@ impl Writer {
                 lock(&self.shared.queue).failing = Some(reason);
             }
         }
+        self.settle(&ops, watermark, committed);
+    }
+
+    /// Records what a batch settled: its ops are done, its seqs durable
+    /// when it was committed (or dropped when not), and what waited for
+    /// them runs; the intent file is emptied once it holds only durable kills.
+    fn settle(&self, ops: &[Pending], watermark: u64, committed: bool) {
         let mut p = lock(&self.shared.progress);
         p.done += ops.len() as u64;
         if committed {
