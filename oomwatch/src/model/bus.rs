@@ -22,8 +22,9 @@ use crate::wire::{Event, EventBody};
 pub struct Published {
     pub event: Event,
     pub json: String,
-    /// Published with [`EventBus::publish_kept`]: a client may be given it
-    /// only once the durable store keeps it.
+    /// Published with [`EventBus::publish_kept`] and not kept at once
+    /// ([`Durable::keep_now`] could not): a client may be given it only once
+    /// the durable store keeps it.
     pub kept_first: bool,
 }
 
@@ -117,10 +118,12 @@ impl EventBus {
     }
 
     /// Publishes a kill: as [`EventBus::publish`], but where a durable store
-    /// is plugged in, the [`Immediate`] receivers get it only once the store
-    /// keeps it (a kill a client saw survives the daemon's death), from the
-    /// thread that kept it: the publisher does not wait on the disk, and no
-    /// thread is woken between the commit and the client. Broadcast
+    /// is plugged in, no client gets it before the store keeps it (a kill a
+    /// client saw survives the daemon's death). The store keeps it at once
+    /// on this thread where it can ([`Durable::keep_now`]: the journal's
+    /// intent file), and then it goes out as any event; otherwise the
+    /// [`Immediate`] receivers get it from the thread that commits it, so
+    /// the publisher never waits on the disk. Broadcast
     /// subscribers get it at once, marked [`Published::kept_first`]; those
     /// that hand events to clients wait for the store themselves.
     pub fn publish_kept(&self, event: Event) -> Arc<Published> {
