@@ -33,20 +33,19 @@ pub struct ChildUsage {
     pub workload: Option<String>,
 }
 
-/// Whether `path` is a direct child of `parent` ("/" is the root).
-pub fn is_child(path: &str, parent: &str) -> bool {
-    let rest = if parent == "/" { path.strip_prefix('/') } else { path.strip_prefix(parent).and_then(|r| r.strip_prefix('/')) };
-    rest.is_some_and(|r| !r.is_empty() && !r.contains('/'))
-}
-
 impl Model {
     /// The live tracked children of `parent`, largest usage first (ties by
-    /// path), at most `max`. One pass over the tracked cgroups under the
-    /// read lock.
+    /// path), at most `max`. From the children index: no pass over every
+    /// tracked cgroup (this is on the kill path).
     pub fn children_by_usage(&self, parent: &str, max: usize) -> Vec<ChildUsage> {
         let s = self.read();
-        let mut children: Vec<(&String, &CgroupState)> =
-            s.cgroups.iter().filter(|(path, c)| c.removed_at.is_none() && is_child(path, parent)).map(|(path, c)| (path, &**c)).collect();
+        let mut children: Vec<(&String, &CgroupState)> = s
+            .children
+            .of(parent)
+            .filter_map(|path| s.cgroups.get_key_value(&path))
+            .filter(|(_, c)| c.removed_at.is_none())
+            .map(|(path, c)| (path, &**c))
+            .collect();
         children.sort_by(|a, b| b.1.usage_bytes.cmp(&a.1.usage_bytes).then_with(|| a.0.cmp(b.0)));
         children.truncate(max);
         children
@@ -84,16 +83,6 @@ mod tests {
     use crate::model::ModelConfig;
 
     #[test]
-    fn children_are_one_level_down() {
-        assert!(is_child("/a/b", "/a"));
-        assert!(!is_child("/a/b/c", "/a"));
-        assert!(!is_child("/ab", "/a"), "a sibling sharing a prefix");
-        assert!(!is_child("/a", "/a"));
-        assert!(is_child("/a", "/"));
-        assert!(!is_child("/a/b", "/"));
-    }
-
-    #[test]
     fn children_largest_first_bounded_with_their_names() {
         let m = Model::new(ModelConfig::default());
         let now = Instant::now();
@@ -105,5 +94,26 @@ mod tests {
         assert_eq!(kids.iter().map(|k| (k.path.as_str(), k.usage_bytes >> 20)).collect::<Vec<_>>(), vec![("/p/b", 50), ("/p/c", 30)]);
         assert!(m.children_by_usage("/p/a", 5).is_empty());
         assert_eq!(m.composition("/p", now), None, "no full sample yet");
+    }
+
+    #[test]
+    fn children_follow_cgroups_that_leave_one_by_one_and_in_a_sweep() {
+        let m = Model::new(ModelConfig { removal_grace: std::time::Duration::ZERO, ..ModelConfig::default() });
+        let now = Instant::now();
+        for (i, path) in ["/p", "/p/a", "/p/b", "/p/c", "/p/d"].iter().enumerate() {
+            m.admit(path, i as u64 + 1, Path::new("/nonexistent"));
+        }
+        for path in ["/p/b", "/p/c", "/p/d"] {
+            m.observe_usage(path, 1 << 20, None, None, now);
+        }
+        let paths = |m: &Model| m.children_by_usage("/p", 10).into_iter().map(|k| k.path).collect::<Vec<_>>();
+        m.reject("/p/a", now);
+        assert_eq!(paths(&m), ["/p/b", "/p/c", "/p/d"], "never read: gone at once");
+        m.mark_removed("/p/c", now);
+        assert_eq!(paths(&m), ["/p/b", "/p/d"], "removed: not a consumer while in its grace period");
+        m.expire(now, |_| false);
+        m.admit("/p/c", 9, Path::new("/nonexistent"));
+        m.observe_usage("/p/c", 2 << 20, None, None, now);
+        assert_eq!(paths(&m), ["/p/c", "/p/b", "/p/d"], "swept and recreated: listed once");
     }
 }

@@ -15,6 +15,7 @@ pub mod incidents;
 pub mod limit;
 pub mod reclaim;
 pub mod throttle;
+pub mod tree;
 pub mod workloads;
 
 use std::{
@@ -257,6 +258,8 @@ struct State {
     /// 10,000 cgroups keeps a third of its slots empty (and, while it grows,
     /// two tables at once); empty slots of pointers cost little.
     cgroups: HashMap<String, Box<CgroupState>>,
+    /// Which of `cgroups` are whose children (kept with it).
+    children: tree::Children,
     pressure: HashMap<String, PressureState>,
     node: NodeState,
     host_kills: HostKills,
@@ -307,6 +310,7 @@ impl Model {
             started: Instant::now(),
             state: RwLock::new(State {
                 cgroups: HashMap::new(),
+                children: tree::Children::default(),
                 pressure: HashMap::new(),
                 node: NodeState::default(),
                 node_history: History::new(120),
@@ -368,6 +372,7 @@ impl Model {
             }
         }
         s.cgroups.insert(path.to_owned(), Box::new(CgroupState::new(id, path, dir, self.config.history_len)));
+        s.children.add(path);
         Admission::Tracked
     }
 
@@ -380,6 +385,7 @@ impl Model {
         match s.cgroups.get_mut(path) {
             Some(c) if c.full_samples == 0 && c.history.is_empty() => {
                 s.cgroups.remove(path);
+                s.children.remove(path);
             }
             Some(c) => {
                 c.removed_at.get_or_insert(now);
@@ -678,7 +684,10 @@ impl Model {
         let before = s.cgroups.len() + s.pressure.len();
         s.cgroups.retain(|_, c| !old(c.removed_at));
         s.pressure.retain(|_, p| !old(p.removed_at));
-        let State { cgroups, kills, pressure, .. } = &mut *s;
+        let State { cgroups, children, kills, pressure, .. } = &mut *s;
+        if cgroups.len() + pressure.len() != before {
+            children.rebuild(cgroups.keys());
+        }
         kills.retain(|(path, _, _), k| cgroups.contains_key(path) || !old(k.last_at) || exists(path));
         // After churn, give the tables back: a host that had 5,000 cgroups
         // an hour ago should not pay for them now.
