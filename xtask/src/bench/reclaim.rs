@@ -360,21 +360,24 @@ const PROGRAM_CAUSES: &[(&str, &str)] = &[
     (
         "cause: sched_process_exit",
         "the hook, not the check: a build whose exit program returns at once cost 174 ns (1.79x empty) \
-         against 178-250 ns with its one load; the first program at a hook pays ~55 ns more than an \
-         identical one after it (spread row), and the daemon's program is first",
+         against 178-259 ns with its one load (516 once, at load 6.7); two identical empty programs here measured 73-116 ns \
+         (the first at the hook) and 33-97 ns (the next) over five runs (spread row): the floor moves \
+         as much as the program's cost over it",
     ),
     (
         "cause: memcg_rcl_begin, memcg_rcl_end",
-        "cold cache lines (a layout global, the LRU hash's bucket and element): the same run time as \
-         bpftrace's @start[tid] = nsecs (peer column), and a second, warm pass of begin's body per call \
-         was within run-to-run noise (1.37x bpftrace vs 1.02-1.43x)",
+        "cold cache lines (the LRU hash's bucket and element), as for bpftrace's @start[tid] = nsecs \
+         (peer column: 1.02-1.43x over five runs): a second, warm pass of begin's body per call, and a \
+         begin without the layout global's load, were both within that noise (1.37x, 1.26x); a begin \
+         stamping task-local storage instead measured 0.98x (306 ns), a gain too small to split the \
+         thread's state over two maps",
     ),
 ];
 
 /// Two identical empty programs at one hook, in the same window: how far
-/// the floor itself moves (measured 34-95 ns here, with the program that
-/// runs first at the hook dearer), and so how much of a ratio near the
-/// target is the floor's noise rather than the program.
+/// the floor itself moves (33-116 ns here, the first at the hook usually
+/// dearer), and so how much of a ratio near the target is the floor's
+/// noise rather than the program.
 fn floor_spread(rep: &mut Report, base: &[(&'static str, bpf::ProgDelta)]) {
     let ns = |label: &str| base.iter().find(|(l, _)| *l == label)?.1.ns_per_run();
     if let (Some(a), Some(b)) = (ns("empty prog, sched_process_exit"), ns("empty prog (twin), sched_process_exit")) {
