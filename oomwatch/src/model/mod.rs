@@ -472,12 +472,16 @@ impl Model {
                     // In place, not copied: this runs for every limited cgroup
                     // each tick. A level that never moved forecasts as its
                     // last point alone does (see forecast::forecast).
-                    let pts = if c.history.level_never_moved() && params.min_growth_fraction > 0.0 {
-                        c.history.last_as_slice()
+                    let still = c.history.level_never_moved() && params.min_growth_fraction > 0.0;
+                    let pts = if still { c.history.last_as_slice() } else { c.history.as_slice() };
+                    // Still and below the limit forecasts nothing whatever the
+                    // pressure: most cgroups of a big host spare the lookup.
+                    let below = |p: &Point| u64::from(p.unreclaimable_kib) * 1024 < limit;
+                    let psi = if still && pts.last().is_some_and(below) {
+                        None
                     } else {
-                        c.history.as_slice()
+                        pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10)
                     };
-                    let psi = pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10);
                     let evidence = forecast::Pressure { psi_some_avg10: psi, reclaim_ratio: c.reclaim_ratio };
                     forecast::forecast(pts, limit, now_s, &params, evidence)
                 }
