@@ -478,12 +478,16 @@ impl Model {
                     // In place, not copied: this runs for every limited cgroup
                     // each tick. A level that never moved forecasts as its
                     // last point alone does (see forecast::forecast).
-                    let pts = if c.history.level_never_moved() && params.min_growth_fraction > 0.0 {
-                        c.history.last_as_slice()
+                    let still = c.history.level_never_moved() && params.min_growth_fraction > 0.0;
+                    let pts = if still { c.history.last_as_slice() } else { c.history.as_slice() };
+                    // Still and below the limit forecasts nothing whatever the
+                    // pressure: most cgroups of a big host spare the lookup.
+                    let below = |p: &Point| u64::from(p.unreclaimable_kib) * 1024 < limit;
+                    let psi = if still && pts.last().is_some_and(below) {
+                        None
                     } else {
-                        c.history.as_slice()
+                        pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10)
                     };
-                    let psi = pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10);
                     let evidence = forecast::Pressure { psi_some_avg10: psi, reclaim_ratio: c.reclaim_ratio };
                     forecast::forecast(pts, limit, now_s, &params, evidence)
                 }
@@ -577,18 +581,18 @@ impl Model {
     /// sampler's tick. The working set is estimated with the last
     /// inactive_file seen, which moves slowly compared to a leak. Returns,
     /// per sample, what the sampler needs to decide what to read next.
-    pub fn observe_usages(&self, usages: &[(String, u64)], now: Instant) -> Vec<UsageSeen> {
+    pub fn observe_usages(&self, usages: &[(&str, u64)], now: Instant) -> Vec<UsageSeen> {
         let mut s = self.write();
         usages
             .iter()
-            .map(|(path, usage)| {
-                let Some(c) = s.cgroups.get_mut(path.as_str()) else { return UsageSeen::default() };
+            .map(|&(path, usage)| {
+                let Some(c) = s.cgroups.get_mut(path) else { return UsageSeen::default() };
                 let seen = UsageSeen {
-                    changed: c.usage_bytes != *usage,
-                    fill: c.limit_bytes.filter(|&l| l > 0).map(|l| *usage as f64 / l as f64),
+                    changed: c.usage_bytes != usage,
+                    fill: c.limit_bytes.filter(|&l| l > 0).map(|l| usage as f64 / l as f64),
                     moved_since_full: usage.abs_diff(c.full_sample_usage_bytes) > c.full_sample_usage_bytes / 100 + 4096,
                 };
-                self.apply_usage(c, *usage, None, None, now);
+                self.apply_usage(c, usage, None, None, now);
                 seen
             })
             .collect()
@@ -698,6 +702,21 @@ impl Model {
         if freed >= 256 {
             crate::release_freed_memory();
         }
+    }
+
+    /// Whether a tracked ancestor of `path` has a limit (hard or
+    /// memory.high) as of its last full read: then `path` can be caught in
+    /// that ancestor's OOM or throttling.
+    pub fn limited_above(&self, path: &str) -> bool {
+        let s = self.read();
+        let mut p = path.trim_end_matches('/');
+        while let Some(i) = p.rfind('/').filter(|&i| i > 0) {
+            p = &p[..i];
+            if s.cgroups.get(p).is_some_and(|c| c.removed_at.is_none() && c.ceiling().is_some()) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Tracked, and unlimited as of a full read in the last minute that

@@ -268,6 +268,22 @@ pub fn read_limit(dir: &Path, version: CgroupVersion) -> Option<u64> {
     std::fs::read(dir.join(file)).ok().and_then(|b| parse_limit(&b)).and_then(Limit::bytes)
 }
 
+/// The lowest hard limit on this cgroup and its ancestors, as far as the
+/// kernel shows it in one file: v1 `memory.stat` `hierarchical_memory_limit`
+/// (ancestors outside a cgroup namespace included); v2 has no such key, so
+/// the cgroup's own `memory.max` (its ancestors are the caller's to walk).
+/// `None` when unlimited, unreadable or gone.
+pub fn read_limit_above(dir: &Path, version: CgroupVersion) -> Option<u64> {
+    match version {
+        CgroupVersion::V1 => {
+            let stat = std::fs::read(dir.join("memory.stat")).ok()?;
+            let [limit] = parse_flat_keyed(&stat, ["hierarchical_memory_limit"]);
+            limit.filter(|&l| l < V1_UNLIMITED_THRESHOLD)
+        }
+        CgroupVersion::V2 => read_limit(dir, version),
+    }
+}
+
 /// The local limit-hit counter alone (v2 `memory.events.local` oom, v1
 /// `memory.failcnt`), read now.
 pub fn read_limit_hits(dir: &Path, version: CgroupVersion) -> Option<u64> {

@@ -20,7 +20,7 @@ pub mod runtime;
 
 pub use cgroup::{
     CgroupPoller, Limit, MemoryEvents, MemorySample, parse_flat_keyed, parse_limit, parse_u64,
-    read_events, read_events_local, read_limit, read_limit_hits, read_memory, read_own_oom_kills, read_usage,
+    read_events, read_events_local, read_limit, read_limit_above, read_limit_hits, read_memory, read_own_oom_kills, read_usage,
 };
 pub use labels::{CgroupLabels, labels_for};
 pub use meminfo::{MemInfo, parse_meminfo, read_meminfo};

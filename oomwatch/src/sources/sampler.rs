@@ -23,8 +23,11 @@ use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use super::{episodes::throttled_event, workloads::WorkloadFeed};
 use crate::{
-    model::{Admission, Model, NodeState, UsageSeen, bus::EventBus, counters::DaemonCounters},
-    readers::{CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, path_string, read_meminfo, read_memory, read_pressure},
+    model::{Admission, Model, NodeState, bus::EventBus, counters::DaemonCounters},
+    readers::{
+        CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, path_string, read_limit_above, read_meminfo, read_memory,
+        read_pressure,
+    },
 };
 
 #[derive(Clone, Debug)]
@@ -62,12 +65,24 @@ struct Tracked {
     /// Ticks in a row with unchanged usage; idle cgroups are read less often.
     idle_ticks: u32,
     next_usage: Instant,
+    /// A limit (hard or memory.high) of its own, as of its last full read.
+    limited: bool,
+    /// A limit on it or on an ancestor: it can be caught in a memcg OOM.
+    /// True until a full read says otherwise.
+    can_oom: bool,
 }
 
 /// Idle cgroups (usage unchanged for this many ticks) are read every
-/// `IDLE_STRIDE` ticks instead of every tick; any change resets them.
+/// `IDLE_STRIDE` ticks instead of every tick, or every
+/// `UNLIMITED_IDLE_STRIDE` when no limit on them or an ancestor can put
+/// them in a memcg OOM (then their usage feeds only metrics, still fresher
+/// than a 15 s scrape); any change resets them. Near its limit a cgroup is
+/// read every tick, idle or not.
 const IDLE_AFTER: u32 = 10;
 const IDLE_STRIDE: u32 = 3;
+const UNLIMITED_IDLE_STRIDE: u32 = 10;
+/// Above this share of its limit a cgroup is read every tick.
+const NEAR_LIMIT_FRACTION: f64 = 0.5;
 /// The longest an unchanged cgroup goes without a full read.
 const FULL_MAX_STALE: Duration = Duration::from_secs(300);
 /// Limit hits cannot happen far from the limit: v1 counters are polled
@@ -98,6 +113,9 @@ pub struct Sampler {
     workloads: Option<WorkloadFeed>,
     /// Where throttling at memory.high is published (`throttled` events).
     throttling: Option<(Arc<EventBus>, Arc<DaemonCounters>)>,
+    /// A limit on the memory root or above it (a container's own cgroup):
+    /// every cgroup here can be caught in a memcg OOM.
+    root_limited: bool,
 }
 
 /// A cgroup as the model names it, and its directory. Names are bytes
@@ -163,6 +181,7 @@ impl Sampler {
             sampled: None,
             workloads: None,
             throttling: None,
+            root_limited: false,
         }
     }
 
@@ -338,6 +357,7 @@ impl Sampler {
         let mut seen = std::collections::HashSet::new();
         let (mut filtered, mut over_cap, mut unreadable) = (0usize, 0usize, 0usize);
         let root = self.root(Tree::Memory);
+        self.note_root_limit(&root.dir, now);
         self.watch_dir(&root);
         let mut queue = VecDeque::from([(root, 0usize)]);
         while let Some((parent, depth)) = queue.pop_front() {
@@ -365,6 +385,19 @@ impl Sampler {
         crate::model::shrink(&mut self.watched);
         let root = self.layout.memory_root.clone();
         self.model.expire(now, |p| root.join(p.trim_start_matches('/')).exists());
+    }
+
+    /// A limit set on the memory root (or above it) since the last scan
+    /// puts every cgroup back on the short idle stride.
+    fn note_root_limit(&mut self, root: &Path, now: Instant) {
+        let limited = read_limit_above(root, self.layout.memory_version).is_some();
+        if limited && !self.root_limited {
+            for t in self.tracked.values_mut() {
+                t.can_oom = true;
+                t.next_usage = t.next_usage.min(now);
+            }
+        }
+        self.root_limited = limited;
     }
 
     fn scan_unified(&mut self, now: Instant) {
@@ -429,7 +462,8 @@ impl Sampler {
                         self.pressure.insert(path.clone(), poller);
                     }
                 }
-                self.tracked.insert(path.clone(), Tracked { poller, next_full: now, idle_ticks: 0, next_usage: now });
+                let t = Tracked { poller, next_full: now, idle_ticks: 0, next_usage: now, limited: false, can_oom: true };
+                self.tracked.insert(path.clone(), t);
                 if let Some(feed) = &self.workloads {
                     feed.found(path);
                 }
@@ -502,16 +536,31 @@ impl Sampler {
                 let jitter = self.spread % (self.config.full_every.as_millis().max(1) as u64 / 4).max(1);
                 t.next_full = now + self.config.full_every - Duration::from_millis(jitter);
                 self.model.observe_full(path, &sample, hits, now);
+                let was_limited = t.limited;
+                t.limited = sample.limit_bytes.is_some() || sample.high_bytes.is_some();
+                t.can_oom = t.limited || self.root_limited || self.model.limited_above(path);
+                if t.limited && !was_limited {
+                    self.descendants_can_oom(path, now);
+                }
             }
             Ok(None) => self.forget(path, now),
             Err(e) => log::debug!("{e}"),
         }
     }
 
+    /// A limit newly set on `path` can catch its descendants in an OOM:
+    /// back to the short idle stride, read next tick.
+    fn descendants_can_oom(&mut self, path: &str, now: Instant) {
+        for (p, t) in self.tracked.iter_mut() {
+            if p.len() > path.len() && p.starts_with(path) && p.as_bytes()[path.len()] == b'/' {
+                t.can_oom = true;
+                t.next_usage = t.next_usage.min(now);
+            }
+        }
+    }
+
     fn sample_all(&mut self, now: Instant) {
-        let (usages, gone) = self.read_usages(now);
-        let seen = self.model.observe_usages(&usages, now);
-        let (full, polls) = self.schedule(&usages, &seen, now);
+        let (full, polls, gone) = self.sample_usages(now);
         for p in gone {
             self.forget(&p, now);
         }
@@ -540,36 +589,42 @@ impl Sampler {
         }
     }
 
-    /// One cheap usage read of every cgroup that is due; and the ones
-    /// found gone.
-    fn read_usages(&self, now: Instant) -> (Vec<(String, u64)>, Vec<String>) {
-        let mut usages = Vec::with_capacity(self.tracked.len());
+    /// One cheap usage read of every cgroup that is due, into the model
+    /// under one lock, and when to read each next. Returns the cgroups that
+    /// need more now: a full read (near the limit, or memory.stat stale),
+    /// or v1 limit-hit counters (v1 has no limit-hit notification: failcnt
+    /// is polled where a limit is set and usage is close enough to it for
+    /// hits to happen); and the ones found gone.
+    fn sample_usages(&mut self, now: Instant) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let (interval, full_every, hot) = (self.config.interval, self.config.full_every, self.config.hot_fraction);
+        // Borrowed, not cloned: this runs for every cgroup every tick.
+        let mut due: Vec<(&String, &mut Tracked)> = Vec::new();
+        let mut usages: Vec<(&str, u64)> = Vec::new();
         let mut gone = Vec::new();
-        for (path, t) in &self.tracked {
+        for (path, t) in self.tracked.iter_mut() {
             if now < t.next_usage {
                 continue;
             }
             match t.poller.usage() {
-                Ok(Some(u)) => usages.push((path.clone(), u)),
+                Ok(Some(u)) => {
+                    usages.push((path.as_str(), u));
+                    due.push((path, t));
+                }
                 Ok(None) => gone.push(path.clone()),
                 Err(e) => log::debug!("{e}"),
             }
         }
-        (usages, gone)
-    }
-
-    /// When to read each cgroup next, and which need more now: a full read
-    /// (near the limit, or memory.stat stale), or v1 limit-hit counters
-    /// (v1 has no limit-hit notification: failcnt is polled where a limit
-    /// is set and usage is close enough to it for hits to happen).
-    fn schedule(&mut self, usages: &[(String, u64)], seen: &[UsageSeen], now: Instant) -> (Vec<String>, Vec<String>) {
-        let (interval, full_every, hot) = (self.config.interval, self.config.full_every, self.config.hot_fraction);
+        let seen = self.model.observe_usages(&usages, now);
         let (mut full, mut polls) = (Vec::new(), Vec::new());
-        for ((path, _), seen) in usages.iter().zip(seen) {
-            let Some(t) = self.tracked.get_mut(path) else { continue };
+        for ((path, t), seen) in due.into_iter().zip(seen) {
             t.idle_ticks = if seen.changed { 0 } else { t.idle_ticks.saturating_add(1) };
-            t.next_usage = now + if t.idle_ticks >= IDLE_AFTER { interval * IDLE_STRIDE } else { interval } - interval / 4;
-            if seen.fill.is_some_and(|f| f >= hot) {
+            let near_limit = seen.fill.is_some_and(|f| f >= NEAR_LIMIT_FRACTION);
+            t.next_usage = now + interval * usage_stride(t.idle_ticks, near_limit, t.can_oom) - interval / 4;
+            // Near the limit and still, the usage read stays every tick but
+            // memory.stat (several files opened) only every IDLE_STRIDE: v1's
+            // failcnt is polled in between (below), v2's hits notify.
+            let idle = t.idle_ticks >= IDLE_AFTER;
+            if seen.fill.is_some_and(|f| f >= hot) && (!idle || t.idle_ticks % IDLE_STRIDE == 0) {
                 full.push(path.clone());
             } else if now >= t.next_full && (seen.moved_since_full || now >= t.next_full + (FULL_MAX_STALE - full_every)) {
                 // Nothing moved since the last full read: memory.stat would
@@ -579,7 +634,7 @@ impl Sampler {
                 polls.push(path.clone());
             }
         }
-        (full, polls)
+        (full, polls, gone)
     }
 
     fn sample_pressure(&mut self, now: Instant) {
@@ -608,8 +663,25 @@ impl Sampler {
     }
 }
 
+/// Ticks until the next usage read of a cgroup: every tick while it moves
+/// or is near its limit, less often when idle (see `IDLE_STRIDE`).
+fn usage_stride(idle_ticks: u32, near_limit: bool, can_oom: bool) -> u32 {
+    match (idle_ticks >= IDLE_AFTER && !near_limit, can_oom) {
+        (false, _) => 1,
+        (true, true) => IDLE_STRIDE,
+        (true, false) => UNLIMITED_IDLE_STRIDE,
+    }
+}
+
 /// The child cgroups of `parent`.
 fn subdirs(parent: &Found) -> Vec<Found> {
+    // A directory's link count is 2 plus its subdirectories on cgroupfs
+    // (kernfs), as on tmpfs and ext4: a stat spares the readdir of a leaf,
+    // most of a rescan's cost on a big host. Other counts (1 on btrfs)
+    // say nothing, and the directory is read.
+    if fs::metadata(&parent.dir).is_ok_and(|m| m.nlink() == 2) {
+        return Vec::new();
+    }
     let Ok(entries) = fs::read_dir(&parent.dir) else { return Vec::new() };
     entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| parent.child(&e.file_name())).collect()
 }
@@ -711,6 +783,87 @@ mod tests {
         assert_eq!((c.tracked, c.excluded_filter, c.excluded_unreadable), (1, 0, 1), "{c:?}");
         assert!(s.last_unreadable.as_deref().is_some_and(|e| e.contains("memory.current")), "{:?}", s.last_unreadable);
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Runs `ticks` sampler ticks a second apart after `t0`, and returns
+    /// the ticks at which each of `paths` had its usage read.
+    fn ticks_read(s: &mut Sampler, t0: Instant, ticks: std::ops::RangeInclusive<u32>, paths: &[&str]) -> Vec<Vec<u32>> {
+        let mut read = vec![Vec::new(); paths.len()];
+        for tick in ticks {
+            let now = t0 + Duration::from_secs(tick.into());
+            let before: Vec<Instant> = paths.iter().map(|p| s.tracked[*p].next_usage).collect();
+            s.sample_all(now);
+            for (i, p) in paths.iter().enumerate() {
+                if s.tracked[*p].next_usage != before[i] {
+                    read[i].push(tick);
+                }
+            }
+        }
+        read
+    }
+
+    /// Idle cgroups are read less often, unlimited ones least; near its
+    /// limit a cgroup is read every tick however still it is (early
+    /// warning must come before the kill); a change brings any back.
+    #[test]
+    fn idle_cgroups_are_read_less_often_but_never_near_their_limit() {
+        let root = std::env::temp_dir().join(format!("oomwatch-watch-stride-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let limit = (64u64 << 20).to_string();
+        fake_v2_tree(&root, &[("/near", 40 << 20, &limit), ("/far", 1 << 20, &limit), ("/free", 1 << 20, "max")]);
+        let model = Arc::new(Model::default());
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let t0 = Instant::now();
+        s.scan(t0);
+        let paths = ["/near", "/far", "/free"];
+        let read = ticks_read(&mut s, t0, 1..=40, &paths);
+        let after_idle = |ticks: &[u32]| ticks.iter().copied().filter(|&t| t > IDLE_AFTER).collect::<Vec<_>>();
+        assert_eq!(read[0], (1..=40).collect::<Vec<_>>(), "over half its limit: every tick");
+        assert_eq!(read[1][..IDLE_AFTER as usize], (1..=IDLE_AFTER).collect::<Vec<_>>(), "every tick until idle");
+        assert_eq!(after_idle(&read[1]), (13..=40).step_by(IDLE_STRIDE as usize).collect::<Vec<_>>(), "limited, idle");
+        assert_eq!(after_idle(&read[2]), vec![20, 30, 40], "no limit anywhere, idle");
+
+        // It moves: read every tick again.
+        fs::write(root.join("free/memory.current"), format!("{}\n", 2 << 20)).unwrap();
+        let read = ticks_read(&mut s, t0, 41..=55, &paths);
+        assert_eq!(read[2], (50..=55).collect::<Vec<_>>(), "read at 50, and every tick after the change");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A limit set on a parent puts its idle unlimited children back on
+    /// the short stride at once: they can be caught in its OOM now.
+    #[test]
+    fn a_limit_on_a_parent_brings_its_idle_children_back() {
+        let root = std::env::temp_dir().join(format!("oomwatch-watch-parent-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        fake_v2_tree(&root, &[("/p", 1 << 20, "max"), ("/p/c", 1 << 20, "max"), ("/p2", 1 << 20, "max")]);
+        let model = Arc::new(Model::default());
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let t0 = Instant::now();
+        s.scan(t0);
+        let paths = ["/p/c", "/p2"];
+        let read = ticks_read(&mut s, t0, 1..=21, &paths);
+        assert_eq!(read[0].last(), Some(&20), "{read:?}");
+        assert!(!s.tracked["/p/c"].can_oom);
+
+        fs::write(root.join("p/memory.max"), format!("{}\n", 64 << 20)).unwrap();
+        // As when the limit-hit notification or the rotation reads it.
+        s.sample_full("/p", t0 + Duration::from_secs(21));
+        assert!(s.tracked["/p/c"].can_oom);
+        assert!(!s.tracked["/p2"].can_oom, "not under /p");
+        let read = ticks_read(&mut s, t0, 22..=29, &paths);
+        assert_eq!(read[0], vec![22, 25, 28], "the limited stride, from the next tick");
+        assert!(read[1].is_empty(), "still idle and unlimited until 30: {read:?}");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn strides() {
+        assert_eq!(usage_stride(IDLE_AFTER - 1, false, false), 1);
+        assert_eq!(usage_stride(IDLE_AFTER, true, false), 1, "near the limit");
+        assert_eq!(usage_stride(IDLE_AFTER, false, true), IDLE_STRIDE);
+        assert_eq!(usage_stride(IDLE_AFTER, false, false), UNLIMITED_IDLE_STRIDE);
+        assert!(UNLIMITED_IDLE_STRIDE < 15, "fresher than a usual 15 s scrape");
     }
 
     #[test]
