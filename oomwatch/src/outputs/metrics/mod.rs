@@ -197,18 +197,43 @@ impl Metrics {
     pub fn render(&self, openmetrics: bool) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let hint = self.last_len.load(Relaxed);
-        let capacity = hint + hint / 8;
-        let body = if openmetrics {
-            let mut om = String::with_capacity(capacity);
-            self.encode_into(&mut om);
-            om
-        } else {
-            let mut text = text::TextFormat::with_capacity(capacity);
-            self.encode_into(&mut text);
-            text.finish()
-        };
+        let mut body = text::Exposition::new(openmetrics, hint + hint / 8);
+        self.encode_into(&mut body);
+        let body = body.finish();
         self.last_len.store(body.len(), Relaxed);
         body
+    }
+
+    /// The body for a scrape handed to `send` in chunks of about
+    /// `chunk_bytes` as it is encoded, so that a scrape read as it is
+    /// rendered never holds the whole body. `send` must not wait: the
+    /// collectors hold the model's lock while they write.
+    pub fn render_in_chunks(&self, openmetrics: bool, chunk_bytes: usize, send: impl FnMut(String)) {
+        let mut chunks = Chunks { body: text::Exposition::new(openmetrics, chunk_bytes), chunk_bytes, send };
+        self.encode_into(&mut chunks);
+        let last = chunks.body.finish();
+        if !last.is_empty() {
+            (chunks.send)(last);
+        }
+    }
+}
+
+struct Chunks<F> {
+    body: text::Exposition,
+    chunk_bytes: usize,
+    send: F,
+}
+
+impl<F: FnMut(String)> fmt::Write for Chunks<F> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.body.write_str(s)?;
+        if self.body.len() >= self.chunk_bytes {
+            let written = self.body.take_written(self.chunk_bytes);
+            if !written.is_empty() {
+                (self.send)(written);
+            }
+        }
+        Ok(())
     }
 }
 

@@ -1,32 +1,59 @@
-//! Prometheus text format 0.0.4 from OpenMetrics as the encoder writes it:
-//! counter families are named with their `_total` suffix, `# UNIT` and
-//! `# EOF` go, samples pass through. Converting line by line, not from a
-//! finished OpenMetrics body, keeps one body in memory during a scrape
-//! instead of two (at 10,000 cgroups a body is about 9 MiB).
+//! The scrape body as the encoder writes it. prometheus-client encodes
+//! OpenMetrics; text 0.0.4 is converted line by line on the way (counter
+//! families are named with their `_total` suffix, `# UNIT` and `# EOF` go,
+//! samples pass through) instead of from a finished OpenMetrics body, and
+//! the body can be handed over in chunks as it grows: at 10,000 cgroups a
+//! body is about 9 MiB, and holding it whole (twice, for text) was most of
+//! the daemon's peak memory.
 
 use std::fmt;
 
-/// A `fmt::Write` that takes OpenMetrics text and holds text 0.0.4.
-pub struct TextFormat {
+/// A `fmt::Write` that takes OpenMetrics text and holds the body in the
+/// format asked for.
+pub struct Exposition {
     out: String,
+    /// False: OpenMetrics, passed through.
+    to_text: bool,
     /// Where the line being written starts in `out`.
     line_start: usize,
     /// A `# HELP` waits for its `# TYPE`, which says the family's name.
     pending_help: Option<String>,
 }
 
-impl TextFormat {
-    pub fn with_capacity(capacity: usize) -> Self {
-        Self { out: String::with_capacity(capacity), line_start: 0, pending_help: None }
+impl Exposition {
+    pub fn new(openmetrics: bool, capacity: usize) -> Self {
+        Self { out: String::with_capacity(capacity), to_text: !openmetrics, line_start: 0, pending_help: None }
     }
 
-    /// The text, its last line ended.
+    /// The body, its last line ended.
     pub fn finish(mut self) -> String {
-        if self.line_start < self.out.len() {
+        if self.to_text && self.line_start < self.out.len() {
             self.out.push('\n');
             self.line_ended();
         }
         self.out
+    }
+
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// What is written for good so far (for text, up to the line being
+    /// written, which may still be rewritten), leaving room for `capacity`.
+    pub fn take_written(&mut self, capacity: usize) -> String {
+        let end = if self.to_text { self.line_start } else { self.out.len() };
+        if end == 0 {
+            return String::new();
+        }
+        let mut rest = String::with_capacity(capacity.max(self.out.len() - end));
+        rest.push_str(&self.out[end..]);
+        self.out.truncate(end);
+        self.line_start = 0;
+        std::mem::replace(&mut self.out, rest)
     }
 
     fn line_ended(&mut self) {
@@ -60,8 +87,12 @@ impl TextFormat {
     }
 }
 
-impl fmt::Write for TextFormat {
+impl fmt::Write for Exposition {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        if !self.to_text {
+            self.out.push_str(s);
+            return Ok(());
+        }
         let mut rest = s;
         while let Some(i) = memchr::memchr(b'\n', rest.as_bytes()) {
             self.out.push_str(&rest[..=i]);
@@ -75,7 +106,7 @@ impl fmt::Write for TextFormat {
 
 /// OpenMetrics text to text 0.0.4, for a body already encoded.
 pub fn openmetrics_to_text(om: &str) -> String {
-    let mut text = TextFormat::with_capacity(om.len() + 4096);
+    let mut text = Exposition::new(false, om.len() + 4096);
     let _ = fmt::Write::write_str(&mut text, om);
     text.finish()
 }
@@ -127,10 +158,13 @@ pub(crate) mod tests {
         out
     }
 
-    /// Written in pieces of every size, as the encoder writes.
-    fn written_in_pieces(om: &str, piece: usize) -> String {
-        let mut text = TextFormat::with_capacity(0);
+    /// Written in pieces of every size, as the encoder writes, and taken
+    /// away every `take_every` pieces as a streamed scrape does.
+    fn written_in_pieces(om: &str, piece: usize, take_every: usize) -> String {
+        let mut text = Exposition::new(false, 0);
+        let mut taken = String::new();
         let mut i = 0;
+        let mut pieces = 0;
         while i < om.len() {
             let mut end = (i + piece).min(om.len());
             while !om.is_char_boundary(end) {
@@ -138,8 +172,12 @@ pub(crate) mod tests {
             }
             text.write_str(&om[i..end]).unwrap();
             i = end;
+            pieces += 1;
+            if pieces % take_every == 0 {
+                taken.push_str(&text.take_written(16));
+            }
         }
-        text.finish()
+        taken + &text.finish()
     }
 
     #[test]
@@ -156,7 +194,9 @@ pub(crate) mod tests {
             let want = converted_whole(om);
             assert_eq!(openmetrics_to_text(om), want, "{om:?}");
             for piece in [1, 2, 3, 5, 17, 1000] {
-                assert_eq!(written_in_pieces(om, piece), want, "{om:?} in pieces of {piece}");
+                for take_every in [1, 3, usize::MAX] {
+                    assert_eq!(written_in_pieces(om, piece, take_every), want, "{om:?} in pieces of {piece}, taken every {take_every}");
+                }
             }
         }
     }
