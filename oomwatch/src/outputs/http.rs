@@ -409,9 +409,12 @@ impl RenderGate {
         Self { last: Arc::new(tokio::sync::Mutex::new([None, None])), waiting: [AtomicUsize::new(0), AtomicUsize::new(0)] }
     }
 
-    async fn body(&self, metrics: &Arc<Metrics>, openmetrics: bool) -> Payload {
+    /// `streamed`: the body may go out in chunks (a GET; a HEAD gets the
+    /// Content-Length of a whole body).
+    async fn body(&self, metrics: &Arc<Metrics>, openmetrics: bool, streamed: bool) -> Payload {
         let format = usize::from(openmetrics);
-        if self.waiting[format].load(Relaxed) == 0
+        if streamed
+            && self.waiting[format].load(Relaxed) == 0
             && let Ok(mut last) = self.last.clone().try_lock_owned()
         {
             // Alone: sent as it is rendered. A reader slower than the
@@ -578,7 +581,7 @@ async fn handle(req: Request<hyper::body::Incoming>, shared: Arc<Shared>, conn: 
 async fn route(req: &Request<hyper::body::Incoming>, shared: &Shared, conn: &Conn) -> Response<Payload> {
     let path = req.uri().path();
     // HEAD is GET without the body: hyper sends the headers (Content-Length
-    // included) and drops the body.
+    // included: a HEAD's body is rendered whole) and drops the body.
     let readable = matches!(*req.method(), Method::GET | Method::HEAD);
     if path == "/healthz" {
         return if readable { reply(StatusCode::OK, "text/plain", "ok\n") } else { not_allowed() };
@@ -605,7 +608,7 @@ async fn route(req: &Request<hyper::body::Incoming>, shared: &Shared, conn: &Con
             let openmetrics = wants_openmetrics(req);
             let content_type = if openmetrics { OPENMETRICS_CONTENT_TYPE } else { TEXT_CONTENT_TYPE };
             let mut r = reply(StatusCode::OK, content_type, Bytes::new());
-            *r.body_mut() = shared.renders.body(&shared.metrics, openmetrics).await;
+            *r.body_mut() = shared.renders.body(&shared.metrics, openmetrics, req.method() == Method::GET).await;
             r
         }
         "/" if readable => reply(
@@ -851,6 +854,7 @@ mod tests {
         }
         let (head, body) = tokio::task::spawn_blocking(move || raw_get(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await.unwrap();
         assert!(head.contains(" 200 ") && body.is_empty(), "{head}");
+        assert!(head.to_ascii_lowercase().contains(&format!("content-length: {}", whole.len())), "{head}");
     }
 
     #[test]
