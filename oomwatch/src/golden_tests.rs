@@ -393,5 +393,18 @@ fn golden_metric_families() {
         let name = if openmetrics { "metrics-openmetrics.txt" } else { "metrics-text.txt" };
         check_golden(name, &families(&body));
     }
+    // Text 0.0.4 is converted line by line while encoding: byte for byte
+    // what converting the finished OpenMetrics body gave.
+    let (text, om) = (metrics.render(false), metrics.render(true));
+    assert_eq!(text, crate::outputs::metrics::text::tests::converted_whole(&om));
+    // A scrape sent as it is rendered gets the same bytes, in chunks.
+    for (openmetrics, whole) in [(false, &text), (true, &om)] {
+        for chunk_bytes in [1, 100, 4096] {
+            let mut chunks = Vec::new();
+            metrics.render_in_chunks(openmetrics, chunk_bytes, |c| chunks.push(c));
+            assert!(chunks.len() > whole.len() / (chunk_bytes + 4096), "{} chunks of {chunk_bytes}", chunks.len());
+            assert_eq!(&chunks.concat(), whole, "openmetrics {openmetrics}, chunks of {chunk_bytes}");
+        }
+    }
     let _ = std::fs::remove_dir_all(&state);
 }

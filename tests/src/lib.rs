@@ -807,6 +807,12 @@ pub fn http_request(stream: &mut TcpStream, method: &str, path: &str, extra: &[(
         headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
     };
     let mut body = buf[head_end..].to_vec();
+    let chunked = method != "HEAD" && headers.iter().any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        // A /metrics scrape alone is sent as it is rendered, in chunks.
+        let body = read_chunked(stream, body)?;
+        return Ok(HttpResponse { status, headers, body });
+    }
     while body.len() < len {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
@@ -816,6 +822,43 @@ pub fn http_request(stream: &mut TcpStream, method: &str, path: &str, extra: &[(
     }
     body.truncate(len);
     Ok(HttpResponse { status, headers, body })
+}
+
+/// A chunked body (RFC 9112 7.1, no trailers) from what was read after the
+/// head and what follows on `stream`.
+fn read_chunked(stream: &mut TcpStream, mut raw: Vec<u8>) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind};
+    let mut chunk = [0u8; 64 * 1024];
+    let mut more = |raw: &mut Vec<u8>| -> std::io::Result<()> {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(Error::new(ErrorKind::UnexpectedEof, "connection closed in a chunked body"));
+        }
+        raw.extend_from_slice(&chunk[..n]);
+        Ok(())
+    };
+    let mut body = Vec::new();
+    let mut pos = 0;
+    loop {
+        let line_end = loop {
+            if let Some(i) = raw[pos..].windows(2).position(|w| w == b"\r\n") {
+                break pos + i;
+            }
+            more(&mut raw)?;
+        };
+        let size_text = String::from_utf8_lossy(&raw[pos..line_end]).into_owned();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| Error::new(ErrorKind::InvalidData, format!("chunk size {size_text:?}")))?;
+        let data_start = line_end + 2;
+        while raw.len() < data_start + size + 2 {
+            more(&mut raw)?;
+        }
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&raw[data_start..data_start + size]);
+        pos = data_start + size + 2;
+    }
 }
 
 /// CPU time (user + system) a process has used so far, from /proc/PID/stat.

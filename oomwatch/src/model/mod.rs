@@ -472,14 +472,15 @@ impl Model {
         let params = self.config.forecast;
         let mut s = self.write();
         let State { cgroups, pressure, node, node_history, .. } = &mut *s;
+        let mut points = Vec::new();
         for (path, c) in cgroups.iter_mut() {
             c.forecast = match (c.removed_at, c.ceiling()) {
                 (None, Some(limit)) => {
-                    // In place, not copied: this runs for every limited cgroup
-                    // each tick. A level that never moved forecasts as its
-                    // last point alone does (see forecast::forecast).
+                    // One buffer for every limited cgroup each tick. A level
+                    // that never moved forecasts as its last point alone does
+                    // (see forecast::forecast): nothing is copied.
                     let still = c.history.level_never_moved() && params.min_growth_fraction > 0.0;
-                    let pts = if still { c.history.last_as_slice() } else { c.history.as_slice() };
+                    let pts = if still { c.history.last_as_slice() } else { c.history.points_into(&mut points) };
                     // Still and below the limit forecasts nothing whatever the
                     // pressure: most cgroups of a big host spare the lookup.
                     let below = |p: &Point| u64::from(p.unreclaimable_kib) * 1024 < limit;
@@ -495,9 +496,9 @@ impl Model {
             };
         }
         node.forecast = node.meminfo.and_then(|m| {
-            let pts: Vec<Point> = node_history.points().copied().collect();
+            let pts = node_history.points_into(&mut points);
             let evidence = forecast::Pressure { psi_some_avg10: node.pressure.map(|p| p.some.avg10), reclaim_ratio: None };
-            forecast::forecast(&pts, m.total_bytes, now_s, &params, evidence)
+            forecast::forecast(pts, m.total_bytes, now_s, &params, evidence)
         });
     }
 

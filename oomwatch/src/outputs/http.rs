@@ -20,7 +20,9 @@
 //!   healthy daemon because scrapes are slow), anything else 503.
 //!
 //! Concurrent scrapes share renders ([`RenderGate`]): a busy or hostile
-//! scraper costs at most one render at a time.
+//! scraper costs at most one render at a time. A scrape alone is sent as
+//! it is rendered, in chunks: the whole body (9 MiB at 10,000 cgroups) is
+//! never held at once.
 
 use std::{
     collections::HashMap,
@@ -384,23 +386,55 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
 
 // ---------------------------------------------------------------- rendering
 
+/// Bytes of a streamed body handed to the connection at a time.
+const RENDER_CHUNK: usize = 128 * 1024;
+
+/// A response body: in one piece, or chunks as a render makes them.
+enum Payload {
+    Whole(Bytes),
+    Chunks(tokio::sync::mpsc::UnboundedReceiver<Bytes>),
+}
+
 /// At most one render at a time; requests that arrive while one runs share
 /// the next one (a render that started after they arrived, so nobody gets
 /// a body older than their request).
 struct RenderGate {
-    last: tokio::sync::Mutex<[Option<(Instant, Bytes)>; 2]>,
+    last: Arc<tokio::sync::Mutex<[Option<(Instant, Bytes)>; 2]>>,
     /// Per format: requests waiting for the lock.
     waiting: [AtomicUsize; 2],
 }
 
 impl RenderGate {
     fn new() -> Self {
-        Self { last: tokio::sync::Mutex::new([None, None]), waiting: [AtomicUsize::new(0), AtomicUsize::new(0)] }
+        Self { last: Arc::new(tokio::sync::Mutex::new([None, None])), waiting: [AtomicUsize::new(0), AtomicUsize::new(0)] }
     }
 
-    async fn body(&self, metrics: &Arc<Metrics>, openmetrics: bool) -> Bytes {
+    /// `streamed`: the body may go out in chunks (a GET; a HEAD gets the
+    /// Content-Length of a whole body).
+    async fn body(&self, metrics: &Arc<Metrics>, openmetrics: bool, streamed: bool) -> Payload {
+        let format = usize::from(openmetrics);
+        if streamed
+            && self.waiting[format].load(Relaxed) == 0
+            && let Ok(mut last) = self.last.clone().try_lock_owned()
+        {
+            // Alone: sent as it is rendered. A reader slower than the
+            // render lets chunks queue up (at most the whole body, as a
+            // shared render holds); the render never waits for the reader,
+            // since the collectors hold the model's lock while they write.
+            // The gate stays locked until the render ends.
+            last[format] = None;
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let metrics = metrics.clone();
+            tokio::task::spawn_blocking(move || {
+                let _one_render_at_a_time = last;
+                metrics.render_in_chunks(openmetrics, RENDER_CHUNK, |chunk| {
+                    let _ = tx.send(Bytes::from(chunk));
+                });
+            });
+            return Payload::Chunks(rx);
+        }
         let metrics = metrics.clone();
-        self.shared(openmetrics, move || metrics.render(openmetrics)).await
+        Payload::Whole(self.shared(openmetrics, move || metrics.render(openmetrics)).await)
     }
 
     /// `render`'s result, or that of a render that started after this call.
@@ -538,13 +572,16 @@ fn wants_openmetrics(req: &Request<hyper::body::Incoming>) -> bool {
 async fn handle(req: Request<hyper::body::Incoming>, shared: Arc<Shared>, conn: Arc<Conn>) -> Result<Response<Body>, Infallible> {
     let busy = conn.begin_request();
     let response = route(&req, &shared, &conn).await;
-    Ok(response.map(|bytes| Body { data: Some(bytes).filter(|b| !b.is_empty()), _busy: busy }))
+    Ok(response.map(|payload| match payload {
+        Payload::Whole(bytes) => Body { data: Some(bytes).filter(|b| !b.is_empty()), chunks: None, _busy: busy },
+        Payload::Chunks(rx) => Body { data: None, chunks: Some(rx), _busy: busy },
+    }))
 }
 
-async fn route(req: &Request<hyper::body::Incoming>, shared: &Shared, conn: &Conn) -> Response<Bytes> {
+async fn route(req: &Request<hyper::body::Incoming>, shared: &Shared, conn: &Conn) -> Response<Payload> {
     let path = req.uri().path();
     // HEAD is GET without the body: hyper sends the headers (Content-Length
-    // included) and drops the body.
+    // included: a HEAD's body is rendered whole) and drops the body.
     let readable = matches!(*req.method(), Method::GET | Method::HEAD);
     if path == "/healthz" {
         return if readable { reply(StatusCode::OK, "text/plain", "ok\n") } else { not_allowed() };
@@ -569,9 +606,10 @@ async fn route(req: &Request<hyper::body::Incoming>, shared: &Shared, conn: &Con
     match path {
         "/metrics" if readable => {
             let openmetrics = wants_openmetrics(req);
-            let body = shared.renders.body(&shared.metrics, openmetrics).await;
             let content_type = if openmetrics { OPENMETRICS_CONTENT_TYPE } else { TEXT_CONTENT_TYPE };
-            reply(StatusCode::OK, content_type, body)
+            let mut r = reply(StatusCode::OK, content_type, Bytes::new());
+            *r.body_mut() = shared.renders.body(&shared.metrics, openmetrics, req.method() == Method::GET).await;
+            r
         }
         "/" if readable => reply(
             StatusCode::OK,
@@ -583,29 +621,31 @@ async fn route(req: &Request<hyper::body::Incoming>, shared: &Shared, conn: &Con
     }
 }
 
-fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Bytes> {
-    let mut r = Response::new(body.into());
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Payload> {
+    let mut r = Response::new(Payload::Whole(body.into()));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
-fn not_allowed() -> Response<Bytes> {
+fn not_allowed() -> Response<Payload> {
     let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "use GET or HEAD\n");
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
     r
 }
 
-fn busy_reply() -> Response<Bytes> {
+fn busy_reply() -> Response<Payload> {
     let mut r = reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "busy: retry shortly\n");
     r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
 }
 
-/// A response body in one piece that keeps its connection marked busy
-/// until hyper has taken it.
+/// A response body that keeps its connection marked busy until hyper has
+/// taken it.
 struct Body {
     data: Option<Bytes>,
+    /// A render's chunks, until it ends.
+    chunks: Option<tokio::sync::mpsc::UnboundedReceiver<Bytes>>,
     _busy: BusyGuard,
 }
 
@@ -613,16 +653,27 @@ impl hyper::body::Body for Body {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.data.take().map(|d| Ok(Frame::data(d))))
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(d))));
+        }
+        let Some(chunks) = self.chunks.as_mut() else { return Poll::Ready(None) };
+        let next = std::task::ready!(chunks.poll_recv(cx));
+        if next.is_none() {
+            self.chunks = None;
+        }
+        Poll::Ready(next.map(|d| Ok(Frame::data(d))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.data.is_none()
+        self.data.is_none() && self.chunks.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+        match self.chunks {
+            Some(_) => SizeHint::default(),
+            None => SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64)),
+        }
     }
 }
 
@@ -748,6 +799,62 @@ mod tests {
         // Alone, a scrape never gets an earlier scrape's body.
         let (a, b) = (scrape(false).await.unwrap().1, scrape(false).await.unwrap().1);
         assert_ne!(a, b);
+    }
+
+    /// A response as a raw client reads it: the head, and the body with a
+    /// chunked transfer coding undone.
+    fn raw_get(port: u16, request: &str) -> (String, String) {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).unwrap();
+        let resp = String::from_utf8(resp).unwrap();
+        let (head, mut rest) = resp.split_once("\r\n\r\n").unwrap();
+        if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+            return (head.to_owned(), rest.to_owned());
+        }
+        let mut body = String::new();
+        loop {
+            let (size, after) = rest.split_once("\r\n").unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            if size == 0 {
+                return (head.to_owned(), body);
+            }
+            body.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+    }
+
+    /// A body of many chunks, as HTTP/1.1 (chunked) and HTTP/1.0 (to the
+    /// close) clients read it, and HEAD without one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_streamed_scrape_is_the_rendered_body() {
+        let model = Arc::new(crate::model::Model::new(crate::model::ModelConfig { max_cgroups: 20_000, ..Default::default() }));
+        for i in 0..5000 {
+            model.admit(&format!("/oomwatch-test-stream/c{i}"), i, std::path::Path::new("/x"));
+        }
+        let metrics = Arc::new(Metrics::new(model, None, Vec::new(), Arc::default(), None));
+        let whole = metrics.render(false);
+        assert!(whole.len() > 3 * RENDER_CHUNK, "{} bytes", whole.len());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve(listener, metrics.clone(), None));
+        let om = metrics.render(true);
+        for (request, want) in [
+            ("GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", &whole),
+            ("GET /metrics HTTP/1.0\r\n\r\n", &whole),
+            ("GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\nConnection: close\r\n\r\n", &om),
+        ] {
+            let (head, body) = tokio::task::spawn_blocking(move || raw_get(port, request)).await.unwrap();
+            assert!(head.starts_with("HTTP/1.") && head.contains(" 200 "), "{head}");
+            assert_eq!(body.len(), want.len(), "{request:?}: {head}");
+            assert!(body == *want, "{request:?}: the body differs from the rendered one");
+        }
+        let (head, body) = tokio::task::spawn_blocking(move || raw_get(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).await.unwrap();
+        assert!(head.contains(" 200 ") && body.is_empty(), "{head}");
+        assert!(head.to_ascii_lowercase().contains(&format!("content-length: {}", whole.len())), "{head}");
     }
 
     #[test]

@@ -4,12 +4,13 @@
 //!
 //! prometheus-client encodes OpenMetrics. Prometheus asks for that and gets
 //! it; other clients (curl, promtool, older scrapers) get the classic text
-//! format 0.0.4, converted from the same bytes.
+//! format 0.0.4, converted line by line as it is encoded (`text`).
 
 pub mod journal;
 pub mod push;
 pub mod reclaim;
 pub mod shipping;
+pub mod text;
 
 use std::{
     fmt::{self, Write as _},
@@ -28,6 +29,8 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+
+pub use text::openmetrics_to_text;
 
 pub use crate::model::counters::DaemonCounters;
 use crate::{
@@ -184,16 +187,53 @@ impl Metrics {
         self.registry.register_collector(collector);
     }
 
+    fn encode_into(&self, w: &mut impl fmt::Write) {
+        if let Err(e) = prometheus_client::encoding::text::encode(w, &self.registry) {
+            log::warn!("encoding metrics failed: {e}");
+        }
+    }
+
     /// The body for a scrape, in OpenMetrics or text 0.0.4.
     pub fn render(&self, openmetrics: bool) -> String {
         use std::sync::atomic::Ordering::Relaxed;
         let hint = self.last_len.load(Relaxed);
-        let mut om = String::with_capacity(hint + hint / 8);
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut om, &self.registry) {
-            log::warn!("encoding metrics failed: {e}");
+        let mut body = text::Exposition::new(openmetrics, hint + hint / 8);
+        self.encode_into(&mut body);
+        let body = body.finish();
+        self.last_len.store(body.len(), Relaxed);
+        body
+    }
+
+    /// The body for a scrape handed to `send` in chunks of about
+    /// `chunk_bytes` as it is encoded, so that a scrape read as it is
+    /// rendered never holds the whole body. `send` must not wait: the
+    /// collectors hold the model's lock while they write.
+    pub fn render_in_chunks(&self, openmetrics: bool, chunk_bytes: usize, send: impl FnMut(String)) {
+        let mut chunks = Chunks { body: text::Exposition::new(openmetrics, chunk_bytes), chunk_bytes, send };
+        self.encode_into(&mut chunks);
+        let last = chunks.body.finish();
+        if !last.is_empty() {
+            (chunks.send)(last);
         }
-        self.last_len.store(om.len(), Relaxed);
-        if openmetrics { om } else { openmetrics_to_text(&om) }
+    }
+}
+
+struct Chunks<F> {
+    body: text::Exposition,
+    chunk_bytes: usize,
+    send: F,
+}
+
+impl<F: FnMut(String)> fmt::Write for Chunks<F> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.body.write_str(s)?;
+        if self.body.len() >= self.chunk_bytes {
+            let written = self.body.take_written(self.chunk_bytes);
+            if !written.is_empty() {
+                (self.send)(written);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -607,62 +647,9 @@ impl Collector for ModelCollector {
     }
 }
 
-/// OpenMetrics text to Prometheus text format 0.0.4: counter families are
-/// named with their `_total` suffix, `# UNIT` and `# EOF` go.
-pub fn openmetrics_to_text(om: &str) -> String {
-    let mut out = String::with_capacity(om.len() + 4096);
-    let mut pending_help: Option<&str> = None;
-    let mut rest = om;
-    while !rest.is_empty() {
-        // Samples pass through untouched: copy every run of them in bulk,
-        // up to the next comment line.
-        let run_end = if rest.starts_with('#') { 0 } else { memchr::memmem::find(rest.as_bytes(), b"\n#").map_or(rest.len(), |i| i + 1) };
-        if run_end > 0 {
-            out.push_str(&rest[..run_end]);
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
-            rest = &rest[run_end..];
-            continue;
-        }
-        let (line, next) = rest.split_once('\n').unwrap_or((rest, ""));
-        rest = next;
-        if let Some(help) = line.strip_prefix("# HELP ") {
-            pending_help = Some(help);
-        } else if let Some(ty) = line.strip_prefix("# TYPE ") {
-            let (name, ty) = ty.split_once(' ').unwrap_or((ty, "untyped"));
-            let (suffix, ty) = match ty {
-                "counter" => ("_total", "counter"),
-                "info" => ("_info", "gauge"),
-                "unknown" => ("", "untyped"),
-                other => ("", other),
-            };
-            if let Some(help) = pending_help.take() {
-                let text = help.split_once(' ').map_or("", |(_, h)| h);
-                let _ = writeln!(out, "# HELP {name}{suffix} {text}");
-            }
-            let _ = writeln!(out, "# TYPE {name}{suffix} {ty}");
-        } else if !(line.starts_with("# UNIT ") || line == "# EOF") {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn converts_counters_to_text_format() {
-        let om = "# HELP oomwatch_oom_kills OOM kills.\n# TYPE oomwatch_oom_kills counter\noomwatch_oom_kills_total{cgroup=\"/a\"} 1\n# HELP oomwatch_x_bytes X.\n# TYPE oomwatch_x_bytes gauge\n# UNIT oomwatch_x_bytes bytes\noomwatch_x_bytes 5\n# EOF\n";
-        let text = openmetrics_to_text(om);
-        assert_eq!(
-            text,
-            "# HELP oomwatch_oom_kills_total OOM kills.\n# TYPE oomwatch_oom_kills_total counter\noomwatch_oom_kills_total{cgroup=\"/a\"} 1\n# HELP oomwatch_x_bytes X.\n# TYPE oomwatch_x_bytes gauge\noomwatch_x_bytes 5\n"
-        );
-    }
 
     #[test]
     fn renders_model_kills_in_both_formats() {

@@ -1,0 +1,212 @@
+//! The scrape body as the encoder writes it. prometheus-client encodes
+//! OpenMetrics; text 0.0.4 is converted line by line on the way (counter
+//! families are named with their `_total` suffix, `# UNIT` and `# EOF` go,
+//! samples pass through) instead of from a finished OpenMetrics body, and
+//! the body can be handed over in chunks as it grows: at 10,000 cgroups a
+//! body is about 9 MiB, and holding it whole (twice, for text) was most of
+//! the daemon's peak memory.
+
+use std::fmt;
+
+/// A `fmt::Write` that takes OpenMetrics text and holds the body in the
+/// format asked for.
+pub struct Exposition {
+    out: String,
+    /// False: OpenMetrics, passed through.
+    to_text: bool,
+    /// Where the line being written starts in `out`.
+    line_start: usize,
+    /// A `# HELP` waits for its `# TYPE`, which says the family's name.
+    pending_help: Option<String>,
+}
+
+impl Exposition {
+    pub fn new(openmetrics: bool, capacity: usize) -> Self {
+        Self { out: String::with_capacity(capacity), to_text: !openmetrics, line_start: 0, pending_help: None }
+    }
+
+    /// The body, its last line ended.
+    pub fn finish(mut self) -> String {
+        if self.to_text && self.line_start < self.out.len() {
+            self.out.push('\n');
+            self.line_ended();
+        }
+        self.out
+    }
+
+    pub fn len(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// What is written for good so far (for text, up to the line being
+    /// written, which may still be rewritten), leaving room for `capacity`.
+    pub fn take_written(&mut self, capacity: usize) -> String {
+        let end = if self.to_text { self.line_start } else { self.out.len() };
+        if end == 0 {
+            return String::new();
+        }
+        let mut rest = String::with_capacity(capacity.max(self.out.len() - end));
+        rest.push_str(&self.out[end..]);
+        self.out.truncate(end);
+        self.line_start = 0;
+        std::mem::replace(&mut self.out, rest)
+    }
+
+    fn line_ended(&mut self) {
+        if self.out.as_bytes().get(self.line_start) == Some(&b'#') {
+            let mut line = self.out.split_off(self.line_start);
+            line.pop();
+            self.comment(&line);
+        }
+        self.line_start = self.out.len();
+    }
+
+    fn comment(&mut self, line: &str) {
+        if let Some(help) = line.strip_prefix("# HELP ") {
+            self.pending_help = Some(help.to_owned());
+        } else if let Some(ty) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = ty.split_once(' ').unwrap_or((ty, "untyped"));
+            let (suffix, ty) = match ty {
+                "counter" => ("_total", "counter"),
+                "info" => ("_info", "gauge"),
+                "unknown" => ("", "untyped"),
+                other => ("", other),
+            };
+            if let Some(help) = self.pending_help.take() {
+                let text = help.split_once(' ').map_or("", |(_, h)| h);
+                self.out.extend(["# HELP ", name, suffix, " ", text, "\n"]);
+            }
+            self.out.extend(["# TYPE ", name, suffix, " ", ty, "\n"]);
+        } else if !(line.starts_with("# UNIT ") || line == "# EOF") {
+            self.out.extend([line, "\n"]);
+        }
+    }
+}
+
+impl fmt::Write for Exposition {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if !self.to_text {
+            self.out.push_str(s);
+            return Ok(());
+        }
+        let mut rest = s;
+        while let Some(i) = memchr::memchr(b'\n', rest.as_bytes()) {
+            self.out.push_str(&rest[..=i]);
+            rest = &rest[i + 1..];
+            self.line_ended();
+        }
+        self.out.push_str(rest);
+        Ok(())
+    }
+}
+
+/// OpenMetrics text to text 0.0.4, for a body already encoded.
+pub fn openmetrics_to_text(om: &str) -> String {
+    let mut text = Exposition::new(false, om.len() + 4096);
+    let _ = fmt::Write::write_str(&mut text, om);
+    text.finish()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::fmt::Write as _;
+
+    use super::*;
+
+    /// The conversion as it was done from a finished body (before the
+    /// line-by-line writer): the writer must give the same bytes.
+    pub(crate) fn converted_whole(om: &str) -> String {
+        let mut out = String::with_capacity(om.len() + 4096);
+        let mut pending_help: Option<&str> = None;
+        let mut rest = om;
+        while !rest.is_empty() {
+            let run_end = if rest.starts_with('#') { 0 } else { memchr::memmem::find(rest.as_bytes(), b"\n#").map_or(rest.len(), |i| i + 1) };
+            if run_end > 0 {
+                out.push_str(&rest[..run_end]);
+                if !out.ends_with('\n') {
+                    out.push('\n');
+                }
+                rest = &rest[run_end..];
+                continue;
+            }
+            let (line, next) = rest.split_once('\n').unwrap_or((rest, ""));
+            rest = next;
+            if let Some(help) = line.strip_prefix("# HELP ") {
+                pending_help = Some(help);
+            } else if let Some(ty) = line.strip_prefix("# TYPE ") {
+                let (name, ty) = ty.split_once(' ').unwrap_or((ty, "untyped"));
+                let (suffix, ty) = match ty {
+                    "counter" => ("_total", "counter"),
+                    "info" => ("_info", "gauge"),
+                    "unknown" => ("", "untyped"),
+                    other => ("", other),
+                };
+                if let Some(help) = pending_help.take() {
+                    let text = help.split_once(' ').map_or("", |(_, h)| h);
+                    let _ = writeln!(out, "# HELP {name}{suffix} {text}");
+                }
+                let _ = writeln!(out, "# TYPE {name}{suffix} {ty}");
+            } else if !(line.starts_with("# UNIT ") || line == "# EOF") {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    /// Written in pieces of every size, as the encoder writes, and taken
+    /// away every `take_every` pieces as a streamed scrape does.
+    fn written_in_pieces(om: &str, piece: usize, take_every: usize) -> String {
+        let mut text = Exposition::new(false, 0);
+        let mut taken = String::new();
+        let mut i = 0;
+        let mut pieces = 0;
+        while i < om.len() {
+            let mut end = (i + piece).min(om.len());
+            while !om.is_char_boundary(end) {
+                end += 1;
+            }
+            text.write_str(&om[i..end]).unwrap();
+            i = end;
+            pieces += 1;
+            if pieces % take_every == 0 {
+                taken.push_str(&text.take_written(16));
+            }
+        }
+        taken + &text.finish()
+    }
+
+    #[test]
+    fn line_by_line_gives_the_bytes_of_the_whole_body_conversion() {
+        let bodies = [
+            "# HELP oomwatch_oom_kills OOM kills.\n# TYPE oomwatch_oom_kills counter\noomwatch_oom_kills_total{cgroup=\"/a\"} 1\n# HELP oomwatch_x_bytes X.\n# TYPE oomwatch_x_bytes gauge\n# UNIT oomwatch_x_bytes bytes\noomwatch_x_bytes 5\n# EOF\n",
+            "a 1\nb 2",
+            "# HELP h with no type\nsample{l=\"#\"} 1\n\n# TYPE t\n# other comment\n# TYPE i info\ni_info 1\n# TYPE u unknown\n# HELP last",
+            "",
+            "\n\n#\n",
+            "é{x=\"ü\\n#\"} 1\n# EOF",
+        ];
+        for om in bodies {
+            let want = converted_whole(om);
+            assert_eq!(openmetrics_to_text(om), want, "{om:?}");
+            for piece in [1, 2, 3, 5, 17, 1000] {
+                for take_every in [1, 3, usize::MAX] {
+                    assert_eq!(written_in_pieces(om, piece, take_every), want, "{om:?} in pieces of {piece}, taken every {take_every}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn converts_counters_to_text_format() {
+        let om = "# HELP oomwatch_oom_kills OOM kills.\n# TYPE oomwatch_oom_kills counter\noomwatch_oom_kills_total{cgroup=\"/a\"} 1\n# HELP oomwatch_x_bytes X.\n# TYPE oomwatch_x_bytes gauge\n# UNIT oomwatch_x_bytes bytes\noomwatch_x_bytes 5\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP oomwatch_oom_kills_total OOM kills.\n# TYPE oomwatch_oom_kills_total counter\noomwatch_oom_kills_total{cgroup=\"/a\"} 1\n# HELP oomwatch_x_bytes X.\n# TYPE oomwatch_x_bytes gauge\noomwatch_x_bytes 5\n"
+        );
+    }
+}
