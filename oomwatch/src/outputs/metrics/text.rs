@@ -70,12 +70,7 @@ impl Exposition {
             self.pending_help = Some(help.to_owned());
         } else if let Some(ty) = line.strip_prefix("# TYPE ") {
             let (name, ty) = ty.split_once(' ').unwrap_or((ty, "untyped"));
-            let (suffix, ty) = match ty {
-                "counter" => ("_total", "counter"),
-                "info" => ("_info", "gauge"),
-                "unknown" => ("", "untyped"),
-                other => ("", other),
-            };
+            let (suffix, ty) = text_type(ty);
             if let Some(help) = self.pending_help.take() {
                 let text = help.split_once(' ').map_or("", |(_, h)| h);
                 self.out.extend(["# HELP ", name, suffix, " ", text, "\n"]);
@@ -111,6 +106,17 @@ pub fn openmetrics_to_text(om: &str) -> String {
     text.finish()
 }
 
+/// An OpenMetrics family type as text 0.0.4 names it, with the suffix its
+/// samples carry there (a counter's `_total`, an info's `_info`).
+fn text_type(ty: &str) -> (&'static str, &str) {
+    match ty {
+        "counter" => ("_total", "counter"),
+        "info" => ("_info", "gauge"),
+        "unknown" => ("", "untyped"),
+        other => ("", other),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use std::fmt::Write as _;
@@ -139,12 +145,7 @@ pub(crate) mod tests {
                 pending_help = Some(help);
             } else if let Some(ty) = line.strip_prefix("# TYPE ") {
                 let (name, ty) = ty.split_once(' ').unwrap_or((ty, "untyped"));
-                let (suffix, ty) = match ty {
-                    "counter" => ("_total", "counter"),
-                    "info" => ("_info", "gauge"),
-                    "unknown" => ("", "untyped"),
-                    other => ("", other),
-                };
+                let (suffix, ty) = text_type(ty);
                 if let Some(help) = pending_help.take() {
                     let text = help.split_once(' ').map_or("", |(_, h)| h);
                     let _ = writeln!(out, "# HELP {name}{suffix} {text}");
@@ -210,3 +211,4 @@ pub(crate) mod tests {
         );
     }
 }
+
