@@ -23,7 +23,7 @@ use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 
 use super::{episodes::throttled_event, workloads::WorkloadFeed};
 use crate::{
-    model::{Admission, Model, NodeState, bus::EventBus, counters::DaemonCounters},
+    model::{Admission, Model, NodeState, bus::EventBus, counters::DaemonCounters, tree},
     readers::{
         CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, path_string, read_limit_above, read_meminfo, read_memory,
         read_pressure,
@@ -130,7 +130,7 @@ struct Found {
 
 impl Found {
     fn child(&self, name: &OsStr) -> Found {
-        Found { path: join(&self.path, &path_string(name.as_bytes())), dir: self.dir.join(name) }
+        Found { path: tree::join(&self.path, &path_string(name.as_bytes())), dir: self.dir.join(name) }
     }
 }
 
@@ -684,10 +684,6 @@ fn subdirs(parent: &Found) -> Vec<Found> {
     }
     let Ok(entries) = fs::read_dir(&parent.dir) else { return Vec::new() };
     entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| parent.child(&e.file_name())).collect()
-}
-
-fn join(parent: &str, name: &str) -> String {
-    if parent == "/" { format!("/{name}") } else { format!("{parent}/{name}") }
 }
 
 #[cfg(test)]
