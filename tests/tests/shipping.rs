@@ -543,7 +543,7 @@ fn a_real_kill_reaches_journald_otlp_and_the_file_with_its_fields() {
     assert_eq!(e.text("PRIORITY").as_deref(), Some("3"));
     assert!(e.text("MESSAGE").is_some_and(|m| m.contains("OOM-KILL") && m.contains(&pid.to_string())), "{:?}", e.text("MESSAGE"));
     let stored: Value = serde_json::from_slice(e.bytes("OOMWATCH_JSON").unwrap()).unwrap();
-    assert_eq!(unamended(&stored), unamended(&body), "journald and OTLP carry the same event");
+    assert_same_kill(&stored, &body, "journald and OTLP carry the same event");
 
     // The file: the line `tail --json` prints, created with its directory.
     let mut line = None;
@@ -552,7 +552,7 @@ fn a_real_kill_reaches_journald_otlp_and_the_file_with_its_fields() {
         line = text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find(|v| v["seq"] == seq);
         line.is_some()
     });
-    assert_eq!(unamended(&line.unwrap()), unamended(&body));
+    assert_same_kill(&line.unwrap(), &body, "the file and OTLP carry the same event");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
 
@@ -725,13 +725,77 @@ fn the_pipeline_examples_read_what_the_journald_sink_writes_and_the_readme_lists
 /// and the why it rewrites, the exit latency): a sink sends the event as the
 /// journal holds it when the sink reads it, so one sink may carry an
 /// amendment another sent before it arrived.
+/// The kill as first published: the kernel's report may amend it between
+/// one sink's read and another's (`explain::amend_with_report`), replacing
+/// `composition`, adding its tasks to `top_consumers` and rewriting `why`;
+/// exit confirmation adds `exit_latency_ms`.
 fn unamended(v: &Value) -> Value {
     let mut v = v.clone();
     if let Some(o) = v.as_object_mut() {
-        for key in ["kernel_report", "why", "exit_latency_ms"] {
+        for key in ["kernel_report", "why", "exit_latency_ms", "composition"] {
             o.remove(key);
+        }
+        // The child cgroups stay as published; the report's tasks carry a pid.
+        let cgroups: Vec<Value> = o.get("top_consumers").and_then(Value::as_array).into_iter().flatten().filter(|c| c.get("pid").is_none()).cloned().collect();
+        o.remove("top_consumers");
+        if !cgroups.is_empty() {
+            o.insert("top_consumers".into(), Value::Array(cgroups));
         }
     }
     v
 }
 
+/// Two sinks' copies of one kill: the same event as published, and the
+/// same amended event when both were sent after the report amended it.
+fn assert_same_kill(a: &Value, b: &Value, what: &str) {
+    assert_eq!(unamended(a), unamended(b), "{what}");
+    if a.get("kernel_report").is_some() && b.get("kernel_report").is_some() {
+        let without_exit = |v: &Value| {
+            let mut v = v.clone();
+            v.as_object_mut().map(|o| o.remove("exit_latency_ms"));
+            v
+        };
+        assert_eq!(without_exit(a), without_exit(b), "{what}, both amended by the kernel's report");
+    }
+}
+
+
+/// CI run of stop 24: journald sent the kill as published, OTLP after the
+/// kernel's report amended it (its composition and its top task).
+fn published_and_amended() -> (Value, Value) {
+    let published = serde_json::json!({
+        "kind": "oom_kill", "seq": 1, "victim": {"pid": 23506, "comm": "memhog"},
+        "composition": {"anon_bytes": 0, "file_bytes": 0, "sampled_seconds_ago": 0},
+        "why": "memhog was killed", "limit_bytes": 67108864
+    });
+    let mut amended = published.clone();
+    amended["composition"] = serde_json::json!({"anon_bytes": 66908160, "kernel_bytes": 200704});
+    amended["top_consumers"] = serde_json::json!([{"pid": 23506, "comm": "memhog", "bytes": 68976640, "victim": true, "trigger": true}]);
+    amended["why"] = "memhog was killed (64 MiB anon)".into();
+    amended["kernel_report"] = serde_json::json!({"kmsg_seq": 7});
+    (published, amended)
+}
+
+#[test]
+fn copies_of_a_kill_agree_across_the_kernel_reports_amendment() {
+    let (published, amended) = published_and_amended();
+    assert_same_kill(&published, &amended, "published and amended");
+    assert_same_kill(&amended, &amended, "both amended");
+}
+
+#[test]
+#[should_panic(expected = "carry the same event")]
+fn copies_of_two_different_kills_do_not_agree() {
+    let (published, mut amended) = published_and_amended();
+    amended["victim"]["pid"] = 1.into();
+    assert_same_kill(&published, &amended, "carry the same event");
+}
+
+#[test]
+#[should_panic(expected = "both amended")]
+fn two_amended_copies_must_agree_on_the_amendment() {
+    let (_, amended) = published_and_amended();
+    let mut other = amended.clone();
+    other["composition"]["anon_bytes"] = 1.into();
+    assert_same_kill(&amended, &other, "carry the same event");
+}
