@@ -196,6 +196,17 @@ fn hostile_process_and_cgroup_names_are_escaped_in_every_output() {
     let mut lines = hook_out.lines();
     assert_eq!(lines.next(), Some(printable(&cg.path).as_ref()), "OOMWATCH_CGROUP: {hook_out:?}");
     assert_eq!(hook_out.lines().count(), 2, "no variable spans lines: {hook_out:?}");
+
+    // The daemon's own log (a terminal under `cargo xtask run`, journald
+    // under systemd): its ALERT line names the cgroup, escaped.
+    let log = fs::read(&daemon.log).unwrap();
+    assert_printable("the daemon's log", &log);
+    let log = String::from_utf8(log).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("ALERT oom_kill") && l.contains(printable(&cg.path).as_ref())),
+        "the kill's ALERT line with the cgroup escaped:\n{log}"
+    );
+    assert!(!log.lines().any(|l| l.starts_with("FAKE")), "a forged log line:\n{log}");
     assert_eq!(metric_value(&daemon.metrics(), "oomwatch_panics_total"), Some(0.0));
 }
 

@@ -611,7 +611,15 @@ fn protect_self(oom_score_adj: i32) {
 
 fn init_logging(level: log::LevelFilter) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level).format_target(false);
+    builder.filter_level(level).format(|buf, record| {
+        use std::io::Write as _;
+        // Cgroup and process names in a message are chosen by users: on a
+        // terminal their escape sequences would act (anstream strips only
+        // ANSI sequences, and only when stderr is not a terminal).
+        let message = record.args().to_string();
+        let style = buf.default_level_style(record.level());
+        writeln!(buf, "[{} {style}{:<5}{style:#}] {}", buf.timestamp(), record.level(), crate::wire::printable(&message))
+    });
     // aya's loader narrates every relocation at debug level; that is only
     // useful when debugging the loader itself (RUST_LOG=aya=debug).
     builder.filter_module("aya", level.min(log::LevelFilter::Info));
