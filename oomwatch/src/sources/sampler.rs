@@ -64,6 +64,9 @@ struct Tracked {
     next_full: Instant,
     /// Ticks in a row with unchanged usage; idle cgroups are read less often.
     idle_ticks: u32,
+    /// The rescan that last found it (`Sampler::scans`): one not found by
+    /// the latest is gone.
+    found_in_scan: u64,
     next_usage: Instant,
     /// A limit (hard or memory.high) of its own, as of its last full read.
     limited: bool,
@@ -73,16 +76,23 @@ struct Tracked {
 }
 
 /// Idle cgroups (usage unchanged for this many ticks) are read every
-/// `IDLE_STRIDE` ticks instead of every tick, or every
-/// `UNLIMITED_IDLE_STRIDE` when no limit on them or an ancestor can put
-/// them in a memcg OOM (then their usage feeds only metrics, still fresher
-/// than a 15 s scrape); any change resets them. Near its limit a cgroup is
-/// read every tick, idle or not.
+/// `IDLE_STRIDE` ticks instead of every tick; every `FAR_IDLE_STRIDE` when
+/// below `FAR_FROM_LIMIT_FRACTION` of their own limit, or limited only by
+/// an ancestor (whose own usage, read on its own stride, is what is
+/// forecast); every `UNLIMITED_IDLE_STRIDE` when no limit on them or an
+/// ancestor can put them in a memcg OOM (then their usage feeds only
+/// metrics, still fresher than a 15 s scrape). Any change resets them.
+/// Near its limit a cgroup is read every tick, idle or not.
 const IDLE_AFTER: u32 = 10;
 const IDLE_STRIDE: u32 = 3;
+const FAR_IDLE_STRIDE: u32 = 5;
 const UNLIMITED_IDLE_STRIDE: u32 = 10;
 /// Above this share of its limit a cgroup is read every tick.
 const NEAR_LIMIT_FRACTION: f64 = 0.5;
+/// Below this share of its limit an idle cgroup must grow by three times
+/// its usage, and by three quarters of the limit, to be killed: a climb
+/// that long is seen 2 s later at most and still forecast.
+const FAR_FROM_LIMIT_FRACTION: f64 = 0.25;
 /// The longest an unchanged cgroup goes without a full read.
 const FULL_MAX_STALE: Duration = Duration::from_secs(300);
 /// Limit hits cannot happen far from the limit: v1 counters are polled
@@ -116,6 +126,8 @@ pub struct Sampler {
     /// A limit on the memory root or above it (a container's own cgroup):
     /// every cgroup here can be caught in a memcg OOM.
     root_limited: bool,
+    /// Rescans begun.
+    scans: u64,
 }
 
 /// A cgroup as the model names it, and its directory. Names are bytes
@@ -182,6 +194,7 @@ impl Sampler {
             workloads: None,
             throttling: None,
             root_limited: false,
+            scans: 0,
         }
     }
 
@@ -354,7 +367,10 @@ impl Sampler {
         if self.hybrid() {
             self.scan_unified(now);
         }
-        let mut seen = std::collections::HashSet::new();
+        // Nothing is collected per cgroup: on a host of 10,000 cgroups a
+        // list of them all, made every minute, set the daemon's peak RSS.
+        self.scans += 1;
+        let scan = self.scans;
         let (mut filtered, mut over_cap, mut unreadable) = (0usize, 0usize, 0usize);
         let root = self.root(Tree::Memory);
         self.note_root_limit(&root.dir, now);
@@ -362,10 +378,14 @@ impl Sampler {
         let mut queue = VecDeque::from([(root, 0usize)]);
         while let Some((parent, depth)) = queue.pop_front() {
             for child in subdirs(&parent) {
-                if depth + 1 < self.config.max_depth {
+                if depth + 1 < self.config.max_depth && has_subdirs(&child) {
                     queue.push_back((child.clone(), depth + 1));
                 }
-                seen.insert(child.path.clone());
+                if let Some(t) = self.tracked.get_mut(&child.path) {
+                    t.found_in_scan = scan;
+                    continue;
+                }
+                // Tracked from now on, it is found by this scan.
                 match self.discover(child, now) {
                     Admission::Tracked => {}
                     Admission::Filtered => filtered += 1,
@@ -375,7 +395,7 @@ impl Sampler {
             }
         }
         self.warn_unreadable(unreadable);
-        let gone: Vec<String> = self.tracked.keys().filter(|p| !seen.contains(*p)).cloned().collect();
+        let gone: Vec<String> = self.tracked.iter().filter(|(_, t)| t.found_in_scan != scan).map(|(p, _)| p.clone()).collect();
         for p in gone {
             self.forget(&p, now);
         }
@@ -407,7 +427,7 @@ impl Sampler {
         let mut queue = VecDeque::from([(root, 0usize)]);
         while let Some((parent, depth)) = queue.pop_front() {
             for child in subdirs(&parent) {
-                if depth + 1 < self.config.max_depth {
+                if depth + 1 < self.config.max_depth && has_subdirs(&child) {
                     queue.push_back((child.clone(), depth + 1));
                 }
                 seen.insert(child.path.clone());
@@ -462,7 +482,7 @@ impl Sampler {
                         self.pressure.insert(path.clone(), poller);
                     }
                 }
-                let t = Tracked { poller, next_full: now, idle_ticks: 0, next_usage: now, limited: false, can_oom: true };
+                let t = Tracked { poller, next_full: now, idle_ticks: 0, found_in_scan: self.scans, next_usage: now, limited: false, can_oom: true };
                 self.tracked.insert(path.clone(), t);
                 if let Some(feed) = &self.workloads {
                     feed.found(path);
@@ -618,8 +638,7 @@ impl Sampler {
         let (mut full, mut polls) = (Vec::new(), Vec::new());
         for ((path, t), seen) in due.into_iter().zip(seen) {
             t.idle_ticks = if seen.changed { 0 } else { t.idle_ticks.saturating_add(1) };
-            let near_limit = seen.fill.is_some_and(|f| f >= NEAR_LIMIT_FRACTION);
-            t.next_usage = now + interval * usage_stride(t.idle_ticks, near_limit, t.can_oom) - interval / 4;
+            t.next_usage = now + interval * usage_stride(t.idle_ticks, seen.fill, t.can_oom) - interval / 4;
             // Near the limit and still, the usage read stays every tick but
             // memory.stat (several files opened) only every IDLE_STRIDE: v1's
             // failcnt is polled in between (below), v2's hits notify.
@@ -664,26 +683,32 @@ impl Sampler {
 }
 
 /// Ticks until the next usage read of a cgroup: every tick while it moves
-/// or is near its limit, less often when idle (see `IDLE_STRIDE`).
-fn usage_stride(idle_ticks: u32, near_limit: bool, can_oom: bool) -> u32 {
-    match (idle_ticks >= IDLE_AFTER && !near_limit, can_oom) {
-        (false, _) => 1,
-        (true, true) => IDLE_STRIDE,
-        (true, false) => UNLIMITED_IDLE_STRIDE,
+/// or is near its limit (`fill`: usage over its own limit), less often when
+/// idle, the further from a limit the less (see `IDLE_STRIDE`).
+fn usage_stride(idle_ticks: u32, fill: Option<f64>, can_oom: bool) -> u32 {
+    if idle_ticks < IDLE_AFTER || fill.is_some_and(|f| f >= NEAR_LIMIT_FRACTION) {
+        return 1;
+    }
+    match (can_oom, fill) {
+        (false, _) => UNLIMITED_IDLE_STRIDE,
+        (true, Some(f)) if f >= FAR_FROM_LIMIT_FRACTION => IDLE_STRIDE,
+        (true, _) => FAR_IDLE_STRIDE,
     }
 }
 
-/// The child cgroups of `parent`.
-fn subdirs(parent: &Found) -> Vec<Found> {
-    // A directory's link count is 2 plus its subdirectories on cgroupfs
-    // (kernfs), as on tmpfs and ext4: a stat spares the readdir of a leaf,
-    // most of a rescan's cost on a big host. Other counts (1 on btrfs)
-    // say nothing, and the directory is read.
-    if fs::metadata(&parent.dir).is_ok_and(|m| m.nlink() == 2) {
-        return Vec::new();
-    }
-    let Ok(entries) = fs::read_dir(&parent.dir) else { return Vec::new() };
-    entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| parent.child(&e.file_name())).collect()
+/// The child cgroups of `parent`, as the directory is read (a parent of
+/// 10,000 is never listed whole in memory).
+fn subdirs(parent: &Found) -> impl Iterator<Item = Found> + '_ {
+    let entries = if has_subdirs(parent) { fs::read_dir(&parent.dir).ok() } else { None };
+    entries.into_iter().flatten().flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| parent.child(&e.file_name()))
+}
+
+/// False for a cgroup with no child cgroups. A directory's link count is 2
+/// plus its subdirectories on cgroupfs (kernfs), as on tmpfs and ext4: a
+/// stat spares the readdir of a leaf, most of a rescan's cost on a big
+/// host. Other counts (1 on btrfs) say nothing, and the directory is read.
+fn has_subdirs(cgroup: &Found) -> bool {
+    !fs::metadata(&cgroup.dir).is_ok_and(|m| m.nlink() == 2)
 }
 
 #[cfg(test)]
@@ -806,23 +831,24 @@ mod tests {
         let root = std::env::temp_dir().join(format!("oomwatch-watch-stride-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let limit = (64u64 << 20).to_string();
-        fake_v2_tree(&root, &[("/near", 40 << 20, &limit), ("/far", 1 << 20, &limit), ("/free", 1 << 20, "max")]);
+        fake_v2_tree(&root, &[("/near", 40 << 20, &limit), ("/mid", 20 << 20, &limit), ("/far", 1 << 20, &limit), ("/free", 1 << 20, "max")]);
         let model = Arc::new(Model::default());
         let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
         let t0 = Instant::now();
         s.scan(t0);
-        let paths = ["/near", "/far", "/free"];
+        let paths = ["/near", "/mid", "/far", "/free"];
         let read = ticks_read(&mut s, t0, 1..=40, &paths);
         let after_idle = |ticks: &[u32]| ticks.iter().copied().filter(|&t| t > IDLE_AFTER).collect::<Vec<_>>();
         assert_eq!(read[0], (1..=40).collect::<Vec<_>>(), "over half its limit: every tick");
         assert_eq!(read[1][..IDLE_AFTER as usize], (1..=IDLE_AFTER).collect::<Vec<_>>(), "every tick until idle");
-        assert_eq!(after_idle(&read[1]), (13..=40).step_by(IDLE_STRIDE as usize).collect::<Vec<_>>(), "limited, idle");
-        assert_eq!(after_idle(&read[2]), vec![20, 30, 40], "no limit anywhere, idle");
+        assert_eq!(after_idle(&read[1]), (13..=40).step_by(IDLE_STRIDE as usize).collect::<Vec<_>>(), "a third of its limit, idle");
+        assert_eq!(after_idle(&read[2]), (15..=40).step_by(FAR_IDLE_STRIDE as usize).collect::<Vec<_>>(), "far from its limit, idle");
+        assert_eq!(after_idle(&read[3]), vec![20, 30, 40], "no limit anywhere, idle");
 
         // It moves: read every tick again.
         fs::write(root.join("free/memory.current"), format!("{}\n", 2 << 20)).unwrap();
         let read = ticks_read(&mut s, t0, 41..=55, &paths);
-        assert_eq!(read[2], (50..=55).collect::<Vec<_>>(), "read at 50, and every tick after the change");
+        assert_eq!(read[3], (50..=55).collect::<Vec<_>>(), "read at 50, and every tick after the change");
         fs::remove_dir_all(&root).unwrap();
     }
 
@@ -848,17 +874,22 @@ mod tests {
         assert!(s.tracked["/p/c"].can_oom);
         assert!(!s.tracked["/p2"].can_oom, "not under /p");
         let read = ticks_read(&mut s, t0, 22..=29, &paths);
-        assert_eq!(read[0], vec![22, 25, 28], "the limited stride, from the next tick");
+        assert_eq!(read[0], vec![22, 27], "the stride under an ancestor's limit, from the next tick");
         assert!(read[1].is_empty(), "still idle and unlimited until 30: {read:?}");
         fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
     fn strides() {
-        assert_eq!(usage_stride(IDLE_AFTER - 1, false, false), 1);
-        assert_eq!(usage_stride(IDLE_AFTER, true, false), 1, "near the limit");
-        assert_eq!(usage_stride(IDLE_AFTER, false, true), IDLE_STRIDE);
-        assert_eq!(usage_stride(IDLE_AFTER, false, false), UNLIMITED_IDLE_STRIDE);
+        assert_eq!(usage_stride(IDLE_AFTER - 1, None, false), 1);
+        assert_eq!(usage_stride(IDLE_AFTER - 1, Some(0.0), true), 1, "moving");
+        assert_eq!(usage_stride(IDLE_AFTER, Some(0.5), true), 1, "near the limit");
+        assert_eq!(usage_stride(IDLE_AFTER, Some(0.49), true), IDLE_STRIDE);
+        assert_eq!(usage_stride(IDLE_AFTER, Some(0.25), true), IDLE_STRIDE);
+        assert_eq!(usage_stride(IDLE_AFTER, Some(0.24), true), FAR_IDLE_STRIDE, "far from its own limit");
+        assert_eq!(usage_stride(IDLE_AFTER, None, true), FAR_IDLE_STRIDE, "an ancestor's limit only");
+        assert_eq!(usage_stride(IDLE_AFTER, None, false), UNLIMITED_IDLE_STRIDE);
+        assert!(IDLE_STRIDE < FAR_IDLE_STRIDE && FAR_IDLE_STRIDE < UNLIMITED_IDLE_STRIDE);
         assert!(UNLIMITED_IDLE_STRIDE < 15, "fresher than a usual 15 s scrape");
     }
 
