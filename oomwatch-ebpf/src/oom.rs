@@ -41,6 +41,13 @@ use crate::{
 /// Parts of one kill arrive within microseconds; anything older is a
 /// leftover from a kill whose other part never ran.
 const PART_WINDOW_NS: u64 = 10_000_000;
+/// Parts that both name the same victim are one kill when further apart:
+/// the parts run back to back on one CPU, but a VM's vCPU can be
+/// descheduled by its host between them (steal time, an emulated guest),
+/// and the kernel's clock runs on meanwhile. A kill split there was sent as
+/// two records, the second only at the next kill. A pid is OOM-marked once
+/// and not reused within a second.
+const SAME_VICTIM_WINDOW_NS: u64 = 1_000_000_000;
 
 /// Where the parts of one OOM record meet.
 #[repr(C)]
@@ -247,9 +254,13 @@ fn begin_part(victim_pid: u32, errors: Errors) -> Option<&'static mut OomScratch
     let now = unsafe { bpf_ktime_get_ns() };
     let (pid, pid_known) = (victim_pid, victim_pid != 0);
     let slot_has_pid = slot.record.present & victim_field::PID != 0;
+    let age = now.wrapping_sub(slot.started_ns);
     let same_kill = slot.parts != 0
-        && now.wrapping_sub(slot.started_ns) < PART_WINDOW_NS
-        && (!slot_has_pid || !pid_known || slot.record.victim_pid == pid);
+        && if slot_has_pid && pid_known {
+            slot.record.victim_pid == pid && age < SAME_VICTIM_WINDOW_NS
+        } else {
+            age < PART_WINDOW_NS
+        };
     if !same_kill {
         if slot.parts != 0 {
             // A kill whose other part never came: send what it has rather
