@@ -77,9 +77,9 @@ struct Tracked {
 
 /// Idle cgroups (usage unchanged for this many ticks) are read every
 /// `IDLE_STRIDE` ticks instead of every tick; every `FAR_IDLE_STRIDE` when
-/// below `FAR_FROM_LIMIT_FRACTION` of their own limit, or limited only by
-/// an ancestor (whose own usage, read on its own stride, is what is
-/// forecast); every `UNLIMITED_IDLE_STRIDE` when no limit on them or an
+/// below `FAR_FROM_LIMIT_FRACTION` of their own hard limit, or without one
+/// (`memory.high` throttles and does not kill; an ancestor's limit is
+/// forecast from the ancestor's own usage, read on its own stride); every `UNLIMITED_IDLE_STRIDE` when no limit on them or an
 /// ancestor can put them in a memcg OOM (then their usage feeds only
 /// metrics, still fresher than a 15 s scrape). Any change resets them.
 /// Near its limit a cgroup is read every tick, idle or not.
