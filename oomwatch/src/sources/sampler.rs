@@ -729,6 +729,13 @@ mod tests {
         }
     }
 
+    /// A fresh directory for one test's fake cgroup tree.
+    fn empty_root(test: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("oomwatch-watch-{test}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        root
+    }
+
     fn layout(root: &Path) -> CgroupLayout {
         CgroupLayout {
             mode: CgroupMode::V2,
@@ -741,8 +748,7 @@ mod tests {
 
     #[test]
     fn scans_a_fake_tree_and_samples_into_the_model() {
-        let root = std::env::temp_dir().join(format!("oomwatch-watch-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = empty_root("scan");
         fake_v2_tree(&root, &[("/a", 10 << 20, "max"), ("/a/b", 8 << 20, "67108864"), ("/c", 1 << 20, "max")]);
         let model = Arc::new(Model::default());
         let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
@@ -770,8 +776,7 @@ mod tests {
     #[test]
     fn cgroups_whose_names_are_not_utf8_are_tracked() {
         use std::os::unix::ffi::OsStrExt as _;
-        let root = std::env::temp_dir().join(format!("oomwatch-watch-bytes-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = empty_root("bytes");
         fake_v2_tree(&root, &[("/a", 1 << 20, "max")]);
         let hostile = root.join("a").join(OsStr::from_bytes(b"sec-\xff\x1b[2J"));
         fake_v2_tree(&hostile, &[("/", 8 << 20, "67108864")]);
@@ -791,8 +796,7 @@ mod tests {
     /// left out by the filter the operator never set.
     #[test]
     fn cgroups_that_cannot_be_opened_are_counted_as_unreadable() {
-        let root = std::env::temp_dir().join(format!("oomwatch-watch-unreadable-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = empty_root("unreadable");
         fake_v2_tree(&root, &[("/a", 1, "max"), ("/b", 1, "max")]);
         let usage = root.join("b").join("memory.current");
         fs::remove_file(&usage).unwrap();
@@ -828,8 +832,7 @@ mod tests {
     /// warning must come before the kill); a change brings any back.
     #[test]
     fn idle_cgroups_are_read_less_often_but_never_near_their_limit() {
-        let root = std::env::temp_dir().join(format!("oomwatch-watch-stride-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = empty_root("stride");
         let limit = (64u64 << 20).to_string();
         fake_v2_tree(&root, &[("/near", 40 << 20, &limit), ("/mid", 20 << 20, &limit), ("/far", 1 << 20, &limit), ("/free", 1 << 20, "max")]);
         let model = Arc::new(Model::default());
@@ -856,8 +859,7 @@ mod tests {
     /// the short stride at once: they can be caught in its OOM now.
     #[test]
     fn a_limit_on_a_parent_brings_its_idle_children_back() {
-        let root = std::env::temp_dir().join(format!("oomwatch-watch-parent-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = empty_root("parent");
         fake_v2_tree(&root, &[("/p", 1 << 20, "max"), ("/p/c", 1 << 20, "max"), ("/p2", 1 << 20, "max")]);
         let model = Arc::new(Model::default());
         let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
@@ -895,8 +897,7 @@ mod tests {
 
     #[test]
     fn cap_is_applied_breadth_first() {
-        let root = std::env::temp_dir().join(format!("oomwatch-watch-cap-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let root = empty_root("cap");
         fake_v2_tree(&root, &[("/a", 1, "max"), ("/b", 1, "max"), ("/a/deep", 1, "max")]);
         let model = Arc::new(Model::new(crate::model::ModelConfig { max_cgroups: 2, ..Default::default() }));
         let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
