@@ -66,18 +66,32 @@ impl Model {
         self.incidents().total()
     }
 
-    /// One sampler tick of every cgroup's throttling at memory.high: the
-    /// episodes that started or ended.
+    /// One sampler tick of the throttling of every cgroup whose `high`
+    /// counter moved, or that is rising or in an episode (the others would
+    /// see no change): the episodes that started or ended.
     pub fn update_throttling(&self, now: Instant) -> Vec<ThrottleSeen> {
         let mut s = self.write();
-        let super::State { cgroups, pressure, .. } = &mut *s;
+        let super::State { cgroups, pressure, throttle_due, .. } = &mut *s;
         let mut seen = Vec::new();
-        for (path, c) in cgroups.iter_mut().filter(|(_, c)| c.removed_at.is_none()) {
+        let mut kept = Vec::new();
+        for path in throttle_due.take() {
+            let Some(c) = cgroups.get_mut(&path) else { continue };
+            // A removed cgroup is not ticked; readmitted, it is listed again.
+            if c.removed_at.is_some() {
+                c.throttle_listed = false;
+                continue;
+            }
             if let Some(change) = c.throttle.tick(c.high_hits, now) {
-                let pressure = pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure);
+                let pressure = pressure.get(&path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure);
                 seen.push(ThrottleSeen { path: path.clone(), change, high_bytes: c.high_bytes, pressure });
             }
+            if c.throttle.is_active() {
+                kept.push(path);
+            } else {
+                c.throttle_listed = false;
+            }
         }
+        throttle_due.keep(kept);
         seen
     }
 

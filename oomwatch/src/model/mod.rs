@@ -8,6 +8,7 @@
 pub mod bus;
 pub mod consumers;
 pub mod counters;
+mod due;
 pub mod episodes;
 pub mod forecast;
 pub mod history;
@@ -31,6 +32,7 @@ use crate::{
     readers::{CgroupLabels, MemInfo, MemoryEvents, MemorySample, Pressure, labels_for, runtime::ContainerMeta},
     wire::{CgroupCounts, Constraint, Ramp, StatusRow, TopStaller, Workload},
 };
+use due::DueList;
 use workloads::{ContainerNames, workload_of};
 pub use forecast::{Basis, Forecast, ForecastParams};
 pub use history::{History, Point};
@@ -127,6 +129,9 @@ pub struct CgroupState {
     /// v2 `memory.events.local` `high` at the last full sample.
     pub high_hits: Option<u64>,
     pub throttle: throttle::Throttle,
+    /// Listed in the state's forecast and throttling passes ([`DueList`]).
+    forecast_listed: bool,
+    throttle_listed: bool,
     /// Kills the kernel counted twice here: a group kill's first victim is
     /// killed again as a member of its group (see `episodes.rs`).
     pub kernel_recounts: u64,
@@ -169,8 +174,51 @@ impl CgroupState {
             unobserved_reported: 0,
             high_hits: None,
             throttle: throttle::Throttle::default(),
+            forecast_listed: false,
+            throttle_listed: false,
             kernel_recounts: 0,
         }
+    }
+
+    /// Whether the forecast is none, and stays none until what it reads
+    /// (history, ceiling, removal) changes: gone, never read, no ceiling,
+    /// or (forecast::forecast's first answer) a level that never moved over
+    /// the whole history and is below the ceiling, whatever the pressure.
+    fn forecast_settled(&self, params: &ForecastParams) -> bool {
+        if self.removed_at.is_some() || self.history.is_empty() {
+            return true;
+        }
+        let Some(ceiling) = self.ceiling() else { return true };
+        params.min_growth_fraction > 0.0
+            && self.history.level_never_moved()
+            && self.history.last_as_slice().last().is_some_and(|p| u64::from(p.unreclaimable_kib) * 1024 < ceiling)
+    }
+
+    /// The forecast at `now_s`; `points` is a buffer kept across cgroups.
+    fn forecast_now(
+        &self,
+        path: &str,
+        pressure: &HashMap<String, PressureState>,
+        points: &mut Vec<Point>,
+        now_s: u32,
+        params: &ForecastParams,
+    ) -> Option<Forecast> {
+        if self.removed_at.is_some() {
+            return None;
+        }
+        let limit = self.ceiling()?;
+        // A level that never moved forecasts as its last point alone does
+        // (see forecast::forecast): nothing is copied.
+        let still = self.history.level_never_moved() && params.min_growth_fraction > 0.0;
+        let pts = if still { self.history.last_as_slice() } else { self.history.points_into(points) };
+        let below = |p: &Point| u64::from(p.unreclaimable_kib) * 1024 < limit;
+        let psi = if still && pts.last().is_some_and(below) {
+            None
+        } else {
+            pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10)
+        };
+        let evidence = forecast::Pressure { psi_some_avg10: psi, reclaim_ratio: self.reclaim_ratio };
+        forecast::forecast(pts, limit, now_s, params, evidence)
     }
 
     /// Free room under the limit, as a fraction of it (None: unlimited).
@@ -272,6 +320,30 @@ struct State {
     excluded_filter: usize,
     excluded_cap: usize,
     excluded_unreadable: usize,
+    /// Cgroups whose forecast may be other than none (the rest are
+    /// settled: [`CgroupState::forecast_settled`]).
+    forecast_due: DueList,
+    /// Cgroups whose `high` counter moved since the last throttling pass,
+    /// or that are rising or in an episode.
+    throttle_due: DueList,
+}
+
+/// After a change to what `c`'s forecast reads: listed for the next pass
+/// unless settled (its forecast is none then, as it was: a cgroup off the
+/// list has none).
+fn forecast_changed(due: &mut DueList, path: &str, c: &mut CgroupState, params: &ForecastParams) {
+    if !c.forecast_settled(params) {
+        due.add(&mut c.forecast_listed, path);
+    }
+}
+
+/// After `c`'s `high` counter was read or `c` came back: listed for the
+/// next throttling pass when a tick could change something (the counter
+/// is not the one the last tick saw, or an episode is under way).
+fn throttle_changed(due: &mut DueList, path: &str, c: &mut CgroupState) {
+    if c.throttle.is_active() || (c.high_hits.is_some() && c.high_hits != c.throttle.last_count()) {
+        due.add(&mut c.throttle_listed, path);
+    }
 }
 
 pub struct Model {
@@ -319,6 +391,8 @@ impl Model {
                 excluded_filter: 0,
                 excluded_cap: 0,
                 excluded_unreadable: 0,
+                forecast_due: DueList::default(),
+                throttle_due: DueList::default(),
                 host_kills: HostKills::default(),
                 restored_kills: None,
             }),
@@ -356,11 +430,14 @@ impl Model {
             return Admission::Filtered;
         }
         let mut s = self.write();
-        if let Some(c) = s.cgroups.get_mut(path) {
+        let State { cgroups, forecast_due, throttle_due, .. } = &mut *s;
+        if let Some(c) = cgroups.get_mut(path) {
             // Same path again: a recreated cgroup continues its series.
             c.removed_at = None;
             c.id = id;
             c.dir = dir.to_path_buf();
+            forecast_changed(forecast_due, path, c, &self.config.forecast);
+            throttle_changed(throttle_due, path, c);
             return Admission::Tracked;
         }
         // Under the cap whatever is removed: counting the live ones for
@@ -466,35 +543,28 @@ impl Model {
         self.write().node.pressure = Some(pressure);
     }
 
-    /// Recomputes every forecast (after each sampling tick).
+    /// Recomputes the forecasts that may have changed (after each sampling
+    /// tick): those of the cgroups on the forecast list; every other one is
+    /// none and stays so.
     pub fn update_forecasts(&self, now: Instant) {
         let now_s = self.now_s(now);
         let params = self.config.forecast;
         let mut s = self.write();
-        let State { cgroups, pressure, node, node_history, .. } = &mut *s;
+        let State { cgroups, pressure, node, node_history, forecast_due, .. } = &mut *s;
+        // One buffer for every cgroup each tick.
         let mut points = Vec::new();
-        for (path, c) in cgroups.iter_mut() {
-            c.forecast = match (c.removed_at, c.ceiling()) {
-                (None, Some(limit)) => {
-                    // One buffer for every limited cgroup each tick. A level
-                    // that never moved forecasts as its last point alone does
-                    // (see forecast::forecast): nothing is copied.
-                    let still = c.history.level_never_moved() && params.min_growth_fraction > 0.0;
-                    let pts = if still { c.history.last_as_slice() } else { c.history.points_into(&mut points) };
-                    // Still and below the limit forecasts nothing whatever the
-                    // pressure: most cgroups of a big host spare the lookup.
-                    let below = |p: &Point| u64::from(p.unreclaimable_kib) * 1024 < limit;
-                    let psi = if still && pts.last().is_some_and(below) {
-                        None
-                    } else {
-                        pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10)
-                    };
-                    let evidence = forecast::Pressure { psi_some_avg10: psi, reclaim_ratio: c.reclaim_ratio };
-                    forecast::forecast(pts, limit, now_s, &params, evidence)
-                }
-                _ => None,
-            };
+        let mut kept = Vec::new();
+        for path in forecast_due.take() {
+            // Expired meanwhile: nothing left to forecast.
+            let Some(c) = cgroups.get_mut(&path) else { continue };
+            c.forecast = c.forecast_now(&path, pressure, &mut points, now_s, &params);
+            if c.forecast_settled(&params) {
+                c.forecast_listed = false;
+            } else {
+                kept.push(path);
+            }
         }
+        forecast_due.keep(kept);
         node.forecast = node.meminfo.and_then(|m| {
             let pts = node_history.points_into(&mut points);
             let evidence = forecast::Pressure { psi_some_avg10: node.pressure.map(|p| p.some.avg10), reclaim_ratio: None };
@@ -545,7 +615,7 @@ impl Model {
     /// A full sample (memory.stat and limits were read).
     pub fn observe_full(&self, path: &str, sample: &MemorySample, limit_hits: Option<u64>, now: Instant) {
         let mut s = self.write();
-        let State { cgroups, kills, restored_kills, .. } = &mut *s;
+        let State { cgroups, kills, restored_kills, forecast_due, throttle_due, .. } = &mut *s;
         let Some(c) = cgroups.get_mut(path) else { return };
         c.usage_bytes = sample.usage_bytes;
         c.working_set_bytes = sample.working_set_bytes;
@@ -558,6 +628,7 @@ impl Model {
         c.swap_limit_bytes = sample.swap_limit_bytes;
         c.events = sample.events;
         c.high_hits = sample.events_local.and_then(|e| e.high);
+        throttle_changed(throttle_due, path, c);
         if c.kernel_kills_baseline.is_none() {
             // v2 memory.events counts descendants too; the local file does not.
             let now_counter = sample.events_local.unwrap_or(sample.events).oom_kill;
@@ -576,6 +647,7 @@ impl Model {
         c.full_samples = c.full_samples.saturating_add(1);
         Self::note_hits(c, limit_hits, now);
         self.push_point(c, now);
+        forecast_changed(forecast_due, path, c, &self.config.forecast);
     }
 
     /// Cheap samples (usage only) of many cgroups under one lock: the
@@ -584,16 +656,18 @@ impl Model {
     /// per sample, what the sampler needs to decide what to read next.
     pub fn observe_usages(&self, usages: &[(&str, u64)], now: Instant) -> Vec<UsageSeen> {
         let mut s = self.write();
+        let State { cgroups, forecast_due, .. } = &mut *s;
         usages
             .iter()
             .map(|&(path, usage)| {
-                let Some(c) = s.cgroups.get_mut(path) else { return UsageSeen::default() };
+                let Some(c) = cgroups.get_mut(path) else { return UsageSeen::default() };
                 let seen = UsageSeen {
                     changed: c.usage_bytes != usage,
                     fill: c.limit_bytes.filter(|&l| l > 0).map(|l| usage as f64 / l as f64),
                     moved_since_full: usage.abs_diff(c.full_sample_usage_bytes) > c.full_sample_usage_bytes / 100 + 4096,
                 };
                 self.apply_usage(c, usage, None, None, now);
+                forecast_changed(forecast_due, path, c, &self.config.forecast);
                 seen
             })
             .collect()
@@ -609,8 +683,10 @@ impl Model {
 
     pub fn observe_usage(&self, path: &str, usage: u64, events: Option<MemoryEvents>, limit_hits: Option<u64>, now: Instant) {
         let mut s = self.write();
-        let Some(c) = s.cgroups.get_mut(path) else { return };
+        let State { cgroups, forecast_due, .. } = &mut *s;
+        let Some(c) = cgroups.get_mut(path) else { return };
         self.apply_usage(c, usage, events, limit_hits, now);
+        forecast_changed(forecast_due, path, c, &self.config.forecast);
     }
 
     fn apply_usage(&self, c: &mut CgroupState, usage: u64, events: Option<MemoryEvents>, limit_hits: Option<u64>, now: Instant) {
@@ -664,8 +740,11 @@ impl Model {
 
     /// A limit read outside the sampler's rotation (on the kill path).
     pub fn observe_limit(&self, path: &str, limit: Option<u64>) {
-        if let Some(c) = self.write().cgroups.get_mut(path) {
+        let mut s = self.write();
+        let State { cgroups, forecast_due, .. } = &mut *s;
+        if let Some(c) = cgroups.get_mut(path) {
             c.limit_bytes = limit;
+            forecast_changed(forecast_due, path, c, &self.config.forecast);
         }
     }
 
@@ -689,9 +768,11 @@ impl Model {
         let before = s.cgroups.len() + s.pressure.len();
         s.cgroups.retain(|_, c| !old(c.removed_at));
         s.pressure.retain(|_, p| !old(p.removed_at));
-        let State { cgroups, children, kills, pressure, .. } = &mut *s;
+        let State { cgroups, children, kills, pressure, forecast_due, throttle_due, .. } = &mut *s;
         if cgroups.len() + pressure.len() != before {
             children.rebuild(cgroups.keys());
+            forecast_due.retain(|p| cgroups.contains_key(p));
+            throttle_due.retain(|p| cgroups.contains_key(p));
         }
         kills.retain(|(path, _, _), k| cgroups.contains_key(path) || !old(k.last_at) || exists(path));
         // After churn, give the tables back: a host that had 5,000 cgroups
@@ -1081,6 +1162,134 @@ mod tests {
         fresh.admit("/a", 1, Path::new("/a"));
         fresh.observe_full("/a", &with_kills(2), None, now);
         assert_eq!(fresh.kill_baselines()[0].kernel_baseline, 0);
+    }
+
+    /// The forecast and throttling passes visit only listed cgroups: after
+    /// every tick of a long pseudo-random run (levels that move and stop,
+    /// limits set, raised and lifted, memory.high counters, removals and
+    /// returns), each cgroup's forecast and throttling are what a pass over
+    /// every cgroup gives.
+    #[test]
+    fn the_per_tick_passes_visit_only_what_moves_and_miss_nothing() {
+        // No grace (the config allows 0 s): a removed cgroup can leave and
+        // come back between two passes.
+        let config = ModelConfig { history_len: 6, removal_grace: Duration::ZERO, ..ModelConfig::default() };
+        let params = config.forecast;
+        let m = Model::new(config);
+        let t0 = Instant::now();
+        let paths: Vec<String> = (0..24).map(|i| format!("/c{i}")).collect();
+        for (i, p) in paths.iter().enumerate() {
+            m.admit(p, i as u64, Path::new(p));
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        // Reference throttles, ticked for every live cgroup every tick.
+        let mut throttles: HashMap<String, throttle::Throttle> = HashMap::new();
+        let mut high: HashMap<String, u64> = HashMap::new();
+        let mut levels: HashMap<String, u64> = HashMap::new();
+        let (mut forecasts_seen, mut edges_seen, mut settled_seen) = (0, 0, 0);
+        for tick in 0..600u32 {
+            let now = t0 + Duration::from_secs(u64::from(tick));
+            // Removed cgroups leave after the grace; one of the same name
+            // that comes back later (this tick too) starts afresh.
+            if tick % 7 == 0 {
+                m.expire(now, |_| false);
+                throttles.retain(|p, _| m.read().cgroups.contains_key(p));
+            }
+            for (i, p) in paths.iter().enumerate() {
+                // A third of the cgroups are read in full often (their
+                // `high` counters make episodes), the rest seldom (their
+                // levels move and settle between full reads).
+                let full_read = if i % 3 == 0 { 25 } else { 2 };
+                match next(100) {
+                    0 => m.mark_removed(p, now),
+                    1 => {
+                        m.admit(p, i as u64, Path::new(p));
+                    }
+                    2 => m.observe_limit(p, [None, Some(8 * MIB), Some(64 * MIB)][next(3) as usize]),
+                    r if r < 3 + full_read => {
+                        let h = high.entry(p.clone()).or_default();
+                        *h += next(3);
+                        let mut sm = sample([4, 7, 9, 30][next(4) as usize] * MIB, [None, Some(8 * MIB), Some(64 * MIB)][next(3) as usize], 0);
+                        sm.high_bytes = Some(16 * MIB);
+                        sm.events_local = Some(MemoryEvents { high: Some(*h), ..Default::default() });
+                        m.observe_full(p, &sm, None, now);
+                    }
+                    // Most reads find the level where it was; some climb
+                    // towards a limit, some jump past one.
+                    r => {
+                        let level = levels.entry(p.clone()).or_insert(4 * MIB);
+                        if r < 12 {
+                            *level = (*level + next(3) * MIB / 4) % (70 * MIB);
+                        } else if r < 15 {
+                            *level = [4, 7, 30][next(3) as usize] * MIB;
+                        }
+                        m.observe_usages(&[(p, *level)], now);
+                    }
+                }
+            }
+            m.update_forecasts(now);
+            let edges = m.update_throttling(now);
+            let s = m.read();
+            settled_seen += s.cgroups.len() - s.forecast_due.len();
+            // Each listed cgroup once, flagged; each flagged one listed.
+            for (due, listed) in [(&s.forecast_due, (|c: &CgroupState| c.forecast_listed) as fn(&CgroupState) -> bool), (&s.throttle_due, |c| c.throttle_listed)] {
+                let mut paths = due.paths().to_vec();
+                paths.sort();
+                paths.dedup();
+                assert_eq!(paths.len(), due.len(), "a path listed twice at tick {tick}");
+                assert!(paths.iter().all(|p| s.cgroups.get(p).is_some_and(|c| listed(c))), "a listed path unflagged or gone at tick {tick}");
+                assert_eq!(s.cgroups.values().filter(|c| listed(c)).count(), due.len(), "a flagged cgroup not listed at tick {tick}");
+            }
+            let mut points = Vec::new();
+            for (p, c) in &s.cgroups {
+                let full = c.forecast_now(p, &s.pressure, &mut points, m.now_s(now), &params);
+                assert_eq!(c.forecast, full, "{p} at tick {tick}");
+                forecasts_seen += usize::from(full.is_some());
+            }
+            let mut want: Vec<(String, throttle::ThrottleChange)> = Vec::new();
+            for (p, c) in s.cgroups.iter().filter(|(_, c)| c.removed_at.is_none()) {
+                if let Some(change) = throttles.entry(p.clone()).or_default().tick(c.high_hits, now) {
+                    want.push((p.clone(), change));
+                }
+                assert_eq!(c.throttle, throttles[p], "{p} at tick {tick}");
+            }
+            let mut got: Vec<(String, throttle::ThrottleChange)> = edges.into_iter().map(|e| (e.path, e.change)).collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            want.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(got, want, "tick {tick}");
+            edges_seen += got.len();
+        }
+        let seen = format!("{forecasts_seen} forecasts, {settled_seen} settled, {edges_seen} edges");
+        assert!(forecasts_seen > 1000 && settled_seen > 1000 && edges_seen > 20, "the run exercised both passes: {seen}");
+    }
+
+    /// A listed cgroup removed and swept before the next pass (no grace)
+    /// and then back under its name starts unlisted, as a new one does.
+    #[test]
+    fn a_cgroup_swept_before_a_pass_leaves_the_lists() {
+        let m = Model::new(ModelConfig { removal_grace: Duration::ZERO, ..ModelConfig::default() });
+        let t0 = Instant::now();
+        m.admit("/a", 1, Path::new("/a"));
+        let mut sm = sample(4 * MIB, Some(8 * MIB), 0);
+        sm.events_local = Some(MemoryEvents { high: Some(3), ..Default::default() });
+        m.observe_full("/a", &sm, None, t0);
+        m.observe_usages(&[("/a", 5 * MIB)], t0 + Duration::from_secs(1));
+        let listed = |m: &Model| (m.read().forecast_due.len(), m.read().throttle_due.len());
+        assert_eq!(listed(&m), (1, 1), "a moving level and a new `high` counter");
+        m.mark_removed("/a", t0);
+        m.expire(t0 + Duration::from_secs(2), |_| false);
+        assert_eq!(listed(&m), (0, 0));
+        m.admit("/a", 2, Path::new("/a"));
+        m.observe_usages(&[("/a", 5 * MIB)], t0 + Duration::from_secs(3));
+        assert_eq!(listed(&m), (0, 0), "back, read once, no ceiling: nothing to do");
+        m.update_forecasts(t0 + Duration::from_secs(3));
+        assert!(m.update_throttling(t0 + Duration::from_secs(3)).is_empty());
     }
 
     #[test]

@@ -55,6 +55,17 @@ pub struct Throttle {
 }
 
 impl Throttle {
+    /// The counter as of the last tick.
+    pub fn last_count(&self) -> Option<u64> {
+        self.last_count
+    }
+
+    /// Rising or in an episode: a tick may change something even when the
+    /// counter stands still (the quiet time runs out).
+    pub fn is_active(&self) -> bool {
+        self.rising_from.is_some() || self.episode.is_some()
+    }
+
     /// The counter at a sampler tick (`None`: not known, v1 or unread).
     pub fn tick(&mut self, count: Option<u64>, now: Instant) -> Option<ThrottleChange> {
         let count = count?;
