@@ -182,13 +182,19 @@ impl CgroupState {
 
     /// Whether the forecast is none, and stays none until what it reads
     /// (history, ceiling, removal) changes: gone, never read, no ceiling,
-    /// or (forecast::forecast's first answer) a level that never moved over
-    /// the whole history and is below the ceiling, whatever the pressure.
+    /// or still below the ceiling.
     fn forecast_settled(&self, params: &ForecastParams) -> bool {
         if self.removed_at.is_some() || self.history.is_empty() {
             return true;
         }
         let Some(ceiling) = self.ceiling() else { return true };
+        self.still_below(ceiling, params)
+    }
+
+    /// A level that never moved over the whole history, below `ceiling`:
+    /// it forecasts none, whatever the pressure (forecast::forecast's first
+    /// answer).
+    fn still_below(&self, ceiling: u64, params: &ForecastParams) -> bool {
         params.min_growth_fraction > 0.0
             && self.history.level_never_moved()
             && self.history.last_as_slice().last().is_some_and(|p| u64::from(p.unreclaimable_kib) * 1024 < ceiling)
@@ -207,16 +213,15 @@ impl CgroupState {
             return None;
         }
         let limit = self.ceiling()?;
-        // A level that never moved forecasts as its last point alone does
-        // (see forecast::forecast): nothing is copied.
+        // Most cgroups of a big host: no copy, no pressure lookup.
+        if self.still_below(limit, params) {
+            return None;
+        }
+        // A level that never moved (at its limit here) forecasts as its last
+        // point alone does (see forecast::forecast): nothing is copied.
         let still = self.history.level_never_moved() && params.min_growth_fraction > 0.0;
         let pts = if still { self.history.last_as_slice() } else { self.history.points_into(points) };
-        let below = |p: &Point| u64::from(p.unreclaimable_kib) * 1024 < limit;
-        let psi = if still && pts.last().is_some_and(below) {
-            None
-        } else {
-            pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10)
-        };
+        let psi = pressure.get(path).filter(|p| p.removed_at.is_none()).map(|p| p.pressure.some.avg10);
         let evidence = forecast::Pressure { psi_some_avg10: psi, reclaim_ratio: self.reclaim_ratio };
         forecast::forecast(pts, limit, now_s, params, evidence)
     }
