@@ -162,6 +162,17 @@ fn example_kill() -> OomKill {
 fn every_kind() -> Vec<Event> {
     vec![
         event(EventBody::OomKill(Box::new(example_kill()))),
+        event(EventBody::KillSeen({
+            let k = example_kill();
+            crate::wire::KillNotice {
+                victim: k.victim,
+                trigger: k.trigger,
+                attribution: k.attribution,
+                cgroup_id: k.cgroup_id,
+                workload: k.workload,
+                main_process: k.main_process,
+            }
+        })),
         event(EventBody::KillExplained(crate::wire::KillExplained {
             pid: 1,
             comm: "hog".into(),

@@ -67,6 +67,88 @@ fn oom_kill_reaches_tail_and_metrics() {
     assert_eq!(metric_value(&metrics, "oomwatch_probe_attached{probe=\"oom_mark_victim\"}"), Some(1.0));
 }
 
+/// A kill's first word (`kill_seen`), sent before the kill is explained,
+/// reaches a client that names it ahead of the `oom_kill` and says the
+/// same of it; a client that takes every kind gets each kill once; and
+/// `oomwatch tail` prints one OOM-KILL line per kill, its why under it.
+#[test]
+fn a_kill_is_told_first_in_a_word_then_explained() {
+    if !require_root("a_kill_is_told_first_in_a_word_then_explained") {
+        return;
+    }
+    use std::io::BufRead as _;
+    let daemon = Daemon::start(&[]);
+    let mut asked = Tail::connect_with(&daemon, r#"{"op":"tail","kinds":["kill_seen","oom_kill"]}"#);
+    let mut everything = Tail::connect(&daemon);
+    let mut text_tail = ChildGuard(
+        std::process::Command::new(oomwatch_bin())
+            .args(["tail", "--socket"])
+            .arg(&daemon.socket)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start oomwatch tail"),
+    );
+    let (tx, text_lines) = std::sync::mpsc::channel();
+    let stdout = text_tail.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let cg = TestCgroup::new("firstword", Some(48 * MIB));
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("the hog is OOM-killed");
+    let pid = hog.pid();
+
+    let (first, first_at) = asked
+        .wait_for(Duration::from_secs(15), |v| (v["kind"] == "kill_seen" || v["kind"] == "oom_kill") && v["victim"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("nothing for pid {pid}:\n{}", daemon.log_text()));
+    assert_eq!(first["kind"], "kill_seen", "the first line for the kill: {first}");
+    let (kill, kill_at) = asked
+        .wait_for(Duration::from_secs(15), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .expect("the explained kill follows its first word");
+    assert!(first_at <= kill_at);
+    for field in ["cgroup", "time", "ktime_ns", "victim", "trigger", "attribution", "cgroup_id"] {
+        assert_eq!(first[field], kill[field], "{field}: the first word says what the kill says\n{first}\n{kill}");
+    }
+    assert_eq!(first["cgroup"], cg.path.as_str());
+    assert_eq!(first["seq"], 0, "not a place in the stream: {first}");
+    assert!(kill["seq"].as_u64().is_some_and(|s| s > 0), "{kill}");
+    assert!(first.get("why").is_none() && kill["why"].is_string(), "the why comes with the kill");
+    println!(
+        "kill_seen {:.0} us, oom_kill {:.0} us after the kernel's mark_victim",
+        first_at.saturating_sub(first["ktime_ns"].as_u64().unwrap()) as f64 / 1e3,
+        kill_at.saturating_sub(kill["ktime_ns"].as_u64().unwrap()) as f64 / 1e3
+    );
+
+    everything
+        .wait_for(Duration::from_secs(15), |v| v["kind"] == "victim_exit" && v["pid"] == pid)
+        .expect("an unfiltered client gets the exit");
+    let kinds_for_pid: Vec<&str> = everything.seen.iter().filter(|(v, _)| v["victim"]["pid"] == pid).filter_map(|(v, _)| v["kind"].as_str()).collect();
+    assert_eq!(kinds_for_pid, ["oom_kill"], "a client of every kind gets each kill once: {:?}", everything.seen);
+
+    let head = format!("OOM-KILL {} victim={pid} (memhog)", cg.path);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let mut printed = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match text_lines.recv_timeout(left) {
+            Ok(line) => printed.push(line),
+            Err(_) => break,
+        }
+        if printed.iter().any(|l| l.contains(&format!("EXITED   {} pid={pid}", cg.path))) {
+            break;
+        }
+    }
+    let heads: Vec<usize> = printed.iter().enumerate().filter(|(_, l)| l.contains(&head)).map(|(i, _)| i).collect();
+    assert_eq!(heads.len(), 1, "one OOM-KILL line for the kill:\n{}", printed.join("\n"));
+    let why = printed.get(heads[0] + 1).map(|l| l.trim_start()).unwrap_or_default();
+    assert_eq!(why, format!("why: {}", kill["why"].as_str().unwrap()), "the why under it:\n{}", printed.join("\n"));
+}
+
 #[test]
 fn tail_says_when_no_daemon_runs() {
     let dir = temp_dir("nodaemon");

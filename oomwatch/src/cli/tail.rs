@@ -32,6 +32,19 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
         .map(glob::Pattern::new)
         .transpose()
         .context("--cgroup: invalid glob")?;
+    // On a terminal a kill's first line comes from its first word
+    // (`kill_seen`), and the full record adds its why under it. JSON shows
+    // only what was asked for.
+    let ask_first_word = !args.json && (kinds.is_empty() || kinds.contains(&EventKind::OomKill));
+    if ask_first_word {
+        if kinds.is_empty() {
+            kinds = EventKind::ALL.to_vec();
+        }
+        if !kinds.contains(&EventKind::KillSeen) {
+            kinds.push(EventKind::KillSeen);
+        }
+    }
+    let asked: Vec<String> = if ask_first_word { kinds.iter().map(|k| k.as_str().to_owned()).collect() } else { args.kind.clone() };
     let filter = TailFilter { kinds: (!kinds.is_empty()).then_some(kinds), cgroup: cgroup_glob };
 
     let mut stream = UnixStream::connect(&args.socket).map_err(|e| {
@@ -46,7 +59,7 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
         op: RequestOp::Tail,
         since_secs: args.since.map(|d| d.as_secs_f64()),
         since_seq: None,
-        kinds: args.kind.clone(),
+        kinds: asked,
         cgroup: args.cgroup.clone(),
     };
     let mut progress = Progress::default();
@@ -73,6 +86,40 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
 struct Progress {
     shown: u64,
     last_seq: u64,
+    /// The first lines of the last kills shown from their first word, by
+    /// victim pid: their full record then adds only what is new.
+    heads: std::collections::VecDeque<(u32, String)>,
+}
+
+/// Kills whose first line is remembered (a group kill's victims arrive
+/// together).
+const HEADS: usize = 64;
+
+impl Progress {
+    /// The text for `event`: a kill whose first word showed the same first
+    /// line gives only the lines under it.
+    fn text(&mut self, event: &Event) -> String {
+        let text = human(event);
+        match &event.body {
+            EventBody::KillSeen(k) => {
+                if self.heads.len() == HEADS {
+                    self.heads.pop_front();
+                }
+                self.heads.push_back((k.victim.pid, text.clone()));
+                text
+            }
+            EventBody::OomKill(k) => {
+                let Some(i) = self.heads.iter().position(|(pid, _)| *pid == k.victim.pid) else { return text };
+                let (_, head) = self.heads.remove(i).unwrap_or_default();
+                match text.split_once('\n') {
+                    Some((first, rest)) if first == head => rest.to_owned(),
+                    None if text == head => String::new(),
+                    _ => text,
+                }
+            }
+            _ => text,
+        }
+    }
 }
 
 fn reconnect(args: &TailArgs) -> UnixStream {
@@ -122,7 +169,10 @@ fn follow(
         if args.json {
             writeln!(out, "{line}")?;
         } else {
-            writeln!(out, "{}", human(&event))?;
+            let text = progress.text(&event);
+            if !text.is_empty() {
+                writeln!(out, "{text}")?;
+            }
             // The kill's last minute under its why: bars on a terminal.
             if let EventBody::OomKill(k) = &event.body
                 && let Some(usage) = kill_usage_line(k, std::io::IsTerminal::is_terminal(&std::io::stdout()), "                        ")
@@ -131,7 +181,10 @@ fn follow(
             }
         }
         out.flush()?;
-        if !matches!(event.body, EventBody::Lagged { .. }) {
+        // A kill's first word asked for on the user's behalf is not an
+        // event of its own: `--count` counts the kill once, by its record.
+        let implicit = matches!(event.body, EventBody::KillSeen(_)) && !args.kind.iter().any(|k| k == EventKind::KillSeen.as_str());
+        if !matches!(event.body, EventBody::Lagged { .. }) && !implicit {
             progress.shown += 1;
             if args.count.is_some_and(|c| progress.shown >= c) {
                 return Ok(None);
@@ -209,6 +262,38 @@ mod tests {
         let unit = crate::wire::Workload { unit: Some("nginx.service".into()), ..Default::default() };
         assert!(kill(unit, None).contains("OOM-KILL nginx.service /d/abc victim=7"));
         assert!(kill(Default::default(), None).contains("OOM-KILL /d/abc victim=7"));
+    }
+
+    /// On a terminal a kill is one OOM-KILL line: its first word prints
+    /// it, its record adds the why under it, unless the record's line says
+    /// more (a workload named meanwhile), when the record prints whole.
+    #[test]
+    fn a_kill_shown_from_its_first_word_is_not_shown_twice() {
+        let mut k = crate::wire::OomKill::of_pid(7);
+        k.victim.comm = Some("hog".into());
+        k.trigger.pid = 7;
+        k.why = Some("hog was killed".into());
+        let seen = |k: &crate::wire::OomKill| crate::wire::KillNotice {
+            victim: k.victim.clone(),
+            trigger: k.trigger.clone(),
+            attribution: k.attribution,
+            cgroup_id: k.cgroup_id,
+            workload: k.workload.clone(),
+            main_process: k.main_process,
+        };
+        let event = |body| Event { body, time: "2026-12-07T01:00:00.000000Z".into(), cgroup: "/d/x".into(), ktime_ns: Some(5), seq: 0 };
+        let mut progress = Progress::default();
+        let head = progress.text(&event(EventBody::KillSeen(seen(&k))));
+        assert_eq!(head, "2026-12-07T01:00:00.000 OOM-KILL /d/x victim=7 (hog) trigger=itself");
+        let rest = progress.text(&event(EventBody::OomKill(Box::new(k.clone()))));
+        assert_eq!(rest, "                        why: hog was killed");
+        assert_eq!(progress.text(&event(EventBody::OomKill(Box::new(k.clone())))), format!("{head}\n{rest}"), "no first word: whole");
+
+        progress.text(&event(EventBody::KillSeen(seen(&k))));
+        k.workload.unit = Some("hog.service".into());
+        let whole = progress.text(&event(EventBody::OomKill(Box::new(k))));
+        assert!(whole.starts_with("2026-12-07T01:00:00.000 OOM-KILL hog.service /d/x victim=7") && whole.contains("why: "), "{whole}");
+        assert!(progress.heads.is_empty());
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub trait Immediate: Send + Sync {
     /// `published` follows the event of seq `previous` (0: none); called
     /// under the bus's lock, in publication order. Must not block.
     fn deliver(&self, published: &Published, previous: u64);
+    /// Hands `event` (a kill's first word; its JSON line is `json`) to
+    /// the receivers that asked for it and are idle, from this thread,
+    /// outside the stream's order: it has no seq and is kept nowhere.
+    /// Must not block.
+    fn notice(&self, event: &Event, json: &str);
 }
 
 /// A live subscription: the backlog events asked for, the receiver, and
@@ -111,6 +116,18 @@ impl EventBus {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BusState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands a kill's first word ([`EventBody::KillSeen`]) to the
+    /// [`Immediate`] receivers at once, before the kill is explained and
+    /// published. Not part of the stream: no seq, no backlog, no durable
+    /// store, no broadcast (alerts and shipping take the kill itself).
+    pub fn notice(&self, event: &Event) {
+        let Some(immediate) = self.immediate.get() else { return };
+        match serde_json::to_string(event) {
+            Ok(json) => immediate.notice(event, &json),
+            Err(e) => log::debug!("event bus: a kill's first word could not be written: {e}"),
+        }
     }
 
     pub fn publish(&self, event: Event) -> Arc<Published> {
@@ -283,6 +300,46 @@ mod tests {
             other => panic!("expected lag, got {other:?}"),
         }
         assert_eq!(rx.recv().await.unwrap().event.seq, 7);
+    }
+
+    /// A kill's first word goes to the immediate receivers only: no seq,
+    /// no backlog, no broadcast, nothing for the durable store.
+    #[test]
+    fn a_first_word_is_handed_over_and_kept_nowhere() {
+        #[derive(Default)]
+        struct Seen(Mutex<Vec<String>>);
+        impl Immediate for Seen {
+            fn deliver(&self, published: &Published, _: u64) {
+                self.0.lock().unwrap().push(published.json.clone());
+            }
+            fn notice(&self, event: &Event, json: &str) {
+                assert_eq!(event.seq, 0);
+                self.0.lock().unwrap().push(json.to_owned());
+            }
+        }
+        let bus = EventBus::new(8, 8);
+        let seen = Arc::new(Seen::default());
+        bus.set_immediate(seen.clone());
+        let (_, mut rx) = bus.subscribe(|_| true);
+        let mut first_word = kill(1);
+        first_word.body = EventBody::KillSeen(crate::wire::KillNotice {
+            victim: crate::wire::Victim { pid: 1, ..Default::default() },
+            trigger: Default::default(),
+            attribution: crate::wire::Attribution::Exact,
+            cgroup_id: None,
+            workload: Default::default(),
+            main_process: None,
+        });
+        bus.notice(&first_word);
+        bus.publish(kill(1));
+        let seen = seen.0.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].starts_with(r#"{"kind":"kill_seen","victim":{"pid":1}"#) && seen[0].contains(r#""seq":0"#), "{}", seen[0]);
+        assert!(seen[1].contains(r#""kind":"oom_kill""#) && seen[1].contains(r#""seq":1"#), "{}", seen[1]);
+        let (past, _) = bus.subscribe(|_| true);
+        assert_eq!(past.len(), 1, "only the kill is in the backlog");
+        assert_eq!(rx.try_recv().unwrap().event.seq, 1, "broadcast subscribers (alerts, shipping) get the kill only");
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]

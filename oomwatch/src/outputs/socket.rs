@@ -516,8 +516,13 @@ impl TailFilter {
 
     pub fn keep(&self, e: &Event) -> bool {
         let kind = e.body.kind();
-        kind == EventKind::Lagged
-            || (self.kinds.as_ref().is_none_or(|k| k.contains(&kind)) && self.cgroup.as_ref().is_none_or(|g| g.matches(&e.cgroup)))
+        // A kill's first word goes only to a client that names it: one
+        // that takes every kind would get each kill twice.
+        let asked = match &self.kinds {
+            None => kind != EventKind::KillSeen,
+            Some(k) => k.contains(&kind),
+        };
+        kind == EventKind::Lagged || (asked && self.cgroup.as_ref().is_none_or(|g| g.matches(&e.cgroup)))
     }
 
     /// The journal query's `kinds`; None when no stored event can match.
@@ -710,6 +715,22 @@ mod tests {
         assert!(!newer.keep(&kill("/a")), "a kind this daemon does not know matches nothing, not everything");
         assert_eq!(newer.query_kinds(), None);
         assert!(newer.keep(&lagged), "lag notices always pass");
+        let first_word = Event::new(
+            EventBody::KillSeen(crate::wire::KillNotice {
+                victim: Default::default(),
+                trigger: Default::default(),
+                attribution: crate::wire::Attribution::Exact,
+                cgroup_id: None,
+                workload: Default::default(),
+                main_process: None,
+            }),
+            String::new(),
+            "/pods/a".into(),
+            None,
+        );
+        assert!(!all.keep(&first_word), "a kill's first word only to those that name it");
+        assert!(!kills_in_pods.keep(&first_word));
+        assert!(TailFilter::of_request(&request(&["kill_seen"], Some("/pods/*"))).keep(&first_word));
         let bad_glob = TailFilter::of_request(&request(&[], Some("/pods/[")));
         assert!(bad_glob.keep(&kill("/x")), "a glob that does not parse is not applied");
     }

@@ -20,6 +20,7 @@ use std::{
 
 use crate::{
     model::bus::{Immediate, Published},
+    wire::Event,
     outputs::socket::TailFilter,
 };
 
@@ -92,6 +93,15 @@ impl Immediate for Lanes {
             lane.offer(&line, published, previous);
         }
     }
+
+    fn notice(&self, event: &Event, json: &str) {
+        let lanes = self.lock();
+        let mut line = None;
+        for lane in lanes.iter().filter(|l| l.filter.keep(event)) {
+            let line = line.get_or_insert_with(|| [json.as_bytes(), b"\n"].concat());
+            lane.slip_in(line);
+        }
+    }
 }
 
 impl Lane {
@@ -114,21 +124,41 @@ impl Lane {
             state.through_seq = seq;
             return;
         }
-        // SAFETY: send(2) on a descriptor this lane owns, from a buffer of
-        // `line.len()` valid bytes; MSG_DONTWAIT: a full socket returns at once.
-        let sent = unsafe {
-            libc::send(self.fd.as_raw_fd(), line.as_ptr().cast(), line.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
-        };
         // Full or gone: the task writes it (and sees the error).
-        let Ok(sent) = usize::try_from(sent) else { return };
-        if sent == 0 {
-            return;
-        }
+        let Some(sent) = self.send(line) else { return };
         state.through_seq = seq;
         if sent < line.len() {
             state.rest = line[sent..].to_vec();
             state.idle = false;
         }
+    }
+}
+
+impl Lane {
+    /// Writes `line` (outside the stream: no seq) when the task is idle;
+    /// never waits. A short write leaves the rest to the task, which
+    /// writes it before the next event (the kill, a moment later).
+    fn slip_in(&self, line: &[u8]) {
+        let Ok(mut state) = self.state.try_lock() else { return };
+        if !state.idle {
+            return;
+        }
+        let Some(sent) = self.send(line) else { return };
+        if sent < line.len() {
+            state.rest = line[sent..].to_vec();
+            state.idle = false;
+        }
+    }
+
+    /// send(2) without waiting: the bytes sent, None when none were (a
+    /// full socket or a client gone: the task finds out itself).
+    fn send(&self, line: &[u8]) -> Option<usize> {
+        // SAFETY: send(2) on a descriptor this lane owns, from a buffer of
+        // `line.len()` valid bytes; MSG_DONTWAIT: a full socket returns at once.
+        let sent = unsafe {
+            libc::send(self.fd.as_raw_fd(), line.as_ptr().cast(), line.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        usize::try_from(sent).ok().filter(|&n| n > 0)
     }
 }
 
@@ -235,5 +265,48 @@ mod tests {
         lanes.deliver(&kill(5, "/pods/b"), 4);
         assert_eq!(pending(&mut client), "{\"kill\":2}\n{\"kill\":5}\n");
         assert_eq!(lane.take_over().through_seq, 5, "passed over, and given");
+    }
+
+    /// A kill's first word goes to an idle client that named it, outside
+    /// the stream: the seq the bus expects next is untouched, so the kill
+    /// itself still follows on.
+    #[test]
+    fn a_first_word_reaches_only_idle_clients_that_asked_and_leaves_the_order_alone() {
+        use crate::wire::{Event, EventBody, EventKind, KillNotice, Victim};
+        let notice = Event::new(
+            EventBody::KillSeen(KillNotice {
+                victim: Victim { pid: 9, ..Default::default() },
+                trigger: Default::default(),
+                attribution: crate::wire::Attribution::Exact,
+                cgroup_id: None,
+                workload: Default::default(),
+                main_process: None,
+            }),
+            "t".into(),
+            "/pods/a".into(),
+            None,
+        );
+        let lanes = Arc::new(Lanes::default());
+        let open = |kinds: Option<Vec<EventKind>>| {
+            let (daemon_end, client) = UnixStream::pair().unwrap();
+            let lane = lanes.open(daemon_end.as_fd(), 1, Arc::new(TailFilter { kinds, cgroup: None })).unwrap();
+            (lane, client)
+        };
+        let (asked, mut asked_client) = open(Some(vec![EventKind::KillSeen, EventKind::OomKill]));
+        let (every_kind, mut every_kind_client) = open(None);
+        let (busy, mut busy_client) = open(Some(vec![EventKind::KillSeen]));
+        asked.hand_back(1, || true);
+        every_kind.hand_back(1, || true);
+
+        lanes.notice(&notice, "{\"first\":9}");
+        assert_eq!(pending(&mut asked_client), "{\"first\":9}\n");
+        assert_eq!(pending(&mut every_kind_client), "", "a client that takes every kind gets each kill once");
+        assert_eq!(pending(&mut busy_client), "", "a client whose task is awake is left to it");
+        drop(busy);
+
+        lanes.deliver(&published(2), 1);
+        assert_eq!(pending(&mut asked_client), "{\"seq\":2}\n", "the first word took no place in the order");
+        assert_eq!(asked.take_over().through_seq, 2);
+        assert_eq!(pending(&mut every_kind_client), "{\"seq\":2}\n");
     }
 }

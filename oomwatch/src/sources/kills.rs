@@ -33,7 +33,7 @@ use crate::{
         CgroupLayout, CgroupVersion, Hierarchy, ProcCgroup, read_limit, read_limit_hits, read_usage,
         runtime::{MainProcess, main_process},
     },
-    wire::{Constraint, Event, EventBody, IncidentRef, IncidentVictim, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
+    wire::{Constraint, Event, EventBody, IncidentRef, IncidentVictim, KillNotice, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
 };
 
 /// The file a memory cgroup's limit is set in, for the `why` of a kill.
@@ -86,19 +86,8 @@ impl KillExplainer {
         let proc = self.victim_cgroup_needs_proc(r).then(|| self.read_victim_proc(r.victim_pid, &mut files));
         let has = |bit| r.present & bit != 0;
         let victim = victim_of(r);
-        let trigger_cgroup = if has(victim_field::TRIGGER_MEMCG) {
-            self.resolver.resolve(Hierarchy::Memory, r.trigger_memcg_id)
-        } else {
-            self.resolver.resolve(Hierarchy::Unified, r.trigger_cgroup_id)
-        };
-        let trigger = Trigger {
-            pid: r.trigger_tgid,
-            tid: r.trigger_pid,
-            comm: comm_str(&r.trigger_comm),
-            cgroup: trigger_cgroup.clone(),
-        };
-
-        let found = self.victim_cgroup(r, trigger_cgroup.as_deref(), proc, &mut files);
+        let trigger = self.trigger_of(r);
+        let found = self.victim_cgroup(r, trigger.cgroup.as_deref(), proc, &mut files);
         let (cgroup_id, attribution, cgroup_from) = (found.id, found.attribution, found.from);
         let chain = memcg_chain(r, page_size());
         let cgroup = found.path.unwrap_or_else(|| "unknown".to_owned());
@@ -199,18 +188,8 @@ impl KillExplainer {
     /// task was read, else from /proc (`proc`, read first thing) or the
     /// kernel's oom_kill counters, or its report (`sources::victim_cgroup`).
     fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>, proc: Option<ProcCgroup>, files: &mut FileReads) -> VictimCgroup {
-        if r.present & victim_field::TASK != 0
-            && r.victim_memcg_id != 0
-            && let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id)
-        {
-            return VictimCgroup::exact(path, r.victim_memcg_id);
-        }
-        // The victim is the trigger's own process: its memcg was read exactly.
-        if r.present & victim_field::TRIGGER_MEMCG != 0
-            && r.victim_pid == r.trigger_tgid
-            && let Some(path) = trigger_cgroup
-        {
-            return VictimCgroup::exact(path.to_owned(), r.trigger_memcg_id);
+        if let Some(exact) = self.victim_cgroup_from_kernel(r, trigger_cgroup) {
+            return exact;
         }
         let proc = proc.unwrap_or_else(|| self.read_victim_proc(r.victim_pid, files));
         let fallbacks = Fallbacks {
@@ -223,6 +202,50 @@ impl KillExplainer {
             },
         };
         without_the_kernel(fallbacks, &mut files.0)
+    }
+
+    /// The victim's memory cgroup as the kernel program read it, when it
+    /// did: nothing but the resolver's cache (or one handle lookup) is asked.
+    fn victim_cgroup_from_kernel(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>) -> Option<VictimCgroup> {
+        if r.present & victim_field::TASK != 0
+            && r.victim_memcg_id != 0
+            && let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id)
+        {
+            return Some(VictimCgroup::exact(path, r.victim_memcg_id));
+        }
+        // The victim is the trigger's own process: its memcg was read exactly.
+        if r.present & victim_field::TRIGGER_MEMCG != 0
+            && r.victim_pid == r.trigger_tgid
+            && let Some(path) = trigger_cgroup
+        {
+            return Some(VictimCgroup::exact(path.to_owned(), r.trigger_memcg_id));
+        }
+        None
+    }
+
+    fn trigger_of(&self, r: &OomKillRecord) -> Trigger {
+        let cgroup = if r.present & victim_field::TRIGGER_MEMCG != 0 {
+            self.resolver.resolve(Hierarchy::Memory, r.trigger_memcg_id)
+        } else {
+            self.resolver.resolve(Hierarchy::Unified, r.trigger_cgroup_id)
+        };
+        Trigger { pid: r.trigger_tgid, tid: r.trigger_pid, comm: comm_str(&r.trigger_comm), cgroup }
+    }
+
+    /// A kill's first word (`kill_seen`): what the record and the daemon's
+    /// memory tell at once, to be sent before the kill is explained. None
+    /// when the kernel did not read the victim's cgroup: finding it may
+    /// read files or wait for the kernel's report, and then the explained
+    /// kill is the first word.
+    pub fn first_word(&self, r: &OomKillRecord) -> Option<Event> {
+        let trigger = self.trigger_of(r);
+        let found = self.victim_cgroup_from_kernel(r, trigger.cgroup.as_deref())?;
+        let cgroup = found.path?;
+        let victim = victim_of(r);
+        let (workload, init_pid) = self.model.workload(&cgroup);
+        let main_process = is_main_process(init_pid, &victim);
+        let body = EventBody::KillSeen(KillNotice { victim, trigger, attribution: found.attribution, cgroup_id: found.id, workload, main_process });
+        Some(Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns)))
     }
 
     fn read_victim_proc(&self, pid: u32, files: &mut FileReads) -> ProcCgroup {

@@ -69,7 +69,12 @@ impl RecordHandler {
         }
         let event = match record {
             Record::OomKill(r) => {
-                let event = self.kills.explain(&r, Instant::now());
+                let now = Instant::now();
+                // Who died, where, first; explaining it takes longer.
+                if let Some(first_word) = self.kills.first_word(&r) {
+                    self.bus.notice(&first_word);
+                }
+                let event = self.kills.explain(&r, now);
                 self.victims.lock().unwrap_or_else(|e| e.into_inner()).insert(r.victim_pid, event.cgroup.clone());
                 self.counters.events_published.inc();
                 self.bus.publish_kept(event);

@@ -33,6 +33,10 @@ pub enum EventBody {
     /// Boxed: a kill carries its history and victim details (over 600
     /// bytes), and every other event in the backlog would pay for them.
     OomKill(Box<OomKill>),
+    /// The first word of a kill, sent before it is explained: who died,
+    /// where, who triggered it. Live only, to clients that ask for it by
+    /// name; the `oom_kill` of the same victim follows with everything.
+    KillSeen(KillNotice),
     VictimExit(VictimExit),
     /// The kernel's report of a kill was read: the kill (`kill_seq`) now
     /// carries it, and its `why` says more.
@@ -95,6 +99,7 @@ macro_rules! event_kinds {
 
 event_kinds! {
     OomKill => "oom_kill",
+    KillSeen => "kill_seen",
     VictimExit => "victim_exit",
     KillExplained => "kill_explained",
     ReclaimStall => "reclaim_stall",
@@ -244,6 +249,23 @@ impl Workload {
         // A container's scope (`docker-<id>.scope`) names nothing a person knows.
         self.unit.clone().filter(|_| self.container_id.is_none())
     }
+}
+
+/// What is known of a kill the instant its record is read: the fields of
+/// the `oom_kill` to come that need nothing but the record and what the
+/// daemon already holds in memory (same names, same meaning). No seq, not
+/// kept: a heads-up for a person or a pager, not the record of the kill.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct KillNotice {
+    pub victim: Victim,
+    pub trigger: Trigger,
+    pub attribution: Attribution,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_id: Option<u64>,
+    #[serde(default, skip_serializing_if = "Workload::is_empty")]
+    pub workload: Workload,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_process: Option<bool>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

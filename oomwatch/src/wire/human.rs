@@ -37,6 +37,47 @@ pub fn human(e: &Event) -> String {
     text
 }
 
+/// What a kill's first line says, whether it comes from its first word
+/// (`kill_seen`) or its full record: the same line from both, so that
+/// `oomwatch tail` can tell the record adds nothing to it.
+struct KillHead<'a> {
+    victim: &'a super::Victim,
+    trigger: &'a super::Trigger,
+    attribution: Attribution,
+    workload: &'a super::Workload,
+    main_process: Option<bool>,
+    exit_latency_ms: Option<f64>,
+}
+
+fn kill_head(time: &str, cgroup: &str, k: &KillHead<'_>) -> String {
+    let comm = k.victim.comm.as_deref().unwrap_or("?");
+    let rss = k.victim.rss_bytes().map(|b| format!(" rss={}", format_bytes(b))).unwrap_or_default();
+    let trigger = if k.trigger.pid == k.victim.pid {
+        "itself".to_owned()
+    } else {
+        format!(
+            "{} ({}){}",
+            k.trigger.pid,
+            k.trigger.comm,
+            k.trigger.cgroup.as_deref().map(|c| format!(" in {c}")).unwrap_or_default()
+        )
+    };
+    let exit = k.exit_latency_ms.map(|ms| format!(" exited after {ms:.1}ms")).unwrap_or_default();
+    let approx = match k.attribution {
+        Attribution::Exact => "",
+        Attribution::Approximate => " [cgroup approximate]",
+        Attribution::Unknown => " [cgroup unknown]",
+    };
+    // The name people know first, then the path it runs in.
+    let name = k.workload.display_name().map(|n| format!("{n} ")).unwrap_or_default();
+    let kept_running = if k.main_process == Some(false) {
+        " [not the container's main process: the container kept running, and Kubernetes does not report this kill]"
+    } else {
+        ""
+    };
+    format!("{time} OOM-KILL {name}{cgroup} victim={} ({comm}){rss} trigger={trigger}{exit}{approx}{kept_running}", k.victim.pid)
+}
+
 /// The explanation goes on its own line under the event's, indented past
 /// the timestamp.
 const WHY_INDENT: &str = "                        ";
@@ -44,37 +85,22 @@ const WHY_INDENT: &str = "                        ";
 fn line(e: &Event) -> String {
     let time = e.time.get(..23).unwrap_or(&e.time);
     match &e.body {
-        EventBody::OomKill(k) => {
-            let comm = k.victim.comm.as_deref().unwrap_or("?");
-            let rss = k.victim.rss_bytes().map(|b| format!(" rss={}", format_bytes(b))).unwrap_or_default();
-            let trigger = if k.trigger.pid == k.victim.pid {
-                "itself".to_owned()
-            } else {
-                format!(
-                    "{} ({}){}",
-                    k.trigger.pid,
-                    k.trigger.comm,
-                    k.trigger.cgroup.as_deref().map(|c| format!(" in {c}")).unwrap_or_default()
-                )
-            };
-            let exit = k.exit_latency_ms.map(|ms| format!(" exited after {ms:.1}ms")).unwrap_or_default();
-            let approx = match k.attribution {
-                Attribution::Exact => "",
-                Attribution::Approximate => " [cgroup approximate]",
-                Attribution::Unknown => " [cgroup unknown]",
-            };
-            // The name people know first, then the path it runs in.
-            let name = k.workload.display_name().map(|n| format!("{n} ")).unwrap_or_default();
-            let kept_running = if k.main_process == Some(false) {
-                " [not the container's main process: the container kept running, and Kubernetes does not report this kill]"
-            } else {
-                ""
-            };
-            format!(
-                "{time} OOM-KILL {name}{} victim={} ({comm}){rss} trigger={trigger}{exit}{approx}{kept_running}",
-                e.cgroup, k.victim.pid
-            )
-        }
+        EventBody::OomKill(k) => kill_head(time, &e.cgroup, &KillHead {
+            victim: &k.victim,
+            trigger: &k.trigger,
+            attribution: k.attribution,
+            workload: &k.workload,
+            main_process: k.main_process,
+            exit_latency_ms: k.exit_latency_ms,
+        }),
+        EventBody::KillSeen(k) => kill_head(time, &e.cgroup, &KillHead {
+            victim: &k.victim,
+            trigger: &k.trigger,
+            attribution: k.attribution,
+            workload: &k.workload,
+            main_process: k.main_process,
+            exit_latency_ms: None,
+        }),
         EventBody::KillExplained(x) => {
             let r = &x.kernel_report;
             let mut line = format!("{time} REPORT   {} pid={} ({}) kernel report", e.cgroup, x.pid, x.comm);

@@ -2,12 +2,15 @@
 //! timestamp of the kill (`ktime_ns`, CLOCK_MONOTONIC at `oom/mark_victim`)
 //! to receipt by two tail clients of the same daemon:
 //! - a client of the event socket in this process asking for kills, as the
-//!   bpftrace peer prints only kills (`{"op":"tail","kinds":["oom_kill"]}`,
-//!   the NDJSON read directly): the daemon's delivery, the figure with the
-//!   target;
-//! - `oomwatch tail --json --kind oom_kill`, its line read here through a
-//!   pipe: what a person at a terminal sees, one more process and one more
-//!   wakeup later.
+//!   bpftrace peer prints only kills
+//!   (`{"op":"tail","kinds":["kill_seen","oom_kill"]}`, the NDJSON read
+//!   directly): the daemon's delivery, the figure with the target. Timed
+//!   twice: its first line for the victim (the kill's first word,
+//!   `kill_seen`: who died, where, who triggered it, as bpftrace's line
+//!   says who died), and the explained `oom_kill` after it;
+//! - `oomwatch tail --json --kind kill_seen --kind oom_kill`, its first line
+//!   for the victim read here through a pipe: what a person at a terminal
+//!   sees first, one more process and one more wakeup later.
 //!
 //! Peer, same run: a bpftrace one-liner on the same tracepoint printing
 //! `nsecs` (CLOCK_MONOTONIC too), timed the same way, and its RSS.
@@ -29,7 +32,14 @@ const SPACING: Duration = Duration::from_millis(50);
 /// The socket client's request: the daemon then wakes it for kills only,
 /// not for each kill's `victim_exit` and `kill_explained`, which arrive
 /// from threads on the victim's CPU and would move the client there.
-const KILLS_ONLY: &str = r#"{"op":"tail","kinds":["oom_kill"]}"#;
+const KILLS_ONLY: &str = r#"{"op":"tail","kinds":["kill_seen","oom_kill"]}"#;
+/// The same for `oomwatch tail --json`.
+const TAIL_KILLS_ONLY: [&str; 4] = ["--kind", "kill_seen", "--kind", "oom_kill"];
+
+/// A line for `pid`'s kill: its first word or its explained record.
+fn names_kill_of(v: &Value, pid: u32) -> bool {
+    (v["kind"] == "kill_seen" || v["kind"] == "oom_kill") && v["victim"]["pid"] == pid
+}
 const GROUP: &str = "OOM latency";
 pub const BPFTRACE_PROGRAM: &str =
     r#"tracepoint:oom:mark_victim { printf("%d %llu\n", args->pid, nsecs); }"#;
@@ -192,8 +202,13 @@ impl Plan {
 
 /// Latencies in µs, per kill.
 struct Samples {
-    /// Kernel -> the socket client in this process.
+    /// Kernel -> the socket client in this process: the kill's first line.
     ours: Vec<f64>,
+    /// Kernel -> the same client: the explained kill (`oom_kill`).
+    explained: Vec<f64>,
+    /// Kills whose first line at the socket client was the `oom_kill`
+    /// (the daemon sent no `kill_seen`, or it came after).
+    without_first_word: usize,
     /// Kernel -> the line of `oomwatch tail` read here.
     via_cli: Vec<f64>,
     misattributed: usize,
@@ -208,6 +223,8 @@ impl Samples {
     fn collect(ctx: &Ctx, cg: &TestCgroup, plan: &Plan) -> Result<Self> {
         let mut s = Self {
             ours: Vec::with_capacity(plan.kills),
+            explained: Vec::with_capacity(plan.kills),
+            without_first_word: 0,
             via_cli: Vec::with_capacity(plan.kills),
             misattributed: 0,
             daemon_rss: None,
@@ -241,17 +258,27 @@ impl Samples {
     ) -> Result<()> {
         let daemon = Daemon::start(&[]);
         let mut socket = Tail::connect_with(&daemon, KILLS_ONLY);
-        let mut tail = Tail::start(&daemon, &["--kind", "oom_kill"]);
+        let mut tail = Tail::start(&daemon, &TAIL_KILLS_ONLY);
         for i in 0..kills {
             let pid = kill_one(ctx, cg)?;
-            let is_ours = |v: &Value| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid;
-            let (ev, at) = socket
-                .wait_for(Duration::from_secs(10), is_ours)
+            let first_line = |v: &Value| names_kill_of(v, pid);
+            let (first, at) = socket
+                .wait_for(Duration::from_secs(10), first_line)
+                .with_context(|| {
+                    format!("round {round} kill {i}: nothing for pid {pid} on the socket within 10 s")
+                })?;
+            let (ev, explained_at) = socket
+                .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
                 .with_context(|| {
                     format!("round {round} kill {i}: no oom_kill for pid {pid} on the socket within 10 s")
                 })?;
-            let (_, cli_at) = tail.wait_for(Duration::from_secs(10), is_ours).with_context(|| {
-                format!("round {round} kill {i}: no oom_kill for pid {pid} from oomwatch tail within 10 s")
+            if first["kind"] != "kill_seen" {
+                self.without_first_word += 1;
+            } else if first["ktime_ns"] != ev["ktime_ns"] || first["cgroup"] != ev["cgroup"] {
+                bail!("round {round} kill {i}: the first word {first} does not match the kill {ev}");
+            }
+            let (_, cli_at) = tail.wait_for(Duration::from_secs(10), first_line).with_context(|| {
+                format!("round {round} kill {i}: nothing for pid {pid} from oomwatch tail within 10 s")
             })?;
             let ktime = ev["ktime_ns"]
                 .as_u64()
@@ -260,6 +287,7 @@ impl Samples {
                 self.misattributed += 1;
             }
             self.ours.push(at.saturating_sub(ktime) as f64 / 1e3);
+            self.explained.push(explained_at.saturating_sub(ktime) as f64 / 1e3);
             self.via_cli.push(cli_at.saturating_sub(ktime) as f64 / 1e3);
             std::thread::sleep(SPACING);
         }
@@ -273,6 +301,7 @@ impl Samples {
 
 struct Figures {
     ours: Stats,
+    explained: Stats,
     cli: Stats,
     /// Only when bpftrace ran every round.
     peer: Option<Stats>,
@@ -282,6 +311,7 @@ impl Figures {
     fn of(s: &Samples) -> Self {
         Self {
             ours: stats(&s.ours),
+            explained: stats(&s.explained),
             cli: stats(&s.via_cli),
             peer: (!s.peer.is_empty() && s.peer_err.is_none()).then(|| stats(&s.peer)),
         }
@@ -293,6 +323,11 @@ impl Figures {
         println!(
             "oomwatch: {n} kills, kernel -> socket tail client: p50 {:.0} us, p99 {:.0} us, max {:.0} us (min {:.0}, mean {:.0})",
             s.p50, s.p99, s.max, s.min, s.mean
+        );
+        let x = &self.explained;
+        println!(
+            "oomwatch: {n} kills, kernel -> socket tail client, the explained oom_kill: p50 {:.0} us, p99 {:.0} us, max {:.0} us (min {:.0}, mean {:.0}); first line not a kill_seen: {}",
+            x.p50, x.p99, x.max, x.min, x.mean, samples.without_first_word
         );
         println!(
             "oomwatch: {n} kills, kernel -> `oomwatch tail` line read here: p50 {:.0} us, p99 {:.0} us, max {:.0} us (min {:.0}, mean {:.0})",
@@ -355,6 +390,25 @@ fn latency_rows(rep: &mut Report, suffix: &str, samples: &Samples, f: &Figures) 
         .peer(f.peer_txt(s.max, |p| p.max)),
     );
     type Pick = (&'static str, f64, fn(&Stats) -> f64);
+    let x = &f.explained;
+    let picks: [Pick; 2] = [("p50", x.p50, |p| p.p50), ("p99", x.p99, |p| p.p99)];
+    for (label, v, pick) in picks {
+        rep.row(
+            Row::new(
+                g,
+                format!("kernel -> socket tail client, the explained oom_kill {label}{suffix}"),
+                v / 1e3,
+                "ms",
+            )
+            .peer(f.peer_txt(v, pick)),
+        );
+    }
+    rep.row(Row::new(
+        g,
+        format!("kills whose first line was the oom_kill, not a kill_seen{suffix}"),
+        samples.without_first_word as f64,
+        "",
+    ));
     let cli = &f.cli;
     let picks: [Pick; 3] = [
         ("p50", cli.p50, |p| p.p50),
@@ -404,6 +458,9 @@ fn detail(plan: &Plan, samples: &Samples, f: &Figures, breakdown: Option<Value>)
         "limit_bytes": 32 * MIB,
         "oomwatch_us": samples.ours,
         "oomwatch": {"p50_us": s.p50, "p99_us": s.p99, "max_us": s.max, "min_us": s.min, "mean_us": s.mean},
+        "oomwatch_explained_us": samples.explained,
+        "oomwatch_explained": {"p50_us": f.explained.p50, "p99_us": f.explained.p99, "max_us": f.explained.max},
+        "kills_without_first_word": samples.without_first_word,
         "oomwatch_tail_cli_us": samples.via_cli,
         "oomwatch_tail_cli": {"p50_us": cli.p50, "p99_us": cli.p99, "max_us": cli.max, "min_us": cli.min, "mean_us": cli.mean},
         "daemon_rss_mib": samples.daemon_rss,
@@ -479,7 +536,7 @@ tracepoint:sched:sched_wakeup { if (@mark && nsecs - @mark < 50000000 && strncmp
 
 fn breakdown(ctx: &Ctx, cg: &TestCgroup, n: usize, rep: &mut Report) -> Result<Value> {
     let daemon = Daemon::start(&[]);
-    let mut tail = Tail::start(&daemon, &["--kind", "oom_kill"]);
+    let mut tail = Tail::start(&daemon, &TAIL_KILLS_ONLY);
     let trace = BpftraceLines::start(&[
         "-e",
         BREAKDOWN_SCRIPT,
@@ -511,10 +568,8 @@ fn traced_kills(ctx: &Ctx, cg: &TestCgroup, n: usize, tail: &mut Tail) -> Result
     for i in 0..n {
         let pid = kill_one(ctx, cg)?;
         let (ev, at) = tail
-            .wait_for(Duration::from_secs(10), |v| {
-                v["kind"] == "oom_kill" && v["victim"]["pid"] == pid
-            })
-            .with_context(|| format!("breakdown kill {i}: no oom_kill for pid {pid}"))?;
+            .wait_for(Duration::from_secs(10), |v| names_kill_of(v, pid))
+            .with_context(|| format!("breakdown kill {i}: nothing for pid {pid}"))?;
         received.push(Received {
             victim: pid,
             ktime: ev["ktime_ns"].as_u64().unwrap_or(0),
@@ -601,7 +656,7 @@ impl Breakdown {
         }
         rep.row(Row::new(
             g,
-            "cgroup files opened by the daemon per kill, before sending",
+            "cgroup files opened by the daemon per kill, before its first line",
             stats(&self.opens).p50,
             "",
         ));
@@ -692,7 +747,7 @@ fn segment_label(key: &str) -> &'static str {
         "1b wake: woken -> epoll_wait returns" => {
             "  of which: woken -> running (run queue, preemption)"
         }
-        "2 daemon" => "daemon: ring buffer -> event sent on the socket",
+        "2 daemon" => "daemon: ring buffer -> first line sent on the socket",
         "2a daemon: ring buffer -> first cgroup file open" => "  of which: decode, resolve, model",
         "2b daemon: cgroup file opens (first -> last)" => {
             "  of which: limit verdict, cgroup files opened"
