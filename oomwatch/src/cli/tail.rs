@@ -81,6 +81,17 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The fields of an event line every line is read for; the rest is
+/// skipped unread.
+#[derive(serde::Deserialize)]
+struct EventHead {
+    kind: String,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    cgroup: String,
+}
+
 /// What this client has shown so far.
 #[derive(Default)]
 struct Progress {
@@ -147,35 +158,40 @@ fn follow(
     // reading): read below and reported.
     let _ = writeln!(stream, "{}", serde_json::to_string(request).unwrap_or_default());
     let reader = BufReader::new(stream.try_clone()?);
+    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     for line in reader.lines() {
         let Ok(line) = line else { break };
-        if let Some(why) = crate::outputs::socket::refusal_reason(&line) {
-            bail!("{}: the daemon refused this client: {why}", args.socket.display());
-        }
-        let event: Event = match serde_json::from_str(&line) {
-            Ok(e) => e,
-            Err(_) => {
-                // Kinds newer than this client: pass JSON through, skip in text.
-                if args.json && args.kind.is_empty() {
-                    writeln!(out, "{line}")?;
-                }
-                continue;
+        // What every line needs (kind, seq, cgroup), read without building
+        // the event: `--json` prints the line as it came.
+        let head = serde_json::from_str::<EventHead>(&line).ok().and_then(|h| Some((EventKind::from_name(&h.kind)?, h)));
+        let Some((kind, head)) = head else {
+            // A refusal (`"kind":"error"`) is no event.
+            if let Some(why) = crate::outputs::socket::refusal_reason(&line) {
+                bail!("{}: the daemon refused this client: {why}", args.socket.display());
             }
+            // Kinds newer than this client: pass JSON through, skip in text.
+            if args.json && args.kind.is_empty() {
+                writeln!(out, "{line}")?;
+                out.flush()?;
+            }
+            continue;
         };
-        progress.last_seq = progress.last_seq.max(event.seq);
-        if !filter.keep(&event) {
+        progress.last_seq = progress.last_seq.max(head.seq);
+        if !filter.keep_kind_in(kind, &head.cgroup) {
             continue;
         }
         if args.json {
             writeln!(out, "{line}")?;
         } else {
+            // A body this client cannot read is skipped, as a newer kind is.
+            let Ok(event) = serde_json::from_str::<Event>(&line) else { continue };
             let text = progress.text(&event);
             if !text.is_empty() {
                 writeln!(out, "{text}")?;
             }
             // The kill's last minute under its why: bars on a terminal.
             if let EventBody::OomKill(k) = &event.body
-                && let Some(usage) = kill_usage_line(k, std::io::IsTerminal::is_terminal(&std::io::stdout()), "                        ")
+                && let Some(usage) = kill_usage_line(k, on_terminal, "                        ")
             {
                 writeln!(out, "{usage}")?;
             }
@@ -183,8 +199,8 @@ fn follow(
         out.flush()?;
         // A kill's first word asked for on the user's behalf is not an
         // event of its own: `--count` counts the kill once, by its record.
-        let implicit = matches!(event.body, EventBody::KillSeen(_)) && !args.kind.iter().any(|k| k == EventKind::KillSeen.as_str());
-        if !matches!(event.body, EventBody::Lagged { .. }) && !implicit {
+        let implicit = kind == EventKind::KillSeen && !args.kind.iter().any(|k| k == EventKind::KillSeen.as_str());
+        if kind != EventKind::Lagged && !implicit {
             progress.shown += 1;
             if args.count.is_some_and(|c| progress.shown >= c) {
                 return Ok(None);

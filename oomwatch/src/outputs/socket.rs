@@ -515,14 +515,18 @@ impl TailFilter {
     }
 
     pub fn keep(&self, e: &Event) -> bool {
-        let kind = e.body.kind();
+        self.keep_kind_in(e.body.kind(), &e.cgroup)
+    }
+
+    /// [`TailFilter::keep`] for an event of `kind` in `cgroup`.
+    pub fn keep_kind_in(&self, kind: EventKind, cgroup: &str) -> bool {
         // A kill's first word goes only to a client that names it: one
         // that takes every kind would get each kill twice.
         let asked = match &self.kinds {
             None => kind != EventKind::KillSeen,
             Some(k) => k.contains(&kind),
         };
-        kind == EventKind::Lagged || (asked && self.cgroup.as_ref().is_none_or(|g| g.matches(&e.cgroup)))
+        kind == EventKind::Lagged || (asked && self.cgroup.as_ref().is_none_or(|g| g.matches(cgroup)))
     }
 
     /// The journal query's `kinds`; None when no stored event can match.

@@ -531,6 +531,7 @@ tracepoint:syscalls:sys_enter_sendto /pid == $1/ { if (@mark && nsecs - @mark < 
 tracepoint:syscalls:sys_enter_write /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_writev /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_write /pid == $2/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu TAIL %d\n", nsecs, tid); } }
+tracepoint:sched:sched_switch /args->next_pid == $2/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu TAILRUN %d\n", nsecs, args->next_pid); } }
 tracepoint:sched:sched_wakeup { if (@mark && nsecs - @mark < 50000000 && strncmp(args->comm, "oomwatch", 8) == 0) { printf("%llu WAKEUP %d\n", nsecs, args->pid); } }
 "#;
 
@@ -730,6 +731,11 @@ fn follow(
     seg.push(("3 tail", us(ts(s), ts(t))));
     if let Some(wu) = rfind(s, t, "WAKEUP", tail_pid) {
         seg.push(("3a tail: woken -> line written", us(ts(wu), ts(t))));
+        // Split: waiting for a CPU, then its own work (read, parse, write).
+        if let Some(run) = find(wu, t, "TAILRUN") {
+            seg.push(("3b tail: woken -> on a CPU", us(ts(wu), ts(run))));
+            seg.push(("3c tail: on a CPU -> line written", us(ts(run), ts(t))));
+        }
     }
     seg.push(("4 pipe", us(ts(t), r.at)));
     seg.push(("5 total", us(r.ktime, r.at)));
@@ -756,6 +762,10 @@ fn segment_label(key: &str) -> &'static str {
         "3 tail" => "socket -> oomwatch tail writes the line",
         "3a tail: woken -> line written" => {
             "  of which: tail woken -> line written (run queue, parse, write)"
+        }
+        "3b tail: woken -> on a CPU" => "    of which: run queue (woken -> on a CPU)",
+        "3c tail: on a CPU -> line written" => {
+            "    of which: on a CPU -> line written (read, parse, write)"
         }
         "4 pipe" => "tail stdout -> read by this client",
         _ => "total, kernel -> this client (traced run)",
