@@ -57,11 +57,14 @@ fn without_btf_the_daemon_runs_and_says_attribution_is_approximate() {
     let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux"]);
     let log = daemon.log_text();
     assert!(log.contains("/nonexistent/vmlinux") && log.contains("approximately"), "{log}");
-    let mut tail = Tail::start(&daemon, &[]);
+    let mut tail = Tail::start(&daemon, &["--kind", "kill_seen", "--kind", "oom_kill"]);
     daemon.wait_tracked(&cg.path, Duration::from_secs(30));
     let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
     hog.wait_timeout(Duration::from_secs(30)).expect("killed");
     let (kill, _) = tail.wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == hog.pid()).expect("kill event");
+    // A first word only where the kernel named the victim's cgroup: here
+    // /proc is read first, and the kill is the first line.
+    assert!(tail.seen.iter().all(|(v, _)| v["kind"] != "kill_seen"), "{:?}", tail.seen);
     assert_eq!(kill["attribution"], "approximate", "{kill}");
     assert_eq!(kill["cgroup"], cg.path.as_str(), "still the right cgroup, from /proc");
     // From /proc when read before the victim began exiting, else from the

@@ -20,8 +20,8 @@ use std::{
 
 use crate::{
     model::bus::{Immediate, Published},
-    wire::Event,
     outputs::socket::TailFilter,
+    wire::Event,
 };
 
 /// Every tail client's lane.
@@ -132,9 +132,7 @@ impl Lane {
             state.idle = false;
         }
     }
-}
 
-impl Lane {
     /// Writes `line` (outside the stream: no seq) when the task is idle;
     /// never waits. A short write leaves the rest to the task, which
     /// writes it before the next event (the kill, a moment later).

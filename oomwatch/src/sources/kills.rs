@@ -238,6 +238,10 @@ impl KillExplainer {
     /// read files or wait for the kernel's report, and then the explained
     /// kill is the first word.
     pub fn first_word(&self, r: &OomKillRecord) -> Option<Event> {
+        // The victim's /proc is read first thing then, before it exits.
+        if self.victim_cgroup_needs_proc(r) {
+            return None;
+        }
         let trigger = self.trigger_of(r);
         let found = self.victim_cgroup_from_kernel(r, trigger.cgroup.as_deref())?;
         let cgroup = found.path?;
