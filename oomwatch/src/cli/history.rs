@@ -56,11 +56,13 @@ pub fn main(args: HistoryArgs) -> anyhow::Result<ExitCode> {
 fn parse_kinds(names: &[String]) -> anyhow::Result<Vec<EventKind>> {
     names
         .iter()
-        .map(|k| {
-            EventKind::from_name(k).ok_or_else(|| {
-                let all: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
-                anyhow::anyhow!("--kind: unknown kind '{k}' (expected one of: {})", all.join(", "))
-            })
+        .map(|k| match EventKind::from_name(k) {
+            Some(kind) if kind.is_kept() => Ok(kind),
+            Some(kind) => bail!("--kind: {kind} is sent live only and never kept; follow it with `oomwatch tail --kind {kind}`"),
+            None => {
+                let kept: Vec<&str> = EventKind::ALL.iter().filter(|k| k.is_kept()).map(|k| k.as_str()).collect();
+                bail!("--kind: unknown kind '{k}' (expected one of: {})", kept.join(", "))
+            }
         })
         .collect()
 }
@@ -134,6 +136,15 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn kinds_are_those_the_journal_keeps() {
+        assert_eq!(parse_kinds(&["oom_kill".into(), "alert".into()]).unwrap(), vec![EventKind::OomKill, EventKind::Alert]);
+        let live = parse_kinds(&["kill_seen".into()]).unwrap_err().to_string();
+        assert!(live.starts_with("--kind: kill_seen is sent live only") && live.contains("oomwatch tail --kind kill_seen"), "{live}");
+        let unknown = parse_kinds(&["nope".into()]).unwrap_err().to_string();
+        assert!(unknown.contains("'nope'") && unknown.contains("oom_kill") && !unknown.contains("kill_seen"), "{unknown}");
+    }
 
     #[test]
     fn times_are_durations_ago_or_rfc3339() {

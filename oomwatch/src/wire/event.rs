@@ -111,6 +111,14 @@ event_kinds! {
     Lagged => "lagged",
 }
 
+impl EventKind {
+    /// Whether events of this kind are kept (journal, history, shipping):
+    /// all but a kill's first word, which is live only.
+    pub fn is_kept(self) -> bool {
+        self != EventKind::KillSeen
+    }
+}
+
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
