@@ -64,6 +64,9 @@ pub trait Immediate: Send + Sync {
     /// outside the stream's order: it has no seq and is kept nowhere.
     /// Must not block.
     fn notice(&self, event: &Event, json: &str);
+    /// Whether any receiver asks for kills' first words: none are built
+    /// for nobody.
+    fn wants_first_words(&self) -> bool;
 }
 
 /// A live subscription: the backlog events asked for, the receiver, and
@@ -122,6 +125,11 @@ impl EventBus {
     /// [`Immediate`] receivers at once, before the kill is explained and
     /// published. Not part of the stream: no seq, no backlog, no durable
     /// store, no broadcast (alerts and shipping take the kill itself).
+    /// Whether a kill's first word would reach anyone ([`EventBus::notice`]).
+    pub fn wants_first_words(&self) -> bool {
+        self.immediate.get().is_some_and(|i| i.wants_first_words())
+    }
+
     pub fn notice(&self, event: &Event) {
         let Some(immediate) = self.immediate.get() else { return };
         match serde_json::to_string(event) {
@@ -315,6 +323,9 @@ mod tests {
             fn notice(&self, event: &Event, json: &str) {
                 assert_eq!(event.seq, 0);
                 self.0.lock().unwrap().push(json.to_owned());
+            }
+            fn wants_first_words(&self) -> bool {
+                true
             }
         }
         let bus = EventBus::new(8, 8);

@@ -102,6 +102,10 @@ impl Immediate for Lanes {
             lane.slip_in(line);
         }
     }
+
+    fn wants_first_words(&self) -> bool {
+        self.lock().iter().any(|l| l.filter.kinds.as_ref().is_some_and(|k| k.contains(&crate::wire::EventKind::KillSeen)))
+    }
 }
 
 impl Lane {
@@ -290,7 +294,11 @@ mod tests {
             let lane = lanes.open(daemon_end.as_fd(), 1, Arc::new(TailFilter { kinds, cgroup: None })).unwrap();
             (lane, client)
         };
+        let (every_kind_first, _) = open(None);
+        assert!(!lanes.wants_first_words(), "no first word is built for nobody");
+        drop(every_kind_first);
         let (asked, mut asked_client) = open(Some(vec![EventKind::KillSeen, EventKind::OomKill]));
+        assert!(lanes.wants_first_words());
         let (every_kind, mut every_kind_client) = open(None);
         let (busy, mut busy_client) = open(Some(vec![EventKind::KillSeen]));
         asked.hand_back(1, || true);

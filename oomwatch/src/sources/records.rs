@@ -71,7 +71,9 @@ impl RecordHandler {
             Record::OomKill(r) => {
                 let now = Instant::now();
                 // Who died, where, first; explaining it takes longer.
-                if let Some(first_word) = self.kills.first_word(&r) {
+                if self.bus.wants_first_words()
+                    && let Some(first_word) = self.kills.first_word(&r)
+                {
                     self.bus.notice(&first_word);
                 }
                 let event = self.kills.explain(&r, now);
