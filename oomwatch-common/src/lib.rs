@@ -9,6 +9,7 @@
 //! - [`reclaim`]: reclaim stalls and the per-thread stall ledger;
 //! - [`tracepoint`]: tracepoint field layouts from tracefs format files;
 //! - [`offsets`]: kernel struct offsets from BTF;
+//! - [`usage`]: the usage walk's slots (a BPF cgroup iterator);
 //! - [`counters`]: the per-CPU counters (losses, full maps, program errors);
 //! - [`names`]: map, global and program names in the eBPF object.
 //!
@@ -27,6 +28,7 @@ pub mod offsets;
 pub mod oom;
 pub mod reclaim;
 pub mod tracepoint;
+pub mod usage;
 
 /// Length of a kernel task name (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
@@ -52,4 +54,6 @@ mod user {
     unsafe impl aya::Pod for crate::reclaim::StallSettings {}
     // SAFETY: as above.
     unsafe impl aya::Pod for crate::reclaim::ThreadStalls {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for crate::usage::UsageSlot {}
 }

@@ -21,6 +21,12 @@ pub mod map {
     pub const RECLAIM_THREADS: &str = "RECLAIM_THREADS";
     /// Per-cgroup rate limit of stall records.
     pub const STALL_RATE: &str = "STALL_RATE";
+    /// The sampler's cgroups on the usage walk: cgroup id -> slot in
+    /// [`USAGES`].
+    pub const USAGE_SLOTS: &str = "USAGE_SLOTS";
+    /// What the usage walk read, one [`crate::usage::UsageSlot`] per slot;
+    /// memory-mapped by the daemon.
+    pub const USAGES: &str = "USAGES";
 }
 
 /// Read-only globals the loader sets before loading (`override_global`).
@@ -58,9 +64,10 @@ pub mod program {
     pub const MEMSTALL_LEAVE_FENTRY: Program = Program { index: 9, name: "psi_leave_fe" };
     pub const MEMSTALL_ENTER_KPROBE: Program = Program { index: 10, name: "psi_enter_kp" };
     pub const MEMSTALL_LEAVE_KPROBE: Program = Program { index: 11, name: "psi_leave_kp" };
+    pub const CGROUP_USAGE: Program = Program { index: 12, name: "cgroup_usage" };
 
     /// In index order.
-    pub const ALL: [Program; 12] = [
+    pub const ALL: [Program; 13] = [
         MARK_VICTIM,
         MARK_VICTIM_TASK,
         OOM_KILL_PROCESS,
@@ -73,6 +80,7 @@ pub mod program {
         MEMSTALL_LEAVE_FENTRY,
         MEMSTALL_ENTER_KPROBE,
         MEMSTALL_LEAVE_KPROBE,
+        CGROUP_USAGE,
     ];
 
     const _: () = {

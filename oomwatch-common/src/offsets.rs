@@ -26,7 +26,9 @@ pub struct KernelOffsets {
     pub css_cgroup: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
-    pub _pad: u32,
+    /// `struct cgroup.subsys[]`: a cgroup's own css per controller (the
+    /// usage walk's `cgroup->subsys[memory_cgrp_id]`).
+    pub cgroup_subsys: u32,
 }
 const _: () = assert!(size_of::<KernelOffsets>() == 48);
 

@@ -1,6 +1,6 @@
 //! Kernel pointers as types, with the reads each supports as methods: a
 //! [`Task`] is a `struct task_struct *`, a [`Css`] a `struct
-//! cgroup_subsys_state *`, a [`Memcg`] a `struct mem_cgroup *`, an
+//! cgroup_subsys_state *`, a [`Cgroup`] a `struct cgroup *`, a [`Memcg`] a `struct mem_cgroup *`, an
 //! [`OomControl`] a `struct oom_control *`. Offsets come from BTF at load
 //! (`KERNEL_OFFSETS`, `MEMCG_OFFSETS`, `OOM_CONTROL_OFFSETS`); without them a read is
 //! [`Absent::Unknown`]. Every read goes through bpf_probe_read_kernel, which
@@ -182,14 +182,36 @@ fn memcg_known() -> Read<()> {
 
 /// `struct cgroup *`.
 #[derive(Clone, Copy)]
-struct Cgroup(u64);
+pub struct Cgroup(u64);
 
 impl Cgroup {
+    /// A cgroup pointer a hook handed over; NULL is no cgroup.
+    #[inline(always)]
+    pub fn from_ptr(ptr: u64) -> Read<Self> {
+        if ptr == 0 { Err(Absent::Failed) } else { Ok(Self(ptr)) }
+    }
+
     /// `cgrp->kn->id`.
     #[inline(always)]
-    fn id(self) -> Read<u64> {
+    pub fn id(self) -> Read<u64> {
+        known()?;
         let kn = read_ptr(self.0, global(&KERNEL_OFFSETS.cgroup_kn))?;
         read_at(kn, global(&KERNEL_OFFSETS.kernfs_node_id))
+    }
+
+    /// `cgrp->subsys[memory_cgrp_id]`: the cgroup's own memory css; `None`
+    /// where the memory controller is not enabled (a v2 cgroup whose parent
+    /// does not delegate it, any cgroup of a v1 hierarchy without it).
+    #[inline(always)]
+    pub fn memory_css(self) -> Read<Option<Css>> {
+        known()?;
+        let subsys = global(&KERNEL_OFFSETS.cgroup_subsys);
+        if subsys == OFFSET_ABSENT {
+            return Err(Absent::Unknown);
+        }
+        let subsys = subsys + 8 * global(&KERNEL_OFFSETS.memory_cgrp_id);
+        let css: u64 = read_at(self.0, subsys)?;
+        Ok((css != 0).then_some(Css(css)))
     }
 }
 

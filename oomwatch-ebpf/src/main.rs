@@ -1,5 +1,5 @@
 //! oomwatch kernel programs. One file per probe family (`oom`, `oom_control`,
-//! `exit`, `reclaim`, `memstall`), over three shared pieces: `maps` (the maps
+//! `exit`, `reclaim`, `memstall`, and `usage`, the sampler's usage walk), over three shared pieces: `maps` (the maps
 //! and globals), `kptr` (kernel pointers as types, read through BTF
 //! offsets) and `ledger` (the per-thread stall ledger of reclaim and
 //! memstall). Configuration comes in through globals set by the loader
@@ -38,6 +38,7 @@ mod memstall;
 mod oom;
 mod oom_control;
 mod reclaim;
+mod usage;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -17,6 +17,10 @@
 //! under DIR in turn, as the sampler does each tick: each cgroup's kernel
 //! state is cold again by its next read, which costs more than the hot
 //! loop on one file. The per-cgroup figure then comes from that rotation.
+//! The same cgroups are then read by the usage walk (a BPF cgroup
+//! iterator, `kernel::usage_walk`), as the daemon reads them where the
+//! kernel has one: the cost of one walk, per cgroup it reads, and how many
+//! of its values differ from the files'.
 
 use std::{
     path::{Path, PathBuf},
@@ -24,6 +28,7 @@ use std::{
 };
 
 use oomwatch::{
+    kernel::loader::{self, LoadOptions},
     readers::{CgroupPoller, CgroupVersion, detect, own_memory_cgroup, read_events, read_memory, read_usage},
     sources::sampler::SamplerConfig,
 };
@@ -82,8 +87,14 @@ fn main() {
 
     // The sampler's real pattern: each cgroup once per tick, in turn, so the
     // kernel structures of one cgroup are cold again by its next read.
-    let rotation = arg(&args, "--parent")
-        .map(|parent| rotation(Path::new(parent), arg(&args, "--prefix").unwrap_or(""), v));
+    let rotation = arg(&args, "--parent").map(|parent| {
+        rotation(
+            Path::new(parent),
+            arg(&args, "--prefix").unwrap_or(""),
+            v,
+            &layout.memory_root,
+        )
+    });
 
     let cfg = SamplerConfig::default();
     let ticks_per_full = cfg.full_every.as_secs_f64() / cfg.interval.as_secs_f64();
@@ -120,6 +131,15 @@ fn main() {
             "cgroups": r.cgroups,
             "rounds": r.rounds,
             "us_per_call": {"poller_usage": r.usage, "poller_events": r.events, "read_memory": r.memory},
+            "walk": r.walk.as_ref().map(|w| match w {
+                Ok(w) => serde_json::json!({
+                    "us_per_walk": w.us_per_walk,
+                    "us_per_cgroup": w.us_per_walk / r.cgroups.max(1) as f64,
+                    "cgroups_read": w.read,
+                    "differ_from_files": w.differ,
+                }),
+                Err(e) => serde_json::json!({ "error": e }),
+            }),
         })),
     });
     println!("{out}");
@@ -131,11 +151,52 @@ struct Rotation {
     usage: f64,
     events: f64,
     memory: f64,
+    /// `None` without privileges to load programs.
+    walk: Option<Result<WalkCost, String>>,
+}
+
+struct WalkCost {
+    us_per_walk: f64,
+    /// Cgroups of the rotation the walk gave a value for.
+    read: usize,
+    /// Values that differ from the cgroup's file read right after.
+    differ: usize,
+}
+
+/// The rotation's cgroups read by the usage walk, as the daemon does.
+fn walk_cost(dirs: &[PathBuf], pollers: &[CgroupPoller], root: &Path, rounds: u32) -> Result<WalkCost, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let opts = LoadOptions {
+        usage_walk_root: Some(root.to_path_buf()),
+        usage_walk_cgroups: dirs.len() as u32 + 1,
+        ..LoadOptions::default()
+    };
+    let mut probes = loader::load(&opts).map_err(|e| e.to_string())?;
+    let mut walk = probes
+        .take_usage_walk()
+        .ok_or("probe cgroup_usage_walk was skipped (oomwatch check says why)")??;
+    let slots: Vec<Option<u32>> = dirs
+        .iter()
+        .map(|d| walk.track(std::fs::metadata(d).map(|m| m.ino()).unwrap_or(0)))
+        .collect();
+    walk.run().map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    for _ in 0..rounds {
+        walk.run().map_err(|e| e.to_string())?;
+    }
+    let us_per_walk = t.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    let walked: Vec<Option<u64>> = slots.iter().map(|s| s.and_then(|s| walk.usage_bytes(s))).collect();
+    let differ = walked
+        .iter()
+        .zip(pollers)
+        .filter(|(w, p)| w.is_some() && **w != p.usage().ok().flatten())
+        .count();
+    Ok(WalkCost { us_per_walk, read: walked.iter().flatten().count(), differ })
 }
 
 /// Reads every memory cgroup directory under `parent` whose name starts with
 /// `prefix`, one after the other, as the sampler does each tick.
-fn rotation(parent: &Path, prefix: &str, v: CgroupVersion) -> Rotation {
+fn rotation(parent: &Path, prefix: &str, v: CgroupVersion, memory_root: &Path) -> Rotation {
     raise_nofile_limit();
     let dirs: Vec<PathBuf> = std::fs::read_dir(parent)
         .expect("read --parent")
@@ -148,6 +209,10 @@ fn rotation(parent: &Path, prefix: &str, v: CgroupVersion) -> Rotation {
         "no cgroup named {prefix}* under {}",
         parent.display()
     );
+    let dirs: Vec<PathBuf> = dirs
+        .into_iter()
+        .filter(|d| matches!(CgroupPoller::open(d, v), Ok(Some(_))))
+        .collect();
     let pollers: Vec<CgroupPoller> = dirs
         .iter()
         .filter_map(|d| CgroupPoller::open(d, v).ok().flatten())
@@ -176,12 +241,16 @@ fn rotation(parent: &Path, prefix: &str, v: CgroupVersion) -> Rotation {
             let _ = std::hint::black_box(read_memory(d, v));
         }
     });
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let walk = root.then(|| walk_cost(&dirs, &pollers, memory_root, rounds));
     Rotation {
         cgroups: pollers.len(),
         rounds,
         usage,
         events,
         memory,
+        walk,
     }
 }
 

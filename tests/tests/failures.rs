@@ -76,7 +76,12 @@ fn without_btf_the_daemon_runs_and_says_attribution_is_approximate() {
     assert_eq!(kill["limit_cgroup"], cg.path.as_str(), "{kill}");
     assert_eq!(kill["limit_bytes"], 48 * MIB, "{kill}");
     assert!(kill["unavailable"].as_array().unwrap().iter().any(|u| u.as_str().is_some_and(|s| s.starts_with("victim task"))), "{kill}");
-    assert_eq!(metric_value(&daemon.metrics(), "oomwatch_probe_attached{probe=\"oom_victim_task\"}"), Some(0.0));
+    let metrics = daemon.metrics();
+    assert_eq!(metric_value(&metrics, "oomwatch_probe_attached{probe=\"oom_victim_task\"}"), Some(0.0));
+    // No usage walk without BTF: every cgroup is read from its file.
+    assert_eq!(metric_value(&metrics, "oomwatch_probe_attached{probe=\"cgroup_usage_walk\"}"), Some(0.0));
+    assert_eq!(metric_value(&metrics, "oomwatch_cgroup_usage_reads_total{source=\"walk\"}"), Some(0.0));
+    assert!(metric_value(&metrics, "oomwatch_cgroup_usage_reads_total{source=\"file\"}").is_some_and(|n| n > 0.0), "{metrics}");
     let check = std::process::Command::new(oomwatch_bin()).args(["check", "--btf", "/nonexistent/vmlinux"]).output().unwrap();
     assert!(check.status.success(), "missing BTF is not fatal");
     assert!(String::from_utf8_lossy(&check.stdout).contains("approximate"));

@@ -95,8 +95,9 @@ pub fn main(args: CheckArgs) -> anyhow::Result<ExitCode> {
     checks.host();
     checks.journal(&args.state_dir);
     let function_ids =
-        btf_info.as_ref().map(|b| b.function_ids.as_slice()).map_err(|e| format!("fentry needs BTF ({e})"));
-    checks.attach_trial(&to_attach, may_load, function_ids);
+        btf_info.as_ref().map(|b| b.function_ids.as_slice()).map_err(|e| format!("needs BTF ({e})"));
+    let memory_root = layout::detect(Path::new("/proc")).ok().map(|l| l.memory_root);
+    checks.attach_trial(&to_attach, may_load, function_ids, memory_root.as_deref());
     checks.report(args.json)
 }
 
@@ -148,7 +149,7 @@ impl Checks {
     }
 
     fn btf(&mut self, path: &Path) -> Result<btf::KernelBtfInfo, btf::BtfError> {
-        let info = btf::load(path, &loader::fentry_functions());
+        let info = btf::load(path, &loader::btf_functions());
         let detail = match &info {
             Ok(_) => format!("{}: struct offsets found; exact memory-cgroup attribution", path.display()),
             Err(e) => format!("{e}; attribution falls back to /proc (approximate)"),
@@ -180,7 +181,8 @@ impl Checks {
     }
 
     /// One line per probe; the ones only an attach attempt can decide
-    /// (kprobes, fentry) are returned for [`Checks::attach_trial`].
+    /// (kprobes, fentry, the cgroup iterator) are returned for
+    /// [`Checks::attach_trial`].
     fn probes(&mut self, tracefs_root: Option<&Path>, btf_info: Result<&btf::KernelBtfInfo, &btf::BtfError>) -> Vec<&'static loader::ProbeSpec> {
         let mut to_attach = Vec::new();
         for spec in PROBES {
@@ -198,7 +200,7 @@ impl Checks {
                     Ok(_) => (false, format!("{} passes only a pid (needs 6.8+); cost: {}", spec.hook, spec.cost)),
                     Err(_) => (false, format!("needs BTF; cost: {}", spec.cost)),
                 },
-                (Hook::KProbe { .. } | Hook::FEntry { .. }, _) => {
+                (Hook::KProbe { .. } | Hook::FEntry { .. } | Hook::CgroupIter, _) => {
                     to_attach.push(spec);
                     (false, String::new())
                 }
@@ -259,11 +261,12 @@ impl Checks {
         specs: &[&'static loader::ProbeSpec],
         may_load: bool,
         function_ids: Result<&[(String, u32)], String>,
+        usage_walk_root: Option<&Path>,
     ) {
         if specs.is_empty() {
             return;
         }
-        let results = if may_load { loader::try_attach(specs, function_ids) } else { specs.iter().map(|_| Err("unknown without privileges".to_owned())).collect() };
+        let results = if may_load { loader::try_attach(specs, function_ids, usage_walk_root) } else { specs.iter().map(|_| Err("unknown without privileges".to_owned())).collect() };
         for (spec, result) in specs.iter().zip(results) {
             let Some(item) = self.items.iter_mut().find(|i| i.name == format!("probe {}", spec.name)) else { continue };
             (item.ok, item.detail) = match result {

@@ -95,6 +95,8 @@ fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Starte
         btf: args.btf.clone(),
         stall_threshold_ns: config.reclaim.stall_threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
         stall_min_interval_ns: config.reclaim.min_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
+        usage_walk_root: readers::detect(Path::new("/proc")).ok().map(|l| l.memory_root),
+        usage_walk_cgroups: u32::try_from(config.cgroups.max_cgroups).unwrap_or(u32::MAX - 1),
     };
     let probes = kernel::loader::load(&load_opts)?;
     let kmsg = open_kernel_log();
@@ -323,7 +325,13 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks:
         };
         let mut sampler = Sampler::new(layout, core.model.clone(), sampler_config)
             .notify_after_each_pass(core.sampled.clone())
-            .publish_throttling(core.bus.clone(), core.counters.clone());
+            .publish_throttling(core.bus.clone(), core.counters.clone())
+            .count_reads(core.counters.clone());
+        match probes.take_usage_walk() {
+            Some(Ok(walk)) => sampler = sampler.walk_usages(Box::new(walk)),
+            Some(Err(e)) => log::warn!("the usage walk could not start ({e}); cgroup usage is read from cgroupfs files"),
+            None => {}
+        }
         if config.workloads.enabled {
             let counters = WorkloadCounters {
                 lookups: core.counters.workload_lookups.clone(),

@@ -77,7 +77,8 @@ fn from_btf(btf: &Btf, path: &Path, functions: &[&str]) -> Result<KernelBtfInfo,
         css_cgroup: member("cgroup_subsys_state", "cgroup")?,
         cgroup_kn: member("cgroup", "kn")?,
         kernfs_node_id: member("kernfs_node", "id")?,
-        _pad: 0,
+        // Only the usage walk needs it: its absence costs the walk alone.
+        cgroup_subsys: member("cgroup", "subsys").unwrap_or(OFFSET_ABSENT),
     };
     let oom_control = finder.oom_control().unwrap_or_default();
     let memcg = finder.memcg().map_err(|e| e.to_string());
@@ -413,6 +414,7 @@ mod tests {
         let o = load(Path::new(DEFAULT_VMLINUX_BTF), &[]).unwrap().offsets;
         assert_eq!(o.task_tgid, o.task_pid + 4, "{o:?}");
         assert!(o.task_comm > o.task_tgid && o.task_cgroups > 0, "{o:?}");
+        assert!(o.cgroup_subsys != OFFSET_ABSENT && o.cgroup_subsys > o.cgroup_kn, "{o:?}");
         assert_eq!(
             o.css_cgroup, 0,
             "struct cgroup_subsys_state starts with its cgroup: {o:?}"
@@ -439,6 +441,7 @@ mod tests {
             (1264, 1268, 1752)
         );
         assert_eq!(info.offsets.memory_cgrp_id, 4);
+        assert_eq!(info.offsets.cgroup_subsys, OFFSET_ABSENT, "the seed has no struct cgroup: no usage walk, the rest stands");
         let m = info.memcg.unwrap();
         assert_eq!(
             (

@@ -2,12 +2,15 @@
 //! from a table. Required probes fail the start with one clear line; optional
 //! ones are skipped, and the report says what that costs the user.
 
-use std::path::{Path, PathBuf};
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{FEntry, KProbe, RawTracePoint, TracePoint},
+    programs::{FEntry, Iter, KProbe, RawTracePoint, TracePoint},
 };
 use oomwatch_common::{
     names::{global, map, program},
@@ -20,6 +23,7 @@ use super::{
     EBPF_OBJECT,
     btf::{self, KernelBtfInfo},
     privileges, tracefs,
+    usage_walk::{self, UsageWalk},
 };
 
 /// What a kernel without the memcg walk costs.
@@ -31,6 +35,10 @@ pub struct LoadOptions {
     pub btf: PathBuf,
     pub stall_threshold_ns: u64,
     pub stall_min_interval_ns: u64,
+    /// The memory hierarchy's root, for the usage walk; `None`: no walk.
+    pub usage_walk_root: Option<PathBuf>,
+    /// Cgroups the usage walk can hold (the cgroup cap).
+    pub usage_walk_cgroups: u32,
 }
 
 impl Default for LoadOptions {
@@ -40,6 +48,8 @@ impl Default for LoadOptions {
             btf: PathBuf::from(btf::DEFAULT_VMLINUX_BTF),
             stall_threshold_ns: 100_000_000,
             stall_min_interval_ns: 1_000_000_000,
+            usage_walk_root: None,
+            usage_walk_cgroups: oomwatch_common::usage::DEFAULT_SLOTS - 1,
         }
     }
 }
@@ -68,6 +78,8 @@ pub enum Hook {
     KProbe { function: &'static str },
     /// Entry of a kernel function, through BPF trampolines (needs BTF).
     FEntry { function: &'static str },
+    /// A BPF iterator over the memory hierarchy's cgroups (needs BTF, 6.1+).
+    CgroupIter,
 }
 
 impl std::fmt::Display for Hook {
@@ -77,6 +89,7 @@ impl std::fmt::Display for Hook {
             Self::RawTracePoint { name } => write!(f, "raw tracepoint {name}"),
             Self::KProbe { function } => write!(f, "kprobe {function}"),
             Self::FEntry { function } => write!(f, "fentry {function}"),
+            Self::CgroupIter => write!(f, "cgroup iterator"),
         }
     }
 }
@@ -179,7 +192,17 @@ pub const PROBES: &[ProbeSpec] = &[
         required: false,
         cost: MEMSTALL_COST,
     },
+    ProbeSpec {
+        name: "cgroup_usage_walk",
+        program: program::CGROUP_USAGE.name,
+        hook: Hook::CgroupIter,
+        required: false,
+        cost: "cgroup usage is read from one cgroupfs file per cgroup and tick (more CPU on hosts with many cgroups; idle cgroups are read less often)",
+    },
 ];
+
+/// The kernel function whose BTF id a cgroup iterator loads against.
+const CGROUP_ITER_FUNCTION: &str = "bpf_iter_cgroup";
 
 const MEMSTALL_COST: &str = "per-task memory stall time unavailable; reclaim stalls still measured from vmscan tracepoints";
 const MEMSTALL_FENTRY_COST: &str =
@@ -236,6 +259,8 @@ pub struct KernelProbes {
     pub ebpf: Ebpf,
     pub probes: Vec<ProbeReport>,
     pub facts: KernelFacts,
+    /// The usage walk's iterator link, when `cgroup_usage_walk` attached.
+    usage_link: Option<OwnedFd>,
 }
 
 impl KernelProbes {
@@ -262,6 +287,21 @@ impl KernelProbes {
 
     pub fn attached(&self, probe: &str) -> bool {
         self.probes.iter().any(|p| p.spec.name == probe && p.attached())
+    }
+
+    /// The usage walk, for the sampler; `None` when its probe was skipped.
+    pub fn take_usage_walk(&mut self) -> Option<Result<UsageWalk, String>> {
+        let link = self.usage_link.take()?;
+        let slots = self.ebpf.take_map(map::USAGE_SLOTS).ok_or(format!("{} map missing", map::USAGE_SLOTS));
+        let usages = self.ebpf.take_map(map::USAGES).ok_or(format!("{} map missing", map::USAGES));
+        Some((|| {
+            let slots = HashMap::try_from(slots?).map_err(|e| format!("{}: {e}", map::USAGE_SLOTS))?;
+            let usages = match usages? {
+                aya::maps::Map::Array(data) => data,
+                _ => return Err(format!("{} is not an array", map::USAGES)),
+            };
+            UsageWalk::new(link, slots, usages).map_err(|e| e.to_string())
+        })())
     }
 }
 
@@ -297,7 +337,7 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
         reason,
     })?;
 
-    let btf = btf::load(&opts.btf, &fentry_functions()).map_err(|e| e.to_string());
+    let btf = btf::load(&opts.btf, &btf_functions()).map_err(|e| e.to_string());
     let offsets = match &btf {
         Ok(info) => info.offsets,
         Err(e) => {
@@ -332,22 +372,48 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
         .override_global(global::MEMCG_OFFSETS, &memcg_offsets, true)
         .override_global(global::RECLAIM_LAYOUT, &reclaim_layout, true)
         .override_global(global::STALL_SETTINGS, &stall_settings, true)
+        .map_max_entries(map::USAGES, opts.usage_walk_cgroups.saturating_add(1))
+        .map_max_entries(map::USAGE_SLOTS, opts.usage_walk_cgroups.max(1))
         .load(EBPF_OBJECT)
         .map_err(LoadError::Load)?;
 
+    let (probes, usage_link) = attach_all(&mut ebpf, &btf, &tracefs_root, opts.usage_walk_root.as_deref())?;
+
+    let mut kp = KernelProbes {
+        ebpf,
+        probes,
+        facts: KernelFacts { tracefs: tracefs_root, mounted_tracefs: mounted, btf, mark_victim_layout: layout },
+        usage_link,
+    };
+    write_settings(&mut kp);
+    Ok(kp)
+}
+
+/// Attaches the table's rows in order; the required ones fail the load.
+/// Returns each row's state, and the usage walk's link when it attached.
+fn attach_all(
+    ebpf: &mut Ebpf,
+    btf: &Result<KernelBtfInfo, String>,
+    tracefs_root: &Path,
+    usage_walk_root: Option<&Path>,
+) -> Result<(Vec<ProbeReport>, Option<OwnedFd>), LoadError> {
     let mut fentry_btf = LazyBtf::new(btf.as_ref().map(|b| b.function_ids.as_slice()).map_err(Clone::clone));
     let mut probes: Vec<ProbeReport> = Vec::with_capacity(PROBES.len());
+    let mut usage_link = None;
     for spec in PROBES {
         let not_needed = not_needed(spec, &probes);
-        let gate = not_needed.clone().or_else(|| gate(spec, &btf, &tracefs_root));
+        let gate = not_needed.clone().or_else(|| gate(spec, btf, tracefs_root, usage_walk_root));
         let state = match gate {
             Some(reason) => ProbeState::Skipped(reason),
-            None => match attach(&mut ebpf, spec, &mut fentry_btf) {
-                Ok(()) => ProbeState::Attached,
+            None => match attach(ebpf, spec, &mut fentry_btf, usage_walk_root) {
+                Ok(link) => {
+                    usage_link = usage_link.or(link);
+                    ProbeState::Attached
+                }
                 Err(reason) => {
                     // Loaded but not attached (a kprobe without the PMU): do
                     // not leave it loaded in the kernel.
-                    let _ = detach(&mut ebpf, spec);
+                    let _ = detach(ebpf, spec);
                     ProbeState::Skipped(reason)
                 }
             },
@@ -367,15 +433,8 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
         probes.push(ProbeReport { spec: *spec, state });
     }
     drop(fentry_btf);
-    unpair(&mut ebpf, &mut probes);
-
-    let mut kp = KernelProbes {
-        ebpf,
-        probes,
-        facts: KernelFacts { tracefs: tracefs_root, mounted_tracefs: mounted, btf, mark_victim_layout: layout },
-    };
-    write_settings(&mut kp);
-    Ok(kp)
+    unpair(ebpf, &mut probes);
+    Ok((probes, usage_link))
 }
 
 /// Field offsets of the reclaim tracepoints, from their format files;
@@ -431,23 +490,25 @@ fn detach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
         Hook::RawTracePoint { .. } => <&mut RawTracePoint>::try_from(program).map_err(|e| e.to_string())?.unload(),
         Hook::KProbe { .. } => <&mut KProbe>::try_from(program).map_err(|e| e.to_string())?.unload(),
         Hook::FEntry { .. } => <&mut FEntry>::try_from(program).map_err(|e| e.to_string())?.unload(),
+        Hook::CgroupIter => <&mut Iter>::try_from(program).map_err(|e| e.to_string())?.unload(),
     };
     result.map_err(|e| e.to_string())
 }
 
-/// The kernel functions fentry rows attach to.
-pub fn fentry_functions() -> Vec<&'static str> {
+/// The kernel functions fentry and iterator rows load against (BTF ids).
+pub fn btf_functions() -> Vec<&'static str> {
     PROBES
         .iter()
         .filter_map(|p| match p.hook {
             Hook::FEntry { function } => Some(function),
+            Hook::CgroupIter => Some(CGROUP_ITER_FUNCTION),
             _ => None,
         })
         .collect()
 }
 
-/// The BTF aya needs for fentry (ids of the attach functions only), built
-/// when an fentry row gets that far.
+/// The BTF aya needs for fentry and iterators (ids of those functions
+/// only), built when such a row gets that far.
 struct LazyBtf<'a> {
     function_ids: Result<&'a [(String, u32)], String>,
     btf: Option<Result<aya::Btf, String>>,
@@ -466,18 +527,29 @@ impl<'a> LazyBtf<'a> {
 
 /// Loads the eBPF object once more and tries the given optional rows, then
 /// drops everything: `oomwatch check` asks the kernel instead of guessing.
-pub fn try_attach(specs: &[&ProbeSpec], function_ids: Result<&[(String, u32)], String>) -> Vec<Result<(), String>> {
+pub fn try_attach(specs: &[&ProbeSpec], function_ids: Result<&[(String, u32)], String>, usage_walk_root: Option<&Path>) -> Vec<Result<(), String>> {
     let mut ebpf = match EbpfLoader::new().btf(None).load(EBPF_OBJECT) {
         Ok(e) => e,
         Err(e) => return specs.iter().map(|_| Err(format!("loading the eBPF object: {e}"))).collect(),
     };
     let mut btf = LazyBtf::new(function_ids);
-    specs.iter().map(|spec| attach(&mut ebpf, spec, &mut btf)).collect()
+    specs.iter().map(|spec| attach(&mut ebpf, spec, &mut btf, usage_walk_root).map(drop)).collect()
 }
 
 /// Reasons known before trying, so the report says why, not just EINVAL.
-fn gate(spec: &ProbeSpec, btf: &Result<KernelBtfInfo, String>, tracefs_root: &Path) -> Option<String> {
+fn gate(spec: &ProbeSpec, btf: &Result<KernelBtfInfo, String>, tracefs_root: &Path, usage_walk_root: Option<&Path>) -> Option<String> {
     match spec.hook {
+        Hook::CgroupIter => match btf {
+            Err(e) => Some(format!("no BTF ({e})")),
+            Ok(info) if !info.function_ids.iter().any(|(f, _)| f == CGROUP_ITER_FUNCTION) => {
+                Some("this kernel has no cgroup iterator (bpf_iter_cgroup, 6.1+)".into())
+            }
+            Ok(info) if !info.memcg.as_ref().is_ok_and(|m| m.memory_usage != OFFSET_ABSENT) => {
+                Some("this kernel's BTF has no memory page counter offsets".into())
+            }
+            Ok(info) if info.offsets.cgroup_subsys == OFFSET_ABSENT => Some("this kernel's BTF has no struct cgroup.subsys".into()),
+            Ok(_) => usage_walk_root.is_none().then(|| "no memory cgroup hierarchy found".to_owned()),
+        },
         Hook::TracePoint { category, name } if !tracefs::tracepoint_exists(tracefs_root, category, name) => {
             Some(format!("this kernel has no {category}/{name} tracepoint"))
         }
@@ -498,7 +570,9 @@ fn gate(spec: &ProbeSpec, btf: &Result<KernelBtfInfo, String>, tracefs_root: &Pa
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec, btf: &mut LazyBtf<'_>) -> Result<(), String> {
+/// Attaches one row; a cgroup iterator row returns its link, which the
+/// caller keeps (dropping it detaches).
+fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec, btf: &mut LazyBtf<'_>, usage_walk_root: Option<&Path>) -> Result<Option<OwnedFd>, String> {
     let program = ebpf.program_mut(spec.program).ok_or("program missing from the eBPF object")?;
     match spec.hook {
         Hook::TracePoint { category, name } => {
@@ -522,8 +596,17 @@ fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec, btf: &mut LazyBtf<'_>) -> Result<()
             fe.load(function, btf).map_err(|e| fentry_error(&crate::error_chain(&e)))?;
             fe.attach().map_err(|e| fentry_error(&format!("attach: {}", crate::error_chain(&e))))?;
         }
+        Hook::CgroupIter => {
+            let root = usage_walk_root.ok_or("no memory cgroup hierarchy found")?;
+            let btf = btf.get()?;
+            let it: &mut Iter = program.try_into().map_err(|e| format!("{e}"))?;
+            it.load("cgroup", btf).map_err(|e| format!("load: {}", crate::error_chain(&e)))?;
+            let prog = it.fd().map_err(|e| format!("{e}"))?;
+            let link = usage_walk::link(prog.as_fd(), root).map_err(|e| e.to_string())?;
+            return Ok(Some(link));
+        }
     }
-    Ok(())
+    Ok(None)
 }
 
 

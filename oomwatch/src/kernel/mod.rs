@@ -15,6 +15,7 @@ pub mod ring;
 pub mod sched;
 pub mod thread_map;
 pub mod tracefs;
+pub mod usage_walk;
 
 /// The kernel programs, built by build.rs (aya-build) and embedded.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/oomwatch"));

@@ -1,7 +1,11 @@
 //! Counters of the daemon's own work (not per cgroup): sources and outputs
 //! count into them, /metrics exports them.
 
-use prometheus_client::metrics::{counter::Counter, gauge::Gauge};
+use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+
+/// Cgroup usage reads by `source`: `walk` (the BPF cgroup iterator, every
+/// cgroup in one read) or `file` (one cgroupfs read each).
+pub type UsageReads = Family<[(&'static str, &'static str); 1], Counter>;
 
 /// Counters the daemon itself owns (not per cgroup).
 #[derive(Default)]
@@ -27,5 +31,6 @@ pub struct DaemonCounters {
     pub workload_lookups: Counter,
     pub workload_lookup_errors: Counter,
     pub workload_lookups_dropped: Counter,
+    pub usage_reads: UsageReads,
 }
 

@@ -5,10 +5,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use oomwatch_tests::{ChildGuard, TestCgroup};
 
-use super::{Ctx, MIB, Report, Row, cargo_bench_json};
+use super::{Ctx, MIB, Report, Row, Target, cargo_bench_json};
 
 pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     let cg = TestCgroup::new("bench-readcost", Some(256 * MIB));
@@ -86,6 +86,7 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
             rep.row(Row::new(g, format!("{label}, per call"), us, "µs"));
         }
     }
+    usage_walk(&v, rep)?;
     for (k, label) in [
         ("poller_usage", "CgroupPoller::usage"),
         ("poller_events", "CgroupPoller::events"),
@@ -104,5 +105,43 @@ pub fn run(ctx: &Ctx, rep: &mut Report) -> Result<()> {
     }
     println!("read cost: {v}");
     rep.detail("read_cost", v);
+    Ok(())
+}
+
+/// The usage walk over the same 1,000 cgroups (`kernel::usage_walk`): per
+/// cgroup, beside the file read it replaces, and whether its values are
+/// the files'. Without it the daemon reads files: a walk that cannot run
+/// here is a failed figure.
+fn usage_walk(v: &serde_json::Value, rep: &mut Report) -> Result<()> {
+    let g = "sampler read cost per cgroup (µs)";
+    let walk = &v["rotation"]["walk"];
+    if let Some(e) = walk["error"].as_str() {
+        bail!("the usage walk could not run: {e}");
+    }
+    let (Some(per_cgroup), Some(read), Some(differ)) =
+        (walk["us_per_cgroup"].as_f64(), walk["cgroups_read"].as_u64(), walk["differ_from_files"].as_u64())
+    else {
+        bail!("cgroup_read bench: no usage walk figure in {v}");
+    };
+    let cgroups = v["rotation"]["cgroups"].as_u64().unwrap_or(0);
+    let file = v["rotation"]["us_per_call"]["poller_usage"].as_f64();
+    let mut row = Row::new(
+        g,
+        format!("usage walk (BPF cgroup iterator), {cgroups} cgroups in one read, per cgroup"),
+        per_cgroup,
+        "µs",
+    );
+    if let Some(file) = file {
+        row = row.peer(format!("CgroupPoller::usage {} µs ({:.2}x)", super::fmt_num(file), per_cgroup / file));
+    }
+    rep.row(row);
+    rep.row(
+        Row::new(g, "usage walk: cgroups it read, of the rotation", read as f64, "")
+            .target(Target::Exactly(cgroups as f64)),
+    );
+    rep.row(
+        Row::new(g, "usage walk: values that differ from the cgroup's file", differ as f64, "")
+            .target(Target::Exactly(0.0)),
+    );
     Ok(())
 }

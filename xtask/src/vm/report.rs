@@ -323,6 +323,11 @@ fn check_guest<'a>(r: &'a Results, v: &mut Verdict) -> Guest<'a> {
             format!("check: raw-tracepoint victim-task probe skipped, mark_victim passes only a pid ({})", item_detail("probe oom_victim_task")),
         );
     }
+    // 6.1 brought the cgroup iterator: the sampler's usage walk runs there.
+    v.expect(
+        item_ok("probe cgroup_usage_walk") == Some(true),
+        format!("check: the cgroup iterator of the usage walk attaches ({})", item_detail("probe cgroup_usage_walk")),
+    );
     let cgroups = item_detail("cgroups");
     v.expect(
         item_ok("cgroups") == Some(true) && cgroups.starts_with("v2"),
@@ -642,6 +647,7 @@ mod tests {
             {task},
             {{"name":"mark_victim fields","ok":true,"required":false,"detail":"{fields}"}},
             {{"name":"probe oom_kill_process","ok":true,"required":false,"detail":"kprobe oom_kill_process attaches"}},
+            {{"name":"probe cgroup_usage_walk","ok":true,"required":false,"detail":"cgroup iterator attaches"}},
             {{"name":"kprobes","ok":true,"required":false,"detail":"available"}},
             {{"name":"cgroups","ok":true,"required":false,"detail":"v2: memory controller at /sys/fs/cgroup"}}]}}"#
         )

@@ -149,6 +149,11 @@ impl Metrics {
             daemon.workload_lookups_dropped.clone(),
         );
         registry.register(
+            "cgroup_usage_reads",
+            "Cgroup usage reads by source: walk (one BPF cgroup iterator pass a tick reads every cgroup; probe cgroup_usage_walk) or file (one cgroupfs read per cgroup, where the walk is skipped or does not reach)",
+            daemon.usage_reads.clone(),
+        );
+        registry.register(
             "psi_triggers_refused",
             "PSI triggers the kernel refused (see the daemon log)",
             daemon.psi_triggers_refused.clone(),
