@@ -79,6 +79,9 @@ pub fn main(args: DaemonArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The most cgroups the usage walk holds (1 MiB of kernel memory).
+const USAGE_WALK_MAX_CGROUPS: usize = 65_536;
+
 /// Binds the outputs, loads and attaches the programs, then lowers the
 /// daemon's OOM score and drops the capabilities it no longer needs.
 fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Started> {
@@ -96,7 +99,9 @@ fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Starte
         stall_threshold_ns: config.reclaim.stall_threshold.as_nanos().min(u128::from(u64::MAX)) as u64,
         stall_min_interval_ns: config.reclaim.min_interval.as_nanos().min(u128::from(u64::MAX)) as u64,
         usage_walk_root: readers::detect(Path::new("/proc")).ok().map(|l| l.memory_root),
-        usage_walk_cgroups: u32::try_from(config.cgroups.max_cgroups).unwrap_or(u32::MAX - 1),
+        // The walk's array is kernel memory charged to the daemon (16 bytes
+        // a slot, all made at load): cgroups past this are read from files.
+        usage_walk_cgroups: config.cgroups.max_cgroups.min(USAGE_WALK_MAX_CGROUPS) as u32,
     };
     let probes = kernel::loader::load(&load_opts)?;
     let kmsg = open_kernel_log();
