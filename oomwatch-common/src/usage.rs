@@ -25,8 +25,8 @@ pub struct UsageSlot {
 }
 const _: () = assert!(size_of::<UsageSlot>() == 16);
 
-/// The slot whose `walk` is the number of the walk in progress; no cgroup
-/// is given it.
+/// The slot whose `walk` is the number of the walk in progress, and whose
+/// `pages` counts the cgroups the walk visited; no cgroup is given it.
 pub const WALK_SLOT: u32 = 0;
 
 /// Slots in `USAGES` unless the loader sets another size (one per tracked

@@ -59,6 +59,13 @@ symbol!(cgroup_usage = program::CGROUP_USAGE.name);
 
 #[inline(always)]
 fn copy_usage(cgroup: u64, errors: Errors) {
+    // The cgroups visited, in the walk slot's `pages`: the daemon stops
+    // walking where most of them are not its own.
+    if let Some(w) = USAGES.get_ptr_mut(WALK_SLOT) {
+        // SAFETY: an element of an array map, bounds-checked by the
+        // helper; one walk runs at a time, and the daemon reads it after.
+        unsafe { (*w).pages += 1 };
+    }
     let Some(cgroup) = errors.check(Cgroup::from_ptr(cgroup)) else { return };
     let Some(id) = errors.check(cgroup.id()) else { return };
     // Most hosts track every memory cgroup; the rest cost this lookup.

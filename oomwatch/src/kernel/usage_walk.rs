@@ -210,13 +210,17 @@ impl UsageWalk {
     }
 
     /// Runs one walk; afterwards [`Self::usage_bytes`] answers for the
-    /// cgroups it reached.
-    pub fn run(&mut self) -> Result<(), UsageWalkError> {
+    /// cgroups it reached. Returns how many cgroups it visited, tracked or
+    /// not.
+    pub fn run(&mut self) -> Result<u64, UsageWalkError> {
         self.walk += 1;
-        // SAFETY: WALK_SLOT < len (checked in new); an aligned field of the
-        // mapping, which the program only reads.
-        unsafe { std::ptr::write_volatile(&raw mut (*self.mapped.as_ptr().add(WALK_SLOT as usize)).walk, self.walk) };
-        run_once(self.link.as_fd())
+        let walk_slot = self.mapped.as_ptr().wrapping_add(WALK_SLOT as usize);
+        // SAFETY: WALK_SLOT < len (checked in new): an aligned slot of the
+        // mapping; the program writes it only inside run_once, below.
+        unsafe { std::ptr::write_volatile(walk_slot, UsageSlot { pages: 0, walk: self.walk }) };
+        run_once(self.link.as_fd())?;
+        // SAFETY: as above; the walk has ended.
+        Ok(unsafe { std::ptr::read_volatile(walk_slot) }.pages)
     }
 
     /// The usage the last walk read for `slot`; `None` when it did not

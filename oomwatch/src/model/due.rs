@@ -36,6 +36,11 @@ impl DueList {
         self.paths = kept;
     }
 
+    /// The listed paths.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().map(String::as_str)
+    }
+
     /// Drops the paths `keep` refuses (cgroups that left the model: a
     /// cgroup of the same name that comes later starts unlisted).
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {

@@ -129,9 +129,11 @@ pub struct CgroupState {
     /// v2 `memory.events.local` `high` at the last full sample.
     pub high_hits: Option<u64>,
     pub throttle: throttle::Throttle,
-    /// Listed in the state's forecast and throttling passes ([`DueList`]).
+    /// Listed in the state's forecast and throttling passes ([`DueList`]),
+    /// and among the cgroups with a reclaim ratio.
     forecast_listed: bool,
     throttle_listed: bool,
+    reclaim_listed: bool,
     /// Kills the kernel counted twice here: a group kill's first victim is
     /// killed again as a member of its group (see `episodes.rs`).
     pub kernel_recounts: u64,
@@ -175,6 +177,7 @@ impl CgroupState {
             high_hits: None,
             throttle: throttle::Throttle::default(),
             forecast_listed: false,
+            reclaim_listed: false,
             throttle_listed: false,
             kernel_recounts: 0,
         }
@@ -331,6 +334,9 @@ struct State {
     /// Cgroups whose `high` counter moved since the last throttling pass,
     /// or that are rising or in an episode.
     throttle_due: DueList,
+    /// Cgroups with a reclaim ratio (they stalled once): with
+    /// `forecast_due`, every cgroup an alert rule can hold on.
+    with_reclaim: DueList,
 }
 
 /// After a change to what `c`'s forecast reads: listed for the next pass
@@ -398,6 +404,7 @@ impl Model {
                 excluded_unreadable: 0,
                 forecast_due: DueList::default(),
                 throttle_due: DueList::default(),
+                with_reclaim: DueList::default(),
                 host_kills: HostKills::default(),
                 restored_kills: None,
             }),
@@ -728,18 +735,35 @@ impl Model {
     }
 
     /// Each tracked cgroup's share of wall time in reclaim stalls since the
-    /// previous read, from the ledger's sums.
+    /// previous read, from the ledger's sums: the cgroups that stalled, not
+    /// every one (a pass over 10,000 each second was a tenth of the
+    /// daemon's CPU).
     fn update_reclaim_ratios(&self, ledger: &Ledger, now: Instant) {
         let mut s = self.write();
-        for (path, c) in s.cgroups.iter_mut() {
-            let Some(total_ns) = ledger.total_ns(path) else { continue };
+        let State { cgroups, with_reclaim, .. } = &mut *s;
+        ledger.each_total_ns(|path, total_ns| {
+            let Some(c) = cgroups.get_mut(path) else { return };
             if let Some((at, before)) = c.reclaim_total {
                 let dt = now.saturating_duration_since(at).as_nanos() as f64;
                 if dt > 0.0 {
                     c.reclaim_ratio = Some(total_ns.saturating_sub(before) as f64 / dt);
+                    with_reclaim.add(&mut c.reclaim_listed, path);
                 }
             }
             c.reclaim_total = Some((now, total_ns));
+        });
+    }
+
+    /// Every tracked cgroup with a forecast or a reclaim ratio (and maybe a
+    /// few without, a cgroup at most twice): what the alert rules can hold
+    /// on, without a pass over every cgroup. A forecast other than none
+    /// is only ever set on a cgroup listed for the forecast pass.
+    pub fn for_each_signalled(&self, mut f: impl FnMut(&str, &CgroupState)) {
+        let s = self.read();
+        for path in s.forecast_due.iter().chain(s.with_reclaim.iter()) {
+            if let Some(c) = s.cgroups.get(path).filter(|c| c.removed_at.is_none()) {
+                f(path, c);
+            }
         }
     }
 
@@ -773,11 +797,12 @@ impl Model {
         let before = s.cgroups.len() + s.pressure.len();
         s.cgroups.retain(|_, c| !old(c.removed_at));
         s.pressure.retain(|_, p| !old(p.removed_at));
-        let State { cgroups, children, kills, pressure, forecast_due, throttle_due, .. } = &mut *s;
+        let State { cgroups, children, kills, pressure, forecast_due, throttle_due, with_reclaim, .. } = &mut *s;
         if cgroups.len() + pressure.len() != before {
             children.rebuild(cgroups.keys());
             forecast_due.retain(|p| cgroups.contains_key(p));
             throttle_due.retain(|p| cgroups.contains_key(p));
+            with_reclaim.retain(|p| cgroups.contains_key(p));
         }
         kills.retain(|(path, _, _), k| cgroups.contains_key(path) || !old(k.last_at) || exists(path));
         // After churn, give the tables back: a host that had 5,000 cgroups
@@ -1259,6 +1284,8 @@ mod tests {
                 assert!(paths.iter().all(|p| s.cgroups.get(p).is_some_and(|c| listed(c))), "a listed path unflagged or gone at tick {tick}");
                 assert_eq!(s.cgroups.values().filter(|c| listed(c)).count(), due.len(), "a flagged cgroup not listed at tick {tick}");
             }
+            // What `for_each_signalled` (the alert rules' pass) relies on.
+            assert!(s.cgroups.values().all(|c| c.forecast.is_none() || c.forecast_listed), "a forecast on an unlisted cgroup at tick {tick}");
             let mut points = Vec::new();
             for (p, c) in &s.cgroups {
                 let full = c.forecast_now(p, &s.pressure, &mut points, m.now_s(now), &params);
@@ -1406,4 +1433,28 @@ mod tests {
         let order: Vec<String> = m.status().into_iter().map(|r| r.cgroup).collect();
         assert_eq!(order, vec!["/tight", "/roomy", "/free"]);
     }
+
+    /// Reclaim ratios come from the ledger's cgroups alone, and the alert
+    /// rules' pass visits the cgroups with a ratio or a forecast, not the
+    /// still ones.
+    #[test]
+    fn the_signalled_pass_visits_stalled_and_forecast_cgroups_only() {
+        let m = Model::default();
+        for (i, p) in ["/stalled", "/still", "/gone"].iter().enumerate() {
+            assert_eq!(m.admit(p, i as u64 + 1, Path::new(p)), Admission::Tracked);
+        }
+        let t0 = Instant::now();
+        let stalled = |total_ns: u64| ThreadStalls { born_ns: 1, memcg_id: 1, tgid: 1, count: 1, total_ns, ..Default::default() };
+        let name = |id: u64| (id == 1).then(|| "/stalled".to_owned());
+        for (k, total_ns) in [(0u64, 0u64), (1, 250_000_000)] {
+            let mut read = m.begin_reclaim_read();
+            read.observe(7, &stalled(total_ns), t0 + Duration::from_secs(k), name);
+            read.finish(true, t0 + Duration::from_secs(k));
+        }
+        let mut seen = Vec::new();
+        m.for_each_signalled(|p, c| seen.push((p.to_owned(), c.reclaim_ratio.is_some())));
+        assert_eq!(seen, vec![("/stalled".to_owned(), true)]);
+        assert_eq!(m.read().cgroups["/still"].reclaim_ratio, None);
+    }
+
 }

@@ -184,6 +184,13 @@ impl Ledger {
         self.totals.get(path).map(|t| t.stalls.total_ns)
     }
 
+    /// Each cgroup's total stall time, by path.
+    pub fn each_total_ns(&self, mut f: impl FnMut(&str, u64)) {
+        for (path, t) in &self.totals {
+            f(path, t.stalls.total_ns);
+        }
+    }
+
     /// The cgroups that stalled and pass `keep`.
     pub fn totals(&self, keep: impl Fn(&str) -> bool) -> BTreeMap<String, CgroupStalls> {
         self.totals.iter().filter(|(p, t)| !t.stalls.is_empty() && keep(p)).map(|(p, t)| (p.clone(), t.stalls.clone())).collect()
