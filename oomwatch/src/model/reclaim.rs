@@ -180,10 +180,6 @@ impl Ledger {
     }
 
     /// Total stall time of one cgroup so far.
-    pub fn total_ns(&self, path: &str) -> Option<u64> {
-        self.totals.get(path).map(|t| t.stalls.total_ns)
-    }
-
     /// Each cgroup's total stall time, by path.
     pub fn each_total_ns(&self, mut f: impl FnMut(&str, u64)) {
         for (path, t) in &self.totals {
