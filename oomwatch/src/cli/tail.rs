@@ -63,12 +63,9 @@ pub fn main(args: TailArgs) -> anyhow::Result<ExitCode> {
         cgroup: args.cgroup.clone(),
     };
     let mut progress = Progress::default();
-    let stdout = std::io::stdout();
-    // A line read is written at once: ask to run as soon as the daemon's
-    // write wakes us, rather than behind a busy CPU's slice.
-    let _ = crate::kernel::sched::prefer_short_slice(std::time::Duration::from_micros(100));
+    let mut stdout = std::io::stdout();
     loop {
-        let lost_at = follow(&mut stream, &request, &args, &filter, &mut progress, &mut stdout.lock())?;
+        let lost_at = follow(&mut stream, &request, &args, &filter, &mut progress, &mut stdout)?;
         let Some(lost_at) = lost_at else { return Ok(ExitCode::SUCCESS) };
         eprintln!("oomwatch tail: daemon went away; reconnecting");
         stream = reconnect(&args);
@@ -144,75 +141,266 @@ fn reconnect(args: &TailArgs) -> UnixStream {
     }
 }
 
+/// Readers of the daemon's socket, each kept on a CPU of its own.
+const READERS: usize = 2;
+
+/// A line read is written at once: each reader asks to run as soon as the
+/// daemon's write wakes it, rather than behind a busy CPU's slice.
+const READER_SLICE: Duration = Duration::from_micros(100);
+
+/// How a follow ended.
+enum End {
+    /// The stream ended or failed: the daemon went away.
+    Lost(Instant),
+    /// `--count` events were shown.
+    Shown,
+    Failed(anyhow::Error),
+}
+
+/// Whether to read on after a line.
+enum Flow {
+    More,
+    Shown,
+}
+
+/// The stream as the readers share it: whichever is woken first reads
+/// every complete line, shows them, and keeps a partial one for later.
+struct Lines<'a, W> {
+    reader: BufReader<UnixStream>,
+    partial: Vec<u8>,
+    progress: &'a mut Progress,
+    out: &'a mut W,
+    on_terminal: bool,
+    end: Option<End>,
+}
+
 /// Prints events until the stream ends. Returns when the connection was lost
 /// (Some), or None when `--count` events were shown.
-fn follow(
+///
+/// Two readers, each kept on one of the first two CPUs this process may
+/// use, as the daemon's ring buffer readers are: the CPU that kills keeps
+/// busy (its console writing the kernel's report, 2-3 ms) holds one of them
+/// at most, and the other shows the kill at once. One reader left to the
+/// scheduler is woken on that CPU whenever it last ran there
+/// (docs/performance.md).
+fn follow<W: std::io::Write + Send>(
     stream: &mut UnixStream,
     request: &Request,
     args: &TailArgs,
     filter: &TailFilter,
     progress: &mut Progress,
-    out: &mut impl std::io::Write,
+    out: &mut W,
 ) -> anyhow::Result<Option<Instant>> {
     // A refusal arrives as the first line (and the daemon hangs up without
     // reading): read below and reported.
     let _ = writeln!(stream, "{}", serde_json::to_string(request).unwrap_or_default());
-    let reader = BufReader::new(stream.try_clone()?);
-    let on_terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    for line in reader.lines() {
-        let Ok(line) = line else { break };
-        // What every line needs (kind, seq, cgroup), read without building
-        // the event: `--json` prints the line as it came.
-        let head = serde_json::from_str::<EventHead>(&line).ok().and_then(|h| Some((EventKind::from_name(&h.kind)?, h)));
-        let Some((kind, head)) = head else {
-            // A refusal (`"kind":"error"`) is no event.
-            if let Some(why) = crate::outputs::socket::refusal_reason(&line) {
-                bail!("{}: the daemon refused this client: {why}", args.socket.display());
-            }
-            // Kinds newer than this client: pass JSON through, skip in text.
-            if args.json && args.kind.is_empty() {
-                writeln!(out, "{line}")?;
-                out.flush()?;
-            }
-            continue;
-        };
-        progress.last_seq = progress.last_seq.max(head.seq);
-        if !filter.keep_kind_in(kind, &head.cgroup) {
-            continue;
+    stream.set_nonblocking(true).context("the event socket")?;
+    let lines = std::sync::Mutex::new(Lines {
+        reader: BufReader::new(stream.try_clone()?),
+        partial: Vec::new(),
+        progress,
+        out,
+        on_terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        end: None,
+    });
+    let cpus = crate::kernel::sched::allowed_cpus(READERS);
+    let pins: Vec<Option<usize>> = if cpus.len() < 2 { vec![None] } else { cpus.into_iter().map(Some).collect() };
+    let stream = &*stream;
+    std::thread::scope(|s| {
+        for pin in pins {
+            let lines = &lines;
+            s.spawn(move || read_lines(stream, pin, lines, args, filter));
         }
-        if args.json {
-            writeln!(out, "{line}")?;
-        } else {
-            // A body this client cannot read is skipped, as a newer kind is.
-            let Ok(event) = serde_json::from_str::<Event>(&line) else { continue };
-            let text = progress.text(&event);
-            if !text.is_empty() {
-                writeln!(out, "{text}")?;
-            }
-            // The kill's last minute under its why: bars on a terminal.
-            if let EventBody::OomKill(k) = &event.body
-                && let Some(usage) = kill_usage_line(k, on_terminal, "                        ")
-            {
-                writeln!(out, "{usage}")?;
-            }
+    });
+    let end = lines.into_inner().unwrap_or_else(|e| e.into_inner()).end;
+    match end {
+        Some(End::Shown) => Ok(None),
+        Some(End::Failed(e)) => Err(e),
+        Some(End::Lost(at)) => Ok(Some(at)),
+        None => Ok(Some(Instant::now())),
+    }
+}
+
+/// One reader: waits for the socket, then reads what is there, until the
+/// follow ends (then it wakes the other reader: a shut down socket is
+/// readable).
+fn read_lines<W: std::io::Write>(
+    stream: &UnixStream,
+    pin: Option<usize>,
+    lines: &std::sync::Mutex<Lines<'_, W>>,
+    args: &TailArgs,
+    filter: &TailFilter,
+) {
+    if let Some(cpu) = pin {
+        let _ = crate::kernel::sched::pin_to(cpu);
+    }
+    let _ = crate::kernel::sched::prefer_short_slice(READER_SLICE);
+    loop {
+        wait_readable(stream);
+        let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+        if lines.end.is_some() {
+            return;
         }
-        out.flush()?;
-        // A kill's first word asked for on the user's behalf is not an
-        // event of its own: `--count` counts the kill once, by its record.
-        let implicit = kind == EventKind::KillSeen && !args.kind.iter().any(|k| k == EventKind::KillSeen.as_str());
-        if kind != EventKind::Lagged && !implicit {
-            progress.shown += 1;
-            if args.count.is_some_and(|c| progress.shown >= c) {
-                return Ok(None);
+        if let Some(end) = lines.read_available(args, filter) {
+            lines.end = Some(end);
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// Until `stream` has something to read, has hung up, or a signal came.
+fn wait_readable(stream: &UnixStream) {
+    let mut fd = libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(stream), events: libc::POLLIN, revents: 0 };
+    // SAFETY: one pollfd, valid for the call. An error (EINTR) only means
+    // the caller tries a read that finds nothing and waits again.
+    unsafe { libc::poll(&mut fd, 1, -1) };
+}
+
+impl<W: std::io::Write> Lines<'_, W> {
+    /// Shows every complete line the socket has now; how the follow ended,
+    /// if it did.
+    fn read_available(&mut self, args: &TailArgs, filter: &TailFilter) -> Option<End> {
+        loop {
+            match self.reader.read_until(b'\n', &mut self.partial) {
+                // A line cut off by the end of the stream is no event.
+                Ok(0) => return Some(End::Lost(Instant::now())),
+                Ok(_) if self.partial.last() == Some(&b'\n') => {
+                    let line = std::mem::take(&mut self.partial);
+                    let Ok(line) = std::str::from_utf8(&line) else { return Some(End::Lost(Instant::now())) };
+                    let line = line.trim_end_matches('\n').trim_end_matches('\r');
+                    match show(line, args, filter, self.on_terminal, self.progress, self.out) {
+                        Ok(Flow::More) => {}
+                        Ok(Flow::Shown) => return Some(End::Shown),
+                        Err(e) => return Some(End::Failed(e)),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Some(End::Lost(Instant::now())),
             }
         }
     }
-    Ok(Some(Instant::now()))
+}
+
+/// Shows one line of the daemon's, if `args` and `filter` keep it.
+fn show(
+    line: &str,
+    args: &TailArgs,
+    filter: &TailFilter,
+    on_terminal: bool,
+    progress: &mut Progress,
+    out: &mut impl std::io::Write,
+) -> anyhow::Result<Flow> {
+    // What every line needs (kind, seq, cgroup), read without building
+    // the event: `--json` prints the line as it came.
+    let head = serde_json::from_str::<EventHead>(line).ok().and_then(|h| Some((EventKind::from_name(&h.kind)?, h)));
+    let Some((kind, head)) = head else {
+        // A refusal (`"kind":"error"`) is no event.
+        if let Some(why) = crate::outputs::socket::refusal_reason(line) {
+            bail!("{}: the daemon refused this client: {why}", args.socket.display());
+        }
+        // Kinds newer than this client: pass JSON through, skip in text.
+        if args.json && args.kind.is_empty() {
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+        return Ok(Flow::More);
+    };
+    progress.last_seq = progress.last_seq.max(head.seq);
+    if !filter.keep_kind_in(kind, &head.cgroup) {
+        return Ok(Flow::More);
+    }
+    if args.json {
+        writeln!(out, "{line}")?;
+    } else {
+        // A body this client cannot read is skipped, as a newer kind is.
+        let Ok(event) = serde_json::from_str::<Event>(line) else { return Ok(Flow::More) };
+        let text = progress.text(&event);
+        if !text.is_empty() {
+            writeln!(out, "{text}")?;
+        }
+        // The kill's last minute under its why: bars on a terminal.
+        if let EventBody::OomKill(k) = &event.body
+            && let Some(usage) = kill_usage_line(k, on_terminal, "                        ")
+        {
+            writeln!(out, "{usage}")?;
+        }
+    }
+    out.flush()?;
+    // A kill's first word asked for on the user's behalf is not an
+    // event of its own: `--count` counts the kill once, by its record.
+    let implicit = kind == EventKind::KillSeen && !args.kind.iter().any(|k| k == EventKind::KillSeen.as_str());
+    if kind != EventKind::Lagged && !implicit {
+        progress.shown += 1;
+        if args.count.is_some_and(|c| progress.shown >= c) {
+            return Ok(Flow::Shown);
+        }
+    }
+    Ok(Flow::More)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn follow_pair(args: &TailArgs, daemon: impl FnOnce(UnixStream) -> UnixStream + Send + 'static) -> (anyhow::Result<Option<Instant>>, Progress, String) {
+        let (mut ours, theirs) = UnixStream::pair().unwrap();
+        let daemon = std::thread::spawn(move || {
+            let mut request = String::new();
+            BufReader::new(theirs.try_clone().unwrap()).read_line(&mut request).unwrap();
+            assert!(request.contains(r#""op":"tail""#), "{request}");
+            daemon(theirs)
+        });
+        let request = Request { op: RequestOp::Tail, since_secs: None, since_seq: None, kinds: Vec::new(), cgroup: None };
+        let filter = TailFilter { kinds: None, cgroup: None };
+        let (mut progress, mut out) = (Progress::default(), Vec::new());
+        let ended = follow(&mut ours, &request, args, &filter, &mut progress, &mut out);
+        // Held open until the follow returned (the --count case).
+        drop(daemon.join().unwrap());
+        (ended, progress, String::from_utf8(out).unwrap())
+    }
+
+    fn json_args(count: Option<u64>) -> TailArgs {
+        TailArgs { socket: "/run/test.sock".into(), json: true, kind: Vec::new(), cgroup: None, since: None, count }
+    }
+
+    #[test]
+    fn a_line_split_across_writes_is_shown_whole_and_count_ends_the_follow_on_an_open_socket() {
+        let (ended, progress, out) = follow_pair(&json_args(Some(2)), |mut d| {
+            d.write_all(b"{\"kind\":\"oom_kill\",\"seq\":1,\"cgroup\":\"/a\"}\n{\"kind\":\"oom_").unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            d.write_all(b"kill\",\"seq\":2,\"cgroup\":\"/b\"}\r\n{\"kind\":\"oom_kill\",\"seq\":3}\n").unwrap();
+            d
+        });
+        assert!(matches!(ended, Ok(None)), "--count 2 reached: {ended:?}");
+        assert_eq!(out, "{\"kind\":\"oom_kill\",\"seq\":1,\"cgroup\":\"/a\"}\n{\"kind\":\"oom_kill\",\"seq\":2,\"cgroup\":\"/b\"}\n");
+        assert_eq!((progress.shown, progress.last_seq), (2, 2));
+    }
+
+    #[test]
+    fn a_hang_up_ends_the_follow_as_lost_and_a_cut_off_line_is_not_shown() {
+        let (ended, progress, out) = follow_pair(&json_args(None), |mut d| {
+            d.write_all(b"{\"kind\":\"oom_kill\",\"seq\":7}\n{\"kind\":\"oom_k").unwrap();
+            d.shutdown(std::net::Shutdown::Write).unwrap();
+            d
+        });
+        assert!(matches!(ended, Ok(Some(_))), "the daemon hung up: {ended:?}");
+        assert_eq!(out, "{\"kind\":\"oom_kill\",\"seq\":7}\n");
+        assert_eq!(progress.last_seq, 7);
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_naming_the_socket() {
+        let (ended, _, out) = follow_pair(&json_args(None), |mut d| {
+            d.write_all(b"{\"kind\":\"error\",\"error\":\"too many clients\"}\n").unwrap();
+            d
+        });
+        let e = format!("{:#}", ended.expect_err("refused"));
+        assert!(e.contains("/run/test.sock") && e.contains("too many clients"), "{e}");
+        assert_eq!(out, "");
+    }
 
     #[test]
     fn formats_sizes() {

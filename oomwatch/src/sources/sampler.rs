@@ -423,7 +423,7 @@ impl Sampler {
             }
             self.pressure.insert(cgroup.path.clone(), poller);
             self.add_watch(&cgroup.dir, WatchMask::CREATE | WatchMask::DELETE_SELF | WatchMask::ONLYDIR, Tree::Unified, &cgroup, WatchKind::Dir);
-            for child in subdirs(&cgroup) {
+            for (child, _) in subdirs(&cgroup) {
                 if child.path.matches('/').count() <= self.config.max_depth {
                     self.discover_unified(child);
                 }
@@ -464,10 +464,14 @@ impl Sampler {
         let root = self.root(Tree::Memory);
         self.note_root_limit(&root.dir, now);
         self.watch_dir(&root);
-        let mut queue = VecDeque::from([(root, 0usize)]);
+        // Only parents are queued: a leaf, most cgroups, is never read.
+        let mut queue = VecDeque::new();
+        if has_subdirs(&root) {
+            queue.push_back((root, 0usize));
+        }
         while let Some((parent, depth)) = queue.pop_front() {
-            for child in subdirs(&parent) {
-                if depth + 1 < self.config.max_depth && has_subdirs(&child) {
+            for (child, may_have_children) in subdirs_of_listed(&parent) {
+                if depth + 1 < self.config.max_depth && may_have_children {
                     queue.push_back((child.clone(), depth + 1));
                 }
                 if let Some(t) = self.tracked.get_mut(&child.path) {
@@ -514,10 +518,13 @@ impl Sampler {
         let root = self.root(Tree::Unified);
         self.add_watch(&root.dir, WatchMask::CREATE | WatchMask::ONLYDIR, Tree::Unified, &root, WatchKind::Dir);
         let mut seen = std::collections::HashSet::new();
-        let mut queue = VecDeque::from([(root, 0usize)]);
+        let mut queue = VecDeque::new();
+        if has_subdirs(&root) {
+            queue.push_back((root, 0usize));
+        }
         while let Some((parent, depth)) = queue.pop_front() {
-            for child in subdirs(&parent) {
-                if depth + 1 < self.config.max_depth && has_subdirs(&child) {
+            for (child, may_have_children) in subdirs_of_listed(&parent) {
+                if depth + 1 < self.config.max_depth && may_have_children {
                     queue.push_back((child.clone(), depth + 1));
                 }
                 seen.insert(child.path.clone());
@@ -595,7 +602,7 @@ impl Sampler {
                 // Children made before the watch above existed raised no
                 // event: look for them now.
                 if path.matches('/').count() < self.config.max_depth {
-                    for child in subdirs(&cgroup) {
+                    for (child, _) in subdirs(&cgroup) {
                         self.discover(child, now);
                     }
                 }
@@ -871,10 +878,26 @@ fn usage_stride(idle_ticks: u32, fill: Option<f64>, can_oom: bool) -> u32 {
 }
 
 /// The child cgroups of `parent`, as the directory is read (a parent of
-/// 10,000 is never listed whole in memory).
-fn subdirs(parent: &Found) -> impl Iterator<Item = Found> + '_ {
+/// 10,000 is never listed whole in memory), each with whether it may have
+/// children of its own.
+fn subdirs(parent: &Found) -> impl Iterator<Item = (Found, bool)> + '_ {
     let entries = if has_subdirs(parent) { fs::read_dir(&parent.dir).ok() } else { None };
-    entries.into_iter().flatten().flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| parent.child(&e.file_name()))
+    listed(parent, entries)
+}
+
+/// The same, for a parent its own listing showed to have children.
+fn subdirs_of_listed(parent: &Found) -> impl Iterator<Item = (Found, bool)> + '_ {
+    listed(parent, fs::read_dir(&parent.dir).ok())
+}
+
+/// A child's link count comes from a stat relative to the directory being
+/// read (`DirEntry::metadata`, fstatat on its fd): one name looked up, not
+/// its whole path, and each cgroup of a rescan is looked at once.
+fn listed(parent: &Found, entries: Option<fs::ReadDir>) -> impl Iterator<Item = (Found, bool)> + '_ {
+    entries.into_iter().flatten().flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| {
+        let may_have_children = !e.metadata().is_ok_and(|m| is_leaf(&m));
+        (parent.child(&e.file_name()), may_have_children)
+    })
 }
 
 /// False for a cgroup with no child cgroups. A directory's link count is 2
@@ -882,7 +905,11 @@ fn subdirs(parent: &Found) -> impl Iterator<Item = Found> + '_ {
 /// stat spares the readdir of a leaf, most of a rescan's cost on a big
 /// host. Other counts (1 on btrfs) say nothing, and the directory is read.
 fn has_subdirs(cgroup: &Found) -> bool {
-    !fs::metadata(&cgroup.dir).is_ok_and(|m| m.nlink() == 2)
+    !fs::metadata(&cgroup.dir).is_ok_and(|m| is_leaf(&m))
+}
+
+fn is_leaf(dir: &fs::Metadata) -> bool {
+    dir.nlink() == 2
 }
 
 #[cfg(test)]
