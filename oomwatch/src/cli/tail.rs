@@ -206,12 +206,21 @@ fn follow<W: std::io::Write + Send>(
     let cpus = crate::kernel::sched::allowed_cpus(READERS);
     let pins: Vec<Option<usize>> = if cpus.len() < 2 { vec![None] } else { cpus.into_iter().map(Some).collect() };
     let stream = &*stream;
-    std::thread::scope(|s| {
-        for pin in pins {
-            let lines = &lines;
-            s.spawn(move || read_lines(stream, pin, lines, args, filter));
-        }
+    let readers = std::thread::scope(|s| {
+        let lines = &lines;
+        pins.into_iter()
+            .enumerate()
+            .filter(|&(i, pin)| {
+                std::thread::Builder::new()
+                    .name(format!("oomwatch-tail{i}"))
+                    .spawn_scoped(s, move || read_lines(stream, pin, lines, args, filter))
+                    .is_ok()
+            })
+            .count()
     });
+    if readers == 0 {
+        bail!("{}: cannot start a thread to read it", args.socket.display());
+    }
     let end = lines.into_inner().unwrap_or_else(|e| e.into_inner()).end;
     match end {
         Some(End::Shown) => Ok(None),

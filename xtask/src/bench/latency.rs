@@ -531,7 +531,7 @@ tracepoint:syscalls:sys_enter_sendto /pid == $1/ { if (@mark && nsecs - @mark < 
 tracepoint:syscalls:sys_enter_write /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_writev /pid == $1/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu SEND %d\n", nsecs, tid); } }
 tracepoint:syscalls:sys_enter_write /pid == $2/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu TAIL %d\n", nsecs, tid); } }
-tracepoint:sched:sched_switch /args->next_pid == $2/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu TAILRUN %d\n", nsecs, args->next_pid); } }
+tracepoint:sched:sched_switch /strncmp(args->next_comm, "oomwatch-tail", 13) == 0/ { if (@mark && nsecs - @mark < 50000000) { printf("%llu TAILRUN %d\n", nsecs, args->next_pid); } }
 tracepoint:sched:sched_wakeup { if (@mark && nsecs - @mark < 50000000 && strncmp(args->comm, "oomwatch", 8) == 0) { printf("%llu WAKEUP %d\n", nsecs, args->pid); } }
 "#;
 
@@ -547,7 +547,7 @@ fn breakdown(ctx: &Ctx, cg: &TestCgroup, n: usize, rep: &mut Report) -> Result<V
     std::thread::sleep(Duration::from_millis(1000));
     let received = traced_kills(ctx, cg, n, &mut tail)?;
     let lines = parse_trace(trace.finish(Duration::from_secs(10)));
-    let split = Breakdown::of(&received, &lines, tail.pid());
+    let split = Breakdown::of(&received, &lines);
     if split.segments.get("1 wake").is_none_or(Vec::is_empty) {
         bail!(
             "no kill could be followed through the trace ({} trace lines)",
@@ -606,13 +606,13 @@ struct Breakdown {
 }
 
 impl Breakdown {
-    fn of(received: &[Received], lines: &[TraceLine], tail_pid: u32) -> Self {
+    fn of(received: &[Received], lines: &[TraceLine]) -> Self {
         let mut me = Self {
             segments: BTreeMap::new(),
             opens: Vec::new(),
         };
         for r in received {
-            let Some((segments, opens)) = follow(r, lines, tail_pid) else {
+            let Some((segments, opens)) = follow(r, lines) else {
                 continue;
             };
             for (k, v) in segments {
@@ -672,7 +672,6 @@ impl Breakdown {
 fn follow(
     r: &Received,
     lines: &[TraceLine],
-    tail_pid: u32,
 ) -> Option<(Vec<(&'static str, f64)>, f64)> {
     let start = lines
         .iter()
@@ -729,10 +728,13 @@ fn follow(
         seg.push(("2c daemon: last open -> event sent", us(ts(b), ts(s))));
     }
     seg.push(("3 tail", us(ts(s), ts(t))));
-    if let Some(wu) = rfind(s, t, "WAKEUP", tail_pid) {
+    // tail reads on a thread per CPU (`oomwatch-tail0`, `-tail1`): the one
+    // that wrote the line is the one followed.
+    let writer = after[t].2;
+    if let Some(wu) = rfind(s, t, "WAKEUP", writer) {
         seg.push(("3a tail: woken -> line written", us(ts(wu), ts(t))));
         // Split: waiting for a CPU, then its own work (read, parse, write).
-        if let Some(run) = find(wu, t, "TAILRUN") {
+        if let Some(run) = after[wu..t].iter().position(|(_, k, tid)| k == "TAILRUN" && *tid == writer).map(|i| i + wu) {
             seg.push(("3b tail: woken -> on a CPU", us(ts(wu), ts(run))));
             seg.push(("3c tail: on a CPU -> line written", us(ts(run), ts(t))));
         }
