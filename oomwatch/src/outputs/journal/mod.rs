@@ -92,6 +92,13 @@ pub struct JournalConfig {
     pub queue_capacity: usize,
     /// High-rate events are committed once this many wait, this many per
     /// transaction (a kill waits for at most one such commit)...
+    ///
+    /// 64: under 20,000 events a second a commit of 256 took 5-10 ms, and a
+    /// kill's p99 from append to fsync'd was 9.9-10.0 ms; with 64 it is
+    /// 3.1-3.7 ms (128: 5.9) for 4x the commits (312 fsyncs a second at
+    /// that rate, none more below 320 events a second, where `batch_linger`
+    /// and incidents set the pace) and 8-27 % more CPU per event
+    /// (`oomwatch/benches/journal.rs`, docs/performance.md).
     pub batch_max: usize,
     /// ...or the oldest has waited this long (what a crash can lose of them).
     pub batch_linger: Duration,
@@ -103,7 +110,7 @@ impl JournalConfig {
             dir: dir.into(),
             retention: Retention::default(),
             queue_capacity: 65_536,
-            batch_max: 256,
+            batch_max: 64,
             batch_linger: Duration::from_millis(200),
         }
     }
