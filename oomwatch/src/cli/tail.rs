@@ -250,7 +250,11 @@ fn read_lines<W: std::io::Write>(
         if lines.end.is_some() {
             return;
         }
-        if let Some(end) = lines.read_available(args, filter) {
+        // A reader that panicked would leave the other waiting in poll(2)
+        // for good: its follow ends as failed instead, and wakes it.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| lines.read_available(args, filter)));
+        let end = read.unwrap_or_else(|_| Some(End::Failed(anyhow::anyhow!("{}: a reader panicked", args.socket.display()))));
+        if let Some(end) = end {
             lines.end = Some(end);
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return;
