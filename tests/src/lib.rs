@@ -137,7 +137,8 @@ pub struct TestCgroup {
     pub dir: PathBuf,
     /// Path as oomwatch reports it ("/own/oomwatch-test-x").
     pub path: String,
-    v1: bool,
+    /// On a cgroup v1 memory hierarchy (its files are v1's).
+    pub v1: bool,
 }
 
 /// A cgroup name as the daemon shows it (`readers::path_string`): valid

@@ -210,6 +210,170 @@ fn hostile_process_and_cgroup_names_are_escaped_in_every_output() {
     assert_eq!(metric_value(&daemon.metrics(), "oomwatch_panics_total"), Some(0.0));
 }
 
+/// Cgroups nested under a test cgroup through directory descriptors, so
+/// deep that their path is longer than PATH_MAX (no path-based call can
+/// reach the deepest). Removed deepest first on drop, its processes (only
+/// ones this test started) killed first.
+struct DeepCgroups {
+    /// Each level's parent directory and its name; `deepest` is the last's own.
+    levels: Vec<(std::os::fd::OwnedFd, std::ffi::CString)>,
+    deepest: std::os::fd::OwnedFd,
+}
+
+impl DeepCgroups {
+    fn new(parent: &TestCgroup, levels: usize, limit_bytes: u64) -> Self {
+        use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+        let open_dir = |at: libc::c_int, name: &std::ffi::CStr| {
+            // SAFETY: openat(2) with a NUL-terminated name; the result is checked.
+            let fd = unsafe { libc::openat(at, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+            assert!(fd >= 0, "openat {name:?}: {}", std::io::Error::last_os_error());
+            // SAFETY: a descriptor just opened and owned by nobody else.
+            unsafe { OwnedFd::from_raw_fd(fd) }
+        };
+        let top = std::ffi::CString::new(parent.dir.as_os_str().as_bytes()).unwrap();
+        let mut at = open_dir(libc::AT_FDCWD, &top);
+        let mut made = Self { levels: Vec::new(), deepest: at.try_clone().unwrap() };
+        for i in 0..levels {
+            if !parent.v1 {
+                write_at(at.as_raw_fd(), "cgroup.subtree_control", "+memory");
+            }
+            let name = std::ffi::CString::new(format!("d{i:02}{}", "x".repeat(240))).unwrap();
+            // SAFETY: mkdirat(2) with a NUL-terminated name.
+            let r = unsafe { libc::mkdirat(at.as_raw_fd(), name.as_ptr(), 0o755) };
+            assert_eq!(r, 0, "mkdirat level {i}: {}", std::io::Error::last_os_error());
+            let next = open_dir(at.as_raw_fd(), &name);
+            made.levels.push((std::mem::replace(&mut at, next), name));
+        }
+        made.deepest = at;
+        let limit_file = if parent.v1 { "memory.limit_in_bytes" } else { "memory.max" };
+        write_at(made.deepest.as_raw_fd(), limit_file, &limit_bytes.to_string());
+        made
+    }
+
+    /// `cmd` moves itself into the deepest cgroup before exec.
+    fn spawn(&self, cmd: &mut Command) -> std::process::Child {
+        use std::os::fd::AsRawFd as _;
+        let dir = self.deepest.as_raw_fd();
+        // SAFETY: only async-signal-safe calls (openat, write, close)
+        // between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::openat(dir, c"cgroup.procs".as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let r = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+            });
+        }
+        cmd.spawn().expect("spawning into the deepest cgroup")
+    }
+}
+
+/// Writes `value` to the file `name` of the directory `dir`.
+fn write_at(dir: libc::c_int, name: &str, value: &str) {
+    let cname = std::ffi::CString::new(name).unwrap();
+    // SAFETY: openat/write/close on a descriptor this test owns, from a
+    // buffer of `value.len()` bytes.
+    unsafe {
+        let fd = libc::openat(dir, cname.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        assert!(fd >= 0, "openat {name}: {}", std::io::Error::last_os_error());
+        let r = libc::write(fd, value.as_ptr().cast(), value.len());
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(r, value.len() as isize, "writing {value:?} to {name}: {e}");
+    }
+}
+
+impl Drop for DeepCgroups {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd as _;
+        while let Some((parent, name)) = self.levels.pop() {
+            for _ in 0..50 {
+                // SAFETY: openat(2) relative to a directory this guard owns.
+                let dir = unsafe { libc::openat(parent.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+                if dir >= 0 {
+                    let procs = {
+                        // SAFETY: as above; the descriptor is closed by the File.
+                        let fd = unsafe { libc::openat(dir, c"cgroup.procs".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+                        if fd < 0 { String::new() } else { std::io::read_to_string(unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) }).unwrap_or_default() }
+                    };
+                    // SAFETY: closes the descriptor opened above.
+                    unsafe { libc::close(dir) };
+                    // Only processes this test started are in its cgroups.
+                    for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                        // SAFETY: plain kill(2).
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                // SAFETY: unlinkat(2) relative to a directory this guard owns.
+                if unsafe { libc::unlinkat(parent.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A tenant with a delegated subtree nests cgroups deeper than PATH_MAX
+/// and runs out at its own limit there. /proc shows the victim's cgroup
+/// cut at 4095 bytes, whose files nobody can open: the kill must still be
+/// a memcg kill (the kernel's own chain says so), said to be cut, and must
+/// not claim the host ran out of memory, which pages the host's owner.
+#[test]
+fn a_cgroup_deeper_than_path_max_is_a_memcg_kill_not_a_host_oom() {
+    if !require_root("a_cgroup_deeper_than_path_max_is_a_memcg_kill_not_a_host_oom") {
+        return;
+    }
+    let daemon = Daemon::start(&[]);
+    let mut tail = Tail::start(&daemon, &[]);
+    let parent = TestCgroup::new("deep", None);
+    let deep = DeepCgroups::new(&parent, 20, 32 * MIB);
+    let mut hog = ChildGuard(deep.spawn(memhog().args(["hog", "128"])));
+    let status = hog.wait_timeout(Duration::from_secs(30)).expect("the hog is killed");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    let pid = hog.pid();
+
+    let (kill, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("no oom_kill for pid {pid}; saw {:?}", tail.seen));
+    // Where it shows it: /proc (cut at 4095 bytes), or, for a victim
+    // already exiting (v1 shows it in "/"), the kernel's report (cut at
+    // about 1 KiB). Either way kept, and said to be cut.
+    let cgroup = kill["cgroup"].as_str().unwrap().to_owned();
+    assert!(cgroup.starts_with(&parent.path) && cgroup.len() >= 992, "the victim's cgroup as the kernel shows it: {kill}");
+    let cut = match kill["cgroup_from"].as_str() {
+        Some("proc_cgroup") => "victim cgroup path (longer than /proc/PID/cgroup shows: cut at 4095 bytes)",
+        Some("kernel_report") => "victim cgroup path (longer than the kernel log prints: cut at about 1 KiB)",
+        other => panic!("the victim's cgroup from {other:?}: {kill}"),
+    };
+    assert!(kill["unavailable"].to_string().contains(cut), "{kill}");
+    println!("the victim's cgroup, {} bytes, from {}", cgroup.len(), kill["cgroup_from"]);
+    assert_eq!(kill["constraint"], "memcg", "{kill}");
+    assert_eq!(kill["limit_bytes"], 32 * MIB, "{kill}");
+    let why = kill["why"].as_str().unwrap();
+    assert!(why.contains("because a memory cgroup hit its limit") && !why.contains("host ran out"), "{why}");
+
+    // The kernel's report cuts the same path at about 1 KiB: the amended
+    // why still names no cut path, and still no host OOM.
+    let (explained, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "kill_explained" && v["pid"] == pid)
+        .unwrap_or_else(|| panic!("no kill_explained for pid {pid}; saw {:?}", tail.seen));
+    assert_eq!(explained["kernel_report"]["constraint"], "CONSTRAINT_MEMCG", "{explained}");
+    let why = explained["why"].as_str().unwrap();
+    assert!(why.contains("because a memory cgroup hit its limit") && !why.contains("host ran out"), "{why}");
+
+    let metrics = daemon.metrics();
+    let kills: Vec<&str> = metrics.lines().filter(|l| l.starts_with("oomwatch_oom_kills_total{")).collect();
+    assert_eq!(kills.len(), 1, "{kills:?}");
+    assert!(kills[0].contains("constraint=\"memcg\"") && kills[0].ends_with(" 1"), "{kills:?}");
+    assert_eq!(metric_value(&metrics, "oomwatch_panics_total"), Some(0.0));
+    drop(hog);
+    drop(deep);
+}
+
 // ---------------------------------------------------------------- ranges
 
 /// One row of `oomwatch check --print-ranges`: the key, and TOML values at

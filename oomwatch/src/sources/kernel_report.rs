@@ -33,7 +33,8 @@ use crate::{
         oom_report::{self, MissingReport, OomAssembler, OomOutput},
     },
     wire::{
-        Attribution, CgroupSource, Composition, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, OomKill, ReportTask, TOP_TASKS, amend_with_report, rfc3339,
+        Attribution, CgroupSource, Composition, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, OomKill, REPORT_PATH_CUT, ReportTask, TOP_TASKS, amend_with_report,
+        printed_whole, rfc3339,
     },
 };
 
@@ -292,6 +293,9 @@ fn cgroup_from_report(k: &mut OomKill, task_memcg: Option<&str>) -> Option<Strin
     k.attribution = Attribution::Approximate;
     k.cgroup_from = Some(CgroupSource::KernelReport);
     k.unavailable.retain(|u| !u.starts_with("victim cgroup "));
+    if !printed_whole(memcg) {
+        k.unavailable.push(REPORT_PATH_CUT.to_owned());
+    }
     Some(memcg.to_owned())
 }
 

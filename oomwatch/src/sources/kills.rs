@@ -96,7 +96,7 @@ impl KillExplainer {
         // The kernel's own answer, where readable; else inferred from counters.
         let verdict = match &oom_control {
             Some(oc) => self.kernel_verdict(r, oc, chain.as_ref(), &mut files),
-            None => self.limit_verdict(&cgroup, cgroup_id, chain.as_ref(), now, &mut files),
+            None => self.limit_verdict(&cgroup, cgroup_id, kernel_memcg(r), chain.as_ref(), now, &mut files),
         };
         let mut unavailable = unavailable_groups(r);
         unavailable.extend(found.unavailable);
@@ -179,7 +179,7 @@ impl KillExplainer {
     /// Whether the kernel program read neither the victim's memcg nor,
     /// the victim being the trigger, the trigger's: /proc must be asked.
     fn victim_cgroup_needs_proc(&self, r: &OomKillRecord) -> bool {
-        let read_task = r.present & victim_field::TASK != 0 && r.victim_memcg_id != 0;
+        let read_task = kernel_memcg(r).is_some();
         let read_trigger = r.present & victim_field::TRIGGER_MEMCG != 0 && r.victim_pid == r.trigger_tgid;
         !read_task && !read_trigger
     }
@@ -207,11 +207,10 @@ impl KillExplainer {
     /// The victim's memory cgroup as the kernel program read it, when it
     /// did: nothing but the resolver's cache (or one handle lookup) is asked.
     fn victim_cgroup_from_kernel(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>) -> Option<VictimCgroup> {
-        if r.present & victim_field::TASK != 0
-            && r.victim_memcg_id != 0
-            && let Some(path) = self.resolver.resolve(Hierarchy::Memory, r.victim_memcg_id)
+        if let Some(id) = kernel_memcg(r)
+            && let Some(path) = self.resolver.resolve(Hierarchy::Memory, id)
         {
-            return Some(VictimCgroup::exact(path, r.victim_memcg_id));
+            return Some(VictimCgroup::exact(path, id));
         }
         // The victim is the trigger's own process: its memcg was read exactly.
         if r.present & victim_field::TRIGGER_MEMCG != 0
@@ -299,11 +298,15 @@ impl KillExplainer {
     /// compared with what the model saw before. They come from the kill
     /// record where the kernel read them; the cgroups it did not reach are
     /// read from their files now. Either way the readings go back to the
-    /// model: a kill is a reason to sample at once.
+    /// model: a kill is a reason to sample at once. When the victim's own
+    /// cgroup cannot be read that way, the kernel's chain alone decides
+    /// ([`chain_verdict`]): a cgroup nobody could read is no evidence that
+    /// the host ran out.
     fn limit_verdict(
         &self,
         cgroup: &str,
         cgroup_id: Option<u64>,
+        kernel_memcg: Option<u64>,
         chain: Option<&MemcgChain>,
         now: Instant,
         files: &mut FileReads,
@@ -337,7 +340,11 @@ impl KillExplainer {
             files.0 += if version == CgroupVersion::V1 { 3 } else { 2 };
             links.push(self.link(path, usage, limit, hits_now, now));
         }
-        find_limit(&links)
+        let victim_unread = !links.iter().any(|l| l.path == cgroup);
+        match chain.filter(|c| victim_unread && starts_at(c, kernel_memcg)) {
+            Some(chain) => chain_verdict(chain, |id| self.resolver.resolve(Hierarchy::Memory, id)),
+            None => find_limit(&links),
+        }
     }
 
     /// One cgroup of the ancestry with the model's evidence, and the
@@ -407,6 +414,42 @@ fn is_main_process(init_pid: Option<u32>, victim: &Victim) -> Option<bool> {
     }
 }
 
+/// The victim's memory cgroup id as the kernel program read it from the
+/// task, where it did.
+fn kernel_memcg(r: &OomKillRecord) -> Option<u64> {
+    (r.present & victim_field::TASK != 0 && r.victim_memcg_id != 0).then_some(r.victim_memcg_id)
+}
+
+/// The chain starts at the memory cgroup the kernel read from the victim's
+/// task: it is the victim's, whatever path /proc gave.
+fn starts_at(chain: &MemcgChain, kernel_memcg: Option<u64>) -> bool {
+    kernel_memcg.is_some() && chain.levels.first().map(|l| l.cgroup_id) == kernel_memcg
+}
+
+/// The limit hit, from the kernel's chain alone, for a victim whose own
+/// cgroup files could not be read (a path longer than the kernel prints is
+/// cut at PATH_MAX by /proc, and names no cgroup): the usage at the kill
+/// against each level's limit says which one was hit. Levels are `named`
+/// by id where that resolves; a hit on one that does not is a memcg kill
+/// in a cgroup left unnamed.
+fn chain_verdict(chain: &MemcgChain, named: impl Fn(u64) -> Option<String>) -> Verdict {
+    let links: Vec<ChainLink> = chain
+        .levels
+        .iter()
+        .map(|level| ChainLink {
+            path: named(level.cgroup_id).unwrap_or_default(),
+            limit_bytes: level.limit_bytes,
+            usage_bytes: level.usage_bytes,
+            hits_now: None,
+            hits_before: None,
+            recently_hit: false,
+        })
+        .collect();
+    let mut verdict = find_limit(&links);
+    verdict.limit_cgroup = verdict.limit_cgroup.filter(|p| !p.is_empty());
+    verdict
+}
+
 /// The kernel's chain belongs to this path: it starts at the victim's
 /// memory cgroup, and has one level per cgroup below the root (all of them
 /// when it is complete). Paths seen through a cgroup namespace are shorter
@@ -450,6 +493,31 @@ mod tests {
         assert!(chain_fits(&chain(true, &[]), Some(1), 0), "the root cgroup: nothing to read");
         assert!(!chain_fits(&chain(true, &[]), Some(1), 2));
         assert!(chain_fits(&chain(false, &[]), Some(7), 2), "nothing read: every level from files");
+    }
+
+    /// A victim whose cgroup path is longer than /proc shows: its files
+    /// cannot be read, and the kernel's chain says which limit was hit.
+    #[test]
+    fn the_kernel_chain_alone_names_the_limit_when_the_victims_files_cannot_be_read() {
+        const MIB: u64 = 1 << 20;
+        let at = |cgroup_id, usage_bytes, limit_bytes| MemcgAtKill { cgroup_id, usage_bytes, limit_bytes, failcnt: None, oom_events: None };
+        let deep = MemcgChain { levels: vec![at(9, 32 * MIB, Some(32 * MIB)), at(8, 32 * MIB, None), at(7, 40 * MIB, Some(64 * MIB))], complete: false };
+        assert!(starts_at(&deep, Some(9)));
+        assert!(!starts_at(&deep, Some(8)), "another cgroup's chain");
+        assert!(!starts_at(&deep, None), "the kernel did not read the victim's task");
+        assert!(!starts_at(&MemcgChain { levels: Vec::new(), complete: false }, Some(9)));
+
+        let unnamed = chain_verdict(&deep, |id| (id == 7).then(|| "/tenant".to_owned()));
+        assert_eq!(unnamed, Verdict { constraint: Constraint::Memcg, limit_cgroup: None, usage_bytes: Some(32 * MIB), limit_bytes: Some(32 * MIB) });
+        let named = chain_verdict(&deep, |id| Some(format!("/c{id}")));
+        assert_eq!(named.limit_cgroup.as_deref(), Some("/c9"));
+
+        let ancestor = MemcgChain { levels: vec![at(9, MIB, None), at(7, 64 * MIB, Some(64 * MIB))], complete: true };
+        let v = chain_verdict(&ancestor, |id| (id == 7).then(|| "/tenant".to_owned()));
+        assert_eq!((v.constraint, v.limit_cgroup.as_deref()), (Constraint::Memcg, Some("/tenant")), "an ancestor's limit");
+
+        let roomy = MemcgChain { levels: vec![at(9, MIB, Some(64 * MIB))], complete: true };
+        assert_eq!(chain_verdict(&roomy, |_| None).constraint, Constraint::Global, "no level at its limit: the host ran out");
     }
 
     #[test]

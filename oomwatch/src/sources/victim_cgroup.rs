@@ -24,7 +24,7 @@ use std::path::Path;
 use crate::{
     model::KillBaseline,
     readers::{CgroupVersion, ProcCgroup, proc_memory_cgroup, read_own_oom_kills},
-    wire::{Attribution, CgroupSource},
+    wire::{Attribution, CgroupSource, REPORT_PATH_CUT, printed_whole},
 };
 
 /// The victim's memory cgroup and what it rests on.
@@ -34,7 +34,8 @@ pub struct VictimCgroup {
     pub id: Option<u64>,
     pub attribution: Attribution,
     pub from: Option<CgroupSource>,
-    /// Why the cgroup is unknown, for the event's `unavailable`.
+    /// Why the cgroup is unknown, or its path incomplete, for the event's
+    /// `unavailable`.
     pub unavailable: Option<String>,
 }
 
@@ -48,6 +49,10 @@ impl VictimCgroup {
         Self { path: Some(path), id: None, attribution: Attribution::Approximate, from: Some(from), unavailable: None }
     }
 }
+
+/// /proc/PID/cgroup shows at most PATH_MAX - 1 bytes of a path: one that
+/// long was cut (a tenant may nest cgroups deeper than that).
+const PROC_PATH_SHOWN: usize = 4095;
 
 /// What the tracked cgroups' own oom_kill counters say about a kill.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,7 +97,14 @@ pub fn without_the_kernel(
     files: &mut u32,
 ) -> VictimCgroup {
     let why_not_proc = match proc {
-        ProcCgroup::Path(path) => return VictimCgroup::approximate(path, CgroupSource::ProcCgroup),
+        ProcCgroup::Path(path) => {
+            let cut = path.len() >= PROC_PATH_SHOWN;
+            let mut found = VictimCgroup::approximate(path, CgroupSource::ProcCgroup);
+            if cut {
+                found.unavailable = Some(format!("victim cgroup path (longer than /proc/PID/cgroup shows: cut at {PROC_PATH_SHOWN} bytes)"));
+            }
+            return found;
+        }
         ProcCgroup::Exiting => "the victim was exiting, which cgroup v1 shows as \"/\"",
         ProcCgroup::Gone => "the victim was gone",
     };
@@ -109,7 +121,12 @@ pub fn without_the_kernel(
         CounterEvidence::Several(n) => format!("the oom_kill counters of {n} cgroups moved"),
     };
     if let Some(path) = report() {
-        return VictimCgroup::approximate(path, CgroupSource::KernelReport);
+        let cut = !printed_whole(&path);
+        let mut found = VictimCgroup::approximate(path, CgroupSource::KernelReport);
+        if cut {
+            found.unavailable = Some(REPORT_PATH_CUT.to_owned());
+        }
+        return found;
     }
     VictimCgroup {
         path: None,
@@ -159,6 +176,14 @@ mod tests {
         };
         let from_proc = without_the_kernel(ask(ProcCgroup::Path("/".into()), Vec::new, Some("/not-asked")), &mut files);
         assert_eq!((from_proc.path.as_deref(), from_proc.from, files), (Some("/"), Some(CgroupSource::ProcCgroup), 0));
+        assert_eq!(from_proc.unavailable, None);
+        // A path as long as /proc shows was cut there: kept, and said so.
+        let long = format!("/tenant/{}", "x".repeat(PROC_PATH_SHOWN - 8));
+        let cut = without_the_kernel(ask(ProcCgroup::Path(long.clone()), Vec::new, None), &mut files);
+        assert_eq!((cut.path.as_deref(), cut.attribution), (Some(long.as_str()), Attribution::Approximate));
+        assert_eq!(cut.unavailable.as_deref(), Some("victim cgroup path (longer than /proc/PID/cgroup shows: cut at 4095 bytes)"));
+        let whole = without_the_kernel(ask(ProcCgroup::Path(long[..PROC_PATH_SHOWN - 1].to_owned()), Vec::new, None), &mut files);
+        assert_eq!(whole.unavailable, None);
 
         // Exiting on v1, counters unreadable here: unknown, and said why.
         let tracked = || vec![baseline("/nonexistent/oomwatch-test-a", 0, 0, 0)];
@@ -171,6 +196,9 @@ mod tests {
         assert_eq!((gone.path, gone.attribution), (None, Attribution::Unknown));
         let reported = without_the_kernel(ask(ProcCgroup::Gone, tracked, Some("/pod/c")), &mut files);
         assert_eq!(reported, VictimCgroup::approximate("/pod/c".into(), CgroupSource::KernelReport));
+        let deep: &'static str = Box::leak(format!("/pod/{}", "x".repeat(1100)).into_boxed_str());
+        let cut = without_the_kernel(ask(ProcCgroup::Gone, tracked, Some(deep)), &mut files);
+        assert_eq!((cut.path.as_deref(), cut.unavailable.as_deref()), (Some(deep), Some(REPORT_PATH_CUT)), "kept, and said to be cut");
     }
 
     #[test]

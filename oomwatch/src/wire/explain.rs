@@ -189,11 +189,26 @@ pub fn missing_reason(missing: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The kernel log prints a cgroup path as one record of at most about 1
+/// KiB (992 bytes on 6.1, 1021 on 6.18): a path that long may be cut.
+const KMSG_PATH_SHOWN: usize = 992;
+
+/// Whether a cgroup path from the kernel's report was printed whole: one
+/// of [`KMSG_PATH_SHOWN`] bytes or more may have been cut there (a tenant
+/// may nest cgroups that deep), and names no cgroup for sure.
+pub fn printed_whole(path: &str) -> bool {
+    path.len() < KMSG_PATH_SHOWN
+}
+
+/// What an event's `unavailable` says of a victim's cgroup path taken from
+/// the kernel's report that was not [`printed_whole`].
+pub const REPORT_PATH_CUT: &str = "victim cgroup path (longer than the kernel log prints: cut at about 1 KiB)";
+
 /// Which limit was hit: `constraint`, `limit_cgroup` (else the report's
-/// `oom_memcg`), the limit and the file it is set in.
+/// `oom_memcg` when printed whole), the limit and the file it is set in.
 fn cause(kill: &OomKill, limit: Option<u64>, limit_file: LimitFile) -> String {
     let report = kill.kernel_report.as_deref();
-    let limit_cgroup = kill.limit_cgroup.as_deref().or(report.and_then(|r| r.oom_memcg.as_deref()));
+    let limit_cgroup = kill.limit_cgroup.as_deref().or(report.and_then(|r| r.oom_memcg.as_deref()).filter(|p| printed_whole(p)));
     match (kill.constraint, limit_cgroup) {
         (Constraint::Memcg, Some(cg)) => {
             let mut s = cg.to_owned();
@@ -374,6 +389,22 @@ mod tests {
             why(&k, None).unwrap(),
             "memhog (pid 123) was killed because /oomwatch-test-x hit its 64 MiB limit while web (pid 9) in /pod/web allocated; it used 64 MiB of 64 MiB (40 MiB anon, 20 MiB shmem/tmpfs); 20 MiB of it is tmpfs/shmem; the top consumer was web (pid 9, 30 MiB rss)."
         );
+    }
+
+    /// The limit cgroup was not named at the kill: the kernel report's
+    /// `oom_memcg` names it, unless the kernel log cut that path.
+    #[test]
+    fn the_reports_limit_cgroup_only_when_printed_whole() {
+        let mut k = kill();
+        k.limit_cgroup = None;
+        let with_oom_memcg = |mut k: OomKill, oom_memcg: String| {
+            k.kernel_report = Some(Box::new(KernelReport { oom_memcg: Some(oom_memcg), ..Default::default() }));
+            why(&k, None).unwrap()
+        };
+        let named = with_oom_memcg(k.clone(), "/tenant/job".into());
+        assert!(named.starts_with("memhog (pid 123) was killed because /tenant/job hit its 64 MiB limit"), "{named}");
+        let cut = with_oom_memcg(k, format!("/tenant/{}", "x".repeat(KMSG_PATH_SHOWN)));
+        assert!(cut.starts_with("memhog (pid 123) was killed because a memory cgroup hit its limit"), "{cut}");
     }
 
     fn child(path: &str, mib: u64, victim: bool, trigger: bool) -> Consumer {

@@ -21,7 +21,9 @@ pub use alert::{ActiveAlert, AlertKey, AlertName, AlertState, Severity, Transiti
 pub use episode::{INCIDENT_VICTIMS, Incident, IncidentRef, IncidentVictim, ThrottleState, Throttled};
 pub use escape::printable;
 pub use event::*;
-pub use explain::{Composition, Consumer, KernelMemcg, KernelReport, LimitFile, ReportTask, TOP_CHILDREN, TOP_TASKS, amend_with_report, missing_reason, why};
+pub use explain::{
+    Composition, Consumer, KernelMemcg, KernelReport, LimitFile, REPORT_PATH_CUT, ReportTask, TOP_CHILDREN, TOP_TASKS, amend_with_report, missing_reason, printed_whole, why,
+};
 pub use human::{format_bytes, human};
 pub use sparkline::{kill_usage_line, plain_numbers, sparkline};
 pub use report::{AlertsReport, CgroupCounts, StatusReport, StatusRow, TopStaller};
