@@ -74,8 +74,8 @@ pub fn open(path: &Path) -> Result<KmsgReader, KmsgError> {
 /// approximate, never exact.
 #[derive(Default)]
 pub struct ReportedVictims {
-    /// (pid, comm, task_memcg), newest last.
-    recent: Mutex<VecDeque<(u32, String, String)>>,
+    /// (pid, comm, what the report said), newest last.
+    recent: Mutex<VecDeque<(u32, String, ReportedKill)>>,
     noted: Condvar,
     /// The kernel log is being read: there is something to wait for.
     reading: AtomicBool,
@@ -85,19 +85,27 @@ pub struct ReportedVictims {
 /// kills in flight.
 const REPORTED_VICTIMS: usize = 64;
 
+/// What the kernel's report of a kill says, for the kill path: the
+/// victim's memory cgroup, and which limit was hit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReportedKill {
+    pub task_memcg: Option<String>,
+    pub report: KernelReport,
+}
+
 impl ReportedVictims {
-    fn note(&self, pid: u32, comm: &str, task_memcg: &str) {
+    fn note(&self, pid: u32, comm: &str, kill: ReportedKill) {
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() == REPORTED_VICTIMS {
             recent.pop_front();
         }
-        recent.push_back((pid, comm.to_owned(), task_memcg.to_owned()));
+        recent.push_back((pid, comm.to_owned(), kill));
         self.noted.notify_all();
     }
 
-    /// The memory cgroup the kernel's report named for victim `pid`
-    /// (`comm`, when known, must match), waiting up to `timeout` for it.
-    pub fn wait_for(&self, pid: u32, comm: Option<&str>, timeout: Duration) -> Option<String> {
+    /// What the kernel's report said of victim `pid` (`comm`, when known,
+    /// must match), waiting up to `timeout` for it; taken once.
+    pub fn wait_for(&self, pid: u32, comm: Option<&str>, timeout: Duration) -> Option<ReportedKill> {
         if !self.reading.load(Ordering::Relaxed) {
             return None;
         }
@@ -106,7 +114,7 @@ impl ReportedVictims {
         loop {
             let found = recent.iter().rposition(|(p, c, _)| *p == pid && comm.is_none_or(|comm| comm == c));
             if let Some(i) = found {
-                return recent.remove(i).map(|(_, _, memcg)| memcg);
+                return recent.remove(i).map(|(_, _, kill)| kill);
             }
             let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero())?;
             recent = self.noted.wait_timeout(recent, left).unwrap_or_else(|e| e.into_inner()).0;
@@ -202,9 +210,7 @@ impl KernelReportFeed {
             printk_ns: kill.ts_usec.saturating_mul(1000),
             report: kernel_report(kill),
         };
-        if let Some(memcg) = &waiting.task_memcg {
-            self.victims.note(waiting.pid, &waiting.comm, memcg);
-        }
+        self.victims.note(waiting.pid, &waiting.comm, ReportedKill { task_memcg: waiting.task_memcg.clone(), report: waiting.report.clone() });
         if !self.join(&waiting) {
             if self.waiting.len() == MAX_WAITING {
                 self.waiting.pop_front();
@@ -480,12 +486,14 @@ mod tests {
         });
         let mut feed = feed;
         feed.kill_line(&captured("6.18/plain"));
-        assert_eq!(late.join().unwrap().as_deref(), Some(PLAIN_618_CGROUP), "noted while it waited");
+        let noted = late.join().unwrap().expect("noted while it waited");
+        assert_eq!(noted.task_memcg.as_deref(), Some(PLAIN_618_CGROUP));
+        assert_eq!(noted.report.constraint.as_deref(), Some("CONSTRAINT_MEMCG"), "and which limit was hit");
         assert_eq!(victims.wait_for(30835, Some("memhog"), short), None, "taken once");
         feed.kill_line(&captured("6.18/plain"));
         assert_eq!(victims.wait_for(30835, Some("other"), short), None, "another comm");
         assert_eq!(victims.wait_for(4, None, short), None, "another pid");
-        assert_eq!(victims.wait_for(30835, None, short).as_deref(), Some(PLAIN_618_CGROUP));
+        assert_eq!(victims.wait_for(30835, None, short).and_then(|k| k.task_memcg).as_deref(), Some(PLAIN_618_CGROUP));
     }
 
     #[test]

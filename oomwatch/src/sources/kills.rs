@@ -16,7 +16,7 @@ use oomwatch_common::oom::{OomKillRecord, victim_field};
 
 use super::{
     resolve::CgroupResolver,
-    kernel_report::ReportedVictims,
+    kernel_report::{ReportedKill, ReportedVictims},
     victim_cgroup::{Fallbacks, VictimCgroup, read_proc, without_the_kernel},
 };
 use crate::{
@@ -33,7 +33,9 @@ use crate::{
         CgroupLayout, CgroupVersion, Hierarchy, ProcCgroup, read_limit, read_limit_hits, read_usage,
         runtime::{MainProcess, main_process},
     },
-    wire::{Constraint, Event, EventBody, IncidentRef, IncidentVictim, KillNotice, LimitFile, OomControl, OomKill, Trigger, Victim, rfc3339, why},
+    wire::{
+        Constraint, Event, EventBody, IncidentRef, IncidentVictim, KernelReport, KillNotice, LimitFile, OomControl, OomKill, Trigger, Victim, printed_whole, rfc3339, why,
+    },
 };
 
 /// The file a memory cgroup's limit is set in, for the `why` of a kill.
@@ -87,7 +89,8 @@ impl KillExplainer {
         let has = |bit| r.present & bit != 0;
         let victim = victim_of(r);
         let trigger = self.trigger_of(r);
-        let found = self.victim_cgroup(r, trigger.cgroup.as_deref(), proc, &mut files);
+        let reported = Reported::new();
+        let found = self.victim_cgroup(r, trigger.cgroup.as_deref(), proc, &reported, &mut files);
         let (cgroup_id, attribution, cgroup_from) = (found.id, found.attribution, found.from);
         let chain = memcg_chain(r, page_size());
         let cgroup = found.path.unwrap_or_else(|| "unknown".to_owned());
@@ -96,7 +99,10 @@ impl KillExplainer {
         // The kernel's own answer, where readable; else inferred from counters.
         let verdict = match &oom_control {
             Some(oc) => self.kernel_verdict(r, oc, chain.as_ref(), &mut files),
-            None => self.limit_verdict(&cgroup, cgroup_id, kernel_memcg(r), chain.as_ref(), now, &mut files),
+            None => {
+                let evidence = KernelEvidence { memcg: kernel_memcg(r), chain: chain.as_ref(), report: &|| self.reported(r, &reported).map(|k| &k.report) };
+                self.limit_verdict(&cgroup, cgroup_id, evidence, now, &mut files)
+            }
         };
         let mut unavailable = unavailable_groups(r);
         unavailable.extend(found.unavailable);
@@ -187,7 +193,7 @@ impl KillExplainer {
     /// The victim's memory cgroup: exactly from the kernel when the victim's
     /// task was read, else from /proc (`proc`, read first thing) or the
     /// kernel's oom_kill counters, or its report (`sources::victim_cgroup`).
-    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>, proc: Option<ProcCgroup>, files: &mut FileReads) -> VictimCgroup {
+    fn victim_cgroup(&self, r: &OomKillRecord, trigger_cgroup: Option<&str>, proc: Option<ProcCgroup>, reported: &Reported, files: &mut FileReads) -> VictimCgroup {
         if let Some(exact) = self.victim_cgroup_from_kernel(r, trigger_cgroup) {
             return exact;
         }
@@ -196,12 +202,20 @@ impl KillExplainer {
             proc,
             baselines: || self.model.kill_baselines(),
             version: self.layout.as_ref().map(|l| l.memory_version),
-            report: || {
-                let comm = (r.present & victim_field::COMM != 0).then(|| comm_str(&r.victim_comm));
-                self.reported_victims.wait_for(r.victim_pid, comm.as_deref(), REPORT_WAIT)
-            },
+            report: || self.reported(r, reported).and_then(|k| k.task_memcg.clone()),
         };
         without_the_kernel(fallbacks, &mut files.0)
+    }
+
+    /// What the kernel's report said of this victim, waited for (up to
+    /// [`REPORT_WAIT`]) the first time the kill path asks.
+    fn reported<'a>(&self, r: &OomKillRecord, reported: &'a Reported) -> Option<&'a ReportedKill> {
+        reported
+            .get_or_init(|| {
+                let comm = (r.present & victim_field::COMM != 0).then(|| comm_str(&r.victim_comm));
+                self.reported_victims.wait_for(r.victim_pid, comm.as_deref(), REPORT_WAIT)
+            })
+            .as_ref()
     }
 
     /// The victim's memory cgroup as the kernel program read it, when it
@@ -299,18 +313,11 @@ impl KillExplainer {
     /// record where the kernel read them; the cgroups it did not reach are
     /// read from their files now. Either way the readings go back to the
     /// model: a kill is a reason to sample at once. When the victim's own
-    /// cgroup cannot be read that way, the kernel's chain alone decides
-    /// ([`chain_verdict`]): a cgroup nobody could read is no evidence that
-    /// the host ran out.
-    fn limit_verdict(
-        &self,
-        cgroup: &str,
-        cgroup_id: Option<u64>,
-        kernel_memcg: Option<u64>,
-        chain: Option<&MemcgChain>,
-        now: Instant,
-        files: &mut FileReads,
-    ) -> Verdict {
+    /// cgroup cannot be read that way, the kernel decides: its chain
+    /// ([`chain_verdict`]), else its report ([`report_verdict`]). A cgroup
+    /// nobody could read is no evidence that the host ran out.
+    fn limit_verdict(&self, cgroup: &str, cgroup_id: Option<u64>, kernel: KernelEvidence<'_>, now: Instant, files: &mut FileReads) -> Verdict {
+        let chain = kernel.chain;
         let Some(layout) = &self.layout else { return find_limit(&[]) };
         let version = layout.memory_version;
         let paths = ancestry(cgroup);
@@ -340,11 +347,17 @@ impl KillExplainer {
             files.0 += if version == CgroupVersion::V1 { 3 } else { 2 };
             links.push(self.link(path, usage, limit, hits_now, now));
         }
-        let victim_unread = !links.iter().any(|l| l.path == cgroup);
-        match chain.filter(|c| victim_unread && starts_at(c, kernel_memcg)) {
-            Some(chain) => chain_verdict(chain, |id| self.resolver.resolve(Hierarchy::Memory, id)),
-            None => find_limit(&links),
+        // A victim in the root cgroup has no limit to read: a global OOM.
+        let victim_unread = !paths.is_empty() && !links.iter().any(|l| l.path == cgroup);
+        if victim_unread {
+            if let Some(chain) = chain.filter(|c| starts_at(c, kernel.memcg)) {
+                return chain_verdict(chain, |id| self.resolver.resolve(Hierarchy::Memory, id));
+            }
+            if let Some(verdict) = (kernel.report)().and_then(report_verdict) {
+                return verdict;
+            }
         }
+        find_limit(&links)
     }
 
     /// One cgroup of the ancestry with the model's evidence, and the
@@ -418,6 +431,33 @@ fn is_main_process(init_pid: Option<u32>, victim: &Victim) -> Option<bool> {
 /// task, where it did.
 fn kernel_memcg(r: &OomKillRecord) -> Option<u64> {
     (r.present & victim_field::TASK != 0 && r.victim_memcg_id != 0).then_some(r.victim_memcg_id)
+}
+
+/// The kernel's report of this victim, once read (see [`KillExplainer::reported`]).
+type Reported = std::cell::OnceCell<Option<ReportedKill>>;
+
+/// What the kernel told of a kill besides its `oom_control`: the victim's
+/// memory cgroup id and chain as its program read them, and its report.
+struct KernelEvidence<'a> {
+    memcg: Option<u64>,
+    chain: Option<&'a MemcgChain>,
+    report: &'a dyn Fn() -> Option<&'a KernelReport>,
+}
+
+/// The limit hit, from the kernel's report (its `oom-kill:` line), for a
+/// victim whose own cgroup files could not be read and whose chain the
+/// kernel program did not read (no BTF). The limit cgroup is named only
+/// when the kernel log printed its path whole.
+fn report_verdict(report: &KernelReport) -> Option<Verdict> {
+    let name = report.constraint.as_deref()?;
+    let constraint = Constraint::from_kernel_name(&name.trim_start_matches("CONSTRAINT_").to_ascii_lowercase());
+    let memcg = report.memcg.filter(|_| constraint == Constraint::Memcg);
+    Some(Verdict {
+        constraint,
+        limit_cgroup: report.oom_memcg.clone().filter(|p| constraint == Constraint::Memcg && printed_whole(p)),
+        usage_bytes: memcg.map(|m| m.usage_bytes),
+        limit_bytes: memcg.map(|m| m.limit_bytes),
+    })
 }
 
 /// The chain starts at the memory cgroup the kernel read from the victim's
@@ -518,6 +558,28 @@ mod tests {
 
         let roomy = MemcgChain { levels: vec![at(9, MIB, Some(64 * MIB))], complete: true };
         assert_eq!(chain_verdict(&roomy, |_| None).constraint, Constraint::Global, "no level at its limit: the host ran out");
+    }
+
+    /// Without the chain (no BTF), the kernel's report says which limit.
+    #[test]
+    fn the_kernel_report_names_the_limit_when_nothing_else_can() {
+        use crate::wire::KernelMemcg;
+        const MIB: u64 = 1 << 20;
+        let report = |constraint: &str, oom_memcg: String| KernelReport {
+            constraint: Some(constraint.to_owned()),
+            oom_memcg: Some(oom_memcg),
+            memcg: Some(KernelMemcg { usage_bytes: 32 * MIB, limit_bytes: 32 * MIB, failcnt: 9, ..Default::default() }),
+            ..Default::default()
+        };
+        let memcg = report_verdict(&report("CONSTRAINT_MEMCG", "/tenant".into())).unwrap();
+        assert_eq!(memcg, Verdict { constraint: Constraint::Memcg, limit_cgroup: Some("/tenant".into()), usage_bytes: Some(32 * MIB), limit_bytes: Some(32 * MIB) });
+        let cut = report_verdict(&report("CONSTRAINT_MEMCG", format!("/tenant/{}", "x".repeat(1100)))).unwrap();
+        assert_eq!((cut.constraint, cut.limit_cgroup), (Constraint::Memcg, None), "a path the kernel log cut names nothing");
+        let global = report_verdict(&report("CONSTRAINT_NONE", "/".into())).unwrap();
+        assert_eq!(global, Verdict { constraint: Constraint::Global, limit_cgroup: None, usage_bytes: None, limit_bytes: None });
+        assert_eq!(report_verdict(&report("CONSTRAINT_CPUSET", "/".into())).unwrap().constraint, Constraint::Cpuset);
+        assert_eq!(report_verdict(&report("CONSTRAINT_MEMORY_POLICY", "/".into())).unwrap().constraint, Constraint::MemoryPolicy);
+        assert_eq!(report_verdict(&KernelReport::default()), None, "a report without its oom-kill line");
     }
 
     #[test]

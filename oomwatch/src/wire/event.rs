@@ -509,11 +509,22 @@ pub struct Ramp {
     pub usage_bytes: Vec<u64>,
     pub working_set_bytes: Vec<u64>,
     /// PSI "some" avg10 (%) of the cgroup, where the kernel keeps it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "finite_f32s")]
     pub pressure_some_avg10: Vec<f32>,
     /// The cgroup's hard limit as last read (None: unlimited or unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit_bytes: Option<u64>,
+}
+
+/// f32s that are numbers: JSON's too large for an f32 would read as
+/// infinity, which JSON cannot carry (it is written `null`, which no
+/// reader takes back), so they are refused where they are read.
+fn finite_f32s<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+    let values = Vec::<f32>::deserialize(d)?;
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(v) => Err(serde::de::Error::custom(format!("{v} is out of range for a pressure percentage"))),
+        None => Ok(values),
+    }
 }
 
 #[cfg(test)]
@@ -582,6 +593,25 @@ mod tests {
             ktime_ns: Some(5),
             seq: 1,
         }
+    }
+
+    /// Found by the fuzzer: in an event (its body is flattened, so numbers
+    /// pass through serde's buffer as f64s) 4e39 read as an f32 was
+    /// infinity, written back as `null`, which then did not read.
+    #[test]
+    fn a_pressure_too_large_for_an_f32_is_refused_where_it_is_read() {
+        let mut event = oom();
+        let EventBody::OomKill(k) = &mut event.body else { unreachable!() };
+        k.history = Some(Ramp { seconds_ago: vec![1, 0], usage_bytes: vec![1, 2], working_set_bytes: vec![1, 2], pressure_some_avg10: vec![0.5, 12.25], limit_bytes: None });
+        let line = serde_json::to_string(&event).unwrap();
+        assert!(line.contains("[0.5,12.25]"), "{line}");
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), event);
+        for too_large in ["4000000000000000000000000000000000000000.0", "1e300"] {
+            let e = serde_json::from_str::<Event>(&line.replace("12.25", too_large)).unwrap_err();
+            assert!(e.to_string().contains("inf is out of range for a pressure percentage"), "{e}");
+        }
+        let direct = serde_json::from_str::<Ramp>(r#"{"seconds_ago":[],"usage_bytes":[],"working_set_bytes":[],"pressure_some_avg10":[4e39]}"#);
+        assert!(direct.is_err(), "read outside an event, serde_json refuses it itself");
     }
 
     #[test]
