@@ -337,6 +337,52 @@ fn a_cgroup_deeper_than_path_max_is_a_memcg_kill_not_a_host_oom() {
     }
 }
 
+/// A tenant that may make cgroups (a delegated subtree, a container with
+/// its own cgroup namespace) makes more than `--max-cgroups` of them
+/// before a workload starts, and more after: the workload's cgroup,
+/// shallower than the crowd, is tracked all the same (usage, limit), in
+/// place of one of the crowd, and stays tracked.
+#[test]
+fn a_crowd_of_deep_cgroups_cannot_keep_a_later_workload_from_being_watched() {
+    if !require_root("a_crowd_of_deep_cgroups_cannot_keep_a_later_workload_from_being_watched") {
+        return;
+    }
+    let top = TestCgroup::new("crowd", None);
+    let tenant = top.child("tenant", None);
+    let mut crowd: Vec<TestCgroup> = (0..40).map(|i| tenant.child(&format!("c{i}"), None)).collect();
+    let include = format!("{}*", top.path);
+    let daemon = Daemon::start(&["--max-cgroups", "16", "--include", &include]);
+    let count = |metrics: &str, state: &str| metric_value(metrics, &format!("oomwatch_cgroups{{state=\"{state}\"}}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(&daemon.metrics(), "excluded_cap") != Some(26.0) {
+        assert!(Instant::now() < deadline, "42 cgroups, 16 tracked:\n{}", daemon.metrics());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pod = top.child("pod", Some(64 * MIB));
+    daemon.wait_tracked(&pod.path, Duration::from_secs(10));
+    assert_eq!(count(&daemon.metrics(), "excluded_cap"), Some(27.0), "the one pushed out is counted at once");
+    // The crowd grows again: as deep as the deepest tracked, it waits (the
+    // tenant's cgroup is watched: its new children are seen at once).
+    let more: Vec<TestCgroup> = (40..60).map(|i| tenant.child(&format!("c{i}"), None)).collect();
+    std::thread::sleep(Duration::from_secs(3));
+    let metrics = daemon.metrics();
+    for c in &more {
+        assert!(!metrics.contains(&format!("cgroup=\"{}\"", c.path)), "{} pushed its way in:\n{metrics}", c.path);
+    }
+    crowd.extend(more);
+    assert_eq!(count(&metrics, "tracked"), Some(16.0), "{metrics}");
+    for (cgroup, what) in [(&pod.path, "the workload"), (&top.path, "the crowd's parent"), (&tenant.path, "the tenant's own cgroup")] {
+        let usage = format!("oomwatch_cgroup_memory_usage_bytes{{cgroup=\"{cgroup}\"}}");
+        assert!(metric_value(&metrics, &usage).is_some(), "{what} {cgroup} is not tracked:\n{metrics}");
+    }
+    let limit = format!("oomwatch_cgroup_memory_limit_bytes{{cgroup=\"{}\"}}", pod.path);
+    assert_eq!(metric_value(&metrics, &limit), Some((64 * MIB) as f64), "{metrics}");
+    let log = daemon.log_text();
+    assert_eq!(log.matches("more memory cgroups than --max-cgroups (16)").count(), 1, "said once:\n{log}");
+    assert!(log.contains(&format!("{} is tracked in place of {}/", pod.path, tenant.path)), "{log}");
+    assert!(!log.contains("panic"), "{log}");
+}
+
 /// Kill tests of this binary that must not overlap.
 static KILLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

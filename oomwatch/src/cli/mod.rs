@@ -176,7 +176,8 @@ pub struct DaemonArgs {
     #[arg(long, value_name = "N")]
     pub backlog: Option<usize>,
     /// Track (sample and export) at most this many memory cgroups; the
-    /// shallowest are kept. Kills are counted for every cgroup regardless
+    /// shallowest are kept, also when one is made later (it takes the place
+    /// of a deeper one). Kills are counted for every cgroup regardless
     /// [default: 4096].
     #[arg(long, value_name = "N")]
     pub max_cgroups: Option<usize>,

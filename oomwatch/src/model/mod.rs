@@ -6,6 +6,7 @@
 //! May depend on: `readers`, `config`, `wire`.
 
 pub mod bus;
+mod cap;
 pub mod consumers;
 pub mod counters;
 mod due;
@@ -32,6 +33,7 @@ use crate::{
     readers::{CgroupLabels, MemInfo, MemoryEvents, MemorySample, Pressure, labels_for, runtime::ContainerMeta},
     wire::{CgroupCounts, Constraint, Ramp, StatusRow, TopStaller, Workload},
 };
+use cap::{LiveDepths, Room};
 use due::DueList;
 use workloads::{ContainerNames, workload_of};
 pub use forecast::{Basis, Forecast, ForecastParams};
@@ -65,6 +67,21 @@ impl Default for ModelConfig {
             forecast: ForecastParams::default(),
             max_workloads: 8192,
         }
+    }
+}
+
+/// What admitting a cgroup did: whether it is tracked, and the deeper
+/// cgroup it was tracked in place of at the cap (the caller stops reading
+/// that one; the model has marked it removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    pub admission: Admission,
+    pub displaced: Option<String>,
+}
+
+impl From<Admission> for Admitted {
+    fn from(admission: Admission) -> Self {
+        Self { admission, displaced: None }
     }
 }
 
@@ -317,6 +334,10 @@ struct State {
     /// Which of `cgroups` are whose children (kept with it).
     children: tree::Children,
     pressure: HashMap<String, PressureState>,
+    /// The live (not removed) ones of `cgroups` and of `pressure`, by
+    /// depth: the cap keeps the shallowest.
+    live: LiveDepths,
+    live_pressure: LiveDepths,
     node: NodeState,
     host_kills: HostKills,
     /// Until the sampler's first scan ends: per-cgroup baselines restored
@@ -337,6 +358,20 @@ struct State {
     /// Cgroups with a reclaim ratio (they stalled once): with
     /// `forecast_due`, every cgroup an alert rule can hold on.
     with_reclaim: DueList,
+}
+
+/// At the cap: the live cgroup at `depth` (the deepest) that makes room
+/// for a shallower one, the one using least memory (a crowd of empty
+/// cgroups goes first), marked removed.
+fn displace(s: &mut State, depth: usize) -> Option<String> {
+    let State { cgroups, live, .. } = s;
+    let (path, c) = cgroups
+        .iter_mut()
+        .filter(|(p, c)| c.removed_at.is_none() && cap::depth(p) == depth)
+        .min_by(|a, b| a.1.usage_bytes.cmp(&b.1.usage_bytes).then_with(|| a.0.cmp(b.0)))?;
+    c.removed_at = Some(Instant::now());
+    live.remove(path);
+    Some(path.clone())
 }
 
 /// After a change to what `c`'s forecast reads: listed for the next pass
@@ -395,6 +430,8 @@ impl Model {
                 cgroups: HashMap::new(),
                 children: tree::Children::default(),
                 pressure: HashMap::new(),
+                live: LiveDepths::default(),
+                live_pressure: LiveDepths::default(),
                 node: NodeState::default(),
                 node_history: History::new(120),
                 kills: BTreeMap::new(),
@@ -437,12 +474,27 @@ impl Model {
     }
 
     /// Whether a newly found cgroup is tracked; starts tracking it if so.
-    pub fn admit(&self, path: &str, id: u64, dir: &Path) -> Admission {
+    /// At `--max-cgroups` it takes the place of a deeper one, if any.
+    pub fn admit(&self, path: &str, id: u64, dir: &Path) -> Admitted {
         if !self.passes_filters(path) {
-            return Admission::Filtered;
+            return Admission::Filtered.into();
         }
         let mut s = self.write();
-        let State { cgroups, forecast_due, throttle_due, .. } = &mut *s;
+        let live = s.cgroups.get(path).is_some_and(|c| c.removed_at.is_none());
+        let displaced = match s.live.room_for(path, self.config.max_cgroups) {
+            _ if live => None,
+            Room::Free => None,
+            Room::Full => return Admission::OverCap.into(),
+            Room::Displace { depth } => {
+                let displaced = displace(&mut s, depth);
+                s.excluded_cap += 1;
+                displaced
+            }
+        };
+        if !live {
+            s.live.add(path);
+        }
+        let State { cgroups, children, forecast_due, throttle_due, .. } = &mut *s;
         if let Some(c) = cgroups.get_mut(path) {
             // Same path again: a recreated cgroup continues its series.
             c.removed_at = None;
@@ -450,19 +502,11 @@ impl Model {
             c.dir = dir.to_path_buf();
             forecast_changed(forecast_due, path, c, &self.config.forecast);
             throttle_changed(throttle_due, path, c);
-            return Admission::Tracked;
+        } else {
+            cgroups.insert(path.to_owned(), Box::new(CgroupState::new(id, path, dir, self.config.history_len)));
+            children.add(path);
         }
-        // Under the cap whatever is removed: counting the live ones for
-        // each admission made a cold start at 10,000 cgroups quadratic.
-        if s.cgroups.len() >= self.config.max_cgroups {
-            let live = s.cgroups.values().filter(|c| c.removed_at.is_none()).count();
-            if live >= self.config.max_cgroups {
-                return Admission::OverCap;
-            }
-        }
-        s.cgroups.insert(path.to_owned(), Box::new(CgroupState::new(id, path, dir, self.config.history_len)));
-        s.children.add(path);
-        Admission::Tracked
+        Admitted { admission: Admission::Tracked, displaced }
     }
 
     /// A cgroup admitted a moment ago whose files could not be opened: it
@@ -471,39 +515,64 @@ impl Model {
     /// (and, readmitted by every rescan, for ever).
     pub fn reject(&self, path: &str, now: Instant) {
         let mut s = self.write();
-        match s.cgroups.get_mut(path) {
-            Some(c) if c.full_samples == 0 && c.history.is_empty() => {
-                s.cgroups.remove(path);
-                s.children.remove(path);
-            }
-            Some(c) => {
-                c.removed_at.get_or_insert(now);
-            }
-            None => {}
+        let State { cgroups, children, live, .. } = &mut *s;
+        let Some(c) = cgroups.get_mut(path) else { return };
+        if c.removed_at.is_none() {
+            live.remove(path);
+        }
+        if c.full_samples == 0 && c.history.is_empty() {
+            cgroups.remove(path);
+            children.remove(path);
+        } else {
+            c.removed_at.get_or_insert(now);
         }
     }
 
     /// Admission for a pressure-only cgroup (hybrid hosts): same filters,
     /// same cap, counted separately.
-    pub fn admit_pressure(&self, path: &str) -> Admission {
+    pub fn admit_pressure(&self, path: &str) -> Admitted {
         if !self.passes_filters(path) {
-            return Admission::Filtered;
+            return Admission::Filtered.into();
         }
-        let s = self.read();
+        let mut s = self.write();
         if s.pressure.get(path).is_some_and(|p| p.removed_at.is_none()) {
-            return Admission::Tracked;
+            return Admission::Tracked.into();
         }
-        let live = s.pressure.values().filter(|p| p.removed_at.is_none()).count();
-        if live >= self.config.max_cgroups { Admission::OverCap } else { Admission::Tracked }
+        match s.live_pressure.room_for(path, self.config.max_cgroups) {
+            Room::Free => Admission::Tracked.into(),
+            Room::Full => Admission::OverCap.into(),
+            Room::Displace { depth } => {
+                let State { pressure, live_pressure, .. } = &mut *s;
+                let displaced = pressure
+                    .iter_mut()
+                    .filter(|(p, ps)| ps.removed_at.is_none() && cap::depth(p) == depth)
+                    .min_by(|a, b| a.1.pressure.some.avg10.total_cmp(&b.1.pressure.some.avg10).then_with(|| a.0.cmp(b.0)))
+                    .map(|(p, ps)| {
+                        ps.removed_at = Some(Instant::now());
+                        p.clone()
+                    });
+                if let Some(p) = &displaced {
+                    live_pressure.remove(p);
+                }
+                Admitted { admission: Admission::Tracked, displaced }
+            }
+        }
     }
 
     pub fn observe_pressure(&self, path: &str, pressure: Pressure) {
-        self.write().pressure.insert(path.to_owned(), PressureState { pressure, removed_at: None });
+        let mut s = self.write();
+        let was_live = s.pressure.insert(path.to_owned(), PressureState { pressure, removed_at: None }).is_some_and(|p| p.removed_at.is_none());
+        if !was_live {
+            s.live_pressure.add(path);
+        }
     }
 
     pub fn mark_pressure_removed(&self, path: &str, now: Instant) {
-        if let Some(p) = self.write().pressure.get_mut(path) {
-            p.removed_at.get_or_insert(now);
+        let mut s = self.write();
+        let State { pressure, live_pressure, .. } = &mut *s;
+        if let Some(p) = pressure.get_mut(path).filter(|p| p.removed_at.is_none()) {
+            p.removed_at = Some(now);
+            live_pressure.remove(path);
         }
     }
 
@@ -529,7 +598,7 @@ impl Model {
             .filter(|(_, p)| p.removed_at.is_none())
             .map(|(path, _)| {
                 let limited = s.cgroups.get(path).is_some_and(|c| c.limit_bytes.is_some());
-                (!limited, path.matches('/').count(), path)
+                (!limited, cap::depth(path), path)
             })
             .collect();
         paths.sort();
@@ -778,8 +847,11 @@ impl Model {
     }
 
     pub fn mark_removed(&self, path: &str, now: Instant) {
-        if let Some(c) = self.write().cgroups.get_mut(path) {
-            c.removed_at.get_or_insert(now);
+        let mut s = self.write();
+        let State { cgroups, live, .. } = &mut *s;
+        if let Some(c) = cgroups.get_mut(path).filter(|c| c.removed_at.is_none()) {
+            c.removed_at = Some(now);
+            live.remove(path);
         }
     }
 
@@ -1029,7 +1101,7 @@ impl Model {
     pub fn counts(&self) -> CgroupCounts {
         let s = self.read();
         CgroupCounts {
-            tracked: s.cgroups.values().filter(|c| c.removed_at.is_none()).count(),
+            tracked: s.live.live(),
             removed_in_grace: s.cgroups.values().filter(|c| c.removed_at.is_some()).count(),
             excluded_filter: s.excluded_filter,
             excluded_cap: s.excluded_cap,
@@ -1172,7 +1244,7 @@ mod tests {
         m.restore_kill_accounting(last, true);
         assert_eq!(m.host_kills().kernel_baseline, Some(40));
         // /a killed twice while no daemon ran: its baseline is where the last run left it.
-        assert_eq!(m.admit("/a", 1, Path::new("/a")), Admission::Tracked);
+        assert_eq!(m.admit("/a", 1, Path::new("/a")).admission, Admission::Tracked);
         m.observe_full("/a", &with_kills(5), None, now);
         let b = m.kill_baselines();
         assert_eq!((b[0].kernel_baseline, b[0].seen_since), (3, 0));
@@ -1356,14 +1428,110 @@ mod tests {
             exclude: vec![glob::Pattern::new("*/besteffort*").unwrap()],
             ..Default::default()
         });
-        assert_eq!(m.admit("/system.slice/x", 1, Path::new("/x")), Admission::Filtered);
-        assert_eq!(m.admit("/kubepods/besteffort/p", 2, Path::new("/x")), Admission::Filtered);
-        assert_eq!(m.admit("/kubepods/a", 3, Path::new("/x")), Admission::Tracked);
-        assert_eq!(m.admit("/kubepods/b", 4, Path::new("/x")), Admission::Tracked);
-        assert_eq!(m.admit("/kubepods/c", 5, Path::new("/x")), Admission::OverCap);
+        assert_eq!(m.admit("/system.slice/x", 1, Path::new("/x")).admission, Admission::Filtered);
+        assert_eq!(m.admit("/kubepods/besteffort/p", 2, Path::new("/x")).admission, Admission::Filtered);
+        assert_eq!(m.admit("/kubepods/a", 3, Path::new("/x")).admission, Admission::Tracked);
+        assert_eq!(m.admit("/kubepods/b", 4, Path::new("/x")).admission, Admission::Tracked);
+        assert_eq!(m.admit("/kubepods/c", 5, Path::new("/x")).admission, Admission::OverCap);
         // A removed cgroup frees its slot.
         m.mark_removed("/kubepods/a", Instant::now());
-        assert_eq!(m.admit("/kubepods/c", 5, Path::new("/x")), Admission::Tracked);
+        assert_eq!(m.admit("/kubepods/c", 5, Path::new("/x")).admission, Admission::Tracked);
+    }
+
+    /// A crowd of deep cgroups made first cannot keep a workload made
+    /// later from being tracked: at the cap, a shallower cgroup takes the
+    /// place of the deepest one using least memory; one as deep waits.
+    #[test]
+    fn at_the_cap_a_shallower_cgroup_takes_the_place_of_the_deepest() {
+        let m = Model::new(ModelConfig { max_cgroups: 3, ..Default::default() });
+        let t0 = Instant::now();
+        for p in ["/tenant", "/tenant/x/a", "/tenant/x/b"] {
+            assert_eq!(m.admit(p, 1, Path::new("/x")), Admission::Tracked.into());
+        }
+        m.observe_usage("/tenant/x/a", 10 * MIB, None, None, t0);
+        let pod = m.admit("/pod", 2, Path::new("/x"));
+        assert_eq!(pod, Admitted { admission: Admission::Tracked, displaced: Some("/tenant/x/b".into()) }, "the emptier of the deepest");
+        assert!(!m.is_tracked("/tenant/x/b") && m.is_tracked("/pod"));
+        // As deep as the deepest left: it waits, whether new or back from removal.
+        assert_eq!(m.admit("/tenant/x/c", 3, Path::new("/x")), Admission::OverCap.into());
+        assert_eq!(m.admit("/tenant/x/b", 3, Path::new("/x")), Admission::OverCap.into());
+        assert_eq!(m.admit("/pod2", 4, Path::new("/x")).displaced.as_deref(), Some("/tenant/x/a"));
+        assert_eq!(m.admit("/pod3", 5, Path::new("/x")), Admission::OverCap.into(), "/tenant, /pod, /pod2 are all as shallow");
+        assert_eq!(m.counts().tracked, 3);
+        assert_eq!(m.counts().excluded_cap, 2);
+        // A slot given back is taken by the next one, however deep.
+        m.mark_removed("/pod2", t0);
+        assert_eq!(m.admit("/tenant/x/a", 1, Path::new("/x")), Admission::Tracked.into());
+    }
+
+    /// Pressure-only cgroups (a hybrid host's unified tree) share the rule:
+    /// a shallower one takes the place of the deepest, the calmest first.
+    #[test]
+    fn pressure_only_cgroups_keep_the_shallowest_at_the_cap() {
+        let m = Model::new(ModelConfig { max_cgroups: 2, ..Default::default() });
+        let psi = |avg10: f64| Pressure { some: crate::readers::PsiLine { avg10, avg60: 0.0, avg300: 0.0, total_us: 0 }, full: None };
+        for (path, avg10) in [("/t/x/a", 5.0), ("/t/x/b", 0.0)] {
+            assert_eq!(m.admit_pressure(path), Admission::Tracked.into());
+            m.observe_pressure(path, psi(avg10));
+        }
+        assert_eq!(m.admit_pressure("/t/x/c"), Admission::OverCap.into());
+        assert_eq!(m.admit_pressure("/pod").displaced.as_deref(), Some("/t/x/b"));
+        m.observe_pressure("/pod", psi(1.0));
+        assert_eq!(m.pressure_of("/t/x/b"), None);
+        assert_eq!(m.admit_pressure("/t/x/b"), Admission::OverCap.into(), "as deep as /t/x/a: it waits");
+        m.mark_pressure_removed("/t/x/a", Instant::now());
+        assert_eq!(m.admit_pressure("/t/x/b"), Admission::Tracked.into());
+    }
+
+    /// The live counts by depth the cap decides on are what counting the
+    /// cgroups gives, over a long pseudo-random run of admissions,
+    /// removals, rejections and expiries; none tracked is deeper than one
+    /// refused at the cap.
+    #[test]
+    fn the_caps_live_counts_follow_every_change() {
+        let m = Model::new(ModelConfig { max_cgroups: 6, removal_grace: Duration::from_secs(5), ..Default::default() });
+        let paths: Vec<String> = (0..24).map(|i| ["/a", "/a/b", "/a/b/c", "/d/e/f/g"][i % 4].to_owned() + &format!("{i}")).collect();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let t0 = Instant::now();
+        let (mut refused, mut displaced) = (0, 0);
+        for step in 0..5000u64 {
+            let now = t0 + Duration::from_secs(step);
+            let p = &paths[next(paths.len() as u64) as usize];
+            match next(8) {
+                0..=3 => match m.admit(p, step, Path::new("/x")) {
+                    Admitted { admission: Admission::OverCap, .. } => {
+                        refused += 1;
+                        let s = m.read();
+                        let deepest = s.cgroups.iter().filter(|(_, c)| c.removed_at.is_none()).map(|(q, _)| cap::depth(q)).max();
+                        assert!(deepest.is_some_and(|d| d <= cap::depth(p)), "step {step}: {p} refused with a deeper one tracked");
+                    }
+                    Admitted { displaced: Some(d), .. } => {
+                        displaced += 1;
+                        assert!(cap::depth(&d) > cap::depth(p), "step {step}: {d} for {p}");
+                    }
+                    _ => {}
+                },
+                4 | 5 => m.mark_removed(p, now),
+                6 => m.reject(p, now),
+                _ => m.expire(now, |_| false),
+            }
+            let s = m.read();
+            let live: Vec<&String> = s.cgroups.iter().filter(|(_, c)| c.removed_at.is_none()).map(|(q, _)| q).collect();
+            assert_eq!(s.live.live(), live.len(), "step {step}");
+            assert!(live.len() <= 6, "step {step}: {} tracked", live.len());
+            let mut probe = LiveDepths::default();
+            live.iter().for_each(|q| probe.add(q));
+            for q in &paths {
+                assert_eq!(s.live.room_for(q, 6), probe.room_for(q, 6), "step {step}, {q}");
+            }
+        }
+        assert!(refused > 100 && displaced > 100, "the run reached the cap both ways: {refused} refused, {displaced} displaced");
     }
 
     #[test]
@@ -1441,7 +1609,7 @@ mod tests {
     fn the_signalled_pass_visits_stalled_and_forecast_cgroups_only() {
         let m = Model::default();
         for (i, p) in ["/stalled", "/still", "/gone"].iter().enumerate() {
-            assert_eq!(m.admit(p, i as u64 + 1, Path::new(p)), Admission::Tracked);
+            assert_eq!(m.admit(p, i as u64 + 1, Path::new(p)).admission, Admission::Tracked);
         }
         let t0 = Instant::now();
         let stalled = |total_ns: u64| ThreadStalls { born_ns: 1, memcg_id: 1, tgid: 1, count: 1, total_ns, ..Default::default() };

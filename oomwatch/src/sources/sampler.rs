@@ -24,7 +24,7 @@ use inotify::{Inotify, WatchDescriptor, WatchMask, Watches};
 use super::{episodes::throttled_event, workloads::WorkloadFeed};
 use crate::{
     kernel::usage_walk::UsageWalk,
-    model::{Admission, Model, NodeState, bus::EventBus, counters::DaemonCounters, tree},
+    model::{Admission, Admitted, Model, NodeState, bus::EventBus, counters::DaemonCounters, tree},
     readers::{
         CgroupLayout, CgroupMode, CgroupPoller, CgroupVersion, PressurePoller, path_string, read_limit_above, read_meminfo, read_memory,
         read_pressure,
@@ -119,6 +119,9 @@ struct Tracked {
     walk_reached: bool,
     /// Ticks between its reads, as of the last.
     stride: u32,
+    /// The next full read is due even if its usage has not moved: it was
+    /// just made, and whoever made it writes its limits right after.
+    relook: bool,
 }
 
 /// Idle cgroups (usage unchanged for this many ticks) are read every
@@ -200,6 +203,8 @@ pub struct Sampler {
     walk_failing: bool,
     next_walk: Instant,
     reads: Option<Arc<DaemonCounters>>,
+    /// A cgroup was pushed out at the cap by a shallower one (said once).
+    displacing_said: bool,
 }
 
 /// A cgroup as the model names it, and its directory. Names are bytes
@@ -271,6 +276,7 @@ impl Sampler {
             walk_failing: false,
             next_walk: Instant::now(),
             reads: None,
+            displacing_said: false,
         }
     }
 
@@ -413,7 +419,10 @@ impl Sampler {
         if self.pressure.contains_key(&cgroup.path) {
             return Admission::Tracked;
         }
-        let admission = self.model.admit_pressure(&cgroup.path);
+        let Admitted { admission, displaced } = self.model.admit_pressure(&cgroup.path);
+        if let Some(deeper) = displaced {
+            self.displaced(Tree::Unified, &deeper, &cgroup.path, Instant::now());
+        }
         if admission != Admission::Tracked {
             return admission;
         }
@@ -563,7 +572,10 @@ impl Sampler {
             return Admission::Tracked;
         }
         let id = fs::metadata(&cgroup.dir).map(|m| m.ino()).unwrap_or(0);
-        let admission = self.model.admit(&cgroup.path, id, &cgroup.dir);
+        let Admitted { admission, displaced } = self.model.admit(&cgroup.path, id, &cgroup.dir);
+        if let Some(deeper) = displaced {
+            self.displaced(Tree::Memory, &deeper, &cgroup.path, now);
+        }
         if admission != Admission::Tracked {
             return admission;
         }
@@ -593,6 +605,7 @@ impl Sampler {
                     last_usage: None,
                     walk_reached: false,
                     stride: 1,
+                    relook: false,
                 };
                 self.tracked.insert(path.clone(), t);
                 if let Some(feed) = &self.workloads {
@@ -610,6 +623,7 @@ impl Sampler {
                 // look again in a second, then join the rotation.
                 if let Some(t) = self.tracked.get_mut(path) {
                     t.next_full = now + self.config.interval;
+                    t.relook = true;
                 }
                 Admission::Tracked
             }
@@ -643,6 +657,21 @@ impl Sampler {
         }
     }
 
+    /// At `--max-cgroups`, `shallower` took the place of `deeper` (the
+    /// model already counts it as over the cap): stop reading it. Said
+    /// once in the log, when it first happens.
+    fn displaced(&mut self, tree: Tree, deeper: &str, shallower: &str, now: Instant) {
+        if !self.displacing_said {
+            self.displacing_said = true;
+            log::warn!(
+                "more memory cgroups than --max-cgroups ({}): the shallowest are tracked, so {shallower} is tracked \
+                 in place of {deeper} (said once; oomwatch_cgroups{{state=\"excluded_cap\"}} counts them)",
+                self.model.config().max_cgroups
+            );
+        }
+        self.forget_in(tree, deeper, now);
+    }
+
     fn forget(&mut self, path: &str, now: Instant) {
         if let Some(t) = self.tracked.remove(path) {
             if let (Some(walk), Some(slot)) = (self.walk.as_mut(), t.walk_slot) {
@@ -670,6 +699,7 @@ impl Sampler {
                 let jitter = self.spread % (self.config.full_every.as_millis().max(1) as u64 / 4).max(1);
                 t.next_full = now + self.config.full_every - Duration::from_millis(jitter);
                 self.model.observe_full(path, &sample, hits, now);
+                t.relook = false;
                 let was_limited = t.limited;
                 t.limited = sample.limit_bytes.is_some() || sample.high_bytes.is_some();
                 t.can_oom = t.limited || self.root_limited || self.model.limited_above(path);
@@ -793,9 +823,10 @@ impl Sampler {
             let idle = t.idle_ticks >= IDLE_AFTER;
             if seen.fill.is_some_and(|f| f >= hot) && (!idle || t.idle_ticks % IDLE_STRIDE == 0) {
                 full.push(path.clone());
-            } else if now >= t.next_full && (seen.moved_since_full || now >= t.next_full + (FULL_MAX_STALE - full_every)) {
+            } else if now >= t.next_full && (seen.moved_since_full || t.relook || now >= t.next_full + (FULL_MAX_STALE - full_every)) {
                 // Nothing moved since the last full read: memory.stat would
-                // say the same. Look again later, but not never.
+                // say the same (but for the limits written right after a
+                // cgroup is made). Look again later, but not never.
                 full.push(path.clone());
             } else if t.poller.version() == CgroupVersion::V1 && seen.fill.is_some_and(|f| f >= FAILCNT_POLL_FRACTION) {
                 polls.push(path.clone());
@@ -1245,6 +1276,62 @@ mod tests {
         let c = model.counts();
         assert_eq!((c.tracked, c.excluded_cap), (2, 1));
         assert!(!model.is_tracked("/a/deep"), "the deepest cgroup is the one left out");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Runtimes make a cgroup, then write its limit: the read a second
+    /// after it was found sees the limit, though no task has used memory
+    /// there yet (its usage has not moved, which otherwise skips full reads).
+    #[test]
+    fn a_limit_written_right_after_mkdir_is_seen_without_any_usage() {
+        let root = empty_root("relook");
+        fake_v2_tree(&root, &[("/pod", 0, "max")]);
+        let model = Arc::new(Model::default());
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let t0 = Instant::now();
+        s.scan(t0);
+        let limit = |m: &Model| m.status().into_iter().find(|r| r.cgroup == "/pod").and_then(|r| r.limit_bytes);
+        assert_eq!(limit(&model), None);
+        fs::write(root.join("pod/memory.max"), "67108864\n").unwrap();
+        for tick in 1..=3u64 {
+            s.sample_all(t0 + Duration::from_secs(tick));
+        }
+        assert_eq!(limit(&model), Some(64 << 20));
+        // Then, still, no more full reads than the idle rotation's.
+        fs::write(root.join("pod/memory.max"), "max\n").unwrap();
+        for tick in 4..=20u64 {
+            s.sample_all(t0 + Duration::from_secs(tick));
+        }
+        assert_eq!(limit(&model), Some(64 << 20), "an idle cgroup's files are not read again until it moves or goes stale");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Breadth-first only orders one scan: a cgroup made later, shallower
+    /// than some tracked, takes the place of one of the deepest, whose
+    /// files the sampler then stops reading.
+    #[test]
+    fn a_shallow_cgroup_made_at_the_cap_is_tracked_in_place_of_a_deep_one() {
+        let root = empty_root("displace");
+        fake_v2_tree(&root, &[("/t", 1, "max"), ("/t/x0", 1, "max"), ("/t/x1", 1, "max"), ("/t/x2", 1, "max")]);
+        let model = Arc::new(Model::new(crate::model::ModelConfig { max_cgroups: 3, ..Default::default() }));
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        s.scan(Instant::now());
+        assert_eq!((model.counts().tracked, model.counts().excluded_cap), (3, 1));
+        fake_v2_tree(&root, &[("/pod", 1, "100000000")]);
+        s.scan(Instant::now());
+        assert!(model.is_tracked("/pod") && model.is_tracked("/t"));
+        assert_eq!((model.counts().tracked, model.counts().excluded_cap), (3, 2));
+        let mut read: Vec<&str> = s.tracked.keys().map(String::as_str).collect();
+        read.sort();
+        assert_eq!(read.len(), 3, "{read:?}");
+        assert!(read.contains(&"/pod") && read.contains(&"/t"), "{read:?}");
+        let mut psi: Vec<&str> = s.pressure.keys().map(String::as_str).collect();
+        psi.sort();
+        assert_eq!(psi, read, "the pushed-out cgroup's pressure file is closed too");
+        // The next scans keep it so: the one pushed out waits, and pushes nothing.
+        s.scan(Instant::now());
+        assert_eq!((model.counts().tracked, model.counts().excluded_cap), (3, 2));
+        assert!(model.is_tracked("/pod"));
         fs::remove_dir_all(&root).unwrap();
     }
 }
