@@ -383,6 +383,77 @@ fn a_crowd_of_deep_cgroups_cannot_keep_a_later_workload_from_being_watched() {
     assert!(!log.contains("panic"), "{log}");
 }
 
+/// A tenant that makes and removes cgroups as fast as it can: the removed
+/// cgroups the daemon keeps for the grace period (10 minutes) never number
+/// more than `--max-cgroups`, so its memory does not grow with the churn.
+#[test]
+fn cgroups_made_and_removed_without_end_do_not_grow_the_daemon() {
+    if !require_root("cgroups_made_and_removed_without_end_do_not_grow_the_daemon") {
+        return;
+    }
+    let top = TestCgroup::new("churner", None);
+    let include = format!("{}*", top.path);
+    let daemon = Daemon::start(&["--max-cgroups", "64", "--include", &include]);
+    let removed = |metrics: &str| metric_value(metrics, "oomwatch_cgroups{state=\"removed\"}").unwrap_or(f64::NAN);
+    let mut most = 0f64;
+    for round in 0..30 {
+        let batch: Vec<TestCgroup> = (0..100).map(|i| top.child(&format!("r{round}-{i}"), None)).collect();
+        std::thread::sleep(Duration::from_millis(150));
+        drop(batch);
+        let metrics = daemon.metrics();
+        let now = removed(&metrics);
+        assert!(now <= 64.0, "round {round}: {now} removed cgroups kept:\n{metrics}");
+        most = most.max(now);
+    }
+    assert!(most >= 32.0, "the churn reached the daemon: at most {most} removed cgroups kept at once");
+    let status = run(&["status"], &daemon.socket);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    assert_eq!(metric_value(&daemon.metrics(), "oomwatch_panics_total"), Some(0.0));
+}
+
+/// A tenant that has each of its processes killed in a new cgroup: the
+/// kill series of cgroups no longer tracked are bounded (by
+/// `--max-cgroups`, the newest kept), every kill is still counted, and
+/// none is reported as unobserved when series leave.
+#[test]
+fn a_kill_in_a_new_cgroup_each_time_is_counted_without_growing_the_series() {
+    if !require_root("a_kill_in_a_new_cgroup_each_time_is_counted_without_growing_the_series") {
+        return;
+    }
+    let _one_at_a_time = KILLS.lock().unwrap_or_else(|e| e.into_inner());
+    let top = TestCgroup::new("killer", None);
+    // Only the parent is tracked: the cgroups of the kills are not.
+    let daemon = Daemon::start(&["--max-cgroups", "64", "--include", &top.path]);
+    let kills = 100;
+    let mut last = String::new();
+    for i in 0..kills {
+        let cg = top.child(&format!("k{i}"), Some(16 * MIB));
+        let mut hog = ChildGuard(cg.spawn(memhog().args(["hold", "64", "5"])));
+        let status = hog.wait_timeout(Duration::from_secs(20)).expect("memhog ends");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "kill {i}: {status}");
+        last = cg.path.clone();
+    }
+    let series = |metrics: &str| metrics.lines().filter(|l| l.starts_with("oomwatch_oom_kills_total{") && l.contains(&top.path)).count();
+    let newest = format!("cgroup=\"{last}\"");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let metrics = daemon.metrics();
+        if metrics.lines().any(|l| l.starts_with("oomwatch_oom_kills_total{") && l.contains(&newest)) || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(metrics.contains(&newest), "the newest kill's series is kept:\n{metrics}");
+    assert!((48..=64).contains(&series(&metrics)), "{} kill series of untracked cgroups:\n{metrics}", series(&metrics));
+    let status = run(&["status"], &daemon.socket);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!("{kills} OOM kills seen")), "{text}");
+    // Two reconciler passes (every 5 s) after the last kill: none unobserved.
+    std::thread::sleep(Duration::from_secs(12));
+    let metrics = daemon.metrics();
+    assert_eq!(metric_value(&metrics, "oomwatch_oom_kills_unobserved_total"), Some(0.0), "{}", daemon.log_text());
+}
+
 /// Kill tests of this binary that must not overlap.
 static KILLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 

@@ -345,6 +345,10 @@ struct State {
     restored_kills: Option<HashMap<String, u64>>,
     node_history: History,
     kills: BTreeMap<KillKey, KillSeries>,
+    /// Kills recorded since start. Not the sum of `kills`: the series of a
+    /// cgroup long gone leave the table, its kills were still seen (the
+    /// reconciler compares this with the kernel's counter).
+    kills_seen: u64,
     containers: ContainerNames,
     excluded_filter: usize,
     excluded_cap: usize,
@@ -372,6 +376,68 @@ fn displace(s: &mut State, depth: usize) -> Option<String> {
     c.removed_at = Some(Instant::now());
     live.remove(path);
     Some(path.clone())
+}
+
+/// Removed cgroups are kept for the grace period (a kill that comes right
+/// after the removal is still explained), but never more of them than
+/// `bound`: whoever may make cgroups could otherwise make and remove
+/// thousands a second and fill the daemon's memory with the states of
+/// cgroups that are gone. Past the bound, a quarter of it goes at once
+/// (one pass over the table per many removals): first those removed
+/// before a second sample (they held nothing to explain), then the
+/// longest gone.
+fn bound_removed(s: &mut State, bound: usize) {
+    let bound = bound.max(4);
+    if s.cgroups.len() - s.live.live() > bound {
+        let mut removed: Vec<(bool, Instant, String)> = s
+            .cgroups
+            .iter()
+            .filter_map(|(p, c)| Some((c.history.len() > 1, c.removed_at?, p.clone())))
+            .collect();
+        removed.sort_unstable();
+        let State { cgroups, children, forecast_due, throttle_due, with_reclaim, live, .. } = s;
+        for (_, _, p) in removed.into_iter().take(cgroups.len() - live.live() - bound * 3 / 4) {
+            cgroups.remove(&p);
+        }
+        children.rebuild(cgroups.keys());
+        forecast_due.retain(|p| cgroups.contains_key(p));
+        throttle_due.retain(|p| cgroups.contains_key(p));
+        with_reclaim.retain(|p| cgroups.contains_key(p));
+    }
+    if s.pressure.len() - s.live_pressure.live() > bound {
+        let mut removed: Vec<(Instant, String)> = s.pressure.iter().filter_map(|(p, ps)| Some((ps.removed_at?, p.clone()))).collect();
+        removed.sort_unstable();
+        let excess = s.pressure.len() - s.live_pressure.live() - bound * 3 / 4;
+        for (_, p) in removed.into_iter().take(excess) {
+            s.pressure.remove(&p);
+        }
+    }
+}
+
+/// Kill counter series (one per cgroup, constraint and main-process flag)
+/// stay while their cgroup is tracked, and for the grace period after its
+/// last kill; never more than `bound` of cgroups not tracked, or a tenant
+/// that kills a process in a new cgroup each time would grow the table and
+/// every scrape without end. Past the bound a quarter of it goes, the
+/// series whose last kill is oldest first. Their kills stay counted in
+/// `kills_seen`.
+fn bound_kill_series(s: &mut State, bound: usize) {
+    let bound = bound.max(64);
+    if s.kills.len() <= bound {
+        return;
+    }
+    let State { kills, cgroups, .. } = s;
+    let tracked = |path: &str| cgroups.get(path).is_some_and(|c| c.removed_at.is_none());
+    let mut untracked: Vec<(Option<Instant>, KillKey)> =
+        kills.iter().filter(|((p, _, _), _)| !tracked(p)).map(|(key, k)| (k.last_at, key.clone())).collect();
+    if untracked.len() <= bound {
+        return;
+    }
+    untracked.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let excess = untracked.len() - bound * 3 / 4;
+    for (_, key) in untracked.into_iter().take(excess) {
+        kills.remove(&key);
+    }
 }
 
 /// After a change to what `c`'s forecast reads: listed for the next pass
@@ -435,6 +501,7 @@ impl Model {
                 node: NodeState::default(),
                 node_history: History::new(120),
                 kills: BTreeMap::new(),
+                kills_seen: 0,
                 containers,
                 excluded_filter: 0,
                 excluded_cap: 0,
@@ -488,6 +555,7 @@ impl Model {
             Room::Displace { depth } => {
                 let displaced = displace(&mut s, depth);
                 s.excluded_cap += 1;
+                bound_removed(&mut s, self.config.max_cgroups);
                 displaced
             }
         };
@@ -526,6 +594,7 @@ impl Model {
         } else {
             c.removed_at.get_or_insert(now);
         }
+        bound_removed(&mut s, self.config.max_cgroups);
     }
 
     /// Admission for a pressure-only cgroup (hybrid hosts): same filters,
@@ -554,6 +623,7 @@ impl Model {
                 if let Some(p) = &displaced {
                     live_pressure.remove(p);
                 }
+                bound_removed(&mut s, self.config.max_cgroups);
                 Admitted { admission: Admission::Tracked, displaced }
             }
         }
@@ -574,6 +644,7 @@ impl Model {
             p.removed_at = Some(now);
             live_pressure.remove(path);
         }
+        bound_removed(&mut s, self.config.max_cgroups);
     }
 
     pub fn pressure_of(&self, path: &str) -> Option<Pressure> {
@@ -853,6 +924,7 @@ impl Model {
             c.removed_at = Some(now);
             live.remove(path);
         }
+        bound_removed(&mut s, self.config.max_cgroups);
     }
 
     /// Drops removed cgroups after the grace period, and kill series of
@@ -942,13 +1014,18 @@ impl Model {
         now: Instant,
     ) {
         let mut s = self.write();
+        s.kills_seen += 1;
         let k = s.kills.entry((cgroup.to_owned(), constraint, main_process)).or_default();
-        if k.count == 0 {
+        let new_series = k.count == 0;
+        if new_series {
             k.names = KillNames { namespace: workload.namespace.clone(), pod: workload.pod.clone(), container: workload.container.clone() };
         }
         k.count += 1;
         k.last_at = Some(now);
         k.last_victim = victim_comm.map(str::to_owned);
+        if new_series {
+            bound_kill_series(&mut s, self.config.max_cgroups);
+        }
     }
 
     pub fn for_each_kill_count(&self, mut f: impl FnMut(&str, Constraint, u64)) {
@@ -994,8 +1071,9 @@ impl Model {
         }
     }
 
+    /// Kills recorded since start, in every cgroup, gone ones included.
     pub fn total_kills(&self) -> u64 {
-        self.read().kills.values().map(|k| k.count).sum()
+        self.read().kills_seen
     }
 
     pub fn kills_of(&self, cgroup: &str) -> u64 {
@@ -1046,7 +1124,7 @@ impl Model {
     /// counter, and each tracked cgroup's whose counter is not zero.
     pub fn kill_accounting(&self) -> KillAccounting {
         let s = self.read();
-        let seen_total: u64 = s.kills.values().map(|k| k.count).sum();
+        let seen_total = s.kills_seen;
         // Summed once: a range query per cgroup allocated a key for each of
         // 10,000 cgroups every pass.
         let mut kills_by_cgroup: HashMap<&str, u64> = HashMap::new();
@@ -1481,6 +1559,59 @@ mod tests {
         assert_eq!(m.admit_pressure("/t/x/b"), Admission::OverCap.into(), "as deep as /t/x/a: it waits");
         m.mark_pressure_removed("/t/x/a", Instant::now());
         assert_eq!(m.admit_pressure("/t/x/b"), Admission::Tracked.into());
+    }
+
+    /// Cgroups made and removed as fast as a tenant can: the removed ones
+    /// kept for the grace period never outnumber the cap, and the first to
+    /// go are those that were gone before their second sample.
+    #[test]
+    fn removed_cgroups_kept_for_the_grace_period_are_bounded() {
+        let m = Model::new(ModelConfig { max_cgroups: 8, ..Default::default() });
+        let t0 = Instant::now();
+        m.admit("/lived", 1, Path::new("/x"));
+        for k in 0..3u64 {
+            m.observe_usage("/lived", (k + 1) * MIB, None, None, t0 + Duration::from_secs(k));
+        }
+        m.mark_removed("/lived", t0 + Duration::from_secs(3));
+        for i in 0..1000u64 {
+            let path = format!("/tenant/c{i}");
+            m.admit(&path, i + 2, Path::new("/x"));
+            m.observe_usage(&path, 0, None, None, t0 + Duration::from_secs(4));
+            m.mark_removed(&path, t0 + Duration::from_secs(4));
+            m.observe_pressure(&path, Pressure { some: crate::readers::PsiLine { avg10: 0.0, avg60: 0.0, avg300: 0.0, total_us: 0 }, full: None });
+            m.mark_pressure_removed(&path, t0 + Duration::from_secs(4));
+            let c = m.counts();
+            assert!(c.removed_in_grace <= 8, "{i}: {} removed kept", c.removed_in_grace);
+            assert!(m.read().pressure.len() <= 8, "{i}: pressure");
+        }
+        assert!(m.read().cgroups.contains_key("/lived"), "a cgroup that lived is kept over the churn");
+        assert_eq!(m.read().children.of("/tenant").count(), m.read().cgroups.keys().filter(|p| p.starts_with("/tenant/")).count());
+    }
+
+    /// A gone cgroup's kill series leaves the table after the grace
+    /// period; its kills stay counted, or the reconciler would take them
+    /// for kills it never saw.
+    #[test]
+    fn kills_stay_counted_after_their_series_leave() {
+        let m = Model::new(ModelConfig { max_cgroups: 64, ..Default::default() });
+        let t0 = Instant::now();
+        m.admit("/pod", 1, Path::new("/x"));
+        m.record_kill("/pod", Constraint::Memcg, Some("hog"), t0);
+        m.mark_removed("/pod", t0);
+        m.expire(t0 + Duration::from_secs(601), |_| false);
+        assert_eq!(m.kills_of("/pod"), 0, "the series left");
+        assert_eq!(m.total_kills(), 1);
+        // A kill in a new cgroup each time: the series of untracked cgroups
+        // are bounded, the tracked one's kept, every kill counted.
+        m.admit("/tracked", 2, Path::new("/x"));
+        m.record_kill("/tracked", Constraint::Memcg, None, t0);
+        for i in 0..500u64 {
+            m.record_kill(&format!("/tenant/c{i}"), Constraint::Memcg, None, t0 + Duration::from_millis(i));
+            assert!(m.read().kills.len() <= 64 + 1, "{i}: {} series", m.read().kills.len());
+        }
+        assert_eq!(m.kills_of("/tracked"), 1);
+        assert_eq!(m.kills_of("/tenant/c499"), 1, "the newest are kept");
+        assert_eq!(m.total_kills(), 502);
     }
 
     /// The live counts by depth the cap decides on are what counting the

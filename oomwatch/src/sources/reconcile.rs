@@ -97,3 +97,44 @@ impl Reconciler {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::{model::HostKills, wire::Constraint};
+
+    /// A kill seen in a cgroup removed since: once its series leaves the
+    /// model (after the grace period), the kernel's count still matches
+    /// what oomwatch saw, and nothing is reported as unobserved.
+    #[test]
+    fn a_gone_cgroups_kills_are_not_taken_for_unobserved_ones_when_its_series_leaves() {
+        let proc_root = std::env::temp_dir().join(format!("oomwatch-reconcile-{}", std::process::id()));
+        std::fs::create_dir_all(&proc_root).unwrap();
+        std::fs::write(proc_root.join("vmstat"), "nr_free_pages 1\noom_kill 7\n").unwrap();
+        let model = Arc::new(Model::default());
+        model.set_host_kills(HostKills { kernel_baseline: Some(6), ..Default::default() });
+        let unobserved = Counter::default();
+        let mut r = Reconciler::new(None, model.clone(), Arc::new(EventBus::new(8, 8)), unobserved.clone());
+        r.proc_root = proc_root.clone();
+        let t0 = Instant::now();
+        model.admit("/pod", 1, std::path::Path::new("/x"));
+        model.record_kill("/pod", Constraint::Memcg, Some("hog"), t0);
+        model.mark_removed("/pod", t0);
+        r.pass();
+        r.pass();
+        assert_eq!(unobserved.get(), 0);
+        model.expire(t0 + Duration::from_secs(601), |_| false);
+        assert_eq!(model.kills_of("/pod"), 0, "the series left");
+        r.pass();
+        r.pass();
+        assert_eq!(unobserved.get(), 0, "the kill was seen");
+        // A kill the daemon did not see is still found.
+        std::fs::write(proc_root.join("vmstat"), "oom_kill 8\n").unwrap();
+        r.pass();
+        r.pass();
+        assert_eq!(unobserved.get(), 1);
+        std::fs::remove_dir_all(&proc_root).unwrap();
+    }
+}
