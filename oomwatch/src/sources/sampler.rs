@@ -162,6 +162,9 @@ const WALK_EVERY: u32 = FAR_IDLE_STRIDE;
 const WALK_MAX_VISITS_PER_CGROUP: u64 = 2;
 const WALK_CHEAP_VISITS: u64 = 1000;
 const WALK_PAUSE: u32 = 60;
+/// Cgroups made within one tick that wait for it at most (the inotify
+/// queue's default length).
+const MADE_MAX: usize = 16_384;
 /// Limit hits cannot happen far from the limit: v1 counters are polled
 /// only above this share of it.
 const FAILCNT_POLL_FRACTION: f64 = 0.5;
@@ -205,6 +208,11 @@ pub struct Sampler {
     reads: Option<Arc<DaemonCounters>>,
     /// A cgroup was pushed out at the cap by a shallower one (said once).
     displacing_said: bool,
+    /// Cgroups made since the last tick, opened at the next one if they
+    /// still exist: whoever makes a cgroup writes its limits right after
+    /// (read then, not before), and one made and removed within a tick
+    /// (a tenant churning cgroups) costs no file opened.
+    made: Vec<(Tree, Found)>,
 }
 
 /// A cgroup as the model names it, and its directory. Names are bytes
@@ -277,6 +285,7 @@ impl Sampler {
             next_walk: Instant::now(),
             reads: None,
             displacing_said: false,
+            made: Vec::new(),
         }
     }
 
@@ -333,6 +342,7 @@ impl Sampler {
         loop {
             let now = Instant::now();
             if now >= next_tick {
+                self.discover_made(now);
                 self.sample_all(now);
                 next_tick += self.config.interval;
                 if next_tick < now {
@@ -380,8 +390,9 @@ impl Sampler {
             let Some(Watched { tree, cgroup, kind }) = self.watched.get(&wd).cloned() else { continue };
             match kind {
                 WatchKind::Dir if mask.contains(inotify::EventMask::CREATE) && mask.contains(inotify::EventMask::ISDIR) => {
-                    if let Some(name) = name {
-                        self.discover_in(tree, cgroup.child(&name), now);
+                    // Past the bound, the next rescan finds them.
+                    if let Some(name) = name.filter(|_| self.made.len() < MADE_MAX) {
+                        self.made.push((tree, cgroup.child(&name)));
                     }
                 }
                 WatchKind::Dir if mask.intersects(inotify::EventMask::DELETE_SELF | inotify::EventMask::IGNORED) => {
@@ -392,6 +403,15 @@ impl Sampler {
                     self.sample_full(&cgroup.path, now);
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// The cgroups made since the last tick that still exist.
+    fn discover_made(&mut self, now: Instant) {
+        for (tree, cgroup) in std::mem::take(&mut self.made) {
+            if cgroup.dir.is_dir() {
+                self.discover_in(tree, cgroup, now);
             }
         }
     }
@@ -1303,6 +1323,29 @@ mod tests {
             s.sample_all(t0 + Duration::from_secs(tick));
         }
         assert_eq!(limit(&model), Some(64 << 20), "an idle cgroup's files are not read again until it moves or goes stale");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A cgroup made is opened at the next tick, if it still exists: one
+    /// made and removed in between costs nothing and leaves nothing.
+    #[test]
+    fn cgroups_made_are_opened_at_the_next_tick_if_they_still_exist() {
+        let root = empty_root("made");
+        fake_v2_tree(&root, &[("/t", 1, "max")]);
+        let model = Arc::new(Model::default());
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let t0 = Instant::now();
+        s.scan(t0);
+        fake_v2_tree(&root, &[("/t/kept", 1, "max"), ("/t/gone", 1, "max")]);
+        let mut buf = vec![0u8; 64 * 1024];
+        s.wait_inotify(Duration::from_millis(500), &mut buf);
+        assert_eq!(s.made.len(), 2, "both creations seen");
+        assert!(!model.is_tracked("/t/kept"), "nothing opened before the tick");
+        fs::remove_dir_all(root.join("t/gone")).unwrap();
+        s.discover_made(t0 + Duration::from_secs(1));
+        assert!(model.is_tracked("/t/kept"));
+        let c = model.counts();
+        assert_eq!((c.tracked, c.removed_in_grace), (2, 0), "the one gone before the tick left no state");
         fs::remove_dir_all(&root).unwrap();
     }
 
