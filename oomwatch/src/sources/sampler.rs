@@ -392,7 +392,9 @@ impl Sampler {
                 WatchKind::Dir if mask.contains(inotify::EventMask::CREATE) && mask.contains(inotify::EventMask::ISDIR) => {
                     // Past the bound, the next rescan finds them.
                     if let Some(name) = name.filter(|_| self.made.len() < MADE_MAX) {
-                        self.made.push((tree, cgroup.child(&name)));
+                        let made = cgroup.child(&name);
+                        self.name_at_once(tree, &made.path);
+                        self.made.push((tree, made));
                     }
                 }
                 WatchKind::Dir if mask.intersects(inotify::EventMask::DELETE_SELF | inotify::EventMask::IGNORED) => {
@@ -403,6 +405,18 @@ impl Sampler {
                     self.sample_full(&cgroup.path, now);
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// A container's names are looked up as soon as its cgroup is made,
+    /// not at the tick that opens it: a container killed in its first
+    /// second is named as before. (The tick looks again, with retries, for
+    /// what its runtime writes later, such as its init pid.)
+    fn name_at_once(&self, tree: Tree, path: &str) {
+        if let (Tree::Memory, Some(feed)) = (tree, &self.workloads) {
+            if self.model.passes_filters(path) {
+                feed.found(path);
             }
         }
     }
@@ -1346,6 +1360,28 @@ mod tests {
         assert!(model.is_tracked("/t/kept"));
         let c = model.counts();
         assert_eq!((c.tracked, c.removed_in_grace), (2, 0), "the one gone before the tick left no state");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A container's cgroup is handed to the names' resolver when it is
+    /// made, before the tick that opens it.
+    #[test]
+    fn a_containers_names_are_looked_up_when_its_cgroup_is_made() {
+        use crate::sources::workloads::{WorkloadCounters, WorkloadResolver};
+        let root = empty_root("made-names");
+        fake_v2_tree(&root, &[("/system.slice", 1, "max")]);
+        let model = Arc::new(Model::default());
+        let counters = WorkloadCounters::default();
+        // A queue of one, never read: a second path handed over is dropped.
+        let (_resolver, feed) = WorkloadResolver::new(crate::readers::runtime::RuntimeRoots::under(&root), model.clone(), 1, counters.clone());
+        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default()).name_workloads(feed.clone());
+        s.scan(Instant::now());
+        let container = format!("/system.slice/docker-{}.scope", "0123456789abcdef".repeat(4));
+        fake_v2_tree(&root, &[(&container, 1, "max")]);
+        s.wait_inotify(Duration::from_millis(500), &mut vec![0u8; 64 * 1024]);
+        assert!(!model.is_tracked(&container), "not opened before the tick");
+        feed.found(&container);
+        assert_eq!(counters.dropped.get(), 1, "the sampler handed it over already");
         fs::remove_dir_all(&root).unwrap();
     }
 
