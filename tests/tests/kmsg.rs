@@ -557,6 +557,17 @@ fn the_daemon_explains_a_kill_with_the_kernels_report() {
     assert!(metric_value(&metrics, "oomwatch_kernel_reports_joined_total").is_some_and(|n| n >= 1.0), "{metrics}");
 }
 
+/// The daemon run without CAP_SYSLOG.
+const WITHOUT_SYSLOG: [&str; 4] = ["setpriv", "--bounding-set=-syslog", "--inh-caps=-syslog", "--"];
+
+/// A daemon that cannot open the kernel log: started without CAP_SYSLOG,
+/// which kernel.dmesg_restrict=1 makes the log need.
+fn without_the_kernel_log(extra: &[&str]) -> Daemon {
+    let restricted = fs::read_to_string("/proc/sys/kernel/dmesg_restrict").unwrap_or_default();
+    assert_eq!(restricted.trim(), "1", "this test needs kernel.dmesg_restrict=1 (then opening /dev/kmsg needs CAP_SYSLOG)");
+    Daemon::start_under(&WITHOUT_SYSLOG, extra)
+}
+
 /// Without CAP_SYSLOG (kernel.dmesg_restrict=1 here) the kernel log cannot
 /// be opened: the daemon says so, `check` and /metrics show it, and kills
 /// are still reported, with a `why` from the eBPF record and no
@@ -566,14 +577,11 @@ fn without_the_kernel_log_kills_come_without_a_report() {
     if !require_root("without_the_kernel_log_kills_come_without_a_report") {
         return;
     }
-    let restricted = fs::read_to_string("/proc/sys/kernel/dmesg_restrict").unwrap_or_default();
-    assert_eq!(restricted.trim(), "1", "this test needs kernel.dmesg_restrict=1 (then opening /dev/kmsg needs CAP_SYSLOG)");
     let _serial = one_at_a_time();
-    let without_syslog = ["setpriv", "--bounding-set=-syslog", "--inh-caps=-syslog", "--"];
-    let daemon = Daemon::start_under(&without_syslog, &[]);
+    let daemon = without_the_kernel_log(&[]);
     assert!(daemon.log_text().contains("/dev/kmsg: open: "), "{}", daemon.log_text());
     assert_eq!(metric_value(&daemon.metrics(), "oomwatch_probe_attached{probe=\"kmsg\"}"), Some(0.0));
-    let check = Command::new(without_syslog[0]).args(&without_syslog[1..]).arg(oomwatch_bin()).arg("check").output().unwrap();
+    let check = Command::new(WITHOUT_SYSLOG[0]).args(&WITHOUT_SYSLOG[1..]).arg(oomwatch_bin()).arg("check").output().unwrap();
     let check = String::from_utf8_lossy(&check.stdout);
     assert!(check.lines().any(|l| l.contains("[skip] probe kmsg") && l.contains("CAP_SYSLOG")), "{check}");
 
@@ -593,6 +601,42 @@ fn without_the_kernel_log_kills_come_without_a_report() {
     let (replayed, _) = late.wait_for(Duration::from_secs(5), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid).expect("replayed kill");
     assert!(replayed.get("kernel_report").is_none(), "{replayed}");
     assert!(late.seen.iter().all(|(v, _)| v["kind"] != "kill_explained"), "{:?}", late.seen);
+}
+
+/// Without BTF (no kernel chain), the victim gone before /proc was read
+/// (forced), its cgroup untracked (`--exclude`: no oom_kill counter of a
+/// tracked cgroup names it) and no kernel log (no CAP_SYSLOG): nothing
+/// tells which limit was hit. The kill is `unknown` in the event, its
+/// `why` and the metric. It was `global`, "the host ran out of memory",
+/// which pages as the host running out (`OomwatchHostOomKilled`).
+#[test]
+fn a_kill_nothing_could_place_is_unknown_never_a_host_oom() {
+    if !require_root("a_kill_nothing_could_place_is_unknown_never_a_host_oom") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let cg = TestCgroup::new("kmsg-unplaced", Some(48 * MIB));
+    let daemon = without_the_kernel_log(&["--btf", "/nonexistent/vmlinux", "--inject-victim-gone", "--exclude", &cg.path]);
+    assert_eq!(metric_value(&daemon.metrics(), "oomwatch_probe_attached{probe=\"kmsg\"}"), Some(0.0));
+    let mut tail = Tail::connect(&daemon);
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "256"])));
+    wait_killed(&mut hog);
+    let pid = hog.pid();
+    let (kill, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("no oom_kill for {pid}\n{}", daemon.log_text()));
+    assert_eq!(cg.oom_kills(), 1, "the kernel counted it at the test cgroup's limit");
+    assert_eq!((kill["cgroup"].as_str(), kill["attribution"].as_str()), (Some("unknown"), Some("unknown")), "{kill}");
+    assert_eq!(kill["constraint"], "unknown", "{kill}");
+    assert!(kill.get("limit_cgroup").is_none(), "{kill}");
+    let why = kill["why"].as_str().unwrap_or_default();
+    assert!(why.starts_with(&format!("memhog (pid {pid}) was killed because memory ran out (at a cgroup's limit or on the host")), "{why}");
+    let metrics = daemon.metrics();
+    let series = |constraint: &str| {
+        metrics.lines().filter(|l| l.starts_with("oomwatch_oom_kills_total{") && l.contains(&format!("constraint=\"{constraint}\""))).count()
+    };
+    assert_eq!(series("global"), 0, "{metrics}");
+    assert_eq!(metric_value(&metrics, "oomwatch_oom_kills_total{cgroup=\"unknown\",constraint=\"unknown\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}"), Some(1.0), "{metrics}");
 }
 
 // ------------------------------------------- a storm past the rate limit

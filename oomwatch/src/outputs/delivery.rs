@@ -140,7 +140,8 @@ impl Level {
     pub fn of(json: &Value) -> Self {
         let text = |k: &str| json.get(k).and_then(Value::as_str).unwrap_or("");
         match text("kind") {
-            "oom_kill" | "incident" if text("constraint") == "memcg" => Self::Error,
+            // `unknown`: not known to be the host (which is critical).
+            "oom_kill" | "incident" if matches!(text("constraint"), "memcg" | "unknown") => Self::Error,
             "oom_kill" | "incident" => Self::Critical,
             "alert" => match (text("state"), text("severity")) {
                 ("firing", "critical") => Self::Critical,
@@ -251,6 +252,7 @@ mod tests {
         let level = |v: serde_json::Value| Level::of(&v);
         use serde_json::json;
         assert_eq!(level(json!({"kind": "oom_kill", "constraint": "memcg"})), Level::Error);
+        assert_eq!(level(json!({"kind": "oom_kill", "constraint": "unknown"})), Level::Error);
         assert_eq!(level(json!({"kind": "oom_kill", "constraint": "global"})), Level::Critical);
         assert_eq!(level(json!({"kind": "oom_kill", "constraint": "cpuset"})), Level::Critical);
         assert_eq!(level(json!({"kind": "alert", "state": "firing", "severity": "critical"})), Level::Critical);

@@ -33,7 +33,7 @@ use crate::{
         oom_report::{self, MissingReport, OomAssembler, OomOutput},
     },
     wire::{
-        Attribution, CgroupSource, Composition, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, OomKill, REPORT_PATH_CUT, ReportTask, TOP_TASKS, amend_with_report,
+        Attribution, CgroupSource, Composition, Constraint, Event, EventBody, KernelMemcg, KernelReport, KillExplained, LimitFile, OomKill, REPORT_PATH_CUT, ReportTask, TOP_TASKS, amend_with_report,
         printed_whole, rfc3339,
     },
 };
@@ -91,6 +91,9 @@ const REPORTED_VICTIMS: usize = 64;
 pub struct ReportedKill {
     pub task_memcg: Option<String>,
     pub report: KernelReport,
+    /// What the kill line's prefix says, printed even when the kernel's
+    /// rate limit suppressed the rest of the report.
+    pub kill_line: Constraint,
 }
 
 impl ReportedVictims {
@@ -130,6 +133,7 @@ struct Waiting {
     task_memcg: Option<String>,
     printk_ns: u64,
     report: KernelReport,
+    kill_line: Constraint,
 }
 
 pub struct KernelReportFeed {
@@ -209,8 +213,13 @@ impl KernelReportFeed {
             task_memcg: kill.report.as_ref().and_then(|r| r.summary.task_memcg.clone()),
             printk_ns: kill.ts_usec.saturating_mul(1000),
             report: kernel_report(kill),
+            kill_line: kill_line_constraint(kill.scope),
         };
-        self.victims.note(waiting.pid, &waiting.comm, ReportedKill { task_memcg: waiting.task_memcg.clone(), report: waiting.report.clone() });
+        self.victims.note(
+            waiting.pid,
+            &waiting.comm,
+            ReportedKill { task_memcg: waiting.task_memcg.clone(), report: waiting.report.clone(), kill_line: waiting.kill_line },
+        );
         if !self.join(&waiting) {
             if self.waiting.len() == MAX_WAITING {
                 self.waiting.pop_front();
@@ -245,6 +254,7 @@ impl KernelReportFeed {
             |e| belongs_to(e, w),
             |e| {
                 if let EventBody::OomKill(k) = &mut e.body {
+                    settle_unknown_constraint(k, w);
                     amend_with_report(k, &w.report, limit_file);
                     if let Some(memcg) = cgroup_from_report(k, w.task_memcg.as_deref()) {
                         e.cgroup = memcg;
@@ -287,6 +297,33 @@ fn belongs_to(event: &Event, w: &Waiting) -> bool {
         return false;
     }
     event.ktime_ns.is_none_or(|t| t.abs_diff(w.printk_ns) <= JOIN_WINDOW_NS)
+}
+
+/// A kill published with its constraint unknown (its report came after
+/// the kill path stopped waiting, or none of it was read) takes the
+/// report's: the metric counted it as `unknown` at the kill, the event
+/// says what the kernel said.
+fn settle_unknown_constraint(k: &mut OomKill, w: &Waiting) {
+    if k.constraint != Constraint::Unknown {
+        return;
+    }
+    let Some(verdict) = super::kills::report_verdict(&w.report, Some(w.kill_line)) else { return };
+    k.constraint = verdict.constraint;
+    k.limit_cgroup = verdict.limit_cgroup;
+    k.limit_cgroup_usage_bytes = verdict.usage_bytes;
+    k.limit_bytes = verdict.limit_bytes;
+}
+
+/// The constraint a kill line's prefix says: "Memory cgroup out of
+/// memory" is a cgroup's limit; "Out of memory" (also with
+/// oom_kill_allocating_task, which the kernel uses only for the host) is
+/// the host's, or a cpuset's or memory policy's, which only the report's
+/// summary line tells apart.
+fn kill_line_constraint(scope: oom_report::KillScope) -> Constraint {
+    match scope {
+        oom_report::KillScope::Memcg => Constraint::Memcg,
+        oom_report::KillScope::Global | oom_report::KillScope::AllocatingTask => Constraint::Global,
+    }
 }
 
 /// A kill published with its cgroup unknown (no BTF, the victim gone from
@@ -435,6 +472,7 @@ mod tests {
             task_memcg: Some(PLAIN_618_CGROUP.into()),
             printk_ns,
             report: kernel_report(&kill),
+            kill_line: kill_line_constraint(kill.scope),
         };
         assert!(belongs_to(&event_of(30835, "memhog", PLAIN_618_CGROUP, printk_ns - 1_100_000), &w));
         assert!(!belongs_to(&event_of(30836, "memhog", PLAIN_618_CGROUP, printk_ns), &w), "another pid");
@@ -472,6 +510,45 @@ mod tests {
         approximate.attribution = Attribution::Approximate;
         assert_eq!(cgroup_from_report(&mut approximate, Some("/elsewhere")), None);
         assert_eq!(approximate.cgroup_from, None);
+    }
+
+    /// A kill the kill path could not place (no BTF, its cgroup unknown,
+    /// no report within its wait) went out `unknown`; the report's
+    /// summary, or the kill line alone when the kernel's rate limit cut
+    /// the rest, settles it on the event.
+    #[test]
+    fn a_kill_published_with_its_constraint_unknown_takes_the_reports() {
+        let published_unknown = |kill: &oom_report::OomKill| {
+            let bus = Arc::new(EventBus::new(16, 16));
+            let mut feed = KernelReportFeed::new(bus.clone(), Arc::new(DaemonCounters::default()), Some("memory.limit_in_bytes"), Arc::default());
+            let mut e = event_of(30835, "memhog", "unknown", kill.ts_usec * 1000);
+            if let EventBody::OomKill(k) = &mut e.body {
+                k.attribution = Attribution::Unknown;
+                k.constraint = Constraint::Unknown;
+                k.limit_cgroup = None;
+                k.limit_bytes = None;
+                k.limit_cgroup_usage_bytes = None;
+            }
+            bus.publish(e);
+            feed.kill_line(kill);
+            let (past, _) = bus.subscribe(|_| true);
+            let EventBody::OomKill(k) = &past[0].event.body else { panic!() };
+            (**k).clone()
+        };
+        let whole = captured("6.18/plain");
+        let k = published_unknown(&whole);
+        assert_eq!((k.constraint, k.limit_cgroup.as_deref()), (Constraint::Memcg, Some(PLAIN_618_CGROUP)));
+        assert!(k.limit_bytes.is_some() && k.limit_cgroup_usage_bytes.is_some(), "{k:?}");
+        assert!(k.why.as_deref().unwrap().contains(&format!("because {PLAIN_618_CGROUP} hit its")), "{:?}", k.why);
+
+        let mut line_only = whole;
+        line_only.report = None;
+        line_only.missing = Some(MissingReport::RateLimited);
+        let k = published_unknown(&line_only);
+        assert_eq!((k.constraint, k.limit_cgroup), (Constraint::Memcg, None));
+        assert!(k.why.as_deref().unwrap().contains("because a memory cgroup hit its limit"), "{:?}", k.why);
+        line_only.scope = oom_report::KillScope::Global;
+        assert_eq!(published_unknown(&line_only).constraint, Constraint::Global, "\"Out of memory: Killed process\"");
     }
 
     #[test]

@@ -93,6 +93,7 @@ impl KillExplainer {
         let found = self.victim_cgroup(r, trigger.cgroup.as_deref(), proc, &reported, &mut files);
         let (cgroup_id, attribution, cgroup_from) = (found.id, found.attribution, found.from);
         let chain = memcg_chain(r, page_size());
+        let path_known = found.path.is_some();
         let cgroup = found.path.unwrap_or_else(|| "unknown".to_owned());
         let history = self.model.ramp(&cgroup, RAMP_SECONDS, now);
         let oom_control = has(victim_field::OOM_CONTROL).then(|| self.oom_control(r));
@@ -100,8 +101,13 @@ impl KillExplainer {
         let verdict = match &oom_control {
             Some(oc) => self.kernel_verdict(r, oc, chain.as_ref(), &mut files),
             None => {
-                let evidence = KernelEvidence { memcg: kernel_memcg(r), chain: chain.as_ref(), report: &|| self.reported(r, &reported).map(|k| &k.report) };
-                self.limit_verdict(&cgroup, cgroup_id, evidence, now, &mut files)
+                let evidence = KernelEvidence { memcg: kernel_memcg(r), chain: chain.as_ref(), report: &|| self.reported(r, &reported) };
+                if path_known {
+                    self.limit_verdict(&cgroup, cgroup_id, evidence, now, &mut files)
+                } else {
+                    // No path to read: only the kernel can say.
+                    kernel_only_verdict(&evidence, |id| self.resolver.resolve(Hierarchy::Memory, id))
+                }
             }
         };
         let mut unavailable = unavailable_groups(r);
@@ -350,12 +356,11 @@ impl KillExplainer {
         // A victim in the root cgroup has no limit to read: a global OOM.
         let victim_unread = !paths.is_empty() && !links.iter().any(|l| l.path == cgroup);
         if victim_unread {
-            if let Some(chain) = chain.filter(|c| starts_at(c, kernel.memcg)) {
-                return chain_verdict(chain, |id| self.resolver.resolve(Hierarchy::Memory, id));
-            }
-            if let Some(verdict) = (kernel.report)().and_then(report_verdict) {
-                return verdict;
-            }
+            let kernel_said = kernel_only_verdict(&kernel, |id| self.resolver.resolve(Hierarchy::Memory, id));
+            // An ancestor seen at its limit is evidence; no limit in
+            // sight is not, with the victim's own cgroup unread.
+            let read = find_limit(&links);
+            return if kernel_said.constraint == Constraint::Unknown && read.constraint == Constraint::Memcg { read } else { kernel_said };
         }
         find_limit(&links)
     }
@@ -441,15 +446,19 @@ type Reported = std::cell::OnceCell<Option<ReportedKill>>;
 struct KernelEvidence<'a> {
     memcg: Option<u64>,
     chain: Option<&'a MemcgChain>,
-    report: &'a dyn Fn() -> Option<&'a KernelReport>,
+    report: &'a dyn Fn() -> Option<&'a ReportedKill>,
 }
 
 /// The limit hit, from the kernel's report (its `oom-kill:` line), for a
 /// victim whose own cgroup files could not be read and whose chain the
 /// kernel program did not read (no BTF). The limit cgroup is named only
-/// when the kernel log printed its path whole.
-fn report_verdict(report: &KernelReport) -> Option<Verdict> {
-    let name = report.constraint.as_deref()?;
+/// when the kernel log printed its path whole. A report the kernel's rate
+/// limit cut to its kill line still says which kind of OOM it was, in the
+/// line's prefix (`kill_line`): a memory cgroup's, or the host's.
+pub(crate) fn report_verdict(report: &KernelReport, kill_line: Option<Constraint>) -> Option<Verdict> {
+    let Some(name) = report.constraint.as_deref() else {
+        return kill_line.map(|constraint| Verdict { constraint, limit_cgroup: None, usage_bytes: None, limit_bytes: None });
+    };
     let constraint = Constraint::from_kernel_name(&name.trim_start_matches("CONSTRAINT_").to_ascii_lowercase());
     let memcg = report.memcg.filter(|_| constraint == Constraint::Memcg);
     Some(Verdict {
@@ -458,6 +467,19 @@ fn report_verdict(report: &KernelReport) -> Option<Verdict> {
         usage_bytes: memcg.map(|m| m.usage_bytes),
         limit_bytes: memcg.map(|m| m.limit_bytes),
     })
+}
+
+/// What the kernel alone says of a kill whose victim's cgroup nothing
+/// else could read: its chain where it read one from the victim's task,
+/// else its report (waited for), else nothing: `unknown`, never a guess
+/// that the host ran out.
+fn kernel_only_verdict(kernel: &KernelEvidence<'_>, named: impl Fn(u64) -> Option<String>) -> Verdict {
+    if let Some(chain) = kernel.chain.filter(|c| starts_at(c, kernel.memcg)) {
+        return chain_verdict(chain, named);
+    }
+    (kernel.report)()
+        .and_then(|k| report_verdict(&k.report, Some(k.kill_line)))
+        .unwrap_or(Verdict { constraint: Constraint::Unknown, limit_cgroup: None, usage_bytes: None, limit_bytes: None })
 }
 
 /// The chain starts at the memory cgroup the kernel read from the victim's
@@ -571,15 +593,37 @@ mod tests {
             memcg: Some(KernelMemcg { usage_bytes: 32 * MIB, limit_bytes: 32 * MIB, failcnt: 9, ..Default::default() }),
             ..Default::default()
         };
-        let memcg = report_verdict(&report("CONSTRAINT_MEMCG", "/tenant".into())).unwrap();
+        // The summary line decides; the kill line's prefix is only a fallback.
+        let memcg = report_verdict(&report("CONSTRAINT_MEMCG", "/tenant".into()), Some(Constraint::Global)).unwrap();
         assert_eq!(memcg, Verdict { constraint: Constraint::Memcg, limit_cgroup: Some("/tenant".into()), usage_bytes: Some(32 * MIB), limit_bytes: Some(32 * MIB) });
-        let cut = report_verdict(&report("CONSTRAINT_MEMCG", format!("/tenant/{}", "x".repeat(1100)))).unwrap();
+        let cut = report_verdict(&report("CONSTRAINT_MEMCG", format!("/tenant/{}", "x".repeat(1100))), None).unwrap();
         assert_eq!((cut.constraint, cut.limit_cgroup), (Constraint::Memcg, None), "a path the kernel log cut names nothing");
-        let global = report_verdict(&report("CONSTRAINT_NONE", "/".into())).unwrap();
+        let global = report_verdict(&report("CONSTRAINT_NONE", "/".into()), Some(Constraint::Memcg)).unwrap();
         assert_eq!(global, Verdict { constraint: Constraint::Global, limit_cgroup: None, usage_bytes: None, limit_bytes: None });
-        assert_eq!(report_verdict(&report("CONSTRAINT_CPUSET", "/".into())).unwrap().constraint, Constraint::Cpuset);
-        assert_eq!(report_verdict(&report("CONSTRAINT_MEMORY_POLICY", "/".into())).unwrap().constraint, Constraint::MemoryPolicy);
-        assert_eq!(report_verdict(&KernelReport::default()), None, "a report without its oom-kill line");
+        assert_eq!(report_verdict(&report("CONSTRAINT_CPUSET", "/".into()), None).unwrap().constraint, Constraint::Cpuset);
+        assert_eq!(report_verdict(&report("CONSTRAINT_MEMORY_POLICY", "/".into()), None).unwrap().constraint, Constraint::MemoryPolicy);
+        assert_eq!(report_verdict(&KernelReport::default(), None), None, "nothing read of the report");
+        // The kernel's rate limit cut the report to its kill line: its prefix
+        // ("Memory cgroup out of memory" / "Out of memory") still says which.
+        let rate_limited = KernelReport { missing: Some("rate_limited".into()), ..Default::default() };
+        let line_only = report_verdict(&rate_limited, Some(Constraint::Memcg)).unwrap();
+        assert_eq!(line_only, Verdict { constraint: Constraint::Memcg, limit_cgroup: None, usage_bytes: None, limit_bytes: None });
+        assert_eq!(report_verdict(&rate_limited, Some(Constraint::Global)).unwrap().constraint, Constraint::Global);
+    }
+
+    /// A victim whose cgroup nothing could read, without BTF: the kernel's
+    /// report (waited for) decides, and without one the kill is `unknown`.
+    /// It was `global` before, which pages as the host running out.
+    #[test]
+    fn without_any_evidence_a_kill_is_unknown_never_global() {
+        let named = |_: u64| None;
+        let none = || None;
+        let nothing = KernelEvidence { memcg: None, chain: None, report: &none };
+        assert_eq!(kernel_only_verdict(&nothing, named).constraint, Constraint::Unknown);
+        let line = ReportedKill { task_memcg: None, report: KernelReport { missing: Some("rate_limited".into()), ..Default::default() }, kill_line: Constraint::Memcg };
+        let reported = || Some(&line);
+        let from_line = KernelEvidence { memcg: None, chain: None, report: &reported };
+        assert_eq!(kernel_only_verdict(&from_line, named).constraint, Constraint::Memcg);
     }
 
     #[test]

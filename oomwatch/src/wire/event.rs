@@ -479,6 +479,11 @@ pub enum Constraint {
     Cpuset,
     /// Confined by a NUMA memory policy (mbind/set_mempolicy).
     MemoryPolicy,
+    /// Nothing told which: no BTF (no kernel chain, no oom_control), the
+    /// victim's cgroup unreadable (gone from /proc, untracked), and no line
+    /// of the kernel's report read within the kill path's wait. Never
+    /// passed off as `global`: that pages as the host running out.
+    Unknown,
 }
 
 impl Constraint {
@@ -488,6 +493,7 @@ impl Constraint {
             Self::Global => "global",
             Self::Cpuset => "cpuset",
             Self::MemoryPolicy => "memory_policy",
+            Self::Unknown => "unknown",
         }
     }
 

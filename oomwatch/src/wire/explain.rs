@@ -225,6 +225,7 @@ fn cause(kill: &OomKill, limit: Option<u64>, limit_file: LimitFile) -> String {
         (Constraint::Global, _) => "the host ran out of memory".to_owned(),
         (Constraint::Cpuset, _) => "its cpuset's memory nodes ran out of memory".to_owned(),
         (Constraint::MemoryPolicy, _) => "the nodes of its memory policy ran out of memory".to_owned(),
+        (Constraint::Unknown, _) => "memory ran out (at a cgroup's limit or on the host: nothing the daemon could read said which)".to_owned(),
     }
 }
 
@@ -503,6 +504,11 @@ mod tests {
             "memhog (pid 123) was killed because the host ran out of memory while memhog allocated; its kernel report: suppressed by the kernel's rate limit."
         );
         assert_eq!(why(&OomKill::of_pid(0), None), None);
+        k.constraint = Constraint::Unknown;
+        k.kernel_report = None;
+        let said = why(&k, Some("memory.max")).unwrap();
+        assert!(said.starts_with("memhog (pid 123) was killed because memory ran out (at a cgroup's limit or on the host: nothing the daemon could read said which)"), "{said}");
+        assert!(!said.contains("host ran out"), "{said}");
     }
 }
 
