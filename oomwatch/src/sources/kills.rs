@@ -296,12 +296,10 @@ impl KillExplainer {
     /// Its usage and limit at the kill come from the record's chain (the
     /// limit memcg is the victim's or an ancestor), else from its files.
     fn kernel_verdict(&self, r: &OomKillRecord, oc: &OomControl, chain: Option<&MemcgChain>, files: &mut FileReads) -> Verdict {
-        let Some(path) = &oc.memcg else {
-            let constraint = oc.constraint.as_deref().map_or(Constraint::Global, Constraint::from_kernel_name);
-            let constraint = if constraint == Constraint::Memcg { Constraint::Global } else { constraint };
-            return Verdict { constraint, limit_cgroup: None, usage_bytes: None, limit_bytes: None };
-        };
         let at_kill = chain.and_then(|c| c.levels.iter().find(|l| l.cgroup_id == r.oc_memcg_id));
+        let Some(path) = &oc.memcg else {
+            return unnamed_oom_memcg_verdict(oc.constraint.as_deref(), r.oc_memcg_id, at_kill);
+        };
         let (usage, limit) = match (at_kill, self.layout.as_ref().and_then(|l| Some((l.memory_version, self.model.dir_of(path).or_else(|| l.memory_dir(path))?)))) {
             (Some(level), _) => (Some(level.usage_bytes), level.limit_bytes),
             (None, Some((version, dir))) => {
@@ -469,6 +467,24 @@ pub(crate) fn report_verdict(report: &KernelReport, kill_line: Option<Constraint
     })
 }
 
+/// The OOM killer's own view when it names no memcg with a path: the
+/// host's OOM (no memcg), or a memcg whose id resolves to no path (removed
+/// meanwhile, or nested deeper than the kernel shows). The second is a
+/// cgroup's limit all the same, with its usage and limit from the kernel's
+/// chain where it read them; it was reported as the host running out.
+fn unnamed_oom_memcg_verdict(constraint: Option<&str>, memcg_id: u64, at_kill: Option<&MemcgAtKill>) -> Verdict {
+    let named = constraint.map_or(Constraint::Global, Constraint::from_kernel_name);
+    if memcg_id != 0 || named == Constraint::Memcg {
+        return Verdict {
+            constraint: Constraint::Memcg,
+            limit_cgroup: None,
+            usage_bytes: at_kill.map(|l| l.usage_bytes),
+            limit_bytes: at_kill.and_then(|l| l.limit_bytes),
+        };
+    }
+    Verdict { constraint: named, limit_cgroup: None, usage_bytes: None, limit_bytes: None }
+}
+
 /// What the kernel alone says of a kill whose victim's cgroup nothing
 /// else could read: its chain where it read one from the victim's task,
 /// else its report (waited for), else nothing: `unknown`, never a guess
@@ -609,6 +625,20 @@ mod tests {
         let line_only = report_verdict(&rate_limited, Some(Constraint::Memcg)).unwrap();
         assert_eq!(line_only, Verdict { constraint: Constraint::Memcg, limit_cgroup: None, usage_bytes: None, limit_bytes: None });
         assert_eq!(report_verdict(&rate_limited, Some(Constraint::Global)).unwrap().constraint, Constraint::Global);
+    }
+
+    /// oom_control names a memcg whose id resolves to no path: still that
+    /// memcg's limit (it was the host), with the chain's reading of it.
+    #[test]
+    fn an_oom_memcg_without_a_path_is_a_memcg_kill_not_the_host() {
+        const MIB: u64 = 1 << 20;
+        let level = MemcgAtKill { cgroup_id: 7, usage_bytes: 64 * MIB, limit_bytes: Some(64 * MIB), ..level(7) };
+        let v = unnamed_oom_memcg_verdict(Some("memcg"), 7, Some(&level));
+        assert_eq!(v, Verdict { constraint: Constraint::Memcg, limit_cgroup: None, usage_bytes: Some(64 * MIB), limit_bytes: Some(64 * MIB) });
+        assert_eq!(unnamed_oom_memcg_verdict(None, 7, None).constraint, Constraint::Memcg, "a memcg id is a memcg OOM");
+        assert_eq!(unnamed_oom_memcg_verdict(Some("none"), 0, None).constraint, Constraint::Global);
+        assert_eq!(unnamed_oom_memcg_verdict(Some("cpuset"), 0, None).constraint, Constraint::Cpuset);
+        assert_eq!(unnamed_oom_memcg_verdict(None, 0, None).constraint, Constraint::Global);
     }
 
     /// A victim whose cgroup nothing could read, without BTF: the kernel's
