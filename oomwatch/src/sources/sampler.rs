@@ -1002,6 +1002,15 @@ mod tests {
         root
     }
 
+    /// A sampler over a fresh fake tree of `cgroups`, with its model.
+    fn sampler_on(test: &str, cgroups: &[(&str, u64, &str)], config: crate::model::ModelConfig) -> (PathBuf, Arc<Model>, Sampler) {
+        let root = empty_root(test);
+        fake_v2_tree(&root, cgroups);
+        let model = Arc::new(Model::new(config));
+        let sampler = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        (root, model, sampler)
+    }
+
     fn layout(root: &Path) -> CgroupLayout {
         CgroupLayout {
             mode: CgroupMode::V2,
@@ -1014,10 +1023,7 @@ mod tests {
 
     #[test]
     fn scans_a_fake_tree_and_samples_into_the_model() {
-        let root = empty_root("scan");
-        fake_v2_tree(&root, &[("/a", 10 << 20, "max"), ("/a/b", 8 << 20, "67108864"), ("/c", 1 << 20, "max")]);
-        let model = Arc::new(Model::default());
-        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let (root, model, mut s) = sampler_on("scan", &[("/a", 10 << 20, "max"), ("/a/b", 8 << 20, "67108864"), ("/c", 1 << 20, "max")], Default::default());
         s.scan(Instant::now());
         assert_eq!(model.counts().tracked, 3);
         let rows = model.status();
@@ -1264,10 +1270,7 @@ mod tests {
     /// the short stride at once: they can be caught in its OOM now.
     #[test]
     fn a_limit_on_a_parent_brings_its_idle_children_back() {
-        let root = empty_root("parent");
-        fake_v2_tree(&root, &[("/p", 1 << 20, "max"), ("/p/c", 1 << 20, "max"), ("/p2", 1 << 20, "max")]);
-        let model = Arc::new(Model::default());
-        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let (root, _model, mut s) = sampler_on("parent", &[("/p", 1 << 20, "max"), ("/p/c", 1 << 20, "max"), ("/p2", 1 << 20, "max")], Default::default());
         let t0 = Instant::now();
         s.scan(t0);
         let paths = ["/p/c", "/p2"];
@@ -1302,10 +1305,7 @@ mod tests {
 
     #[test]
     fn cap_is_applied_breadth_first() {
-        let root = empty_root("cap");
-        fake_v2_tree(&root, &[("/a", 1, "max"), ("/b", 1, "max"), ("/a/deep", 1, "max")]);
-        let model = Arc::new(Model::new(crate::model::ModelConfig { max_cgroups: 2, ..Default::default() }));
-        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let (root, model, mut s) = sampler_on("cap", &[("/a", 1, "max"), ("/b", 1, "max"), ("/a/deep", 1, "max")], crate::model::ModelConfig { max_cgroups: 2, ..Default::default() });
         s.scan(Instant::now());
         let c = model.counts();
         assert_eq!((c.tracked, c.excluded_cap), (2, 1));
@@ -1318,10 +1318,7 @@ mod tests {
     /// there yet (its usage has not moved, which otherwise skips full reads).
     #[test]
     fn a_limit_written_right_after_mkdir_is_seen_without_any_usage() {
-        let root = empty_root("relook");
-        fake_v2_tree(&root, &[("/pod", 0, "max")]);
-        let model = Arc::new(Model::default());
-        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let (root, model, mut s) = sampler_on("relook", &[("/pod", 0, "max")], Default::default());
         let t0 = Instant::now();
         s.scan(t0);
         let limit = |m: &Model| m.status().into_iter().find(|r| r.cgroup == "/pod").and_then(|r| r.limit_bytes);
@@ -1344,10 +1341,7 @@ mod tests {
     /// made and removed in between costs nothing and leaves nothing.
     #[test]
     fn cgroups_made_are_opened_at_the_next_tick_if_they_still_exist() {
-        let root = empty_root("made");
-        fake_v2_tree(&root, &[("/t", 1, "max")]);
-        let model = Arc::new(Model::default());
-        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let (root, model, mut s) = sampler_on("made", &[("/t", 1, "max")], Default::default());
         let t0 = Instant::now();
         s.scan(t0);
         fake_v2_tree(&root, &[("/t/kept", 1, "max"), ("/t/gone", 1, "max")]);
@@ -1390,10 +1384,7 @@ mod tests {
     /// files the sampler then stops reading.
     #[test]
     fn a_shallow_cgroup_made_at_the_cap_is_tracked_in_place_of_a_deep_one() {
-        let root = empty_root("displace");
-        fake_v2_tree(&root, &[("/t", 1, "max"), ("/t/x0", 1, "max"), ("/t/x1", 1, "max"), ("/t/x2", 1, "max")]);
-        let model = Arc::new(Model::new(crate::model::ModelConfig { max_cgroups: 3, ..Default::default() }));
-        let mut s = Sampler::new(layout(&root), model.clone(), SamplerConfig::default());
+        let (root, model, mut s) = sampler_on("displace", &[("/t", 1, "max"), ("/t/x0", 1, "max"), ("/t/x1", 1, "max"), ("/t/x2", 1, "max")], crate::model::ModelConfig { max_cgroups: 3, ..Default::default() });
         s.scan(Instant::now());
         assert_eq!((model.counts().tracked, model.counts().excluded_cap), (3, 1));
         fake_v2_tree(&root, &[("/pod", 1, "100000000")]);
