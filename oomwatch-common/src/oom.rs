@@ -77,6 +77,15 @@ pub mod oom_part {
     pub const VICTIM_TASK: u32 = 1 << 1;
 }
 
+/// Records that name the same victim this close together are one kill.
+/// The kernel marks a task an OOM victim once in its life, and a pid is not
+/// reused within a second. The parts of one kill run back to back on one
+/// CPU, but a VM's vCPU can be descheduled by its host between them (steal
+/// time, an emulated guest) while the kernel's clock runs on: the kernel
+/// program joins such parts, and the daemon drops a second record of a
+/// kill that was split anyway.
+pub const SAME_VICTIM_WINDOW_NS: u64 = 1_000_000_000;
+
 /// One OOM kill, as seen at `oom/mark_victim`.
 ///
 /// RSS-type sizes are in KiB, as the kernel's tracepoint reports them.
@@ -160,7 +169,8 @@ const _: () = assert!(size_of::<MarkVictimLayout>() == 40);
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
 pub struct Settings {
     /// [`oom_part`] bits that must meet before an OOM record is sent.
-    /// 0 means only the tracepoint part.
+    /// 0 means only the tracepoint part. A part not in it does nothing:
+    /// the loader writes it once every part is attached.
     pub oom_parts_expected: u32,
     pub _pad: u32,
 }

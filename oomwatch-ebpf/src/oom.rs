@@ -26,7 +26,7 @@ use aya_ebpf::{
 use oomwatch_common::{
     COMM_LEN, counters,
     names::{map as map_name, program},
-    oom::{MEMCG_LEVELS, MemcgLevel, OomKillRecord, memcg_chain, oom_part, victim_field},
+    oom::{MEMCG_LEVELS, MemcgLevel, OomKillRecord, SAME_VICTIM_WINDOW_NS, memcg_chain, oom_part, victim_field},
     header::{RecordHeader, RecordKind},
     tracepoint::{TpField, comm_encoding},
 };
@@ -41,13 +41,6 @@ use crate::{
 /// Parts of one kill arrive within microseconds; anything older is a
 /// leftover from a kill whose other part never ran.
 const PART_WINDOW_NS: u64 = 10_000_000;
-/// Parts that both name the same victim are one kill when further apart:
-/// the parts run back to back on one CPU, but a VM's vCPU can be
-/// descheduled by its host between them (steal time, an emulated guest),
-/// and the kernel's clock runs on meanwhile. A kill split there was sent as
-/// two records, the second only at the next kill. A pid is OOM-marked once
-/// and not reused within a second.
-const SAME_VICTIM_WINDOW_NS: u64 = 1_000_000_000;
 
 /// Where the parts of one OOM record meet.
 #[repr(C)]
@@ -77,6 +70,7 @@ pub fn mark_victim_task(ctx: RawTracePointContext) -> u32 {
 symbol!(mark_victim_task = program::MARK_VICTIM_TASK.name);
 
 fn tracepoint_part(ctx: &TracePointContext, errors: Errors) {
+    let expected = expected_parts();
     let layout = &MARK_VICTIM_LAYOUT;
     let victim_pid = errors.check(read_unsigned(ctx, global(&layout.pid))).map_or(0, |p| p as u32);
     let Some(slot) = begin_part(victim_pid, errors) else { return };
@@ -123,13 +117,21 @@ fn tracepoint_part(ctx: &TracePointContext, errors: Errors) {
     }
     rec.present |= present;
     oom_control::merge(pid_tgid, rec);
-    finish_part(slot, oom_part::TRACEPOINT);
+    finish_part(slot, oom_part::TRACEPOINT, expected);
 }
 
 fn task_part(ctx: &RawTracePointContext, errors: Errors) {
     if !offsets_known() {
         // The loader attaches this part only with BTF offsets; without them
         // it must not hold the record back either.
+        return;
+    }
+    let expected = expected_parts();
+    if expected & oom_part::VICTIM_TASK == 0 {
+        // Attached, but the loader has not asked for it yet: it attaches
+        // the parts one by one and says which to wait for once all are in.
+        // Joining before that left this part alone in the slot, sent at
+        // the next kill as a second record of this one.
         return;
     }
     let victim = Task::from_ptr(ctx.arg(0));
@@ -160,7 +162,7 @@ fn task_part(ctx: &RawTracePointContext, errors: Errors) {
             rec.present |= victim_field::COMM;
         }
     }
-    finish_part(slot, oom_part::VICTIM_TASK);
+    finish_part(slot, oom_part::VICTIM_TASK, expected);
 }
 
 /// The victim's memory cgroup and its ancestors, nearest first, up to
@@ -267,6 +269,11 @@ fn begin_part(victim_pid: u32, errors: Errors) -> Option<&'static mut OomScratch
             // than lose it, and count that it is incomplete.
             errors.note();
             send(slot);
+        } else if slot_has_pid && pid_known && slot.record.victim_pid == pid && age < PART_WINDOW_NS {
+            // This kill's record went out a moment ago, before the loader
+            // asked for this part too (it did so between the two parts).
+            // Beginning a slot here would send the kill a second time.
+            return None;
         }
         slot.record = OomKillRecord::default();
         slot.parts = 0;
@@ -279,13 +286,19 @@ fn begin_part(victim_pid: u32, errors: Errors) -> Option<&'static mut OomScratch
     Some(slot)
 }
 
+/// The parts the loader asked for (`Settings::oom_parts_expected`); the
+/// tracepoint alone until it has said, while it attaches them.
 #[inline(always)]
-fn finish_part(slot: &mut OomScratch, part: u32) {
-    slot.parts |= part;
-    let mut expected = settings().oom_parts_expected;
-    if expected == 0 {
-        expected = oom_part::TRACEPOINT;
+fn expected_parts() -> u32 {
+    match settings().oom_parts_expected {
+        0 => oom_part::TRACEPOINT,
+        parts => parts,
     }
+}
+
+#[inline(always)]
+fn finish_part(slot: &mut OomScratch, part: u32, expected: u32) {
+    slot.parts |= part;
     if slot.parts & expected == expected {
         send(slot);
     }

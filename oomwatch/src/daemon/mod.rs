@@ -103,8 +103,11 @@ fn start_privileged(args: &DaemonArgs, config: &Config) -> anyhow::Result<Starte
         // a slot, all made at load): cgroups past this are read from files.
         usage_walk_cgroups: config.cgroups.max_cgroups.min(USAGE_WALK_MAX_CGROUPS) as u32,
     };
-    let probes = kernel::loader::load(&load_opts)?;
+    // Opened at the log's end before the first probe attaches: the report
+    // of every kill a probe sees is printed after this point. Opened after,
+    // the kills while the probes attached were reported with no report.
     let kmsg = open_kernel_log();
+    let probes = kernel::loader::load(&load_opts)?;
     protect_self(config.daemon.oom_score_adj);
     // Still the only thread: the runtime and the sampler inherit what is left.
     if config.daemon.drop_capabilities {

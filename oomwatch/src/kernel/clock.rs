@@ -2,7 +2,7 @@
 
 use std::{
     sync::atomic::{AtomicI64, Ordering},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 fn clock_ns(clock: libc::clockid_t) -> i64 {
@@ -15,6 +15,13 @@ fn clock_ns(clock: libc::clockid_t) -> i64 {
 /// Now, on the clock the kernel programs stamp records with.
 pub fn monotonic_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC) as u64
+}
+
+/// A kernel timestamp as an `Instant`, the clock the model keeps time on
+/// (std reads CLOCK_MONOTONIC for it too); None before this process could
+/// have measured it.
+pub fn instant_of(ktime_ns: u64) -> Option<Instant> {
+    Instant::now().checked_sub(Duration::from_nanos(monotonic_ns().saturating_sub(ktime_ns)))
 }
 
 /// Converts kernel timestamps to wall time. The offset is re-measured by
@@ -62,5 +69,18 @@ mod tests {
         let got = c.wall_time(monotonic_ns());
         let diff = SystemTime::now().duration_since(got).unwrap_or_else(|e| e.duration());
         assert!(diff < Duration::from_millis(50), "{diff:?}");
+    }
+
+    #[test]
+    fn a_kernel_timestamp_is_the_same_moment_as_an_instant() {
+        let before = Instant::now();
+        let ktime = monotonic_ns();
+        let after = Instant::now();
+        let at = instant_of(ktime).expect("a moment of this process's life");
+        // The two clocks are read one after the other: a few µs apart.
+        let slack = Duration::from_millis(1);
+        assert!(at + slack >= before && at <= after + slack, "{before:?} <= {at:?} <= {after:?}");
+        let earlier = instant_of(ktime - 1_000_000_000).expect("a second earlier");
+        assert!(at.duration_since(earlier) > Duration::from_millis(990), "{:?}", at.duration_since(earlier));
     }
 }

@@ -385,6 +385,9 @@ pub fn load(opts: &LoadOptions) -> Result<KernelProbes, LoadError> {
         facts: KernelFacts { tracefs: tracefs_root, mounted_tracefs: mounted, btf, mark_victim_layout: layout },
         usage_link,
     };
+    // Only now: until the loader names the parts, the victim-task part does
+    // nothing, so a kill while the rows attach one by one is sent whole by
+    // the tracepoint part, never left half in the slot.
     write_settings(&mut kp);
     Ok(kp)
 }

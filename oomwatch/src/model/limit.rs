@@ -25,6 +25,12 @@ impl ChainLink {
         self.recently_hit || matches!((self.hits_before, self.hits_now), (Some(b), Some(n)) if n > b)
     }
 
+    /// A limit whose hit counter the model had not seen before this read:
+    /// its value now tells nothing of this kill.
+    pub fn unwitnessed(&self) -> bool {
+        self.limit_bytes.is_some() && self.hits_before.is_none() && !self.recently_hit
+    }
+
     fn near_limit(&self) -> bool {
         // Within 2% (or 1 MiB) of the limit: the charge that failed was here.
         self.limit_bytes.is_some_and(|l| self.usage_bytes.saturating_add((l / 50).max(1 << 20)) >= l)

@@ -119,6 +119,9 @@ pub struct CgroupState {
     /// the model last saw it move.
     pub limit_hits: Option<u64>,
     pub limit_hit_at: Option<Instant>,
+    /// When `limit_hits` was read (at the latest): a value read after a
+    /// kill has counted that kill's hit already.
+    pub limit_hits_read_at: Option<Instant>,
     pub history: History,
     pub full_sample_at: Option<Instant>,
     /// Memory by kind (anon, file, shmem) at the last full sample.
@@ -140,6 +143,11 @@ pub struct CgroupState {
     /// compares later counts against these.
     pub kernel_kills_baseline: Option<u64>,
     pub seen_kills_baseline: u64,
+    /// When the baseline had been read: every kill before then is in it,
+    /// and one in the moment of the read is taken to be (its counter then
+    /// names nothing, which is never wrong). None for a baseline restored
+    /// from the last run, which leaves out the kills while no daemon ran.
+    pub kills_counted_since: Option<Instant>,
     /// Kills the reconciler already reported as unobserved here.
     pub unobserved_reported: u64,
     reclaim_total: Option<(Instant, u64)>,
@@ -179,6 +187,7 @@ impl CgroupState {
             events: MemoryEvents::default(),
             limit_hits: None,
             limit_hit_at: None,
+            limit_hits_read_at: None,
             history: History::new(history_len),
             full_sample_at: None,
             kinds: None,
@@ -190,6 +199,7 @@ impl CgroupState {
             reclaim_total: None,
             kernel_kills_baseline: None,
             seen_kills_baseline: 0,
+            kills_counted_since: None,
             unobserved_reported: 0,
             high_hits: None,
             throttle: throttle::Throttle::default(),
@@ -752,6 +762,7 @@ impl Model {
         }
         if hits.is_some() {
             c.limit_hits = hits;
+            c.limit_hits_read_at = Some(now);
         }
     }
 
@@ -784,12 +795,12 @@ impl Model {
         if c.kernel_kills_baseline.is_none() {
             // v2 memory.events counts descendants too; the local file does not.
             let now_counter = sample.events_local.unwrap_or(sample.events).oom_kill;
-            c.kernel_kills_baseline = match (restored_kills.as_mut(), now_counter) {
+            (c.kernel_kills_baseline, c.kills_counted_since) = match (restored_kills.as_mut(), now_counter) {
                 // Where the last run left off: kills since then, while the
                 // daemon was down, become visible to the reconciler. A
                 // counter below it was reset (a new cgroup of that name).
-                (Some(restored), Some(now)) => Some(restored.remove(path).unwrap_or(0).min(now)),
-                _ => now_counter,
+                (Some(restored), Some(counter)) => (Some(restored.remove(path).unwrap_or(0).min(counter)), None),
+                _ => (now_counter, now_counter.map(|_| now)),
             };
             c.seen_kills_baseline = kills_of(kills, path);
         }
@@ -987,11 +998,15 @@ impl Model {
         })
     }
 
-    pub fn limit_evidence(&self, path: &str, now: Instant) -> LimitEvidence {
+    pub fn limit_evidence(&self, path: &str, now: Instant, kill_at: Option<Instant>) -> LimitEvidence {
         let s = self.read();
         match s.cgroups.get(path) {
             Some(c) => LimitEvidence {
-                hits_before: c.limit_hits,
+                // Only a count read before the kill can show it moved.
+                hits_before: c.limit_hits.filter(|_| match (c.limit_hits_read_at, kill_at) {
+                    (Some(read), Some(kill)) => read < kill,
+                    _ => true,
+                }),
                 recently_hit: c.limit_hit_at.is_some_and(|t| now.saturating_duration_since(t) <= RECENT_HIT),
             },
             None => LimitEvidence::default(),
@@ -1090,6 +1105,8 @@ impl Model {
                 Some(KillBaseline {
                     path: p.clone(),
                     dir: c.dir.clone(),
+                    id: c.id,
+                    counted_since: c.kills_counted_since,
                     kernel_baseline: c.kernel_kills_baseline?,
                     seen_since: (kills_of(&s.kills, p) + c.kernel_recounts).saturating_sub(c.seen_kills_baseline),
                     unobserved_reported: c.unobserved_reported,
@@ -1235,6 +1252,10 @@ pub struct UsageSeen {
 pub struct KillBaseline {
     pub path: String,
     pub dir: PathBuf,
+    /// The cgroup's inode id (0: not read).
+    pub id: u64,
+    /// Every kill before this is in `kernel_baseline` (None: not known).
+    pub counted_since: Option<Instant>,
     /// The kernel's local oom_kill counter when the model first saw the cgroup.
     pub kernel_baseline: u64,
     /// Kills oomwatch reported here since then.
@@ -1250,6 +1271,28 @@ impl KillBaseline {
     pub fn unaccounted(&self, counter_now: u64) -> u64 {
         counter_now.saturating_sub(self.kernel_baseline).saturating_sub(self.seen_since).saturating_sub(self.unobserved_reported)
     }
+
+    /// Whether a kill could be among those unaccounted here. The counter
+    /// is the cgroup's own (local), so not when the kernel named another
+    /// memory cgroup as the victim's; and not when the kill came before the
+    /// baseline was read, which counts it already. A kill record can reach
+    /// the daemon that late: one kept in the kernel program's slot until
+    /// the next kill, or queued behind a storm's.
+    pub fn could_count(&self, kill: &KillClues) -> bool {
+        let other_memcg = kill.memcg_id.is_some_and(|id| self.id != 0 && self.id != id);
+        let counted_already = matches!((kill.at, self.counted_since), (Some(at), Some(since)) if at < since);
+        !other_memcg && !counted_already
+    }
+}
+
+/// What a kill record says that a cgroup's oom_kill counter must agree
+/// with before the counter may name the victim's cgroup.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KillClues {
+    /// The victim's memory cgroup id, as the kernel program read it.
+    pub memcg_id: Option<u64>,
+    /// When the kernel marked the victim.
+    pub at: Option<Instant>,
 }
 
 /// One read of the kernel's stall map, holding the ledger.
@@ -1698,12 +1741,28 @@ mod tests {
         let t0 = Instant::now();
         m.admit("/c", 1, Path::new("/x"));
         m.observe_usage("/c", 10, None, Some(3), t0);
-        assert!(!m.limit_evidence("/c", t0).recently_hit);
+        assert!(!m.limit_evidence("/c", t0, None).recently_hit);
         m.observe_usage("/c", 10, None, Some(4), t0 + Duration::from_secs(1));
-        let e = m.limit_evidence("/c", t0 + Duration::from_secs(2));
+        let e = m.limit_evidence("/c", t0 + Duration::from_secs(2), None);
         assert!(e.recently_hit);
         assert_eq!(e.hits_before, Some(4));
-        assert!(!m.limit_evidence("/c", t0 + Duration::from_secs(30)).recently_hit);
+        assert!(!m.limit_evidence("/c", t0 + Duration::from_secs(30), None).recently_hit);
+    }
+
+    /// A daemon that starts while a cgroup is being killed reads its
+    /// counter for the first time after a kill whose record still waits:
+    /// that count holds the kill's hit, so "it did not move" says nothing.
+    #[test]
+    fn a_limit_count_read_after_the_kill_is_no_evidence_of_it() {
+        let m = Model::default();
+        let t0 = Instant::now();
+        let after = |s| t0 + Duration::from_secs(s);
+        m.admit("/c", 1, Path::new("/x"));
+        m.observe_usage("/c", 10, None, Some(3), after(2));
+        assert_eq!(m.limit_evidence("/c", after(3), Some(after(1))).hits_before, None, "read after the kill");
+        assert_eq!(m.limit_evidence("/c", after(3), Some(after(2))).hits_before, None, "read at the kill's moment");
+        assert_eq!(m.limit_evidence("/c", after(3), Some(after(5))).hits_before, Some(3), "read before the kill");
+        assert_eq!(m.limit_evidence("/c", after(3), None).hits_before, Some(3), "no kill time: as before");
     }
 
     #[test]

@@ -21,11 +21,11 @@ use super::{
 };
 use crate::{
     kernel::{
-        clock::KernelClock,
+        clock::{self, KernelClock},
         decode::{MemcgAtKill, MemcgChain, comm_str, memcg_chain, page_size},
     },
     model::{
-        Model,
+        KillClues, Model,
         incidents::KillSeen,
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
@@ -101,7 +101,12 @@ impl KillExplainer {
         let verdict = match &oom_control {
             Some(oc) => self.kernel_verdict(r, oc, chain.as_ref(), &mut files),
             None => {
-                let evidence = KernelEvidence { memcg: kernel_memcg(r), chain: chain.as_ref(), report: &|| self.reported(r, &reported) };
+                let evidence = KernelEvidence {
+                    memcg: kernel_memcg(r),
+                    at: clock::instant_of(r.header.ktime_ns),
+                    chain: chain.as_ref(),
+                    report: &|| self.reported(r, &reported),
+                };
                 if path_known {
                     self.limit_verdict(&cgroup, cgroup_id, evidence, now, &mut files)
                 } else {
@@ -207,6 +212,7 @@ impl KillExplainer {
         let fallbacks = Fallbacks {
             proc,
             baselines: || self.model.kill_baselines(),
+            clues: KillClues { memcg_id: kernel_memcg(r), at: clock::instant_of(r.header.ktime_ns) },
             version: self.layout.as_ref().map(|l| l.memory_version),
             report: || self.reported(r, reported).and_then(|k| k.task_memcg.clone()),
         };
@@ -329,12 +335,13 @@ impl KillExplainer {
         let mut unread: &[String] = &paths;
         if let Some(chain) = chain.filter(|c| chain_fits(c, cgroup_id, paths.len())) {
             for (level, path) in chain.levels.iter().zip(&paths) {
-                links.push(self.link(path, level.usage_bytes, level.limit_bytes, limit_hits(level, version), now));
+                links.push(self.link(path, level.usage_bytes, level.limit_bytes, limit_hits(level, version), kernel.at, now));
             }
             unread = if chain.complete { &[] } else { paths.get(chain.levels.len()..).unwrap_or_default() };
         } else if chain.is_some() {
             log::debug!("{cgroup}: the kernel's memcg chain does not match its path; reading cgroup files");
         }
+        let read_from_files = links.len();
         for path in unread {
             // Each file open costs on the kill path; an ancestor known to
             // have no limit cannot be the one that was hit. The victim's own
@@ -349,7 +356,7 @@ impl KillExplainer {
             let hits_now = read_limit_hits(&dir, version);
             // v1's counters are two files (memory.oom_control, memory.failcnt).
             files.0 += if version == CgroupVersion::V1 { 3 } else { 2 };
-            links.push(self.link(path, usage, limit, hits_now, now));
+            links.push(self.link(path, usage, limit, hits_now, kernel.at, now));
         }
         // A victim in the root cgroup has no limit to read: a global OOM.
         let victim_unread = !paths.is_empty() && !links.iter().any(|l| l.path == cgroup);
@@ -360,14 +367,22 @@ impl KillExplainer {
             let read = find_limit(&links);
             return if kernel_said.constraint == Constraint::Unknown && read.constraint == Constraint::Memcg { read } else { kernel_said };
         }
-        find_limit(&links)
+        let verdict = find_limit(&links);
+        if verdict.constraint == Constraint::Global && links[read_from_files..].iter().any(ChainLink::unwitnessed) {
+            // Read after the kill freed the victim's memory, a limit whose
+            // counter the model never saw (a cgroup made a moment ago, a
+            // daemon just started) can neither be named nor ruled out.
+            return kernel_only_verdict(&kernel, |id| self.resolver.resolve(Hierarchy::Memory, id));
+        }
+        verdict
     }
 
     /// One cgroup of the ancestry with the model's evidence, and the
     /// reading handed to the model.
-    fn link(&self, path: &str, usage: u64, limit: Option<u64>, hits_now: Option<u64>, now: Instant) -> ChainLink {
-        let evidence = self.model.limit_evidence(path, now);
-        self.model.observe_usage(path, usage, None, hits_now, now);
+    fn link(&self, path: &str, usage: u64, limit: Option<u64>, hits_now: Option<u64>, kill_at: Option<Instant>, now: Instant) -> ChainLink {
+        let evidence = self.model.limit_evidence(path, now, kill_at);
+        // Read by now, which is later than `now` (when the record was read).
+        self.model.observe_usage(path, usage, None, hits_now, Instant::now());
         self.model.observe_limit(path, limit);
         ChainLink {
             path: path.to_owned(),
@@ -443,6 +458,8 @@ type Reported = std::cell::OnceCell<Option<ReportedKill>>;
 /// memory cgroup id and chain as its program read them, and its report.
 struct KernelEvidence<'a> {
     memcg: Option<u64>,
+    /// When the kernel marked the victim, on the model's clock.
+    at: Option<Instant>,
     chain: Option<&'a MemcgChain>,
     report: &'a dyn Fn() -> Option<&'a ReportedKill>,
 }
@@ -648,11 +665,11 @@ mod tests {
     fn without_any_evidence_a_kill_is_unknown_never_global() {
         let named = |_: u64| None;
         let none = || None;
-        let nothing = KernelEvidence { memcg: None, chain: None, report: &none };
+        let nothing = KernelEvidence { memcg: None, at: None, chain: None, report: &none };
         assert_eq!(kernel_only_verdict(&nothing, named).constraint, Constraint::Unknown);
         let line = ReportedKill { task_memcg: None, report: KernelReport { missing: Some("rate_limited".into()), ..Default::default() }, kill_line: Constraint::Memcg };
         let reported = || Some(&line);
-        let from_line = KernelEvidence { memcg: None, chain: None, report: &reported };
+        let from_line = KernelEvidence { memcg: None, at: None, chain: None, report: &reported };
         assert_eq!(kernel_only_verdict(&from_line, named).constraint, Constraint::Memcg);
     }
 

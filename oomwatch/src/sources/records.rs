@@ -13,6 +13,7 @@ use std::{
 
 use oomwatch_common::{
     exit::VictimExitRecord,
+    oom::{OomKillRecord, SAME_VICTIM_WINDOW_NS, victim_field},
     reclaim::{ReclaimKind, ReclaimStallRecord},
 };
 
@@ -33,6 +34,37 @@ pub struct RecordHandler {
     drop_kill_records: AtomicU64,
     /// Victim pid -> its cgroup, until the exit is confirmed (bounded).
     victims: Mutex<RecentVictims>,
+    /// The last kills' victims, to drop a second record of one kill.
+    kills_seen: Mutex<RecentKills>,
+}
+
+/// Victim pid and kernel time of the last [`RECENT_KILLS`] kill records.
+/// The kernel marks a task an OOM victim once, so a second record naming
+/// the same pid within [`SAME_VICTIM_WINDOW_NS`] is the same kill, split
+/// by the kernel program into two (its parts met no more: a vCPU stalled
+/// between them, or the loader asked for both parts in between). Both
+/// records carry the kill's own time, however late the second is sent.
+#[derive(Default)]
+struct RecentKills(VecDeque<(u32, u64)>);
+
+const RECENT_KILLS: usize = 256;
+
+impl RecentKills {
+    /// Whether this record's kill was handled already; remembered if not.
+    fn seen_before(&mut self, r: &OomKillRecord) -> bool {
+        if r.present & victim_field::PID == 0 {
+            return false;
+        }
+        let (pid, ktime_ns) = (r.victim_pid, r.header.ktime_ns);
+        if self.0.iter().any(|&(p, t)| p == pid && t.abs_diff(ktime_ns) < SAME_VICTIM_WINDOW_NS) {
+            return true;
+        }
+        if self.0.len() == RECENT_KILLS {
+            self.0.pop_front();
+        }
+        self.0.push_back((pid, ktime_ns));
+        false
+    }
 }
 
 #[derive(Default)]
@@ -58,7 +90,14 @@ impl RecentVictims {
 
 impl RecordHandler {
     pub fn new(kills: KillExplainer, bus: Arc<EventBus>, counters: Arc<DaemonCounters>, drop_kill_records: u64) -> Self {
-        Self { kills, bus, counters, drop_kill_records: AtomicU64::new(drop_kill_records), victims: Mutex::default() }
+        Self {
+            kills,
+            bus,
+            counters,
+            drop_kill_records: AtomicU64::new(drop_kill_records),
+            victims: Mutex::default(),
+            kills_seen: Mutex::default(),
+        }
     }
 
     pub fn handle(&self, record: Record) {
@@ -69,6 +108,11 @@ impl RecordHandler {
         }
         let event = match record {
             Record::OomKill(r) => {
+                if self.kills_seen.lock().unwrap_or_else(|e| e.into_inner()).seen_before(&r) {
+                    // Counted by the kernel program as an incomplete record.
+                    log::debug!("a second record of the kill of pid {} (its parts were split): dropped", r.victim_pid);
+                    return;
+                }
                 let now = Instant::now();
                 // Who died, where, first; explaining it takes longer.
                 if self.bus.wants_first_words()
@@ -130,5 +174,38 @@ impl RecordHandler {
         );
         let body = EventBody::VictimExit(VictimExit { pid, comm: comm_str(&r.comm), exit_latency_ms: latency_ms });
         Event::new(body, rfc3339(self.kills.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oomwatch_common::header::{RecordHeader, RecordKind};
+
+    use super::*;
+
+    fn kill_of(pid: u32, ktime_ns: u64) -> OomKillRecord {
+        OomKillRecord { header: RecordHeader::new(RecordKind::OomKill, ktime_ns), present: victim_field::PID, victim_pid: pid, ..Default::default() }
+    }
+
+    #[test]
+    fn a_second_record_of_one_kill_is_dropped_and_no_other() {
+        let mut seen = RecentKills::default();
+        assert!(!seen.seen_before(&kill_of(10, 5_000)));
+        assert!(seen.seen_before(&kill_of(10, 5_020)), "the other part of pid 10's kill, sent apart");
+        assert!(!seen.seen_before(&kill_of(11, 5_030)), "another victim");
+        assert!(!seen.seen_before(&kill_of(10, 5_000 + SAME_VICTIM_WINDOW_NS)), "pid 10 reused, killed again");
+        let no_pid = OomKillRecord { present: 0, ..kill_of(0, 5_040) };
+        assert!(!seen.seen_before(&no_pid) && !seen.seen_before(&no_pid), "a record whose pid was not read is never a repeat");
+    }
+
+    #[test]
+    fn the_kills_remembered_are_bounded() {
+        let mut seen = RecentKills::default();
+        for pid in 1..=RECENT_KILLS as u32 + 1 {
+            assert!(!seen.seen_before(&kill_of(pid, 1_000)));
+        }
+        assert_eq!(seen.0.len(), RECENT_KILLS);
+        assert!(!seen.seen_before(&kill_of(1, 1_000)), "the oldest was forgotten");
+        assert!(seen.seen_before(&kill_of(RECENT_KILLS as u32 + 1, 1_000)));
     }
 }

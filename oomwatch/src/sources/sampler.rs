@@ -732,7 +732,10 @@ impl Sampler {
                 self.spread = self.spread.wrapping_add(7919);
                 let jitter = self.spread % (self.config.full_every.as_millis().max(1) as u64 / 4).max(1);
                 t.next_full = now + self.config.full_every - Duration::from_millis(jitter);
-                self.model.observe_full(path, &sample, hits, now);
+                // When the files had been read (`now` is when the tick
+                // began): a kill explained later must know whether these
+                // counts hold it already (`Model::limit_evidence`).
+                self.model.observe_full(path, &sample, hits, Instant::now());
                 t.relook = false;
                 let was_limited = t.limited;
                 t.limited = sample.limit_bytes.is_some() || sample.high_bytes.is_some();
@@ -767,7 +770,8 @@ impl Sampler {
             if let Some(t) = self.tracked.get(&p)
                 && let Ok(Some(e)) = t.poller.events()
             {
-                self.model.observe_events(&p, e, e.max, now);
+                // When read, not when the tick began (see sample_full).
+                self.model.observe_events(&p, e, e.max, Instant::now());
             }
         }
         for p in full {

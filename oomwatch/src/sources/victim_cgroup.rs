@@ -12,7 +12,10 @@
 //!    in the victim's memory cgroup before the record is written, so the
 //!    one tracked cgroup whose counter moved past every kill reported
 //!    there is the victim's. Two such cgroups (kills still queued behind
-//!    this one) tell nothing.
+//!    this one) tell nothing. A counter that cannot have counted this kill
+//!    is not asked: another memcg than the one the kernel program named,
+//!    or one whose baseline was read after the kill
+//!    (`KillBaseline::could_count`).
 //! 3. Else the kernel's OOM report (`task_memcg`, printed before the kill
 //!    record was written) when the kernel log reader has it within a
 //!    moment (`kernel_report::ReportedVictims`).
@@ -22,7 +25,7 @@
 use std::path::Path;
 
 use crate::{
-    model::KillBaseline,
+    model::{KillBaseline, KillClues},
     readers::{CgroupVersion, ProcCgroup, proc_memory_cgroup, read_own_oom_kills},
     wire::{Attribution, CgroupSource, REPORT_PATH_CUT, printed_whole},
 };
@@ -65,10 +68,10 @@ pub enum CounterEvidence {
     Several(usize),
 }
 
-/// The tracked cgroups whose own oom_kill counter (`read`: now) is ahead
-/// of the kills accounted for there.
-pub fn unaccounted_kill(baselines: &[KillBaseline], mut read: impl FnMut(&KillBaseline) -> Option<u64>) -> CounterEvidence {
-    let mut ahead = baselines.iter().filter(|b| read(b).is_some_and(|now| b.unaccounted(now) > 0));
+/// The tracked cgroups that could have counted `kill` whose own oom_kill
+/// counter (`read`: now) is ahead of the kills accounted for there.
+pub fn unaccounted_kill(baselines: &[KillBaseline], kill: &KillClues, mut read: impl FnMut(&KillBaseline) -> Option<u64>) -> CounterEvidence {
+    let mut ahead = baselines.iter().filter(|b| b.could_count(kill)).filter(|b| read(b).is_some_and(|now| b.unaccounted(now) > 0));
     match (ahead.next(), ahead.count()) {
         (None, _) => CounterEvidence::Nothing,
         (Some(b), 0) => CounterEvidence::One(b.path.clone()),
@@ -84,6 +87,8 @@ pub struct Fallbacks<B, R> {
     pub proc: ProcCgroup,
     /// The tracked cgroups' kill accounting (`Model::kill_baselines`).
     pub baselines: B,
+    /// What the record says that a counter must agree with.
+    pub clues: KillClues,
     /// The cgroup version of the memory controller, to read counters.
     pub version: Option<CgroupVersion>,
     /// The victim's `task_memcg` from the kernel's report, waited for.
@@ -93,7 +98,7 @@ pub struct Fallbacks<B, R> {
 /// The victim's cgroup from /proc, else the counters, else the kernel's
 /// report; `files` counts the counter files read.
 pub fn without_the_kernel(
-    Fallbacks { proc, baselines, version, report }: Fallbacks<impl FnOnce() -> Vec<KillBaseline>, impl FnOnce() -> Option<String>>,
+    Fallbacks { proc, baselines, clues, version, report }: Fallbacks<impl FnOnce() -> Vec<KillBaseline>, impl FnOnce() -> Option<String>>,
     files: &mut u32,
 ) -> VictimCgroup {
     let why_not_proc = match proc {
@@ -109,7 +114,7 @@ pub fn without_the_kernel(
         ProcCgroup::Gone => "the victim was gone",
     };
     let evidence = match version {
-        Some(version) => unaccounted_kill(&baselines(), |b| {
+        Some(version) => unaccounted_kill(&baselines(), &clues, |b| {
             *files += 1;
             read_own_oom_kills(&b.dir, version)
         }),
@@ -149,7 +154,7 @@ mod tests {
     use super::*;
 
     fn baseline(path: &str, kernel_baseline: u64, seen_since: u64, unobserved_reported: u64) -> KillBaseline {
-        KillBaseline { path: path.into(), dir: PathBuf::from(path), kernel_baseline, seen_since, unobserved_reported }
+        KillBaseline { path: path.into(), dir: PathBuf::from(path), id: 0, counted_since: None, kernel_baseline, seen_since, unobserved_reported }
     }
 
     #[test]
@@ -158,11 +163,35 @@ mod tests {
         // unobserved kill already reported.
         let tracked = [baseline("/a", 2, 1, 0), baseline("/b", 0, 0, 0), baseline("/c", 0, 0, 1)];
         let counters = |a, b, c| move |k: &KillBaseline| Some(match k.path.as_str() { "/a" => a, "/b" => b, _ => c });
-        assert_eq!(unaccounted_kill(&tracked, counters(3, 0, 1)), CounterEvidence::Nothing, "every kill accounted for");
-        assert_eq!(unaccounted_kill(&tracked, counters(4, 0, 1)), CounterEvidence::One("/a".into()));
-        assert_eq!(unaccounted_kill(&tracked, counters(3, 0, 2)), CounterEvidence::One("/c".into()));
-        assert_eq!(unaccounted_kill(&tracked, counters(4, 1, 1)), CounterEvidence::Several(2), "another kill in flight");
-        assert_eq!(unaccounted_kill(&tracked, |k| (k.path == "/b").then_some(5)), CounterEvidence::One("/b".into()), "unreadable ones tell nothing");
+        assert_eq!(unaccounted_kill(&tracked, &KillClues::default(), counters(3, 0, 1)), CounterEvidence::Nothing, "every kill accounted for");
+        assert_eq!(unaccounted_kill(&tracked, &KillClues::default(), counters(4, 0, 1)), CounterEvidence::One("/a".into()));
+        assert_eq!(unaccounted_kill(&tracked, &KillClues::default(), counters(3, 0, 2)), CounterEvidence::One("/c".into()));
+        assert_eq!(unaccounted_kill(&tracked, &KillClues::default(), counters(4, 1, 1)), CounterEvidence::Several(2), "another kill in flight");
+        assert_eq!(unaccounted_kill(&tracked, &KillClues::default(), |k| (k.path == "/b").then_some(5)), CounterEvidence::One("/b".into()), "unreadable ones tell nothing");
+    }
+
+    /// The kill that CI saw credited to the wrong container: a record of
+    /// another cgroup's kill, kept in the kernel program's slot while the
+    /// daemon attached and sent at the next kill, met a counter that moved
+    /// for that next kill.
+    #[test]
+    fn a_counter_that_cannot_have_counted_the_kill_names_nothing() {
+        let t0 = std::time::Instant::now();
+        let at = |s: u64| Some(t0 + std::time::Duration::from_secs(s));
+        let mut here = baseline("/c", 0, 0, 0);
+        (here.id, here.counted_since) = (7, at(10));
+        let tracked = [here];
+        let moved = |_: &KillBaseline| Some(1);
+        let clues = |memcg_id, kill_at| KillClues { memcg_id, at: kill_at };
+        let one = CounterEvidence::One("/c".into());
+        assert_eq!(unaccounted_kill(&tracked, &clues(None, at(11)), moved), one, "after the baseline, no memcg read");
+        assert_eq!(unaccounted_kill(&tracked, &clues(Some(7), at(11)), moved), one, "the memcg the kernel named");
+        assert_eq!(unaccounted_kill(&tracked, &clues(Some(9), at(11)), moved), CounterEvidence::Nothing, "the kernel named another memcg (gone now)");
+        assert_eq!(unaccounted_kill(&tracked, &clues(None, at(9)), moved), CounterEvidence::Nothing, "a kill before the baseline is in it");
+        assert_eq!(unaccounted_kill(&tracked, &clues(None, None), moved), one, "no time: the counter still tells");
+        let mut unknown = tracked[0].clone();
+        (unknown.id, unknown.counted_since) = (0, None);
+        assert_eq!(unaccounted_kill(&[unknown], &clues(Some(9), at(9)), moved), one, "no id, a restored baseline: nothing to rule it out");
     }
 
     #[test]
@@ -171,6 +200,7 @@ mod tests {
         let ask = |proc, baselines: fn() -> Vec<KillBaseline>, report: Option<&'static str>| Fallbacks {
             proc,
             baselines,
+            clues: KillClues::default(),
             version: Some(CgroupVersion::V1),
             report: move || report.map(str::to_owned),
         };
@@ -216,7 +246,13 @@ mod tests {
             vec![a, b]
         };
         let mut files = 0;
-        let fallbacks = Fallbacks { proc: ProcCgroup::Exiting, baselines: tracked, version: Some(CgroupVersion::V1), report: || Some("/not-asked".into()) };
+        let fallbacks = Fallbacks {
+            proc: ProcCgroup::Exiting,
+            baselines: tracked,
+            clues: KillClues::default(),
+            version: Some(CgroupVersion::V1),
+            report: || Some("/not-asked".into()),
+        };
         let found = without_the_kernel(fallbacks, &mut files);
         assert_eq!(found, VictimCgroup::approximate("/b".into(), CgroupSource::OomKillCounter));
         assert_eq!(files, 2);
