@@ -182,7 +182,10 @@ pub fn missing_reason(missing: &str) -> std::borrow::Cow<'_, str> {
     match missing {
         "rate_limited" => "suppressed by the kernel's rate limit".into(),
         "records_lost" => "lost (the kernel log wrapped before it was read)".into(),
-        "before_first_header" => "printed before oomwatch began reading the kernel log".into(),
+        // The log is opened before the first program attaches, so a kill
+        // the daemon traced had its report printed after: unless the kernel
+        // was rate limiting a burst since before the daemon started.
+        "before_first_header" => "suppressed by the kernel's rate limit in a burst under way when oomwatch started, or printed before it began reading the kernel log".into(),
         "not_this_victim" => "the kernel printed one that names another victim".into(),
         "group_member_not_in_table" => "the group kill's task table does not list it".into(),
         other => other.replace('_', " ").into(),
@@ -492,6 +495,15 @@ mod tests {
         assert_eq!(got, vec![(Some(123), 50, true, Some("shop/web")), (None, 30, false, None), (Some(5), 1, false, None)], "tasks once, largest first");
         assert_eq!(k.composition, report.composition);
         assert!(k.why.as_deref().unwrap().contains("(60 MiB anon); /x/a holds 30 MiB; the top consumer was itself (50 MiB rss)."), "{:?}", k.why);
+    }
+
+    /// A daemon started in the middle of a kill storm reads no report
+    /// header at all: the kernel is rate limiting since before the start.
+    #[test]
+    fn a_report_never_seen_since_the_start_names_the_rate_limit_first() {
+        let said = missing_reason("before_first_header");
+        assert!(said.starts_with("suppressed by the kernel's rate limit in a burst under way when oomwatch started"), "{said}");
+        assert!(said.ends_with("or printed before it began reading the kernel log"), "{said}");
     }
 
     #[test]
