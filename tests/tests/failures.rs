@@ -7,6 +7,17 @@ use oomwatch_tests::*;
 
 const MIB: u64 = 1 << 20;
 
+/// The tests here that cause kills run one at a time: every daemon sees
+/// every kill on the host. A daemon told to drop the next kill record
+/// (`--inject-drop-kills`) would drop another test's; and in step, the
+/// no-BTF tests' kills move a second tracked cgroup's oom_kill counter in
+/// the other's daemon at the same moment, so the counters tell nothing.
+static ONE_KILLER_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_killer_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_KILLER_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -20,6 +31,7 @@ fn kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters() {
     if !require_root("kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters") {
         return;
     }
+    let _one_at_a_time = one_killer_at_a_time();
     // Lose the next kill record, as a full ring buffer would.
     let daemon = Daemon::start(&["--inject-drop-kills", "1"]);
     let mut tail = Tail::start(&daemon, &[]);
@@ -39,17 +51,58 @@ fn kills_the_daemon_did_not_see_are_reconciled_from_kernel_counters() {
     assert!(daemon.log_text().contains("did not observe (kernel counts") && daemon.log_text().contains(&cg.path), "logged with the cgroup");
 }
 
-/// The no-BTF kill tests run one at a time: in step, each one's kill
-/// moves a second tracked cgroup's oom_kill counter in the other's daemon
-/// at the same moment, and the counters then tell nothing.
-static NO_BTF_KILLS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// A cgroup removed and made again under the same path (a systemd
+/// service restarted after an OOM kill, within the daemon's removal grace)
+/// is a new cgroup whose oom_kill counter starts again at 0. Before, the
+/// daemon kept the old cgroup's count as the new one's baseline, so a kill
+/// it did not see there was never found in the cgroup: the reconciler put
+/// it on "/".
+#[test]
+fn a_kill_not_seen_in_a_cgroup_made_again_is_found_in_that_cgroup() {
+    if !require_root("a_kill_not_seen_in_a_cgroup_made_again_is_found_in_that_cgroup") {
+        return;
+    }
+    let _one_at_a_time = one_killer_at_a_time();
+    let cg = TestCgroup::new("again", Some(48 * MIB));
+    for _ in 0..2 {
+        let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+        hog.wait_timeout(Duration::from_secs(30)).expect("killed");
+    }
+    assert_eq!(cg.oom_kills(), 2);
+    // Lose the next kill record, as a full ring buffer would.
+    let daemon = Daemon::start(&["--inject-drop-kills", "1"]);
+    let mut tail = Tail::start(&daemon, &["--kind", "unobserved_kills"]);
+    daemon.wait_tracked(&cg.path, Duration::from_secs(30));
+
+    std::fs::remove_dir(&cg.dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", cg.dir.display()));
+    let usage_series = format!("oomwatch_cgroup_memory_usage_bytes{{cgroup=\"{}\"", cg.path);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while daemon.metrics().contains(&usage_series) {
+        assert!(Instant::now() < deadline, "the daemon still tracks {} 30 s after its rmdir", cg.path);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::create_dir(&cg.dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", cg.dir.display()));
+    cg.set_limit(48 * MIB);
+    assert_eq!(cg.oom_kills(), 0, "a new cgroup counts from 0");
+    daemon.wait_tracked(&cg.path, Duration::from_secs(30));
+
+    let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "200"])));
+    hog.wait_timeout(Duration::from_secs(30)).expect("killed");
+    assert_eq!(cg.oom_kills(), 1);
+    let (event, _) = tail
+        .wait_for(Duration::from_secs(20), |v| v["kind"] == "unobserved_kills")
+        .unwrap_or_else(|| panic!("no unobserved_kills; saw {:?}\n{}", tail.seen, daemon.log_text()));
+    assert_eq!(event["cgroup"], cg.path.as_str(), "{event}");
+    assert_eq!(event["count"], 1, "{event}");
+}
+
 
 #[test]
 fn without_btf_the_daemon_runs_and_says_attribution_is_approximate() {
     if !require_root("without_btf_the_daemon_runs_and_says_attribution_is_approximate") {
         return;
     }
-    let _one_at_a_time = NO_BTF_KILLS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = one_killer_at_a_time();
     // Known before the kill, as a workload's cgroup is: should /proc come
     // too late, its kill counter is compared with a count taken before.
     // Made before the daemon starts, so that its first scan finds it.
@@ -95,7 +148,7 @@ fn without_btf_a_victim_gone_from_proc_is_found_by_its_cgroups_kill_counter() {
     if !require_root("without_btf_a_victim_gone_from_proc_is_found_by_its_cgroups_kill_counter") {
         return;
     }
-    let _one_at_a_time = NO_BTF_KILLS.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = one_killer_at_a_time();
     let cg = TestCgroup::new("nobtf-gone", Some(48 * MIB));
     let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux", "--inject-victim-gone"]);
     let mut tail = Tail::start(&daemon, &[]);
@@ -170,6 +223,7 @@ fn tail_reconnects_when_the_daemon_restarts() {
     if !require_root("tail_reconnects_when_the_daemon_restarts") {
         return;
     }
+    let _one_at_a_time = one_killer_at_a_time();
     let mut first = Daemon::start(&[]);
     let socket = first.socket.clone();
     let port = first.port.to_string();
@@ -192,6 +246,7 @@ fn a_slow_tail_client_is_told_it_lagged_and_never_slows_the_daemon() {
     if !require_root("a_slow_tail_client_is_told_it_lagged_and_never_slows_the_daemon") {
         return;
     }
+    let _one_at_a_time = one_killer_at_a_time();
     let dir = temp_dir("lag");
     let config = write_config(&dir, "[daemon]\nstream_buffer = 8\n[reclaim]\nstall_threshold = \"1us\"\nmin_interval = \"1ms\"\n");
     let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);

@@ -170,6 +170,20 @@ impl CgroupState {
         self.limit_bytes.or(self.high_bytes)
     }
 
+    /// The cgroup was made again under this path: its kernel counters
+    /// (oom_kill, limit hits) start again at 0, so what was kept of the
+    /// last one's is no baseline for them. Its series go on.
+    fn counts_from_zero(&mut self) {
+        self.kernel_kills_baseline = None;
+        self.kills_counted_since = None;
+        self.unobserved_reported = 0;
+        self.kernel_recounts = 0;
+        self.limit_hits = None;
+        self.limit_hit_at = None;
+        self.limit_hits_read_at = None;
+        self.full_samples = 0;
+    }
+
     fn new(id: u64, path: &str, dir: &Path, history_len: usize) -> Self {
         Self {
             id,
@@ -575,6 +589,9 @@ impl Model {
         let State { cgroups, children, forecast_due, throttle_due, .. } = &mut *s;
         if let Some(c) = cgroups.get_mut(path) {
             // Same path again: a recreated cgroup continues its series.
+            if c.id != id && c.id != 0 && id != 0 {
+                c.counts_from_zero();
+            }
             c.removed_at = None;
             c.id = id;
             c.dir = dir.to_path_buf();
@@ -1352,13 +1369,38 @@ mod tests {
         }
     }
 
+    /// A full sample of a cgroup whose own oom_kill counter is at `n`.
+    fn with_kills(n: u64) -> MemorySample {
+        let mut s = sample(10 * MIB, Some(64 * MIB), 0);
+        s.events_local = Some(MemoryEvents { oom_kill: Some(n), ..Default::default() });
+        s
+    }
+
+    #[test]
+    fn a_cgroup_made_again_counts_its_kills_from_its_own_zero() {
+        let t0 = Instant::now();
+        let m = Model::default();
+        m.admit("/svc", 1, Path::new("/svc"));
+        m.observe_full("/svc", &with_kills(2), Some(9), t0);
+        m.record_kill("/svc", Constraint::Memcg, Some("hog"), t0);
+        m.mark_removed("/svc", t0);
+        // The same cgroup back (same inode): nothing starts again.
+        m.admit("/svc", 1, Path::new("/svc"));
+        assert_eq!(m.kill_baselines()[0].kernel_baseline, 2);
+        m.mark_removed("/svc", t0);
+        // A new cgroup under the path: its counters start at 0.
+        m.admit("/svc", 7, Path::new("/svc"));
+        assert!(m.kill_baselines().is_empty(), "no baseline before its first read");
+        assert_eq!(m.limit_evidence("/svc", t0, None).hits_before, None, "the last cgroup's limit count is not this one's");
+        m.observe_full("/svc", &with_kills(0), Some(0), t0 + Duration::from_secs(1));
+        let b = &m.kill_baselines()[0];
+        assert_eq!((b.id, b.kernel_baseline, b.seen_since), (7, 0, 0));
+        assert_eq!(b.unaccounted(1), 1, "a kill there not seen is found there");
+        assert_eq!(m.kills_of("/svc"), 1, "its series go on");
+    }
+
     #[test]
     fn kill_accounting_round_trips_through_a_restart() {
-        let with_kills = |n: u64| {
-            let mut s = sample(10 * MIB, Some(64 * MIB), 0);
-            s.events_local = Some(MemoryEvents { oom_kill: Some(n), ..Default::default() });
-            s
-        };
         let now = Instant::now();
         let last = KillAccounting { host: Some(40), cgroups: HashMap::from([("/a".to_owned(), 3), ("/gone-yet".to_owned(), 5)]) };
         let m = Model::default();
