@@ -404,7 +404,7 @@ fn golden_metric_families() {
         let name = if openmetrics { "metrics-openmetrics.txt" } else { "metrics-text.txt" };
         check_golden(name, &families(&body));
     }
-    // Text 0.0.4 is converted line by line while encoding: byte for byte
+    // Text 0.0.4 is converted in batches while encoding: byte for byte
     // what converting the finished OpenMetrics body gave.
     let (text, om) = (metrics.render(false), metrics.render(true));
     assert_eq!(text, crate::outputs::metrics::text::tests::converted_whole(&om));

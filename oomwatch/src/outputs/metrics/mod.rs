@@ -4,7 +4,7 @@
 //!
 //! prometheus-client encodes OpenMetrics. Prometheus asks for that and gets
 //! it; other clients (curl, promtool, older scrapers) get the classic text
-//! format 0.0.4, converted line by line as it is encoded (`text`).
+//! format 0.0.4, converted as it is encoded, a batch of lines at a time (`text`).
 
 pub mod journal;
 pub mod push;
