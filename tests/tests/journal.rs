@@ -405,6 +405,40 @@ fn a_kill_while_the_daemon_is_down_is_reported_once() {
     assert_eq!(reported.len(), 1, "kept in the journal, once: {reported:?}");
 }
 
+/// A systemd service restarted while oomwatch was down (an upgrade): its
+/// cgroup is made again under the same path, and the new cgroup's kill
+/// counter starts at 0, below the count the last run kept for the path.
+#[test]
+fn a_kill_in_a_cgroup_made_again_while_the_daemon_is_down_is_reported_in_that_cgroup() {
+    if !require_root("a_kill_in_a_cgroup_made_again_while_the_daemon_is_down_is_reported_in_that_cgroup") {
+        return;
+    }
+    let dir = temp_dir("journal-again");
+    let state = dir.0.join("state");
+    let cg = TestCgroup::new("again-down", Some(16 * MIB));
+    let mut first = daemon_on(&state, &[]);
+    first.wait_tracked(&cg.path, Duration::from_secs(30));
+    let mut tail = Tail::connect(&first);
+    for _ in 0..2 {
+        let pid = oom_kill_in(&cg);
+        seen_kill(&mut tail, pid);
+    }
+    first.stop();
+
+    std::fs::remove_dir(&cg.dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", cg.dir.display()));
+    std::fs::create_dir(&cg.dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", cg.dir.display()));
+    cg.set_limit(16 * MIB);
+    oom_kill_in(&cg);
+    assert_eq!(cg.oom_kills(), 1, "the cgroup made again counts from 0");
+
+    let second = daemon_on(&state, &[]);
+    let mut tail = Tail::connect(&second);
+    let (missed, _) = tail
+        .wait_for(Duration::from_secs(25), |v| v["kind"] == "unobserved_kills" && v["cgroup"] == cg.path.as_str())
+        .unwrap_or_else(|| panic!("the kill in the cgroup made again was not reported there; saw {:?}\n{}", tail.seen, second.log_text()));
+    assert_eq!(missed["count"], 1, "{missed}");
+}
+
 #[test]
 fn a_corrupted_journal_is_moved_aside_and_the_daemon_runs() {
     if !require_root("a_corrupted_journal_is_moved_aside_and_the_daemon_runs") {

@@ -15,7 +15,7 @@ use std::{
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::{
-    model::{KillAccounting, Model, bus::EventBus},
+    model::{CgroupKills, KillAccounting, Model, bus::EventBus},
     outputs::{
         alerts::{Alerts, FiringAlert},
         journal::{Journal, JournalReader, Order, Query},
@@ -40,6 +40,47 @@ struct KeptAccounting {
     host: Option<u64>,
     #[serde(default)]
     cgroups: HashMap<String, u64>,
+    /// The inode id of each of `cgroups` whose id was known (added
+    /// 2026-12-07; a journal kept before has none, and a cgroup made again
+    /// while no daemon ran is then not told from the one before).
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    cgroup_ids: HashMap<String, u64>,
+}
+
+impl KeptAccounting {
+    fn new(boot_id: String, through_seq: u64, accounting: &KillAccounting) -> Self {
+        let cgroups = accounting.cgroups.iter().map(|(path, c)| (path.clone(), c.accounted)).collect();
+        let cgroup_ids = accounting.cgroups.iter().filter(|(_, c)| c.id != 0).map(|(path, c)| (path.clone(), c.id)).collect();
+        Self { boot_id, through_seq, host: accounting.host, cgroups, cgroup_ids }
+    }
+
+    fn accounting(&self) -> KillAccounting {
+        let cgroups = self
+            .cgroups
+            .iter()
+            .map(|(path, &accounted)| (path.clone(), CgroupKills { accounted, id: self.cgroup_ids.get(path).copied().unwrap_or(0) }))
+            .collect();
+        KillAccounting { host: self.host, cgroups }
+    }
+}
+
+/// Counts the kills the last run journalled after it last kept its
+/// accounting (cgroup path and id of each, oldest first) as accounted for.
+/// A kill in a cgroup whose id is not the kept one was in a cgroup made
+/// again under that path since: its counter started at 0, and this kill
+/// is its first one counted.
+fn add_journalled_kills<'a>(last: &mut KillAccounting, kills: impl IntoIterator<Item = (&'a str, Option<u64>)>) {
+    let mut count = 0;
+    for (cgroup, id) in kills {
+        count += 1;
+        let kept = last.cgroups.entry(cgroup.to_owned()).or_default();
+        match id {
+            Some(id) if kept.id != 0 && kept.id != id => *kept = CgroupKills { accounted: 1, id },
+            Some(id) => *kept = CgroupKills { accounted: kept.accounted + 1, id },
+            None => kept.accounted += 1,
+        }
+    }
+    last.host = last.host.map(|h| h + count);
 }
 
 /// The last run's firing alerts and alert transitions (oldest first).
@@ -129,14 +170,12 @@ pub(super) fn keep_firing_alerts(alerts: &Alerts, journal: Arc<Journal>) {
 pub(super) fn restore_kill_accounting(journal: &Journal, model: &Model) {
     let Some(kept) = read_accounting(journal) else { return };
     let same_boot = boot_id(Path::new("/proc")).is_some_and(|b| b == kept.boot_id);
-    let mut last = KillAccounting { host: kept.host, cgroups: kept.cgroups };
+    let mut last = kept.accounting();
     if same_boot {
         match journal.reader().and_then(|r| r.query(&Query { after_seq: Some(kept.through_seq), kinds: vec!["oom_kill".into()], ..Default::default() })) {
             Ok(kills) => {
-                for k in &kills {
-                    *last.cgroups.entry(k.cgroup.clone()).or_insert(0) += 1;
-                }
-                last.host = last.host.map(|h| h + kills.len() as u64);
+                let ids: Vec<Option<u64>> = kills.iter().map(|k| k.event().ok().and_then(|e| kill_cgroup_id(&e.body))).collect();
+                add_journalled_kills(&mut last, kills.iter().map(|k| k.cgroup.as_str()).zip(ids));
             }
             Err(e) => log::warn!("{e}; kills seen just before the last stop may be reported again as unobserved"),
         }
@@ -146,6 +185,13 @@ pub(super) fn restore_kill_accounting(journal: &Journal, model: &Model) {
         if same_boot { "same boot" } else { "the host rebooted since: every kill of this boot was unobserved" }
     );
     model.restore_kill_accounting(last, same_boot);
+}
+
+fn kill_cgroup_id(body: &EventBody) -> Option<u64> {
+    match body {
+        EventBody::OomKill(kill) => kill.cgroup_id,
+        _ => None,
+    }
 }
 
 fn read_accounting(journal: &Journal) -> Option<KeptAccounting> {
@@ -196,15 +242,15 @@ impl AccountingKeeper {
         // The seq first: a kill published by then is already in the model
         // (the model records it before the bus publishes it).
         let through_seq = self.journal.last_seq();
-        let KillAccounting { host, cgroups } = self.model.kill_accounting();
-        if host.is_none() && cgroups.is_empty() {
+        let accounting = self.model.kill_accounting();
+        if accounting.host.is_none() && accounting.cgroups.is_empty() {
             return;
         }
-        let unchanged = self.last.as_ref().is_some_and(|l| l.host == host && l.cgroups == cgroups);
+        let kept = KeptAccounting::new(self.boot_id.clone(), through_seq, &accounting);
+        let unchanged = self.last.as_ref().is_some_and(|l| l.host == kept.host && l.cgroups == kept.cgroups && l.cgroup_ids == kept.cgroup_ids);
         if unchanged {
             return;
         }
-        let kept = KeptAccounting { boot_id: self.boot_id.clone(), through_seq, host, cgroups };
         match serde_json::to_string(&kept) {
             Ok(json) => {
                 if self.journal.put_state(KILL_ACCOUNTING, json).is_ok() {
@@ -213,5 +259,41 @@ impl AccountingKeeper {
             }
             Err(e) => log::warn!("journal: kill accounting not kept: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kills(entries: &[(&str, u64, u64)]) -> KillAccounting {
+        let cgroups = entries.iter().map(|&(path, accounted, id)| (path.to_owned(), CgroupKills { accounted, id })).collect();
+        KillAccounting { host: Some(10), cgroups }
+    }
+
+    #[test]
+    fn the_kept_accounting_round_trips_with_its_ids_and_reads_a_journal_kept_without_them() {
+        let accounting = kills(&[("/a", 3, 41), ("/b", 2, 0)]);
+        let kept = KeptAccounting::new("boot".into(), 7, &accounting);
+        let json = serde_json::to_string(&kept).unwrap();
+        let back: KeptAccounting = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.accounting(), accounting, "{json}");
+        // As an older daemon kept it: no ids, so no cgroup is told from one made again.
+        let old: KeptAccounting = serde_json::from_str(r#"{"boot_id":"boot","through_seq":7,"host":10,"cgroups":{"/a":3}}"#).unwrap();
+        assert_eq!(old.accounting(), kills(&[("/a", 3, 0)]));
+    }
+
+    #[test]
+    fn kills_journalled_after_the_last_keep_are_accounted_for_in_the_cgroup_that_had_them() {
+        let mut last = kills(&[("/a", 3, 41), ("/old", 1, 0)]);
+        add_journalled_kills(
+            &mut last,
+            [("/a", Some(41)), ("/old", None), ("/new", Some(50)), ("/new", Some(50))],
+        );
+        assert_eq!(last, KillAccounting { host: Some(14), ..kills(&[("/a", 4, 41), ("/old", 2, 0), ("/new", 2, 50)]) });
+        // /a made again (id 42) before its next kill: its counter started at 0.
+        add_journalled_kills(&mut last, [("/a", Some(42)), ("/a", Some(42))]);
+        assert_eq!(last.cgroups["/a"], CgroupKills { accounted: 2, id: 42 });
+        assert_eq!(last.host, Some(16));
     }
 }

@@ -347,7 +347,26 @@ impl HostKills {
 pub struct KillAccounting {
     pub host: Option<u64>,
     /// Per cgroup path; a cgroup not listed had accounted for none.
-    pub cgroups: HashMap<String, u64>,
+    pub cgroups: HashMap<String, CgroupKills>,
+}
+
+/// One cgroup's part of [`KillAccounting`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupKills {
+    /// Its own oom_kill counter up to which every kill was seen or reported.
+    pub accounted: u64,
+    /// The cgroup's inode id (0: not known). A cgroup found under the path
+    /// with another id was made again while no daemon ran: its counter
+    /// started at 0, and every kill it counts went unseen.
+    pub id: u64,
+}
+
+impl CgroupKills {
+    /// Where a cgroup with inode `id` found under this path starts counting.
+    fn baseline_for(self, id: u64) -> u64 {
+        let made_again = self.id != 0 && id != 0 && self.id != id;
+        if made_again { 0 } else { self.accounted }
+    }
 }
 
 struct State {
@@ -366,7 +385,7 @@ struct State {
     host_kills: HostKills,
     /// Until the sampler's first scan ends: per-cgroup baselines restored
     /// from the last run (cgroups found later start counting at once).
-    restored_kills: Option<HashMap<String, u64>>,
+    restored_kills: Option<HashMap<String, CgroupKills>>,
     node_history: History,
     kills: BTreeMap<KillKey, KillSeries>,
     /// Kills recorded since start. Not the sum of `kills`: the series of a
@@ -815,8 +834,12 @@ impl Model {
             (c.kernel_kills_baseline, c.kills_counted_since) = match (restored_kills.as_mut(), now_counter) {
                 // Where the last run left off: kills since then, while the
                 // daemon was down, become visible to the reconciler. A
-                // counter below it was reset (a new cgroup of that name).
-                (Some(restored), Some(counter)) => (Some(restored.remove(path).unwrap_or(0).min(counter)), None),
+                // counter below it was reset (a new cgroup of that name,
+                // from a journal that kept no id).
+                (Some(restored), Some(counter)) => {
+                    let last = restored.remove(path).unwrap_or_default();
+                    (Some(last.baseline_for(c.id).min(counter)), None)
+                }
                 _ => (now_counter, now_counter.map(|_| now)),
             };
             c.seen_kills_baseline = kills_of(kills, path);
@@ -1165,20 +1188,20 @@ impl Model {
         for ((path, _, _), k) in &s.kills {
             *kills_by_cgroup.entry(path.as_str()).or_default() += k.count;
         }
-        let mut cgroups: HashMap<String, u64> = s
+        let mut cgroups: HashMap<String, CgroupKills> = s
             .cgroups
             .iter()
             .filter(|(_, c)| c.removed_at.is_none())
             .filter_map(|(p, c)| {
                 let kills = kills_by_cgroup.get(p.as_str()).copied().unwrap_or(0);
                 let accounted = c.kernel_kills_baseline? + kills.saturating_sub(c.seen_kills_baseline) + c.unobserved_reported;
-                (accounted > 0).then(|| (p.clone(), accounted))
+                (accounted > 0).then(|| (p.clone(), CgroupKills { accounted, id: c.id }))
             })
             .collect();
         // Restored baselines of cgroups the first scan has not sampled yet
         // are still owed to the next run.
-        for (path, accounted) in s.restored_kills.iter().flatten() {
-            cgroups.entry(path.clone()).or_insert(*accounted);
+        for (path, kept) in s.restored_kills.iter().flatten() {
+            cgroups.entry(path.clone()).or_insert(*kept);
         }
         KillAccounting { host: s.host_kills.accounted(seen_total), cgroups }
     }
@@ -1400,9 +1423,37 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_made_again_while_no_daemon_ran_counts_every_kill_of_its_own_as_unseen() {
+        let now = Instant::now();
+        let kept = |accounted, id| CgroupKills { accounted, id };
+        let last = KillAccounting {
+            host: Some(40),
+            cgroups: HashMap::from([("/again".to_owned(), kept(5, 7)), ("/same".to_owned(), kept(5, 8)), ("/no-id".to_owned(), kept(5, 0))]),
+        };
+        let m = Model::default();
+        m.restore_kill_accounting(last, true);
+        // Made again (inode 70): one kill of its own since, none seen.
+        m.admit("/again", 70, Path::new("/again"));
+        m.observe_full("/again", &with_kills(1), None, now);
+        // The same cgroup (inode 8): two kills since the last run.
+        m.admit("/same", 8, Path::new("/same"));
+        m.observe_full("/same", &with_kills(7), None, now);
+        // Kept without an id: a counter below the kept count was reset.
+        m.admit("/no-id", 9, Path::new("/no-id"));
+        m.observe_full("/no-id", &with_kills(1), None, now);
+        let baselines: HashMap<String, u64> = m.kill_baselines().into_iter().map(|b| (b.path, b.kernel_baseline)).collect();
+        assert_eq!(baselines, HashMap::from([("/again".to_owned(), 0), ("/same".to_owned(), 5), ("/no-id".to_owned(), 1)]));
+        let again = m.kill_baselines().into_iter().find(|b| b.path == "/again").unwrap();
+        assert_eq!(again.unaccounted(1), 1, "its kill is found there, not on /");
+        m.note_unobserved_reported("/again", 1);
+        assert_eq!(m.kill_accounting().cgroups["/again"], kept(1, 70), "kept for the next run with its new id");
+    }
+
+    #[test]
     fn kill_accounting_round_trips_through_a_restart() {
         let now = Instant::now();
-        let last = KillAccounting { host: Some(40), cgroups: HashMap::from([("/a".to_owned(), 3), ("/gone-yet".to_owned(), 5)]) };
+        let no_id = |accounted| CgroupKills { accounted, id: 0 };
+        let last = KillAccounting { host: Some(40), cgroups: HashMap::from([("/a".to_owned(), no_id(3)), ("/gone-yet".to_owned(), no_id(5))]) };
         let m = Model::default();
         m.restore_kill_accounting(last, true);
         assert_eq!(m.host_kills().kernel_baseline, Some(40));
@@ -1414,15 +1465,15 @@ mod tests {
         // A cgroup the first scan has not sampled yet keeps its restored
         // baseline in what is kept for the next run.
         let kept = m.kill_accounting();
-        assert_eq!(kept.cgroups.get("/gone-yet"), Some(&5), "{kept:?}");
-        assert_eq!(kept.cgroups.get("/a"), Some(&3));
+        assert_eq!(kept.cgroups.get("/gone-yet"), Some(&CgroupKills { accounted: 5, id: 0 }), "{kept:?}");
+        assert_eq!(kept.cgroups.get("/a"), Some(&CgroupKills { accounted: 3, id: 1 }), "kept with its id");
         m.note_unobserved_reported("/a", 2);
-        assert_eq!(m.kill_accounting().cgroups.get("/a"), Some(&5), "reported kills are accounted for");
+        assert_eq!(m.kill_accounting().cgroups["/a"].accounted, 5, "reported kills are accounted for");
         m.end_restore();
         assert_eq!(m.kill_accounting().cgroups.get("/gone-yet"), None, "after the first scan, a cgroup not found is gone");
         // A new boot: every kill since boot went unseen.
         let fresh = Model::default();
-        fresh.restore_kill_accounting(KillAccounting { host: Some(40), cgroups: HashMap::from([("/a".to_owned(), 3)]) }, false);
+        fresh.restore_kill_accounting(KillAccounting { host: Some(40), cgroups: HashMap::from([("/a".to_owned(), no_id(3))]) }, false);
         assert_eq!(fresh.host_kills().kernel_baseline, Some(0));
         fresh.admit("/a", 1, Path::new("/a"));
         fresh.observe_full("/a", &with_kills(2), None, now);
