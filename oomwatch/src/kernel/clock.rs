@@ -24,6 +24,15 @@ pub fn instant_of(ktime_ns: u64) -> Option<Instant> {
     Instant::now().checked_sub(Duration::from_nanos(monotonic_ns().saturating_sub(ktime_ns)))
 }
 
+/// A kernel timestamp on CLOCK_BOOTTIME (the clock of a process's start
+/// time in /proc), in ns since boot. The two clocks differ by the time the
+/// host spent suspended, measured now: a suspend since the timestamp makes
+/// it later than it was, never earlier.
+pub fn boottime_of(ktime_ns: u64) -> u64 {
+    let suspended = clock_ns(libc::CLOCK_BOOTTIME) - clock_ns(libc::CLOCK_MONOTONIC);
+    ktime_ns.saturating_add(suspended.max(0) as u64)
+}
+
 /// Converts kernel timestamps to wall time. The offset is re-measured by
 /// `refresh` so NTP steps do not skew event times for long.
 pub struct KernelClock {
@@ -69,6 +78,15 @@ mod tests {
         let got = c.wall_time(monotonic_ns());
         let diff = SystemTime::now().duration_since(got).unwrap_or_else(|e| e.duration());
         assert!(diff < Duration::from_millis(50), "{diff:?}");
+    }
+
+    #[test]
+    fn a_kernel_timestamp_on_the_boot_clock_is_not_before_it() {
+        let ktime = monotonic_ns();
+        let boot = boottime_of(ktime);
+        assert!(boot >= ktime);
+        let boot_now = clock_ns(libc::CLOCK_BOOTTIME) as u64;
+        assert!(boot <= boot_now, "{boot} after now ({boot_now})");
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub use meminfo::{MemInfo, parse_meminfo, read_meminfo};
 pub use mountinfo::{
     CgroupLayout, CgroupMode, CgroupVersion, Hierarchy, detect, own_memory_cgroup, parse_mountinfo,
 };
-pub use procfs::{ProcCgroup, boot_id, parse_proc_cgroup, proc_memory_cgroup, vmstat_oom_kills};
+pub use procfs::{BootTime, ProcCgroup, ProcStat, boot_id, parse_proc_cgroup, parse_proc_stat, proc_memory_cgroup, vmstat_oom_kills};
 pub use psi::{
     Pressure, PressureError, PressurePoller, PsiKind, PsiLine, PsiParseError, SpecError, TriggerSpec,
     parse_pressure, read_pressure,

@@ -30,7 +30,7 @@ use crate::{
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
     readers::{
-        CgroupLayout, CgroupVersion, Hierarchy, ProcCgroup, read_limit, read_limit_hits, read_usage,
+        BootTime, CgroupLayout, CgroupVersion, Hierarchy, ProcCgroup, read_limit, read_limit_hits, read_usage,
         runtime::{MainProcess, main_process},
     },
     wire::{
@@ -85,7 +85,7 @@ impl KillExplainer {
         let started = Instant::now();
         let mut files = FileReads::default();
         // Before anything else: the victim is exiting already.
-        let proc = self.victim_cgroup_needs_proc(r).then(|| self.read_victim_proc(r.victim_pid, &mut files));
+        let proc = self.victim_cgroup_needs_proc(r).then(|| self.read_victim_proc(r, &mut files));
         let has = |bit| r.present & bit != 0;
         let victim = victim_of(r);
         let trigger = self.trigger_of(r);
@@ -208,7 +208,7 @@ impl KillExplainer {
         if let Some(exact) = self.victim_cgroup_from_kernel(r, trigger_cgroup) {
             return exact;
         }
-        let proc = proc.unwrap_or_else(|| self.read_victim_proc(r.victim_pid, files));
+        let proc = proc.unwrap_or_else(|| self.read_victim_proc(r, files));
         let fallbacks = Fallbacks {
             proc,
             baselines: || self.model.kill_baselines(),
@@ -277,12 +277,13 @@ impl KillExplainer {
         Some(Event::new(body, rfc3339(self.clock.wall_time(r.header.ktime_ns)), cgroup, Some(r.header.ktime_ns)))
     }
 
-    fn read_victim_proc(&self, pid: u32, files: &mut FileReads) -> ProcCgroup {
+    fn read_victim_proc(&self, r: &OomKillRecord, files: &mut FileReads) -> ProcCgroup {
         if self.inject_victim_gone {
             return ProcCgroup::Gone;
         }
         files.0 += 2;
-        read_proc(&self.proc_root, pid, self.layout.as_ref().map(|l| l.memory_version))
+        let killed_at = BootTime(clock::boottime_of(r.header.ktime_ns));
+        read_proc(&self.proc_root, r.victim_pid, self.layout.as_ref().map(|l| l.memory_version), killed_at)
     }
 
     fn oom_control(&self, r: &OomKillRecord) -> OomControl {

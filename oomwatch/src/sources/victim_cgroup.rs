@@ -26,7 +26,7 @@ use std::path::Path;
 
 use crate::{
     model::{KillBaseline, KillClues},
-    readers::{CgroupVersion, ProcCgroup, proc_memory_cgroup, read_own_oom_kills},
+    readers::{BootTime, CgroupVersion, ProcCgroup, proc_memory_cgroup, read_own_oom_kills},
     wire::{Attribution, CgroupSource, REPORT_PATH_CUT, printed_whole},
 };
 
@@ -112,6 +112,7 @@ pub fn without_the_kernel(
         }
         ProcCgroup::Exiting => "the victim was exiting, which cgroup v1 shows as \"/\"",
         ProcCgroup::Gone => "the victim was gone",
+        ProcCgroup::Reused => "the victim was gone, its pid another process's",
     };
     let evidence = match version {
         Some(version) => unaccounted_kill(&baselines(), &clues, |b| {
@@ -142,9 +143,10 @@ pub fn without_the_kernel(
     }
 }
 
-/// /proc/PID/cgroup of the victim, honest about what it cannot tell.
-pub fn read_proc(proc_root: &Path, pid: u32, version: Option<CgroupVersion>) -> ProcCgroup {
-    proc_memory_cgroup(proc_root, pid, version == Some(CgroupVersion::V1))
+/// /proc/PID/cgroup of the victim killed at `killed_at`, honest about what
+/// it cannot tell.
+pub fn read_proc(proc_root: &Path, pid: u32, version: Option<CgroupVersion>, killed_at: BootTime) -> ProcCgroup {
+    proc_memory_cgroup(proc_root, pid, version == Some(CgroupVersion::V1), killed_at)
 }
 
 #[cfg(test)]

@@ -1,13 +1,14 @@
-//! `/proc/self/mountinfo` and `/proc/PID/cgroup` (`parse_mountinfo`,
-//! `own_memory_cgroup`, `CgroupLayout::memory_dir`, `parse_proc_cgroup`):
-//! never panic; the layout is consistent; a cgroup path never leads out of
-//! the memory hierarchy.
+//! `/proc/self/mountinfo`, `/proc/PID/cgroup` and `/proc/PID/stat`
+//! (`parse_mountinfo`, `own_memory_cgroup`, `CgroupLayout::memory_dir`,
+//! `parse_proc_cgroup`, `parse_proc_stat`): never panic; the layout is
+//! consistent; a cgroup path never leads out of the memory hierarchy; a
+//! process name (chosen by its user) never moves the stat fields read.
 #![no_main]
 
 use std::path::Component;
 
 use libfuzzer_sys::fuzz_target;
-use oomwatch::readers::{Hierarchy, parse_proc_cgroup};
+use oomwatch::readers::{Hierarchy, ProcStat, parse_proc_cgroup, parse_proc_stat};
 use oomwatch::readers::{CgroupLayout, CgroupMode, CgroupVersion, own_memory_cgroup, parse_mountinfo};
 
 /// A busy Kubernetes node has a few thousand mounts (about 150 bytes each).
@@ -20,6 +21,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    // The same text as /proc/PID/stat, and as the name in one.
+    let _ = parse_proc_stat(text);
+    if !text.contains('\n') {
+        let stat = format!("4242 ({text}) R 1 4242 4242 0 -1 4212812 30 0 0 0 1 2 0 0 20 0 1 0 987 1000 10\n");
+        assert_eq!(parse_proc_stat(&stat), Some(ProcStat { exiting: true, start_ticks: 987 }), "{stat:?}");
+    }
     // The same text as /proc/PID/cgroup.
     for h in [Hierarchy::Memory, Hierarchy::Unified] {
         if let Some(p) = parse_proc_cgroup(text, h) {
