@@ -631,12 +631,66 @@ fn a_kill_nothing_could_place_is_unknown_never_a_host_oom() {
     assert!(kill.get("limit_cgroup").is_none(), "{kill}");
     let why = kill["why"].as_str().unwrap_or_default();
     assert!(why.starts_with(&format!("memhog (pid {pid}) was killed because memory ran out (at a cgroup's limit or on the host")), "{why}");
-    let metrics = daemon.metrics();
+    // Its count waits 5 s for a report that could place it (there is no
+    // kernel log here), then goes on the metric as published, at the next
+    // 5 s reconciliation.
+    let unknown = "oomwatch_oom_kills_total{cgroup=\"unknown\",constraint=\"unknown\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut metrics = daemon.metrics();
+    while metric_value(&metrics, unknown).is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        metrics = daemon.metrics();
+    }
     let series = |constraint: &str| {
         metrics.lines().filter(|l| l.starts_with("oomwatch_oom_kills_total{") && l.contains(&format!("constraint=\"{constraint}\""))).count()
     };
     assert_eq!(series("global"), 0, "{metrics}");
-    assert_eq!(metric_value(&metrics, "oomwatch_oom_kills_total{cgroup=\"unknown\",constraint=\"unknown\",namespace=\"\",pod=\"\",container=\"\",main_process=\"\"}"), Some(1.0), "{metrics}");
+    assert_eq!(metric_value(&metrics, unknown), Some(1.0), "{metrics}");
+}
+
+/// The same kill with the kernel log readable, its report read after the
+/// kill path stopped waiting for it (forced: `--inject-report-late`): the
+/// kill goes out `unknown`, the report places it on the event, and the
+/// metric, which held its count for the report, counts it in the cgroup
+/// and the limit the report names.
+#[test]
+fn a_late_report_places_an_unplaced_kill_on_the_metric_too() {
+    if !require_root("a_late_report_places_an_unplaced_kill_on_the_metric_too") {
+        return;
+    }
+    let _serial = one_at_a_time();
+    let cg = TestCgroup::new("kmsg-late", Some(48 * MIB));
+    let daemon = Daemon::start(&["--btf", "/nonexistent/vmlinux", "--inject-victim-gone", "--inject-report-late", "--exclude", &cg.path]);
+    let mut tail = Tail::connect(&daemon);
+    let mut log = Log::open();
+    let (kill, ()) = with_report(&mut log, || {
+        let mut hog = ChildGuard(cg.spawn(memhog().args(["hog", "256"])));
+        wait_killed(&mut hog);
+        (hog.pid(), ())
+    });
+    let pid = kill.victim.pid;
+    let (published, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "oom_kill" && v["victim"]["pid"] == pid)
+        .unwrap_or_else(|| panic!("no oom_kill for {pid}\n{}", daemon.log_text()));
+    assert_eq!(published["cgroup"], "unknown", "published before its report: {published}");
+    let (explained, _) = tail
+        .wait_for(Duration::from_secs(10), |v| v["kind"] == "kill_explained" && v["pid"] == pid)
+        .unwrap_or_else(|| panic!("no kill_explained for {pid}; saw {:?}\n{}", tail.seen, daemon.log_text()));
+    assert_eq!(explained["cgroup"], cg.path.as_str(), "{explained}");
+    let placed = format!("oomwatch_oom_kills_total{{cgroup=\"{}\",constraint=\"memcg\",", cg.path);
+    let count = |metrics: &str| metrics.lines().filter(|l| l.starts_with(&placed)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum::<f64>();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut metrics = daemon.metrics();
+    while count(&metrics) < 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        metrics = daemon.metrics();
+    }
+    assert_eq!(count(&metrics), 1.0, "counted where the report put it:\n{metrics}");
+    let replayed = Tail::start(&daemon, &["--since", "5m", "--kind", "oom_kill"])
+        .wait_for(Duration::from_secs(5), |v| v["victim"]["pid"] == pid)
+        .map(|(v, _)| v)
+        .expect("the kill replayed");
+    assert_eq!((replayed["cgroup"].as_str(), replayed["cgroup_from"].as_str()), (Some(cg.path.as_str()), Some("kernel_report")), "{replayed}");
 }
 
 // ------------------------------------------- a storm past the rate limit

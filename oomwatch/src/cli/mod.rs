@@ -229,6 +229,11 @@ pub struct DaemonArgs {
     /// read, as if the victim was reaped first (proves the fallbacks).
     #[arg(long, hide = true)]
     pub inject_victim_gone: bool,
+    /// Test-only fault injection: the kill path does not wait for the
+    /// kernel's report, as if it came after the kill path's wait (proves a
+    /// late report places the kill).
+    #[arg(long, hide = true)]
+    pub inject_report_late: bool,
     /// Test-only fault injection: a supervised task named TASK panics a
     /// second after start (proves a panic is never silent).
     #[arg(long, hide = true, value_name = "TASK")]

@@ -375,7 +375,7 @@ fn start_sources(config: &Config, core: &Core, probes: &mut KernelProbes, tasks:
 fn start_kernel_reports(kmsg: Option<crate::readers::kmsg::KmsgReader>, core: &Core, tasks: &Tasks) {
     let Some(reader) = kmsg else { return };
     log::info!("kernel log: reading OOM reports from {}", reader.path().display());
-    let feed = KernelReportFeed::new(core.bus.clone(), core.counters.clone(), limit_file(core.layout.as_ref()), core.reported_victims.clone());
+    let feed = KernelReportFeed::new(core.bus.clone(), core.counters.clone(), limit_file(core.layout.as_ref()), core.reported_victims.clone(), core.model.clone());
     let run = move || {
         // Its report amends a kill already published: it must not take the
         // CPU from the publication (it is woken by the same kill, once per
@@ -427,6 +427,7 @@ fn start_ring_reader(
         proc_root: "/proc".into(),
         reported_victims: core.reported_victims.clone(),
         inject_victim_gone: args.inject_victim_gone,
+        inject_report_late: args.inject_report_late,
     };
     let handler = Arc::new(RecordHandler::new(explainer, core.bus.clone(), core.counters.clone(), args.inject_drop_kills));
     let ring = kernel::ring::SharedRing::new(ring);

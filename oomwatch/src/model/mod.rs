@@ -18,6 +18,7 @@ pub mod limit;
 pub mod reclaim;
 pub mod throttle;
 pub mod tree;
+pub mod unplaced;
 pub mod workloads;
 
 use std::{
@@ -388,6 +389,8 @@ struct State {
     restored_kills: Option<HashMap<String, CgroupKills>>,
     node_history: History,
     kills: BTreeMap<KillKey, KillSeries>,
+    /// Kills whose series wait for the kernel's report to place them.
+    unplaced: unplaced::Held,
     /// Kills recorded since start. Not the sum of `kills`: the series of a
     /// cgroup long gone leave the table, its kills were still seen (the
     /// reconciler compares this with the kernel's counter).
@@ -455,6 +458,25 @@ fn bound_removed(s: &mut State, bound: usize) {
             s.pressure.remove(&p);
         }
     }
+}
+
+/// One more kill in its series (made with the workload's names).
+fn count_kill(s: &mut State, max_cgroups: usize, (cgroup, constraint, main_process): (&str, Constraint, Option<bool>), victim_comm: Option<&str>, workload: &Workload, at: Instant) {
+    let k = s.kills.entry((cgroup.to_owned(), constraint, main_process)).or_default();
+    let new_series = k.count == 0;
+    if new_series {
+        k.names = KillNames { namespace: workload.namespace.clone(), pod: workload.pod.clone(), container: workload.container.clone() };
+    }
+    k.count += 1;
+    k.last_at = Some(at);
+    k.last_victim = victim_comm.map(str::to_owned);
+    if new_series {
+        bound_kill_series(s, max_cgroups);
+    }
+}
+
+fn count_unplaced(s: &mut State, max_cgroups: usize, kill: &unplaced::UnplacedKill) {
+    count_kill(s, max_cgroups, (&kill.cgroup, kill.constraint, kill.main_process), kill.victim_comm.as_deref(), &kill.workload, kill.at);
 }
 
 /// Kill counter series (one per cgroup, constraint and main-process flag)
@@ -545,6 +567,7 @@ impl Model {
                 node_history: History::new(120),
                 kills: BTreeMap::new(),
                 kills_seen: 0,
+                unplaced: unplaced::Held::default(),
                 containers,
                 excluded_filter: 0,
                 excluded_cap: 0,
@@ -1070,16 +1093,38 @@ impl Model {
     ) {
         let mut s = self.write();
         s.kills_seen += 1;
-        let k = s.kills.entry((cgroup.to_owned(), constraint, main_process)).or_default();
-        let new_series = k.count == 0;
-        if new_series {
-            k.names = KillNames { namespace: workload.namespace.clone(), pod: workload.pod.clone(), container: workload.container.clone() };
+        count_kill(&mut s, self.config.max_cgroups, (cgroup, constraint, main_process), victim_comm, workload, now);
+    }
+
+    /// A kill published unplaced (cgroup or constraint `unknown`): counted
+    /// in the totals now, in its series once its report places it
+    /// ([`Model::place_unplaced_kill`]) or after [`unplaced::HOLD`]
+    /// ([`Model::count_unplaced_overdue`]).
+    pub fn record_unplaced_kill(&self, kill: unplaced::UnplacedKill) {
+        let mut s = self.write();
+        s.kills_seen += 1;
+        if let Some(out) = s.unplaced.hold(kill) {
+            count_unplaced(&mut s, self.config.max_cgroups, &out);
         }
-        k.count += 1;
-        k.last_at = Some(now);
-        k.last_victim = victim_comm.map(str::to_owned);
-        if new_series {
-            bound_kill_series(&mut s, self.config.max_cgroups);
+    }
+
+    /// The kernel's report placed an unplaced kill (victim `pid`, kernel
+    /// time `ktime_ns`): its series is the one the report names. False when
+    /// the kill is not held (counted already).
+    pub fn place_unplaced_kill(&self, pid: u32, ktime_ns: Option<u64>, cgroup: &str, constraint: Constraint, workload: &Workload, main_process: Option<bool>) -> bool {
+        let mut s = self.write();
+        let Some(kill) = s.unplaced.take(pid, ktime_ns) else { return false };
+        let placed = unplaced::UnplacedKill { cgroup: cgroup.to_owned(), constraint, workload: workload.clone(), main_process, ..kill };
+        count_unplaced(&mut s, self.config.max_cgroups, &placed);
+        true
+    }
+
+    /// Counts the unplaced kills no report placed within the hold, as they
+    /// were published.
+    pub fn count_unplaced_overdue(&self, now: Instant) {
+        let mut s = self.write();
+        for kill in s.unplaced.overdue(now) {
+            count_unplaced(&mut s, self.config.max_cgroups, &kill);
         }
     }
 
@@ -1447,6 +1492,41 @@ mod tests {
         assert_eq!(again.unaccounted(1), 1, "its kill is found there, not on /");
         m.note_unobserved_reported("/again", 1);
         assert_eq!(m.kill_accounting().cgroups["/again"], kept(1, 70), "kept for the next run with its new id");
+    }
+
+    #[test]
+    fn an_unplaced_kill_is_counted_where_its_report_puts_it_or_as_published_after_the_hold() {
+        let t0 = Instant::now();
+        let m = Model::default();
+        let unplaced = |pid: u32| unplaced::UnplacedKill {
+            victim_pid: pid,
+            ktime_ns: Some(u64::from(pid)),
+            cgroup: "unknown".into(),
+            constraint: Constraint::Unknown,
+            victim_comm: Some("hog".into()),
+            workload: Workload::default(),
+            main_process: None,
+            at: t0,
+        };
+        let series = |m: &Model| {
+            let mut out = Vec::new();
+            m.for_each_kill_count(|cgroup, constraint, n| out.push((cgroup.to_owned(), constraint, n)));
+            out
+        };
+        m.record_unplaced_kill(unplaced(1));
+        m.record_unplaced_kill(unplaced(2));
+        assert_eq!(m.total_kills(), 2, "the reconciler counts them at once");
+        assert!(series(&m).is_empty(), "{:?}", series(&m));
+        assert!(m.place_unplaced_kill(1, Some(1), "/pod/c", Constraint::Memcg, &Workload::default(), Some(true)));
+        assert!(!m.place_unplaced_kill(1, Some(1), "/pod/c", Constraint::Memcg, &Workload::default(), Some(true)), "counted once");
+        assert_eq!(series(&m), [("/pod/c".to_owned(), Constraint::Memcg, 1)]);
+        assert_eq!(m.kills_of("/pod/c"), 1);
+        m.count_unplaced_overdue(t0 + unplaced::HOLD - Duration::from_millis(1));
+        assert_eq!(series(&m).len(), 1, "still held");
+        m.count_unplaced_overdue(t0 + unplaced::HOLD);
+        assert_eq!(series(&m), [("/pod/c".to_owned(), Constraint::Memcg, 1), ("unknown".to_owned(), Constraint::Unknown, 1)]);
+        assert!(!m.place_unplaced_kill(2, Some(2), "/late", Constraint::Memcg, &Workload::default(), None), "too late: counted as published");
+        assert_eq!(m.total_kills(), 2);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::{
 };
 
 use crate::{
-    model::{bus::EventBus, counters::DaemonCounters},
+    model::{Model, bus::EventBus, counters::DaemonCounters},
     readers::{
         kmsg::{KmsgError, KmsgReader},
         oom_report::{self, MissingReport, OomAssembler, OomOutput},
@@ -143,12 +143,14 @@ pub struct KernelReportFeed {
     limit_file: LimitFile,
     waiting: VecDeque<Waiting>,
     victims: Arc<ReportedVictims>,
+    /// Where a kill published unplaced is counted once its report places it.
+    model: Arc<Model>,
 }
 
 impl KernelReportFeed {
-    pub fn new(bus: Arc<EventBus>, counters: Arc<DaemonCounters>, limit_file: LimitFile, victims: Arc<ReportedVictims>) -> Self {
+    pub fn new(bus: Arc<EventBus>, counters: Arc<DaemonCounters>, limit_file: LimitFile, victims: Arc<ReportedVictims>, model: Arc<Model>) -> Self {
         victims.reading.store(true, Ordering::Relaxed);
-        Self { assembler: OomAssembler::new(crate::kernel::decode::page_size()), bus, counters, limit_file, waiting: VecDeque::new(), victims }
+        Self { assembler: OomAssembler::new(crate::kernel::decode::page_size()), bus, counters, limit_file, waiting: VecDeque::new(), victims, model }
     }
 
     /// Reads the log until the daemon stops, on a thread of its own: the
@@ -247,9 +249,13 @@ impl KernelReportFeed {
         self.waiting = still;
     }
 
-    /// Amends the kill `w` belongs to, and tells live clients.
+    /// Amends the kill `w` belongs to, and tells live clients. A kill
+    /// published unplaced is counted in the series its report names.
     fn join(&self, w: &Waiting) -> bool {
         let limit_file = self.limit_file;
+        // Looked up outside the bus's lock; used only when the report
+        // names a cgroup the kill path could not.
+        let reported_workload = w.task_memcg.as_deref().map(|memcg| self.model.workload(memcg));
         let Some(amended) = self.bus.amend(
             |e| belongs_to(e, w),
             |e| {
@@ -257,6 +263,10 @@ impl KernelReportFeed {
                     settle_unknown_constraint(k, w);
                     amend_with_report(k, &w.report, limit_file);
                     if let Some(memcg) = cgroup_from_report(k, w.task_memcg.as_deref()) {
+                        if let Some((workload, init_pid)) = &reported_workload {
+                            k.main_process = super::kills::is_main_process(*init_pid, &k.victim);
+                            k.workload = workload.clone();
+                        }
                         e.cgroup = memcg;
                     }
                 }
@@ -266,6 +276,7 @@ impl KernelReportFeed {
         };
         self.counters.kernel_reports_joined.inc();
         let EventBody::OomKill(k) = &amended.event.body else { return true };
+        self.model.place_unplaced_kill(k.victim.pid, amended.event.ktime_ns, &amended.event.cgroup, k.constraint, &k.workload, k.main_process);
         let body = EventBody::KillExplained(KillExplained {
             pid: w.pid,
             comm: w.comm.clone(),
@@ -301,8 +312,8 @@ fn belongs_to(event: &Event, w: &Waiting) -> bool {
 
 /// A kill published with its constraint unknown (its report came after
 /// the kill path stopped waiting, or none of it was read) takes the
-/// report's: the metric counted it as `unknown` at the kill, the event
-/// says what the kernel said.
+/// report's; the metric, which held its count for the report
+/// (`model::unplaced`), counts it as the kernel said too.
 fn settle_unknown_constraint(k: &mut OomKill, w: &Waiting) {
     if k.constraint != Constraint::Unknown {
         return;
@@ -490,12 +501,24 @@ mod tests {
     fn a_kill_published_with_its_cgroup_unknown_takes_the_reports() {
         let kill = captured("6.18/plain");
         let bus = Arc::new(EventBus::new(16, 16));
-        let mut feed = KernelReportFeed::new(bus.clone(), Arc::new(DaemonCounters::default()), Some("memory.limit_in_bytes"), Arc::default());
+        let model = Arc::new(Model::default());
+        let mut feed = KernelReportFeed::new(bus.clone(), Arc::new(DaemonCounters::default()), Some("memory.limit_in_bytes"), Arc::default(), model.clone());
         let mut unknown = event_of(30835, "memhog", "unknown", kill.ts_usec * 1000);
         if let EventBody::OomKill(k) = &mut unknown.body {
             k.attribution = Attribution::Unknown;
             k.unavailable = vec!["victim task (exact cgroup)".into(), "victim cgroup (/proc/PID/cgroup: the victim was gone; ...)".into()];
         }
+        // As the kill path counts it: in the totals, its series held.
+        model.record_unplaced_kill(crate::model::unplaced::UnplacedKill {
+            victim_pid: 30835,
+            ktime_ns: unknown.ktime_ns,
+            cgroup: "unknown".into(),
+            constraint: Constraint::Memcg,
+            victim_comm: Some("memhog".into()),
+            workload: Default::default(),
+            main_process: None,
+            at: Instant::now(),
+        });
         bus.publish(unknown);
         feed.kill_line(&kill);
         let (past, _) = bus.subscribe(|_| true);
@@ -504,6 +527,10 @@ mod tests {
         assert_eq!((k.attribution, k.cgroup_from), (Attribution::Approximate, Some(CgroupSource::KernelReport)));
         assert_eq!(k.unavailable, vec!["victim task (exact cgroup)".to_owned()]);
         assert_eq!(past[1].event.cgroup, PLAIN_618_CGROUP, "kill_explained names it too");
+        let mut series = Vec::new();
+        model.for_each_kill_count(|cgroup, constraint, n| series.push((cgroup.to_owned(), constraint, n)));
+        assert_eq!(series, [(PLAIN_618_CGROUP.to_owned(), Constraint::Memcg, 1)], "the metric counts it where the report put it");
+        assert_eq!(model.total_kills(), 1);
 
         // A cgroup /proc gave stays: the report only fills what was unknown.
         let mut approximate = OomKill::of_pid(1);
@@ -520,7 +547,7 @@ mod tests {
     fn a_kill_published_with_its_constraint_unknown_takes_the_reports() {
         let published_unknown = |kill: &oom_report::OomKill| {
             let bus = Arc::new(EventBus::new(16, 16));
-            let mut feed = KernelReportFeed::new(bus.clone(), Arc::new(DaemonCounters::default()), Some("memory.limit_in_bytes"), Arc::default());
+            let mut feed = KernelReportFeed::new(bus.clone(), Arc::new(DaemonCounters::default()), Some("memory.limit_in_bytes"), Arc::default(), Arc::default());
             let mut e = event_of(30835, "memhog", "unknown", kill.ts_usec * 1000);
             if let EventBody::OomKill(k) = &mut e.body {
                 k.attribution = Attribution::Unknown;
@@ -556,7 +583,7 @@ mod tests {
         let victims = Arc::new(ReportedVictims::default());
         let short = Duration::from_millis(1);
         assert_eq!(victims.wait_for(30835, Some("memhog"), Duration::from_secs(5)), None, "no kernel log read: nothing to wait for");
-        let feed = KernelReportFeed::new(Arc::new(EventBus::new(16, 16)), Arc::new(DaemonCounters::default()), None, victims.clone());
+        let feed = KernelReportFeed::new(Arc::new(EventBus::new(16, 16)), Arc::new(DaemonCounters::default()), None, victims.clone(), Arc::default());
         let late = std::thread::spawn({
             let victims = victims.clone();
             move || victims.wait_for(30835, Some("memhog"), Duration::from_secs(5))
@@ -578,7 +605,7 @@ mod tests {
         let kill = captured("6.18/plain");
         let bus = Arc::new(EventBus::new(16, 16));
         let counters = Arc::new(DaemonCounters::default());
-        let mut feed = KernelReportFeed::new(bus.clone(), counters.clone(), Some("memory.limit_in_bytes"), Arc::default());
+        let mut feed = KernelReportFeed::new(bus.clone(), counters.clone(), Some("memory.limit_in_bytes"), Arc::default(), Arc::default());
         // Read before the kill was published: it waits, then joins.
         feed.kill_line(&kill);
         assert_eq!(feed.waiting.len(), 1);

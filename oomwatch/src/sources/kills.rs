@@ -27,6 +27,7 @@ use crate::{
     model::{
         KillClues, Model,
         incidents::KillSeen,
+        unplaced::UnplacedKill,
         limit::{ChainLink, Verdict, ancestry, find_limit},
     },
     readers::{
@@ -77,6 +78,9 @@ pub struct KillExplainer {
     /// Test-only (`--inject-victim-gone`): /proc is not asked, as when
     /// the victim was reaped before it could be.
     pub inject_victim_gone: bool,
+    /// Test-only (`--inject-report-late`): the kernel's report is not
+    /// waited for, as when it comes after the kill path's wait.
+    pub inject_report_late: bool,
 }
 
 impl KillExplainer {
@@ -121,7 +125,20 @@ impl KillExplainer {
         // appeared: nothing is read here.
         let (workload, init_pid) = self.model.workload(&cgroup);
         let main_process = is_main_process(init_pid, &victim);
-        self.model.record_workload_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), &workload, main_process, now);
+        if path_known && verdict.constraint != Constraint::Unknown {
+            self.model.record_workload_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), &workload, main_process, now);
+        } else {
+            self.model.record_unplaced_kill(UnplacedKill {
+                victim_pid: victim.pid,
+                ktime_ns: Some(r.header.ktime_ns),
+                cgroup: cgroup.clone(),
+                constraint: verdict.constraint,
+                victim_comm: victim.comm.clone(),
+                workload: workload.clone(),
+                main_process,
+                at: now,
+            });
+        }
         let incident = self.join_incident(r.header.ktime_ns, &trigger, &verdict, &victim, &cgroup, oom_control.is_some(), now);
         let throttled_for_s = self.model.throttled_for(&cgroup, now).map(|d| d.as_secs_f64());
         let mut kill = Box::new(OomKill {
@@ -224,6 +241,9 @@ impl KillExplainer {
     fn reported<'a>(&self, r: &OomKillRecord, reported: &'a Reported) -> Option<&'a ReportedKill> {
         reported
             .get_or_init(|| {
+                if self.inject_report_late {
+                    return None;
+                }
                 let comm = (r.present & victim_field::COMM != 0).then(|| comm_str(&r.victim_comm));
                 self.reported_victims.wait_for(r.victim_pid, comm.as_deref(), REPORT_WAIT)
             })
@@ -437,7 +457,7 @@ fn unavailable_groups(r: &OomKillRecord) -> Vec<String> {
     unavailable
 }
 
-fn is_main_process(init_pid: Option<u32>, victim: &Victim) -> Option<bool> {
+pub(super) fn is_main_process(init_pid: Option<u32>, victim: &Victim) -> Option<bool> {
     let tgid = victim.tgid.or((victim.pid != 0).then_some(victim.pid))?;
     match main_process(init_pid, tgid) {
         MainProcess::Main => Some(true),

@@ -52,6 +52,8 @@ impl Reconciler {
     }
 
     pub fn pass(&mut self) {
+        // Kills no report placed in time go on the metric as published.
+        self.model.count_unplaced_overdue(std::time::Instant::now());
         let mut host = self.model.host_kills();
         let (Some(base), Some(now)) = (host.kernel_baseline, vmstat_oom_kills(&self.proc_root)) else { return };
         let kernel = now.saturating_sub(base);
