@@ -837,7 +837,7 @@ impl Model {
     /// A full sample (memory.stat and limits were read).
     pub fn observe_full(&self, path: &str, sample: &MemorySample, limit_hits: Option<u64>, now: Instant) {
         let mut s = self.write();
-        let State { cgroups, kills, restored_kills, forecast_due, throttle_due, .. } = &mut *s;
+        let State { cgroups, kills, unplaced, restored_kills, forecast_due, throttle_due, .. } = &mut *s;
         let Some(c) = cgroups.get_mut(path) else { return };
         c.usage_bytes = sample.usage_bytes;
         c.working_set_bytes = sample.working_set_bytes;
@@ -865,7 +865,7 @@ impl Model {
                 }
                 _ => (now_counter, now_counter.map(|_| now)),
             };
-            c.seen_kills_baseline = kills_of(kills, path);
+            c.seen_kills_baseline = kills_of(kills, unplaced, path);
         }
         c.full_sample_at = Some(now);
         c.kinds = consumers::Kinds::of(sample);
@@ -1177,12 +1177,18 @@ impl Model {
     }
 
     pub fn kills_of(&self, cgroup: &str) -> u64 {
-        kills_of(&self.read().kills, cgroup)
+        let s = self.read();
+        kills_of(&s.kills, &s.unplaced, cgroup)
     }
 
     /// Tracked cgroups with their kill baselines.
     pub fn kill_baselines(&self) -> Vec<KillBaseline> {
         let s = self.read();
+        // Once, not per cgroup: a storm may hold a few hundred.
+        let mut held: HashMap<&str, u64> = HashMap::new();
+        for path in s.unplaced.cgroups() {
+            *held.entry(path).or_default() += 1;
+        }
         s.cgroups
             .iter()
             .filter(|(_, c)| c.removed_at.is_none())
@@ -1193,7 +1199,7 @@ impl Model {
                     id: c.id,
                     counted_since: c.kills_counted_since,
                     kernel_baseline: c.kernel_kills_baseline?,
-                    seen_since: (kills_of(&s.kills, p) + c.kernel_recounts).saturating_sub(c.seen_kills_baseline),
+                    seen_since: (counted_kills_of(&s.kills, p) + held.get(p.as_str()).copied().unwrap_or(0) + c.kernel_recounts).saturating_sub(c.seen_kills_baseline),
                     unobserved_reported: c.unobserved_reported,
                 })
             })
@@ -1232,6 +1238,9 @@ impl Model {
         let mut kills_by_cgroup: HashMap<&str, u64> = HashMap::new();
         for ((path, _, _), k) in &s.kills {
             *kills_by_cgroup.entry(path.as_str()).or_default() += k.count;
+        }
+        for path in s.unplaced.cgroups() {
+            *kills_by_cgroup.entry(path).or_default() += 1;
         }
         let mut cgroups: HashMap<String, CgroupKills> = s
             .cgroups
@@ -1406,7 +1415,12 @@ pub(crate) fn shrink<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>) {
     }
 }
 
-fn kills_of(kills: &BTreeMap<KillKey, KillSeries>, cgroup: &str) -> u64 {
+/// Kills seen in `cgroup`: counted in its series, or held for their report.
+fn kills_of(kills: &BTreeMap<KillKey, KillSeries>, held: &unplaced::Held, cgroup: &str) -> u64 {
+    counted_kills_of(kills, cgroup) + held.cgroups().filter(|c| *c == cgroup).count() as u64
+}
+
+fn counted_kills_of(kills: &BTreeMap<KillKey, KillSeries>, cgroup: &str) -> u64 {
     // Memcg and None sort first among a cgroup's series.
     kills.range((cgroup.to_owned(), Constraint::Memcg, None)..).take_while(|((c, _, _), _)| c == cgroup).map(|(_, k)| k.count).sum()
 }
@@ -1516,17 +1530,27 @@ mod tests {
         m.record_unplaced_kill(unplaced(1));
         m.record_unplaced_kill(unplaced(2));
         assert_eq!(m.total_kills(), 2, "the reconciler counts them at once");
-        assert!(series(&m).is_empty(), "{:?}", series(&m));
+        // Its cgroup known, its constraint not: seen there at once, as the
+        // reconciler and the counter fallback compare with its counter.
+        m.admit("/known", 5, Path::new("/known"));
+        m.observe_full("/known", &with_kills(0), None, t0);
+        m.record_unplaced_kill(unplaced::UnplacedKill { cgroup: "/known".into(), ..unplaced(3) });
+        assert_eq!((m.kills_of("/known"), m.total_kills()), (1, 3));
+        assert_eq!(m.kill_baselines()[0].unaccounted(1), 0, "{:?}", m.kill_baselines());
+        assert!(m.place_unplaced_kill(3, Some(3), "/known", Constraint::Memcg, &Workload::default(), None));
+        assert_eq!(m.kills_of("/known"), 1, "placed: counted once");
+        let known = ("/known".to_owned(), Constraint::Memcg, 1);
+        assert_eq!(series(&m), [known.clone()], "the others held");
         assert!(m.place_unplaced_kill(1, Some(1), "/pod/c", Constraint::Memcg, &Workload::default(), Some(true)));
         assert!(!m.place_unplaced_kill(1, Some(1), "/pod/c", Constraint::Memcg, &Workload::default(), Some(true)), "counted once");
-        assert_eq!(series(&m), [("/pod/c".to_owned(), Constraint::Memcg, 1)]);
+        assert_eq!(series(&m), [known.clone(), ("/pod/c".to_owned(), Constraint::Memcg, 1)]);
         assert_eq!(m.kills_of("/pod/c"), 1);
         m.count_unplaced_overdue(t0 + unplaced::HOLD - Duration::from_millis(1));
-        assert_eq!(series(&m).len(), 1, "still held");
+        assert_eq!(series(&m).len(), 2, "still held");
         m.count_unplaced_overdue(t0 + unplaced::HOLD);
-        assert_eq!(series(&m), [("/pod/c".to_owned(), Constraint::Memcg, 1), ("unknown".to_owned(), Constraint::Unknown, 1)]);
+        assert_eq!(series(&m), [known, ("/pod/c".to_owned(), Constraint::Memcg, 1), ("unknown".to_owned(), Constraint::Unknown, 1)]);
         assert!(!m.place_unplaced_kill(2, Some(2), "/late", Constraint::Memcg, &Workload::default(), None), "too late: counted as published");
-        assert_eq!(m.total_kills(), 2);
+        assert_eq!(m.total_kills(), 3);
     }
 
     #[test]

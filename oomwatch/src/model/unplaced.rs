@@ -64,6 +64,13 @@ impl Held {
     pub fn len(&self) -> usize {
         self.kills.len()
     }
+
+    /// The held kills' cgroups, one per kill. A kill whose cgroup is known
+    /// and only its constraint is not is seen there already: the kill
+    /// accounting counts it at once, as it counts a placed kill.
+    pub fn cgroups(&self) -> impl Iterator<Item = &str> {
+        self.kills.iter().map(|k| k.cgroup.as_str())
+    }
 }
 
 #[cfg(test)]
