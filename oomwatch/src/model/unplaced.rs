@@ -3,7 +3,10 @@
 //! the victim's cgroup and the limit that was hit, and amends the event;
 //! a count on `oomwatch_oom_kills_total` under `unknown` would stay there,
 //! since a counter cannot move a kill to another series. So the count of
-//! such a kill waits here, for its report or for [`HOLD`].
+//! such a kill waits here, for its report or for [`HOLD`], while the
+//! kernel log is read (the kill line alone, printed when the kernel's rate
+//! limit holds the report back, ends the wait too). With no reader it is
+//! counted at once.
 
 use std::{
     collections::VecDeque,

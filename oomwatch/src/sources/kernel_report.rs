@@ -106,10 +106,16 @@ impl ReportedVictims {
         self.noted.notify_all();
     }
 
+    /// Whether the kernel log is being read: a kill's report or kill line
+    /// may still come.
+    pub fn reading(&self) -> bool {
+        self.reading.load(Ordering::Relaxed)
+    }
+
     /// What the kernel's report said of victim `pid` (`comm`, when known,
     /// must match), waiting up to `timeout` for it; taken once.
     pub fn wait_for(&self, pid: u32, comm: Option<&str>, timeout: Duration) -> Option<ReportedKill> {
-        if !self.reading.load(Ordering::Relaxed) {
+        if !self.reading() {
             return None;
         }
         let deadline = Instant::now() + timeout;

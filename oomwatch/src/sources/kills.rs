@@ -125,7 +125,10 @@ impl KillExplainer {
         // appeared: nothing is read here.
         let (workload, init_pid) = self.model.workload(&cgroup);
         let main_process = is_main_process(init_pid, &victim);
-        if path_known && verdict.constraint != Constraint::Unknown {
+        // Held for the kernel log's word only while it is read: with no
+        // reader, nothing will place the kill later.
+        let placed = path_known && verdict.constraint != Constraint::Unknown;
+        if placed || !self.reported_victims.reading() {
             self.model.record_workload_kill(&cgroup, verdict.constraint, victim.comm.as_deref(), &workload, main_process, now);
         } else {
             self.model.record_unplaced_kill(UnplacedKill {
