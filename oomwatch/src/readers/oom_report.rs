@@ -400,7 +400,7 @@ impl GroupContext {
         else {
             return false;
         };
-        self.group = Some((lossy(cut_name(path).0), self.partial_ts));
+        self.group = Some((super::path_string(cut_name(path).0), self.partial_ts));
         self.partial = Vec::new();
         true
     }
@@ -834,24 +834,27 @@ impl Pending {
         let stats_cgroup = self.stats_header.take().and_then(|h| h.strip_suffix(b":").map(<[u8]>::to_vec));
         let s = parse_summary(&raw, victim_comm, victim.pid, victim.uid, stats_cgroup.as_deref())?;
         let mut names = 0u32;
-        let mut name = |b: &[u8]| {
+        // Cgroup paths as the daemon keys cgroups everywhere else (invalid
+        // UTF-8 as `\xNN`), so that a report joins its kill and its cgroup
+        // is the tracked one; other names as text.
+        let mut name = |b: &[u8], cgroup_path: bool| {
             let (b, c) = cut_name(b);
             names += u32::from(c);
-            lossy(b)
+            if cgroup_path { super::path_string(b) } else { lossy(b) }
         };
         let summary = OomSummary {
-            constraint: name(s.constraint),
-            nodemask: s.nodemask.map(&mut name),
-            cpuset: s.cpuset.map(&mut name),
-            mems_allowed: s.mems_allowed.map(&mut name),
-            oom_memcg: s.oom_memcg.map(&mut name),
+            constraint: name(s.constraint, false),
+            nodemask: s.nodemask.map(|b| name(b, false)),
+            cpuset: s.cpuset.map(|b| name(b, true)),
+            mems_allowed: s.mems_allowed.map(|b| name(b, false)),
+            oom_memcg: s.oom_memcg.map(|b| name(b, true)),
             global_oom: s.global_oom,
-            task_memcg: s.task_memcg.map(&mut name),
-            task: name(victim_comm),
+            task_memcg: s.task_memcg.map(|b| name(b, true)),
+            task: name(victim_comm, false),
             pid: s.pid,
             uid: s.uid,
         };
-        let stats_cgroup = stats_cgroup.as_deref().map(&mut name);
+        let stats_cgroup = stats_cgroup.as_deref().map(|b| name(b, true));
         self.cut.names += names;
         let memcg = self.memory.map(|memory| MemcgCounters { memory, swap: self.swap, memory_swap: self.memory_swap, kmem: self.kmem });
         Some(OomReport {

@@ -282,6 +282,21 @@ fn kernel_6_18_hostile_names() {
     assert_eq!(r.stats, stats_oracle(&fixture("6.18/hostile"), 1674));
 }
 
+/// A cgroup name with bytes that are not UTF-8 (a tenant's choice): the
+/// report names it as the daemon keys cgroups everywhere else (`\xNN`,
+/// `path_string`), not with U+FFFD, or the report never joins its kill.
+#[test]
+fn a_cgroup_name_that_is_not_utf8_reads_as_the_daemon_keys_it() {
+    let raw = fixture("6.18/hostile");
+    let text = String::from_utf8(raw).expect("kmsg escapes every byte that is not printable ASCII");
+    let (out, _) = feed(text.replace("\\xc3\\xa9-31388-2", "\\xff\\xfe-31388-2").as_bytes());
+    let ks = kills(&out);
+    let r = ks[1].report.as_ref().expect("report");
+    let cg = format!("{OWN_618}/oomwatch-test-t\tl,oom_memcg=\\xff\\xfe-31388-2");
+    assert_eq!(r.stats_cgroup.as_deref(), Some(cg.as_str()));
+    assert_eq!(r.summary, memcg_summary(&cg, &cg, "a,pid=2\n(\u{fffd})=", 31391));
+}
+
 // -------------------------------------------------------------------- 6.1, v2
 
 #[test]
